@@ -1,0 +1,1 @@
+//! r1-backend-cuda

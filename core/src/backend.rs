@@ -1,0 +1,159 @@
+//! The backend seam: the kernels a graph needs, on a backend's own opaque buffers.
+//!
+//! Core never sees a host pointer of a backend: it asks for buffers, uploads and
+//! downloads bytes, and asks the backend to run one op at a time on byte ranges of its
+//! buffers. A backend may run asynchronously (a CUDA stream) until `download` or
+//! `synchronize`, which wait.
+//!
+//! Buffers are written through shared references (`&Self::Buffer`): a backend's buffer
+//! type has interior mutability (a device pointer, or host memory behind a cell). The
+//! executor guarantees that an op's output range never overlaps its inputs' ranges,
+//! except for [`Op::KvWrite`], whose output *is* its input 0 (written in place).
+
+use alloc::string::String;
+use core::fmt;
+
+use crate::graph::Op;
+use crate::tensor::TensorDesc;
+
+/// Why a backend could not do what was asked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendError {
+    /// The backend cannot be used here (e.g. "no CUDA device", driver not found).
+    Unavailable(String),
+    /// An allocation failed.
+    OutOfMemory { bytes: usize },
+    /// The op (or this variant of it) is not implemented by the backend.
+    Unsupported { op: &'static str, detail: String },
+    /// Data fed at run time is invalid for the op (a token id outside the vocabulary…).
+    InvalidInput { op: &'static str, detail: String },
+    /// A byte range outside a buffer, or sizes that do not match.
+    OutOfBounds { detail: String },
+    /// Any other device or driver failure.
+    Device(String),
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Unavailable(m) => write!(f, "backend unavailable: {m}"),
+            BackendError::OutOfMemory { bytes } => write!(f, "out of memory allocating {bytes} bytes"),
+            BackendError::Unsupported { op, detail } => write!(f, "{op} is not supported: {detail}"),
+            BackendError::InvalidInput { op, detail } => write!(f, "{op}: invalid input: {detail}"),
+            BackendError::OutOfBounds { detail } => write!(f, "out of bounds: {detail}"),
+            BackendError::Device(m) => write!(f, "device error: {m}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for BackendError {}
+
+/// A tensor living in a backend buffer: `desc.bytes()` bytes starting at byte `offset`.
+pub struct TensorRef<'a, B> {
+    pub buffer: &'a B,
+    pub offset: usize,
+    pub desc: TensorDesc,
+}
+
+impl<B> Clone for TensorRef<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B> Copy for TensorRef<'_, B> {}
+
+impl<B> fmt::Debug for TensorRef<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TensorRef({} {} @ {})", self.desc.dtype, self.desc.shape, self.offset)
+    }
+}
+
+/// One AdamW update (decoupled weight decay, Loshchilov & Hutter; bias-corrected moments
+/// as in `torch.optim.AdamW`):
+/// `g ← grad_scale·g; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;`
+/// `p ← p − lr·wd·p − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step count for bias correction.
+    pub step: u64,
+    /// Multiplies the gradient first (clipping coefficient × accumulation average).
+    pub grad_scale: f32,
+}
+
+/// The kernels a graph needs. See the module docs for the buffer contract.
+pub trait Backend {
+    /// Device memory, opaque to core.
+    type Buffer;
+
+    /// A human-readable name ("cpu (avx512, 2 threads)", "cuda:0 NVIDIA H200").
+    fn name(&self) -> String;
+
+    /// A zero-filled buffer of `bytes` bytes.
+    fn alloc(&self, bytes: usize) -> Result<Self::Buffer, BackendError>;
+
+    /// Size of a buffer in bytes.
+    fn buffer_len(&self, buffer: &Self::Buffer) -> usize;
+
+    /// Copies `src` into `dst` at byte `offset`.
+    fn upload(&self, dst: &Self::Buffer, offset: usize, src: &[u8]) -> Result<(), BackendError>;
+
+    /// Copies bytes from `src` at byte `offset` into `dst`; waits for pending work.
+    fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<(), BackendError>;
+
+    /// Waits until all queued work is done.
+    fn synchronize(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Whether [`Backend::run_op`] implements `op`.
+    fn supports(&self, op: &Op) -> bool;
+
+    /// Computes one non-leaf, non-view op: reads `inputs` (in the order [`Op`] documents)
+    /// and writes `output`.
+    fn run_op(
+        &self,
+        op: &Op,
+        inputs: &[TensorRef<'_, Self::Buffer>],
+        output: TensorRef<'_, Self::Buffer>,
+    ) -> Result<(), BackendError>;
+
+    /// `y ← a·x + b·y` over f32 tensors of equal size (gradient accumulation, zeroing
+    /// with `a = b = 0`, scaling, copying with `a = 1, b = 0`).
+    fn axpby(&self, y: TensorRef<'_, Self::Buffer>, a: f32, x: TensorRef<'_, Self::Buffer>, b: f32) -> Result<(), BackendError>;
+
+    /// `Σ x²` over an f32 tensor, accumulated in f64 (gradient norms). Waits.
+    fn sum_squares(&self, x: TensorRef<'_, Self::Buffer>) -> Result<f64, BackendError>;
+
+    /// One AdamW update of `param` in place from `grad`, with moments `m`, `v` (all f32,
+    /// equal size).
+    fn adamw(
+        &self,
+        param: TensorRef<'_, Self::Buffer>,
+        grad: TensorRef<'_, Self::Buffer>,
+        m: TensorRef<'_, Self::Buffer>,
+        v: TensorRef<'_, Self::Buffer>,
+        step: &AdamWStep,
+    ) -> Result<(), BackendError>;
+}
+
+/// Little-endian bytes of f32 values (uploads from core without `unsafe`).
+pub fn f32_bytes(values: &[f32]) -> alloc::vec::Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Little-endian bytes of i32 values.
+pub fn i32_bytes(values: &[i32]) -> alloc::vec::Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// f32 values from little-endian bytes (a trailing partial value is ignored).
+pub fn f32_from_bytes(bytes: &[u8]) -> alloc::vec::Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}

@@ -1,0 +1,634 @@
+//! The graph IR: a static DAG of typed tensor ops. Building an op only appends a node
+//! and infers its output shape (ggml-style); computing is a backend's job. Nodes are
+//! appended in topological order, so a node's inputs always have smaller ids.
+//!
+//! Every tensor is contiguous, row-major f32 unless an op says otherwise (token ids are
+//! i32). The semantics of each op are written on its variant; backends implement exactly
+//! that, and the CPU backend's scalar reference kernels are the executable definition.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::error::GraphError;
+use crate::tensor::{DType, Shape, TensorDesc};
+
+/// Index of a node in its [`Graph`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0)
+    }
+}
+
+/// Attention geometry shared by [`Op::Attention`] and [`Op::AttentionBackward`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionSpec {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Absolute position of the first query row (the number of cached tokens before it).
+    pub q_offset: usize,
+    /// Number of key/value rows in use (`<=` the k/v tensors' time dimension).
+    pub kv_len: usize,
+}
+
+/// Rotary embedding parameters ([`Op::Rope`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeSpec {
+    pub n_heads: usize,
+    pub head_dim: usize,
+    /// Hugging Face `rope_theta`.
+    pub theta: f32,
+    /// Absolute position of time row 0.
+    pub pos_offset: usize,
+    /// Rotate by the negative angle (the transpose of the rotation: RoPE's backward).
+    pub inverse: bool,
+}
+
+/// One tensor operation. Inputs are listed in [`Node::inputs`] in the order given here.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    // ---- leaves: bound to caller-owned buffers -------------------------------------
+    /// Per-run data (token ids, masks, a loss seed, a KV cache), bound by the caller.
+    Input,
+    /// A model weight, bound by the caller and persistent across runs.
+    Param { trainable: bool },
+
+    // ---- views: no kernel, the output aliases input 0 ------------------------------
+    /// `[x]` → same elements, another shape with the same element count.
+    Reshape,
+    /// `[x]` → the flat elements `offset .. offset + numel(out)` of `x`, with the node's
+    /// shape (how packed multi-output backward results are split).
+    Slice { offset: usize },
+
+    // ---- forward ops ---------------------------------------------------------------
+    /// `[]` → a tensor filled with `value`.
+    Fill { value: f32 },
+    /// `[table [V, H], ids [..] i32]` → `[.., H]`: row `ids[i]` of `table`. An id outside
+    /// `0..V` is a run-time error naming the id.
+    Embedding,
+    /// `[a, b]` → `op(a) · op(b)` where `op` transposes the last two dims when asked.
+    /// `a` is `[.., M, K]` (`[.., K, M]` if `trans_a`); `b` is `[K, N]` (`[N, K]` if
+    /// `trans_b`) shared over `a`'s leading dims, or has the same leading dims as `a`
+    /// (batched). Output `[.., M, N]`.
+    MatMul { trans_a: bool, trans_b: bool },
+    /// `[x, y]` → `x + y`; `y`'s shape is a suffix of `x`'s and repeats over the rest.
+    Add,
+    /// `[x, y]` → `x * y` element-wise, with `Add`'s broadcast rule.
+    Mul,
+    /// `[x]` → `factor * x`.
+    Scale { factor: f32 },
+    /// `[x [.., D], w [D]]` → `x / sqrt(mean(x²) + eps) * w` per row (HF `Qwen2RMSNorm`).
+    RmsNorm { eps: f32 },
+    /// `[x [B, T, n_heads * head_dim]]` → rotary position embedding in the rotate-half
+    /// layout of HF Llama/Qwen2: for head `h`, pair `(i, i + head_dim/2)` of row `t` at
+    /// position `p = pos_offset + t` is rotated by `p · theta^(−2i/head_dim)`:
+    /// `x1' = x1·cos − x2·sin`, `x2' = x2·cos + x1·sin` (angle negated if `inverse`).
+    Rope(RopeSpec),
+    /// `[q [B, T, Hq·d], k [B, S, Hkv·d], v [B, S, Hkv·d]]` → `[B, T, Hq·d]`: causal
+    /// scaled-dot-product attention, scale `1/sqrt(d)`; query head `h` reads kv head
+    /// `h / (Hq / Hkv)` (grouped-query). Query row `t` sits at absolute position
+    /// `q_offset + t` and attends key rows `j <= q_offset + t`, `j < kv_len`.
+    Attention(AttentionSpec),
+    /// `[x]` → `x · sigmoid(x)`.
+    Silu,
+    /// `[gate, up]` (same shape) → `silu(gate) * up`.
+    SwiGlu,
+    /// `[x [.., V]]` → softmax over the last dim.
+    Softmax,
+    /// `[x [.., V]]` → log-softmax over the last dim.
+    LogSoftmax,
+    /// `[x [.., V], idx [..] i32]` → `[..]`: `x[r, idx[r]]`. An index outside `0..V` is
+    /// a run-time error.
+    GatherLastDim,
+    /// `[logits [.., V], targets [..] i32]` → `[..]`: `log_softmax(logits)[target]`, the
+    /// log-prob of each chosen token, without materialising the log-softmax.
+    TokenLogProbs,
+    /// `[logits [N, V], targets [N] i32, weights [N]]` → scalar
+    /// `Σ_i weights[i] · (−log_softmax(logits_i)[targets[i]])`; rows whose target is
+    /// negative are ignored (the ignore mask). Use the weights for `1/count` means.
+    CrossEntropy,
+    /// `[logits [.., V]]` → `[..]`: entropy `−Σ p log p` of `softmax(logits)` per row
+    /// (a metric; not differentiable here).
+    Entropy,
+    /// `[x]` → scalar sum of all elements.
+    SumAll,
+
+    // ---- backward ops (appended by autodiff) ---------------------------------------
+    /// `[x]` → the node's shape, a suffix of `x`'s: sums `x` over its leading dims (the
+    /// gradient of a broadcast operand).
+    ReduceToShape,
+    /// `[ids [..] i32, dy [.., H]]` → `[V, H]`: scatter-add of `dy` rows into row `ids[i]`.
+    EmbeddingBackward,
+    /// `[x, w, dy]` → packed flat `[dx (numel x) | dw (D)]`.
+    RmsNormBackward { eps: f32 },
+    /// `[q, k, v, dout]` → packed flat `[dq (numel q) | dk (numel k) | dv (numel v)]`;
+    /// rows of dk/dv at or past `kv_len` are zero.
+    AttentionBackward(AttentionSpec),
+    /// `[x, dy]` → `dy · silu'(x)`.
+    SiluBackward,
+    /// `[gate, up, dy]` → packed flat `[dgate | dup]`.
+    SwiGluBackward,
+    /// `[y, dy]` (y = softmax output) → `y · (dy − Σ dy·y)` per row.
+    SoftmaxBackward,
+    /// `[y, dy]` (y = log-softmax output) → `dy − exp(y) · Σ dy` per row.
+    LogSoftmaxBackward,
+    /// `[idx [..] i32, dy [..]]` → `[.., V]` zeros except `dy[r]` at `idx[r]`.
+    ScatterLastDim,
+    /// `[logits, targets, dy]` → `dy[r] · (onehot(target) − softmax(logits_r))`.
+    TokenLogProbsBackward,
+    /// `[logits, targets, weights, dy (scalar)]` →
+    /// `dy · weights[i] · (softmax(logits_i) − onehot(target_i))`, zero on ignored rows.
+    CrossEntropyBackward,
+
+    // ---- state ---------------------------------------------------------------------
+    /// `[cache [B, S, D], new [B, T, D]]` → the cache, written in place:
+    /// `cache[b, pos + t] = new[b, t]`. The output aliases the cache buffer, so ops that
+    /// read the output see the appended rows (how decode appends to a KV cache).
+    KvWrite { pos: usize },
+}
+
+impl Op {
+    /// A short stable name for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Param { .. } => "param",
+            Op::Reshape => "reshape",
+            Op::Slice { .. } => "slice",
+            Op::Fill { .. } => "fill",
+            Op::Embedding => "embedding",
+            Op::MatMul { .. } => "matmul",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Scale { .. } => "scale",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Rope(_) => "rope",
+            Op::Attention(_) => "attention",
+            Op::Silu => "silu",
+            Op::SwiGlu => "swiglu",
+            Op::Softmax => "softmax",
+            Op::LogSoftmax => "log_softmax",
+            Op::GatherLastDim => "gather_last_dim",
+            Op::TokenLogProbs => "token_log_probs",
+            Op::CrossEntropy => "cross_entropy",
+            Op::Entropy => "entropy",
+            Op::SumAll => "sum_all",
+            Op::ReduceToShape => "reduce_to_shape",
+            Op::EmbeddingBackward => "embedding_backward",
+            Op::RmsNormBackward { .. } => "rms_norm_backward",
+            Op::AttentionBackward(_) => "attention_backward",
+            Op::SiluBackward => "silu_backward",
+            Op::SwiGluBackward => "swiglu_backward",
+            Op::SoftmaxBackward => "softmax_backward",
+            Op::LogSoftmaxBackward => "log_softmax_backward",
+            Op::ScatterLastDim => "scatter_last_dim",
+            Op::TokenLogProbsBackward => "token_log_probs_backward",
+            Op::CrossEntropyBackward => "cross_entropy_backward",
+            Op::KvWrite { .. } => "kv_write",
+        }
+    }
+
+    /// Leaves are bound to caller buffers rather than computed.
+    pub fn is_leaf(&self) -> bool {
+        matches!(self, Op::Input | Op::Param { .. })
+    }
+
+    /// Views and in-place ops: the output lives in input 0's storage.
+    pub fn aliases_input(&self) -> bool {
+        matches!(self, Op::Reshape | Op::Slice { .. } | Op::KvWrite { .. })
+    }
+
+    /// Byte offset of the output inside input 0's storage for aliasing ops.
+    pub fn alias_offset_bytes(&self) -> usize {
+        match self {
+            Op::Slice { offset } => offset * 4,
+            _ => 0,
+        }
+    }
+}
+
+/// One node: an op, its inputs, its output tensor and an optional name (the HF tensor
+/// name for params, the feed name for inputs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+    pub desc: TensorDesc,
+    pub name: Option<String>,
+}
+
+impl Node {
+    pub fn shape(&self) -> &Shape {
+        &self.desc.shape
+    }
+
+    /// The node's name, or `%id` when it has none.
+    pub fn label(&self, id: NodeId) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("{:?} ({})", id, self.op.name()),
+        }
+    }
+}
+
+/// A static DAG of ops. Build one per batch shape; building costs microseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Graph {
+    nodes: Vec<Node>,
+}
+
+fn shape_err(op: &'static str, detail: String) -> GraphError {
+    GraphError::Shape { op, detail }
+}
+
+impl Graph {
+    pub fn new() -> Graph {
+        Graph { nodes: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn node(&self, id: NodeId) -> Result<&Node, GraphError> {
+        self.nodes.get(id.index()).ok_or(GraphError::UnknownNode(id.0))
+    }
+
+    pub fn desc(&self, id: NodeId) -> Result<TensorDesc, GraphError> {
+        Ok(self.node(id)?.desc)
+    }
+
+    pub fn shape(&self, id: NodeId) -> Result<Shape, GraphError> {
+        Ok(self.node(id)?.desc.shape)
+    }
+
+    /// Iterates `(id, node)` in topological order.
+    pub fn iter(&self) -> impl Iterator<Item = (NodeId, &Node)> {
+        self.nodes.iter().enumerate().map(|(i, n)| (NodeId(i as u32), n))
+    }
+
+    /// The first node with this name.
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.iter().find(|(_, n)| n.name.as_deref() == Some(name)).map(|(id, _)| id)
+    }
+
+    /// Appends a node after checking its inputs exist. Shape inference is the caller's
+    /// (the typed builders below); this is the one place nodes enter the graph.
+    pub fn push(&mut self, op: Op, inputs: &[NodeId], desc: TensorDesc) -> Result<NodeId, GraphError> {
+        for &i in inputs {
+            self.node(i)?;
+        }
+        let id = NodeId(self.nodes.len() as u32);
+        self.nodes.push(Node { op, inputs: inputs.to_vec(), desc, name: None });
+        Ok(id)
+    }
+
+    /// Names a node (params and inputs are found by name when binding).
+    pub fn set_name(&mut self, id: NodeId, name: &str) -> Result<(), GraphError> {
+        let n = self.nodes.get_mut(id.index()).ok_or(GraphError::UnknownNode(id.0))?;
+        n.name = Some(name.to_string());
+        Ok(())
+    }
+
+    fn f32_of(&self, op: &'static str, id: NodeId) -> Result<Shape, GraphError> {
+        let d = self.desc(id)?;
+        if d.dtype != DType::F32 {
+            return Err(shape_err(op, format!("{id:?} must be f32, is {}", d.dtype)));
+        }
+        Ok(d.shape)
+    }
+
+    fn i32_of(&self, op: &'static str, id: NodeId) -> Result<Shape, GraphError> {
+        let d = self.desc(id)?;
+        if d.dtype != DType::I32 {
+            return Err(shape_err(op, format!("{id:?} must be i32 ids, is {}", d.dtype)));
+        }
+        Ok(d.shape)
+    }
+
+    // ---- leaves -----------------------------------------------------------------------
+
+    /// A per-run input named `name`.
+    pub fn input(&mut self, name: &str, desc: TensorDesc) -> Result<NodeId, GraphError> {
+        let id = self.push(Op::Input, &[], desc)?;
+        self.set_name(id, name)?;
+        Ok(id)
+    }
+
+    /// A weight named `name` (the Hugging Face tensor name for model weights).
+    pub fn param(&mut self, name: &str, dims: &[usize], trainable: bool) -> Result<NodeId, GraphError> {
+        let id = self.push(Op::Param { trainable }, &[], TensorDesc::f32(dims))?;
+        self.set_name(id, name)?;
+        Ok(id)
+    }
+
+    // ---- views ------------------------------------------------------------------------
+
+    pub fn reshape(&mut self, x: NodeId, dims: &[usize]) -> Result<NodeId, GraphError> {
+        let d = self.desc(x)?;
+        let to = Shape::new(dims);
+        if to.numel() != d.shape.numel() {
+            return Err(shape_err("reshape", format!("{} ({} elements) to {to}", d.shape, d.shape.numel())));
+        }
+        self.push(Op::Reshape, &[x], TensorDesc { dtype: d.dtype, shape: to })
+    }
+
+    /// Elements `offset .. offset + numel(dims)` of `x` viewed as `dims`.
+    pub fn slice(&mut self, x: NodeId, offset: usize, dims: &[usize]) -> Result<NodeId, GraphError> {
+        let d = self.desc(x)?;
+        let to = Shape::new(dims);
+        if offset.checked_add(to.numel()).is_none_or(|end| end > d.shape.numel()) {
+            return Err(shape_err("slice", format!("{to} at offset {offset} of {}", d.shape)));
+        }
+        self.push(Op::Slice { offset }, &[x], TensorDesc { dtype: d.dtype, shape: to })
+    }
+
+    // ---- forward ops ------------------------------------------------------------------
+
+    pub fn fill(&mut self, value: f32, dims: &[usize]) -> Result<NodeId, GraphError> {
+        self.push(Op::Fill { value }, &[], TensorDesc::f32(dims))
+    }
+
+    pub fn embedding(&mut self, table: NodeId, ids: NodeId) -> Result<NodeId, GraphError> {
+        let t = self.f32_of("embedding", table)?;
+        let i = self.i32_of("embedding", ids)?;
+        if t.rank() != 2 || i.rank() + 1 > crate::tensor::MAX_RANK {
+            return Err(shape_err("embedding", format!("table {t} must be [V, H], ids {i}")));
+        }
+        let mut dims: Vec<usize> = i.dims().to_vec();
+        dims.push(t.dims()[1]);
+        self.push(Op::Embedding, &[table, ids], TensorDesc::f32(&dims))
+    }
+
+    pub fn matmul(&mut self, a: NodeId, b: NodeId, trans_a: bool, trans_b: bool) -> Result<NodeId, GraphError> {
+        let sa = self.f32_of("matmul", a)?;
+        let sb = self.f32_of("matmul", b)?;
+        let err = || shape_err("matmul", format!("{sa}{} x {sb}{}", if trans_a { "ᵀ" } else { "" }, if trans_b { "ᵀ" } else { "" }));
+        if sa.rank() < 2 || sb.rank() < 2 {
+            return Err(err());
+        }
+        let (m, ka) = if trans_a { (sa.dim_from_end(0), sa.dim_from_end(1)) } else { (sa.dim_from_end(1), sa.dim_from_end(0)) };
+        let (kb, n) = if trans_b { (sb.dim_from_end(0), sb.dim_from_end(1)) } else { (sb.dim_from_end(1), sb.dim_from_end(0)) };
+        if ka != kb {
+            return Err(err());
+        }
+        let lead = &sa.dims()[..sa.rank() - 2];
+        if sb.rank() > 2 && &sb.dims()[..sb.rank() - 2] != lead {
+            return Err(err());
+        }
+        let mut dims = lead.to_vec();
+        dims.push(m);
+        dims.push(n);
+        self.push(Op::MatMul { trans_a, trans_b }, &[a, b], TensorDesc::f32(&dims))
+    }
+
+    fn broadcast_binary(&mut self, op: Op, x: NodeId, y: NodeId) -> Result<NodeId, GraphError> {
+        let name = op.name();
+        let sx = self.f32_of(name, x)?;
+        let sy = self.f32_of(name, y)?;
+        if !sx.ends_with(&sy) {
+            return Err(shape_err(name, format!("{sy} is not a suffix of {sx}")));
+        }
+        self.push(op, &[x, y], TensorDesc { dtype: DType::F32, shape: sx })
+    }
+
+    pub fn add(&mut self, x: NodeId, y: NodeId) -> Result<NodeId, GraphError> {
+        self.broadcast_binary(Op::Add, x, y)
+    }
+
+    pub fn mul(&mut self, x: NodeId, y: NodeId) -> Result<NodeId, GraphError> {
+        self.broadcast_binary(Op::Mul, x, y)
+    }
+
+    pub fn scale(&mut self, x: NodeId, factor: f32) -> Result<NodeId, GraphError> {
+        let s = self.f32_of("scale", x)?;
+        self.push(Op::Scale { factor }, &[x], TensorDesc { dtype: DType::F32, shape: s })
+    }
+
+    pub fn rms_norm(&mut self, x: NodeId, w: NodeId, eps: f32) -> Result<NodeId, GraphError> {
+        let sx = self.f32_of("rms_norm", x)?;
+        let sw = self.f32_of("rms_norm", w)?;
+        if sx.rank() == 0 || sw.dims() != [sx.last()] {
+            return Err(shape_err("rms_norm", format!("x {sx} with weight {sw}")));
+        }
+        self.push(Op::RmsNorm { eps }, &[x, w], TensorDesc { dtype: DType::F32, shape: sx })
+    }
+
+    pub fn rope(&mut self, x: NodeId, spec: RopeSpec) -> Result<NodeId, GraphError> {
+        let s = self.f32_of("rope", x)?;
+        if s.rank() != 3 || s.dims()[2] != spec.n_heads * spec.head_dim || spec.head_dim % 2 != 0 {
+            return Err(shape_err("rope", format!("x {s} with {} heads of dim {}", spec.n_heads, spec.head_dim)));
+        }
+        self.push(Op::Rope(spec), &[x], TensorDesc { dtype: DType::F32, shape: s })
+    }
+
+    fn check_attention(&self, q: NodeId, k: NodeId, v: NodeId, spec: &AttentionSpec) -> Result<(Shape, Shape), GraphError> {
+        let sq = self.f32_of("attention", q)?;
+        let sk = self.f32_of("attention", k)?;
+        let sv = self.f32_of("attention", v)?;
+        let ok = sq.rank() == 3
+            && sk.rank() == 3
+            && sk == sv
+            && spec.n_kv_heads > 0
+            && spec.n_heads % spec.n_kv_heads == 0
+            && sq.dims()[2] == spec.n_heads * spec.head_dim
+            && sk.dims()[2] == spec.n_kv_heads * spec.head_dim
+            && sq.dims()[0] == sk.dims()[0]
+            && spec.kv_len <= sk.dims()[1]
+            && spec.q_offset + sq.dims()[1] <= spec.kv_len;
+        if !ok {
+            return Err(shape_err(
+                "attention",
+                format!("q {sq}, k {sk}, v {sv} with {spec:?} (need q [B,T,Hq·d], k=v [B,S,Hkv·d], q_offset+T <= kv_len <= S)"),
+            ));
+        }
+        Ok((sq, sk))
+    }
+
+    pub fn attention(&mut self, q: NodeId, k: NodeId, v: NodeId, spec: AttentionSpec) -> Result<NodeId, GraphError> {
+        let (sq, _) = self.check_attention(q, k, v, &spec)?;
+        self.push(Op::Attention(spec), &[q, k, v], TensorDesc { dtype: DType::F32, shape: sq })
+    }
+
+    fn unary(&mut self, op: Op, x: NodeId) -> Result<NodeId, GraphError> {
+        let s = self.f32_of(op.name(), x)?;
+        if s.rank() == 0 && matches!(op, Op::Softmax | Op::LogSoftmax) {
+            return Err(shape_err(op.name(), "needs at least one dimension".to_string()));
+        }
+        self.push(op, &[x], TensorDesc { dtype: DType::F32, shape: s })
+    }
+
+    pub fn silu(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
+        self.unary(Op::Silu, x)
+    }
+
+    pub fn swiglu(&mut self, gate: NodeId, up: NodeId) -> Result<NodeId, GraphError> {
+        let sg = self.f32_of("swiglu", gate)?;
+        let su = self.f32_of("swiglu", up)?;
+        if sg != su {
+            return Err(shape_err("swiglu", format!("gate {sg} vs up {su}")));
+        }
+        self.push(Op::SwiGlu, &[gate, up], TensorDesc { dtype: DType::F32, shape: sg })
+    }
+
+    pub fn softmax(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
+        self.unary(Op::Softmax, x)
+    }
+
+    pub fn log_softmax(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
+        self.unary(Op::LogSoftmax, x)
+    }
+
+    fn rows_with_ids(&self, op: &'static str, x: NodeId, idx: NodeId) -> Result<Shape, GraphError> {
+        let sx = self.f32_of(op, x)?;
+        let si = self.i32_of(op, idx)?;
+        if sx.rank() == 0 || &sx.dims()[..sx.rank() - 1] != si.dims() {
+            return Err(shape_err(op, format!("x {sx} with indices {si} (need x [.., V], indices [..])")));
+        }
+        Ok(si)
+    }
+
+    pub fn gather_last_dim(&mut self, x: NodeId, idx: NodeId) -> Result<NodeId, GraphError> {
+        let si = self.rows_with_ids("gather_last_dim", x, idx)?;
+        self.push(Op::GatherLastDim, &[x, idx], TensorDesc { dtype: DType::F32, shape: si })
+    }
+
+    pub fn token_log_probs(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId, GraphError> {
+        let si = self.rows_with_ids("token_log_probs", logits, targets)?;
+        self.push(Op::TokenLogProbs, &[logits, targets], TensorDesc { dtype: DType::F32, shape: si })
+    }
+
+    pub fn cross_entropy(&mut self, logits: NodeId, targets: NodeId, weights: NodeId) -> Result<NodeId, GraphError> {
+        let si = self.rows_with_ids("cross_entropy", logits, targets)?;
+        let sw = self.f32_of("cross_entropy", weights)?;
+        if si.rank() != 1 || sw != si {
+            return Err(shape_err("cross_entropy", format!("targets {si} and weights {sw} must both be [N]")));
+        }
+        self.push(Op::CrossEntropy, &[logits, targets, weights], TensorDesc::f32(&[]))
+    }
+
+    pub fn entropy(&mut self, logits: NodeId) -> Result<NodeId, GraphError> {
+        let s = self.f32_of("entropy", logits)?;
+        if s.rank() == 0 {
+            return Err(shape_err("entropy", "needs at least one dimension".to_string()));
+        }
+        self.push(Op::Entropy, &[logits], TensorDesc::f32(&s.dims()[..s.rank() - 1]))
+    }
+
+    pub fn sum_all(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
+        self.f32_of("sum_all", x)?;
+        self.push(Op::SumAll, &[x], TensorDesc::f32(&[]))
+    }
+
+    /// Appends `new` to a KV cache at time position `pos`, in place.
+    pub fn kv_write(&mut self, cache: NodeId, new: NodeId, pos: usize) -> Result<NodeId, GraphError> {
+        let sc = self.f32_of("kv_write", cache)?;
+        let sn = self.f32_of("kv_write", new)?;
+        let ok = sc.rank() == 3
+            && sn.rank() == 3
+            && sc.dims()[0] == sn.dims()[0]
+            && sc.dims()[2] == sn.dims()[2]
+            && pos + sn.dims()[1] <= sc.dims()[1];
+        if !ok {
+            return Err(shape_err("kv_write", format!("{sn} at position {pos} into cache {sc}")));
+        }
+        self.push(Op::KvWrite { pos }, &[cache, new], TensorDesc { dtype: DType::F32, shape: sc })
+    }
+
+    // ---- backward ops (used by autodiff; checked lightly, their inputs come from
+    // ---- already-checked forward nodes) -----------------------------------------------
+
+    pub(crate) fn reduce_to_shape(&mut self, x: NodeId, to: Shape) -> Result<NodeId, GraphError> {
+        let sx = self.f32_of("reduce_to_shape", x)?;
+        if !sx.ends_with(&to) {
+            return Err(shape_err("reduce_to_shape", format!("{to} is not a suffix of {sx}")));
+        }
+        if sx == to {
+            return Ok(x);
+        }
+        self.push(Op::ReduceToShape, &[x], TensorDesc { dtype: DType::F32, shape: to })
+    }
+
+    /// A packed backward op with flat output of `total` elements.
+    pub(crate) fn packed(&mut self, op: Op, inputs: &[NodeId], total: usize) -> Result<NodeId, GraphError> {
+        self.push(op, inputs, TensorDesc::f32(&[total]))
+    }
+
+    pub(crate) fn same_shape(&mut self, op: Op, inputs: &[NodeId], like: NodeId) -> Result<NodeId, GraphError> {
+        let d = self.desc(like)?;
+        self.push(op, inputs, d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_infers_batched_and_transposed_shapes() {
+        let mut g = Graph::new();
+        let a = g.input("a", TensorDesc::f32(&[2, 3, 4])).unwrap();
+        let w = g.param("w", &[5, 4], true).unwrap();
+        let y = g.matmul(a, w, false, true).unwrap();
+        assert_eq!(g.shape(y).unwrap().dims(), &[2, 3, 5]);
+        let b = g.input("b", TensorDesc::f32(&[2, 3, 6])).unwrap();
+        let z = g.matmul(a, b, true, false).unwrap();
+        assert_eq!(g.shape(z).unwrap().dims(), &[2, 4, 6]);
+    }
+
+    #[test]
+    fn mismatched_matmul_names_both_shapes() {
+        let mut g = Graph::new();
+        let a = g.input("a", TensorDesc::f32(&[3, 4])).unwrap();
+        let b = g.input("b", TensorDesc::f32(&[5, 6])).unwrap();
+        let e = g.matmul(a, b, false, false).unwrap_err();
+        let msg = alloc::format!("{e}");
+        assert!(msg.contains("[3, 4]") && msg.contains("[5, 6]"), "{msg}");
+    }
+
+    #[test]
+    fn broadcast_add_requires_a_suffix() {
+        let mut g = Graph::new();
+        let x = g.input("x", TensorDesc::f32(&[2, 3, 4])).unwrap();
+        let b = g.param("b", &[4], true).unwrap();
+        assert!(g.add(x, b).is_ok());
+        let c = g.param("c", &[3], true).unwrap();
+        assert!(matches!(g.add(x, c), Err(GraphError::Shape { .. })));
+    }
+
+    #[test]
+    fn attention_rejects_heads_that_do_not_group() {
+        let mut g = Graph::new();
+        let q = g.input("q", TensorDesc::f32(&[1, 4, 3 * 8])).unwrap();
+        let k = g.input("k", TensorDesc::f32(&[1, 4, 2 * 8])).unwrap();
+        let spec = AttentionSpec { n_heads: 3, n_kv_heads: 2, head_dim: 8, q_offset: 0, kv_len: 4 };
+        assert!(g.attention(q, k, k, spec).is_err());
+    }
+
+    #[test]
+    fn ids_must_be_i32() {
+        let mut g = Graph::new();
+        let t = g.param("t", &[10, 4], true).unwrap();
+        let ids = g.input("ids", TensorDesc::f32(&[3])).unwrap();
+        assert!(g.embedding(t, ids).is_err());
+    }
+}

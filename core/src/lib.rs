@@ -1,0 +1,29 @@
+//! r1-core: the embeddable heart of r1. A static graph IR of tensor ops with shape
+//! inference, reverse-mode autodiff, a liveness-based memory plan and an executor over
+//! any [`Backend`]; Llama/Qwen2 graph builders; GRPO math; reward traits and rule rewards;
+//! sampling; and the reward-plugin ABI types. `no_std` + `alloc`: nothing here touches
+//! files, threads, clocks or the network.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod autodiff;
+pub mod backend;
+pub mod error;
+pub mod exec;
+pub mod graph;
+pub mod grpo;
+pub mod model;
+pub mod plan;
+pub mod reward;
+pub mod tensor;
+
+pub use backend::{AdamWStep, Backend, BackendError, TensorRef};
+pub use error::GraphError;
+// exec re-exports follow when the executor lands
+pub use graph::{Graph, Node, NodeId, Op};
+
+pub use tensor::{DType, Shape, TensorDesc};

@@ -1,0 +1,117 @@
+//! Rewards: the [`Reward`] trait that scores one group of samples, shared by the rule
+//! rewards in this module and by WASM plugins in the host, plus the sample and score
+//! types (which are also the plugin ABI's wire types, encoded with postcard).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// One completion to score, with what the dataset row knows about it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sample {
+    pub prompt: String,
+    pub completion: String,
+    /// The reference answer, when the dataset has one.
+    pub reference: Option<String>,
+    /// Other fields of the dataset row, as key/value strings.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// A reward's verdict on one sample: a finite score, or "not applicable" (left out of
+/// the group's mean and std, advantage 0 — TRL's NaN reward).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Score {
+    Value(f32),
+    NotApplicable,
+}
+
+impl Score {
+    /// The score as TRL represents it: NaN for "not applicable".
+    pub fn as_f32(self) -> f32 {
+        match self {
+            Score::Value(v) => v,
+            Score::NotApplicable => f32::NAN,
+        }
+    }
+
+    pub fn value(self) -> Option<f32> {
+        match self {
+            Score::Value(v) => Some(v),
+            Score::NotApplicable => None,
+        }
+    }
+}
+
+/// Why a reward could not score a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RewardError {
+    /// The reward's name (`accuracy`, `math.wasm`…).
+    pub reward: String,
+    /// The sample the failure belongs to, when it belongs to one.
+    pub sample: Option<usize>,
+    pub kind: RewardErrorKind,
+}
+
+/// The cause of a [`RewardError`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum RewardErrorKind {
+    /// The reward's configuration is invalid.
+    Config(String),
+    /// A sample is not something this reward can score (and "not applicable" would be a
+    /// lie, e.g. a required metadata key is missing).
+    InvalidSample(String),
+    /// A plugin exceeded its wall-time deadline.
+    Timeout,
+    /// A plugin ran out of fuel (deterministic instruction budget).
+    OutOfFuel,
+    /// A plugin hit its memory limit.
+    MemoryLimit,
+    /// A plugin overflowed its stack.
+    StackOverflow,
+    /// A plugin trapped; the message is the trap's (and the plugin's panic message when
+    /// the SDK could report it).
+    Trap(String),
+    /// A plugin returned output that breaks the ABI (bad pointer, bad encoding, wrong
+    /// number of scores, a non-finite score…).
+    BadOutput(String),
+    /// Anything else (the host could not load or instantiate the plugin…).
+    Other(String),
+}
+
+impl fmt::Display for RewardErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RewardErrorKind::Config(m) => write!(f, "invalid config: {m}"),
+            RewardErrorKind::InvalidSample(m) => write!(f, "invalid sample: {m}"),
+            RewardErrorKind::Timeout => f.write_str("timed out"),
+            RewardErrorKind::OutOfFuel => f.write_str("ran out of fuel"),
+            RewardErrorKind::MemoryLimit => f.write_str("hit its memory limit"),
+            RewardErrorKind::StackOverflow => f.write_str("overflowed its stack"),
+            RewardErrorKind::Trap(m) => write!(f, "trapped: {m}"),
+            RewardErrorKind::BadOutput(m) => write!(f, "bad output: {m}"),
+            RewardErrorKind::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl fmt::Display for RewardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reward `{}`", self.reward)?;
+        if let Some(i) = self.sample {
+            write!(f, " on sample {i}")?;
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for RewardError {}
+
+/// Scores one group (batch) of samples: exactly one [`Score`] per sample, in order, or
+/// an error for the batch.
+pub trait Reward: Send + Sync {
+    /// The name metrics are logged under (`rewards/<name>/mean`).
+    fn name(&self) -> &str;
+
+    fn score(&self, batch: &[Sample]) -> Result<Vec<Score>, RewardError>;
+}

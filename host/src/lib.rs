@@ -1,0 +1,2 @@
+//! r1-host: everything `r1host` does, as a library: model and data I/O, training,
+//! generation, the plugin host and the CLI's subcommands.
