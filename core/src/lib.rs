@@ -18,7 +18,9 @@ pub mod graph;
 pub mod grpo;
 pub mod model;
 pub mod plan;
+pub mod plugin_abi;
 pub mod reward;
+pub mod sampling;
 pub mod tensor;
 
 pub use backend::{AdamWStep, Backend, BackendError, TensorRef};

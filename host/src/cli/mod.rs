@@ -1,0 +1,3 @@
+//! `r1host` subcommands: each file holds one subcommand's arguments and its `run`.
+
+pub mod plugin;

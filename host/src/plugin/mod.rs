@@ -1,0 +1,1 @@
+//! The reward-plugin host on wasmtime.
