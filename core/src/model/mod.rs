@@ -1,1 +1,6 @@
-//! Model configs and graph builders.
+//! Model architectures as graph builders: plain functions from a [`ModelConfig`] to a
+//! graph (candle's split: models live apart from the tensor core).
+
+pub mod config;
+
+pub use config::{Architecture, ConfigError, ModelConfig, ParamSpec};

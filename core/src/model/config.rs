@@ -1,0 +1,298 @@
+//! `ModelConfig`: the fields of a Hugging Face `config.json` for `LlamaForCausalLM` and
+//! `Qwen2ForCausalLM`, under the same names, and the list of weights such a model has.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// The decoder architectures r1 builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Architecture {
+    /// `LlamaForCausalLM`: no q/k/v bias unless `attention_bias`.
+    Llama,
+    /// `Qwen2ForCausalLM`: q/k/v projections carry a bias, o_proj does not.
+    Qwen2,
+}
+
+impl Architecture {
+    /// The Hugging Face class name.
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Architecture::Llama => "LlamaForCausalLM",
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
+
+    /// The Hugging Face `model_type`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// A config field that is missing, out of range or inconsistent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config field `{}`: {}", self.field, self.detail)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}
+
+fn default_rms_norm_eps() -> f32 {
+    1e-6
+}
+
+fn default_rope_theta() -> f32 {
+    10000.0
+}
+
+fn default_max_positions() -> usize {
+    2048
+}
+
+/// Hugging Face `config.json` fields of a Llama/Qwen2 causal LM (unknown keys are
+/// ignored: real configs carry many that do not change the math).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelConfig {
+    /// e.g. `["Qwen2ForCausalLM"]`.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// e.g. `"qwen2"`; used when `architectures` is absent.
+    #[serde(default)]
+    pub model_type: Option<String>,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Defaults to `num_attention_heads` (multi-head attention).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f32,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f32,
+    pub vocab_size: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// Llama's switch for q/k/v/o biases (Qwen2 always has q/k/v biases).
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+}
+
+/// Name and shape of one weight, under its Hugging Face tensor name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub dims: Vec<usize>,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+impl ModelConfig {
+    /// Which architecture this config describes, from `architectures` or `model_type`.
+    pub fn architecture(&self) -> Result<Architecture, ConfigError> {
+        let from_name = |s: &str| match s {
+            "LlamaForCausalLM" | "llama" => Some(Architecture::Llama),
+            "Qwen2ForCausalLM" | "qwen2" => Some(Architecture::Qwen2),
+            _ => None,
+        };
+        if let Some(first) = self.architectures.first() {
+            return from_name(first).ok_or_else(|| ConfigError {
+                field: "architectures",
+                detail: format!("`{first}` is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM)"),
+            });
+        }
+        match &self.model_type {
+            Some(t) => from_name(t).ok_or_else(|| ConfigError {
+                field: "model_type",
+                detail: format!("`{t}` is not supported (supported: llama, qwen2)"),
+            }),
+            None => Err(ConfigError { field: "architectures", detail: "missing (and no `model_type`)".into() }),
+        }
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Whether q/k/v projections carry a bias.
+    pub fn qkv_bias(&self) -> bool {
+        matches!(self.architecture(), Ok(Architecture::Qwen2)) || self.attention_bias
+    }
+
+    /// Whether o_proj carries a bias (Llama with `attention_bias` only).
+    pub fn o_bias(&self) -> bool {
+        matches!(self.architecture(), Ok(Architecture::Llama)) && self.attention_bias
+    }
+
+    /// Checks every field the graph builder relies on.
+    pub fn validate(&self) -> Result<Architecture, ConfigError> {
+        let arch = self.architecture()?;
+        let positive = [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(ConfigError { field, detail: "must be positive".into() });
+            }
+        }
+        let kv = self.kv_heads();
+        if kv == 0 || self.num_attention_heads % kv != 0 {
+            return Err(ConfigError {
+                field: "num_key_value_heads",
+                detail: format!("{kv} must divide num_attention_heads = {}", self.num_attention_heads),
+            });
+        }
+        let hd = self.head_dim();
+        if hd == 0 || hd % 2 != 0 {
+            return Err(ConfigError { field: "head_dim", detail: format!("{hd} must be positive and even (RoPE)") });
+        }
+        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+            return Err(ConfigError {
+                field: "hidden_size",
+                detail: format!("{} is not divisible by num_attention_heads = {}", self.hidden_size, self.num_attention_heads),
+            });
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(ConfigError { field: "rms_norm_eps", detail: format!("{} must be a positive number", self.rms_norm_eps) });
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(ConfigError { field: "rope_theta", detail: format!("{} must be a positive number", self.rope_theta) });
+        }
+        if self.vocab_size > i32::MAX as usize {
+            return Err(ConfigError { field: "vocab_size", detail: "exceeds the i32 token-id range".into() });
+        }
+        Ok(arch)
+    }
+
+    /// Every weight of the model with its HF name and shape, in a stable order
+    /// (embeddings, layers, final norm, lm_head unless tied).
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let h = self.hidden_size;
+        let hd = self.head_dim();
+        let q = self.num_attention_heads * hd;
+        let kv = self.kv_heads() * hd;
+        let f = self.intermediate_size;
+        let spec = |name: String, dims: &[usize]| ParamSpec { name, dims: dims.to_vec() };
+        let mut out = vec![spec("model.embed_tokens.weight".into(), &[self.vocab_size, h])];
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}.");
+            out.push(spec(format!("{p}input_layernorm.weight"), &[h]));
+            out.push(spec(format!("{p}self_attn.q_proj.weight"), &[q, h]));
+            out.push(spec(format!("{p}self_attn.k_proj.weight"), &[kv, h]));
+            out.push(spec(format!("{p}self_attn.v_proj.weight"), &[kv, h]));
+            if self.qkv_bias() {
+                out.push(spec(format!("{p}self_attn.q_proj.bias"), &[q]));
+                out.push(spec(format!("{p}self_attn.k_proj.bias"), &[kv]));
+                out.push(spec(format!("{p}self_attn.v_proj.bias"), &[kv]));
+            }
+            out.push(spec(format!("{p}self_attn.o_proj.weight"), &[h, q]));
+            if self.o_bias() {
+                out.push(spec(format!("{p}self_attn.o_proj.bias"), &[h]));
+            }
+            out.push(spec(format!("{p}post_attention_layernorm.weight"), &[h]));
+            out.push(spec(format!("{p}mlp.gate_proj.weight"), &[f, h]));
+            out.push(spec(format!("{p}mlp.up_proj.weight"), &[f, h]));
+            out.push(spec(format!("{p}mlp.down_proj.weight"), &[h, f]));
+        }
+        out.push(spec("model.norm.weight".into(), &[h]));
+        if !self.tie_word_embeddings {
+            out.push(spec("lm_head.weight".into(), &[self.vocab_size, h]));
+        }
+        out
+    }
+
+    /// Total number of weights.
+    pub fn num_params(&self) -> usize {
+        self.param_specs().iter().map(ParamSpec::numel).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qwen() -> ModelConfig {
+        ModelConfig {
+            architectures: vec!["Qwen2ForCausalLM".into()],
+            model_type: None,
+            hidden_size: 64,
+            intermediate_size: 96,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            head_dim: None,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            vocab_size: 100,
+            tie_word_embeddings: true,
+            max_position_embeddings: 128,
+            attention_bias: false,
+            bos_token_id: None,
+            eos_token_id: None,
+            pad_token_id: None,
+        }
+    }
+
+    #[test]
+    fn qwen2_has_qkv_biases_and_tied_embeddings_have_no_lm_head() {
+        let specs = qwen().param_specs();
+        assert!(specs.iter().any(|s| s.name == "model.layers.1.self_attn.k_proj.bias" && s.dims == [32]));
+        assert!(!specs.iter().any(|s| s.name.contains("o_proj.bias")));
+        assert!(!specs.iter().any(|s| s.name == "lm_head.weight"));
+        // 2 layers × 12 tensors + embeddings + final norm.
+        assert_eq!(specs.len(), 2 * 12 + 2);
+    }
+
+    #[test]
+    fn kv_heads_must_divide_heads() {
+        let mut c = qwen();
+        c.num_key_value_heads = Some(3);
+        assert_eq!(c.validate().unwrap_err().field, "num_key_value_heads");
+    }
+
+    #[test]
+    fn unsupported_architecture_is_named() {
+        let mut c = qwen();
+        c.architectures = vec!["GPT2LMHeadModel".into()];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "architectures");
+        assert!(e.detail.contains("GPT2LMHeadModel"));
+    }
+}
