@@ -1,1 +1,251 @@
-//! (in progress)
+//! Reverse-mode autodiff on the graph: [`backward`] appends the gradient nodes of the
+//! nodes that lead from the requested parameters to the seeded outputs.
+//!
+//! A seed is a pair (output, gradient of the loss w.r.t. that output). For a scalar loss
+//! the gradient is a `Fill { 1.0 }` node; for GRPO it is an `Input` holding
+//! d loss / d logp, computed by the GRPO math between the forward and backward passes.
+//! Gradients flowing into a node from several readers are summed with `Add` nodes.
+
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::error::GraphError;
+use crate::graph::{Graph, NodeId, Op};
+use crate::tensor::DType;
+
+fn unsupported(op: &'static str, detail: &str) -> GraphError {
+    GraphError::Unsupported { op, detail: format!("no gradient: {detail}") }
+}
+
+/// Appends gradient nodes to `g` and returns, for each node of `wrt`, the node holding
+/// d loss / d wrt (`None` when the seeds do not depend on it).
+pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<Vec<Option<NodeId>>, GraphError> {
+    let n = g.len();
+    for &(out, grad) in seeds {
+        let (d_out, d_grad) = (g.desc(out)?, g.desc(grad)?);
+        if d_out != d_grad {
+            return Err(GraphError::Shape {
+                op: "backward",
+                detail: format!("seed gradient {} {} for output {out:?} of {} {}", d_grad.dtype, d_grad.shape, d_out.dtype, d_out.shape),
+            });
+        }
+    }
+    // Nodes whose value depends on a `wrt` node (only f32 tensors carry gradients).
+    let mut requires = vec![false; n];
+    for &w in wrt {
+        g.node(w)?;
+        requires[w.index()] = true;
+    }
+    for (id, node) in g.iter() {
+        if node.desc.dtype == DType::F32 && node.inputs.iter().any(|i| requires[i.index()]) {
+            requires[id.index()] = true;
+        }
+    }
+
+    let mut grad: Vec<Option<NodeId>> = vec![None; n];
+    for &(out, seed) in seeds {
+        accumulate(g, &mut grad, out, seed)?;
+    }
+
+    for i in (0..n).rev() {
+        let Some(dy) = grad[i] else { continue };
+        if !requires[i] {
+            continue;
+        }
+        let y = NodeId(i as u32);
+        let node = g.nodes()[i].clone();
+        let ins = &node.inputs;
+        let needs = |k: usize| requires[ins[k].index()];
+        match node.op {
+            Op::Input | Op::Param { .. } => {}
+            Op::Reshape => {
+                let x = ins[0];
+                let dims = g.shape(x)?;
+                let dx = g.reshape(dy, dims.dims())?;
+                accumulate(g, &mut grad, x, dx)?;
+            }
+            Op::Embedding => {
+                if needs(0) {
+                    let d = g.same_shape(Op::EmbeddingBackward, &[ins[1], dy], ins[0])?;
+                    accumulate(g, &mut grad, ins[0], d)?;
+                }
+            }
+            Op::MatMul { trans_a, trans_b } => matmul_backward(g, &mut grad, &requires, ins[0], ins[1], trans_a, trans_b, dy)?,
+            Op::Add => {
+                if needs(0) {
+                    accumulate(g, &mut grad, ins[0], dy)?;
+                }
+                if needs(1) {
+                    let s = g.shape(ins[1])?;
+                    let d = g.reduce_to_shape(dy, s)?;
+                    accumulate(g, &mut grad, ins[1], d)?;
+                }
+            }
+            Op::Mul => {
+                if needs(0) {
+                    let d = g.mul(dy, ins[1])?;
+                    accumulate(g, &mut grad, ins[0], d)?;
+                }
+                if needs(1) {
+                    let s = g.shape(ins[1])?;
+                    let p = g.mul(dy, ins[0])?;
+                    let d = g.reduce_to_shape(p, s)?;
+                    accumulate(g, &mut grad, ins[1], d)?;
+                }
+            }
+            Op::Scale { factor } => {
+                let d = g.scale(dy, factor)?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::RmsNorm { eps } => {
+                let (x, w) = (ins[0], ins[1]);
+                let nx = g.shape(x)?.numel();
+                let nw = g.shape(w)?.numel();
+                let packed = g.packed(Op::RmsNormBackward { eps }, &[x, w, dy], nx + nw)?;
+                split_packed(g, &mut grad, &requires, packed, &[x, w])?;
+            }
+            Op::Rope(spec) => {
+                let mut inv = spec;
+                inv.inverse = !spec.inverse;
+                let d = g.rope(dy, inv)?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::Attention(spec) => {
+                let total: usize = ins.iter().map(|&t| g.shape(t).map(|s| s.numel())).sum::<Result<usize, _>>()?;
+                let packed = g.packed(Op::AttentionBackward(spec), &[ins[0], ins[1], ins[2], dy], total)?;
+                split_packed(g, &mut grad, &requires, packed, &[ins[0], ins[1], ins[2]])?;
+            }
+            Op::Silu => {
+                let d = g.same_shape(Op::SiluBackward, &[ins[0], dy], ins[0])?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::SwiGlu => {
+                let ne = g.shape(ins[0])?.numel();
+                let packed = g.packed(Op::SwiGluBackward, &[ins[0], ins[1], dy], 2 * ne)?;
+                split_packed(g, &mut grad, &requires, packed, &[ins[0], ins[1]])?;
+            }
+            Op::Softmax => {
+                let d = g.same_shape(Op::SoftmaxBackward, &[y, dy], ins[0])?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::LogSoftmax => {
+                let d = g.same_shape(Op::LogSoftmaxBackward, &[y, dy], ins[0])?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::GatherLastDim => {
+                let d = g.same_shape(Op::ScatterLastDim, &[ins[1], dy], ins[0])?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::TokenLogProbs => {
+                let d = g.same_shape(Op::TokenLogProbsBackward, &[ins[0], ins[1], dy], ins[0])?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::CrossEntropy => {
+                if needs(2) {
+                    return Err(unsupported("cross_entropy", "with respect to the weights input"));
+                }
+                let d = g.same_shape(Op::CrossEntropyBackward, &[ins[0], ins[1], ins[2], dy], ins[0])?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::SumAll => {
+                let s = g.shape(ins[0])?;
+                let ones = g.fill(1.0, s.dims())?;
+                let d = g.mul(ones, dy)?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            ref op @ (Op::Slice { .. }
+            | Op::Fill { .. }
+            | Op::Entropy
+            | Op::ReduceToShape
+            | Op::EmbeddingBackward
+            | Op::RmsNormBackward { .. }
+            | Op::AttentionBackward(_)
+            | Op::SiluBackward
+            | Op::SwiGluBackward
+            | Op::SoftmaxBackward
+            | Op::LogSoftmaxBackward
+            | Op::ScatterLastDim
+            | Op::TokenLogProbsBackward
+            | Op::CrossEntropyBackward
+            | Op::KvWrite { .. }) => {
+                if ins.iter().any(|x| requires[x.index()]) {
+                    return Err(unsupported(op.name(), "this op is not differentiable in r1"));
+                }
+            }
+        }
+    }
+    Ok(wrt.iter().map(|w| grad[w.index()]).collect())
+}
+
+/// Adds `d` to the gradient of `x`.
+fn accumulate(g: &mut Graph, grad: &mut [Option<NodeId>], x: NodeId, d: NodeId) -> Result<(), GraphError> {
+    let slot = &mut grad[x.index()];
+    *slot = Some(match *slot {
+        None => d,
+        Some(prev) => g.add(prev, d)?,
+    });
+    Ok(())
+}
+
+/// Splits a packed backward output into one view per operand, in order.
+fn split_packed(g: &mut Graph, grad: &mut [Option<NodeId>], requires: &[bool], packed: NodeId, operands: &[NodeId]) -> Result<(), GraphError> {
+    let mut offset = 0;
+    for &x in operands {
+        let s = g.shape(x)?;
+        if requires[x.index()] {
+            let d = g.slice(packed, offset, s.dims())?;
+            accumulate(g, grad, x, d)?;
+        }
+        offset += s.numel();
+    }
+    Ok(())
+}
+
+/// Gradients of `C = op(A)·op(B)` (see [`Op::MatMul`]):
+/// `dA = dC·op(B)ᵀ` (or its transpose), `dB = op(A)ᵀ·dC` (or its transpose); a rank-2
+/// `B` shared over `A`'s batch dims gets the sum over the batch, computed by flattening
+/// the batch into the rows of one GEMM.
+#[allow(clippy::too_many_arguments)]
+fn matmul_backward(
+    g: &mut Graph,
+    grad: &mut [Option<NodeId>],
+    requires: &[bool],
+    a: NodeId,
+    b: NodeId,
+    ta: bool,
+    tb: bool,
+    dc: NodeId,
+) -> Result<(), GraphError> {
+    let sa = g.shape(a)?;
+    let sb = g.shape(b)?;
+    let shared_b = sb.rank() == 2 && sa.rank() > 2;
+    if requires[a.index()] {
+        let da = if !ta {
+            g.matmul(dc, b, false, !tb)?
+        } else if !shared_b {
+            g.matmul(b, dc, tb, true)?
+        } else {
+            return Err(unsupported("matmul", "transposed batched A with a shared B"));
+        };
+        accumulate(g, grad, a, da)?;
+    }
+    if requires[b.index()] {
+        let db = if shared_b {
+            if ta {
+                return Err(unsupported("matmul", "transposed batched A with a shared B"));
+            }
+            let (k, m_all) = (sa.last(), sa.rows());
+            let n = g.shape(dc)?.last();
+            let a2 = g.reshape(a, &[m_all, k])?;
+            let dc2 = g.reshape(dc, &[m_all, n])?;
+            if tb { g.matmul(dc2, a2, true, false)? } else { g.matmul(a2, dc2, true, false)? }
+        } else if tb {
+            g.matmul(dc, a, true, ta)?
+        } else {
+            g.matmul(a, dc, !ta, false)?
+        };
+        accumulate(g, grad, b, db)?;
+    }
+    Ok(())
+}

@@ -25,7 +25,8 @@ pub mod tensor;
 
 pub use backend::{AdamWStep, Backend, BackendError, TensorRef};
 pub use error::GraphError;
-// exec re-exports follow when the executor lands
+pub use exec::{Bindings, Executor};
+pub use plan::Plan;
 pub use graph::{Graph, Node, NodeId, Op};
 
 pub use tensor::{DType, Shape, TensorDesc};
