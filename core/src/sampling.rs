@@ -1,1 +1,307 @@
-//! Sampling: temperature, top-k, top-p, min-p, repetition penalty, a seeded RNG.
+//! Sampling the next token from logits: repetition penalty, temperature, top-k, top-p
+//! (nucleus), min-p, and a seeded RNG, in the order and with the semantics of Hugging
+//! Face `generate` (its logits processors/warpers), deterministic for a given seed.
+
+use alloc::vec::Vec;
+
+/// A small, fast, seedable RNG (xoshiro256**, seeded through splitmix64). Its whole state
+/// is four words, saved in checkpoints so a resumed run samples the same tokens.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        let mut z = seed;
+        let mut next = || {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
+        };
+        Rng { s: [next(), next(), next(), next()] }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.s;
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+
+    /// Uniform in `[0, 1)` with 53 bits of precision.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform integer in `0..n` (`n > 0`), without modulo bias worth measuring.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// A standard normal sample (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64(); // (0, 1]
+        let u2 = self.next_f64();
+        libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(2.0 * core::f64::consts::PI * u2)
+    }
+
+    /// A child RNG for an independent stream (one per sequence, say).
+    pub fn fork(&mut self) -> Rng {
+        Rng::new(self.next_u64())
+    }
+}
+
+/// How to pick the next token. Defaults: plain sampling at temperature 1.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep the `k` most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches `p`; 1 disables.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p × p(most likely)`; 0 disables.
+    pub min_p: f32,
+    /// HF's CTRL-style penalty for tokens already in the sequence; 1 disables.
+    pub repetition_penalty: f32,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0 }
+    }
+}
+
+/// A sampling setting outside its domain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingError(pub &'static str);
+
+impl core::fmt::Display for SamplingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SamplingError {}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        SamplingParams { temperature: 0.0, ..Default::default() }
+    }
+
+    pub fn validate(&self) -> Result<(), SamplingError> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(SamplingError("temperature must be a finite number >= 0"));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(SamplingError("top_p must be in (0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(SamplingError("min_p must be in [0, 1]"));
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(SamplingError("repetition_penalty must be a positive number"));
+        }
+        Ok(())
+    }
+}
+
+/// The chosen token and its log-probability under the distribution it was drawn from
+/// (after penalty, temperature and truncation; 0 for greedy).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprob: f32,
+}
+
+/// Reusable scratch space so sampling allocates nothing per token.
+#[derive(Default)]
+pub struct Sampler {
+    candidates: Vec<(f32, u32)>,
+}
+
+impl Sampler {
+    pub fn new() -> Self {
+        Sampler::default()
+    }
+
+    /// Picks the next token from `logits` (modified in place by the penalty) given the
+    /// tokens of the sequence so far. Non-finite logits are treated as impossible tokens;
+    /// if none is finite, token 0 is returned with log-prob −∞.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32], params: &SamplingParams, rng: &mut Rng) -> Sampled {
+        if params.repetition_penalty != 1.0 {
+            for &t in history {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = if *l > 0.0 { *l / params.repetition_penalty } else { *l * params.repetition_penalty };
+                }
+            }
+        }
+        if params.temperature == 0.0 {
+            let mut best = (f32::NEG_INFINITY, 0u32);
+            for (i, &l) in logits.iter().enumerate() {
+                if l.is_finite() && (l > best.0 || best.0 == f32::NEG_INFINITY) {
+                    best = (l, i as u32);
+                }
+            }
+            let logprob = if best.0.is_finite() { 0.0 } else { f32::NEG_INFINITY };
+            return Sampled { token: best.1, logprob };
+        }
+        let inv_t = 1.0 / params.temperature;
+        let c = &mut self.candidates;
+        c.clear();
+        c.extend(logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, &l)| (l * inv_t, i as u32)));
+        if c.is_empty() {
+            return Sampled { token: 0, logprob: f32::NEG_INFINITY };
+        }
+        // Most likely first (ties by lower id, so runs are reproducible).
+        let by_logit = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if params.top_k > 0 && params.top_k < c.len() {
+            c.select_nth_unstable_by(params.top_k - 1, by_logit);
+            c.truncate(params.top_k);
+        }
+        c.sort_unstable_by(by_logit);
+        let max = c[0].0;
+        let mut total = 0.0f64;
+        for e in c.iter_mut() {
+            let p = libm::exp((e.0 - max) as f64);
+            total += p;
+            e.0 = p as f32; // unnormalised probability from here on
+        }
+        if params.min_p > 0.0 {
+            // p_i / p_max >= min_p, with p_max = 1 unnormalised.
+            let keep = c.iter().take_while(|e| e.0 >= params.min_p).count().max(1);
+            c.truncate(keep);
+        }
+        if params.top_p < 1.0 {
+            let mut cum = 0.0f64;
+            let total_now: f64 = c.iter().map(|e| e.0 as f64).sum();
+            let mut keep = c.len();
+            for (i, e) in c.iter().enumerate() {
+                cum += e.0 as f64 / total_now;
+                if cum >= params.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            c.truncate(keep.max(1));
+        }
+        total = c.iter().map(|e| e.0 as f64).sum();
+        let mut u = rng.next_f64() * total;
+        let mut chosen = c[c.len() - 1];
+        for &e in c.iter() {
+            u -= e.0 as f64;
+            if u < 0.0 {
+                chosen = e;
+                break;
+            }
+        }
+        Sampled { token: chosen.1, logprob: libm::log(chosen.0 as f64 / total) as f32 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn same_seed_same_tokens() {
+        let logits = vec![0.1f32, 0.5, 2.0, -1.0, 0.0];
+        let p = SamplingParams::default();
+        let run = |seed| {
+            let mut rng = Rng::new(seed);
+            let mut s = Sampler::new();
+            (0..50).map(|_| s.sample(&mut logits.clone(), &[], &p, &mut rng).token).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn greedy_takes_the_argmax() {
+        let mut logits = vec![0.1f32, 3.0, 2.0];
+        let s = Sampler::new().sample(&mut logits, &[], &SamplingParams::greedy(), &mut Rng::new(0));
+        assert_eq!(s.token, 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_certain() {
+        let mut logits = vec![0.1f32, 3.0, 2.0];
+        let p = SamplingParams { top_k: 1, ..Default::default() };
+        let s = Sampler::new().sample(&mut logits, &[], &p, &mut Rng::new(3));
+        assert_eq!(s, Sampled { token: 1, logprob: 0.0 });
+    }
+
+    #[test]
+    fn frequencies_follow_the_softmax() {
+        // p = softmax([0, ln 3]) = [0.25, 0.75].
+        let p = SamplingParams::default();
+        let mut rng = Rng::new(11);
+        let mut s = Sampler::new();
+        let n = 20000;
+        let ones = (0..n).filter(|_| s.sample(&mut [0.0, 3f32.ln()], &[], &p, &mut rng).token == 1).count();
+        let f = ones as f64 / n as f64;
+        assert!((f - 0.75).abs() < 0.015, "{f}");
+    }
+
+    #[test]
+    fn top_p_drops_the_tail() {
+        // probs ∝ [8, 4, 2, 1, 1] / 16 → top_p 0.7 keeps the first two.
+        let base = [8f32.ln(), 4f32.ln(), 2f32.ln(), 0.0, 0.0];
+        let p = SamplingParams { top_p: 0.7, ..Default::default() };
+        let mut rng = Rng::new(5);
+        let mut s = Sampler::new();
+        for _ in 0..2000 {
+            let out = s.sample(&mut base.clone(), &[], &p, &mut rng);
+            assert!(out.token < 2);
+            let expect = if out.token == 0 { (2.0f32 / 3.0).ln() } else { (1.0f32 / 3.0).ln() };
+            assert!((out.logprob - expect).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn min_p_drops_unlikely_tokens() {
+        let base = [0.0f32, -1.0, -5.0];
+        let p = SamplingParams { min_p: 0.1, ..Default::default() }; // e^-5 < 0.1
+        let mut rng = Rng::new(9);
+        let mut s = Sampler::new();
+        assert!((0..3000).all(|_| s.sample(&mut base.clone(), &[], &p, &mut rng).token != 2));
+    }
+
+    #[test]
+    fn repetition_penalty_matches_hf() {
+        let mut logits = vec![2.0f32, -2.0, 1.0];
+        let p = SamplingParams { repetition_penalty: 2.0, temperature: 0.0, ..Default::default() };
+        let s = Sampler::new().sample(&mut logits, &[0, 1], &p, &mut Rng::new(0));
+        assert_eq!(logits, vec![1.0, -4.0, 1.0]);
+        assert_eq!(s.token, 0); // tie → lowest id
+    }
+
+    #[test]
+    fn non_finite_logits_are_never_chosen() {
+        let mut logits = vec![f32::NAN, f32::NEG_INFINITY, 0.5];
+        let s = Sampler::new().sample(&mut logits, &[], &SamplingParams::default(), &mut Rng::new(1));
+        assert_eq!(s.token, 2);
+    }
+
+    #[test]
+    fn normal_has_unit_variance() {
+        let mut rng = Rng::new(2);
+        let n = 20000;
+        let xs: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+    }
+}
