@@ -19,6 +19,7 @@ pub mod grpo;
 pub mod model;
 pub mod plan;
 pub mod plugin_abi;
+pub mod reasoning;
 pub mod reward;
 pub mod sampling;
 pub mod tensor;

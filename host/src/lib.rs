@@ -2,4 +2,8 @@
 //! generation, the plugin host and the CLI's subcommands.
 
 pub mod cli;
+pub mod engine;
 pub mod plugin;
+pub mod task;
+pub mod train;
+pub mod weights;

@@ -1,0 +1,132 @@
+//! The bundled reasoning task: multi-digit addition, posed as a question and answered
+//! the R1 way — column-by-column working inside `<think>…</think>`, then the sum inside
+//! `<answer>…</answer>`. Problems are generated from a seed, so the training, cold-start
+//! and held-out sets are reproducible and disjoint.
+
+use std::collections::HashSet;
+
+use r1_core::sampling::Rng;
+
+/// Settings of the generated addition task.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArithmeticTask {
+    /// Fewest digits of an operand.
+    pub min_digits: u32,
+    /// Most digits of an operand.
+    pub max_digits: u32,
+}
+
+impl Default for ArithmeticTask {
+    fn default() -> Self {
+        ArithmeticTask { min_digits: 2, max_digits: 3 }
+    }
+}
+
+/// One problem: the prompt, the worked solution (a full completion) and the answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Problem {
+    pub a: u64,
+    pub b: u64,
+    pub prompt: String,
+    /// `<think>…</think><answer>…</answer>`.
+    pub solution: String,
+    pub answer: String,
+}
+
+impl ArithmeticTask {
+    fn operand(&self, rng: &mut Rng) -> u64 {
+        let span = (self.max_digits.max(self.min_digits) - self.min_digits + 1) as u64;
+        let digits = self.min_digits.max(1) + rng.below(span) as u32;
+        let lo = if digits == 1 { 0 } else { 10u64.pow(digits - 1) };
+        let hi = 10u64.pow(digits);
+        lo + rng.below(hi - lo)
+    }
+
+    /// The problem for operands `a` and `b`.
+    pub fn problem(a: u64, b: u64) -> Problem {
+        let answer = (a + b).to_string();
+        Problem { a, b, prompt: format!("What is {a}+{b}?"), solution: format!("<think>{}</think><answer>{answer}</answer>", working(a, b)), answer }
+    }
+
+    /// `n` distinct problems from `seed`, none of which is in `exclude`.
+    pub fn generate(&self, seed: u64, n: usize, exclude: &HashSet<(u64, u64)>) -> Vec<Problem> {
+        let mut rng = Rng::new(seed);
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(n);
+        let mut attempts = 0usize;
+        while out.len() < n && attempts < n * 100 + 1000 {
+            attempts += 1;
+            let (a, b) = (self.operand(&mut rng), self.operand(&mut rng));
+            if exclude.contains(&(a, b)) || !seen.insert((a, b)) {
+                continue;
+            }
+            out.push(Self::problem(a, b));
+        }
+        out
+    }
+}
+
+/// Column addition from the units up: `7+8=15;4+3+1=8;` for 47+38 (a column's sum above
+/// 9 carries 1 into the next column; the last carry needs no step).
+pub fn working(a: u64, b: u64) -> String {
+    let (da, db) = (digits_rev(a), digits_rev(b));
+    let mut out = String::new();
+    let mut carry = 0;
+    for i in 0..da.len().max(db.len()) {
+        let x = da.get(i).copied().unwrap_or(0);
+        let y = db.get(i).copied().unwrap_or(0);
+        let s = x + y + carry;
+        if carry > 0 {
+            out.push_str(&format!("{x}+{y}+{carry}={s};"));
+        } else {
+            out.push_str(&format!("{x}+{y}={s};"));
+        }
+        carry = s / 10;
+    }
+    out
+}
+
+fn digits_rev(mut n: u64) -> Vec<u64> {
+    let mut d = vec![n % 10];
+    n /= 10;
+    while n > 0 {
+        d.push(n % 10);
+        n /= 10;
+    }
+    d
+}
+
+/// The operands of a prompt made by [`ArithmeticTask::problem`], if it is one.
+pub fn parse_prompt(prompt: &str) -> Option<(u64, u64)> {
+    let body = prompt.strip_prefix("What is ")?.strip_suffix('?')?;
+    let (a, b) = body.split_once('+')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_carries_column_by_column() {
+        assert_eq!(working(47, 38), "7+8=15;4+3+1=8;");
+        assert_eq!(working(95, 17), "5+7=12;9+1+1=11;");
+        assert_eq!(working(105, 7), "5+7=12;0+0+1=1;1+0=1;");
+        let p = ArithmeticTask::problem(95, 17);
+        assert_eq!(p.solution, "<think>5+7=12;9+1+1=11;</think><answer>112</answer>");
+        assert_eq!(parse_prompt(&p.prompt), Some((95, 17)));
+    }
+
+    #[test]
+    fn generated_sets_are_reproducible_distinct_and_disjoint() {
+        let t = ArithmeticTask::default();
+        let a = t.generate(1, 200, &HashSet::new());
+        assert_eq!(a, t.generate(1, 200, &HashSet::new()));
+        let used: HashSet<(u64, u64)> = a.iter().map(|p| (p.a, p.b)).collect();
+        assert_eq!(used.len(), 200);
+        let b = t.generate(2, 200, &used);
+        assert!(b.iter().all(|p| !used.contains(&(p.a, p.b))));
+        assert!(a.iter().all(|p| (10..1000).contains(&p.a) && (10..1000).contains(&p.b)));
+    }
+}

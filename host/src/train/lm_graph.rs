@@ -1,0 +1,230 @@
+//! Training graphs of a causal LM for one batch shape: the forward pass, an objective on
+//! its logits, and the backward pass to every weight, planned once and run many times.
+//!
+//! Two objectives serve all of r1's stages:
+//! - [`Objective::CrossEntropy`]: SFT / distillation. A scalar `Σ w_i · NLL_i` with
+//!   per-position weights fed by the caller (mask / token count), seeded with 1.
+//! - [`Objective::TokenLogProbs`]: GRPO. The per-token log-prob of each target under
+//!   `softmax(logits / temperature)` (as TRL scores completions), plus its entropy; the
+//!   backward pass is seeded with d loss / d logp, which the caller computes from the
+//!   downloaded log-probs between [`LmGraph::forward`] and [`LmGraph::backward`].
+
+use std::ops::Range;
+
+use r1_core::backend::{Backend, BackendError, TensorRef, f32_bytes, i32_bytes};
+use r1_core::exec::{Bindings, Executor};
+use r1_core::model::{BuildError, BuildOptions, CausalLm, ModelConfig, build_causal_lm};
+use r1_core::{DType, Graph, GraphError, NodeId, Plan, TensorDesc, autodiff};
+
+use crate::weights::ParamBuffer;
+
+/// What the graph computes from the logits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Objective {
+    CrossEntropy,
+    TokenLogProbs { temperature: f32 },
+}
+
+/// One batch's data: `[B, T]` token ids and targets (target −1 = no loss there), and for
+/// cross-entropy the per-position loss weights.
+pub struct Feed<'a> {
+    pub ids: &'a [i32],
+    pub targets: &'a [i32],
+    pub weights: Option<&'a [f32]>,
+}
+
+/// The per-batch inputs of the graph, all bound to one feed buffer.
+struct FeedSlots {
+    targets: NodeId,
+    /// Cross-entropy loss weights.
+    weights: Option<NodeId>,
+    /// The `[B, T]` d loss / d logp input (token log-probs objective only).
+    seed: Option<NodeId>,
+}
+
+/// Binds params and the feed buffer (`[ids | targets | weights | seed]`, 4 bytes per
+/// position each).
+fn bind_all<'a, B: Backend>(
+    graph: &Graph,
+    lm: &CausalLm,
+    slots: &FeedSlots,
+    feed: &'a B::Buffer,
+    params: &'a ParamBuffer<B>,
+) -> Result<Bindings<'a, B::Buffer>, LmGraphError> {
+    let n = graph.shape(lm.input_ids)?.numel() * 4;
+    let mut b = Bindings::new(graph);
+    params.bind(lm, &mut b)?;
+    b.bind(lm.input_ids, feed, 0)?;
+    b.bind(slots.targets, feed, n)?;
+    if let Some(w) = slots.weights {
+        b.bind(w, feed, 2 * n)?;
+    }
+    if let Some(s) = slots.seed {
+        b.bind(s, feed, 3 * n)?;
+    }
+    Ok(b)
+}
+
+/// A planned forward + backward graph for one `[B, T]` shape.
+pub struct LmGraph<B: Backend> {
+    pub graph: Graph,
+    pub lm: CausalLm,
+    pub plan: Plan,
+    pub objective: Objective,
+    pub batch: usize,
+    pub seq: usize,
+    slots: FeedSlots,
+    /// The scalar loss (cross-entropy) or `[B, T]` log-probs.
+    pub output: NodeId,
+    /// `[B, T]` entropies (token log-probs objective only).
+    pub entropy: Option<NodeId>,
+    /// Gradient node per parameter, in the layout's order (`None` if unused).
+    pub grads: Vec<Option<NodeId>>,
+    forward_steps: usize,
+    feed: B::Buffer,
+    executor: Executor<B>,
+}
+
+/// Errors running a training graph.
+#[derive(Debug, thiserror::Error)]
+pub enum LmGraphError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("batch data: {0}")]
+    Feed(String),
+}
+
+impl<B: Backend> LmGraph<B> {
+    /// Builds, differentiates and plans the graph for `batch × seq` tokens.
+    pub fn new(backend: &B, cfg: &ModelConfig, batch: usize, seq: usize, objective: Objective) -> Result<Self, LmGraphError> {
+        let mut g = Graph::new();
+        let lm = build_causal_lm(&mut g, cfg, &BuildOptions::full(batch, seq))?;
+        let targets = g.input("targets", TensorDesc::new(DType::I32, &[batch, seq]))?;
+        let (output, entropy, weights, seed_pair, seed) = match objective {
+            Objective::CrossEntropy => {
+                let v = cfg.vocab_size;
+                let logits = g.reshape(lm.logits, &[batch * seq, v])?;
+                let t = g.reshape(targets, &[batch * seq])?;
+                let w = g.input("loss_weights", TensorDesc::f32(&[batch * seq]))?;
+                let loss = g.cross_entropy(logits, t, w)?;
+                let one = g.fill(1.0, &[])?;
+                (loss, None, Some(w), (loss, one), None)
+            }
+            Objective::TokenLogProbs { temperature } => {
+                if !(temperature.is_finite() && temperature > 0.0) {
+                    return Err(LmGraphError::Feed(format!("temperature {temperature} must be positive")));
+                }
+                let scaled = if temperature == 1.0 { lm.logits } else { g.scale(lm.logits, 1.0 / temperature)? };
+                let logp = g.token_log_probs(scaled, targets)?;
+                let ent = g.entropy(scaled)?;
+                let d = g.input("d_logp", TensorDesc::f32(&[batch, seq]))?;
+                (logp, Some(ent), None, (logp, d), Some(d))
+            }
+        };
+        let forward_outputs: Vec<NodeId> = std::iter::once(output).chain(entropy).collect();
+        let wrt: Vec<NodeId> = lm.params.iter().map(|(_, id)| *id).collect();
+        let grads = autodiff::backward(&mut g, &[seed_pair], &wrt)?;
+        let mut outputs = forward_outputs.clone();
+        outputs.extend(grads.iter().flatten().copied());
+        let plan = Plan::new(&g, &outputs)?;
+        let forward_steps =
+            forward_outputs.iter().map(|&o| plan.steps_through(&g, o)).collect::<Result<Vec<_>, _>>()?.into_iter().max().unwrap_or(0);
+        // ids, targets, weights, seed: 4 bytes each per position.
+        let feed = backend.alloc(batch * seq * 16)?;
+        Ok(LmGraph {
+            graph: g,
+            lm,
+            plan,
+            objective,
+            batch,
+            seq,
+            slots: FeedSlots { targets, weights, seed },
+            output,
+            entropy,
+            grads,
+            forward_steps,
+            feed,
+            executor: Executor::new(),
+        })
+    }
+
+    fn positions(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    /// Uploads a batch and runs the forward part. Returns the scalar loss (cross-entropy)
+    /// or the `[B·T]` log-probs, and the entropies when computed.
+    pub fn forward(&mut self, backend: &B, params: &ParamBuffer<B>, feed: &Feed<'_>) -> Result<(Vec<f32>, Option<Vec<f32>>), LmGraphError> {
+        let n = self.positions();
+        if feed.ids.len() != n || feed.targets.len() != n {
+            return Err(LmGraphError::Feed(format!(
+                "{} ids and {} targets for a {}×{} batch",
+                feed.ids.len(),
+                feed.targets.len(),
+                self.batch,
+                self.seq
+            )));
+        }
+        backend.upload(&self.feed, 0, &i32_bytes(feed.ids))?;
+        backend.upload(&self.feed, n * 4, &i32_bytes(feed.targets))?;
+        match (self.slots.weights, feed.weights) {
+            (Some(_), Some(w)) if w.len() == n => backend.upload(&self.feed, 2 * n * 4, &f32_bytes(w))?,
+            (Some(_), _) => return Err(LmGraphError::Feed(format!("cross-entropy needs {n} loss weights"))),
+            _ => {}
+        }
+        self.run(backend, params, 0..self.forward_steps)?;
+        let b = bind_all(&self.graph, &self.lm, &self.slots, &self.feed, params)?;
+        let out = self.executor.read_f32(backend, &self.graph, &self.plan, &b, self.output)?;
+        let ent = match self.entropy {
+            Some(e) => Some(self.executor.read_f32(backend, &self.graph, &self.plan, &b, e)?),
+            None => None,
+        };
+        Ok((out, ent))
+    }
+
+    /// Runs the backward part (after [`LmGraph::forward`] on the same batch), seeded with
+    /// `d_logp` for the log-prob objective.
+    pub fn backward(&mut self, backend: &B, params: &ParamBuffer<B>, d_logp: Option<&[f32]>) -> Result<(), LmGraphError> {
+        if self.slots.seed.is_some() {
+            let d = d_logp.ok_or_else(|| LmGraphError::Feed("the log-prob objective needs d loss / d logp".into()))?;
+            if d.len() != self.positions() {
+                return Err(LmGraphError::Feed(format!("{} gradients for {} positions", d.len(), self.positions())));
+            }
+            backend.upload(&self.feed, 3 * self.positions() * 4, &f32_bytes(d))?;
+        }
+        let total = self.plan.steps().len();
+        self.run(backend, params, self.forward_steps..total)
+    }
+
+    fn run(&mut self, backend: &B, params: &ParamBuffer<B>, range: Range<usize>) -> Result<(), LmGraphError> {
+        let b = bind_all(&self.graph, &self.lm, &self.slots, &self.feed, params)?;
+        self.executor.run_steps(backend, &self.graph, &self.plan, &b, range)?;
+        Ok(())
+    }
+
+    /// Calls `f(param_index, gradient)` for every parameter that received a gradient
+    /// (valid after [`LmGraph::backward`]).
+    pub fn for_each_grad(
+        &self,
+        params: &ParamBuffer<B>,
+        mut f: impl FnMut(usize, TensorRef<'_, B::Buffer>) -> Result<(), BackendError>,
+    ) -> Result<(), LmGraphError> {
+        let b = bind_all(&self.graph, &self.lm, &self.slots, &self.feed, params)?;
+        for (i, g) in self.grads.iter().enumerate() {
+            if let Some(g) = g {
+                let t = self.executor.tensor(&self.graph, &self.plan, &b, *g)?;
+                f(i, t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Activation memory of this graph in bytes.
+    pub fn arena_bytes(&self) -> usize {
+        self.plan.arena_bytes()
+    }
+}

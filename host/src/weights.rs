@@ -1,0 +1,208 @@
+//! A model's weights on a backend: every parameter in one flat f32 buffer, laid out in
+//! `ModelConfig::param_specs()` order. One buffer means one upload, one download for a
+//! checkpoint, and optimizer state (gradients, moments) with the very same layout.
+
+use std::collections::HashMap;
+
+use r1_core::backend::{Backend, BackendError, TensorRef};
+use r1_core::exec::Bindings;
+use r1_core::model::{CausalLm, ModelConfig, ParamSpec};
+use r1_core::sampling::Rng;
+use r1_core::{GraphError, Graph, TensorDesc};
+
+/// Parameter offsets are multiples of 16 floats (64 bytes), so every parameter starts on
+/// a cache line and a SIMD boundary.
+const ALIGN_FLOATS: usize = 16;
+
+/// Where each parameter lives in the flat buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamLayout {
+    entries: Vec<ParamEntry>,
+    index: HashMap<String, usize>,
+    total: usize,
+}
+
+/// One parameter of a [`ParamLayout`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamEntry {
+    pub name: String,
+    pub dims: Vec<usize>,
+    /// Offset in floats from the start of the buffer.
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl ParamEntry {
+    pub fn desc(&self) -> TensorDesc {
+        TensorDesc::f32(&self.dims)
+    }
+
+    /// Whether AdamW's weight decay applies: matrices yes; biases and norm weights no (the
+    /// `transformers` Trainer's rule).
+    pub fn decays(&self) -> bool {
+        self.dims.len() >= 2
+    }
+}
+
+impl ParamLayout {
+    pub fn new(specs: &[ParamSpec]) -> ParamLayout {
+        let mut entries = Vec::with_capacity(specs.len());
+        let mut index = HashMap::new();
+        let mut offset = 0;
+        for s in specs {
+            let len = s.numel();
+            index.insert(s.name.clone(), entries.len());
+            entries.push(ParamEntry { name: s.name.clone(), dims: s.dims.clone(), offset, len });
+            offset += len.div_ceil(ALIGN_FLOATS) * ALIGN_FLOATS;
+        }
+        ParamLayout { entries, index, total: offset }
+    }
+
+    pub fn for_config(cfg: &ModelConfig) -> ParamLayout {
+        ParamLayout::new(&cfg.param_specs())
+    }
+
+    pub fn entries(&self) -> &[ParamEntry] {
+        &self.entries
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ParamEntry> {
+        self.index.get(name).map(|&i| &self.entries[i])
+    }
+
+    /// Floats in the flat buffer (with alignment padding).
+    pub fn total_floats(&self) -> usize {
+        self.total
+    }
+
+    /// Number of parameters (without padding).
+    pub fn num_params(&self) -> usize {
+        self.entries.iter().map(|e| e.len).sum()
+    }
+}
+
+/// A flat f32 buffer on a backend with a [`ParamLayout`]: weights, gradients, or optimizer
+/// moments.
+pub struct ParamBuffer<B: Backend> {
+    pub layout: ParamLayout,
+    pub buffer: B::Buffer,
+}
+
+impl<B: Backend> ParamBuffer<B> {
+    /// A zero-filled buffer.
+    pub fn zeros(backend: &B, layout: ParamLayout) -> Result<Self, BackendError> {
+        let buffer = backend.alloc(layout.total_floats() * 4)?;
+        Ok(ParamBuffer { layout, buffer })
+    }
+
+    /// The tensor of parameter `i` (in layout order).
+    pub fn tensor(&self, i: usize) -> TensorRef<'_, B::Buffer> {
+        let e = &self.layout.entries[i];
+        TensorRef { buffer: &self.buffer, offset: e.offset * 4, desc: e.desc() }
+    }
+
+    /// The whole buffer as one flat tensor (padding included; it stays zero).
+    pub fn flat(&self) -> TensorRef<'_, B::Buffer> {
+        TensorRef { buffer: &self.buffer, offset: 0, desc: TensorDesc::f32(&[self.layout.total_floats()]) }
+    }
+
+    /// Uploads parameter `name`'s values.
+    pub fn upload(&self, backend: &B, name: &str, values: &[f32]) -> Result<(), WeightsError> {
+        let e = self.layout.get(name).ok_or_else(|| WeightsError::UnknownTensor(name.to_string()))?;
+        if values.len() != e.len {
+            return Err(WeightsError::Shape { name: name.to_string(), expected: e.dims.clone(), got: values.len() });
+        }
+        backend.upload(&self.buffer, e.offset * 4, &r1_core::backend::f32_bytes(values))?;
+        Ok(())
+    }
+
+    /// Downloads every parameter as `(name, dims, values)` in layout order.
+    pub fn download_all(&self, backend: &B) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, WeightsError> {
+        let mut bytes = vec![0u8; self.layout.total_floats() * 4];
+        backend.download(&self.buffer, 0, &mut bytes)?;
+        let all = r1_core::backend::f32_from_bytes(&bytes);
+        Ok(self
+            .layout
+            .entries
+            .iter()
+            .map(|e| (e.name.clone(), e.dims.clone(), all[e.offset..e.offset + e.len].to_vec()))
+            .collect())
+    }
+
+    /// Binds every `Param` node of a built model to this buffer.
+    pub fn bind<'a>(&'a self, lm: &CausalLm, bindings: &mut Bindings<'a, B::Buffer>) -> Result<(), GraphError> {
+        for (name, id) in &lm.params {
+            let e = self.layout.get(name).ok_or_else(|| GraphError::Unbound { node: id.0, name: name.clone() })?;
+            bindings.bind(*id, &self.buffer, e.offset * 4)?;
+        }
+        Ok(())
+    }
+
+    /// Binds the params of an arbitrary graph by name (params not in the layout are left
+    /// unbound and reported by the executor).
+    pub fn bind_graph<'a>(&'a self, graph: &Graph, bindings: &mut Bindings<'a, B::Buffer>) -> Result<(), GraphError> {
+        for (id, node) in graph.iter() {
+            if let (r1_core::Op::Param { .. }, Some(name)) = (&node.op, &node.name)
+                && let Some(e) = self.layout.get(name)
+            {
+                bindings.bind(id, &self.buffer, e.offset * 4)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Weights that do not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("tensor `{0}` is not a parameter of this model")]
+    UnknownTensor(String),
+    #[error("tensor `{name}`: expected shape {expected:?}, got {got} values")]
+    Shape { name: String, expected: Vec<usize>, got: usize },
+    #[error("tensor `{0}` is missing")]
+    Missing(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Fresh weights the way `transformers` initialises a Llama/Qwen2 model: matrices and
+/// embeddings from N(0, 0.02²), biases 0, norm weights 1.
+pub fn init_weights(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    const INITIALIZER_RANGE: f64 = 0.02;
+    let mut rng = Rng::new(seed);
+    cfg.param_specs()
+        .into_iter()
+        .map(|s| {
+            let n = s.numel();
+            let values = if s.name.ends_with("norm.weight") {
+                vec![1.0; n]
+            } else if s.name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                (0..n).map(|_| (rng.normal() * INITIALIZER_RANGE) as f32).collect()
+            };
+            (s.name, s.dims, values)
+        })
+        .collect()
+}
+
+/// Uploads named weights into a fresh [`ParamBuffer`], checking that every parameter of
+/// the layout is present with the right size.
+pub fn upload_weights<B: Backend>(
+    backend: &B,
+    layout: ParamLayout,
+    weights: impl IntoIterator<Item = (String, Vec<f32>)>,
+) -> Result<ParamBuffer<B>, WeightsError> {
+    let buf = ParamBuffer::zeros(backend, layout)?;
+    let mut seen = vec![false; buf.layout.entries.len()];
+    for (name, values) in weights {
+        buf.upload(backend, &name, &values)?;
+        if let Some(&i) = buf.layout.index.get(&name) {
+            seen[i] = true;
+        }
+    }
+    if let Some(i) = seen.iter().position(|s| !s) {
+        return Err(WeightsError::Missing(buf.layout.entries[i].name.clone()));
+    }
+    Ok(buf)
+}
