@@ -172,11 +172,8 @@ impl Sampler {
         }
         c.sort_unstable_by(by_logit);
         let max = c[0].0;
-        let mut total = 0.0f64;
         for e in c.iter_mut() {
-            let p = libm::exp((e.0 - max) as f64);
-            total += p;
-            e.0 = p as f32; // unnormalised probability from here on
+            e.0 = libm::exp((e.0 - max) as f64) as f32; // unnormalised probability from here on
         }
         if params.min_p > 0.0 {
             // p_i / p_max >= min_p, with p_max = 1 unnormalised.
@@ -196,7 +193,7 @@ impl Sampler {
             }
             c.truncate(keep.max(1));
         }
-        total = c.iter().map(|e| e.0 as f64).sum();
+        let total: f64 = c.iter().map(|e| e.0 as f64).sum();
         let mut u = rng.next_f64() * total;
         let mut chosen = c[c.len() - 1];
         for &e in c.iter() {
