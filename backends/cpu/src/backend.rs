@@ -1,0 +1,548 @@
+//! `CpuBackend`: the `r1_core::Backend` implementation. It owns the instruction set the
+//! kernels run with, the threads they run on and the cached RoPE tables; `run_op` checks
+//! each op's operands (see [`crate::views`]) and calls its kernel.
+
+use r1_core::backend::{AdamWStep, Backend, BackendError, TensorRef};
+use r1_core::{DType, Op};
+
+use crate::buffer::CpuBuffer;
+use crate::kernels::elementwise::{self, Binary};
+use crate::kernels::kv_cache::KvGeometry;
+use crate::kernels::rope::RopeCache;
+use crate::kernels::softmax::{self, RowOp};
+use crate::kernels::{
+    Ctx, activation, adamw, attention, embedding, kv_cache, matmul, norm, rope, size_error, token_loss,
+};
+use crate::parallel::Threads;
+use crate::simd::{Isa, SimdLevel};
+use crate::views::{Access, with_views};
+
+/// Computes graphs on the host CPU: GEMM on matrixmultiply, explicit SIMD (AVX-512,
+/// AVX2+FMA or scalar, detected at run time) and threads over rows, heads and blocks.
+pub struct CpuBackend {
+    isa: Isa,
+    threads: Threads,
+    rope: RopeCache,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend::new()
+    }
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl CpuBackend {
+    /// The best instruction set of this CPU, on rayon's global thread pool.
+    pub fn new() -> CpuBackend {
+        CpuBackend {
+            isa: Isa::best(),
+            threads: Threads::global(),
+            rope: RopeCache::default(),
+        }
+    }
+
+    /// The best instruction set, on a dedicated pool of `threads` threads (`0`: one per
+    /// available core; `1`: everything on the calling thread).
+    pub fn with_threads(threads: usize) -> Result<CpuBackend, BackendError> {
+        CpuBackend::with_config(threads, SimdLevel::detect())
+    }
+
+    /// A chosen instruction set (an error if this CPU lacks it) and thread count (as in
+    /// [`CpuBackend::with_threads`]). Tests use it to compare SIMD paths with the scalar one.
+    pub fn with_config(threads: usize, level: SimdLevel) -> Result<CpuBackend, BackendError> {
+        let isa =
+            Isa::new(level).ok_or_else(|| BackendError::Unavailable(format!("this CPU does not support {level}")))?;
+        let n = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        Ok(CpuBackend {
+            isa,
+            threads: Threads::dedicated(n)?,
+            rope: RopeCache::default(),
+        })
+    }
+
+    /// The instruction set the kernels run with.
+    pub fn simd_level(&self) -> SimdLevel {
+        self.isa.level()
+    }
+
+    /// Threads the kernels may use.
+    pub fn threads(&self) -> usize {
+        self.threads.count()
+    }
+
+    /// A zero-filled buffer of `n` f32 values.
+    pub fn alloc_f32(&self, n: usize) -> Result<CpuBuffer, BackendError> {
+        let bytes = n
+            .checked_mul(4)
+            .ok_or(BackendError::OutOfMemory { bytes: usize::MAX })?;
+        CpuBuffer::zeroed(bytes)
+    }
+
+    /// A buffer holding `values`.
+    pub fn buffer_from_f32(&self, values: &[f32]) -> Result<CpuBuffer, BackendError> {
+        CpuBuffer::from_f32(values)
+    }
+
+    /// Copies `src` into `dst` starting at element `offset` (f32 units), no byte conversion.
+    pub fn upload_f32(&self, dst: &CpuBuffer, offset: usize, src: &[f32]) -> Result<(), BackendError> {
+        dst.upload_f32(offset, src)
+    }
+
+    /// Copies `dst.len()` values from element `offset` of `src` into `dst`.
+    pub fn download_f32(&self, src: &CpuBuffer, offset: usize, dst: &mut [f32]) -> Result<(), BackendError> {
+        src.download_f32(offset, dst)
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            isa: self.isa,
+            threads: &self.threads,
+        }
+    }
+}
+
+fn byte_range<'a>(
+    buf: &'a [u8],
+    offset: usize,
+    len: usize,
+    what: &str,
+) -> Result<std::ops::Range<usize>, BackendError> {
+    let end = offset.checked_add(len).filter(|&e| e <= buf.len());
+    end.map(|e| offset..e).ok_or_else(|| BackendError::OutOfBounds {
+        detail: format!("{what} of {len} bytes at byte {offset} of a {}-byte buffer", buf.len()),
+    })
+}
+
+fn arity(op: &Op, inputs: usize, want: usize) -> Result<(), BackendError> {
+    if inputs != want {
+        return Err(size_error(op.name(), format!("{inputs} inputs, the op takes {want}")));
+    }
+    Ok(())
+}
+
+fn rank3(op: &'static str, t: &TensorRef<'_, CpuBuffer>) -> Result<[usize; 3], BackendError> {
+    match t.desc.shape.dims() {
+        &[a, b, c] => Ok([a, b, c]),
+        _ => Err(size_error(
+            op,
+            format!("needs a [B, T, D] tensor, got {}", t.desc.shape),
+        )),
+    }
+}
+
+fn same_place(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> bool {
+    std::ptr::eq(a.buffer, b.buffer) && a.offset == b.offset
+}
+
+impl Backend for CpuBackend {
+    type Buffer = CpuBuffer;
+
+    fn name(&self) -> String {
+        let n = self.threads.count();
+        format!(
+            "cpu ({}, {n} thread{})",
+            self.isa.level(),
+            if n == 1 { "" } else { "s" }
+        )
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<CpuBuffer, BackendError> {
+        CpuBuffer::zeroed(bytes)
+    }
+
+    fn buffer_len(&self, buffer: &CpuBuffer) -> usize {
+        buffer.len()
+    }
+
+    fn upload(&self, dst: &CpuBuffer, offset: usize, src: &[u8]) -> Result<(), BackendError> {
+        dst.with_bytes_mut(|b| {
+            let r = byte_range(b, offset, src.len(), "upload")?;
+            b[r].copy_from_slice(src);
+            Ok(())
+        })?
+    }
+
+    fn download(&self, src: &CpuBuffer, offset: usize, dst: &mut [u8]) -> Result<(), BackendError> {
+        src.with_bytes(|b| {
+            let r = byte_range(b, offset, dst.len(), "download")?;
+            dst.copy_from_slice(&b[r]);
+            Ok(())
+        })?
+    }
+
+    fn supports(&self, op: &Op) -> bool {
+        !matches!(op, Op::Input | Op::Param { .. } | Op::Reshape | Op::Slice { .. })
+    }
+
+    fn run_op(
+        &self,
+        op: &Op,
+        inputs: &[TensorRef<'_, CpuBuffer>],
+        output: TensorRef<'_, CpuBuffer>,
+    ) -> Result<(), BackendError> {
+        use Access::{Read as R, Write as W};
+        let ctx = self.ctx();
+        let name = op.name();
+        let last = |i: usize| inputs[i].desc.shape.last();
+        match op {
+            Op::Input | Op::Param { .. } | Op::Reshape | Op::Slice { .. } => Err(BackendError::Unsupported {
+                op: name,
+                detail: "leaves and views have no kernel: the executor binds or aliases them".into(),
+            }),
+            Op::Fill { value } => {
+                arity(op, inputs.len(), 0)?;
+                with_views(name, &[(output, W)], |mut v| {
+                    elementwise::fill(v.f32_mut(0)?, *value);
+                    Ok(())
+                })
+            }
+            Op::Embedding => {
+                arity(op, inputs.len(), 2)?;
+                let hidden = last(0);
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    embedding::embedding(ctx, hidden, v.f32(0)?, v.i32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::MatMul { trans_a, trans_b } => {
+                arity(op, inputs.len(), 2)?;
+                let (sa, sb, so) = (inputs[0].desc.shape, inputs[1].desc.shape, output.desc.shape);
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    matmul::matmul(
+                        ctx,
+                        *trans_a,
+                        *trans_b,
+                        v.f32(0)?,
+                        &sa,
+                        v.f32(1)?,
+                        &sb,
+                        v.f32_mut(2)?,
+                        &so,
+                    )
+                })
+            }
+            Op::Add | Op::Mul => {
+                arity(op, inputs.len(), 2)?;
+                let kind = if matches!(op, Op::Add) {
+                    Binary::Add
+                } else {
+                    Binary::Mul
+                };
+                if !inputs[0].desc.shape.ends_with(&inputs[1].desc.shape) {
+                    return Err(size_error(
+                        name,
+                        format!("{} is not a suffix of {}", inputs[1].desc.shape, inputs[0].desc.shape),
+                    ));
+                }
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    elementwise::broadcast(ctx, kind, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::Scale { factor } => {
+                arity(op, inputs.len(), 1)?;
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    elementwise::scale(ctx, *factor, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
+            Op::RmsNorm { eps } => {
+                arity(op, inputs.len(), 2)?;
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    norm::rms_norm(ctx, *eps, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::Rope(spec) => {
+                arity(op, inputs.len(), 1)?;
+                let [_, time, _] = rank3(name, &inputs[0])?;
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    rope::rope(ctx, &self.rope, spec, time, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
+            Op::Attention(spec) => {
+                arity(op, inputs.len(), 3)?;
+                let [_, time, _] = rank3(name, &inputs[0])?;
+                with_views(
+                    name,
+                    &[(inputs[0], R), (inputs[1], R), (inputs[2], R), (output, W)],
+                    |mut v| attention::attention(ctx, spec, time, v.f32(0)?, v.f32(1)?, v.f32(2)?, v.f32_mut(3)?),
+                )
+            }
+            Op::Silu => {
+                arity(op, inputs.len(), 1)?;
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    activation::silu(ctx, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
+            Op::SwiGlu => {
+                arity(op, inputs.len(), 2)?;
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    activation::swiglu(ctx, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::Softmax | Op::LogSoftmax => {
+                arity(op, inputs.len(), 1)?;
+                let kind = if matches!(op, Op::Softmax) {
+                    RowOp::Softmax
+                } else {
+                    RowOp::LogSoftmax
+                };
+                let cols = last(0);
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    softmax::rows(ctx, kind, cols, v.f32(0)?, &[], v.f32_mut(1)?)
+                })
+            }
+            Op::GatherLastDim => {
+                arity(op, inputs.len(), 2)?;
+                let vocab = last(0);
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    token_loss::gather_last_dim(vocab, v.f32(0)?, v.i32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::TokenLogProbs => {
+                arity(op, inputs.len(), 2)?;
+                let vocab = last(0);
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    token_loss::token_log_probs(ctx, vocab, v.f32(0)?, v.i32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::CrossEntropy => {
+                arity(op, inputs.len(), 3)?;
+                let vocab = last(0);
+                with_views(
+                    name,
+                    &[(inputs[0], R), (inputs[1], R), (inputs[2], R), (output, W)],
+                    |mut v| token_loss::cross_entropy(ctx, vocab, v.f32(0)?, v.i32(1)?, v.f32(2)?, v.f32_mut(3)?),
+                )
+            }
+            Op::Entropy => {
+                arity(op, inputs.len(), 1)?;
+                let cols = last(0);
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    softmax::entropy(ctx, cols, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
+            Op::SumAll => {
+                arity(op, inputs.len(), 1)?;
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    elementwise::sum_all(ctx, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
+            Op::ReduceToShape => {
+                arity(op, inputs.len(), 1)?;
+                if !inputs[0].desc.shape.ends_with(&output.desc.shape) {
+                    return Err(size_error(
+                        name,
+                        format!("{} is not a suffix of {}", output.desc.shape, inputs[0].desc.shape),
+                    ));
+                }
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    elementwise::reduce_to_shape(ctx, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
+            Op::EmbeddingBackward => {
+                arity(op, inputs.len(), 2)?;
+                let hidden = output.desc.shape.last();
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    embedding::embedding_backward(ctx, hidden, v.i32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::RmsNormBackward { eps } => {
+                arity(op, inputs.len(), 3)?;
+                with_views(
+                    name,
+                    &[(inputs[0], R), (inputs[1], R), (inputs[2], R), (output, W)],
+                    |mut v| norm::rms_norm_backward(ctx, *eps, v.f32(0)?, v.f32(1)?, v.f32(2)?, v.f32_mut(3)?),
+                )
+            }
+            Op::AttentionBackward(spec) => {
+                arity(op, inputs.len(), 4)?;
+                let [_, time, _] = rank3(name, &inputs[0])?;
+                let tensors = [
+                    (inputs[0], R),
+                    (inputs[1], R),
+                    (inputs[2], R),
+                    (inputs[3], R),
+                    (output, W),
+                ];
+                with_views(name, &tensors, |mut v| {
+                    attention::attention_backward(
+                        ctx,
+                        spec,
+                        time,
+                        v.f32(0)?,
+                        v.f32(1)?,
+                        v.f32(2)?,
+                        v.f32(3)?,
+                        v.f32_mut(4)?,
+                    )
+                })
+            }
+            Op::SiluBackward => {
+                arity(op, inputs.len(), 2)?;
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    activation::silu_backward(ctx, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::SwiGluBackward => {
+                arity(op, inputs.len(), 3)?;
+                with_views(
+                    name,
+                    &[(inputs[0], R), (inputs[1], R), (inputs[2], R), (output, W)],
+                    |mut v| activation::swiglu_backward(ctx, v.f32(0)?, v.f32(1)?, v.f32(2)?, v.f32_mut(3)?),
+                )
+            }
+            Op::SoftmaxBackward | Op::LogSoftmaxBackward => {
+                arity(op, inputs.len(), 2)?;
+                let kind = if matches!(op, Op::SoftmaxBackward) {
+                    RowOp::SoftmaxBackward
+                } else {
+                    RowOp::LogSoftmaxBackward
+                };
+                let cols = last(0);
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    softmax::rows(ctx, kind, cols, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::ScatterLastDim => {
+                arity(op, inputs.len(), 2)?;
+                let vocab = output.desc.shape.last();
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    token_loss::scatter_last_dim(vocab, v.i32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::TokenLogProbsBackward => {
+                arity(op, inputs.len(), 3)?;
+                let vocab = last(0);
+                with_views(
+                    name,
+                    &[(inputs[0], R), (inputs[1], R), (inputs[2], R), (output, W)],
+                    |mut v| {
+                        token_loss::token_log_probs_backward(ctx, vocab, v.f32(0)?, v.i32(1)?, v.f32(2)?, v.f32_mut(3)?)
+                    },
+                )
+            }
+            Op::CrossEntropyBackward => {
+                arity(op, inputs.len(), 4)?;
+                let vocab = last(0);
+                let tensors = [
+                    (inputs[0], R),
+                    (inputs[1], R),
+                    (inputs[2], R),
+                    (inputs[3], R),
+                    (output, W),
+                ];
+                with_views(name, &tensors, |mut v| {
+                    token_loss::cross_entropy_backward(
+                        ctx,
+                        vocab,
+                        v.f32(0)?,
+                        v.i32(1)?,
+                        v.f32(2)?,
+                        v.f32(3)?,
+                        v.f32_mut(4)?,
+                    )
+                })
+            }
+            Op::KvWrite { pos } => {
+                arity(op, inputs.len(), 2)?;
+                let [batch, capacity, row] = rank3(name, &inputs[0])?;
+                let [nb, time, nrow] = rank3(name, &inputs[1])?;
+                if nb != batch || nrow != row || output.desc != inputs[0].desc {
+                    return Err(size_error(
+                        name,
+                        format!(
+                            "{} into cache {} (output {})",
+                            inputs[1].desc.shape, inputs[0].desc.shape, output.desc.shape
+                        ),
+                    ));
+                }
+                let g = KvGeometry {
+                    batch,
+                    capacity,
+                    time,
+                    row,
+                };
+                if same_place(&inputs[0], &output) {
+                    // The documented case: the output is the cache, written in place.
+                    with_views(name, &[(inputs[1], R), (output, W)], |mut v| {
+                        kv_cache::kv_write(g, *pos, v.f32(0)?, v.f32_mut(1)?)
+                    })
+                } else {
+                    // A separate output: the cache with the new rows written over it.
+                    with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                        let out = v.f32_mut(2)?;
+                        out.copy_from_slice(v.f32(0)?);
+                        kv_cache::kv_write(g, *pos, v.f32(1)?, out)
+                    })
+                }
+            }
+        }
+    }
+
+    fn axpby(
+        &self,
+        y: TensorRef<'_, CpuBuffer>,
+        a: f32,
+        x: TensorRef<'_, CpuBuffer>,
+        b: f32,
+    ) -> Result<(), BackendError> {
+        if x.desc.numel() != y.desc.numel() || x.desc.dtype != DType::F32 {
+            return Err(size_error(
+                "axpby",
+                format!(
+                    "x {} {} and y {} {}",
+                    x.desc.dtype, x.desc.shape, y.desc.dtype, y.desc.shape
+                ),
+            ));
+        }
+        let ctx = self.ctx();
+        if a == 0.0 || same_place(&x, &y) {
+            // `x` unread (a = 0), or `x` is `y`: y ← (a + b)·y.
+            let b = if a == 0.0 { b } else { a + b };
+            return with_views("axpby", &[(y, Access::Write)], |mut v| {
+                elementwise::axpby(ctx, v.f32_mut(0)?, None, b)
+            });
+        }
+        with_views("axpby", &[(y, Access::Write), (x, Access::Read)], |mut v| {
+            let xs = v.f32(1)?;
+            elementwise::axpby(ctx, v.f32_mut(0)?, Some((a, xs)), b)
+        })
+    }
+
+    fn sum_squares(&self, x: TensorRef<'_, CpuBuffer>) -> Result<f64, BackendError> {
+        let ctx = self.ctx();
+        with_views("sum_squares", &[(x, Access::Read)], |v| {
+            Ok(elementwise::sum_squares(ctx, v.f32(0)?))
+        })
+    }
+
+    fn adamw(
+        &self,
+        param: TensorRef<'_, CpuBuffer>,
+        grad: TensorRef<'_, CpuBuffer>,
+        m: TensorRef<'_, CpuBuffer>,
+        v: TensorRef<'_, CpuBuffer>,
+        step: &AdamWStep,
+    ) -> Result<(), BackendError> {
+        let ctx = self.ctx();
+        let tensors = [
+            (param, Access::Write),
+            (grad, Access::Read),
+            (m, Access::Write),
+            (v, Access::Write),
+        ];
+        with_views("adamw", &tensors, |mut views| {
+            let g = views.f32(1)?;
+            let (p, m, v) = (views.f32_mut(0)?, views.f32_mut(2)?, views.f32_mut(3)?);
+            adamw::adamw(ctx, step, p, g, m, v)
+        })
+    }
+}

@@ -1,0 +1,277 @@
+//! Host memory of the CPU backend: one 64-byte aligned, zero-filled allocation per
+//! buffer, written through `&CpuBuffer` (the `Backend` trait's contract) and made sound by
+//! a run-time borrow flag: any number of readers or one writer at a time, across threads.
+//!
+//! A conflicting access is an error, never a wait, so two threads that lock buffers in
+//! different orders cannot deadlock. Typed host helpers (`upload_f32`, `with_f32`, …)
+//! avoid byte conversions on the hot paths of the host (weights, logits, gradients).
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use r1_core::BackendError;
+
+/// Alignment of every allocation (one cache line, the widest vector load).
+pub const ALIGN: usize = 64;
+
+/// A block of host memory owned by the CPU backend.
+pub struct CpuBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// 0: free; `n > 0`: `n` readers; `-1`: one writer.
+    borrow: AtomicIsize,
+}
+
+// SAFETY: the buffer owns its allocation (no thread affinity), and every access to the
+// bytes goes through `borrow`, which admits either shared readers or one writer.
+unsafe impl Send for CpuBuffer {}
+// SAFETY: as above; `&CpuBuffer` exposes no byte without holding a `Borrow`.
+unsafe impl Sync for CpuBuffer {}
+
+impl std::fmt::Debug for CpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuBuffer({} bytes)", self.len)
+    }
+}
+
+impl CpuBuffer {
+    /// A zero-filled buffer of `bytes` bytes.
+    pub fn zeroed(bytes: usize) -> Result<CpuBuffer, BackendError> {
+        if bytes == 0 {
+            // A non-null, 64-aligned address that is never dereferenced (zero-length slices).
+            let ptr = NonNull::new(std::ptr::without_provenance_mut::<u8>(ALIGN))
+                .ok_or(BackendError::OutOfMemory { bytes })?;
+            return Ok(CpuBuffer {
+                ptr,
+                len: 0,
+                borrow: AtomicIsize::new(0),
+            });
+        }
+        let layout = Layout::from_size_align(bytes, ALIGN).map_err(|_| BackendError::OutOfMemory { bytes })?;
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).ok_or(BackendError::OutOfMemory { bytes })?;
+        Ok(CpuBuffer {
+            ptr,
+            len: bytes,
+            borrow: AtomicIsize::new(0),
+        })
+    }
+
+    /// A buffer holding `values`.
+    pub fn from_f32(values: &[f32]) -> Result<CpuBuffer, BackendError> {
+        let buf = CpuBuffer::zeroed(std::mem::size_of_val(values))?;
+        buf.upload_f32(0, values)?;
+        Ok(buf)
+    }
+
+    /// A buffer holding `values` (token ids).
+    pub fn from_i32(values: &[i32]) -> Result<CpuBuffer, BackendError> {
+        let buf = CpuBuffer::zeroed(std::mem::size_of_val(values))?;
+        buf.with_bytes_mut(|b| {
+            for (d, v) in b.chunks_exact_mut(4).zip(values) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        })?;
+        Ok(buf)
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of whole f32 values the buffer holds.
+    pub fn len_f32(&self) -> usize {
+        self.len / 4
+    }
+
+    /// Copies `src` into the buffer starting at element `offset` (in f32 units).
+    pub fn upload_f32(&self, offset: usize, src: &[f32]) -> Result<(), BackendError> {
+        self.with_f32_mut(|all| {
+            let dst = checked_range_mut(all, offset, src.len(), self.len)?;
+            dst.copy_from_slice(src);
+            Ok(())
+        })?
+    }
+
+    /// Copies `dst.len()` values starting at element `offset` (in f32 units) into `dst`.
+    pub fn download_f32(&self, offset: usize, dst: &mut [f32]) -> Result<(), BackendError> {
+        self.with_f32(|all| {
+            let src = checked_range(all, offset, dst.len(), self.len)?;
+            dst.copy_from_slice(src);
+            Ok(())
+        })?
+    }
+
+    /// The whole buffer as f32 values, read-only, without copying.
+    pub fn with_f32<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Result<R, BackendError> {
+        let _guard = self.lock(false)?;
+        // SAFETY: the read borrow excludes writers; the allocation is 64-aligned,
+        // initialised (zero-filled at birth) and every bit pattern is a valid f32.
+        let s = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const f32, self.len / 4) };
+        Ok(f(s))
+    }
+
+    /// The whole buffer as mutable f32 values, without copying.
+    pub fn with_f32_mut<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> Result<R, BackendError> {
+        let _guard = self.lock(true)?;
+        // SAFETY: the write borrow excludes every other access; see `with_f32`.
+        let s = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr() as *mut f32, self.len / 4) };
+        Ok(f(s))
+    }
+
+    /// The raw bytes, read-only.
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, BackendError> {
+        let _guard = self.lock(false)?;
+        // SAFETY: see `with_f32`.
+        let s = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const u8, self.len) };
+        Ok(f(s))
+    }
+
+    /// The raw bytes, mutable.
+    pub fn with_bytes_mut<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, BackendError> {
+        let _guard = self.lock(true)?;
+        // SAFETY: see `with_f32_mut`.
+        let s = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) };
+        Ok(f(s))
+    }
+
+    /// Base address, for [`crate::views`] which builds checked slices under a [`Borrow`].
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Takes a read (`write = false`) or write borrow, or fails if another thread holds
+    /// a conflicting one.
+    pub(crate) fn lock(&self, write: bool) -> Result<Borrow<'_>, BackendError> {
+        if write {
+            if self
+                .borrow
+                .compare_exchange(0, -1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return Err(busy(self.len));
+            }
+        } else {
+            let mut cur = self.borrow.load(Ordering::Relaxed);
+            loop {
+                if cur < 0 {
+                    return Err(busy(self.len));
+                }
+                match self
+                    .borrow
+                    .compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        Ok(Borrow { buf: self, write })
+    }
+}
+
+fn busy(len: usize) -> BackendError {
+    BackendError::Device(format!(
+        "a CpuBuffer of {len} bytes is used by two threads at once with at least one writer; \
+         give each thread its own buffers or serialise the calls"
+    ))
+}
+
+fn checked_range(all: &[f32], offset: usize, n: usize, bytes: usize) -> Result<&[f32], BackendError> {
+    offset
+        .checked_add(n)
+        .and_then(|end| all.get(offset..end))
+        .ok_or_else(|| BackendError::OutOfBounds {
+            detail: format!("{n} f32 at element {offset} of a {bytes}-byte buffer"),
+        })
+}
+
+fn checked_range_mut(all: &mut [f32], offset: usize, n: usize, bytes: usize) -> Result<&mut [f32], BackendError> {
+    offset
+        .checked_add(n)
+        .and_then(|end| all.get_mut(offset..end))
+        .ok_or_else(|| BackendError::OutOfBounds {
+            detail: format!("{n} f32 at element {offset} of a {bytes}-byte buffer"),
+        })
+}
+
+impl Drop for CpuBuffer {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            if let Ok(layout) = Layout::from_size_align(self.len, ALIGN) {
+                // SAFETY: allocated in `zeroed` with this very layout; `&mut self` proves
+                // no borrow is alive.
+                unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+            }
+        }
+    }
+}
+
+/// A held read or write borrow of a [`CpuBuffer`]; released on drop.
+pub(crate) struct Borrow<'a> {
+    buf: &'a CpuBuffer,
+    write: bool,
+}
+
+impl Drop for Borrow<'_> {
+    fn drop(&mut self) {
+        if self.write {
+            self.buf.borrow.store(0, Ordering::Release);
+        } else {
+            self.buf.borrow.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_are_aligned_and_zeroed() {
+        for bytes in [0, 4, 100, 4096 + 12] {
+            let b = CpuBuffer::zeroed(bytes).unwrap();
+            assert_eq!(b.base() as usize % ALIGN, 0);
+            b.with_bytes(|s| assert!(s.iter().all(|&x| x == 0))).unwrap();
+            assert_eq!(b.len(), bytes);
+        }
+    }
+
+    #[test]
+    fn typed_upload_and_download_round_trip_and_check_ranges() {
+        let b = CpuBuffer::zeroed(40).unwrap();
+        b.upload_f32(3, &[1.5, -2.0]).unwrap();
+        let mut out = [0.0; 4];
+        b.download_f32(2, &mut out).unwrap();
+        assert_eq!(out, [0.0, 1.5, -2.0, 0.0]);
+        assert!(matches!(
+            b.upload_f32(9, &[1.0, 2.0]),
+            Err(BackendError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            b.download_f32(usize::MAX, &mut out),
+            Err(BackendError::OutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn a_writer_excludes_readers_and_other_writers() {
+        let b = CpuBuffer::zeroed(16).unwrap();
+        let w = b.lock(true).unwrap();
+        assert!(b.lock(false).is_err());
+        assert!(b.lock(true).is_err());
+        drop(w);
+        let r1 = b.lock(false).unwrap();
+        let r2 = b.lock(false).unwrap();
+        assert!(b.lock(true).is_err());
+        drop((r1, r2));
+        assert!(b.lock(true).is_ok());
+    }
+}

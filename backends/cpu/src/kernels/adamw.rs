@@ -1,0 +1,140 @@
+//! One AdamW step in place (decoupled weight decay, bias-corrected moments), with the
+//! element-wise operations in the order `torch.optim.AdamW` (single-tensor path) does
+//! them, so f32 results match it closely:
+//! `g ← s·g; p ← p·(1 − lr·wd); m ← m + (1−β1)·(g − m); v ← v·β2 + (1−β2)·g·g;`
+//! `p ← p + (−lr/(1−β1^t))·m / (sqrt(v)/sqrt(1−β2^t) + eps)`.
+
+use r1_core::{AdamWStep, BackendError};
+
+use super::{Ctx, size_error};
+use crate::simd::{Simd, SimdTask};
+
+/// Per-step constants, computed in f64 from the step's f32 hyper-parameters.
+#[derive(Clone, Copy)]
+struct Coefs {
+    grad_scale: f32,
+    decay: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    neg_step_size: f32,
+    bias2_sqrt: f32,
+    eps: f32,
+}
+
+impl Coefs {
+    fn new(st: &AdamWStep) -> Coefs {
+        let t = st.step.max(1).min(i32::MAX as u64) as i32;
+        let bias1 = 1.0 - (st.beta1 as f64).powi(t);
+        let bias2 = 1.0 - (st.beta2 as f64).powi(t);
+        Coefs {
+            grad_scale: st.grad_scale,
+            decay: (1.0 - st.lr as f64 * st.weight_decay as f64) as f32,
+            one_minus_beta1: (1.0 - st.beta1 as f64) as f32,
+            beta2: st.beta2,
+            one_minus_beta2: (1.0 - st.beta2 as f64) as f32,
+            neg_step_size: (-(st.lr as f64) / bias1) as f32,
+            bias2_sqrt: bias2.sqrt() as f32,
+            eps: st.eps,
+        }
+    }
+}
+
+struct Update<'a> {
+    c: Coefs,
+    p: &'a mut [f32],
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
+impl SimdTask for Update<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Update { c, p, g, m, v } = self;
+        let k = |x: f32| s.splat(x);
+        let (gs, decay, omb1, b2, omb2, nss, b2s, eps) = (
+            k(c.grad_scale),
+            k(c.decay),
+            k(c.one_minus_beta1),
+            k(c.beta2),
+            k(c.one_minus_beta2),
+            k(c.neg_step_size),
+            k(c.bias2_sqrt),
+            k(c.eps),
+        );
+        let n = p.len();
+        let mut i = 0;
+        while i < n {
+            let len = (n - i).min(S::LANES);
+            let ld = |x: &[f32]| {
+                if len == S::LANES {
+                    s.load(&x[i..])
+                } else {
+                    s.load_partial(&x[i..i + len], 0.0)
+                }
+            };
+            let gv = s.mul(gs, ld(g));
+            let pv = s.mul(ld(p), decay);
+            let mv = ld(m);
+            let mv = s.add(mv, s.mul(omb1, s.sub(gv, mv)));
+            let vv = s.add(s.mul(ld(v), b2), s.mul(s.mul(omb2, gv), gv));
+            let denom = s.add(s.div(s.sqrt(vv), b2s), eps);
+            let pv = s.add(pv, s.div(s.mul(nss, mv), denom));
+            if len == S::LANES {
+                s.store(pv, &mut p[i..]);
+                s.store(mv, &mut m[i..]);
+                s.store(vv, &mut v[i..]);
+            } else {
+                s.store_partial(pv, &mut p[i..i + len]);
+                s.store_partial(mv, &mut m[i..i + len]);
+                s.store_partial(vv, &mut v[i..i + len]);
+            }
+            i += len;
+        }
+    }
+}
+
+/// Updates `p`, `m`, `v` in place from `g`.
+pub(crate) fn adamw(
+    ctx: Ctx<'_>,
+    step: &AdamWStep,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> Result<(), BackendError> {
+    let n = p.len();
+    if g.len() != n || m.len() != n || v.len() != n {
+        return Err(size_error(
+            "adamw",
+            format!("param {n}, grad {}, m {}, v {} elements", g.len(), m.len(), v.len()),
+        ));
+    }
+    let c = Coefs::new(step);
+    let chunk = n.div_ceil(4 * ctx.threads.count()).max(8192);
+    let jobs: Vec<_> = p
+        .chunks_mut(chunk)
+        .zip(m.chunks_mut(chunk))
+        .zip(v.chunks_mut(chunk))
+        .enumerate()
+        .collect();
+    let run = |(i, ((p, m), v)): (usize, ((&mut [f32], &mut [f32]), &mut [f32]))| {
+        let at = i * chunk;
+        let len = p.len();
+        ctx.isa.run(Update {
+            c,
+            p,
+            g: &g[at..at + len],
+            m,
+            v,
+        });
+    };
+    if ctx.threads.worth_splitting(12 * n) {
+        ctx.threads.for_each_owned(jobs, run);
+    } else {
+        jobs.into_iter().for_each(run);
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! Fused causal grouped-query attention, forward and backward, flash-attention style:
+//! probabilities are recomputed in the backward pass, never stored between passes.
+//!
+//! Query row `t` sits at position `p = q_offset + t` and sees keys `j ≤ p, j < kv_len`;
+//! query head `h` reads kv head `h / (Hq/Hkv)`. Per block of query rows of one head:
+//! `S = Q·Kᵀ/sqrt(d)` (GEMM), `P = softmax(S)` under the mask, `O = P·V` (GEMM).
+//! Backward per block: recompute `P`, `dP = dO·Vᵀ`, `dS = P ∘ (dP − rowsum(P ∘ dP))`,
+//! `dQ = dS·K/sqrt(d)`, `dK += dSᵀ·Q/sqrt(d)`, `dV += Pᵀ·dO`.
+//!
+//! The forward runs one task per (sequence, head, query block); the backward one task
+//! per (sequence, kv head), which owns that kv head's `dK`/`dV` columns and the `dQ`
+//! columns of its query heads, so no two tasks write the same element. A single decode
+//! row (T = 1) takes GEMM's packing-free path: dot products against the cached keys and
+//! row updates with the cached values, reading the cache once.
+
+use r1_core::BackendError;
+use r1_core::graph::AttentionSpec;
+
+use super::gemm::{Mat, MatMut, gemm};
+use super::{Ctx, size_error};
+use crate::parallel::SharedOut;
+use crate::simd::{Isa, Simd, SimdTask, math};
+
+/// Query rows per block (one GEMM's M).
+const Q_BLOCK: usize = 64;
+
+/// Sizes of one attention call.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    batch: usize,
+    time: usize,
+    keys: usize,
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    q_offset: usize,
+    kv_len: usize,
+    scale: f32,
+}
+
+impl Geometry {
+    fn new(
+        op: &'static str,
+        spec: &AttentionSpec,
+        time: usize,
+        q: usize,
+        k: usize,
+        v: usize,
+    ) -> Result<Geometry, BackendError> {
+        let (hq, hkv, d) = (spec.n_heads, spec.n_kv_heads, spec.head_dim);
+        let qrow = hq * d;
+        let krow = hkv * d;
+        let batch = if qrow * time == 0 { 0 } else { q / (qrow * time) };
+        let keys = if krow * batch == 0 { 0 } else { k / (krow * batch) };
+        let ok = batch > 0
+            && d > 0
+            && hkv > 0
+            && hq % hkv == 0
+            && q == batch * time * qrow
+            && k == batch * keys * krow
+            && v == k
+            && spec.kv_len <= keys
+            && spec.q_offset + time <= spec.kv_len;
+        if !ok {
+            return Err(size_error(
+                op,
+                format!(
+                    "q of {q}, k of {k}, v of {v} values for {time} query rows with {spec:?} \
+                     (need q [B,T,Hq·d], k = v [B,S,Hkv·d], q_offset + T <= kv_len <= S)"
+                ),
+            ));
+        }
+        Ok(Geometry {
+            batch,
+            time,
+            keys,
+            heads: hq,
+            kv_heads: hkv,
+            d,
+            q_offset: spec.q_offset,
+            kv_len: spec.kv_len,
+            scale: 1.0 / (d as f32).sqrt(),
+        })
+    }
+
+    fn blocks(&self) -> usize {
+        self.time.div_ceil(Q_BLOCK)
+    }
+
+    /// First row and row count of query block `blk`, and the keys its rows can see.
+    fn block(&self, blk: usize) -> (usize, usize, usize) {
+        let t0 = blk * Q_BLOCK;
+        let nq = Q_BLOCK.min(self.time - t0);
+        let nk = (self.q_offset + t0 + nq).min(self.kv_len);
+        (t0, nq, nk)
+    }
+
+    fn q_offset_of(&self, b: usize, t: usize, h: usize) -> usize {
+        (b * self.time + t) * self.heads * self.d + h * self.d
+    }
+
+    fn kv_offset_of(&self, b: usize, j: usize, kvh: usize) -> usize {
+        (b * self.keys + j) * self.kv_heads * self.d + kvh * self.d
+    }
+}
+
+/// The masked softmax of a block of score rows (row `r` at position `first_pos + r` sees
+/// `min(first_pos + r + 1, kv_len)` keys; the rest of the row becomes 0).
+struct MaskedSoftmax<'a> {
+    scores: &'a mut [f32],
+    cols: usize,
+    first_pos: usize,
+    kv_len: usize,
+}
+
+impl SimdTask for MaskedSoftmax<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        for (r, row) in self.scores.chunks_exact_mut(self.cols).enumerate() {
+            let valid = (self.first_pos + r + 1).min(self.kv_len).min(self.cols);
+            let (live, masked) = row.split_at_mut(valid);
+            let m = math::max(s, live);
+            let total = math::exp_in_place_sum(s, live, m);
+            math::scale_in_place(s, live, 1.0 / total);
+            masked.fill(0.0);
+        }
+    }
+}
+
+/// `dS = P ∘ (dP − rowsum(P ∘ dP))`, in place of `dP`.
+struct SoftmaxGrad<'a> {
+    p: &'a [f32],
+    dp: &'a mut [f32],
+    cols: usize,
+}
+
+impl SimdTask for SoftmaxGrad<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        for (p, dp) in self.p.chunks_exact(self.cols).zip(self.dp.chunks_exact_mut(self.cols)) {
+            let dv = s.splat(math::dot(s, p, dp));
+            math::update(s, dp, p, |g, pv| s.mul(pv, s.sub(g, dv)));
+        }
+    }
+}
+
+/// Scores and probabilities of query block `blk` of head `h` in sequence `b`, into
+/// `p` (`nq × nk`, row-major).
+fn probabilities(isa: Isa, g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, blk: usize, p: &mut [f32]) {
+    let (t0, nq, nk) = g.block(blk);
+    let kvh = h / (g.heads / g.kv_heads);
+    let qm = Mat::new(&q[g.q_offset_of(b, t0, h)..], nq, g.d, g.heads * g.d, 1);
+    let km = Mat::new(&k[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
+    gemm(isa, g.scale, qm, km.t(), 0.0, MatMut::new(p, nq, nk, nk));
+    isa.run(MaskedSoftmax {
+        scores: &mut p[..nq * nk],
+        cols: nk,
+        first_pos: g.q_offset + t0,
+        kv_len: g.kv_len,
+    });
+}
+
+/// `out = attention(q, k, v)`, all `[B, ·, heads·d]` row-major.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention(
+    ctx: Ctx<'_>,
+    spec: &AttentionSpec,
+    time: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) -> Result<(), BackendError> {
+    let g = Geometry::new("attention", spec, time, q.len(), k.len(), v.len())?;
+    if out.len() != q.len() {
+        return Err(size_error(
+            "attention",
+            format!("output of {} for q of {}", out.len(), q.len()),
+        ));
+    }
+    let blocks = g.blocks();
+    let tasks = g.batch * g.heads * blocks;
+    let work = 4 * Q_BLOCK.min(g.time) * g.kv_len * g.d;
+    let shared = SharedOut::new(out);
+    ctx.threads.for_tasks(tasks, work, |task| {
+        let (b, h, blk) = (task / (g.heads * blocks), (task / blocks) % g.heads, task % blocks);
+        let (t0, nq, nk) = g.block(blk);
+        let mut p = vec![0.0f32; nq * nk];
+        probabilities(ctx.isa, &g, q, k, b, h, blk, &mut p);
+        let kvh = h / (g.heads / g.kv_heads);
+        let vm = Mat::new(&v[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
+        // SAFETY: task (b, h, blk) is the only one writing rows t0..t0+nq of sequence b in
+        // columns h·d..(h+1)·d, the span of this matrix.
+        let om = unsafe { MatMut::from_shared(&shared, g.q_offset_of(b, t0, h), nq, g.d, g.heads * g.d) };
+        gemm(ctx.isa, 1.0, Mat::row_major(&p, nq, nk), vm, 0.0, om);
+    });
+    Ok(())
+}
+
+/// `out = [dq | dk | dv]` for `dout = ∂L/∂attention(q, k, v)`; rows of dk/dv at or past
+/// `kv_len` are zero.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward(
+    ctx: Ctx<'_>,
+    spec: &AttentionSpec,
+    time: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+    out: &mut [f32],
+) -> Result<(), BackendError> {
+    let g = Geometry::new("attention_backward", spec, time, q.len(), k.len(), v.len())?;
+    if dout.len() != q.len() || out.len() != q.len() + 2 * k.len() {
+        return Err(size_error(
+            "attention_backward",
+            format!(
+                "dout of {}, packed output of {} for q {} and k, v {}",
+                dout.len(),
+                out.len(),
+                q.len(),
+                k.len()
+            ),
+        ));
+    }
+    let (dq, rest) = out.split_at_mut(q.len());
+    let (dk, dv) = rest.split_at_mut(k.len());
+    let (dq, dk, dv) = (SharedOut::new(dq), SharedOut::new(dk), SharedOut::new(dv));
+    let group = g.heads / g.kv_heads;
+    let blocks = g.blocks();
+    let (qrow, krow) = (g.heads * g.d, g.kv_heads * g.d);
+    let work = 10 * group * g.time * g.kv_len * g.d;
+    ctx.threads.for_tasks(g.batch * g.kv_heads, work, |task| {
+        let (b, kvh) = (task / g.kv_heads, task % g.kv_heads);
+        // SAFETY (every `from_shared`/`slice` in this task): task (b, kvh) alone writes
+        // the columns kvh·d..(kvh+1)·d of sequence b in dk and dv, and the columns of
+        // query heads kvh·group..(kvh+1)·group of sequence b in dq; each matrix below is
+        // dropped before the next one over the same elements is made.
+        for j in 0..g.keys {
+            unsafe { dk.slice(g.kv_offset_of(b, j, kvh), g.d) }.fill(0.0);
+            unsafe { dv.slice(g.kv_offset_of(b, j, kvh), g.d) }.fill(0.0);
+        }
+        let mut p = vec![0.0f32; Q_BLOCK.min(g.time) * g.kv_len];
+        let mut ds = vec![0.0f32; Q_BLOCK.min(g.time) * g.kv_len];
+        let km = |nk| Mat::new(&k[g.kv_offset_of(b, 0, kvh)..], nk, g.d, krow, 1);
+        let vm = |nk| Mat::new(&v[g.kv_offset_of(b, 0, kvh)..], nk, g.d, krow, 1);
+        for h in kvh * group..(kvh + 1) * group {
+            for blk in 0..blocks {
+                let (t0, nq, nk) = g.block(blk);
+                let (p, ds) = (&mut p[..nq * nk], &mut ds[..nq * nk]);
+                probabilities(ctx.isa, &g, q, k, b, h, blk, p);
+                let qm = Mat::new(&q[g.q_offset_of(b, t0, h)..], nq, g.d, qrow, 1);
+                let dom = Mat::new(&dout[g.q_offset_of(b, t0, h)..], nq, g.d, qrow, 1);
+                gemm(ctx.isa, 1.0, dom, vm(nk).t(), 0.0, MatMut::new(ds, nq, nk, nk));
+                ctx.isa.run(SoftmaxGrad { p, dp: ds, cols: nk });
+                let (pm, dsm) = (Mat::row_major(p, nq, nk), Mat::row_major(ds, nq, nk));
+                let dqm = unsafe { MatMut::from_shared(&dq, g.q_offset_of(b, t0, h), nq, g.d, qrow) };
+                gemm(ctx.isa, g.scale, dsm, km(nk), 0.0, dqm);
+                let dkm = unsafe { MatMut::from_shared(&dk, g.kv_offset_of(b, 0, kvh), nk, g.d, krow) };
+                gemm(ctx.isa, g.scale, dsm.t(), qm, 1.0, dkm);
+                let dvm = unsafe { MatMut::from_shared(&dv, g.kv_offset_of(b, 0, kvh), nk, g.d, krow) };
+                gemm(ctx.isa, 1.0, pm.t(), dom, 1.0, dvm);
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! GEMM: `C ← α·A·B + β·C` on strided matrices through matrixmultiply's `sgemm` (packed
+//! AVX-512/AVX2 micro-kernels; any strides, so transposes cost nothing), split over the
+//! pool by blocks of rows of C (or of columns when C has few rows). A product with very
+//! few rows (decode: one token per sequence) skips packing and runs SIMD dot products or
+//! row updates, which read each weight once.
+//!
+//! With `β = 0`, C is written without being read (it may hold stale arena values).
+
+use std::marker::PhantomData;
+
+use crate::parallel::{SharedOut, Threads};
+use crate::simd::{Isa, Simd, SimdTask, math};
+
+/// Rows of C up to which the packing-free path runs.
+pub(crate) const SMALL_M: usize = 4;
+/// Multiply-adds below which a GEMM stays on one thread (about 20 µs of work).
+const MIN_PARALLEL_MACS: usize = 1 << 20;
+/// Row and column blocks handed to threads are multiples of this (the AVX-512
+/// micro-kernel's `MR = NR = 16`), so no thread gets a ragged micro-tile it need not.
+const BLOCK: usize = 16;
+
+/// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// Index of the last element of a `rows × cols` strided matrix, plus one.
+fn footprint(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+impl<'a> Mat<'a> {
+    /// Panics if the matrix does not fit `data` (shapes are checked before kernels run,
+    /// so this is an internal invariant, never a reaction to outside input).
+    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Mat<'a> {
+        assert!(
+            footprint(rows, cols, rs, cs) <= data.len(),
+            "matrix {rows}x{cols} (strides {rs},{cs}) exceeds {}",
+            data.len()
+        );
+        Mat {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    /// A contiguous row-major `rows × cols` matrix.
+    pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Mat<'a> {
+        Mat::new(data, rows, cols, cols, 1)
+    }
+
+    /// The transpose (a view: strides swap).
+    pub(crate) fn t(self) -> Mat<'a> {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Rows `r0 .. r0 + rows`.
+    fn rows_range(self, r0: usize, rows: usize) -> Mat<'a> {
+        let start = (r0 * self.rs).min(self.data.len());
+        Mat::new(&self.data[start..], rows, self.cols, self.rs, self.cs)
+    }
+
+    /// Columns `c0 .. c0 + cols`.
+    fn cols_range(self, c0: usize, cols: usize) -> Mat<'a> {
+        let start = (c0 * self.cs).min(self.data.len());
+        Mat::new(&self.data[start..], self.rows, cols, self.rs, self.cs)
+    }
+}
+
+/// A writable matrix with contiguous rows (`cs = 1`, `rs ≥ cols`), so row and column
+/// blocks of it never share an element.
+pub(crate) struct MatMut<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    _owner: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `MatMut` is the unique handle to the elements it spans (it comes from a
+// `&mut` slice, or from a `SharedOut` whose caller promised disjointness).
+unsafe impl Send for MatMut<'_> {}
+
+impl<'a> MatMut<'a> {
+    /// A `rows × cols` matrix with row stride `rs` inside `data`.
+    pub(crate) fn new(data: &'a mut [f32], rows: usize, cols: usize, rs: usize) -> MatMut<'a> {
+        assert!(rs >= cols || rows <= 1, "row stride {rs} < {cols} columns");
+        assert!(
+            footprint(rows, cols, rs, 1) <= data.len(),
+            "matrix {rows}x{cols} (stride {rs}) exceeds {}",
+            data.len()
+        );
+        MatMut {
+            ptr: data.as_mut_ptr(),
+            rows,
+            cols,
+            rs: rs.max(cols),
+            _owner: PhantomData,
+        }
+    }
+
+    /// A `rows × cols` matrix with row stride `rs` starting at element `offset` of `out`.
+    ///
+    /// # Safety
+    /// While the result is alive, no other slice or matrix obtained from `out` may touch
+    /// the elements it spans.
+    pub(crate) unsafe fn from_shared(
+        out: &SharedOut<'a>,
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        rs: usize,
+    ) -> MatMut<'a> {
+        assert!(rs >= cols || rows <= 1, "row stride {rs} < {cols} columns");
+        assert!(
+            offset + footprint(rows, cols, rs, 1) <= out.len(),
+            "matrix exceeds its shared output"
+        );
+        // SAFETY: in bounds (asserted above).
+        let ptr = unsafe { out.base().add(offset) };
+        MatMut {
+            ptr,
+            rows,
+            cols,
+            rs: rs.max(cols),
+            _owner: PhantomData,
+        }
+    }
+
+    fn split_rows(self, at: usize) -> (MatMut<'a>, MatMut<'a>) {
+        let at = at.min(self.rows);
+        // SAFETY: `at ≤ rows`, so the offset stays inside (or one past) the span.
+        let lower = unsafe { self.ptr.add(at * self.rs) };
+        let top = MatMut {
+            ptr: self.ptr,
+            rows: at,
+            cols: self.cols,
+            rs: self.rs,
+            _owner: PhantomData,
+        };
+        let bottom = MatMut {
+            ptr: lower,
+            rows: self.rows - at,
+            cols: self.cols,
+            rs: self.rs,
+            _owner: PhantomData,
+        };
+        (top, bottom)
+    }
+
+    fn split_cols(self, at: usize) -> (MatMut<'a>, MatMut<'a>) {
+        let at = at.min(self.cols);
+        // SAFETY: `at ≤ cols ≤ rs`, inside the first row (or one past it).
+        let right = unsafe { self.ptr.add(at) };
+        let left = MatMut {
+            ptr: self.ptr,
+            rows: self.rows,
+            cols: at,
+            rs: self.rs,
+            _owner: PhantomData,
+        };
+        let rest = MatMut {
+            ptr: right,
+            rows: self.rows,
+            cols: self.cols - at,
+            rs: self.rs,
+            _owner: PhantomData,
+        };
+        (left, rest)
+    }
+
+    /// Row `i` as a slice.
+    fn row(&mut self, i: usize) -> &mut [f32] {
+        assert!(i < self.rows);
+        // SAFETY: row `i` of the span this handle owns exclusively.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.rs), self.cols) }
+    }
+}
+
+/// `C ← α·A·B + β·C` on the calling thread.
+pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
+    assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm shapes");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if m <= SMALL_M && k > 0 && (b.rs == 1 || b.cs == 1) {
+        isa.run(SmallM { alpha, a, b, beta, c });
+        return;
+    }
+    // SAFETY: `Mat::new`/`MatMut::new` checked that every element (i, j) of A (m×k),
+    // B (k×n) and C (m×n) lies inside its slice; C's rows are disjoint (cs = 1, rs ≥ n)
+    // so no two C elements alias, and C is owned exclusively by this handle, so it
+    // overlaps neither A nor B.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
+            beta,
+            c.ptr,
+            c.rs as isize,
+            1,
+        );
+    }
+}
+
+/// [`gemm`] split over the pool: `threads.count()` blocks of rows of C, or of columns
+/// when C has too few rows for that; one thread for small products.
+pub(crate) fn gemm_par(threads: &Threads, isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let macs = m.saturating_mul(k).saturating_mul(n);
+    let parts = threads.count();
+    if parts <= 1 || macs < MIN_PARALLEL_MACS {
+        gemm(isa, alpha, a, b, beta, c);
+        return;
+    }
+    let mut jobs = Vec::with_capacity(parts);
+    // Row blocks share nothing but B (each thread packs all of B); column blocks each pack
+    // all of A. Rows are the better cut unless C is short and wide.
+    if m >= parts * 2 * BLOCK || m >= n {
+        let step = m.div_ceil(parts).div_ceil(BLOCK) * BLOCK;
+        let mut rest = c;
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = step.min(m - r0);
+            let (top, bottom) = rest.split_rows(rows);
+            jobs.push((a.rows_range(r0, rows), b, top));
+            rest = bottom;
+            r0 += rows;
+        }
+    } else {
+        let step = n.div_ceil(parts).div_ceil(BLOCK) * BLOCK;
+        let mut rest = c;
+        let mut c0 = 0;
+        while c0 < n {
+            let cols = step.min(n - c0);
+            let (left, right) = rest.split_cols(cols);
+            jobs.push((a, b.cols_range(c0, cols), left));
+            rest = right;
+            c0 += cols;
+        }
+    }
+    threads.for_each_owned(jobs, |(a, b, c)| gemm(isa, alpha, a, b, beta, c));
+}
+
+/// The packing-free product for `m ≤ SMALL_M`: B with contiguous columns (a transposed
+/// weight) takes one dot product per element of C; B with contiguous rows takes row
+/// updates `C[i, :] += α·A[i, k]·B[k, :]`.
+struct SmallM<'a, 'c> {
+    alpha: f32,
+    a: Mat<'a>,
+    b: Mat<'a>,
+    beta: f32,
+    c: MatMut<'c>,
+}
+
+impl SimdTask for SmallM<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let SmallM {
+            alpha,
+            a,
+            b,
+            beta,
+            mut c,
+        } = self;
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        // Row i of A gathered once into a contiguous buffer (A may be transposed).
+        let mut a_rows = vec![0.0f32; m * k];
+        for i in 0..m {
+            for (p, v) in a_rows[i * k..(i + 1) * k].iter_mut().enumerate() {
+                *v = a.data[i * a.rs + p * a.cs];
+            }
+        }
+        if b.rs == 1 {
+            // Column j of B is `b.data[j·cs .. j·cs + k]`.
+            for j in 0..n {
+                let col = &b.data[j * b.cs..j * b.cs + k];
+                for i in 0..m {
+                    let d = alpha * math::dot(s, &a_rows[i * k..(i + 1) * k], col);
+                    let out = &mut c.row(i)[j];
+                    *out = if beta == 0.0 { d } else { d + beta * *out };
+                }
+            }
+        } else {
+            for i in 0..m {
+                let row = c.row(i);
+                if beta == 0.0 {
+                    row.fill(0.0);
+                } else if beta != 1.0 {
+                    row.iter_mut().for_each(|v| *v *= beta);
+                }
+                for p in 0..k {
+                    let coef = alpha * a_rows[i * k + p];
+                    math::axpy(s, coef, &b.data[p * b.rs..p * b.rs + n], row);
+                }
+            }
+        }
+    }
+}

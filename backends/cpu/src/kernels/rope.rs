@@ -1,0 +1,191 @@
+//! Rotary position embedding in the rotate-half layout of HF Llama/Qwen2, with cached
+//! cos/sin tables.
+//!
+//! Angles follow `LlamaRotaryEmbedding` in f32: `inv_freq[i] = 1 / theta^(2i/d)` (the
+//! exponent `2i/d` and the power rounded to f32, then the reciprocal in f32),
+//! `angle = f32(pos) · inv_freq[i]` (one f32 product), then `cos`/`sin` of that f32 angle
+//! (correctly rounded here, through f64). For head pair `(x1, x2) = (x[i], x[i + d/2])`:
+//! `x1' = x1·cos − x2·sin`, `x2' = x2·cos + x1·sin`; the inverse (RoPE's backward)
+//! negates the angle.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use r1_core::BackendError;
+use r1_core::graph::RopeSpec;
+
+use super::{Ctx, size_error};
+use crate::simd::{Simd, SimdTask};
+
+/// cos/sin of every (position, frequency) pair for one `(theta, head_dim)`.
+pub(crate) struct RopeTable {
+    half: usize,
+    positions: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    fn new(theta: f32, head_dim: usize, positions: usize) -> RopeTable {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                let e = (2 * i) as f32 / head_dim as f32;
+                1.0f32 / ((theta as f64).powf(e as f64) as f32)
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for &f in &inv_freq {
+                let angle = (p as f32 * f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        RopeTable {
+            half,
+            positions,
+            cos,
+            sin,
+        }
+    }
+}
+
+/// Tables by `(theta bits, head_dim)`, grown (doubling) as positions are asked for.
+#[derive(Default)]
+pub(crate) struct RopeCache {
+    tables: Mutex<HashMap<(u32, usize), Arc<RopeTable>>>,
+}
+
+impl RopeCache {
+    /// A table covering positions `0..positions`.
+    pub(crate) fn get(&self, theta: f32, head_dim: usize, positions: usize) -> Arc<RopeTable> {
+        let key = (theta.to_bits(), head_dim);
+        // A poisoned lock only means another thread panicked while inserting; the map
+        // itself is still a valid cache.
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tables.get(&key) {
+            if t.positions >= positions {
+                return t.clone();
+            }
+        }
+        let have = tables.get(&key).map_or(0, |t| t.positions);
+        let size = positions.next_power_of_two().max(2 * have).max(256);
+        let table = Arc::new(RopeTable::new(theta, head_dim, size));
+        tables.insert(key, table.clone());
+        table
+    }
+}
+
+struct RotateRows<'a> {
+    heads: usize,
+    head_dim: usize,
+    inverse: bool,
+    /// cos/sin rows for the chunk's positions, `half` values each.
+    cos: &'a [f32],
+    sin: &'a [f32],
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl SimdTask for RotateRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let RotateRows {
+            heads,
+            head_dim,
+            inverse,
+            cos,
+            sin,
+            x,
+            out,
+        } = self;
+        let half = head_dim / 2;
+        let row = heads * head_dim;
+        for (r, (xr, or)) in x.chunks_exact(row).zip(out.chunks_exact_mut(row)).enumerate() {
+            let (c_row, s_row) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
+            for (xh, oh) in xr.chunks_exact(head_dim).zip(or.chunks_exact_mut(head_dim)) {
+                let (x1, x2) = xh.split_at(half);
+                let (o1, o2) = oh.split_at_mut(half);
+                let mut i = 0;
+                while i < half {
+                    let n = (half - i).min(S::LANES);
+                    let ld = |v: &[f32]| {
+                        if n == S::LANES {
+                            s.load(&v[i..])
+                        } else {
+                            s.load_partial(&v[i..i + n], 0.0)
+                        }
+                    };
+                    let (a, b, c) = (ld(x1), ld(x2), ld(c_row));
+                    let sn = if inverse {
+                        s.sub(s.splat(0.0), ld(s_row))
+                    } else {
+                        ld(s_row)
+                    };
+                    // HF: q·cos + rotate_half(q)·sin with rotate_half = (−x2, x1).
+                    let y1 = s.sub(s.mul(a, c), s.mul(b, sn));
+                    let y2 = s.add(s.mul(b, c), s.mul(a, sn));
+                    if n == S::LANES {
+                        s.store(y1, &mut o1[i..]);
+                        s.store(y2, &mut o2[i..]);
+                    } else {
+                        s.store_partial(y1, &mut o1[i..i + n]);
+                        s.store_partial(y2, &mut o2[i..i + n]);
+                    }
+                    i += n;
+                }
+            }
+        }
+    }
+}
+
+/// Applies RoPE to `x [B, T, heads·head_dim]` (rows at positions `pos_offset + t`).
+pub(crate) fn rope(
+    ctx: Ctx<'_>,
+    cache: &RopeCache,
+    spec: &RopeSpec,
+    time: usize,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), BackendError> {
+    let row = spec.n_heads * spec.head_dim;
+    if spec.head_dim % 2 != 0 || row == 0 || time == 0 || x.len() % (row * time) != 0 || out.len() != x.len() {
+        return Err(size_error(
+            "rope",
+            format!(
+                "{} elements as [B, {time}, {} heads × {}] into {}",
+                x.len(),
+                spec.n_heads,
+                spec.head_dim,
+                out.len()
+            ),
+        ));
+    }
+    let table = cache.get(spec.theta, spec.head_dim, spec.pos_offset + time);
+    let half = table.half;
+    ctx.threads.for_rows(out, row, 4 * row, |r0, o| {
+        // Rows of a chunk may wrap from one sequence to the next: split at sequence ends.
+        let rows = o.len() / row;
+        let mut done = 0;
+        while done < rows {
+            let r = r0 + done;
+            let t = r % time;
+            let n = (time - t).min(rows - done);
+            let p0 = spec.pos_offset + t;
+            ctx.isa.run(RotateRows {
+                heads: spec.n_heads,
+                head_dim: spec.head_dim,
+                inverse: spec.inverse,
+                cos: &table.cos[p0 * half..(p0 + n) * half],
+                sin: &table.sin[p0 * half..(p0 + n) * half],
+                x: &x[r * row..(r + n) * row],
+                out: &mut o[done * row..(done + n) * row],
+            });
+            done += n;
+        }
+    });
+    Ok(())
+}
