@@ -1,0 +1,154 @@
+//! `MatMul` against the f64 reference: every transpose combination, shared and batched
+//! right operands, the packing-free few-rows path, and products large enough to be split
+//! over threads by rows or by columns; then gradients through core's autodiff (which
+//! builds them from matmuls) against finite differences.
+
+mod common;
+
+use common::reference as refk;
+use common::{Rng, assert_close, backends, dot64, f, loss_and_grads, numeric_grad, run, to64};
+use r1_core::{Graph, Op, TensorDesc};
+
+/// Checks `op(a)·op(b)` with `a` of `lead ++ [m, k]` (or `[k, m]`) and `b` shared or
+/// batched.
+fn check(lead: &[usize], m: usize, k: usize, n: usize, ta: bool, tb: bool, batched: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let items: usize = lead.iter().product();
+    let a = rng.vec(items * m * k, 1.0);
+    let b = rng.vec(if batched { items } else { 1 } * k * n, 1.0);
+    let mut a_dims = lead.to_vec();
+    a_dims.extend(if ta { [k, m] } else { [m, k] });
+    let mut b_dims = if batched { lead.to_vec() } else { vec![] };
+    b_dims.extend(if tb { [n, k] } else { [k, n] });
+    let mut o_dims = lead.to_vec();
+    o_dims.extend([m, n]);
+    let want = refk::matmul(&to64(&a), &to64(&b), items, if batched { items } else { 1 }, m, k, n, ta, tb);
+    for be in backends() {
+        let op = Op::MatMul { trans_a: ta, trans_b: tb };
+        let out = run(&be, &op, &[f(a.clone(), &a_dims), f(b.clone(), &b_dims)], &o_dims).unwrap();
+        let what = format!("{a_dims:?}{} x {b_dims:?}{} on {}", if ta { "ᵀ" } else { "" }, if tb { "ᵀ" } else { "" }, be.simd_level());
+        assert_close(&what, &out, &want, 1e-5 * (k as f64).sqrt(), 1e-5);
+    }
+}
+
+#[test]
+fn every_transpose_combination_matches_the_reference() {
+    for (i, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)].into_iter().enumerate() {
+        let s = 10 * i as u64;
+        check(&[], 5, 7, 3, ta, tb, false, s);
+        check(&[], 33, 17, 19, ta, tb, false, s + 1);
+        check(&[2], 6, 5, 4, ta, tb, false, s + 2);
+        check(&[2, 3], 5, 9, 7, ta, tb, true, s + 3);
+        check(&[3], 4, 1, 6, ta, tb, true, s + 4);
+    }
+}
+
+#[test]
+fn products_with_few_rows_take_the_packing_free_path_correctly() {
+    // m ≤ 4: dot products (transposed b) or row updates (plain b), with odd k and n.
+    for m in 1..=4 {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            check(&[], m, 37, 53, ta, tb, false, 100 + m as u64);
+            check(&[3], m, 20, 17, ta, tb, true, 200 + m as u64);
+        }
+    }
+}
+
+#[test]
+fn large_products_split_over_threads_by_rows_and_by_columns() {
+    check(&[], 300, 200, 130, false, true, false, 300); // row blocks
+    check(&[], 20, 300, 1000, false, false, false, 301); // column blocks
+    check(&[], 17, 260, 990, true, true, false, 302); // column blocks, both transposed
+    check(&[8], 64, 64, 64, false, true, true, 303); // batch items in parallel
+    check(&[2], 200, 100, 150, true, false, false, 304); // transposed a, one item at a time
+}
+
+#[test]
+fn an_empty_inner_dimension_gives_zeros() {
+    for be in backends() {
+        let out = run(&be, &Op::MatMul { trans_a: false, trans_b: false }, &[f(vec![], &[3, 0]), f(vec![], &[0, 2])], &[3, 2]).unwrap();
+        assert_eq!(out, vec![0.0; 6]);
+    }
+}
+
+/// Loss `Σ c ⊙ op(a)·op(b)`: gradients w.r.t. `a` and `b` through autodiff.
+fn check_grad(a_dims: &[usize], b_dims: &[usize], ta: bool, tb: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut g = Graph::new();
+    let a = g.input("a", TensorDesc::f32(a_dims)).unwrap();
+    let b = g.input("b", TensorDesc::f32(b_dims)).unwrap();
+    let y = g.matmul(a, b, ta, tb).unwrap();
+    let y_dims = g.shape(y).unwrap().dims().to_vec();
+    let c = g.input("c", TensorDesc::f32(&y_dims)).unwrap();
+    let prod = g.mul(y, c).unwrap();
+    let loss = g.sum_all(prod).unwrap();
+    let na: usize = a_dims.iter().product();
+    let nb: usize = b_dims.iter().product();
+    let nc: usize = y_dims.iter().product();
+    let (av, bv, cv) = (rng.vec(na, 1.0), rng.vec(nb, 1.0), rng.vec(nc, 1.0));
+    let (r, bl) = (a_dims.len(), b_dims.len());
+    let (m, k) = if ta { (a_dims[r - 1], a_dims[r - 2]) } else { (a_dims[r - 2], a_dims[r - 1]) };
+    let n = if tb { b_dims[bl - 2] } else { b_dims[bl - 1] };
+    let items = na / (m * k);
+    let b_items = nb / (k * n);
+    let c64 = to64(&cv);
+    let f_ref = |a: &[f64], b: &[f64]| dot64(&c64, &refk::matmul(a, b, items, b_items, m, k, n, ta, tb));
+    let (a64, b64) = (to64(&av), to64(&bv));
+    let want_da = numeric_grad(&a64, |x| f_ref(x, &b64));
+    let want_db = numeric_grad(&b64, |x| f_ref(&a64, x));
+    for be in backends() {
+        let leaves = [(a, f(av.clone(), a_dims)), (b, f(bv.clone(), b_dims)), (c, f(cv.clone(), &y_dims))];
+        let (l, grads) = loss_and_grads(&be, g.clone(), loss, &leaves, &[a, b]);
+        let what = format!("{a_dims:?}{} x {b_dims:?}{} on {}", if ta { "ᵀ" } else { "" }, if tb { "ᵀ" } else { "" }, be.simd_level());
+        assert_close(&format!("loss {what}"), &[l], &[f_ref(&a64, &b64)], 1e-4, 1e-5);
+        assert_close(&format!("da {what}"), &grads[0], &want_da, 1e-4, 1e-4);
+        assert_close(&format!("db {what}"), &grads[1], &want_db, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn matmul_gradients_match_finite_differences_for_all_transposes_shared_and_batched() {
+    let mut seed = 400;
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let a2 = if ta { [7, 5] } else { [5, 7] };
+        let b2 = if tb { [3, 7] } else { [7, 3] };
+        check_grad(&a2, &b2, ta, tb, seed);
+        // Batched b.
+        check_grad(&[2, a2[0], a2[1]], &[2, b2[0], b2[1]], ta, tb, seed + 1);
+        seed += 10;
+    }
+    // b shared over a batch of a (the model's `x · Wᵀ`), untransposed a only.
+    check_grad(&[2, 3, 4, 6], &[5, 6], false, true, 450);
+    check_grad(&[2, 4, 6], &[6, 5], false, false, 451);
+}
+
+#[test]
+fn broadcast_add_and_mul_gradients_reduce_to_the_operand_shape() {
+    let mut rng = Rng::new(500);
+    let (xd, yd, zd) = ([3usize, 4, 5], [4usize, 5], [5usize]);
+    let mut g = Graph::new();
+    let x = g.input("x", TensorDesc::f32(&xd)).unwrap();
+    let y = g.input("y", TensorDesc::f32(&yd)).unwrap();
+    let z = g.input("z", TensorDesc::f32(&zd)).unwrap();
+    let c = g.input("c", TensorDesc::f32(&xd)).unwrap();
+    // loss = Σ c ⊙ (x ⊙ y + z)
+    let xy = g.mul(x, y).unwrap();
+    let s = g.add(xy, z).unwrap();
+    let p = g.mul(s, c).unwrap();
+    let loss = g.sum_all(p).unwrap();
+    let (xv, yv, zv, cv) = (rng.vec(60, 1.0), rng.vec(20, 1.0), rng.vec(5, 1.0), rng.vec(60, 1.0));
+    let f_ref = |x: &[f64], y: &[f64], z: &[f64]| -> f64 { (0..60).map(|i| cv[i] as f64 * (x[i] * y[i % 20] + z[i % 5])).sum() };
+    let (x64, y64, z64) = (to64(&xv), to64(&yv), to64(&zv));
+    let want = [
+        numeric_grad(&x64, |v| f_ref(v, &y64, &z64)),
+        numeric_grad(&y64, |v| f_ref(&x64, v, &z64)),
+        numeric_grad(&z64, |v| f_ref(&x64, &y64, v)),
+    ];
+    for be in backends() {
+        let leaves = [(x, f(xv.clone(), &xd)), (y, f(yv.clone(), &yd)), (z, f(zv.clone(), &zd)), (c, f(cv.clone(), &xd))];
+        let (_, grads) = loss_and_grads(&be, g.clone(), loss, &leaves, &[x, y, z]);
+        for (name, (got, want)) in ["dx", "dy", "dz"].iter().zip(grads.iter().zip(&want)) {
+            assert_close(&format!("{name} on {}", be.simd_level()), got, want, 1e-5, 1e-5);
+        }
+    }
+}
