@@ -1,1 +1,35 @@
-//! The reward-plugin host on wasmtime.
+//! The reward-plugin host on wasmtime: users' reward functions, compiled to WebAssembly
+//! against ABI v1 (`plugins/ABI.md`), run sandboxed (no WASI, only the `r1` imports) with
+//! a wall-time deadline, optional fuel, memory/table/stack limits and a module size cap;
+//! a fresh store per evaluation; compiled modules cached on disk. A loaded plugin is an
+//! `r1_core::reward::Reward`, so trainers treat it like any rule reward.
+//!
+//! ```no_run
+//! use r1_host::plugin::{HostConfig, PluginConfig, PluginHost};
+//! use r1_core::reward::{Reward, Sample};
+//!
+//! let host = PluginHost::new(HostConfig::default())?;
+//! let math = host.load(&PluginConfig::new("math_accuracy.wasm"))?;
+//! let group = vec![Sample { prompt: "What is 6*7?".into(), completion: "<answer>42</answer>".into(),
+//!                           reference: Some("42".into()), metadata: vec![] }];
+//! let scores = math.score(&group)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod cache;
+mod config;
+mod conformance;
+mod engine;
+mod error;
+mod host;
+mod policy;
+mod reward;
+mod sandbox;
+mod slots;
+
+pub use cache::CacheOutcome;
+pub use config::{HostConfig, PluginConfig, default_cache_dir};
+pub use error::PluginError;
+pub use host::{EvaluationUsage, PluginHost};
+pub use policy::{OnRewardError, RewardFailures};
+pub use reward::{PluginReward, PluginStats, Scored};

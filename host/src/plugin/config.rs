@@ -1,0 +1,231 @@
+//! Configuration of the plugin host (one per process) and of each plugin (one per reward
+//! in a run's TOML). Defaults live here and only here; unknown keys are rejected.
+
+use std::path::PathBuf;
+
+use r1_core::plugin_abi::limits;
+use serde::{Deserialize, Serialize};
+
+use super::error::PluginError;
+
+/// The host: threads, the epoch ticker, the wasm stack, the module cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Scoring threads, which is also the most evaluations (stores) alive at once; 0 means
+    /// one per available core.
+    #[serde(default)]
+    pub threads: usize,
+    /// How often the epoch ticker advances (milliseconds): the resolution of timeouts.
+    #[serde(default = "default_epoch_tick_ms")]
+    pub epoch_tick_ms: u64,
+    /// Wasm stack one call may use (bytes); deeper recursion traps as a stack overflow.
+    #[serde(default = "default_max_wasm_stack_bytes")]
+    pub max_wasm_stack_bytes: usize,
+    /// Where compiled modules are cached; `None` compiles in memory every time.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_epoch_tick_ms() -> u64 {
+    1
+}
+
+fn default_max_wasm_stack_bytes() -> usize {
+    limits::DEFAULT_MAX_WASM_STACK_BYTES
+}
+
+/// `$R1_CACHE_DIR/plugins`, else `$XDG_CACHE_HOME/r1/plugins`, else `$HOME/.cache/r1/plugins`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var("R1_CACHE_DIR") {
+        return Some(dir.join("plugins"));
+    }
+    let base = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|home| home.join(".cache")))?;
+    Some(base.join("r1").join("plugins"))
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            threads: 0,
+            epoch_tick_ms: default_epoch_tick_ms(),
+            max_wasm_stack_bytes: default_max_wasm_stack_bytes(),
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+impl HostConfig {
+    pub(crate) fn validate(&self) -> Result<(), PluginError> {
+        let fail = |m: &str| Err(PluginError::Config(format!("plugin host: {m}")));
+        if self.epoch_tick_ms == 0 || self.epoch_tick_ms > 1_000 {
+            return fail("`epoch_tick_ms` must be 1..=1000");
+        }
+        if self.max_wasm_stack_bytes < 16 << 10 || self.max_wasm_stack_bytes > 64 << 20 {
+            return fail("`max_wasm_stack_bytes` must be 16 KiB..=64 MiB");
+        }
+        Ok(())
+    }
+
+    /// The thread count with 0 resolved.
+    pub fn resolved_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+/// One reward plugin of a run, e.g.
+///
+/// ```toml
+/// [[rewards.plugin]]
+/// path = "plugins/math.wasm"
+/// weight = 1.0
+/// timeout_ms = 500
+/// config = { tolerance = 1e-6 }
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The `.wasm` module (or `.wat` text).
+    pub path: PathBuf,
+    /// The name metrics and errors use; default: the name the plugin reports.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Weight of this reward in the sum of rewards.
+    #[serde(default = "default_weight")]
+    pub weight: f32,
+    /// Wall-time budget of one evaluation (instantiation, init and score together).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Instruction budget of one evaluation (deterministic, unlike the timeout); none
+    /// when absent.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Linear memory the plugin may grow to.
+    #[serde(default = "default_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+    /// Largest module the host agrees to compile.
+    #[serde(default = "default_max_module_bytes")]
+    pub max_module_bytes: u64,
+    /// Handed to the plugin's `r1_init` as JSON text.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+fn default_weight() -> f32 {
+    1.0
+}
+
+fn default_timeout_ms() -> u64 {
+    limits::DEFAULT_TIMEOUT_MS
+}
+
+fn default_max_memory_bytes() -> u64 {
+    limits::DEFAULT_MAX_MEMORY_BYTES
+}
+
+fn default_max_module_bytes() -> u64 {
+    limits::DEFAULT_MAX_MODULE_BYTES
+}
+
+/// A wasm32 memory cannot exceed 4 GiB.
+const WASM32_MEMORY_BYTES: u64 = 1 << 32;
+
+impl PluginConfig {
+    /// A config with every default for the module at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        PluginConfig {
+            path: path.into(),
+            name: None,
+            weight: default_weight(),
+            timeout_ms: default_timeout_ms(),
+            fuel: None,
+            max_memory_bytes: default_max_memory_bytes(),
+            max_module_bytes: default_max_module_bytes(),
+            config: None,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), PluginError> {
+        let fail = |m: String| Err(PluginError::Config(format!("plugin `{}`: {m}", self.path.display())));
+        if !self.weight.is_finite() {
+            return fail(format!("`weight` must be finite, got {}", self.weight));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 3_600_000 {
+            return fail(format!("`timeout_ms` must be 1..=3600000, got {}", self.timeout_ms));
+        }
+        if self.fuel == Some(0) {
+            return fail("`fuel` must be positive (leave it out for no fuel limit)".into());
+        }
+        if self.max_memory_bytes < 64 << 10 || self.max_memory_bytes > WASM32_MEMORY_BYTES {
+            return fail(format!(
+                "`max_memory_bytes` must be 64 KiB..=4 GiB, got {}",
+                self.max_memory_bytes
+            ));
+        }
+        if self.max_module_bytes == 0 {
+            return fail("`max_module_bytes` must be positive".into());
+        }
+        if let Some(name) = &self.name
+            && name.trim().is_empty()
+        {
+            return fail("`name` must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// The JSON text handed to `r1_init` (`null` when there is no config).
+    pub(crate) fn init_json(&self) -> Vec<u8> {
+        match &self.config {
+            Some(value) => value.to_string().into_bytes(),
+            None => b"null".to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_config_reads_toml_with_defaults() {
+        let c: PluginConfig =
+            toml::from_str("path = \"m.wasm\"\nconfig = { tolerance = 0.5, strict = true }\n").unwrap();
+        assert_eq!(c.timeout_ms, limits::DEFAULT_TIMEOUT_MS);
+        assert_eq!(c.max_memory_bytes, limits::DEFAULT_MAX_MEMORY_BYTES);
+        assert_eq!(c.fuel, None);
+        assert_eq!(c.weight, 1.0);
+        assert_eq!(
+            String::from_utf8(c.init_json()).unwrap(),
+            r#"{"strict":true,"tolerance":0.5}"#
+        );
+    }
+
+    #[test]
+    fn unknown_plugin_config_key_is_named() {
+        let err = toml::from_str::<PluginConfig>("path = \"m.wasm\"\ntimeout = 5\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_limits_are_rejected() {
+        let mut c = PluginConfig::new("m.wasm");
+        c.max_memory_bytes = 5 << 30;
+        assert!(matches!(c.validate(), Err(PluginError::Config(m)) if m.contains("max_memory_bytes")));
+        let mut c = PluginConfig::new("m.wasm");
+        c.timeout_ms = 0;
+        assert!(c.validate().is_err());
+        assert!(PluginConfig::new("m.wasm").validate().is_ok());
+    }
+
+    #[test]
+    fn host_config_rejects_unknown_keys_and_bad_ticks() {
+        assert!(toml::from_str::<HostConfig>("threadz = 2").is_err());
+        let c: HostConfig = toml::from_str("threads = 2\nepoch_tick_ms = 0").unwrap();
+        assert!(c.validate().is_err());
+    }
+}
