@@ -140,6 +140,36 @@ fn rank3(op: &'static str, t: &TensorRef<'_, CpuBuffer>) -> Result<[usize; 3], B
     }
 }
 
+/// The output must have the shape of input 0 (element-wise and row-wise ops).
+fn shaped_like(
+    op: &'static str,
+    out: &TensorRef<'_, CpuBuffer>,
+    x: &TensorRef<'_, CpuBuffer>,
+) -> Result<(), BackendError> {
+    if out.desc.shape != x.desc.shape {
+        return Err(size_error(
+            op,
+            format!("output {} for an input of {}", out.desc.shape, x.desc.shape),
+        ));
+    }
+    Ok(())
+}
+
+/// RMSNorm's weight must be `[D]` for `x [.., D]`.
+fn norm_weight(
+    op: &'static str,
+    x: &TensorRef<'_, CpuBuffer>,
+    w: &TensorRef<'_, CpuBuffer>,
+) -> Result<(), BackendError> {
+    if x.desc.shape.rank() == 0 || w.desc.shape.dims() != [x.desc.shape.last()] {
+        return Err(size_error(
+            op,
+            format!("x {} with weight {}", x.desc.shape, w.desc.shape),
+        ));
+    }
+    Ok(())
+}
+
 fn same_place(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> bool {
     std::ptr::eq(a.buffer, b.buffer) && a.offset == b.offset
 }
@@ -194,6 +224,28 @@ impl Backend for CpuBackend {
         let ctx = self.ctx();
         let name = op.name();
         let last = |i: usize| inputs[i].desc.shape.last();
+        let elementwise = matches!(
+            op,
+            Op::Add
+                | Op::Mul
+                | Op::Scale { .. }
+                | Op::RmsNorm { .. }
+                | Op::Rope(_)
+                | Op::Attention(_)
+                | Op::Silu
+                | Op::SwiGlu
+                | Op::Softmax
+                | Op::LogSoftmax
+                | Op::SiluBackward
+                | Op::SoftmaxBackward
+                | Op::LogSoftmaxBackward
+                | Op::TokenLogProbsBackward
+                | Op::CrossEntropyBackward
+        );
+        if elementwise {
+            let x = inputs.first().ok_or_else(|| size_error(name, "no inputs"))?;
+            shaped_like(name, &output, x)?;
+        }
         match op {
             Op::Input | Op::Param { .. } | Op::Reshape | Op::Slice { .. } => Err(BackendError::Unsupported {
                 op: name,
@@ -209,6 +261,17 @@ impl Backend for CpuBackend {
             Op::Embedding => {
                 arity(op, inputs.len(), 2)?;
                 let hidden = last(0);
+                let (ids, out) = (inputs[1].desc.shape, output.desc.shape);
+                if inputs[0].desc.shape.rank() != 2
+                    || out.rank() != ids.rank() + 1
+                    || out.dims()[..ids.rank()] != *ids.dims()
+                    || out.last() != hidden
+                {
+                    return Err(size_error(
+                        name,
+                        format!("table {} and ids {} into {out}", inputs[0].desc.shape, ids),
+                    ));
+                }
                 with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
                     embedding::embedding(ctx, hidden, v.f32(0)?, v.i32(1)?, v.f32_mut(2)?)
                 })
@@ -255,6 +318,7 @@ impl Backend for CpuBackend {
             }
             Op::RmsNorm { eps } => {
                 arity(op, inputs.len(), 2)?;
+                norm_weight(name, &inputs[0], &inputs[1])?;
                 with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
                     norm::rms_norm(ctx, *eps, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
                 })
@@ -356,6 +420,7 @@ impl Backend for CpuBackend {
             }
             Op::RmsNormBackward { eps } => {
                 arity(op, inputs.len(), 3)?;
+                norm_weight(name, &inputs[0], &inputs[1])?;
                 with_views(
                     name,
                     &[(inputs[0], R), (inputs[1], R), (inputs[2], R), (output, W)],

@@ -22,7 +22,13 @@ fn rms_norm_backward_packs_dx_then_dw() {
         for be in backends() {
             let inputs = [f(x.clone(), &[rows, d]), f(w.clone(), &[d]), f(dy.clone(), &[rows, d])];
             let out = run(&be, &Op::RmsNormBackward { eps: eps as f32 }, &inputs, &[rows * d + d]).unwrap();
-            assert_close(&format!("rms_norm_backward {rows}x{d} on {}", be.simd_level()), &out, &want, 1e-4, 1e-4);
+            assert_close(
+                &format!("rms_norm_backward {rows}x{d} on {}", be.simd_level()),
+                &out,
+                &want,
+                1e-4,
+                1e-4,
+            );
         }
     }
 }
@@ -51,10 +57,12 @@ fn silu_and_swiglu_backward_match_finite_differences() {
     let n = 50_001;
     let (g, u, dy) = (rng.vec(n, 6.0), rng.vec(n, 2.0), rng.vec(n, 1.0));
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let mut want: Vec<f64> = (0..n).map(|i| {
-        let x = g[i] as f64;
-        dy[i] as f64 * u[i] as f64 * sig(x) * (1.0 + x * (1.0 - sig(x)))
-    }).collect();
+    let mut want: Vec<f64> = (0..n)
+        .map(|i| {
+            let x = g[i] as f64;
+            dy[i] as f64 * u[i] as f64 * sig(x) * (1.0 + x * (1.0 - sig(x)))
+        })
+        .collect();
     want.extend((0..n).map(|i| dy[i] as f64 * refk::silu(g[i] as f64)));
     for be in backends() {
         let inputs = [f(g.clone(), &[n]), f(u.clone(), &[n]), f(dy.clone(), &[n])];
@@ -74,11 +82,35 @@ fn softmax_and_log_softmax_backward_match_finite_differences() {
         for be in backends() {
             let lvl = be.simd_level();
             let y = run(&be, &Op::Softmax, &[f(x.clone(), &[rows, v])], &[rows, v]).unwrap();
-            let out = run(&be, &Op::SoftmaxBackward, &[f(y, &[rows, v]), f(dy.clone(), &[rows, v])], &[rows, v]).unwrap();
-            assert_close(&format!("softmax_backward {rows}x{v} on {lvl}"), &out, &want_sm, 1e-5, 1e-4);
+            let out = run(
+                &be,
+                &Op::SoftmaxBackward,
+                &[f(y, &[rows, v]), f(dy.clone(), &[rows, v])],
+                &[rows, v],
+            )
+            .unwrap();
+            assert_close(
+                &format!("softmax_backward {rows}x{v} on {lvl}"),
+                &out,
+                &want_sm,
+                1e-5,
+                1e-4,
+            );
             let y = run(&be, &Op::LogSoftmax, &[f(x.clone(), &[rows, v])], &[rows, v]).unwrap();
-            let out = run(&be, &Op::LogSoftmaxBackward, &[f(y, &[rows, v]), f(dy.clone(), &[rows, v])], &[rows, v]).unwrap();
-            assert_close(&format!("log_softmax_backward {rows}x{v} on {lvl}"), &out, &want_lsm, 1e-5, 1e-4);
+            let out = run(
+                &be,
+                &Op::LogSoftmaxBackward,
+                &[f(y, &[rows, v]), f(dy.clone(), &[rows, v])],
+                &[rows, v],
+            )
+            .unwrap();
+            assert_close(
+                &format!("log_softmax_backward {rows}x{v} on {lvl}"),
+                &out,
+                &want_lsm,
+                1e-5,
+                1e-4,
+            );
         }
     }
 }
@@ -96,10 +128,26 @@ fn token_log_probs_and_gather_backward_match_finite_differences() {
         let want_gather = numeric_grad(&x64, |z| dot64(&dy64, &gather(z)));
         for be in backends() {
             let lvl = be.simd_level();
-            let inputs = [f(x.clone(), &[rows, v]), ids(t.clone(), &[rows]), f(dy.clone(), &[rows])];
+            let inputs = [
+                f(x.clone(), &[rows, v]),
+                ids(t.clone(), &[rows]),
+                f(dy.clone(), &[rows]),
+            ];
             let out = run(&be, &Op::TokenLogProbsBackward, &inputs, &[rows, v]).unwrap();
-            assert_close(&format!("token_log_probs_backward {rows}x{v} on {lvl}"), &out, &want_tlp, 1e-5, 1e-4);
-            let out = run(&be, &Op::ScatterLastDim, &[ids(t.clone(), &[rows]), f(dy.clone(), &[rows])], &[rows, v]).unwrap();
+            assert_close(
+                &format!("token_log_probs_backward {rows}x{v} on {lvl}"),
+                &out,
+                &want_tlp,
+                1e-5,
+                1e-4,
+            );
+            let out = run(
+                &be,
+                &Op::ScatterLastDim,
+                &[ids(t.clone(), &[rows]), f(dy.clone(), &[rows])],
+                &[rows, v],
+            )
+            .unwrap();
             assert_close(&format!("scatter_last_dim {rows}x{v}"), &out, &want_gather, 1e-6, 1e-6);
         }
     }
@@ -110,16 +158,32 @@ fn cross_entropy_backward_matches_finite_differences_with_ignored_rows_and_weigh
     let mut rng = Rng::new(5);
     for (rows, v) in [(4, 6), (6, 35)] {
         let x = rng.vec(rows * v, 3.0);
-        let t: Vec<i32> = (0..rows).map(|r| if r == 1 { -1 } else { rng.below(v) as i32 }).collect();
+        let t: Vec<i32> = (0..rows)
+            .map(|r| if r == 1 { -1 } else { rng.below(v) as i32 })
+            .collect();
         let w: Vec<f32> = (0..rows).map(|r| 0.25 * (r + 1) as f32).collect();
         let dy = 1.7f32;
         let (x64, w64) = (to64(&x), to64(&w));
         let want = numeric_grad(&x64, |z| dy as f64 * refk::cross_entropy(z, v, &t, &w64));
         for be in backends() {
-            let inputs = [f(x.clone(), &[rows, v]), ids(t.clone(), &[rows]), f(w.clone(), &[rows]), f(vec![dy], &[])];
+            let inputs = [
+                f(x.clone(), &[rows, v]),
+                ids(t.clone(), &[rows]),
+                f(w.clone(), &[rows]),
+                f(vec![dy], &[]),
+            ];
             let out = run(&be, &Op::CrossEntropyBackward, &inputs, &[rows, v]).unwrap();
-            assert_close(&format!("cross_entropy_backward {rows}x{v} on {}", be.simd_level()), &out, &want, 1e-5, 1e-4);
-            assert!(out[v..2 * v].iter().all(|&g| g == 0.0), "ignored row must have zero gradient");
+            assert_close(
+                &format!("cross_entropy_backward {rows}x{v} on {}", be.simd_level()),
+                &out,
+                &want,
+                1e-5,
+                1e-4,
+            );
+            assert!(
+                out[v..2 * v].iter().all(|&g| g == 0.0),
+                "ignored row must have zero gradient"
+            );
         }
     }
 }
@@ -132,10 +196,21 @@ fn embedding_backward_adds_the_rows_of_repeated_ids() {
     let table = rng.vec(vocab * h, 1.0);
     let dy = rng.vec(id_list.len() * h, 1.0);
     let dy64 = to64(&dy);
-    let lookup = |t: &[f64]| id_list.iter().flat_map(|&i| t[i as usize * h..(i as usize + 1) * h].to_vec()).collect::<Vec<_>>();
+    let lookup = |t: &[f64]| {
+        id_list
+            .iter()
+            .flat_map(|&i| t[i as usize * h..(i as usize + 1) * h].to_vec())
+            .collect::<Vec<_>>()
+    };
     let want = numeric_grad(&to64(&table), |t| dot64(&dy64, &lookup(t)));
     for be in backends() {
-        let out = run(&be, &Op::EmbeddingBackward, &[ids(id_list.clone(), &[7]), f(dy.clone(), &[7, h])], &[vocab, h]).unwrap();
+        let out = run(
+            &be,
+            &Op::EmbeddingBackward,
+            &[ids(id_list.clone(), &[7]), f(dy.clone(), &[7, h])],
+            &[vocab, h],
+        )
+        .unwrap();
         assert_close("embedding_backward", &out, &want, 1e-6, 1e-5);
     }
     // Many ids over a large table: the vocabulary is split between threads.
@@ -149,7 +224,13 @@ fn embedding_backward_adds_the_rows_of_repeated_ids() {
         }
     }
     for be in backends() {
-        let out = run(&be, &Op::EmbeddingBackward, &[ids(id_list.clone(), &[n]), f(dy.clone(), &[n, h])], &[vocab, h]).unwrap();
+        let out = run(
+            &be,
+            &Op::EmbeddingBackward,
+            &[ids(id_list.clone(), &[n]), f(dy.clone(), &[n, h])],
+            &[vocab, h],
+        )
+        .unwrap();
         assert_close("embedding_backward large", &out, &want, 1e-5, 1e-5);
     }
 }
@@ -161,10 +242,24 @@ fn rope_inverse_is_the_gradient_of_rope() {
     let x = rng.vec(b * t * heads * hd, 1.0);
     let dy = rng.vec(b * t * heads * hd, 1.0);
     let dy64 = to64(&dy);
-    let want = numeric_grad(&to64(&x), |z| dot64(&dy64, &refk::rope(z, t, heads, hd, 10_000.0, off, false)));
+    let want = numeric_grad(&to64(&x), |z| {
+        dot64(&dy64, &refk::rope(z, t, heads, hd, 10_000.0, off, false))
+    });
     for be in backends() {
-        let spec = RopeSpec { n_heads: heads, head_dim: hd, theta: 10_000.0, pos_offset: off, inverse: true };
-        let out = run(&be, &Op::Rope(spec), &[f(dy.clone(), &[b, t, heads * hd])], &[b, t, heads * hd]).unwrap();
+        let spec = RopeSpec {
+            n_heads: heads,
+            head_dim: hd,
+            theta: 10_000.0,
+            pos_offset: off,
+            inverse: true,
+        };
+        let out = run(
+            &be,
+            &Op::Rope(spec),
+            &[f(dy.clone(), &[b, t, heads * hd])],
+            &[b, t, heads * hd],
+        )
+        .unwrap();
         assert_close("rope backward", &out, &want, 1e-5, 1e-4);
     }
 }

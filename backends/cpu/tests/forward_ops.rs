@@ -24,7 +24,13 @@ fn embedding_copies_the_row_of_each_id() {
     let table = rng.vec(v * h, 1.0);
     let id_list = vec![3, 0, 10, 3, 7, 1];
     for be in backends() {
-        let out = run(&be, &Op::Embedding, &[f(table.clone(), &[v, h]), ids(id_list.clone(), &[2, 3])], &[2, 3, h]).unwrap();
+        let out = run(
+            &be,
+            &Op::Embedding,
+            &[f(table.clone(), &[v, h]), ids(id_list.clone(), &[2, 3])],
+            &[2, 3, h],
+        )
+        .unwrap();
         for (i, &id) in id_list.iter().enumerate() {
             assert_eq!(&out[i * h..(i + 1) * h], &table[id as usize * h..(id as usize + 1) * h]);
         }
@@ -44,7 +50,13 @@ fn broadcast_case(op: Op, x_dims: &[usize], y_dims: &[usize], seed: u64) {
         .collect();
     for be in backends() {
         let out = run(&be, &op, &[f(x.clone(), x_dims), f(y.clone(), y_dims)], x_dims).unwrap();
-        assert_close(&format!("{op:?} {x_dims:?} by {y_dims:?} on {}", be.simd_level()), &out, &want, 1e-6, 1e-6);
+        assert_close(
+            &format!("{op:?} {x_dims:?} by {y_dims:?} on {}", be.simd_level()),
+            &out,
+            &want,
+            1e-6,
+            1e-6,
+        );
     }
 }
 
@@ -84,8 +96,20 @@ fn rms_norm_matches_the_reference_on_odd_and_wide_rows() {
         let w = rng.vec(d, 1.5);
         let want = refk::rms_norm(&to64(&x), &to64(&w), 1e-6);
         for be in backends() {
-            let out = run(&be, &Op::RmsNorm { eps: 1e-6 }, &[f(x.clone(), &[rows, d]), f(w.clone(), &[d])], &[rows, d]).unwrap();
-            assert_close(&format!("rms_norm {rows}x{d} on {}", be.simd_level()), &out, &want, 1e-5, 1e-5);
+            let out = run(
+                &be,
+                &Op::RmsNorm { eps: 1e-6 },
+                &[f(x.clone(), &[rows, d]), f(w.clone(), &[d])],
+                &[rows, d],
+            )
+            .unwrap();
+            assert_close(
+                &format!("rms_norm {rows}x{d} on {}", be.simd_level()),
+                &out,
+                &want,
+                1e-5,
+                1e-5,
+            );
         }
     }
 }
@@ -94,14 +118,37 @@ fn rms_norm_matches_the_reference_on_odd_and_wide_rows() {
 fn rope_rotates_pairs_by_position_times_frequency_in_the_rotate_half_layout() {
     let mut rng = Rng::new(12);
     // (batch, time, heads, head_dim, theta, pos_offset)
-    for (b, t, heads, hd, theta, off) in [(2, 5, 3, 10, 10_000.0, 3), (1, 40, 2, 64, 1_000_000.0, 0), (3, 2, 1, 2, 500.0, 7), (4, 33, 4, 64, 10_000.0, 1)] {
+    for (b, t, heads, hd, theta, off) in [
+        (2, 5, 3, 10, 10_000.0, 3),
+        (1, 40, 2, 64, 1_000_000.0, 0),
+        (3, 2, 1, 2, 500.0, 7),
+        (4, 33, 4, 64, 10_000.0, 1),
+    ] {
         let x = rng.vec(b * t * heads * hd, 1.0);
         for inverse in [false, true] {
-            let spec = RopeSpec { n_heads: heads, head_dim: hd, theta, pos_offset: off, inverse };
+            let spec = RopeSpec {
+                n_heads: heads,
+                head_dim: hd,
+                theta,
+                pos_offset: off,
+                inverse,
+            };
             let want = refk::rope(&to64(&x), t, heads, hd, theta as f64, off, inverse);
             for be in backends() {
-                let out = run(&be, &Op::Rope(spec), &[f(x.clone(), &[b, t, heads * hd])], &[b, t, heads * hd]).unwrap();
-                assert_close(&format!("rope {spec:?} on {}", be.simd_level()), &out, &want, 2e-5, 1e-5);
+                let out = run(
+                    &be,
+                    &Op::Rope(spec),
+                    &[f(x.clone(), &[b, t, heads * hd])],
+                    &[b, t, heads * hd],
+                )
+                .unwrap();
+                assert_close(
+                    &format!("rope {spec:?} on {}", be.simd_level()),
+                    &out,
+                    &want,
+                    2e-5,
+                    1e-5,
+                );
             }
         }
     }
@@ -113,9 +160,27 @@ fn rope_then_its_inverse_gives_back_the_input() {
     let (b, t, heads, hd) = (2, 9, 2, 18);
     let x = rng.vec(b * t * heads * hd, 1.0);
     for be in backends() {
-        let spec = RopeSpec { n_heads: heads, head_dim: hd, theta: 10_000.0, pos_offset: 4, inverse: false };
-        let y = run(&be, &Op::Rope(spec), &[f(x.clone(), &[b, t, heads * hd])], &[b, t, heads * hd]).unwrap();
-        let back = run(&be, &Op::Rope(RopeSpec { inverse: true, ..spec }), &[f(y, &[b, t, heads * hd])], &[b, t, heads * hd]).unwrap();
+        let spec = RopeSpec {
+            n_heads: heads,
+            head_dim: hd,
+            theta: 10_000.0,
+            pos_offset: 4,
+            inverse: false,
+        };
+        let y = run(
+            &be,
+            &Op::Rope(spec),
+            &[f(x.clone(), &[b, t, heads * hd])],
+            &[b, t, heads * hd],
+        )
+        .unwrap();
+        let back = run(
+            &be,
+            &Op::Rope(RopeSpec { inverse: true, ..spec }),
+            &[f(y, &[b, t, heads * hd])],
+            &[b, t, heads * hd],
+        )
+        .unwrap();
         assert_close("rope∘rope⁻¹", &back, &to64(&x), 1e-6, 1e-6);
     }
 }
@@ -127,12 +192,28 @@ fn silu_and_swiglu_match_the_reference_including_vector_tails() {
         let g = rng.vec(n, 12.0);
         let u = rng.vec(n, 2.0);
         let want_silu: Vec<f64> = g.iter().map(|&v| refk::silu(v as f64)).collect();
-        let want_swiglu: Vec<f64> = g.iter().zip(&u).map(|(&a, &b)| refk::silu(a as f64) * b as f64).collect();
+        let want_swiglu: Vec<f64> = g
+            .iter()
+            .zip(&u)
+            .map(|(&a, &b)| refk::silu(a as f64) * b as f64)
+            .collect();
         for be in backends() {
             let out = run(&be, &Op::Silu, &[f(g.clone(), &[n])], &[n]).unwrap();
-            assert_close(&format!("silu {n} on {}", be.simd_level()), &out, &want_silu, 1e-6, 2e-6);
+            assert_close(
+                &format!("silu {n} on {}", be.simd_level()),
+                &out,
+                &want_silu,
+                1e-6,
+                2e-6,
+            );
             let out = run(&be, &Op::SwiGlu, &[f(g.clone(), &[n]), f(u.clone(), &[n])], &[n]).unwrap();
-            assert_close(&format!("swiglu {n} on {}", be.simd_level()), &out, &want_swiglu, 1e-6, 2e-6);
+            assert_close(
+                &format!("swiglu {n} on {}", be.simd_level()),
+                &out,
+                &want_swiglu,
+                1e-6,
+                2e-6,
+            );
         }
     }
 }
@@ -182,7 +263,13 @@ fn gather_and_token_log_probs_pick_the_target_of_each_row() {
             let out = run(&be, &Op::GatherLastDim, &inputs, &[rows]).unwrap();
             assert_close("gather_last_dim", &out, &want_gather, 0.0, 0.0);
             let out = run(&be, &Op::TokenLogProbs, &inputs, &[rows]).unwrap();
-            assert_close(&format!("token_log_probs {rows}x{v} on {}", be.simd_level()), &out, &want_lp, 1e-5, 1e-5);
+            assert_close(
+                &format!("token_log_probs {rows}x{v} on {}", be.simd_level()),
+                &out,
+                &want_lp,
+                1e-5,
+                1e-5,
+            );
         }
     }
 }
@@ -192,12 +279,26 @@ fn cross_entropy_sums_weighted_losses_and_skips_negative_targets() {
     let mut rng = Rng::new(17);
     for (rows, v) in [(5, 9), (77, 513)] {
         let x = rng.vec(rows * v, 5.0);
-        let t: Vec<i32> = (0..rows).map(|r| if r % 3 == 1 { -100 } else { rng.below(v) as i32 }).collect();
+        let t: Vec<i32> = (0..rows)
+            .map(|r| if r % 3 == 1 { -100 } else { rng.below(v) as i32 })
+            .collect();
         let w: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32 / rows as f32).collect();
         let want = refk::cross_entropy(&to64(&x), v, &t, &to64(&w));
         for be in backends() {
-            let out = run(&be, &Op::CrossEntropy, &[f(x.clone(), &[rows, v]), ids(t.clone(), &[rows]), f(w.clone(), &[rows])], &[]).unwrap();
-            assert_close(&format!("cross_entropy {rows}x{v} on {}", be.simd_level()), &out, &[want], 1e-5, 1e-6);
+            let out = run(
+                &be,
+                &Op::CrossEntropy,
+                &[f(x.clone(), &[rows, v]), ids(t.clone(), &[rows]), f(w.clone(), &[rows])],
+                &[],
+            )
+            .unwrap();
+            assert_close(
+                &format!("cross_entropy {rows}x{v} on {}", be.simd_level()),
+                &out,
+                &[want],
+                1e-5,
+                1e-6,
+            );
         }
     }
 }
@@ -243,8 +344,24 @@ fn results_do_not_depend_on_the_thread_count() {
     let level = r1_backend_cpu::SimdLevel::detect();
     let run_all = |threads: usize| {
         let be = r1_backend_cpu::CpuBackend::with_config(threads, level).unwrap();
-        let a = run(&be, &Op::RmsNormBackward { eps: 1e-5 }, &[f(x.clone(), &[rows, d]), f(w.clone(), &[d]), f(dy.clone(), &[rows, d])], &[rows * d + d]).unwrap();
-        let b = run(&be, &Op::CrossEntropy, &[f(x.clone(), &[rows, d]), ids(t.clone(), &[rows]), f(vec![1.0; rows], &[rows])], &[]).unwrap();
+        let a = run(
+            &be,
+            &Op::RmsNormBackward { eps: 1e-5 },
+            &[f(x.clone(), &[rows, d]), f(w.clone(), &[d]), f(dy.clone(), &[rows, d])],
+            &[rows * d + d],
+        )
+        .unwrap();
+        let b = run(
+            &be,
+            &Op::CrossEntropy,
+            &[
+                f(x.clone(), &[rows, d]),
+                ids(t.clone(), &[rows]),
+                f(vec![1.0; rows], &[rows]),
+            ],
+            &[],
+        )
+        .unwrap();
         let c = run(&be, &Op::ReduceToShape, &[f(x.clone(), &[rows, d])], &[d]).unwrap();
         let e = run(&be, &Op::SumAll, &[f(x.clone(), &[rows, d])], &[]).unwrap();
         (a, b, c, e)
@@ -255,16 +372,25 @@ fn results_do_not_depend_on_the_thread_count() {
 
 #[test]
 fn kv_write_appends_rows_in_place_and_keeps_the_rest() {
-    use r1_core::backend::{Backend, TensorRef};
     use r1_core::TensorDesc;
+    use r1_core::backend::{Backend, TensorRef};
     let (b, s, d, t, pos) = (2, 6, 5, 2, 3);
     for be in backends() {
         let cache: Vec<f32> = (0..b * s * d).map(|i| i as f32).collect();
         let new: Vec<f32> = (0..b * t * d).map(|i| -1.0 - i as f32).collect();
         let buf = be.buffer_from_f32(&[cache.clone(), new.clone()].concat()).unwrap();
-        let cache_ref = TensorRef { buffer: &buf, offset: 0, desc: TensorDesc::f32(&[b, s, d]) };
-        let new_ref = TensorRef { buffer: &buf, offset: cache.len() * 4, desc: TensorDesc::f32(&[b, t, d]) };
-        be.run_op(&Op::KvWrite { pos }, &[cache_ref, new_ref], cache_ref).unwrap();
+        let cache_ref = TensorRef {
+            buffer: &buf,
+            offset: 0,
+            desc: TensorDesc::f32(&[b, s, d]),
+        };
+        let new_ref = TensorRef {
+            buffer: &buf,
+            offset: cache.len() * 4,
+            desc: TensorDesc::f32(&[b, t, d]),
+        };
+        be.run_op(&Op::KvWrite { pos }, &[cache_ref, new_ref], cache_ref)
+            .unwrap();
         let mut got = vec![0.0; b * s * d];
         be.download_f32(&buf, 0, &mut got).unwrap();
         let mut want = cache.clone();
@@ -277,7 +403,13 @@ fn kv_write_appends_rows_in_place_and_keeps_the_rest() {
         }
         assert_eq!(got, want);
         // The same op into a separate output gives the same tensor.
-        let out = run(&be, &Op::KvWrite { pos }, &[f(cache.clone(), &[b, s, d]), f(new.clone(), &[b, t, d])], &[b, s, d]).unwrap();
+        let out = run(
+            &be,
+            &Op::KvWrite { pos },
+            &[f(cache.clone(), &[b, s, d]), f(new.clone(), &[b, t, d])],
+            &[b, s, d],
+        )
+        .unwrap();
         assert_eq!(out, want);
     }
 }
@@ -286,7 +418,12 @@ fn kv_write_appends_rows_in_place_and_keeps_the_rest() {
 fn unused_operand_kinds_are_refused_not_miscomputed() {
     let be = &backends()[0];
     let x: T = f(vec![1.0; 4], &[4]);
-    for op in [Op::Reshape, Op::Slice { offset: 0 }, Op::Input, Op::Param { trainable: true }] {
+    for op in [
+        Op::Reshape,
+        Op::Slice { offset: 0 },
+        Op::Input,
+        Op::Param { trainable: true },
+    ] {
         assert!(run(be, &op, std::slice::from_ref(&x), &[4]).is_err(), "{op:?}");
         assert!(!r1_core::Backend::supports(be, &op));
     }

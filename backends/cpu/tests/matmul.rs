@@ -22,18 +22,39 @@ fn check(lead: &[usize], m: usize, k: usize, n: usize, ta: bool, tb: bool, batch
     b_dims.extend(if tb { [n, k] } else { [k, n] });
     let mut o_dims = lead.to_vec();
     o_dims.extend([m, n]);
-    let want = refk::matmul(&to64(&a), &to64(&b), items, if batched { items } else { 1 }, m, k, n, ta, tb);
+    let want = refk::matmul(
+        &to64(&a),
+        &to64(&b),
+        items,
+        if batched { items } else { 1 },
+        m,
+        k,
+        n,
+        ta,
+        tb,
+    );
     for be in backends() {
-        let op = Op::MatMul { trans_a: ta, trans_b: tb };
+        let op = Op::MatMul {
+            trans_a: ta,
+            trans_b: tb,
+        };
         let out = run(&be, &op, &[f(a.clone(), &a_dims), f(b.clone(), &b_dims)], &o_dims).unwrap();
-        let what = format!("{a_dims:?}{} x {b_dims:?}{} on {}", if ta { "ᵀ" } else { "" }, if tb { "ᵀ" } else { "" }, be.simd_level());
+        let what = format!(
+            "{a_dims:?}{} x {b_dims:?}{} on {}",
+            if ta { "ᵀ" } else { "" },
+            if tb { "ᵀ" } else { "" },
+            be.simd_level()
+        );
         assert_close(&what, &out, &want, 1e-5 * (k as f64).sqrt(), 1e-5);
     }
 }
 
 #[test]
 fn every_transpose_combination_matches_the_reference() {
-    for (i, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)].into_iter().enumerate() {
+    for (i, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)]
+        .into_iter()
+        .enumerate()
+    {
         let s = 10 * i as u64;
         check(&[], 5, 7, 3, ta, tb, false, s);
         check(&[], 33, 17, 19, ta, tb, false, s + 1);
@@ -66,7 +87,16 @@ fn large_products_split_over_threads_by_rows_and_by_columns() {
 #[test]
 fn an_empty_inner_dimension_gives_zeros() {
     for be in backends() {
-        let out = run(&be, &Op::MatMul { trans_a: false, trans_b: false }, &[f(vec![], &[3, 0]), f(vec![], &[0, 2])], &[3, 2]).unwrap();
+        let out = run(
+            &be,
+            &Op::MatMul {
+                trans_a: false,
+                trans_b: false,
+            },
+            &[f(vec![], &[3, 0]), f(vec![], &[0, 2])],
+            &[3, 2],
+        )
+        .unwrap();
         assert_eq!(out, vec![0.0; 6]);
     }
 }
@@ -87,7 +117,11 @@ fn check_grad(a_dims: &[usize], b_dims: &[usize], ta: bool, tb: bool, seed: u64)
     let nc: usize = y_dims.iter().product();
     let (av, bv, cv) = (rng.vec(na, 1.0), rng.vec(nb, 1.0), rng.vec(nc, 1.0));
     let (r, bl) = (a_dims.len(), b_dims.len());
-    let (m, k) = if ta { (a_dims[r - 1], a_dims[r - 2]) } else { (a_dims[r - 2], a_dims[r - 1]) };
+    let (m, k) = if ta {
+        (a_dims[r - 1], a_dims[r - 2])
+    } else {
+        (a_dims[r - 2], a_dims[r - 1])
+    };
     let n = if tb { b_dims[bl - 2] } else { b_dims[bl - 1] };
     let items = na / (m * k);
     let b_items = nb / (k * n);
@@ -97,9 +131,18 @@ fn check_grad(a_dims: &[usize], b_dims: &[usize], ta: bool, tb: bool, seed: u64)
     let want_da = numeric_grad(&a64, |x| f_ref(x, &b64));
     let want_db = numeric_grad(&b64, |x| f_ref(&a64, x));
     for be in backends() {
-        let leaves = [(a, f(av.clone(), a_dims)), (b, f(bv.clone(), b_dims)), (c, f(cv.clone(), &y_dims))];
+        let leaves = [
+            (a, f(av.clone(), a_dims)),
+            (b, f(bv.clone(), b_dims)),
+            (c, f(cv.clone(), &y_dims)),
+        ];
         let (l, grads) = loss_and_grads(&be, g.clone(), loss, &leaves, &[a, b]);
-        let what = format!("{a_dims:?}{} x {b_dims:?}{} on {}", if ta { "ᵀ" } else { "" }, if tb { "ᵀ" } else { "" }, be.simd_level());
+        let what = format!(
+            "{a_dims:?}{} x {b_dims:?}{} on {}",
+            if ta { "ᵀ" } else { "" },
+            if tb { "ᵀ" } else { "" },
+            be.simd_level()
+        );
         assert_close(&format!("loss {what}"), &[l], &[f_ref(&a64, &b64)], 1e-4, 1e-5);
         assert_close(&format!("da {what}"), &grads[0], &want_da, 1e-4, 1e-4);
         assert_close(&format!("db {what}"), &grads[1], &want_db, 1e-4, 1e-4);
@@ -137,7 +180,9 @@ fn broadcast_add_and_mul_gradients_reduce_to_the_operand_shape() {
     let p = g.mul(s, c).unwrap();
     let loss = g.sum_all(p).unwrap();
     let (xv, yv, zv, cv) = (rng.vec(60, 1.0), rng.vec(20, 1.0), rng.vec(5, 1.0), rng.vec(60, 1.0));
-    let f_ref = |x: &[f64], y: &[f64], z: &[f64]| -> f64 { (0..60).map(|i| cv[i] as f64 * (x[i] * y[i % 20] + z[i % 5])).sum() };
+    let f_ref = |x: &[f64], y: &[f64], z: &[f64]| -> f64 {
+        (0..60).map(|i| cv[i] as f64 * (x[i] * y[i % 20] + z[i % 5])).sum()
+    };
     let (x64, y64, z64) = (to64(&xv), to64(&yv), to64(&zv));
     let want = [
         numeric_grad(&x64, |v| f_ref(v, &y64, &z64)),
@@ -145,7 +190,12 @@ fn broadcast_add_and_mul_gradients_reduce_to_the_operand_shape() {
         numeric_grad(&z64, |v| f_ref(&x64, &y64, v)),
     ];
     for be in backends() {
-        let leaves = [(x, f(xv.clone(), &xd)), (y, f(yv.clone(), &yd)), (z, f(zv.clone(), &zd)), (c, f(cv.clone(), &xd))];
+        let leaves = [
+            (x, f(xv.clone(), &xd)),
+            (y, f(yv.clone(), &yd)),
+            (z, f(zv.clone(), &zd)),
+            (c, f(cv.clone(), &xd)),
+        ];
         let (_, grads) = loss_and_grads(&be, g.clone(), loss, &leaves, &[x, y, z]);
         for (name, (got, want)) in ["dx", "dy", "dz"].iter().zip(grads.iter().zip(&want)) {
             assert_close(&format!("{name} on {}", be.simd_level()), got, want, 1e-5, 1e-5);

@@ -45,7 +45,10 @@ pub fn ids(data: Vec<i32>, dims: &[usize]) -> T {
 
 /// A backend per SIMD level this CPU has, each with 2 threads.
 pub fn backends() -> Vec<CpuBackend> {
-    SimdLevel::available().into_iter().map(|l| CpuBackend::with_config(2, l).unwrap()).collect()
+    SimdLevel::available()
+        .into_iter()
+        .map(|l| CpuBackend::with_config(2, l).unwrap())
+        .collect()
 }
 
 /// Gap in bytes between operands: 12 bytes keeps offsets off 16/32/64-byte boundaries.
@@ -68,9 +71,24 @@ pub fn run(be: &CpuBackend, op: &Op, inputs: &[T], out_dims: &[usize]) -> Result
     }
     let nan: Vec<u8> = (0..out_desc.numel()).flat_map(|_| f32::NAN.to_le_bytes()).collect();
     be.upload(&buf, out_at, &nan)?;
-    let refs: Vec<TensorRef<'_, _>> =
-        inputs.iter().zip(&offsets).map(|(t, &o)| TensorRef { buffer: &buf, offset: o, desc: t.desc() }).collect();
-    be.run_op(op, &refs, TensorRef { buffer: &buf, offset: out_at, desc: out_desc })?;
+    let refs: Vec<TensorRef<'_, _>> = inputs
+        .iter()
+        .zip(&offsets)
+        .map(|(t, &o)| TensorRef {
+            buffer: &buf,
+            offset: o,
+            desc: t.desc(),
+        })
+        .collect();
+    be.run_op(
+        op,
+        &refs,
+        TensorRef {
+            buffer: &buf,
+            offset: out_at,
+            desc: out_desc,
+        },
+    )?;
     let mut out = vec![0.0f32; out_desc.numel()];
     be.download_f32(&buf, out_at / 4, &mut out)?;
     Ok(out)
@@ -118,7 +136,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
         }
     }
     let (i, e) = worst;
-    assert!(e <= 0.0, "{what}: element {i} is {} but should be {} (excess error {e:e})", got[i], want[i]);
+    assert!(
+        e <= 0.0,
+        "{what}: element {i} is {} but should be {} (excess error {e:e})",
+        got[i],
+        want[i]
+    );
 }
 
 /// Central finite differences of `f` at `x`: `(f(x + h e_i) − f(x − h e_i)) / 2h`.
@@ -159,7 +182,10 @@ pub fn loss_and_grads(
     use r1_core::{Bindings, Executor, Plan, autodiff};
     let seed = g.fill(1.0, &[]).unwrap();
     let grads = autodiff::backward(&mut g, &[(loss, seed)], wrt).unwrap();
-    let grads: Vec<_> = grads.into_iter().map(|d| d.expect("every wrt node reaches the loss")).collect();
+    let grads: Vec<_> = grads
+        .into_iter()
+        .map(|d| d.expect("every wrt node reaches the loss"))
+        .collect();
     let mut outs = vec![loss];
     outs.extend(&grads);
     let plan = Plan::new(&g, &outs).unwrap();

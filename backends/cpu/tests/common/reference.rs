@@ -4,7 +4,17 @@
 
 /// `op(a)·op(b)` for `a [items, ., .]` and `b` shared (`b_items = 1`) or batched.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(a: &[f64], b: &[f64], items: usize, b_items: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Vec<f64> {
+pub fn matmul(
+    a: &[f64],
+    b: &[f64],
+    items: usize,
+    b_items: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+) -> Vec<f64> {
     let mut out = vec![0.0; items * m * n];
     for it in 0..items {
         let a0 = it * m * k;
@@ -155,7 +165,10 @@ pub fn entropy_row(x: &[f64]) -> f64 {
 }
 
 pub fn token_log_probs(x: &[f64], vocab: usize, targets: &[i32]) -> Vec<f64> {
-    x.chunks(vocab).zip(targets).map(|(r, &t)| log_softmax_row(r)[t as usize]).collect()
+    x.chunks(vocab)
+        .zip(targets)
+        .map(|(r, &t)| log_softmax_row(r)[t as usize])
+        .collect()
 }
 
 pub fn cross_entropy(x: &[f64], vocab: usize, targets: &[i32], weights: &[f64]) -> f64 {
