@@ -212,48 +212,7 @@ proptest! {
     fn analytic_gradient_matches_finite_differences_for_every_loss_type(
         x in batch(0, 0.4), cfg in config_strategy(), on_policy in any::<bool>(),
     ) {
-        let mut cfg = cfg;
-        if cfg.loss_type == LossType::Cispo {
-            // cispo's weight min(ρ, ε_high) carries no gradient by design, so the loss value's
-            // derivative equals the gradient only where the weight is constant: ρ above the cap
-            // (here ρ ≥ e^-0.4 > 0.3 always). The TRL fixtures cover ρ below the cap.
-            cfg.epsilon_high = Some(0.3);
-        }
-        let out = policy_loss(&cfg, &inputs(&x, &x.logp, on_policy)).unwrap();
-        // On policy, `old_logp` is the current log-prob held constant (TRL's `logp.detach()`):
-        // finite differences must move `logp` alone.
-        let loss_at = |logp: &[f32]| {
-            let mut moved = inputs(&x, logp, false);
-            if on_policy {
-                moved.old_logp = Some(&x.logp);
-            }
-            policy_loss(&cfg, &moved).unwrap().loss as f64
-        };
-        let mut checked = 0;
-        for i in 0..x.logp.len() {
-            let h = 2e-3f32;
-            let mut plus = x.logp.clone();
-            let mut minus = x.logp.clone();
-            plus[i] += h;
-            minus[i] -= h;
-            let (hp, hm) = ((plus[i] - x.logp[i]) as f64, (x.logp[i] - minus[i]) as f64);
-            let l0 = out.loss as f64;
-            let right = (loss_at(&plus) - l0) / hp;
-            let left = (l0 - loss_at(&minus)) / hm;
-            let g = out.grad_logp[i] as f64;
-            // f32 loss values: differences carry ~1e-7·|loss| of rounding per evaluation.
-            let noise = 4e-7 * (1.0 + l0.abs()) / h as f64;
-            if (right - left).abs() > 4.0 * noise + 1e-3 * (right.abs() + left.abs()) {
-                continue; // a clip boundary or the min's switch lies within h: no derivative to check
-            }
-            let central = 0.5 * (right + left);
-            prop_assert!(
-                (g - central).abs() <= 2.0 * noise + 5e-3 * central.abs() + 1e-6,
-                "{:?} {:?}: d loss/d logp[{i}] = {g}, finite difference {central}", cfg.loss_type, cfg.importance_sampling_level
-            );
-            checked += 1;
-        }
-        prop_assert!(checked * 2 >= x.logp.len(), "only {checked} of {} positions were smooth", x.logp.len());
+        gradient_against_finite_differences(&x, cfg, on_policy)?;
     }
 
     #[test]
@@ -300,6 +259,121 @@ proptest! {
         if let Ok(a) = group_advantages(&r, g, scale) {
             prop_assert_eq!(a.len(), r.len());
             prop_assert!(a.iter().all(|v| v.is_finite()));
+        }
+    }
+}
+
+/// Checks `∂loss/∂logp` against central finite differences at every position where the loss
+/// is smooth; returns how many positions were checked.
+fn gradient_against_finite_differences(x: &Batch, cfg: GrpoConfig, on_policy: bool) -> Result<usize, TestCaseError> {
+    let mut cfg = cfg;
+    if cfg.loss_type == LossType::Cispo {
+        // cispo's weight min(ρ, ε_high) carries no gradient by design, so the loss value's
+        // derivative equals the gradient only where the weight is constant: ρ above the cap
+        // (here ρ ≥ e^-0.4 > 0.3 always). The TRL fixtures cover ρ below the cap.
+        cfg.epsilon_high = Some(0.3);
+    }
+    let out = policy_loss(&cfg, &inputs(x, &x.logp, on_policy)).unwrap();
+    // On policy, `old_logp` is the current log-prob held constant (TRL's `logp.detach()`):
+    // finite differences must move `logp` alone.
+    let loss_at = |logp: &[f32]| {
+        let mut moved = inputs(x, logp, false);
+        if on_policy {
+            moved.old_logp = Some(&x.logp);
+        }
+        policy_loss(&cfg, &moved).unwrap().loss as f64
+    };
+    // The clipped surrogate has kinks where ρ crosses 1 − ε_low, 1 + ε_high or δ; a
+    // position whose ±h move takes its ρ across one has no derivative to check.
+    let kinks: Vec<f64> = if cfg.loss_type.is_clipped_surrogate() {
+        [Some(1.0 - cfg.epsilon_low()), Some(1.0 + cfg.epsilon_high()), cfg.delta]
+            .into_iter()
+            .flatten()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let h = 2e-3f32;
+    let log_ratio = |i: usize| if on_policy { 0.0 } else { (x.logp[i] - x.old[i]) as f64 };
+    let mut checked = 0;
+    for i in 0..x.logp.len() {
+        let (b, t_len) = (i / x.t, x.t);
+        let (s, step) = match cfg.importance_sampling_level {
+            ImportanceSamplingLevel::Token => (log_ratio(i), h as f64 * 1.01),
+            ImportanceSamplingLevel::Sequence => {
+                let m = &x.mask[b * t_len..(b + 1) * t_len];
+                let n = m.iter().map(|&v| v as f64).sum::<f64>().max(1.0);
+                let s = (0..t_len).map(|t| log_ratio(b * t_len + t) * m[t] as f64).sum::<f64>() / n;
+                (s, h as f64 * 1.01 / n)
+            }
+        };
+        if kinks
+            .iter()
+            .any(|&k| ((s - step).exp()..=(s + step).exp()).contains(&k))
+        {
+            continue;
+        }
+        let mut plus = x.logp.clone();
+        let mut minus = x.logp.clone();
+        plus[i] += h;
+        minus[i] -= h;
+        let central = (loss_at(&plus) - loss_at(&minus)) / (plus[i] - minus[i]) as f64;
+        let g = out.grad_logp[i] as f64;
+        // f32 loss values carry ~1e-7·|loss| of rounding each.
+        let noise = 2e-7 * (1.0 + out.loss.abs() as f64) / h as f64;
+        prop_assert!(
+            (g - central).abs() <= noise + 5e-3 * central.abs() + 1e-6,
+            "{:?} {:?}: d loss/d logp[{i}] = {g}, finite difference {central}",
+            cfg.loss_type,
+            cfg.importance_sampling_level
+        );
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+#[test]
+fn finite_difference_checks_cover_most_positions_for_every_loss_type() {
+    // A fixed batch away from the clip boundaries, so the property above cannot pass by skipping.
+    let t = 4;
+    let logp: Vec<f32> = (0..12).map(|i| -0.3 - 0.17 * i as f32).collect();
+    let old: Vec<f32> = logp
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l + [0.02, -0.03, 0.4, -0.5][i % 4])
+        .collect();
+    let rf: Vec<f32> = logp
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l + 0.1 * ((i % 3) as f32 - 1.0))
+        .collect();
+    let mask = vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0];
+    let x = Batch {
+        t,
+        logp,
+        old,
+        rf,
+        adv: vec![0.7, -1.2, 0.4],
+        mask,
+    };
+    for loss_type in ALL_LOSS_TYPES {
+        for level in [ImportanceSamplingLevel::Token, ImportanceSamplingLevel::Sequence] {
+            for on_policy in [false, true] {
+                let cfg = GrpoConfig {
+                    loss_type,
+                    importance_sampling_level: level,
+                    beta: 0.04,
+                    epsilon_high: Some(0.28),
+                    delta: Some(1.3),
+                    max_completion_length: 16,
+                    ..GrpoConfig::default()
+                };
+                let checked = gradient_against_finite_differences(&x, cfg, on_policy).unwrap();
+                assert!(
+                    checked >= 9,
+                    "{loss_type:?} {level:?} on_policy={on_policy}: only {checked} of 12 checked"
+                );
+            }
         }
     }
 }

@@ -2,6 +2,25 @@
 //! rewards in this module and by WASM plugins in the host, plus the sample and score
 //! types (which are also the plugin ABI's wire types, encoded with postcard).
 
+pub mod accuracy;
+pub mod builtin;
+pub mod composite;
+pub mod extract;
+pub mod language;
+pub mod length;
+pub mod math_answer;
+pub mod script;
+pub mod tag_count;
+pub mod think_format;
+
+pub use accuracy::{Accuracy, AccuracyConfig};
+pub use builtin::BuiltinRewardConfig;
+pub use composite::{ComponentScores, Composite, CompositeScores};
+pub use language::{LanguageConfig, LanguageConsistency};
+pub use length::{COMPLETION_TOKENS_KEY, SoftOverlong, SoftOverlongConfig};
+pub use tag_count::{TagCount, TagCountConfig};
+pub use think_format::{ThinkFormat, ThinkFormatConfig};
+
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
