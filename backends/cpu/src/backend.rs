@@ -111,12 +111,7 @@ impl CpuBackend {
     }
 }
 
-fn byte_range<'a>(
-    buf: &'a [u8],
-    offset: usize,
-    len: usize,
-    what: &str,
-) -> Result<std::ops::Range<usize>, BackendError> {
+fn byte_range(buf: &[u8], offset: usize, len: usize, what: &str) -> Result<std::ops::Range<usize>, BackendError> {
     let end = offset.checked_add(len).filter(|&e| e <= buf.len());
     end.map(|e| offset..e).ok_or_else(|| BackendError::OutOfBounds {
         detail: format!("{what} of {len} bytes at byte {offset} of a {}-byte buffer", buf.len()),

@@ -204,12 +204,12 @@ fn checked_range_mut(all: &mut [f32], offset: usize, n: usize, bytes: usize) -> 
 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
-        if self.len > 0 {
-            if let Ok(layout) = Layout::from_size_align(self.len, ALIGN) {
-                // SAFETY: allocated in `zeroed` with this very layout; `&mut self` proves
-                // no borrow is alive.
-                unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
-            }
+        if self.len > 0
+            && let Ok(layout) = Layout::from_size_align(self.len, ALIGN)
+        {
+            // SAFETY: allocated in `zeroed` with this very layout; `&mut self` proves
+            // no borrow is alive.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
         }
     }
 }

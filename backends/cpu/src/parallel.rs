@@ -85,7 +85,7 @@ impl Threads {
         work_per_row: usize,
         f: impl Fn(usize, &mut [T]) + Sync + Send,
     ) {
-        let rows = if row_len == 0 { 0 } else { out.len() / row_len };
+        let rows = out.len().checked_div(row_len).unwrap_or(0);
         if rows <= 1 || !self.worth_splitting(rows.saturating_mul(work_per_row)) {
             f(0, out);
             return;
@@ -113,7 +113,7 @@ impl Threads {
         work_per_row: usize,
         f: impl Fn(usize, usize, &mut [T]) -> R + Sync + Send,
     ) -> Vec<R> {
-        let rows = if row_len == 0 { 0 } else { out.len() / row_len };
+        let rows = out.len().checked_div(row_len).unwrap_or(0);
         let step = rows_per_chunk.max(1) * row_len.max(1);
         if !self.worth_splitting(rows.saturating_mul(work_per_row)) {
             return out

@@ -11,6 +11,7 @@ use r1_core::{Graph, Op, TensorDesc};
 
 /// Checks `op(a)·op(b)` with `a` of `lead ++ [m, k]` (or `[k, m]`) and `b` shared or
 /// batched.
+#[allow(clippy::too_many_arguments)]
 fn check(lead: &[usize], m: usize, k: usize, n: usize, ta: bool, tb: bool, batched: bool, seed: u64) {
     let mut rng = Rng::new(seed);
     let items: usize = lead.iter().product();

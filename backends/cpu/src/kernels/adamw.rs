@@ -120,7 +120,8 @@ pub(crate) fn adamw(
         .zip(v.chunks_mut(chunk))
         .enumerate()
         .collect();
-    let run = |(i, ((p, m), v)): (usize, ((&mut [f32], &mut [f32]), &mut [f32]))| {
+    type Job<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]));
+    let run = |(i, ((p, m), v)): Job<'_>| {
         let at = i * chunk;
         let len = p.len();
         ctx.isa.run(Update {

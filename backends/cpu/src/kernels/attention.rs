@@ -50,8 +50,8 @@ impl Geometry {
         let (hq, hkv, d) = (spec.n_heads, spec.n_kv_heads, spec.head_dim);
         let qrow = hq * d;
         let krow = hkv * d;
-        let batch = if qrow * time == 0 { 0 } else { q / (qrow * time) };
-        let keys = if krow * batch == 0 { 0 } else { k / (krow * batch) };
+        let batch = q.checked_div(qrow * time).unwrap_or(0);
+        let keys = k.checked_div(krow * batch).unwrap_or(0);
         let ok = batch > 0
             && d > 0
             && hkv > 0
@@ -148,7 +148,7 @@ impl SimdTask for SoftmaxGrad<'_> {
 
 /// Scores and probabilities of query block `blk` of head `h` in sequence `b`, into
 /// `p` (`nq × nk`, row-major).
-fn probabilities(isa: Isa, g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, blk: usize, p: &mut [f32]) {
+fn probabilities(isa: Isa, g: &Geometry, q: &[f32], k: &[f32], (b, h, blk): (usize, usize, usize), p: &mut [f32]) {
     let (t0, nq, nk) = g.block(blk);
     let kvh = h / (g.heads / g.kv_heads);
     let qm = Mat::new(&q[g.q_offset_of(b, t0, h)..], nq, g.d, g.heads * g.d, 1);
@@ -188,7 +188,7 @@ pub(crate) fn attention(
         let (b, h, blk) = (task / (g.heads * blocks), (task / blocks) % g.heads, task % blocks);
         let (t0, nq, nk) = g.block(blk);
         let mut p = vec![0.0f32; nq * nk];
-        probabilities(ctx.isa, &g, q, k, b, h, blk, &mut p);
+        probabilities(ctx.isa, &g, q, k, (b, h, blk), &mut p);
         let kvh = h / (g.heads / g.kv_heads);
         let vm = Mat::new(&v[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
         // SAFETY: task (b, h, blk) is the only one writing rows t0..t0+nq of sequence b in
@@ -250,7 +250,7 @@ pub(crate) fn attention_backward(
             for blk in 0..blocks {
                 let (t0, nq, nk) = g.block(blk);
                 let (p, ds) = (&mut p[..nq * nk], &mut ds[..nq * nk]);
-                probabilities(ctx.isa, &g, q, k, b, h, blk, p);
+                probabilities(ctx.isa, &g, q, k, (b, h, blk), p);
                 let qm = Mat::new(&q[g.q_offset_of(b, t0, h)..], nq, g.d, qrow, 1);
                 let dom = Mat::new(&dout[g.q_offset_of(b, t0, h)..], nq, g.d, qrow, 1);
                 gemm(ctx.isa, 1.0, dom, vm(nk).t(), 0.0, MatMut::new(ds, nq, nk, nk));

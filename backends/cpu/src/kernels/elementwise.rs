@@ -213,7 +213,7 @@ impl SimdTask for AccumulateRows<'_> {
 /// `out[j] = Σ_r x[r·n + j]` with `n = out.len()`: sums `x` over its leading dims.
 pub(crate) fn reduce_to_shape(ctx: Ctx<'_>, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
     let n = out.len();
-    if n == 0 || x.len() % n != 0 {
+    if n == 0 || !x.len().is_multiple_of(n) {
         return Err(size_error(
             "reduce_to_shape",
             format!("{} elements do not fold into {n}", x.len()),
@@ -268,13 +268,13 @@ impl SimdTask for Axpby<'_> {
 /// `y ← a·x + b·y` with `ax = Some((a, x))`, or `y ← b·y` with `None`; with `b = 0`,
 /// `y`'s old contents are never read.
 pub(crate) fn axpby(ctx: Ctx<'_>, y: &mut [f32], ax: Option<(f32, &[f32])>, b: f32) -> Result<(), BackendError> {
-    if let Some((_, x)) = ax {
-        if x.len() != y.len() {
-            return Err(size_error(
-                "axpby",
-                format!("x has {} elements, y has {}", x.len(), y.len()),
-            ));
-        }
+    if let Some((_, x)) = ax
+        && x.len() != y.len()
+    {
+        return Err(size_error(
+            "axpby",
+            format!("x has {} elements, y has {}", x.len(), y.len()),
+        ));
     }
     ctx.threads.for_rows(y, 1, 2, |i, o| {
         let n = o.len();

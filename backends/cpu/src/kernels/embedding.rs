@@ -15,7 +15,7 @@ pub(crate) fn embedding(
     ids: &[i32],
     out: &mut [f32],
 ) -> Result<(), BackendError> {
-    if hidden == 0 || table.len() % hidden != 0 || out.len() != ids.len() * hidden {
+    if hidden == 0 || !table.len().is_multiple_of(hidden) || out.len() != ids.len() * hidden {
         return Err(size_error(
             "embedding",
             format!(
@@ -45,7 +45,7 @@ pub(crate) fn embedding_backward(
     dy: &[f32],
     out: &mut [f32],
 ) -> Result<(), BackendError> {
-    if hidden == 0 || out.len() % hidden != 0 || dy.len() != ids.len() * hidden {
+    if hidden == 0 || !out.len().is_multiple_of(hidden) || dy.len() != ids.len() * hidden {
         return Err(size_error(
             "embedding_backward",
             format!(

@@ -36,7 +36,7 @@ impl SimdTask for Forward<'_> {
 /// `out = rms_norm(x) · w` per row of `w.len()`.
 pub(crate) fn rms_norm(ctx: Ctx<'_>, eps: f32, x: &[f32], w: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
     let d = w.len();
-    if d == 0 || x.len() % d != 0 || out.len() != x.len() {
+    if d == 0 || !x.len().is_multiple_of(d) || out.len() != x.len() {
         return Err(size_error(
             "rms_norm",
             format!("x of {} elements, weight of {d}, output of {}", x.len(), out.len()),
@@ -106,7 +106,7 @@ pub(crate) fn rms_norm_backward(
     out: &mut [f32],
 ) -> Result<(), BackendError> {
     let d = w.len();
-    if d == 0 || x.len() % d != 0 || dy.len() != x.len() || out.len() != x.len() + d {
+    if d == 0 || !x.len().is_multiple_of(d) || dy.len() != x.len() || out.len() != x.len() + d {
         return Err(size_error(
             "rms_norm_backward",
             format!(

@@ -65,10 +65,10 @@ impl RopeCache {
         // A poisoned lock only means another thread panicked while inserting; the map
         // itself is still a valid cache.
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = tables.get(&key) {
-            if t.positions >= positions {
-                return t.clone();
-            }
+        if let Some(t) = tables.get(&key)
+            && t.positions >= positions
+        {
+            return t.clone();
         }
         let have = tables.get(&key).map_or(0, |t| t.positions);
         let size = positions.next_power_of_two().max(2 * have).max(256);
@@ -152,7 +152,12 @@ pub(crate) fn rope(
     out: &mut [f32],
 ) -> Result<(), BackendError> {
     let row = spec.n_heads * spec.head_dim;
-    if spec.head_dim % 2 != 0 || row == 0 || time == 0 || x.len() % (row * time) != 0 || out.len() != x.len() {
+    if !spec.head_dim.is_multiple_of(2)
+        || row == 0
+        || time == 0
+        || !x.len().is_multiple_of(row * time)
+        || out.len() != x.len()
+    {
         return Err(size_error(
             "rope",
             format!(

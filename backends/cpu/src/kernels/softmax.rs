@@ -92,7 +92,7 @@ pub(crate) fn rows(
     out: &mut [f32],
 ) -> Result<(), BackendError> {
     let backward = matches!(op, RowOp::SoftmaxBackward | RowOp::LogSoftmaxBackward);
-    if cols == 0 || x.len() % cols != 0 || out.len() != x.len() || (backward && dy.len() != x.len()) {
+    if cols == 0 || !x.len().is_multiple_of(cols) || out.len() != x.len() || (backward && dy.len() != x.len()) {
         return Err(size_error(
             op.name(),
             format!("rows of {cols}: x {}, dy {}, output {}", x.len(), dy.len(), out.len()),

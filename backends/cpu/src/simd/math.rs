@@ -16,7 +16,7 @@ const EXP_P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    5e-1,
 ];
 
 /// `e^x` per lane. `x = n·ln2 + r` with `n = round(x·log2 e)` and `|r| ≤ ln2/2`;
