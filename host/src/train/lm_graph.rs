@@ -170,7 +170,14 @@ impl<B: Backend> LmGraph<B> {
             )));
         }
         backend.upload(&self.feed, 0, &i32_bytes(feed.ids))?;
-        backend.upload(&self.feed, n * 4, &i32_bytes(feed.targets))?;
+        if let Objective::TokenLogProbs { .. } = self.objective {
+            // Positions without a target score token 0: the caller ignores their log-prob
+            // and seeds them with a zero gradient.
+            let t: Vec<i32> = feed.targets.iter().map(|&x| x.max(0)).collect();
+            backend.upload(&self.feed, n * 4, &i32_bytes(&t))?;
+        } else {
+            backend.upload(&self.feed, n * 4, &i32_bytes(feed.targets))?;
+        }
         match (self.slots.weights, feed.weights) {
             (Some(_), Some(w)) if w.len() == n => backend.upload(&self.feed, 2 * n * 4, &f32_bytes(w))?,
             (Some(_), _) => return Err(LmGraphError::Feed(format!("cross-entropy needs {n} loss weights"))),

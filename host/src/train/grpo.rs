@@ -1,0 +1,707 @@
+//! The GRPO trainer (Group Relative Policy Optimization, DeepSeekMath / DeepSeek-R1),
+//! step for step as TRL's `GRPOTrainer` does it: sample G completions per prompt,
+//! score them with every reward (rule rewards in-process and WASM plugins alike, in
+//! parallel), turn the rewards into group-normalised advantages, score the completion
+//! tokens under the policy (and the old policy and frozen reference when needed) with the
+//! logits divided by the sampling temperature, take the clipped policy-gradient loss and
+//! its gradient w.r.t. each log-prob from `r1_core::grpo`, back-propagate it through the
+//! model graph and update with AdamW.
+//!
+//! Generation ("rollouts"), scoring and the update are separate functions passing plain
+//! data, so each can later move to another process or machine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use r1_core::backend::Backend;
+use r1_core::grpo::{GrpoConfig, LossInputs, LossType, policy_loss};
+use r1_core::model::ModelConfig;
+use r1_core::reward::{Reward, RewardError, Sample, Score};
+use r1_core::sampling::{Rng, SamplingParams};
+
+use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
+use crate::plugin::{OnRewardError, RewardFailures};
+use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective};
+use crate::train::optim::{AdamW, OptimConfig};
+use crate::weights::ParamBuffer;
+
+/// GRPO stage settings. `grpo` holds TRL's `GRPOConfig` loss/advantage fields (beta,
+/// epsilon, epsilon_high, delta, loss_type, scale_rewards, num_generations,
+/// max_completion_length, reward_weights, …); the rest are TRL's trainer and generation
+/// names where one exists.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpoTrainConfig {
+    pub grpo: GrpoConfig,
+    pub optim: OptimConfig,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    pub min_p: f32,
+    pub repetition_penalty: f32,
+    /// Completions per micro-batch (a multiple of `num_generations` is not required).
+    pub per_device_train_batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub gradient_accumulation_steps: usize,
+    /// Micro-batches generated at once (defaults to `gradient_accumulation_steps`).
+    pub steps_per_generation: Option<usize>,
+    /// Optimizer passes over each generated batch (μ in the GRPO paper).
+    pub num_iterations: usize,
+    /// Truncated completions (no EOS within the budget) get no loss.
+    pub mask_truncated_completions: bool,
+    /// DAPO dynamic sampling: drop groups whose rewards have no spread and sample more.
+    pub dynamic_sampling: bool,
+    /// Extra generation rounds dynamic sampling may spend per step.
+    pub max_resample_rounds: usize,
+    pub on_reward_error: OnRewardError,
+    /// Optimizer steps of this stage.
+    pub max_steps: usize,
+    pub seed: u64,
+}
+
+impl Default for GrpoTrainConfig {
+    fn default() -> Self {
+        GrpoTrainConfig {
+            grpo: GrpoConfig::default(),
+            optim: OptimConfig { learning_rate: 1e-6, max_grad_norm: 1.0, ..OptimConfig::default() },
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            per_device_train_batch_size: 8,
+            gradient_accumulation_steps: 1,
+            steps_per_generation: None,
+            num_iterations: 1,
+            mask_truncated_completions: false,
+            dynamic_sampling: false,
+            max_resample_rounds: 3,
+            on_reward_error: OnRewardError::Fail,
+            max_steps: 100,
+            seed: 42,
+        }
+    }
+}
+
+impl GrpoTrainConfig {
+    pub fn steps_per_generation(&self) -> usize {
+        self.steps_per_generation.unwrap_or(self.gradient_accumulation_steps)
+    }
+
+    /// Completions generated per generation round.
+    pub fn generation_batch(&self) -> usize {
+        self.per_device_train_batch_size * self.steps_per_generation()
+    }
+
+    pub fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), GrpoTrainError> {
+        let bad = |m: String| Err(GrpoTrainError::Config(m));
+        self.grpo.validate().map_err(|e| GrpoTrainError::Config(e.to_string()))?;
+        self.optim.validate().map_err(GrpoTrainError::Config)?;
+        self.sampling().validate().map_err(|e| GrpoTrainError::Config(e.to_string()))?;
+        if !(self.temperature > 0.0) {
+            return bad("temperature must be positive for GRPO (log-probs are taken at that temperature)".into());
+        }
+        let g = self.grpo.num_generations;
+        if self.per_device_train_batch_size == 0 || self.gradient_accumulation_steps == 0 || self.num_iterations == 0 {
+            return bad("per_device_train_batch_size, gradient_accumulation_steps and num_iterations must be positive".into());
+        }
+        if self.steps_per_generation() % self.gradient_accumulation_steps != 0 {
+            return bad(format!(
+                "steps_per_generation ({}) must be a multiple of gradient_accumulation_steps ({})",
+                self.steps_per_generation(),
+                self.gradient_accumulation_steps
+            ));
+        }
+        if g < 2 || self.generation_batch() % g != 0 {
+            return bad(format!(
+                "num_generations ({g}) must be at least 2 and divide the generation batch (per_device_train_batch_size × steps_per_generation = {})",
+                self.generation_batch()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the completions must be scored under the policy that sampled them (the
+    /// policy moves between generation and some of its updates).
+    fn needs_old_logp(&self) -> bool {
+        self.num_iterations > 1 || self.steps_per_generation() > self.gradient_accumulation_steps
+    }
+}
+
+/// A prompt of the training set: the text the rewards see and its tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrpoPrompt {
+    pub sample: Sample,
+    pub tokens: Vec<u32>,
+}
+
+/// A reward with the name it is logged under.
+#[derive(Clone)]
+pub struct NamedReward {
+    pub name: String,
+    pub reward: Arc<dyn Reward>,
+}
+
+/// Errors of GRPO training.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpoTrainError {
+    #[error("invalid GRPO config: {0}")]
+    Config(String),
+    #[error("the prompt set is empty")]
+    NoPrompts,
+    #[error("prompt {index}: {detail}")]
+    Prompt { index: usize, detail: String },
+    #[error(transparent)]
+    Reward(#[from] RewardError),
+    #[error("GRPO math: {0}")]
+    Grpo(#[from] r1_core::grpo::GrpoError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Graph(#[from] LmGraphError),
+    #[error(transparent)]
+    Backend(#[from] r1_core::BackendError),
+}
+
+/// One scored completion of a rollout.
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    pub prompt_index: usize,
+    pub prompt_tokens: Vec<u32>,
+    pub completion: Completion,
+    /// Tokens the loss sees: the completion plus EOS when it ended with one.
+    pub loss_tokens: Vec<u32>,
+    /// One score per reward (NaN = not applicable).
+    pub rewards: Vec<f32>,
+    pub advantage: f32,
+}
+
+/// The trainer's resumable state besides weights and optimizer moments.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GrpoState {
+    /// Optimizer steps done in this stage.
+    pub step: usize,
+    pub rng: Rng,
+    pub order: Vec<usize>,
+    pub cursor: usize,
+    pub failures: Vec<(String, u64, u64)>,
+}
+
+/// The GRPO trainer of one stage.
+pub struct GrpoTrainer<B: Backend> {
+    pub config: GrpoTrainConfig,
+    pub model: ModelConfig,
+    pub optimizer: AdamW<B>,
+    pub reference: Option<ParamBuffer<B>>,
+    pub rewards: Vec<NamedReward>,
+    pub state: GrpoState,
+    failures: Vec<RewardFailures>,
+    engine: Engine<B>,
+    graphs: HashMap<(usize, usize), LmGraph<B>>,
+    prompts: Vec<GrpoPrompt>,
+}
+
+/// Rows of one micro-batch packed for the scoring graph.
+struct Packed {
+    ids: Vec<i32>,
+    targets: Vec<i32>,
+    /// Per row: the position of completion token 0 (prompt length − 1).
+    starts: Vec<usize>,
+    mask: Vec<f32>,
+    seq: usize,
+}
+
+impl<B: Backend> GrpoTrainer<B> {
+    pub fn new(
+        backend: &B,
+        model: ModelConfig,
+        params: &ParamBuffer<B>,
+        config: GrpoTrainConfig,
+        rewards: Vec<NamedReward>,
+        prompts: Vec<GrpoPrompt>,
+    ) -> Result<Self, GrpoTrainError> {
+        config.validate()?;
+        if prompts.is_empty() {
+            return Err(GrpoTrainError::NoPrompts);
+        }
+        if let Some(w) = &config.grpo.reward_weights
+            && w.len() != rewards.len()
+        {
+            return Err(GrpoTrainError::Config(format!("{} reward_weights for {} rewards", w.len(), rewards.len())));
+        }
+        for (i, p) in prompts.iter().enumerate() {
+            if p.tokens.is_empty() {
+                return Err(GrpoTrainError::Prompt { index: i, detail: "empty prompt".into() });
+            }
+            if p.tokens.len() + config.grpo.max_completion_length > model.max_position_embeddings {
+                return Err(GrpoTrainError::Prompt {
+                    index: i,
+                    detail: format!(
+                        "{} prompt tokens + max_completion_length {} exceed the model's {} positions",
+                        p.tokens.len(),
+                        config.grpo.max_completion_length,
+                        model.max_position_embeddings
+                    ),
+                });
+            }
+        }
+        let reference = if config.grpo.beta != 0.0 { Some(copy_params(backend, params)?) } else { None };
+        let optimizer = AdamW::new(backend, &params.layout, config.optim.clone())?;
+        let state = GrpoState { step: 0, rng: Rng::new(config.seed), order: Vec::new(), cursor: 0, failures: Vec::new() };
+        Ok(GrpoTrainer {
+            failures: rewards.iter().map(|_| RewardFailures::default()).collect(),
+            engine: Engine::new(model.clone()),
+            graphs: HashMap::new(),
+            config,
+            model,
+            optimizer,
+            reference,
+            rewards,
+            state,
+            prompts,
+        })
+    }
+
+    /// Next prompt index (reshuffled every pass over the set).
+    fn next_prompt(&mut self) -> usize {
+        if self.state.cursor >= self.state.order.len() {
+            let mut order: Vec<usize> = (0..self.prompts.len()).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, self.state.rng.below(i as u64 + 1) as usize);
+            }
+            self.state.order = order;
+            self.state.cursor = 0;
+        }
+        let i = self.state.order[self.state.cursor];
+        self.state.cursor += 1;
+        i
+    }
+
+    /// Samples G completions for each of `prompt_indices`.
+    pub fn generate(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+        prompt_indices: &[usize],
+    ) -> Result<Vec<Rollout>, GrpoTrainError> {
+        let g = self.config.grpo.num_generations;
+        let generation = GenerationConfig {
+            max_new_tokens: self.config.grpo.max_completion_length,
+            sampling: self.config.sampling(),
+            stop: Vec::new(),
+        };
+        let eos = tok.eos_id();
+        let mut out = Vec::with_capacity(prompt_indices.len() * g);
+        for &pi in prompt_indices {
+            let prompt = self.prompts[pi].tokens.clone();
+            let completions = self.engine.generate(backend, params, tok, &prompt, g, &generation, &mut self.state.rng, |_, _| {})?;
+            for c in completions {
+                let mut loss_tokens = c.tokens.clone();
+                if let (FinishReason::Eos, Some(e)) = (c.finish_reason, eos) {
+                    loss_tokens.push(e);
+                }
+                out.push(Rollout { prompt_index: pi, prompt_tokens: prompt.clone(), completion: c, loss_tokens, rewards: Vec::new(), advantage: 0.0 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Scores every group with every reward in parallel, applying `on_reward_error`.
+    pub fn score(&mut self, rollouts: &mut [Rollout]) -> Result<(), GrpoTrainError> {
+        let g = self.config.grpo.num_generations;
+        let groups: Vec<Vec<Sample>> = rollouts
+            .chunks(g)
+            .map(|grp| {
+                grp.iter()
+                    .map(|r| {
+                        let base = &self.prompts[r.prompt_index].sample;
+                        Sample { completion: r.completion.text.clone(), ..base.clone() }
+                    })
+                    .collect()
+            })
+            .collect();
+        let jobs: Vec<(usize, usize)> = (0..self.rewards.len()).flat_map(|k| (0..groups.len()).map(move |gi| (k, gi))).collect();
+        let results: Vec<Result<Vec<Score>, RewardError>> =
+            jobs.par_iter().map(|&(k, gi)| self.rewards[k].reward.score(&groups[gi])).collect();
+        for r in rollouts.iter_mut() {
+            r.rewards = vec![f32::NAN; self.rewards.len()];
+        }
+        for (&(k, gi), result) in jobs.iter().zip(results) {
+            let result = match result {
+                Ok(s) if s.len() != groups[gi].len() => Err(RewardError {
+                    reward: self.rewards[k].name.clone(),
+                    sample: None,
+                    kind: r1_core::reward::RewardErrorKind::BadOutput(format!("{} scores for {} samples", s.len(), groups[gi].len())),
+                }),
+                other => other,
+            };
+            let scores = self.config.on_reward_error.apply(groups[gi].len(), result, &mut self.failures[k])?;
+            for (j, s) in scores.into_iter().enumerate() {
+                rollouts[gi * g + j].rewards[k] = s.as_f32();
+            }
+        }
+        Ok(())
+    }
+
+    /// Scoring graph for a micro-batch shape (built on first use).
+    fn graph(&mut self, backend: &B, rows: usize, seq: usize) -> Result<&mut LmGraph<B>, GrpoTrainError> {
+        let key = (rows, seq);
+        if !self.graphs.contains_key(&key) {
+            let objective = Objective::TokenLogProbs { temperature: self.config.temperature };
+            self.graphs.insert(key, LmGraph::new(backend, &self.model, rows, seq, objective)?);
+        }
+        self.graphs.get_mut(&key).ok_or_else(|| GrpoTrainError::Config("graph cache".into()))
+    }
+
+    fn pack(&self, rows: &[&Rollout], pad: u32) -> Packed {
+        let l = self.config.grpo.max_completion_length;
+        let longest = rows.iter().map(|r| r.prompt_tokens.len() + r.loss_tokens.len() - 1).max().unwrap_or(1).max(1);
+        let seq = longest.div_ceil(16) * 16;
+        let n = rows.len();
+        let mut ids = vec![pad as i32; n * seq];
+        let mut targets = vec![-1i32; n * seq];
+        let mut starts = Vec::with_capacity(n);
+        let mut mask = vec![0.0f32; n * l];
+        for (r, row) in rows.iter().enumerate() {
+            let p = row.prompt_tokens.len();
+            let full: Vec<u32> = row.prompt_tokens.iter().chain(&row.loss_tokens).copied().collect();
+            for (t, &tok) in full.iter().take(seq).enumerate() {
+                ids[r * seq + t] = tok as i32;
+            }
+            starts.push(p - 1);
+            let keep = !(self.config.mask_truncated_completions && row.completion.finish_reason == FinishReason::Length);
+            for (j, &tok) in row.loss_tokens.iter().enumerate().take(l) {
+                targets[r * seq + p - 1 + j] = tok as i32;
+                if keep {
+                    mask[r * l + j] = 1.0;
+                }
+            }
+        }
+        Packed { ids, targets, starts, mask, seq }
+    }
+
+    /// Per-completion-token log-probs `[rows × L]` of a packed micro-batch under `params`.
+    fn completion_logp(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        packed: &Packed,
+        rows: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), GrpoTrainError> {
+        let l = self.config.grpo.max_completion_length;
+        let graph = self.graph(backend, rows, packed.seq)?;
+        let (logp, ent) = graph.forward(backend, params, &Feed { ids: &packed.ids, targets: &packed.targets, weights: None })?;
+        let ent = ent.unwrap_or_default();
+        let mut out = vec![0.0f32; rows * l];
+        let mut ent_out = vec![0.0f32; rows * l];
+        for r in 0..rows {
+            for j in 0..l {
+                let pos = packed.starts[r] + j;
+                if pos < packed.seq && packed.targets[r * packed.seq + pos] >= 0 {
+                    out[r * l + j] = logp[r * packed.seq + pos];
+                    ent_out[r * l + j] = ent.get(r * packed.seq + pos).copied().unwrap_or(0.0);
+                }
+            }
+        }
+        Ok((out, ent_out))
+    }
+
+    /// One optimizer step (generating a new batch when the previous one is used up is the
+    /// caller's loop: see [`GrpoTrainer::train_generation`]).
+    pub fn train_generation(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+        mut on_step: impl FnMut(&GrpoStepReport) -> Result<(), String>,
+    ) -> Result<(), GrpoTrainError> {
+        let started = Instant::now();
+        let g = self.config.grpo.num_generations;
+        let wanted = self.config.generation_batch() / g;
+        let mut rollouts: Vec<Rollout> = Vec::new();
+        let mut dropped_groups = 0usize;
+        let mut rounds = 0usize;
+        // Generate, score; with dynamic sampling keep only groups with reward spread.
+        loop {
+            let need = wanted - rollouts.len() / g;
+            let idx: Vec<usize> = (0..need).map(|_| self.next_prompt()).collect();
+            let mut fresh = self.generate(backend, params, tok, &idx)?;
+            self.score(&mut fresh)?;
+            if self.config.dynamic_sampling && rounds < self.config.max_resample_rounds {
+                for grp in fresh.chunks(g) {
+                    let combined: Vec<f32> = grp.iter().map(|r| self.combined_reward(&r.rewards)).collect();
+                    let finite: Vec<f32> = combined.iter().copied().filter(|v| v.is_finite()).collect();
+                    let spread = finite.iter().any(|&v| (v - finite[0]).abs() > 1e-6);
+                    if spread {
+                        rollouts.extend(grp.iter().cloned());
+                    } else {
+                        dropped_groups += 1;
+                    }
+                }
+            } else {
+                rollouts.extend(fresh);
+            }
+            rounds += 1;
+            if rollouts.len() / g >= wanted || !self.config.dynamic_sampling || rounds > self.config.max_resample_rounds {
+                break;
+            }
+        }
+        if rollouts.is_empty() {
+            return Err(GrpoTrainError::Config("dynamic sampling found no group with reward spread".into()));
+        }
+        // Advantages over the whole generation batch.
+        let per_reward: Vec<Vec<f32>> =
+            (0..self.rewards.len()).map(|k| rollouts.iter().map(|r| r.rewards[k]).collect()).collect();
+        let refs: Vec<&[f32]> = per_reward.iter().map(|v| v.as_slice()).collect();
+        let adv = self.config.grpo.advantages(&refs)?;
+        for (r, &a) in rollouts.iter_mut().zip(&adv.advantages) {
+            r.advantage = a;
+        }
+        let generation_time = started.elapsed().as_secs_f64();
+
+        // Micro-batches, and the log-probs that stay fixed across the updates.
+        let bs = self.config.per_device_train_batch_size;
+        let pad = tok.eos_id().unwrap_or(0);
+        let l = self.config.grpo.max_completion_length;
+        let micro: Vec<Vec<usize>> = (0..rollouts.len()).collect::<Vec<_>>().chunks(bs).map(|c| c.to_vec()).collect();
+        let packed: Vec<Packed> =
+            micro.iter().map(|mb| self.pack(&mb.iter().map(|&i| &rollouts[i]).collect::<Vec<_>>(), pad)).collect();
+        let mut old: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
+        let mut reference: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
+        for (m, p) in packed.iter().enumerate() {
+            if self.config.needs_old_logp() {
+                old[m] = Some(self.completion_logp(backend, params, p, micro[m].len())?.0);
+            }
+            if let Some(refp) = self.reference.take() {
+                let r = self.completion_logp(backend, &refp, p, micro[m].len());
+                self.reference = Some(refp);
+                reference[m] = Some(r?.0);
+            }
+        }
+
+        let gas = self.config.gradient_accumulation_steps;
+        let token_sum_loss = matches!(self.config.grpo.loss_type, LossType::Dapo | LossType::Cispo);
+        for _iteration in 0..self.config.num_iterations {
+            for chunk in (0..micro.len()).collect::<Vec<_>>().chunks(gas) {
+                if self.state.step >= self.config.max_steps {
+                    return Ok(());
+                }
+                let step_started = Instant::now();
+                let active: f64 = chunk.iter().map(|&m| packed[m].mask.iter().map(|&v| v as f64).sum::<f64>()).sum();
+                let mut report = GrpoStepReport::new(self.state.step + 1);
+                for (k, &m) in chunk.iter().enumerate() {
+                    let rows = micro[m].len();
+                    let (logp, ent) = self.completion_logp(backend, params, &packed[m], rows)?;
+                    let advantages: Vec<f32> = micro[m].iter().map(|&i| rollouts[i].advantage).collect();
+                    let inputs = LossInputs {
+                        logp: &logp,
+                        old_logp: old[m].as_deref(),
+                        ref_logp: reference[m].as_deref(),
+                        advantages: &advantages,
+                        mask: &packed[m].mask,
+                        completion_len: l,
+                        num_items_in_batch: if token_sum_loss { Some(active.max(1.0)) } else { None },
+                    };
+                    let out = policy_loss(&self.config.grpo, &inputs)?;
+                    // Scatter d loss / d logp back to the graph's positions.
+                    let seq = packed[m].seq;
+                    let mut d = vec![0.0f32; rows * seq];
+                    for r in 0..rows {
+                        for j in 0..l {
+                            let pos = packed[m].starts[r] + j;
+                            if pos < seq {
+                                d[r * seq + pos] = out.grad_logp[r * l + j];
+                            }
+                        }
+                    }
+                    let graph = self.graphs.get_mut(&(rows, seq)).ok_or_else(|| GrpoTrainError::Config("graph cache".into()))?;
+                    graph.backward(backend, params, Some(&d))?;
+                    let opt = &self.optimizer;
+                    graph.for_each_grad(params, |i, gt| opt.accumulate(backend, i, gt, k == 0))?;
+                    report.add_micro_batch(&out, &ent, &packed[m].mask);
+                }
+                let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
+                let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
+                let stats = self.optimizer.step(backend, params, lr, scale)?;
+                self.state.step += 1;
+                report.finish(self, &rollouts, &adv, stats.grad_norm, lr, dropped_groups, generation_time, step_started);
+                on_step(&report).map_err(|e| GrpoTrainError::Config(format!("stopped: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The weighted sum of one completion's rewards (NaN-skipping, as TRL's `nansum`).
+    fn combined_reward(&self, rewards: &[f32]) -> f32 {
+        let mut sum = 0.0f64;
+        let mut any = false;
+        for (k, &r) in rewards.iter().enumerate() {
+            if r.is_finite() {
+                let w = self.config.grpo.reward_weights.as_ref().map_or(1.0, |w| w[k]);
+                sum += w * r as f64;
+                any = true;
+            }
+        }
+        if any { sum as f32 } else { f32::NAN }
+    }
+
+    /// Accuracy of greedy answers on `prompts` judged by `judge` (score ≥ 0.5 is right).
+    pub fn evaluate(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+        prompts: &[GrpoPrompt],
+        judge: &dyn Reward,
+    ) -> Result<(f64, Vec<(String, Completion)>), GrpoTrainError> {
+        evaluate(&mut self.engine, backend, params, tok, prompts, judge, self.config.grpo.max_completion_length)
+    }
+
+    /// Reward failures absorbed by `on_reward_error`, per reward.
+    pub fn failures(&self) -> &[RewardFailures] {
+        &self.failures
+    }
+}
+
+/// Accuracy of greedy answers on `prompts` judged by `judge` (a score ≥ 0.5 is right),
+/// with the completions for inspection.
+pub fn evaluate<B: Backend>(
+    engine: &mut Engine<B>,
+    backend: &B,
+    params: &ParamBuffer<B>,
+    tok: &dyn Detokenizer,
+    prompts: &[GrpoPrompt],
+    judge: &dyn Reward,
+    max_new_tokens: usize,
+) -> Result<(f64, Vec<(String, Completion)>), GrpoTrainError> {
+    let generation = GenerationConfig { max_new_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
+    let mut rng = Rng::new(0);
+    let mut right = 0usize;
+    let mut outputs = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let c = engine.generate(backend, params, tok, &p.tokens, 1, &generation, &mut rng, |_, _| {})?;
+        let c = c.into_iter().next().ok_or_else(|| GrpoTrainError::Config("no completion".into()))?;
+        let sample = Sample { completion: c.text.clone(), ..p.sample.clone() };
+        let score = judge.score(std::slice::from_ref(&sample))?;
+        if score.first().and_then(|s| s.value()).is_some_and(|v| v >= 0.5) {
+            right += 1;
+        }
+        outputs.push((p.sample.prompt.clone(), c));
+    }
+    Ok((right as f64 / prompts.len().max(1) as f64, outputs))
+}
+
+/// A copy of a parameter buffer (the frozen reference model).
+pub fn copy_params<B: Backend>(backend: &B, params: &ParamBuffer<B>) -> Result<ParamBuffer<B>, r1_core::BackendError> {
+    let copy = ParamBuffer::zeros(backend, params.layout.clone())?;
+    backend.axpby(copy.flat(), 1.0, params.flat(), 0.0)?;
+    Ok(copy)
+}
+
+/// Metrics of one optimizer step, under TRL's names.
+#[derive(Clone, Debug)]
+pub struct GrpoStepReport {
+    pub step: usize,
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// `(prompt, completion, combined reward, advantage)` of this generation's rollouts.
+    pub samples: Vec<(String, String, f32, f32)>,
+    loss_sum: f64,
+    metric_sums: HashMap<&'static str, (f64, usize)>,
+    entropy: (f64, f64),
+}
+
+impl GrpoStepReport {
+    fn new(step: usize) -> Self {
+        GrpoStepReport {
+            step,
+            metrics: serde_json::Map::new(),
+            samples: Vec::new(),
+            loss_sum: 0.0,
+            metric_sums: HashMap::new(),
+            entropy: (0.0, 0.0),
+        }
+    }
+
+    fn add_micro_batch(&mut self, out: &r1_core::grpo::LossOutput, entropy: &[f32], mask: &[f32]) {
+        self.loss_sum += out.loss as f64;
+        for (name, v) in out.metrics.entries() {
+            let e = self.metric_sums.entry(name).or_insert((0.0, 0));
+            e.0 += v as f64;
+            e.1 += 1;
+        }
+        for (&h, &m) in entropy.iter().zip(mask) {
+            self.entropy.0 += (h * m) as f64;
+            self.entropy.1 += m as f64;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish<B: Backend>(
+        &mut self,
+        trainer: &GrpoTrainer<B>,
+        rollouts: &[Rollout],
+        adv: &r1_core::grpo::Advantages,
+        grad_norm: f64,
+        lr: f32,
+        dropped_groups: usize,
+        generation_time: f64,
+        started: Instant,
+    ) {
+        use serde_json::json;
+        let m = &mut self.metrics;
+        m.insert("step".into(), json!(self.step));
+        m.insert("loss".into(), json!(self.loss_sum));
+        m.insert("grad_norm".into(), json!(grad_norm));
+        m.insert("learning_rate".into(), json!(lr));
+        m.insert("reward".into(), json!(adv.reward.mean));
+        m.insert("reward_std".into(), json!(adv.reward.std));
+        for (k, r) in trainer.rewards.iter().enumerate() {
+            m.insert(format!("rewards/{}/mean", r.name), json!(adv.per_reward[k].mean));
+            m.insert(format!("rewards/{}/std", r.name), json!(adv.per_reward[k].std));
+            m.insert(format!("rewards/{}/failures", r.name), json!(trainer.failures[k].samples));
+        }
+        for (name, (sum, n)) in &self.metric_sums {
+            m.insert((*name).to_string(), json!(sum / *n as f64));
+        }
+        if self.entropy.1 > 0.0 {
+            m.insert("entropy".into(), json!(self.entropy.0 / self.entropy.1));
+        }
+        let lens: Vec<usize> = rollouts.iter().map(|r| r.loss_tokens.len()).collect();
+        let n = lens.len().max(1) as f64;
+        m.insert("completions/mean_length".into(), json!(lens.iter().sum::<usize>() as f64 / n));
+        m.insert("completions/min_length".into(), json!(lens.iter().min().copied().unwrap_or(0)));
+        m.insert("completions/max_length".into(), json!(lens.iter().max().copied().unwrap_or(0)));
+        let clipped = rollouts.iter().filter(|r| r.completion.finish_reason == FinishReason::Length).count();
+        m.insert("completions/clipped_ratio".into(), json!(clipped as f64 / n));
+        m.insert("frac_reward_zero_std".into(), json!(adv.frac_reward_zero_std));
+        m.insert("dynamic_sampling/dropped_groups".into(), json!(dropped_groups));
+        m.insert("num_tokens".into(), json!(rollouts.iter().map(|r| r.prompt_tokens.len() + r.loss_tokens.len()).sum::<usize>()));
+        m.insert("generation_time".into(), json!(generation_time));
+        m.insert("step_time".into(), json!(started.elapsed().as_secs_f64() + generation_time));
+        self.samples = rollouts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    trainer.prompts[r.prompt_index].sample.prompt.clone(),
+                    r.completion.text.clone(),
+                    adv.rewards.get(i).copied().unwrap_or(f32::NAN),
+                    r.advantage,
+                )
+            })
+            .collect();
+    }
+}
