@@ -116,7 +116,7 @@ pub fn policy_loss_into(
         let m = &inputs.mask[row.clone()];
         let grad = &mut grad_logp[row];
         let adv = inputs.advantages[b] as f64;
-        let n_b: f64 = m.iter().map(|&v| v as f64).sum();
+        let n_b = count_active(m) as f64;
 
         // Aggregation weight of each active token of this sequence.
         let agg = match config.loss_type {
@@ -148,7 +148,7 @@ pub fn policy_loss_into(
             value: acc.loss as f32,
         });
     }
-    if let Some((i, &g)) = grad_logp.iter().enumerate().find(|(_, g)| !g.is_finite()) {
+    if let Some((i, g)) = first_non_finite(grad_logp) {
         return Err(GrpoError::NonFinite {
             tensor: "grad_logp",
             index: i,
@@ -197,7 +197,7 @@ fn check_inputs(config: &GrpoConfig, inputs: &LossInputs<'_>, grad_len: usize) -
                 });
             }
             if *name != "mask"
-                && let Some((i, &v)) = t.iter().enumerate().find(|(_, v)| !v.is_finite())
+                && let Some((i, v)) = first_non_finite(t)
             {
                 return Err(GrpoError::NonFinite {
                     tensor: name,
@@ -214,7 +214,7 @@ fn check_inputs(config: &GrpoConfig, inputs: &LossInputs<'_>, grad_len: usize) -
             actual: grad_len,
         });
     }
-    if let Some((i, &v)) = inputs.advantages.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+    if let Some((i, v)) = first_non_finite(inputs.advantages) {
         return Err(GrpoError::NonFinite {
             tensor: "advantages",
             index: i,
@@ -227,15 +227,27 @@ fn check_inputs(config: &GrpoConfig, inputs: &LossInputs<'_>, grad_len: usize) -
             reason: "beta != 0 needs reference log-probs",
         });
     }
-    let mut active = 0.0;
-    for (i, &v) in inputs.mask.iter().enumerate() {
-        if v == 1.0 {
-            active += 1.0;
-        } else if v != 0.0 {
-            return Err(GrpoError::InvalidMask { index: i, value: v });
-        }
+    // Branch-free scans (they vectorise); the slow path finds the culprit.
+    if inputs.mask.iter().fold(false, |bad, &v| bad | (v != 0.0 && v != 1.0))
+        && let Some((i, &v)) = inputs.mask.iter().enumerate().find(|(_, v)| **v != 0.0 && **v != 1.0)
+    {
+        return Err(GrpoError::InvalidMask { index: i, value: v });
     }
-    Ok(active)
+    Ok(count_active(inputs.mask) as f64)
+}
+
+/// Positions whose mask is 1 (the mask holds only 0 and 1).
+fn count_active(mask: &[f32]) -> usize {
+    mask.iter().map(|&v| usize::from(v != 0.0)).sum()
+}
+
+/// The first NaN or infinity of `t`, with its index.
+fn first_non_finite(t: &[f32]) -> Option<(usize, f32)> {
+    if t.iter().fold(false, |bad, v| bad | !v.is_finite()) {
+        t.iter().copied().enumerate().find(|(_, v)| !v.is_finite())
+    } else {
+        None
+    }
 }
 
 /// Config values resolved once.
@@ -290,6 +302,7 @@ struct PolicyTerm {
     cispo: bool,
 }
 
+#[inline(always)]
 fn policy_term(p: &Params, rho: f64, adv: f64) -> PolicyTerm {
     match p.loss_type {
         LossType::Cispo => PolicyTerm {
@@ -336,6 +349,7 @@ fn policy_term(p: &Params, rho: f64, adv: f64) -> PolicyTerm {
 }
 
 /// `k3 = exp(ref − logp) − (ref − logp) − 1` and `∂k3/∂logp = 1 − exp(ref − logp)`.
+#[inline(always)]
 fn k3(lp: f64, rf: f64) -> (f64, f64) {
     let d = rf - lp;
     let e = libm::exp(d);
@@ -395,9 +409,14 @@ fn flag(b: bool) -> f64 {
 
 /// One ratio per token: every quantity is local to its position.
 fn token_level(p: &Params, r: &Row<'_>, grad: &mut [f32], acc: &mut Accumulators) {
-    let (mut low, mut high) = (0.0, 0.0);
+    // Local sums keep the hot loop in registers.
+    let (mut loss, mut kl_sum, mut low, mut high, mut region, mut cispo) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for t in 0..r.lp.len() {
-        let mt = r.m[t] as f64;
+        if r.m[t] == 0.0 {
+            // Padding: no loss, no gradient, no metric (the mask is checked to be 0 or 1).
+            grad[t] = 0.0;
+            continue;
+        }
         let lp = r.lp[t] as f64;
         let s = r.old.map_or(0.0, |o| lp - o[t] as f64);
         let rho = libm::exp(s);
@@ -416,18 +435,21 @@ fn token_level(p: &Params, r: &Row<'_>, grad: &mut [f32], acc: &mut Accumulators
             };
             value += p.beta * kl;
             d += p.beta * dkl;
-            acc.kl_sum += mt * kl;
+            kl_sum += kl;
         }
-        let w = mt * r.agg;
-        acc.loss += w * value;
-        grad[t] = (w * d) as f32;
-        low += mt * flag(pt.low);
-        high += mt * flag(pt.high);
-        acc.region += mt * flag(pt.low || pt.high);
-        acc.cispo += mt * flag(pt.cispo);
+        loss += r.agg * value;
+        grad[t] = (r.agg * d) as f32;
+        low += flag(pt.low);
+        high += flag(pt.high);
+        region += flag(pt.low || pt.high);
+        cispo += flag(pt.cispo);
     }
+    acc.loss += loss;
+    acc.kl_sum += kl_sum;
     acc.low += low;
     acc.high += high;
+    acc.region += region;
+    acc.cispo += cispo;
     // TRL's masked_seq_mean divides by the unclamped token count: NaN for an empty sequence.
     acc.sequence_shares(low / r.n_b, high / r.n_b);
 }
@@ -458,6 +480,9 @@ fn sequence_level(p: &Params, r: &Row<'_>, grad: &mut [f32], acc: &mut Accumulat
     let mut loss = w_sum * pt.value;
     let mut d_s = w_sum * pt.d_rho * rho;
     for t in 0..r.lp.len() {
+        if r.m[t] == 0.0 {
+            continue;
+        }
         let mt = r.m[t] as f64;
         let w = mt * r.agg;
         let mut value = pt.weight * r.lp[t] as f64;
@@ -473,6 +498,10 @@ fn sequence_level(p: &Params, r: &Row<'_>, grad: &mut [f32], acc: &mut Accumulat
     }
     // Second pass: each token's direct gradient plus its share of ∂loss/∂s, ∂s/∂logp_t = m_t / n.
     for (t, g) in grad.iter_mut().enumerate() {
+        if r.m[t] == 0.0 {
+            *g = 0.0;
+            continue;
+        }
         let mt = r.m[t] as f64;
         let mut d = pt.weight;
         if let Some((_, dk)) = kl(t) {

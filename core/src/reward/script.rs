@@ -68,7 +68,19 @@ impl Script {
     }
 
     /// The script of a letter, `None` for digits, punctuation, symbols, marks and spaces.
+    #[inline]
     pub fn of(c: char) -> Option<Script> {
+        if c.is_ascii() {
+            return if c.is_ascii_alphabetic() {
+                Some(Script::Latin)
+            } else {
+                None
+            };
+        }
+        Self::of_non_ascii(c)
+    }
+
+    fn of_non_ascii(c: char) -> Option<Script> {
         let u = c as u32;
         let s = match u {
             0x41..=0x5A | 0x61..=0x7A => Script::Latin,
@@ -91,8 +103,13 @@ impl Script {
             0x3005 | 0x3007 | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3134F => Script::Han,
             _ => return None,
         };
-        // Inside the Latin/Greek/Cyrillic blocks only letters are words (not ª, º, modifier signs).
-        if c.is_alphabetic() { Some(s) } else { None }
+        // Han and Hangul blocks hold only letters; elsewhere only letters are words (not ª, º,
+        // modifier signs, the katakana middle dot).
+        if matches!(s, Script::Han | Script::Hangul) || c.is_alphabetic() {
+            Some(s)
+        } else {
+            None
+        }
     }
 }
 
@@ -193,8 +210,17 @@ impl ScriptCounts {
                 counts.add(s, 1);
             }
         };
+        let bytes = text.as_bytes();
         let mut i = 0;
-        while let Some(c) = text[i..].chars().next() {
+        while i < bytes.len() {
+            // ASCII (most of any chain of thought) without decoding.
+            let c = match bytes[i] {
+                b if b.is_ascii() => b as char,
+                _ => match text[i..].chars().next() {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
             let skip = match c {
                 '\\' => 1 + ascii_letters(&text[i + 1..]),
                 '<' => tag_len(&text[i..]),
