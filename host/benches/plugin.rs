@@ -9,7 +9,7 @@
 mod plugin_support;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use r1_core::reward::{Reward, Sample};
+use r1_core::reward::{Accuracy, AccuracyConfig, Reward, Sample, ThinkFormat};
 use r1_host::plugin::PluginConfig;
 
 use plugin_support::{WatPlugin, examples, host, load};
@@ -59,6 +59,9 @@ fn bench_plugins(c: &mut Criterion) {
     let arithmetic = load(&host, &examples.arithmetic);
     let think_format = load(&host, &examples.think_format);
     let wat = load(&host, &examples.contains_reference_wat);
+    let math_plugin = load(&host, &examples.math_accuracy);
+    let math_in_process = Accuracy::new(AccuracyConfig::default()).expect("accuracy");
+    let format_in_process = ThinkFormat::new(Default::default()).expect("think format");
 
     let mut overhead = c.benchmark_group("plugin_overhead");
     let one = trivial_group(1);
@@ -87,7 +90,21 @@ fn bench_plugins(c: &mut Criterion) {
     throughput.bench_function("think_format_1.5kB", |b| {
         b.iter(|| think_format.score(&math).expect("scores"))
     });
+    throughput.bench_function("math_accuracy_1.5kB", |b| {
+        b.iter(|| math_plugin.score(&math).expect("scores"))
+    });
     throughput.finish();
+
+    // The same rule rewards without the sandbox, for the plugin's cost side by side.
+    let mut in_process = c.benchmark_group("in_process_scores");
+    in_process.throughput(Throughput::Elements(GROUP as u64));
+    in_process.bench_function("math_accuracy_1.5kB", |b| {
+        b.iter(|| math_in_process.score(&math).expect("scores"))
+    });
+    in_process.bench_function("think_format_1.5kB", |b| {
+        b.iter(|| format_in_process.score(&math).expect("scores"))
+    });
+    in_process.finish();
 }
 
 criterion_group! {

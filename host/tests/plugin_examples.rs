@@ -6,7 +6,7 @@ mod plugin_support;
 
 use plugin_support::{examples, host, load, sample};
 use r1_core::plugin_abi::Diagnostic;
-use r1_core::reward::{Reward, RewardErrorKind, Score};
+use r1_core::reward::{Accuracy, AccuracyConfig, Reward, RewardErrorKind, Sample, Score, ThinkFormat};
 use r1_host::plugin::{CacheOutcome, HostConfig, OnRewardError, PluginConfig, PluginError, PluginHost, RewardFailures};
 
 #[test]
@@ -58,18 +58,30 @@ fn think_format_plugin_checks_the_r1_template() {
         sample("q", "<think>\nreasoning\n</think>\n<answer>42</answer>", None),
         sample("q", "<answer>42</answer>", None),
         sample("q", "<think>reasoning</think>\nThe answer is 42.", None),
+        sample("q", "<think>reasoning, never closed", None),
     ];
     let scored = plugin.score_detailed(&group).expect("scores");
     assert_eq!(
         scored.scores,
-        vec![Score::Value(1.0), Score::Value(0.0), Score::Value(0.0)]
+        vec![
+            Score::Value(1.0),
+            Score::Value(0.0),
+            Score::Value(1.0),
+            Score::Value(0.0)
+        ]
     );
     assert_eq!(
-        scored.diagnostics[0],
-        Diagnostic {
-            sample: Some(1),
-            message: "does not start with <think>".into()
-        }
+        scored.diagnostics,
+        vec![
+            Diagnostic {
+                sample: Some(1),
+                message: "not in the think format".into()
+            },
+            Diagnostic {
+                sample: Some(3),
+                message: "not in the think format".into()
+            },
+        ]
     );
 }
 
@@ -77,13 +89,19 @@ fn think_format_plugin_checks_the_r1_template() {
 fn think_format_plugin_takes_its_config_through_init() {
     let host = host(2);
     let config = PluginConfig {
-        config: Some(serde_json::json!({ "require_answer_tags": false })),
+        config: Some(serde_json::json!({ "answer_tags": true, "incorrect": -1.0 })),
         ..PluginConfig::new(&examples().think_format)
     };
     let plugin = host.load(&config).expect("loads with config");
     assert!(plugin.has_init());
-    let group = [sample("q", "<think>reasoning</think>\nThe answer is 42.", None)];
-    assert_eq!(plugin.score(&group).expect("scores"), vec![Score::Value(1.0)]);
+    let group = [
+        sample("q", "<think>reasoning</think>\nThe answer is 42.", None),
+        sample("q", "<think>reasoning</think>\n<answer>42</answer>", None),
+    ];
+    assert_eq!(
+        plugin.score(&group).expect("scores"),
+        vec![Score::Value(-1.0), Score::Value(1.0)]
+    );
 }
 
 #[test]
@@ -260,33 +278,72 @@ fn parallel_scoring_matches_one_at_a_time() {
     assert_eq!(plugin.stats().scores, 2 * 24 * 4);
 }
 
-/// A rule reward written in the host, to show plugins and in-process rewards mix.
-struct LengthAtMost(usize);
-
-impl Reward for LengthAtMost {
-    fn name(&self) -> &str {
-        "length"
-    }
-
-    fn score(&self, batch: &[r1_core::reward::Sample]) -> Result<Vec<Score>, r1_core::reward::RewardError> {
-        Ok(batch
-            .iter()
-            .map(|s| Score::Value(if s.completion.len() <= self.0 { 1.0 } else { 0.0 }))
-            .collect())
-    }
+/// Realistic completions for the math reward: boxed, tagged, LaTeX, wrong, unfinished.
+fn math_group() -> Vec<Sample> {
+    vec![
+        sample(
+            "What is 37*12?",
+            "<think>37*12 = 370 + 74 = 444</think>\nThe answer is \\boxed{444}.",
+            Some("444"),
+        ),
+        sample(
+            "What is 37*12?",
+            "<think>37*12 is about 440</think>\n<answer>440</answer>",
+            Some("444"),
+        ),
+        sample("Half of 3?", "<think>3/2</think> \\boxed{\\frac{3}{2}}", Some("1.5")),
+        sample("Half of 3?", "<think>3/2 = 1.5, so \\boxed{1.5}", Some("1.5")),
+        sample(
+            "Capital of France?",
+            "<think>easy</think><answer>Paris</answer>",
+            Some("Paris"),
+        ),
+        sample("No reference", "<think>x</think> 7", None),
+        sample("What is 10^3?", "<think>10*10*10</think> It is 1,000.", Some("1000")),
+    ]
 }
 
 #[test]
-fn plugins_and_in_process_rewards_share_the_reward_trait() {
+fn math_accuracy_plugin_scores_exactly_like_the_core_reward_in_process() {
+    let host = host(2);
+    let plugin = load(&host, &examples().math_accuracy);
+    assert_eq!(plugin.name(), "math-accuracy");
+    let group = math_group();
+    let in_process = Accuracy::new(AccuracyConfig::default())
+        .expect("accuracy")
+        .score(&group)
+        .expect("scores");
+    let as_plugin = plugin.score(&group).expect("scores");
+    assert_eq!(as_plugin, in_process);
+    assert_eq!(as_plugin[0], Score::Value(1.0));
+    assert_eq!(as_plugin[1], Score::Value(0.0));
+    assert_eq!(as_plugin[5], Score::NotApplicable);
+
+    // The same with a non-default config handed through `r1_init`.
+    let config = AccuracyConfig {
+        correct: 2.0,
+        incorrect: -0.5,
+        answer_after_think: false,
+        ..AccuracyConfig::default()
+    };
+    let plugin = host
+        .load(&PluginConfig {
+            config: Some(serde_json::to_value(&config).expect("config as JSON")),
+            ..PluginConfig::new(&examples().math_accuracy)
+        })
+        .expect("loads with config");
+    let in_process = Accuracy::new(config).expect("accuracy").score(&group).expect("scores");
+    assert_eq!(plugin.score(&group).expect("scores"), in_process);
+}
+
+#[test]
+fn plugins_and_rule_rewards_share_the_reward_trait() {
     let host = host(2);
     let rewards: Vec<Box<dyn Reward>> = vec![
-        Box::new(load(&host, &examples().arithmetic)),
-        Box::new(LengthAtMost(10)),
+        Box::new(load(&host, &examples().math_accuracy)),
+        Box::new(ThinkFormat::new(Default::default()).expect("think format")),
     ];
-    let groups = vec![vec![
-        sample("What is 6*7?", "42", None),
-        sample("What is 6*7?", "it is 41, surely", None),
-    ]];
+    let groups = vec![math_group()[..2].to_vec()];
     let table: Vec<(String, Vec<Score>)> = rewards
         .iter()
         .map(|r| {
@@ -299,8 +356,8 @@ fn plugins_and_in_process_rewards_share_the_reward_trait() {
     assert_eq!(
         table,
         vec![
-            ("arithmetic".to_string(), vec![Score::Value(1.0), Score::Value(0.0)]),
-            ("length".to_string(), vec![Score::Value(1.0), Score::Value(0.0)]),
+            ("math-accuracy".to_string(), vec![Score::Value(1.0), Score::Value(0.0)]),
+            ("think_format".to_string(), vec![Score::Value(1.0), Score::Value(1.0)]),
         ]
     );
 }

@@ -41,3 +41,34 @@ impl Diagnostics {
         self.items
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_carry_the_current_sample_and_stop_at_the_limit() {
+        let mut d = Diagnostics::new();
+        d.note("group");
+        d.set_sample(Some(3));
+        d.note("three");
+        assert_eq!(
+            d.as_slice()[0],
+            Diagnostic {
+                sample: None,
+                message: "group".into()
+            }
+        );
+        assert_eq!(
+            d.as_slice()[1],
+            Diagnostic {
+                sample: Some(3),
+                message: "three".into()
+            }
+        );
+        for _ in 0..limits::MAX_DIAGNOSTICS {
+            d.note("more");
+        }
+        assert_eq!(d.into_vec().len(), limits::MAX_DIAGNOSTICS);
+    }
+}

@@ -99,3 +99,21 @@ pub trait RewardPlugin: Sized {
         Ok(scores)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use r1_core::reward::RewardErrorKind;
+
+    #[test]
+    fn reward_errors_keep_their_sample_and_cause() {
+        let e = RewardError {
+            reward: "accuracy".into(),
+            sample: Some(2),
+            kind: RewardErrorKind::Config("bad".into()),
+        };
+        let e = ScoreError::from(e);
+        assert_eq!(e, ScoreError::on_sample(2, "invalid config: bad"));
+        assert_eq!(alloc::format!("{e}"), "sample 2: invalid config: bad");
+    }
+}

@@ -2,7 +2,7 @@
 //! answer in `<answer>…</answer>` (or the last integer of the completion). Scores 1 when
 //! the answer equals the sample's reference, or, without one, the value of the prompt's
 //! expression; "not applicable" when there is nothing to check against.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
 

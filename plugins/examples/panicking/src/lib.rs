@@ -2,7 +2,7 @@
 //! (with file and line) through `r1.log` and traps; the host reports a trap on the sample
 //! the SDK announced, with that message. Scores 1 unless the completion says "panic".
 //! The host's tests use it to check the whole path.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use r1_plugin::{Diagnostics, Sample, Score};
 
