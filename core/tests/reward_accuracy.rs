@@ -283,3 +283,17 @@ fn config_defaults_and_unknown_keys() {
         .to_string();
     assert!(e.contains("tolerence"), "{e}");
 }
+
+#[test]
+fn degenerate_completions_still_get_a_verdict() {
+    // A policy stuck repeating an unclosed box: no box is an answer, the last number is.
+    let stuck = format!("<think>x</think>{} 7", r"\boxed{".repeat(20_000));
+    assert_eq!(verdict(&stuck, "7"), Verdict::Correct);
+    // Thousands of fractions before the last digit.
+    let fracs = format!("<think>x</think>{}so 12", r"\frac{1}{".repeat(20_000));
+    assert_eq!(verdict(&fracs, "12"), Verdict::Correct);
+    // An answer tag holding a long text: its last number is the answer.
+    let long = format!("<think>x</think><answer>{} 42</answer>", "words ".repeat(5_000));
+    assert_eq!(verdict(&long, "42"), Verdict::Correct);
+    assert_eq!(parse_answer(&"1".repeat(5_000)), None, "over the answer length limit");
+}

@@ -3,6 +3,11 @@
 //! "answer:", or the last number. Every function returns a slice of its input; every index
 //! it slices at comes from an ASCII match, so arbitrary UTF-8 is safe.
 
+/// How many candidate `\boxed`/`\frac` occurrences a search examines from the end: each
+/// try may scan to the end of the text, so this keeps degenerate completions (thousands of
+/// unclosed boxes) linear.
+pub const MAX_CANDIDATES: usize = 64;
+
 /// Where an answer was found, in the order [`extract_answer`] tries them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AnswerSource {
@@ -76,8 +81,13 @@ pub fn last_boxed(text: &str) -> Option<&str> {
     let mut best: Option<(usize, &str)> = None;
     for cmd in ["\\boxed", "\\fbox"] {
         let mut end = text.len();
+        let mut tries = 0;
         while let Some(at) = text[..end].rfind(cmd) {
             end = at;
+            tries += 1;
+            if tries > MAX_CANDIDATES {
+                break;
+            }
             if best.is_some_and(|(b, _)| b > at) {
                 break;
             }
@@ -254,8 +264,13 @@ fn is_thousands_group(b: &[u8], i: usize) -> bool {
 fn enclosing_frac(text: &str, i: usize) -> Option<&str> {
     let b = text.as_bytes();
     let mut search_end = i;
+    let mut tries = 0;
     while let Some(at) = text[..search_end].rfind("frac") {
         search_end = at;
+        tries += 1;
+        if tries > MAX_CANDIDATES {
+            return None;
+        }
         let cmd_start = if at >= 1 && b[at - 1] == b'\\' {
             at - 1
         } else if at >= 2 && b[at - 2] == b'\\' && matches!(b[at - 1], b'd' | b't') {

@@ -46,6 +46,10 @@ impl Tolerance {
 /// Nesting limit of `\text{…}`-style wrappers we unwrap (deeper content is dropped).
 const MAX_DEPTH: usize = 16;
 
+/// Longest text read as an answer (bytes): anything longer is prose, not an answer, and
+/// reading it is never worth more than linear time.
+pub const MAX_ANSWER_BYTES: usize = 1024;
+
 /// Rewrites `s` into `out` without LaTeX presentation: math delimiters, spacing commands,
 /// `\left`/`\right`, degree marks, currency signs and LaTeX thousands separators removed;
 /// `\text{…}`-like wrappers unwrapped; `\dfrac`/`\tfrac` → `\frac`; Unicode minus → `-`;
@@ -139,15 +143,23 @@ pub fn reference_answer(reference: &str) -> &str {
     }
 }
 
-/// Reads `s` as a number (see the module docs for the forms accepted), or `None`.
+/// Reads `s` as a number (see the module docs for the forms accepted), or `None` (also for
+/// texts over [`MAX_ANSWER_BYTES`]).
 pub fn parse_number(s: &str) -> Option<Number> {
+    if s.len() > MAX_ANSWER_BYTES {
+        return None;
+    }
     let mut buf = String::with_capacity(s.len());
     let percent = normalize_latex(s, &mut buf);
     parse_normalized(&buf).map(|value| Number { value, percent })
 }
 
-/// Reads `s` as a number, else as normalised text; `None` when nothing is left.
+/// Reads `s` as a number, else as normalised text; `None` when nothing is left or `s` is
+/// over [`MAX_ANSWER_BYTES`].
 pub fn parse_answer(s: &str) -> Option<Answer> {
+    if s.len() > MAX_ANSWER_BYTES {
+        return None;
+    }
     let mut buf = String::with_capacity(s.len());
     let percent = normalize_latex(s, &mut buf);
     if let Some(value) = parse_normalized(&buf) {
