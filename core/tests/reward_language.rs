@@ -105,10 +105,17 @@ fn the_target_can_be_configured_or_given_per_sample() {
         .unwrap();
     assert_eq!(s, Score::Value(1.0));
 
-    let r = LanguageConsistency::new(LanguageConfig::default()).unwrap();
+    let r = LanguageConsistency::new(LanguageConfig {
+        metadata_key: Some("language".into()),
+        ..LanguageConfig::default()
+    })
+    .unwrap();
     let mut x = sample("What is 7 + 8?", "<think>Сначала сложим числа</think> 15");
     x.metadata = vec![("language".into(), "ru".into())];
     assert_eq!(r.score_one(&x).unwrap(), Score::Value(1.0));
+    // Without a metadata key configured, the column is not read.
+    let plain = LanguageConsistency::new(LanguageConfig::default()).unwrap();
+    assert_eq!(plain.score_one(&x).unwrap(), Score::Value(0.0));
     x.metadata = vec![("language".into(), "klingon".into())];
     match r.score(std::slice::from_ref(&x)) {
         Err(e) => {
@@ -155,8 +162,8 @@ fn targets_parse_from_names_and_codes() {
     );
     let t: LanguageConfig = serde_json::from_str(r#"{"target": "zh-Hans"}"#).unwrap();
     assert_eq!(t.target, LanguageTarget::Scripts(ScriptSet::of(&[Script::Han])));
-    let t: LanguageConfig = serde_json::from_str(r#"{"target": "cjk", "metadata_key": null}"#).unwrap();
-    assert_eq!(t.metadata_key, None);
+    let t: LanguageConfig = serde_json::from_str(r#"{"target": "cjk", "metadata_key": "lang"}"#).unwrap();
+    assert_eq!(t.metadata_key.as_deref(), Some("lang"));
     let e = serde_json::from_str::<LanguageConfig>(r#"{"target": "elvish"}"#)
         .unwrap_err()
         .to_string();

@@ -88,8 +88,9 @@ pub enum LanguageScope {
 pub struct LanguageConfig {
     pub target: LanguageTarget,
     pub scope: LanguageScope,
-    /// A metadata key whose value (a language code or script name) overrides `target` for
-    /// that sample, when present; `None` to ignore metadata.
+    /// A metadata key (dataset column) whose value, a language code or script name,
+    /// overrides `target` for that sample when present. Off by default: datasets often have a
+    /// `language` column that means something else (a programming language).
     pub metadata_key: Option<String>,
 }
 
@@ -98,7 +99,7 @@ impl Default for LanguageConfig {
         LanguageConfig {
             target: LanguageTarget::Prompt,
             scope: LanguageScope::Reasoning,
-            metadata_key: Some(String::from("language")),
+            metadata_key: None,
         }
     }
 }
