@@ -39,23 +39,30 @@ impl SimdTask for Act<'_> {
             out,
             out2,
         } = self;
-        let one = s.splat(1.0);
-        let silu = |x: S::V| s.div(x, s.add(one, math::exp(s, s.sub(s.splat(0.0), x))));
-        // silu'(x) = σ(1 + x(1 − σ)).
-        let silu_grad = |x: S::V| {
-            let sg = math::sigmoid(s, x);
-            s.mul(sg, s.mul_add(x, s.sub(one, sg), one))
-        };
         match kind {
-            Kind::Silu => math::map(s, a, out, silu),
-            Kind::SiluBackward => math::map2(s, a, b, out, |x, dy| s.mul(dy, silu_grad(x))),
-            Kind::SwiGlu => math::map2(s, a, b, out, |g, u| s.mul(silu(g), u)),
+            Kind::Silu => math::lanes!(s, out, |x = a| silu_v(s, x)),
+            Kind::SiluBackward => math::lanes!(s, out, |x = a, dy = b| s.mul(dy, silu_grad_v(s, x))),
+            Kind::SwiGlu => math::lanes!(s, out, |g = a, u = b| s.mul(silu_v(s, g), u)),
             Kind::SwiGluBackward => {
-                math::map3(s, a, b, c, out, |g, u, dy| s.mul(s.mul(dy, u), silu_grad(g)));
-                math::map2(s, a, c, out2, |g, dy| s.mul(dy, silu(g)));
+                math::lanes!(s, out, |g = a, u = b, dy = c| s.mul(s.mul(dy, u), silu_grad_v(s, g)));
+                math::lanes!(s, out2, |g = a, dy = c| s.mul(dy, silu_v(s, g)));
             }
         }
     }
+}
+
+/// `x / (1 + e^{−x})`.
+#[inline(always)]
+fn silu_v<S: Simd>(s: S, x: S::V) -> S::V {
+    s.div(x, s.add(s.splat(1.0), math::exp(s, s.sub(s.splat(0.0), x))))
+}
+
+/// `σ(x)·(1 + x·(1 − σ(x)))`.
+#[inline(always)]
+fn silu_grad_v<S: Simd>(s: S, x: S::V) -> S::V {
+    let one = s.splat(1.0);
+    let sg = math::sigmoid(s, x);
+    s.mul(sg, s.mul_add(x, s.sub(one, sg), one))
 }
 
 fn same_len(op: &'static str, lens: &[usize], out: usize) -> Result<(), BackendError> {

@@ -7,7 +7,7 @@
 use r1_core::{AdamWStep, BackendError};
 
 use super::{Ctx, size_error};
-use crate::simd::{Simd, SimdTask};
+use crate::simd::{Simd, SimdTask, math};
 
 /// Per-step constants, computed in f64 from the step's f32 hyper-parameters.
 #[derive(Clone, Copy)]
@@ -68,29 +68,16 @@ impl SimdTask for Update<'_> {
         let mut i = 0;
         while i < n {
             let len = (n - i).min(S::LANES);
-            let ld = |x: &[f32]| {
-                if len == S::LANES {
-                    s.load(&x[i..])
-                } else {
-                    s.load_partial(&x[i..i + len], 0.0)
-                }
-            };
-            let gv = s.mul(gs, ld(g));
-            let pv = s.mul(ld(p), decay);
-            let mv = ld(m);
+            let gv = s.mul(gs, math::load_n(s, g, i, len));
+            let pv = s.mul(math::load_n(s, p, i, len), decay);
+            let mv = math::load_n(s, m, i, len);
             let mv = s.add(mv, s.mul(omb1, s.sub(gv, mv)));
-            let vv = s.add(s.mul(ld(v), b2), s.mul(s.mul(omb2, gv), gv));
+            let vv = s.add(s.mul(math::load_n(s, v, i, len), b2), s.mul(s.mul(omb2, gv), gv));
             let denom = s.add(s.div(s.sqrt(vv), b2s), eps);
             let pv = s.add(pv, s.div(s.mul(nss, mv), denom));
-            if len == S::LANES {
-                s.store(pv, &mut p[i..]);
-                s.store(mv, &mut m[i..]);
-                s.store(vv, &mut v[i..]);
-            } else {
-                s.store_partial(pv, &mut p[i..i + len]);
-                s.store_partial(mv, &mut m[i..i + len]);
-                s.store_partial(vv, &mut v[i..i + len]);
-            }
+            math::store_n(s, pv, p, i, len);
+            math::store_n(s, mv, m, i, len);
+            math::store_n(s, vv, v, i, len);
             i += len;
         }
     }

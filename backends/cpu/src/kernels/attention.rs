@@ -141,7 +141,7 @@ impl SimdTask for SoftmaxGrad<'_> {
     fn run<S: Simd>(self, s: S) {
         for (p, dp) in self.p.chunks_exact(self.cols).zip(self.dp.chunks_exact_mut(self.cols)) {
             let dv = s.splat(math::dot(s, p, dp));
-            math::update(s, dp, p, |g, pv| s.mul(pv, s.sub(g, dv)));
+            math::lanes!(s, dp <- |g, pv = p| s.mul(pv, s.sub(g, dv)));
         }
     }
 }

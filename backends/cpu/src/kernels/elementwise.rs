@@ -39,15 +39,15 @@ impl SimdTask for BroadcastRows<'_> {
         if y.len() == 1 {
             let c = s.splat(y[0]);
             match op {
-                Binary::Add => math::map(s, x, out, |v| s.add(v, c)),
-                Binary::Mul => math::map(s, x, out, |v| s.mul(v, c)),
+                Binary::Add => math::lanes!(s, out, |v = x| s.add(v, c)),
+                Binary::Mul => math::lanes!(s, out, |v = x| s.mul(v, c)),
             }
             return;
         }
         for (xr, or) in x.chunks_exact(y.len()).zip(out.chunks_exact_mut(y.len())) {
             match op {
-                Binary::Add => math::map2(s, xr, y, or, |a, b| s.add(a, b)),
-                Binary::Mul => math::map2(s, xr, y, or, |a, b| s.mul(a, b)),
+                Binary::Add => math::lanes!(s, or, |a = xr, b = y| s.add(a, b)),
+                Binary::Mul => math::lanes!(s, or, |a = xr, b = y| s.mul(a, b)),
             }
         }
     }
@@ -119,7 +119,8 @@ impl SimdTask for ScaleTask<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let c = s.splat(self.factor);
-        math::map(s, self.x, self.out, |v| s.mul(v, c));
+        let (x, out) = (self.x, self.out);
+        math::lanes!(s, out, |v = x| s.mul(v, c));
     }
 }
 
@@ -205,7 +206,7 @@ impl SimdTask for AccumulateRows<'_> {
         let n = out.len();
         out.copy_from_slice(&x[..n]);
         for row in x.chunks(stride).skip(1) {
-            math::update(s, out, &row[..n], |a, b| s.add(a, b));
+            math::lanes!(s, out <- |a, b = row| s.add(a, b));
         }
     }
 }
@@ -255,11 +256,11 @@ impl SimdTask for Axpby<'_> {
             None => math::scale_in_place(s, y, b),
             Some((a, x)) if b == 0.0 => {
                 let av = s.splat(a);
-                math::map(s, x, y, |xv| s.mul(av, xv));
+                math::lanes!(s, y, |xv = x| s.mul(av, xv));
             }
             Some((a, x)) => {
                 let av = s.splat(a);
-                math::update(s, y, x, |yv, xv| s.mul_add(av, xv, s.mul(bv, yv)));
+                math::lanes!(s, y <- |yv, xv = x| s.mul_add(av, xv, s.mul(bv, yv)));
             }
         }
     }

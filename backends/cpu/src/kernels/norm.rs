@@ -28,7 +28,8 @@ impl SimdTask for Forward<'_> {
         for (x, y) in self.x.chunks_exact(d).zip(self.out.chunks_exact_mut(d)) {
             let r = 1.0 / (math::sum_sq(s, x) / d as f32 + self.eps).sqrt();
             let rv = s.splat(r);
-            math::map2(s, x, self.w, y, |xv, wv| s.mul(s.mul(xv, rv), wv));
+            let w = self.w;
+            math::lanes!(s, y, |xv = x, wv = w| s.mul(s.mul(xv, rv), wv));
         }
     }
 }
@@ -75,23 +76,9 @@ impl SimdTask for Backward<'_> {
             let rv = s.splat(r);
             let kv = s.splat(r * r * r * c / d as f32);
             // dx = r·w·dy − k·x
-            math::map3(s, w, dy, x, dx, |wv, dyv, xv| {
-                s.sub(s.mul(rv, s.mul(wv, dyv)), s.mul(kv, xv))
-            });
+            math::lanes!(s, dx, |wv = w, dyv = dy, xv = x| s.sub(s.mul(rv, s.mul(wv, dyv)), s.mul(kv, xv)));
             // dw += r·dy·x
-            let mut i = 0;
-            while i < d {
-                let n = (d - i).min(S::LANES);
-                if n == S::LANES {
-                    let v = s.mul_add(s.mul(rv, s.load(&dy[i..])), s.load(&x[i..]), s.load(&dw[i..]));
-                    s.store(v, &mut dw[i..]);
-                } else {
-                    let prod = s.mul(rv, s.load_partial(&dy[i..], 0.0));
-                    let v = s.mul_add(prod, s.load_partial(&x[i..], 0.0), s.load_partial(&dw[i..], 0.0));
-                    s.store_partial(v, &mut dw[i..]);
-                }
-                i += n;
-            }
+            math::lanes!(s, dw <- |acc, dyv = dy, xv = x| s.mul_add(s.mul(rv, dyv), xv, acc));
         }
     }
 }

@@ -15,7 +15,7 @@ use r1_core::BackendError;
 use r1_core::graph::RopeSpec;
 
 use super::{Ctx, size_error};
-use crate::simd::{Simd, SimdTask};
+use crate::simd::{Simd, SimdTask, math};
 
 /// cos/sin of every (position, frequency) pair for one `(theta, head_dim)`.
 pub(crate) struct RopeTable {
@@ -112,29 +112,18 @@ impl SimdTask for RotateRows<'_> {
                 let mut i = 0;
                 while i < half {
                     let n = (half - i).min(S::LANES);
-                    let ld = |v: &[f32]| {
-                        if n == S::LANES {
-                            s.load(&v[i..])
-                        } else {
-                            s.load_partial(&v[i..i + n], 0.0)
-                        }
-                    };
-                    let (a, b, c) = (ld(x1), ld(x2), ld(c_row));
-                    let sn = if inverse {
-                        s.sub(s.splat(0.0), ld(s_row))
-                    } else {
-                        ld(s_row)
-                    };
+                    let (a, b, c) = (
+                        math::load_n(s, x1, i, n),
+                        math::load_n(s, x2, i, n),
+                        math::load_n(s, c_row, i, n),
+                    );
+                    let sn = math::load_n(s, s_row, i, n);
+                    let sn = if inverse { s.sub(s.splat(0.0), sn) } else { sn };
                     // HF: q·cos + rotate_half(q)·sin with rotate_half = (−x2, x1).
                     let y1 = s.sub(s.mul(a, c), s.mul(b, sn));
                     let y2 = s.add(s.mul(b, c), s.mul(a, sn));
-                    if n == S::LANES {
-                        s.store(y1, &mut o1[i..]);
-                        s.store(y2, &mut o2[i..]);
-                    } else {
-                        s.store_partial(y1, &mut o1[i..i + n]);
-                        s.store_partial(y2, &mut o2[i..i + n]);
-                    }
+                    math::store_n(s, y1, o1, i, n);
+                    math::store_n(s, y2, o2, i, n);
                     i += n;
                 }
             }

@@ -65,17 +65,17 @@ impl SimdTask for Rows<'_> {
                 RowOp::Softmax => softmax_row(s, xr, or),
                 RowOp::LogSoftmax => {
                     let lse = s.splat(log_sum_exp(s, xr));
-                    math::map(s, xr, or, |v| s.sub(v, lse));
+                    math::lanes!(s, or, |v = xr| s.sub(v, lse));
                 }
                 RowOp::SoftmaxBackward => {
                     let dyr = &dy[r * cols..(r + 1) * cols];
                     let d = s.splat(math::dot(s, xr, dyr));
-                    math::map2(s, xr, dyr, or, |yv, dv| s.mul(yv, s.sub(dv, d)));
+                    math::lanes!(s, or, |yv = xr, dv = dyr| s.mul(yv, s.sub(dv, d)));
                 }
                 RowOp::LogSoftmaxBackward => {
                     let dyr = &dy[r * cols..(r + 1) * cols];
                     let total = s.splat(math::sum(s, dyr));
-                    math::map2(s, xr, dyr, or, |yv, dv| s.sub(dv, s.mul(math::exp(s, yv), total)));
+                    math::lanes!(s, or, |yv = xr, dv = dyr| s.sub(dv, s.mul(math::exp(s, yv), total)));
                 }
             }
         }

@@ -5,6 +5,46 @@
 
 use super::Simd;
 
+/// Lane-wise loops with the body written in place: `lanes!(s, out, |a = x, b = y| expr)`
+/// sets `out[i] = expr` with `a`, `b` the vectors of `x[i..]`, `y[i..]`;
+/// `lanes!(s, y <- |acc, b = x| expr)` updates `y` in place with `acc` its own vector.
+/// Tails use partial loads filled with 0. A macro, not a function taking a closure: a
+/// closure is compiled outside the task's `#[target_feature]` context, and one too big to
+/// be inlined (anything calling `exp`) would call every intrinsic out of line.
+macro_rules! lanes {
+    ($s:ident, $out:ident, |$($v:ident = $src:ident),+| $body:expr) => {{
+        let n__ = $out.len();
+        let l__ = $s.lanes();
+        let mut i__ = 0;
+        while i__ + l__ <= n__ {
+            $(let $v = $s.load(&$src[i__..]);)+
+            $s.store($body, &mut $out[i__..]);
+            i__ += l__;
+        }
+        if i__ < n__ {
+            $(let $v = $s.load_partial(&$src[i__..n__], 0.0);)+
+            $s.store_partial($body, &mut $out[i__..n__]);
+        }
+    }};
+    ($s:ident, $out:ident <- |$acc:ident $(, $v:ident = $src:ident)*| $body:expr) => {{
+        let n__ = $out.len();
+        let l__ = $s.lanes();
+        let mut i__ = 0;
+        while i__ + l__ <= n__ {
+            let $acc = $s.load(&$out[i__..]);
+            $(let $v = $s.load(&$src[i__..]);)*
+            $s.store($body, &mut $out[i__..]);
+            i__ += l__;
+        }
+        if i__ < n__ {
+            let $acc = $s.load_partial(&$out[i__..n__], 0.0);
+            $(let $v = $s.load_partial(&$src[i__..n__], 0.0);)*
+            $s.store_partial($body, &mut $out[i__..n__]);
+        }
+    }};
+}
+pub(crate) use lanes;
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split so that `n · LN2_HI` is exact for |n| < 2^15 (Cody–Waite).
 const LN2_HI: f32 = 355.0 / 512.0;
@@ -205,94 +245,32 @@ pub(crate) fn scale_in_place<S: Simd>(s: S, y: &mut [f32], c: f32) {
     }
 }
 
-/// `y[i] = f(x[i])` lane-wise; tails go through partial loads filled with 0.
-#[inline(always)]
-pub(crate) fn map<S: Simd>(s: S, x: &[f32], y: &mut [f32], f: impl Fn(S::V) -> S::V) {
-    let n = y.len();
-    let x = &x[..n];
-    let mut xc = x.chunks_exact(S::LANES);
-    let mut yc = y.chunks_exact_mut(S::LANES);
-    for (a, o) in (&mut xc).zip(&mut yc) {
-        s.store(f(s.load(a)), o);
-    }
-    let (xr, yr) = (xc.remainder(), yc.into_remainder());
-    if !yr.is_empty() {
-        s.store_partial(f(s.load_partial(xr, 0.0)), yr);
-    }
-}
-
-/// `y[i] = f(a[i], b[i])` lane-wise.
-#[inline(always)]
-pub(crate) fn map2<S: Simd>(s: S, a: &[f32], b: &[f32], y: &mut [f32], f: impl Fn(S::V, S::V) -> S::V) {
-    let n = y.len();
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut ac = a.chunks_exact(S::LANES);
-    let mut bc = b.chunks_exact(S::LANES);
-    let mut yc = y.chunks_exact_mut(S::LANES);
-    for ((p, q), o) in (&mut ac).zip(&mut bc).zip(&mut yc) {
-        s.store(f(s.load(p), s.load(q)), o);
-    }
-    let (ar, br, yr) = (ac.remainder(), bc.remainder(), yc.into_remainder());
-    if !yr.is_empty() {
-        s.store_partial(f(s.load_partial(ar, 0.0), s.load_partial(br, 0.0)), yr);
-    }
-}
-
-/// `y[i] = f(a[i], b[i], c[i])` lane-wise.
-#[inline(always)]
-pub(crate) fn map3<S: Simd>(
-    s: S,
-    a: &[f32],
-    b: &[f32],
-    c: &[f32],
-    y: &mut [f32],
-    f: impl Fn(S::V, S::V, S::V) -> S::V,
-) {
-    let n = y.len();
-    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-    let mut ac = a.chunks_exact(S::LANES);
-    let mut bc = b.chunks_exact(S::LANES);
-    let mut cc = c.chunks_exact(S::LANES);
-    let mut yc = y.chunks_exact_mut(S::LANES);
-    for (((p, q), r), o) in (&mut ac).zip(&mut bc).zip(&mut cc).zip(&mut yc) {
-        s.store(f(s.load(p), s.load(q), s.load(r)), o);
-    }
-    let (ar, br, cr, yr) = (ac.remainder(), bc.remainder(), cc.remainder(), yc.into_remainder());
-    if !yr.is_empty() {
-        s.store_partial(
-            f(
-                s.load_partial(ar, 0.0),
-                s.load_partial(br, 0.0),
-                s.load_partial(cr, 0.0),
-            ),
-            yr,
-        );
-    }
-}
-
-/// `y[i] = f(y[i], x[i])` in place.
-#[inline(always)]
-pub(crate) fn update<S: Simd>(s: S, y: &mut [f32], x: &[f32], f: impl Fn(S::V, S::V) -> S::V) {
-    let n = y.len();
-    let x = &x[..n];
-    let mut xc = x.chunks_exact(S::LANES);
-    let mut yc = y.chunks_exact_mut(S::LANES);
-    for (a, o) in (&mut xc).zip(&mut yc) {
-        let v = f(s.load(o), s.load(a));
-        s.store(v, o);
-    }
-    let (xr, yr) = (xc.remainder(), yc.into_remainder());
-    if !yr.is_empty() {
-        let v = f(s.load_partial(yr, 0.0), s.load_partial(xr, 0.0));
-        s.store_partial(v, yr);
-    }
-}
-
 /// `y[i] += alpha · x[i]`.
 #[inline(always)]
 pub(crate) fn axpy<S: Simd>(s: S, alpha: f32, x: &[f32], y: &mut [f32]) {
     let a = s.splat(alpha);
-    update(s, y, x, |yv, xv| s.mul_add(a, xv, yv));
+    lanes!(s, y <- |yv, xv = x| s.mul_add(a, xv, yv));
+}
+
+/// `n` values of `x` from `i` (a whole vector when `n = LANES`,
+/// else a partial load filled with 0).
+#[inline(always)]
+pub(crate) fn load_n<S: Simd>(s: S, x: &[f32], i: usize, n: usize) -> S::V {
+    if n == S::LANES {
+        s.load(&x[i..])
+    } else {
+        s.load_partial(&x[i..i + n], 0.0)
+    }
+}
+
+/// Stores the first `n` lanes of `v` at `y[i..]` (see [`load_n`]).
+#[inline(always)]
+pub(crate) fn store_n<S: Simd>(s: S, v: S::V, y: &mut [f32], i: usize, n: usize) {
+    if n == S::LANES {
+        s.store(v, &mut y[i..])
+    } else {
+        s.store_partial(v, &mut y[i..i + n])
+    }
 }
 
 #[cfg(test)]
@@ -305,7 +283,8 @@ mod tests {
         type Output = ();
         #[inline(always)]
         fn run<S: Simd>(self, s: S) {
-            map(s, self.0, self.1, |v| exp(s, v));
+            let (x, y) = (self.0, self.1);
+            lanes!(s, y, |v = x| exp(s, v));
         }
     }
 

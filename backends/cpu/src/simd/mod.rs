@@ -70,6 +70,11 @@ pub(crate) trait Simd: Copy + Send + Sync {
     type V: Copy;
 
     fn splat(self, x: f32) -> Self::V;
+    /// `LANES`, from a value (for macros that only hold the token).
+    #[inline(always)]
+    fn lanes(self) -> usize {
+        Self::LANES
+    }
     /// The first `LANES` values of `s`.
     fn load(self, s: &[f32]) -> Self::V;
     /// Writes all lanes to the first `LANES` values of `s`.
