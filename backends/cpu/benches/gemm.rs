@@ -5,6 +5,8 @@
 //!
 //! `benches/torch_gemm.py` prints PyTorch's figures for the same list; run both back to
 //! back and note the load (`uptime`), since other processes on the machine skew both.
+//! The summary's last column, GFLOP per CPU-second of the threaded run, is the per-core
+//! efficiency and holds up on a busy machine where wall-clock figures do not.
 //!
 //! Run: `cargo bench -p r1-backend-cpu --bench gemm -- --warm-up-time 1 --measurement-time 3`
 
@@ -103,13 +105,25 @@ fn flops(sh: &Shape) -> u64 {
     2 * (sh.m * sh.k * sh.n) as u64
 }
 
-/// Best GFLOP/s over a few timed batches of about `secs` seconds in total.
-fn quick_gflops(be: &CpuBackend, sh: &Shape, secs: f64) -> f64 {
+/// CPU time of this process (all threads) in seconds, from `/proc/self/stat` (Linux;
+/// `None` elsewhere). Unlike wall time it barely moves when other processes share the
+/// cores, so `flops / cpu time` is the per-core efficiency even on a busy machine.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// (best GFLOP/s over a few timed batches of about `secs` seconds in total, GFLOP per
+/// CPU-second over all of them).
+fn quick_gflops(be: &CpuBackend, sh: &Shape, secs: f64) -> (f64, f64) {
     let p = Product::new(be, sh);
     p.run(be);
     let f = flops(sh) as f64;
     let per_batch = ((secs / 5.0) * 100e9 / f).ceil().max(1.0) as usize;
     let mut best = f64::MAX;
+    let cpu0 = cpu_seconds();
     for _ in 0..5 {
         let t = Instant::now();
         for _ in 0..per_batch {
@@ -117,7 +131,11 @@ fn quick_gflops(be: &CpuBackend, sh: &Shape, secs: f64) -> f64 {
         }
         best = best.min(t.elapsed().as_secs_f64() / per_batch as f64);
     }
-    f / best / 1e9
+    let per_cpu = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => 5.0 * per_batch as f64 * f / (b - a) / 1e9,
+        _ => f64::NAN,
+    };
+    (f / best / 1e9, per_cpu)
 }
 
 fn gemm(c: &mut Criterion) {
@@ -138,20 +156,24 @@ fn gemm(c: &mut Criterion) {
         r1_core::Backend::name(&be),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    println!(
-        "{:<26} {:>6} {:>6} {:>6}  {:>9} {:>9}",
+    let head = [
         "product",
         "M",
         "K",
         "N",
         "1 thread",
-        format!("{} threads", be.threads())
+        &format!("{} threads", be.threads()),
+        "GFLOP/CPU-s",
+    ];
+    println!(
+        "{:<26} {:>6} {:>6} {:>6}  {:>9} {:>10}  {:>12}",
+        head[0], head[1], head[2], head[3], head[4], head[5], head[6]
     );
     for sh in SHAPES {
-        let (g1, gn) = (quick_gflops(&one, sh, 0.5), quick_gflops(&be, sh, 0.5));
+        let ((g1, _), (gn, per_cpu)) = (quick_gflops(&one, sh, 0.5), quick_gflops(&be, sh, 0.5));
         println!(
-            "{:<26} {:>6} {:>6} {:>6}  {:>9.1} {:>9.1}",
-            sh.name, sh.m, sh.k, sh.n, g1, gn
+            "{:<26} {:>6} {:>6} {:>6}  {:>9.1} {:>10.1}  {:>12.1}",
+            sh.name, sh.m, sh.k, sh.n, g1, gn, per_cpu
         );
     }
 }

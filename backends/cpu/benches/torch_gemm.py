@@ -2,7 +2,8 @@
 
 Run: /tmp/refenv/bin/python backends/cpu/benches/torch_gemm.py [threads]   (default 2)
 Same list and same operand layouts (a transposed operand is a transposed view, as
-`x @ w.t()` is in a model), best of five timed batches after a warm-up.
+`x @ w.t()` is in a model), best of five timed batches after a warm-up; the last column
+is GFLOP per CPU-second (process time), the per-core efficiency (OpenMP spin-waits count).
 """
 import os
 import sys
@@ -40,16 +41,19 @@ def gflops(m, k, n, ta, tb, secs=0.5):
     f = 2.0 * m * k * n
     per_batch = max(1, int((secs / 5) * 100e9 / f))
     best = float("inf")
+    cpu0 = time.process_time()
     for _ in range(5):
         t = time.perf_counter()
         for _ in range(per_batch):
             torch.matmul(a, b, out=out)
         best = min(best, (time.perf_counter() - t) / per_batch)
-    return f / best / 1e9
+    per_cpu = 5 * per_batch * f / max(time.process_time() - cpu0, 1e-9) / 1e9
+    return f / best / 1e9, per_cpu
 
 
 print(f"PyTorch {torch.__version__} GEMM GFLOP/s ({threads} threads; load average "
       f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
-print(f"{'product':<26} {'M':>6} {'K':>6} {'N':>6}  {'GFLOP/s':>9}")
+print(f"{'product':<26} {'M':>6} {'K':>6} {'N':>6}  {'GFLOP/s':>9}  {'GFLOP/CPU-s':>12}")
 for name, m, k, n, ta, tb in SHAPES:
-    print(f"{name:<26} {m:>6} {k:>6} {n:>6}  {gflops(m, k, n, ta, tb):>9.1f}")
+    g, per_cpu = gflops(m, k, n, ta, tb)
+    print(f"{name:<26} {m:>6} {k:>6} {n:>6}  {g:>9.1f}  {per_cpu:>12.1f}")
