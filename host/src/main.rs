@@ -14,12 +14,15 @@ struct Cli {
 enum Command {
     /// Reward-plugin tools: check a module, score samples with it.
     Plugin(cli::plugin::PluginArgs),
+    /// Measure training tokens/s, decode tokens/s and GRPO step time on random models.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plugin(args) => cli::plugin::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
