@@ -67,8 +67,9 @@ fn every_transpose_combination_matches_the_reference() {
 
 #[test]
 fn products_with_few_rows_take_the_packing_free_path_correctly() {
-    // m ≤ 4: dot products (transposed b) or row updates (plain b), with odd k and n.
-    for m in 1..=4 {
+    // m ≤ 8: dot products (transposed b); m ≤ 4: row updates (plain b); odd k and n, and
+    // m = 9 just past the path.
+    for m in 1..=9 {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             check(&[], m, 37, 53, ta, tb, false, 100 + m as u64);
             check(&[3], m, 20, 17, ta, tb, true, 200 + m as u64);

@@ -104,12 +104,15 @@ impl Geometry {
     }
 }
 
-/// The masked softmax of a block of score rows (row `r` at position `first_pos + r` sees
-/// `min(first_pos + r + 1, kv_len)` keys; the rest of the row becomes 0).
+/// The masked softmax of a block of score rows (row `r` at position
+/// `first_pos + r·pos_step` sees `min(position + 1, kv_len)` keys; the rest of the row
+/// becomes 0). `pos_step` is 1 for rows of consecutive query times, 0 for rows of the
+/// heads of one group at one time.
 struct MaskedSoftmax<'a> {
     scores: &'a mut [f32],
     cols: usize,
     first_pos: usize,
+    pos_step: usize,
     kv_len: usize,
 }
 
@@ -118,7 +121,7 @@ impl SimdTask for MaskedSoftmax<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         for (r, row) in self.scores.chunks_exact_mut(self.cols).enumerate() {
-            let valid = (self.first_pos + r + 1).min(self.kv_len).min(self.cols);
+            let valid = (self.first_pos + r * self.pos_step + 1).min(self.kv_len).min(self.cols);
             let (live, masked) = row.split_at_mut(valid);
             let m = math::max(s, live);
             let total = math::exp_in_place_sum(s, live, m);
@@ -158,6 +161,7 @@ fn probabilities(isa: Isa, g: &Geometry, q: &[f32], k: &[f32], (b, h, blk): (usi
         scores: &mut p[..nq * nk],
         cols: nk,
         first_pos: g.q_offset + t0,
+        pos_step: 1,
         kv_len: g.kv_len,
     });
 }
@@ -180,10 +184,39 @@ pub(crate) fn attention(
             format!("output of {} for q of {}", out.len(), q.len()),
         ));
     }
+    let shared = SharedOut::new(out);
+    let group = g.heads / g.kv_heads;
+    if g.time == 1 && group > 1 {
+        // Decode: the query rows of one kv group's heads are contiguous, so one product per
+        // group reads each cached key and value row once for all its heads.
+        let nk = (g.q_offset + 1).min(g.kv_len);
+        ctx.threads
+            .for_tasks(g.batch * g.kv_heads, 4 * group * nk * g.d, |task| {
+                let (b, kvh) = (task / g.kv_heads, task % g.kv_heads);
+                let h0 = kvh * group;
+                let qm = Mat::new(&q[g.q_offset_of(b, 0, h0)..], group, g.d, g.d, 1);
+                let km = Mat::new(&k[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
+                let vm = Mat::new(&v[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
+                let mut p = vec![0.0f32; group * nk];
+                gemm(ctx.isa, g.scale, qm, km.t(), 0.0, MatMut::new(&mut p, group, nk, nk));
+                let first_pos = g.q_offset;
+                ctx.isa.run(MaskedSoftmax {
+                    scores: &mut p,
+                    cols: nk,
+                    first_pos,
+                    pos_step: 0,
+                    kv_len: g.kv_len,
+                });
+                // SAFETY: task (b, kvh) is the only one writing the columns of heads
+                // h0..h0+group of sequence b's single row, the span of this matrix.
+                let om = unsafe { MatMut::from_shared(&shared, g.q_offset_of(b, 0, h0), group, g.d, g.d) };
+                gemm(ctx.isa, 1.0, Mat::row_major(&p, group, nk), vm, 0.0, om);
+            });
+        return Ok(());
+    }
     let blocks = g.blocks();
     let tasks = g.batch * g.heads * blocks;
     let work = 4 * Q_BLOCK.min(g.time) * g.kv_len * g.d;
-    let shared = SharedOut::new(out);
     ctx.threads.for_tasks(tasks, work, |task| {
         let (b, h, blk) = (task / (g.heads * blocks), (task / blocks) % g.heads, task % blocks);
         let (t0, nq, nk) = g.block(blk);

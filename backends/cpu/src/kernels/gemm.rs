@@ -11,8 +11,10 @@ use std::marker::PhantomData;
 use crate::parallel::{SharedOut, Threads};
 use crate::simd::{Isa, Simd, SimdTask, math};
 
-/// Rows of C up to which the packing-free path runs.
-pub(crate) const SMALL_M: usize = 4;
+/// Rows of C up to which the packing-free path runs: with B's columns contiguous (one
+/// pass over B whatever M) and with B's rows contiguous (M passes over B).
+const SMALL_M_DOT: usize = 8;
+const SMALL_M_ROWS: usize = 4;
 /// Multiply-adds below which a GEMM stays on one thread (about 20 µs of work).
 const MIN_PARALLEL_MACS: usize = 1 << 20;
 /// Row and column blocks handed to threads are multiples of this (the AVX-512
@@ -202,7 +204,7 @@ pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: M
     if m == 0 || n == 0 {
         return;
     }
-    if m <= SMALL_M && k > 0 && (b.rs == 1 || b.cs == 1) {
+    if k > 0 && ((m <= SMALL_M_DOT && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
         isa.run(SmallM { alpha, a, b, beta, c });
         return;
     }
@@ -269,7 +271,7 @@ pub(crate) fn gemm_par(threads: &Threads, isa: Isa, alpha: f32, a: Mat<'_>, b: M
     threads.for_each_owned(jobs, |(a, b, c)| gemm(isa, alpha, a, b, beta, c));
 }
 
-/// The packing-free product for `m ≤ SMALL_M`: B with contiguous columns (a transposed
+/// The packing-free product for a few rows of C: B with contiguous columns (a transposed
 /// weight) takes one dot product per element of C; B with contiguous rows takes row
 /// updates `C[i, :] += α·A[i, k]·B[k, :]`.
 struct SmallM<'a, 'c> {
