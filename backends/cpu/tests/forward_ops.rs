@@ -429,3 +429,71 @@ fn unused_operand_kinds_are_refused_not_miscomputed() {
     }
     assert!(r1_core::Backend::supports(be, &Op::Softmax));
 }
+
+#[test]
+fn simd_levels_agree_with_the_scalar_fallback_on_every_tail_length() {
+    use r1_backend_cpu::{CpuBackend, SimdLevel};
+    let scalar = CpuBackend::with_config(1, SimdLevel::Scalar).unwrap();
+    let mut rng = Rng::new(20);
+    for n in 1..=40 {
+        let (x, y, dy) = (rng.vec(3 * n, 4.0), rng.vec(3 * n, 1.0), rng.vec(3 * n, 1.0));
+        let w = rng.vec(n, 1.0);
+        let t: Vec<i32> = (0..3).map(|_| rng.below(n) as i32).collect();
+        let cases: Vec<(Op, Vec<T>, Vec<usize>)> = vec![
+            (Op::Softmax, vec![f(x.clone(), &[3, n])], vec![3, n]),
+            (Op::LogSoftmax, vec![f(x.clone(), &[3, n])], vec![3, n]),
+            (Op::Entropy, vec![f(x.clone(), &[3, n])], vec![3]),
+            (
+                Op::TokenLogProbs,
+                vec![f(x.clone(), &[3, n]), ids(t.clone(), &[3])],
+                vec![3],
+            ),
+            (
+                Op::TokenLogProbsBackward,
+                vec![f(x.clone(), &[3, n]), ids(t.clone(), &[3]), f(dy[..3].to_vec(), &[3])],
+                vec![3, n],
+            ),
+            (
+                Op::SoftmaxBackward,
+                vec![f(y.clone(), &[3, n]), f(dy.clone(), &[3, n])],
+                vec![3, n],
+            ),
+            (
+                Op::LogSoftmaxBackward,
+                vec![f(x.clone(), &[3, n]), f(dy.clone(), &[3, n])],
+                vec![3, n],
+            ),
+            (
+                Op::RmsNorm { eps: 1e-6 },
+                vec![f(x.clone(), &[3, n]), f(w.clone(), &[n])],
+                vec![3, n],
+            ),
+            (
+                Op::RmsNormBackward { eps: 1e-6 },
+                vec![f(x.clone(), &[3, n]), f(w.clone(), &[n]), f(dy.clone(), &[3, n])],
+                vec![4 * n],
+            ),
+            (Op::Silu, vec![f(x.clone(), &[3 * n])], vec![3 * n]),
+            (
+                Op::SwiGluBackward,
+                vec![f(x.clone(), &[3 * n]), f(y.clone(), &[3 * n]), f(dy.clone(), &[3 * n])],
+                vec![6 * n],
+            ),
+            (Op::Mul, vec![f(x.clone(), &[3, n]), f(w.clone(), &[n])], vec![3, n]),
+            (Op::ReduceToShape, vec![f(x.clone(), &[3, n])], vec![n]),
+        ];
+        for (op, inputs, out_dims) in &cases {
+            let want = to64(&run(&scalar, op, inputs, out_dims).unwrap());
+            for be in backends() {
+                let got = run(&be, op, inputs, out_dims).unwrap();
+                assert_close(
+                    &format!("{op:?} n={n} {} vs scalar", be.simd_level()),
+                    &got,
+                    &want,
+                    1e-6,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
