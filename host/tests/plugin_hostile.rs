@@ -6,7 +6,7 @@ mod plugin_support;
 
 use plugin_support::{WatPlugin, host, load_wat, sample, test_config};
 use r1_core::reward::{Reward, RewardError, RewardErrorKind, Score};
-use r1_host::plugin::{PluginConfig, PluginError, PluginHost};
+use r1_host::plugin::{HostConfig, PluginConfig, PluginError, PluginHost};
 
 /// The attack did not take the host down: a good plugin loads and scores on it.
 fn assert_next_good_call_succeeds(host: &PluginHost) {
@@ -117,6 +117,34 @@ fn memory_bomb_huge_declared_minimum_is_refused() {
         other => panic!("expected a memory error, got {other:?}"),
     }
     assert_next_good_call_succeeds(&host);
+}
+
+#[test]
+fn huge_declared_table_is_refused() {
+    let plugin = WatPlugin {
+        extra: "(table 10000000 funcref)".to_string(),
+        ..WatPlugin::default()
+    };
+    // Pooled slots have a fixed table size, so the module is refused when compiled...
+    let pooled = host(2);
+    match load_wat(&pooled, &plugin, "hostile") {
+        Err(PluginError::InvalidModule { detail, .. }) => {
+            assert!(detail.contains("exceeds the limit of 100000"), "{detail}")
+        }
+        other => panic!("expected the table to be refused, got {other:?}"),
+    }
+    assert_next_good_call_succeeds(&pooled);
+    // ...and without pooling the limiter refuses it when instantiated.
+    let config = HostConfig {
+        pooling: false,
+        ..pooled.config().clone()
+    };
+    let on_demand = PluginHost::new(config).expect("host");
+    match load_wat(&on_demand, &plugin, "hostile") {
+        Err(PluginError::Probe(e)) => assert_eq!(e.kind, RewardErrorKind::MemoryLimit),
+        other => panic!("expected the table to hit the limit, got {other:?}"),
+    }
+    assert_next_good_call_succeeds(&on_demand);
 }
 
 #[test]

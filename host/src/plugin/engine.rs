@@ -6,7 +6,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, OptLevel};
+use r1_core::plugin_abi::limits;
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 use super::config::HostConfig;
 use super::error::PluginError;
@@ -18,7 +19,20 @@ pub(crate) struct Engines {
     _ticker: Ticker,
 }
 
-fn engine(host: &HostConfig, fuel: bool) -> Result<Engine, PluginError> {
+/// Tables one plugin may have (the limiter enforces the same number).
+pub(crate) const MAX_TABLES: u32 = 4;
+
+/// Linear memory of a wasm32 module at most: what a pooled memory slot must be able to hold.
+const WASM32_MAX_MEMORY: usize = 1 << 32;
+
+/// Bytes of each pooled memory slot that may be reset with `memset` instead of `madvise`
+/// when the slot is reused. With `pagemap_scan` (Linux 6.7+) only the pages the instance
+/// dirtied are reset, so this covers a Rust plugin's 1 MiB stack, statics and first heap
+/// pages without the next instance taking page faults there (measured: the math plugin's
+/// evaluation 35 µs -> 15 µs; the trivial one unchanged).
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+
+fn engine(host: &HostConfig, fuel: bool, slots: u32) -> Result<Engine, PluginError> {
     let mut config = Config::new();
     // Every call (and the start function during instantiation) checks the epoch, so a
     // loop ends at its deadline even without fuel.
@@ -28,13 +42,36 @@ fn engine(host: &HostConfig, fuel: bool) -> Result<Engine, PluginError> {
     config.cranelift_opt_level(OptLevel::Speed);
     // Plugins are plain single-threaded modules: no shared memory, no 64-bit memory.
     config.wasm_memory64(false);
+    if host.pooling {
+        // Instance, memory and table slots allocated once and reused: instantiation then
+        // maps no memory. `slots` is the bound on live evaluations the host enforces.
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots.saturating_mul(MAX_TABLES))
+            .max_memories_per_module(1)
+            .max_tables_per_module(MAX_TABLES)
+            .table_elements(limits::MAX_TABLE_ELEMENTS)
+            .max_memory_size(WASM32_MAX_MEMORY)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .pagemap_scan(Enabled::Auto);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Ok(engine) = Engine::new(&config) {
+            return Ok(engine);
+        }
+        // The pool's address space could not be reserved (e.g. under `ulimit -v`): map
+        // memory per instance instead, slower but the same semantics.
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
     Engine::new(&config).map_err(|e| PluginError::Host(format!("cannot create the wasm engine: {e:#}")))
 }
 
 impl Engines {
-    pub fn new(host: &HostConfig) -> Result<Self, PluginError> {
-        let plain = engine(host, false)?;
-        let fueled = engine(host, true)?;
+    /// Engines whose pools (when pooling) hold `slots` live evaluations each.
+    pub fn new(host: &HostConfig, slots: usize) -> Result<Self, PluginError> {
+        let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+        let plain = engine(host, false, slots)?;
+        let fueled = engine(host, true, slots)?;
         let tick = Duration::from_millis(host.epoch_tick_ms);
         let ticker = Ticker::start(vec![plain.clone(), fueled.clone()], tick)?;
         Ok(Engines {

@@ -21,7 +21,8 @@ pub enum PluginError {
     },
     #[error("plugin `{plugin}`: module is {size} bytes, over the limit of {max} bytes (`max_module_bytes`)")]
     ModuleTooLarge { plugin: String, size: u64, max: u64 },
-    #[error("plugin `{plugin}`: not a valid WebAssembly module: {detail}")]
+    /// Malformed or truncated bytes, or a module over the host's fixed limits.
+    #[error("plugin `{plugin}`: cannot compile the module: {detail}")]
     InvalidModule { plugin: String, detail: String },
     #[error(
         "plugin `{plugin}`: imports `{module}::{name}`, but a plugin may only import `r1::log` and `r1::sample` \

@@ -44,14 +44,14 @@ const HOST_STACK_MARGIN: usize = 2 << 20;
 impl PluginHost {
     pub fn new(config: HostConfig) -> Result<Self, PluginError> {
         config.validate()?;
-        let engines = Engines::new(&config)?;
+        let threads = config.resolved_threads();
+        let engines = Engines::new(&config, threads)?;
         let cache = match &config.cache_dir {
             None => Ok(None),
             Some(dir) => ModuleCache::open(dir)
                 .map(Some)
                 .map_err(|e| format!("cache directory {}: {e}", dir.display())),
         };
-        let threads = config.resolved_threads();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("r1-reward-{i}"))

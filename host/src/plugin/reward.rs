@@ -380,6 +380,7 @@ impl PluginReward {
 
     /// At load: the ABI version, the info and the config, in one throwaway evaluation.
     fn probe(&self) -> Result<PluginInfo, PluginError> {
+        let _slot = self.host.slots.acquire();
         let mut run = self.start().map_err(PluginError::Probe)?;
         let version_fn = self
             .func::<(), i32>(&mut run, &self.exports.abi_version)

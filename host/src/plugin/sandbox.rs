@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use r1_core::plugin_abi::{export, import, limits};
 use r1_core::reward::RewardErrorKind;
-use wasmtime::{Caller, Engine, Extern, Linker, ResourceLimiter, Trap, WasmBacktrace};
+use wasmtime::{Caller, Engine, Extern, Linker, ResourceLimiter, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
 
 /// The data of one evaluation's store.
 pub(crate) struct Evaluation {
