@@ -152,6 +152,14 @@ impl Step {
     }
 }
 
+/// CPU time of this process (all threads) in seconds, from `/proc/self/stat` (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn train_step(c: &mut Criterion) {
     let be = CpuBackend::new();
     let models = [
@@ -168,9 +176,29 @@ fn train_step(c: &mut Criterion) {
     }
     group.finish();
 
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "\nload average {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     for (name, cfg) in &models {
         let mut step = Step::new(&be, cfg);
         step.run(&be, None);
+        // Plain steps: wall-clock tokens/s and tokens per CPU-second (the per-core rate,
+        // which a busy machine does not distort much).
+        let (t, cpu0) = (Instant::now(), cpu_seconds());
+        let reps = 3;
+        for _ in 0..reps {
+            step.run(&be, None);
+        }
+        let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds().zip(cpu0).map(|(b, a)| b - a));
+        let tokens = (reps * BATCH * SEQ) as f64;
+        println!(
+            "{name}: {:.0} tokens/s wall, {:.0} tokens per CPU-second ({} threads)",
+            tokens / wall,
+            cpu.map_or(f64::NAN, |c| tokens / c),
+            be.threads()
+        );
         let mut prof = BTreeMap::new();
         let t = Instant::now();
         step.run(&be, Some(&mut prof));
@@ -178,9 +206,8 @@ fn train_step(c: &mut Criterion) {
         let mut rows: Vec<_> = prof.into_iter().collect();
         rows.sort_by(|a, b| b.1.total_cmp(&a.1));
         println!(
-            "\nprofile of one step, {name} ({:.1} ms, {:.0} tokens/s incl. profiling overhead):",
-            total * 1e3,
-            (BATCH * SEQ) as f64 / total
+            "profile of one step ({:.1} ms with per-op synchronisation):",
+            total * 1e3
         );
         for (op, secs) in rows {
             println!("  {op:<26} {:>8.2} ms {:>5.1}%", secs * 1e3, 100.0 * secs / total);
