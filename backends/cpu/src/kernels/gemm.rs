@@ -20,6 +20,8 @@ const MIN_PARALLEL_MACS: usize = 1 << 20;
 /// Row and column blocks handed to threads are multiples of this (the AVX-512
 /// micro-kernel's `MR = NR = 16`), so no thread gets a ragged micro-tile it need not.
 const BLOCK: usize = 16;
+/// Columns of B that matrixmultiply's sgemm packs at once (its `S_NC`; only tunes the cut).
+const SGEMM_NC: usize = 1024;
 
 /// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -243,9 +245,12 @@ pub(crate) fn gemm_par(threads: &Threads, isa: Isa, alpha: f32, a: Mat<'_>, b: M
         return;
     }
     let mut jobs = Vec::with_capacity(parts);
-    // Row blocks share nothing but B (each thread packs all of B); column blocks each pack
-    // all of A. Rows are the better cut unless C is short and wide.
-    if m >= parts * 2 * BLOCK || m >= n {
+    // Each thread packs its own operands. sgemm packs B once per call and A once per panel
+    // of `NC` columns, so a row cut packs all of B in every thread (k·n extra values) and a
+    // column cut packs A once per thread (m·k extra while each thread has at most one
+    // panel, nothing extra beyond). Cut the dimension that duplicates less.
+    let extra_for_columns = if n / parts > SGEMM_NC { 0 } else { m * k };
+    if (k * n <= extra_for_columns && m >= parts * BLOCK) || n < parts * BLOCK {
         let step = m.div_ceil(parts).div_ceil(BLOCK) * BLOCK;
         let mut rest = c;
         let mut r0 = 0;
