@@ -3,6 +3,8 @@
 //! the hot kernels are visible. The graph comes from `r1-core`'s model builder and
 //! autodiff and runs on its executor, as training does.
 //!
+//! `benches/torch_train_step.py` prints PyTorch's figures for the same models and batch.
+//!
 //! Run: `cargo bench -p r1-backend-cpu --bench train_step -- --warm-up-time 1 --measurement-time 5`
 
 use std::collections::BTreeMap;
