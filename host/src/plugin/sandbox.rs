@@ -9,6 +9,8 @@ use r1_core::plugin_abi::{export, import, limits};
 use r1_core::reward::RewardErrorKind;
 use wasmtime::{Caller, Engine, Extern, Linker, ResourceLimiter, StoreLimits, StoreLimitsBuilder, Trap, WasmBacktrace};
 
+use super::engine::MAX_TABLES;
+
 /// The data of one evaluation's store.
 pub(crate) struct Evaluation {
     pub limiter: GuestLimiter,
@@ -19,8 +21,16 @@ pub(crate) struct Evaluation {
 
 impl Evaluation {
     pub fn new(max_memory_bytes: usize) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(max_memory_bytes)
+            .table_elements(limits::MAX_TABLE_ELEMENTS)
+            .instances(1)
+            .memories(1)
+            .tables(MAX_TABLES as usize)
+            .build();
         Evaluation {
             limiter: GuestLimiter {
+                limits,
                 max_memory_bytes,
                 max_table_elements: limits::MAX_TABLE_ELEMENTS,
             },
@@ -30,9 +40,12 @@ impl Evaluation {
     }
 }
 
-/// Growing memory or a table past the limit traps at once (rather than `memory.grow`
-/// returning -1), so a memory bomb ends with a clear error instead of spinning.
+/// wasmtime's `StoreLimits` (memory, table elements, one instance, one memory, a few
+/// tables), except that growing memory or a table past its limit traps at once with a
+/// typed error rather than `memory.grow` returning -1, so a memory bomb ends with a clear
+/// "memory limit" instead of spinning or failing somewhere else.
 pub(crate) struct GuestLimiter {
+    limits: StoreLimits,
     max_memory_bytes: usize,
     max_table_elements: usize,
 }
@@ -60,8 +73,8 @@ pub(crate) struct TableLimitExceeded {
 pub(crate) struct GuestFault(pub String);
 
 impl ResourceLimiter for GuestLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_memory_bytes {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if !self.limits.memory_growing(current, desired, maximum)? {
             return Err(wasmtime::Error::new(MemoryLimitExceeded {
                 desired,
                 limit: self.max_memory_bytes,
@@ -70,8 +83,8 @@ impl ResourceLimiter for GuestLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_table_elements {
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if !self.limits.table_growing(current, desired, maximum)? {
             return Err(wasmtime::Error::new(TableLimitExceeded {
                 desired,
                 limit: self.max_table_elements,
@@ -81,15 +94,15 @@ impl ResourceLimiter for GuestLimiter {
     }
 
     fn instances(&self) -> usize {
-        1
+        self.limits.instances()
     }
 
     fn tables(&self) -> usize {
-        4
+        self.limits.tables()
     }
 
     fn memories(&self) -> usize {
-        1
+        self.limits.memories()
     }
 }
 
