@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod io;
 pub mod plugin;
 pub mod task;
 pub mod train;

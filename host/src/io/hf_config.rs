@@ -1,0 +1,158 @@
+//! Hugging Face `config.json` ↔ `ModelConfig`. Reading accepts both layouts transformers
+//! writes (v4: top-level `rope_theta`; v5: `rope_parameters.rope_theta`) and refuses
+//! settings that change the math r1 implements (RoPE scaling, another activation, MLP
+//! biases, sliding-window attention) instead of silently computing something else.
+
+use std::path::Path;
+
+use r1_core::model::{Architecture, ModelConfig};
+use serde_json::{Map, Value};
+
+use crate::io::error::{IoError, json_message};
+
+/// Reads and validates `config.json`.
+pub fn read_hf_config(path: &Path) -> Result<ModelConfig, IoError> {
+    let text = std::fs::read(path).map_err(|e| IoError::file(path, e))?;
+    parse_hf_config(&text, &path.display().to_string())
+}
+
+/// Parses and validates the bytes of a `config.json`; `file` names it in errors.
+pub fn parse_hf_config(bytes: &[u8], file: &str) -> Result<ModelConfig, IoError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| IoError::json(file, &e))?;
+    let Value::Object(mut obj) = value else {
+        return Err(field_err(file, "(root)", "config.json must be a JSON object"));
+    };
+    normalize(&mut obj, file)?;
+    let config = deserialize_config(obj, file)?;
+    config.validate().map_err(|e| field_err(file, e.field, &e.detail))?;
+    Ok(config)
+}
+
+/// The `config.json` text for `config`, loadable by `transformers` (v4 and v5 keys both).
+pub fn hf_config_json(config: &ModelConfig) -> Result<String, IoError> {
+    let arch = config.validate().map_err(|e| field_err("config", e.field, &e.detail))?;
+    let mut v = match serde_json::to_value(config) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(field_err("config", "(root)", "does not serialize to a JSON object")),
+    };
+    v.insert("architectures".into(), Value::from(vec![arch.hf_class()]));
+    v.insert("model_type".into(), Value::from(arch.model_type()));
+    v.insert("num_key_value_heads".into(), Value::from(config.kv_heads()));
+    v.insert("head_dim".into(), Value::from(config.head_dim()));
+    v.insert("hidden_act".into(), Value::from("silu"));
+    v.insert("dtype".into(), Value::from("float32"));
+    let theta = f64::from(config.rope_theta);
+    v.insert("rope_theta".into(), Value::from(theta));
+    let mut rope = Map::new();
+    rope.insert("rope_type".into(), Value::from("default"));
+    rope.insert("rope_theta".into(), Value::from(theta));
+    v.insert("rope_parameters".into(), Value::Object(rope));
+    if arch == Architecture::Qwen2 {
+        v.insert("use_sliding_window".into(), Value::from(false));
+    } else {
+        v.insert("mlp_bias".into(), Value::from(false));
+    }
+    serde_json::to_string_pretty(&Value::Object(v))
+        .map_err(|e| field_err("config", "(root)", &format!("does not serialize: {e}")))
+}
+
+fn field_err(file: &str, field: &str, detail: &str) -> IoError {
+    IoError::Field {
+        file: file.to_string(),
+        field: field.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Brings the v5 layout to the field names `ModelConfig` reads and rejects settings r1
+/// does not implement.
+fn normalize(obj: &mut Map<String, Value>, file: &str) -> Result<(), IoError> {
+    for key in ["rope_scaling", "rope_parameters"] {
+        match obj.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(rope)) => {
+                let kind = rope.get("rope_type").or_else(|| rope.get("type"));
+                match kind {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(s)) if s == "default" => {}
+                    Some(other) => {
+                        return Err(field_err(
+                            file,
+                            &format!("{key}.rope_type"),
+                            &format!("{other} is not supported (r1 implements the default RoPE only)"),
+                        ));
+                    }
+                }
+            }
+            Some(other) => return Err(field_err(file, key, &format!("expected an object, found {other}"))),
+        }
+    }
+    if !obj.contains_key("rope_theta")
+        && let Some(theta) = obj.get("rope_parameters").and_then(|r| r.get("rope_theta")).cloned()
+    {
+        obj.insert("rope_theta".into(), theta);
+    }
+    if let Some(act) = obj.get("hidden_act")
+        && !matches!(act.as_str(), Some("silu") | Some("swish"))
+    {
+        return Err(field_err(
+            file,
+            "hidden_act",
+            &format!("{act} is not supported (r1 implements SiLU)"),
+        ));
+    }
+    for flag in ["mlp_bias", "use_sliding_window"] {
+        if obj.get(flag) == Some(&Value::Bool(true)) {
+            return Err(field_err(file, flag, "true is not supported by r1"));
+        }
+    }
+    // Llama 3 style lists of EOS ids: `ModelConfig` keeps one, the first.
+    if let Some(Value::Array(ids)) = obj.get("eos_token_id") {
+        let first = ids.first().cloned().unwrap_or(Value::Null);
+        obj.insert("eos_token_id".into(), first);
+    }
+    Ok(())
+}
+
+/// Deserializes the normalized object. serde does not say which field had the wrong type,
+/// so on failure the object is re-read from pretty-printed text (one top-level key per
+/// line) and the key on the line of the error is named.
+fn deserialize_config(obj: Map<String, Value>, file: &str) -> Result<ModelConfig, IoError> {
+    let pretty = serde_json::to_string_pretty(&Value::Object(obj))
+        .map_err(|e| field_err(file, "(root)", &format!("does not serialize: {e}")))?;
+    serde_json::from_str::<ModelConfig>(&pretty).map_err(|e| {
+        let message = json_message(&e);
+        let field = missing_field_name(&message)
+            .or_else(|| key_at_line(&pretty, e.line()))
+            .unwrap_or_else(|| "(root)".to_string());
+        field_err(file, &field, &message)
+    })
+}
+
+/// `x` from serde's "missing field `x`".
+fn missing_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// The top-level key whose value spans `line` (1-based) of pretty-printed JSON.
+fn key_at_line(pretty: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = pretty.lines().collect();
+    let upto = line.min(lines.len());
+    lines[..upto].iter().rev().find_map(|l| {
+        let rest = l.strip_prefix("  \"")?;
+        Some(rest[..rest.find("\":")?].to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_at_line_finds_the_enclosing_top_level_key() {
+        let pretty = "{\n  \"a\": 1,\n  \"b\": [\n    1,\n    2\n  ]\n}";
+        assert_eq!(key_at_line(pretty, 2).as_deref(), Some("a"));
+        assert_eq!(key_at_line(pretty, 5).as_deref(), Some("b"));
+    }
+}

@@ -1,0 +1,145 @@
+//! safetensors files ↔ f32 tensors. Reading validates the header with the `safetensors`
+//! crate (lengths, offsets, shape × dtype = bytes) and widens BF16 and F16 to f32;
+//! writing stores f32 with the `{"format": "pt"}` metadata `transformers` requires.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
+
+use crate::io::atomic::write_bytes_atomically;
+use crate::io::error::IoError;
+use crate::io::tensors::{NamedTensor, check_tensor_len, f32_from_le_bytes, f32_to_le_bytes};
+
+/// Every tensor of a safetensors file, widened to f32, in file (offset) order.
+pub fn decode_safetensors(bytes: &[u8], file: &str) -> Result<Vec<NamedTensor>, IoError> {
+    // `read_metadata` checks the header length, the JSON, that offsets are contiguous and
+    // cover the data exactly, and that each tensor's byte length fits its shape and dtype.
+    let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| header_error(bytes, file, e))?;
+    let data_section = bytes.get(8 + n..).unwrap_or_default();
+    let mut out = Vec::with_capacity(metadata.tensors().len());
+    for name in metadata.offset_keys() {
+        let Some(info) = metadata.info(&name) else { continue };
+        let (start, end) = info.data_offsets;
+        let Some(raw) = data_section.get(start..end) else {
+            return Err(IoError::Safetensors {
+                file: file.to_string(),
+                detail: format!("tensor `{name}`: offsets {start}..{end} are outside the data section"),
+            });
+        };
+        let data = match info.dtype {
+            Dtype::F32 => f32_from_le_bytes(raw),
+            Dtype::BF16 => even(raw).map(|r| {
+                r.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect()
+            }),
+            Dtype::F16 => even(raw).map(|r| {
+                r.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect()
+            }),
+            other => {
+                return Err(IoError::Dtype {
+                    file: file.to_string(),
+                    name,
+                    dtype: other.to_string(),
+                });
+            }
+        };
+        let Some(data) = data else {
+            return Err(IoError::Safetensors {
+                file: file.to_string(),
+                detail: format!("tensor `{name}`: odd byte length"),
+            });
+        };
+        let t = NamedTensor {
+            name,
+            dims: info.shape.clone(),
+            data,
+        };
+        check_tensor_len(&t, file)?;
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// Reads and decodes one safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>, IoError> {
+    let bytes = std::fs::read(path).map_err(|e| IoError::file(path, e))?;
+    decode_safetensors(&bytes, &path.display().to_string())
+}
+
+/// The bytes of a safetensors file holding `tensors` as F32.
+pub fn encode_safetensors(tensors: &[NamedTensor]) -> Result<Vec<u8>, IoError> {
+    for t in tensors {
+        check_tensor_len(t, "safetensors output")?;
+    }
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(tensors.iter().map(|t| (t.name.as_str(), F32View(t))), Some(metadata)).map_err(|e| {
+        IoError::Safetensors {
+            file: "safetensors output".into(),
+            detail: e.to_string(),
+        }
+    })
+}
+
+/// Writes `tensors` as an F32 safetensors file, atomically.
+pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<(), IoError> {
+    let bytes = encode_safetensors(tensors)?;
+    write_bytes_atomically(path, &bytes)
+}
+
+fn even(raw: &[u8]) -> Option<&[u8]> {
+    raw.len().is_multiple_of(2).then_some(raw)
+}
+
+/// The `safetensors` crate's messages, with the sizes spelled out for the two ways a
+/// truncated or foreign file shows up.
+fn header_error(bytes: &[u8], file: &str, e: SafeTensorError) -> IoError {
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+    let detail = match (&e, header_len) {
+        (SafeTensorError::HeaderTooSmall, _) => {
+            format!("{} bytes: too short for the 8-byte header length", bytes.len())
+        }
+        (SafeTensorError::InvalidHeaderLength, Some(n)) => {
+            format!(
+                "header length {n} runs past the end of the file ({} bytes)",
+                bytes.len()
+            )
+        }
+        (SafeTensorError::MetadataIncompleteBuffer, Some(n)) => format!(
+            "the tensor offsets do not cover the {} data bytes after the {n}-byte header (truncated or padded file)",
+            (bytes.len() as u64).saturating_sub(8 + n)
+        ),
+        _ => e.to_string(),
+    };
+    IoError::Safetensors {
+        file: file.to_string(),
+        detail,
+    }
+}
+
+/// A tensor as the `safetensors` writer sees it: F32, converted when written.
+struct F32View<'a>(&'a NamedTensor);
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.0.dims
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(f32_to_le_bytes(&self.0.data))
+    }
+
+    fn data_len(&self) -> usize {
+        self.0.data.len() * 4
+    }
+}
