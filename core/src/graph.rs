@@ -288,7 +288,9 @@ impl Graph {
 
     /// The first node with this name.
     pub fn find(&self, name: &str) -> Option<NodeId> {
-        self.iter().find(|(_, n)| n.name.as_deref() == Some(name)).map(|(id, _)| id)
+        self.iter()
+            .find(|(_, n)| n.name.as_deref() == Some(name))
+            .map(|(id, _)| id)
     }
 
     /// Appends a node after checking its inputs exist. Shape inference is the caller's
@@ -298,7 +300,12 @@ impl Graph {
             self.node(i)?;
         }
         let id = NodeId(self.nodes.len() as u32);
-        self.nodes.push(Node { op, inputs: inputs.to_vec(), desc, name: None });
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            desc,
+            name: None,
+        });
         Ok(id)
     }
 
@@ -347,9 +354,19 @@ impl Graph {
         let d = self.desc(x)?;
         let to = Shape::new(dims);
         if to.numel() != d.shape.numel() {
-            return Err(shape_err("reshape", format!("{} ({} elements) to {to}", d.shape, d.shape.numel())));
+            return Err(shape_err(
+                "reshape",
+                format!("{} ({} elements) to {to}", d.shape, d.shape.numel()),
+            ));
         }
-        self.push(Op::Reshape, &[x], TensorDesc { dtype: d.dtype, shape: to })
+        self.push(
+            Op::Reshape,
+            &[x],
+            TensorDesc {
+                dtype: d.dtype,
+                shape: to,
+            },
+        )
     }
 
     /// Elements `offset .. offset + numel(dims)` of `x` viewed as `dims`.
@@ -359,7 +376,14 @@ impl Graph {
         if offset.checked_add(to.numel()).is_none_or(|end| end > d.shape.numel()) {
             return Err(shape_err("slice", format!("{to} at offset {offset} of {}", d.shape)));
         }
-        self.push(Op::Slice { offset }, &[x], TensorDesc { dtype: d.dtype, shape: to })
+        self.push(
+            Op::Slice { offset },
+            &[x],
+            TensorDesc {
+                dtype: d.dtype,
+                shape: to,
+            },
+        )
     }
 
     // ---- forward ops ------------------------------------------------------------------
@@ -382,12 +406,29 @@ impl Graph {
     pub fn matmul(&mut self, a: NodeId, b: NodeId, trans_a: bool, trans_b: bool) -> Result<NodeId, GraphError> {
         let sa = self.f32_of("matmul", a)?;
         let sb = self.f32_of("matmul", b)?;
-        let err = || shape_err("matmul", format!("{sa}{} x {sb}{}", if trans_a { "ᵀ" } else { "" }, if trans_b { "ᵀ" } else { "" }));
+        let err = || {
+            shape_err(
+                "matmul",
+                format!(
+                    "{sa}{} x {sb}{}",
+                    if trans_a { "ᵀ" } else { "" },
+                    if trans_b { "ᵀ" } else { "" }
+                ),
+            )
+        };
         if sa.rank() < 2 || sb.rank() < 2 {
             return Err(err());
         }
-        let (m, ka) = if trans_a { (sa.dim_from_end(0), sa.dim_from_end(1)) } else { (sa.dim_from_end(1), sa.dim_from_end(0)) };
-        let (kb, n) = if trans_b { (sb.dim_from_end(0), sb.dim_from_end(1)) } else { (sb.dim_from_end(1), sb.dim_from_end(0)) };
+        let (m, ka) = if trans_a {
+            (sa.dim_from_end(0), sa.dim_from_end(1))
+        } else {
+            (sa.dim_from_end(1), sa.dim_from_end(0))
+        };
+        let (kb, n) = if trans_b {
+            (sb.dim_from_end(0), sb.dim_from_end(1))
+        } else {
+            (sb.dim_from_end(1), sb.dim_from_end(0))
+        };
         if ka != kb {
             return Err(err());
         }
@@ -408,7 +449,14 @@ impl Graph {
         if !sx.ends_with(&sy) {
             return Err(shape_err(name, format!("{sy} is not a suffix of {sx}")));
         }
-        self.push(op, &[x, y], TensorDesc { dtype: DType::F32, shape: sx })
+        self.push(
+            op,
+            &[x, y],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: sx,
+            },
+        )
     }
 
     pub fn add(&mut self, x: NodeId, y: NodeId) -> Result<NodeId, GraphError> {
@@ -421,7 +469,14 @@ impl Graph {
 
     pub fn scale(&mut self, x: NodeId, factor: f32) -> Result<NodeId, GraphError> {
         let s = self.f32_of("scale", x)?;
-        self.push(Op::Scale { factor }, &[x], TensorDesc { dtype: DType::F32, shape: s })
+        self.push(
+            Op::Scale { factor },
+            &[x],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: s,
+            },
+        )
     }
 
     pub fn rms_norm(&mut self, x: NodeId, w: NodeId, eps: f32) -> Result<NodeId, GraphError> {
@@ -430,18 +485,41 @@ impl Graph {
         if sx.rank() == 0 || sw.dims() != [sx.last()] {
             return Err(shape_err("rms_norm", format!("x {sx} with weight {sw}")));
         }
-        self.push(Op::RmsNorm { eps }, &[x, w], TensorDesc { dtype: DType::F32, shape: sx })
+        self.push(
+            Op::RmsNorm { eps },
+            &[x, w],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: sx,
+            },
+        )
     }
 
     pub fn rope(&mut self, x: NodeId, spec: RopeSpec) -> Result<NodeId, GraphError> {
         let s = self.f32_of("rope", x)?;
-        if s.rank() != 3 || s.dims()[2] != spec.n_heads * spec.head_dim || spec.head_dim % 2 != 0 {
-            return Err(shape_err("rope", format!("x {s} with {} heads of dim {}", spec.n_heads, spec.head_dim)));
+        if s.rank() != 3 || s.dims()[2] != spec.n_heads * spec.head_dim || !spec.head_dim.is_multiple_of(2) {
+            return Err(shape_err(
+                "rope",
+                format!("x {s} with {} heads of dim {}", spec.n_heads, spec.head_dim),
+            ));
         }
-        self.push(Op::Rope(spec), &[x], TensorDesc { dtype: DType::F32, shape: s })
+        self.push(
+            Op::Rope(spec),
+            &[x],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: s,
+            },
+        )
     }
 
-    fn check_attention(&self, q: NodeId, k: NodeId, v: NodeId, spec: &AttentionSpec) -> Result<(Shape, Shape), GraphError> {
+    fn check_attention(
+        &self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        spec: &AttentionSpec,
+    ) -> Result<(Shape, Shape), GraphError> {
         let sq = self.f32_of("attention", q)?;
         let sk = self.f32_of("attention", k)?;
         let sv = self.f32_of("attention", v)?;
@@ -449,7 +527,7 @@ impl Graph {
             && sk.rank() == 3
             && sk == sv
             && spec.n_kv_heads > 0
-            && spec.n_heads % spec.n_kv_heads == 0
+            && spec.n_heads.is_multiple_of(spec.n_kv_heads)
             && sq.dims()[2] == spec.n_heads * spec.head_dim
             && sk.dims()[2] == spec.n_kv_heads * spec.head_dim
             && sq.dims()[0] == sk.dims()[0]
@@ -458,7 +536,9 @@ impl Graph {
         if !ok {
             return Err(shape_err(
                 "attention",
-                format!("q {sq}, k {sk}, v {sv} with {spec:?} (need q [B,T,Hq·d], k=v [B,S,Hkv·d], q_offset+T <= kv_len <= S)"),
+                format!(
+                    "q {sq}, k {sk}, v {sv} with {spec:?} (need q [B,T,Hq·d], k=v [B,S,Hkv·d], q_offset+T <= kv_len <= S)"
+                ),
             ));
         }
         Ok((sq, sk))
@@ -466,7 +546,14 @@ impl Graph {
 
     pub fn attention(&mut self, q: NodeId, k: NodeId, v: NodeId, spec: AttentionSpec) -> Result<NodeId, GraphError> {
         let (sq, _) = self.check_attention(q, k, v, &spec)?;
-        self.push(Op::Attention(spec), &[q, k, v], TensorDesc { dtype: DType::F32, shape: sq })
+        self.push(
+            Op::Attention(spec),
+            &[q, k, v],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: sq,
+            },
+        )
     }
 
     fn unary(&mut self, op: Op, x: NodeId) -> Result<NodeId, GraphError> {
@@ -474,7 +561,14 @@ impl Graph {
         if s.rank() == 0 && matches!(op, Op::Softmax | Op::LogSoftmax) {
             return Err(shape_err(op.name(), "needs at least one dimension".to_string()));
         }
-        self.push(op, &[x], TensorDesc { dtype: DType::F32, shape: s })
+        self.push(
+            op,
+            &[x],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: s,
+            },
+        )
     }
 
     pub fn silu(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
@@ -487,7 +581,14 @@ impl Graph {
         if sg != su {
             return Err(shape_err("swiglu", format!("gate {sg} vs up {su}")));
         }
-        self.push(Op::SwiGlu, &[gate, up], TensorDesc { dtype: DType::F32, shape: sg })
+        self.push(
+            Op::SwiGlu,
+            &[gate, up],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: sg,
+            },
+        )
     }
 
     pub fn softmax(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
@@ -502,26 +603,46 @@ impl Graph {
         let sx = self.f32_of(op, x)?;
         let si = self.i32_of(op, idx)?;
         if sx.rank() == 0 || &sx.dims()[..sx.rank() - 1] != si.dims() {
-            return Err(shape_err(op, format!("x {sx} with indices {si} (need x [.., V], indices [..])")));
+            return Err(shape_err(
+                op,
+                format!("x {sx} with indices {si} (need x [.., V], indices [..])"),
+            ));
         }
         Ok(si)
     }
 
     pub fn gather_last_dim(&mut self, x: NodeId, idx: NodeId) -> Result<NodeId, GraphError> {
         let si = self.rows_with_ids("gather_last_dim", x, idx)?;
-        self.push(Op::GatherLastDim, &[x, idx], TensorDesc { dtype: DType::F32, shape: si })
+        self.push(
+            Op::GatherLastDim,
+            &[x, idx],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: si,
+            },
+        )
     }
 
     pub fn token_log_probs(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId, GraphError> {
         let si = self.rows_with_ids("token_log_probs", logits, targets)?;
-        self.push(Op::TokenLogProbs, &[logits, targets], TensorDesc { dtype: DType::F32, shape: si })
+        self.push(
+            Op::TokenLogProbs,
+            &[logits, targets],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: si,
+            },
+        )
     }
 
     pub fn cross_entropy(&mut self, logits: NodeId, targets: NodeId, weights: NodeId) -> Result<NodeId, GraphError> {
         let si = self.rows_with_ids("cross_entropy", logits, targets)?;
         let sw = self.f32_of("cross_entropy", weights)?;
         if si.rank() != 1 || sw != si {
-            return Err(shape_err("cross_entropy", format!("targets {si} and weights {sw} must both be [N]")));
+            return Err(shape_err(
+                "cross_entropy",
+                format!("targets {si} and weights {sw} must both be [N]"),
+            ));
         }
         self.push(Op::CrossEntropy, &[logits, targets, weights], TensorDesc::f32(&[]))
     }
@@ -551,7 +672,14 @@ impl Graph {
         if !ok {
             return Err(shape_err("kv_write", format!("{sn} at position {pos} into cache {sc}")));
         }
-        self.push(Op::KvWrite { pos }, &[cache, new], TensorDesc { dtype: DType::F32, shape: sc })
+        self.push(
+            Op::KvWrite { pos },
+            &[cache, new],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: sc,
+            },
+        )
     }
 
     // ---- backward ops (used by autodiff; checked lightly, their inputs come from
@@ -565,7 +693,14 @@ impl Graph {
         if sx == to {
             return Ok(x);
         }
-        self.push(Op::ReduceToShape, &[x], TensorDesc { dtype: DType::F32, shape: to })
+        self.push(
+            Op::ReduceToShape,
+            &[x],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: to,
+            },
+        )
     }
 
     /// A packed backward op with flat output of `total` elements.
@@ -620,7 +755,13 @@ mod tests {
         let mut g = Graph::new();
         let q = g.input("q", TensorDesc::f32(&[1, 4, 3 * 8])).unwrap();
         let k = g.input("k", TensorDesc::f32(&[1, 4, 2 * 8])).unwrap();
-        let spec = AttentionSpec { n_heads: 3, n_kv_heads: 2, head_dim: 8, q_offset: 0, kv_len: 4 };
+        let spec = AttentionSpec {
+            n_heads: 3,
+            n_kv_heads: 2,
+            head_dim: 8,
+            q_offset: 0,
+            kv_len: 4,
+        };
         assert!(g.attention(q, k, k, spec).is_err());
     }
 

@@ -188,6 +188,12 @@ fn saved_model_loads_back_identical() {
             serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("read")).expect("json");
         assert_eq!(json["model_type"], "qwen2");
         assert_eq!(json["architectures"][0], "Qwen2ForCausalLM");
+        assert_eq!(
+            json["rms_norm_eps"].as_f64(),
+            Some(1e-6),
+            "written as the f32's shortest decimal"
+        );
+        assert_eq!(json["rope_parameters"]["rope_theta"].as_f64(), Some(10000.0));
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .expect("dir")
             .filter_map(|e| e.ok())

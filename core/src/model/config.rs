@@ -134,7 +134,10 @@ impl ModelConfig {
                 field: "model_type",
                 detail: format!("`{t}` is not supported (supported: llama, qwen2)"),
             }),
-            None => Err(ConfigError { field: "architectures", detail: "missing (and no `model_type`)".into() }),
+            None => Err(ConfigError {
+                field: "architectures",
+                detail: "missing (and no `model_type`)".into(),
+            }),
         }
     }
 
@@ -143,7 +146,8 @@ impl ModelConfig {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Whether q/k/v projections carry a bias.
@@ -169,34 +173,52 @@ impl ModelConfig {
         ];
         for (field, v) in positive {
             if v == 0 {
-                return Err(ConfigError { field, detail: "must be positive".into() });
+                return Err(ConfigError {
+                    field,
+                    detail: "must be positive".into(),
+                });
             }
         }
         let kv = self.kv_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return Err(ConfigError {
                 field: "num_key_value_heads",
                 detail: format!("{kv} must divide num_attention_heads = {}", self.num_attention_heads),
             });
         }
         let hd = self.head_dim();
-        if hd == 0 || hd % 2 != 0 {
-            return Err(ConfigError { field: "head_dim", detail: format!("{hd} must be positive and even (RoPE)") });
+        if hd == 0 || !hd.is_multiple_of(2) {
+            return Err(ConfigError {
+                field: "head_dim",
+                detail: format!("{hd} must be positive and even (RoPE)"),
+            });
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError {
                 field: "hidden_size",
-                detail: format!("{} is not divisible by num_attention_heads = {}", self.hidden_size, self.num_attention_heads),
+                detail: format!(
+                    "{} is not divisible by num_attention_heads = {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
             });
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
-            return Err(ConfigError { field: "rms_norm_eps", detail: format!("{} must be a positive number", self.rms_norm_eps) });
+            return Err(ConfigError {
+                field: "rms_norm_eps",
+                detail: format!("{} must be a positive number", self.rms_norm_eps),
+            });
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(ConfigError { field: "rope_theta", detail: format!("{} must be a positive number", self.rope_theta) });
+            return Err(ConfigError {
+                field: "rope_theta",
+                detail: format!("{} must be a positive number", self.rope_theta),
+            });
         }
         if self.vocab_size > i32::MAX as usize {
-            return Err(ConfigError { field: "vocab_size", detail: "exceeds the i32 token-id range".into() });
+            return Err(ConfigError {
+                field: "vocab_size",
+                detail: "exceeds the i32 token-id range".into(),
+            });
         }
         Ok(arch)
     }
@@ -209,7 +231,10 @@ impl ModelConfig {
         let q = self.num_attention_heads * hd;
         let kv = self.kv_heads() * hd;
         let f = self.intermediate_size;
-        let spec = |name: String, dims: &[usize]| ParamSpec { name, dims: dims.to_vec() };
+        let spec = |name: String, dims: &[usize]| ParamSpec {
+            name,
+            dims: dims.to_vec(),
+        };
         let mut out = vec![spec("model.embed_tokens.weight".into(), &[self.vocab_size, h])];
         for l in 0..self.num_hidden_layers {
             let p = format!("model.layers.{l}.");
@@ -273,7 +298,11 @@ mod tests {
     #[test]
     fn qwen2_has_qkv_biases_and_tied_embeddings_have_no_lm_head() {
         let specs = qwen().param_specs();
-        assert!(specs.iter().any(|s| s.name == "model.layers.1.self_attn.k_proj.bias" && s.dims == [32]));
+        assert!(
+            specs
+                .iter()
+                .any(|s| s.name == "model.layers.1.self_attn.k_proj.bias" && s.dims == [32])
+        );
         assert!(!specs.iter().any(|s| s.name.contains("o_proj.bias")));
         assert!(!specs.iter().any(|s| s.name == "lm_head.weight"));
         // 2 layers × 12 tensors + embeddings + final norm.

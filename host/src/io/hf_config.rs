@@ -41,7 +41,8 @@ pub fn hf_config_json(config: &ModelConfig) -> Result<String, IoError> {
     v.insert("head_dim".into(), Value::from(config.head_dim()));
     v.insert("hidden_act".into(), Value::from("silu"));
     v.insert("dtype".into(), Value::from("float32"));
-    let theta = f64::from(config.rope_theta);
+    let theta = shortest_f64(config.rope_theta);
+    v.insert("rms_norm_eps".into(), Value::from(shortest_f64(config.rms_norm_eps)));
     v.insert("rope_theta".into(), Value::from(theta));
     let mut rope = Map::new();
     rope.insert("rope_type".into(), Value::from("default"));
@@ -54,6 +55,12 @@ pub fn hf_config_json(config: &ModelConfig) -> Result<String, IoError> {
     }
     serde_json::to_string_pretty(&Value::Object(v))
         .map_err(|e| field_err("config", "(root)", &format!("does not serialize: {e}")))
+}
+
+/// The f64 whose shortest decimal form is the f32's (`1e-6`, not `9.99999997e-7`), so the
+/// JSON reads the way the user wrote it and parses back to the same f32.
+fn shortest_f64(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 fn field_err(file: &str, field: &str, detail: &str) -> IoError {
