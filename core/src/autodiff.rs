@@ -15,7 +15,10 @@ use crate::graph::{Graph, NodeId, Op};
 use crate::tensor::DType;
 
 fn unsupported(op: &'static str, detail: &str) -> GraphError {
-    GraphError::Unsupported { op, detail: format!("no gradient: {detail}") }
+    GraphError::Unsupported {
+        op,
+        detail: format!("no gradient: {detail}"),
+    }
 }
 
 /// Appends gradient nodes to `g` and returns, for each node of `wrt`, the node holding
@@ -27,7 +30,10 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
         if d_out != d_grad {
             return Err(GraphError::Shape {
                 op: "backward",
-                detail: format!("seed gradient {} {} for output {out:?} of {} {}", d_grad.dtype, d_grad.shape, d_out.dtype, d_out.shape),
+                detail: format!(
+                    "seed gradient {} {} for output {out:?} of {} {}",
+                    d_grad.dtype, d_grad.shape, d_out.dtype, d_out.shape
+                ),
             });
         }
     }
@@ -71,7 +77,9 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
                     accumulate(g, &mut grad, ins[0], d)?;
                 }
             }
-            Op::MatMul { trans_a, trans_b } => matmul_backward(g, &mut grad, &requires, ins[0], ins[1], trans_a, trans_b, dy)?,
+            Op::MatMul { trans_a, trans_b } => {
+                matmul_backward(g, &mut grad, &requires, ins[0], ins[1], trans_a, trans_b, dy)?
+            }
             Op::Add => {
                 if needs(0) {
                     accumulate(g, &mut grad, ins[0], dy)?;
@@ -112,7 +120,10 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
                 accumulate(g, &mut grad, ins[0], d)?;
             }
             Op::Attention(spec) => {
-                let total: usize = ins.iter().map(|&t| g.shape(t).map(|s| s.numel())).sum::<Result<usize, _>>()?;
+                let total: usize = ins
+                    .iter()
+                    .map(|&t| g.shape(t).map(|s| s.numel()))
+                    .sum::<Result<usize, _>>()?;
                 let packed = g.packed(Op::AttentionBackward(spec), &[ins[0], ins[1], ins[2], dy], total)?;
                 split_packed(g, &mut grad, &requires, packed, &[ins[0], ins[1], ins[2]])?;
             }
@@ -189,7 +200,13 @@ fn accumulate(g: &mut Graph, grad: &mut [Option<NodeId>], x: NodeId, d: NodeId) 
 }
 
 /// Splits a packed backward output into one view per operand, in order.
-fn split_packed(g: &mut Graph, grad: &mut [Option<NodeId>], requires: &[bool], packed: NodeId, operands: &[NodeId]) -> Result<(), GraphError> {
+fn split_packed(
+    g: &mut Graph,
+    grad: &mut [Option<NodeId>],
+    requires: &[bool],
+    packed: NodeId,
+    operands: &[NodeId],
+) -> Result<(), GraphError> {
     let mut offset = 0;
     for &x in operands {
         let s = g.shape(x)?;
@@ -239,7 +256,11 @@ fn matmul_backward(
             let n = g.shape(dc)?.last();
             let a2 = g.reshape(a, &[m_all, k])?;
             let dc2 = g.reshape(dc, &[m_all, n])?;
-            if tb { g.matmul(dc2, a2, true, false)? } else { g.matmul(a2, dc2, true, false)? }
+            if tb {
+                g.matmul(dc2, a2, true, false)?
+            } else {
+                g.matmul(a2, dc2, true, false)?
+            }
         } else if tb {
             g.matmul(dc, a, true, ta)?
         } else {

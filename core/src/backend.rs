@@ -66,7 +66,11 @@ impl<B> Copy for TensorRef<'_, B> {}
 
 impl<B> fmt::Debug for TensorRef<'_, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TensorRef({} {} @ {})", self.desc.dtype, self.desc.shape, self.offset)
+        write!(
+            f,
+            "TensorRef({} {} @ {})",
+            self.desc.dtype, self.desc.shape, self.offset
+        )
     }
 }
 
@@ -126,7 +130,13 @@ pub trait Backend {
 
     /// `y ← a·x + b·y` over f32 tensors of equal size (gradient accumulation, zeroing
     /// with `a = b = 0`, scaling, copying with `a = 1, b = 0`).
-    fn axpby(&self, y: TensorRef<'_, Self::Buffer>, a: f32, x: TensorRef<'_, Self::Buffer>, b: f32) -> Result<(), BackendError>;
+    fn axpby(
+        &self,
+        y: TensorRef<'_, Self::Buffer>,
+        a: f32,
+        x: TensorRef<'_, Self::Buffer>,
+        b: f32,
+    ) -> Result<(), BackendError>;
 
     /// `Σ x²` over an f32 tensor, accumulated in f64 (gradient norms). Waits.
     fn sum_squares(&self, x: TensorRef<'_, Self::Buffer>) -> Result<f64, BackendError>;
@@ -155,5 +165,8 @@ pub fn i32_bytes(values: &[i32]) -> alloc::vec::Vec<u8> {
 
 /// f32 values from little-endian bytes (a trailing partial value is ignored).
 pub fn f32_from_bytes(bytes: &[u8]) -> alloc::vec::Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

@@ -20,7 +20,9 @@ pub struct Bindings<'a, Buf> {
 
 impl<'a, Buf> Bindings<'a, Buf> {
     pub fn new(graph: &Graph) -> Self {
-        Bindings { slots: (0..graph.len()).map(|_| None).collect() }
+        Bindings {
+            slots: (0..graph.len()).map(|_| None).collect(),
+        }
     }
 
     /// Binds leaf `id` to `buffer` starting at byte `offset`.
@@ -32,7 +34,10 @@ impl<'a, Buf> Bindings<'a, Buf> {
 
     /// Binds the leaf named `name`.
     pub fn bind_named(&mut self, graph: &Graph, name: &str, buffer: &'a Buf, offset: usize) -> Result<(), GraphError> {
-        let id = graph.find(name).ok_or_else(|| GraphError::Unbound { node: u32::MAX, name: String::from(name) })?;
+        let id = graph.find(name).ok_or_else(|| GraphError::Unbound {
+            node: u32::MAX,
+            name: String::from(name),
+        })?;
         self.bind(id, buffer, offset)
     }
 
@@ -55,7 +60,10 @@ impl<B: Backend> Default for Executor<B> {
 
 impl<B: Backend> Executor<B> {
     pub fn new() -> Self {
-        Executor { arena: None, arena_bytes: 0 }
+        Executor {
+            arena: None,
+            arena_bytes: 0,
+        }
     }
 
     /// Bytes of arena currently held.
@@ -75,17 +83,31 @@ impl<B: Backend> Executor<B> {
     }
 
     /// Checks that every leaf the plan reads is bound to a large enough buffer.
-    pub fn check_bindings(&self, backend: &B, graph: &Graph, plan: &Plan, bindings: &Bindings<'_, B::Buffer>) -> Result<(), GraphError> {
+    pub fn check_bindings(
+        &self,
+        backend: &B,
+        graph: &Graph,
+        plan: &Plan,
+        bindings: &Bindings<'_, B::Buffer>,
+    ) -> Result<(), GraphError> {
         for &id in plan.externals() {
             let node = graph.node(id)?;
-            let (buf, off) = bindings.get(id).ok_or_else(|| GraphError::Unbound { node: id.0, name: node.label(id) })?;
+            let (buf, off) = bindings.get(id).ok_or_else(|| GraphError::Unbound {
+                node: id.0,
+                name: node.label(id),
+            })?;
             let need = off.checked_add(node.desc.bytes());
             let have = backend.buffer_len(buf);
             if need.is_none_or(|n| n > have) {
                 return Err(GraphError::Binding {
                     node: id.0,
                     name: node.label(id),
-                    detail: format!("{} {} needs {} bytes at offset {off}, buffer has {have}", node.desc.dtype, node.desc.shape, node.desc.bytes()),
+                    detail: format!(
+                        "{} {} needs {} bytes at offset {off}, buffer has {have}",
+                        node.desc.dtype,
+                        node.desc.shape,
+                        node.desc.bytes()
+                    ),
                 });
             }
         }
@@ -93,7 +115,13 @@ impl<B: Backend> Executor<B> {
     }
 
     /// Runs the whole plan.
-    pub fn run(&mut self, backend: &B, graph: &Graph, plan: &Plan, bindings: &Bindings<'_, B::Buffer>) -> Result<(), GraphError> {
+    pub fn run(
+        &mut self,
+        backend: &B,
+        graph: &Graph,
+        plan: &Plan,
+        bindings: &Bindings<'_, B::Buffer>,
+    ) -> Result<(), GraphError> {
         self.run_steps(backend, graph, plan, bindings, 0..plan.steps().len())
     }
 
@@ -124,9 +152,12 @@ impl<B: Backend> Executor<B> {
             }
             let out = self.tensor(graph, plan, bindings, id)?;
             backend.run_op(&node.op, &inputs, out).map_err(|e| match e {
-                crate::backend::BackendError::InvalidInput { op, detail } => GraphError::Backend(
-                    crate::backend::BackendError::InvalidInput { op, detail: format!("{detail} (node {})", node.label(id)) },
-                ),
+                crate::backend::BackendError::InvalidInput { op, detail } => {
+                    GraphError::Backend(crate::backend::BackendError::InvalidInput {
+                        op,
+                        detail: format!("{detail} (node {})", node.label(id)),
+                    })
+                }
                 other => GraphError::Backend(other),
             })?;
         }
@@ -145,14 +176,26 @@ impl<B: Backend> Executor<B> {
         let node = graph.node(id)?;
         match plan.location(id) {
             Location::Arena { offset } => {
-                let buffer = self.arena.as_ref().ok_or_else(|| GraphError::Unbound { node: id.0, name: "arena".into() })?;
-                Ok(TensorRef { buffer, offset, desc: node.desc })
+                let buffer = self.arena.as_ref().ok_or_else(|| GraphError::Unbound {
+                    node: id.0,
+                    name: "arena".into(),
+                })?;
+                Ok(TensorRef {
+                    buffer,
+                    offset,
+                    desc: node.desc,
+                })
             }
             Location::External { root, offset } => {
-                let (buffer, base) = bindings
-                    .get(root)
-                    .ok_or_else(|| GraphError::Unbound { node: root.0, name: graph.nodes()[root.index()].label(root) })?;
-                Ok(TensorRef { buffer, offset: base + offset, desc: node.desc })
+                let (buffer, base) = bindings.get(root).ok_or_else(|| GraphError::Unbound {
+                    node: root.0,
+                    name: graph.nodes()[root.index()].label(root),
+                })?;
+                Ok(TensorRef {
+                    buffer,
+                    offset: base + offset,
+                    desc: node.desc,
+                })
             }
             Location::Unused => Err(GraphError::Unsupported {
                 op: node.op.name(),

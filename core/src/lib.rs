@@ -27,7 +27,7 @@ pub mod tensor;
 pub use backend::{AdamWStep, Backend, BackendError, TensorRef};
 pub use error::GraphError;
 pub use exec::{Bindings, Executor};
-pub use plan::Plan;
 pub use graph::{Graph, Node, NodeId, Op};
+pub use plan::Plan;
 
 pub use tensor::{DType, Shape, TensorDesc};

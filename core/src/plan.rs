@@ -117,7 +117,12 @@ impl Plan {
             .map(|id| {
                 let i = id.index();
                 let start = step_of[i].unwrap_or(0);
-                Interval { id: i, size: align(graph.nodes()[i].desc.bytes()), start, end: end[i].max(start) }
+                Interval {
+                    id: i,
+                    size: align(graph.nodes()[i].desc.bytes()),
+                    start,
+                    end: end[i].max(start),
+                }
             })
             .collect();
         intervals.sort_by(|a, b| b.size.cmp(&a.size).then(a.start.cmp(&b.start)));
@@ -152,22 +157,39 @@ impl Plan {
             }
             let r = root[i];
             location[i] = if graph.nodes()[r.index()].op.is_leaf() {
-                Location::External { root: r, offset: root_offset[i] }
+                Location::External {
+                    root: r,
+                    offset: root_offset[i],
+                }
             } else {
-                Location::Arena { offset: offset_of[r.index()] + root_offset[i] }
+                Location::Arena {
+                    offset: offset_of[r.index()] + root_offset[i],
+                }
             };
             if node.desc.bytes() > 0 && node.op.aliases_input() {
                 let src_bytes = graph.nodes()[r.index()].desc.bytes();
                 if root_offset[i] + node.desc.bytes() > src_bytes {
                     return Err(GraphError::Shape {
                         op: node.op.name(),
-                        detail: format!("view of {} bytes at {} overruns its {}-byte source", node.desc.bytes(), root_offset[i], src_bytes),
+                        detail: format!(
+                            "view of {} bytes at {} overruns its {}-byte source",
+                            node.desc.bytes(),
+                            root_offset[i],
+                            src_bytes
+                        ),
                     });
                 }
             }
         }
 
-        Ok(Plan { steps, step_of, location, arena_bytes, outputs: outputs.to_vec(), externals })
+        Ok(Plan {
+            steps,
+            step_of,
+            location,
+            arena_bytes,
+            outputs: outputs.to_vec(),
+            externals,
+        })
     }
 
     /// The computed nodes in execution order.

@@ -23,12 +23,24 @@ pub fn split_reasoning(text: &str) -> Split<'_> {
         (Some(open), close) if close.is_none_or(|c| c > open) => {
             let body = &text[open + THINK_OPEN.len()..];
             match body.find(THINK_CLOSE) {
-                Some(c) => Split { reasoning: Some(body[..c].trim()), answer: body[c + THINK_CLOSE.len()..].trim() },
-                None => Split { reasoning: Some(body.trim()), answer: "" },
+                Some(c) => Split {
+                    reasoning: Some(body[..c].trim()),
+                    answer: body[c + THINK_CLOSE.len()..].trim(),
+                },
+                None => Split {
+                    reasoning: Some(body.trim()),
+                    answer: "",
+                },
             }
         }
-        (_, Some(close)) => Split { reasoning: Some(text[..close].trim()), answer: text[close + THINK_CLOSE.len()..].trim() },
-        _ => Split { reasoning: None, answer: text.trim() },
+        (_, Some(close)) => Split {
+            reasoning: Some(text[..close].trim()),
+            answer: text[close + THINK_CLOSE.len()..].trim(),
+        },
+        _ => Split {
+            reasoning: None,
+            answer: text.trim(),
+        },
     }
 }
 
@@ -39,23 +51,47 @@ mod tests {
     #[test]
     fn think_block_then_answer() {
         let s = split_reasoning("<think>7+8=15</think> <answer>15</answer>");
-        assert_eq!(s, Split { reasoning: Some("7+8=15"), answer: "<answer>15</answer>" });
+        assert_eq!(
+            s,
+            Split {
+                reasoning: Some("7+8=15"),
+                answer: "<answer>15</answer>"
+            }
+        );
     }
 
     #[test]
     fn unclosed_think_block_is_all_reasoning() {
         let s = split_reasoning("<think>still thinking");
-        assert_eq!(s, Split { reasoning: Some("still thinking"), answer: "" });
+        assert_eq!(
+            s,
+            Split {
+                reasoning: Some("still thinking"),
+                answer: ""
+            }
+        );
     }
 
     #[test]
     fn lone_closing_tag_ends_reasoning_opened_by_the_template() {
         let s = split_reasoning("first I add\n</think>\n\n42");
-        assert_eq!(s, Split { reasoning: Some("first I add"), answer: "42" });
+        assert_eq!(
+            s,
+            Split {
+                reasoning: Some("first I add"),
+                answer: "42"
+            }
+        );
     }
 
     #[test]
     fn no_think_block_is_all_answer() {
-        assert_eq!(split_reasoning(" 42 "), Split { reasoning: None, answer: "42" });
+        assert_eq!(
+            split_reasoning(" 42 "),
+            Split {
+                reasoning: None,
+                answer: "42"
+            }
+        );
     }
 }

@@ -21,7 +21,9 @@ impl Rng {
             x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             x ^ (x >> 31)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -78,7 +80,13 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0 }
+        SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+        }
     }
 }
 
@@ -97,7 +105,10 @@ impl std::error::Error for SamplingError {}
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, ..Default::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 
     pub fn validate(&self) -> Result<(), SamplingError> {
@@ -143,7 +154,11 @@ impl Sampler {
         if params.repetition_penalty != 1.0 {
             for &t in history {
                 if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / params.repetition_penalty } else { *l * params.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / params.repetition_penalty
+                    } else {
+                        *l * params.repetition_penalty
+                    };
                 }
             }
         }
@@ -160,9 +175,18 @@ impl Sampler {
         let inv_t = 1.0 / params.temperature;
         let c = &mut self.candidates;
         c.clear();
-        c.extend(logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, &l)| (l * inv_t, i as u32)));
+        c.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.is_finite())
+                .map(|(i, &l)| (l * inv_t, i as u32)),
+        );
         if c.is_empty() {
-            return Sampled { token: 0, logprob: f32::NEG_INFINITY };
+            return Sampled {
+                token: 0,
+                logprob: f32::NEG_INFINITY,
+            };
         }
         // Most likely first (ties by lower id, so runs are reproducible).
         let by_logit = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
@@ -203,7 +227,10 @@ impl Sampler {
                 break;
             }
         }
-        Sampled { token: chosen.1, logprob: libm::log(chosen.0 as f64 / total) as f32 }
+        Sampled {
+            token: chosen.1,
+            logprob: libm::log(chosen.0 as f64 / total) as f32,
+        }
     }
 }
 
@@ -219,7 +246,9 @@ mod tests {
         let run = |seed| {
             let mut rng = Rng::new(seed);
             let mut s = Sampler::new();
-            (0..50).map(|_| s.sample(&mut logits.clone(), &[], &p, &mut rng).token).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&mut logits.clone(), &[], &p, &mut rng).token)
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -235,7 +264,10 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_certain() {
         let mut logits = vec![0.1f32, 3.0, 2.0];
-        let p = SamplingParams { top_k: 1, ..Default::default() };
+        let p = SamplingParams {
+            top_k: 1,
+            ..Default::default()
+        };
         let s = Sampler::new().sample(&mut logits, &[], &p, &mut Rng::new(3));
         assert_eq!(s, Sampled { token: 1, logprob: 0.0 });
     }
@@ -247,7 +279,9 @@ mod tests {
         let mut rng = Rng::new(11);
         let mut s = Sampler::new();
         let n = 20000;
-        let ones = (0..n).filter(|_| s.sample(&mut [0.0, 3f32.ln()], &[], &p, &mut rng).token == 1).count();
+        let ones = (0..n)
+            .filter(|_| s.sample(&mut [0.0, 3f32.ln()], &[], &p, &mut rng).token == 1)
+            .count();
         let f = ones as f64 / n as f64;
         assert!((f - 0.75).abs() < 0.015, "{f}");
     }
@@ -256,13 +290,20 @@ mod tests {
     fn top_p_drops_the_tail() {
         // probs ∝ [8, 4, 2, 1, 1] / 16 → top_p 0.7 keeps the first two.
         let base = [8f32.ln(), 4f32.ln(), 2f32.ln(), 0.0, 0.0];
-        let p = SamplingParams { top_p: 0.7, ..Default::default() };
+        let p = SamplingParams {
+            top_p: 0.7,
+            ..Default::default()
+        };
         let mut rng = Rng::new(5);
         let mut s = Sampler::new();
         for _ in 0..2000 {
             let out = s.sample(&mut base.clone(), &[], &p, &mut rng);
             assert!(out.token < 2);
-            let expect = if out.token == 0 { (2.0f32 / 3.0).ln() } else { (1.0f32 / 3.0).ln() };
+            let expect = if out.token == 0 {
+                (2.0f32 / 3.0).ln()
+            } else {
+                (1.0f32 / 3.0).ln()
+            };
             assert!((out.logprob - expect).abs() < 1e-5);
         }
     }
@@ -270,7 +311,10 @@ mod tests {
     #[test]
     fn min_p_drops_unlikely_tokens() {
         let base = [0.0f32, -1.0, -5.0];
-        let p = SamplingParams { min_p: 0.1, ..Default::default() }; // e^-5 < 0.1
+        let p = SamplingParams {
+            min_p: 0.1,
+            ..Default::default()
+        }; // e^-5 < 0.1
         let mut rng = Rng::new(9);
         let mut s = Sampler::new();
         assert!((0..3000).all(|_| s.sample(&mut base.clone(), &[], &p, &mut rng).token != 2));
@@ -279,7 +323,11 @@ mod tests {
     #[test]
     fn repetition_penalty_matches_hf() {
         let mut logits = vec![2.0f32, -2.0, 1.0];
-        let p = SamplingParams { repetition_penalty: 2.0, temperature: 0.0, ..Default::default() };
+        let p = SamplingParams {
+            repetition_penalty: 2.0,
+            temperature: 0.0,
+            ..Default::default()
+        };
         let s = Sampler::new().sample(&mut logits, &[0, 1], &p, &mut Rng::new(0));
         assert_eq!(logits, vec![1.0, -4.0, 1.0]);
         assert_eq!(s.token, 0); // tie → lowest id

@@ -55,11 +55,17 @@ impl Shape {
         assert!(dims.len() <= MAX_RANK, "rank {} exceeds MAX_RANK", dims.len());
         let mut d = [0; MAX_RANK];
         d[..dims.len()].copy_from_slice(dims);
-        Shape { dims: d, rank: dims.len() as u8 }
+        Shape {
+            dims: d,
+            rank: dims.len() as u8,
+        }
     }
 
     pub const fn scalar() -> Shape {
-        Shape { dims: [0; MAX_RANK], rank: 0 }
+        Shape {
+            dims: [0; MAX_RANK],
+            rank: 0,
+        }
     }
 
     pub fn dims(&self) -> &[usize] {
@@ -83,7 +89,11 @@ impl Shape {
     /// Product of all dimensions but the last (1 for rank <= 1).
     pub fn rows(&self) -> usize {
         let d = self.dims();
-        if d.is_empty() { 1 } else { d[..d.len() - 1].iter().product() }
+        if d.is_empty() {
+            1
+        } else {
+            d[..d.len() - 1].iter().product()
+        }
     }
 
     /// Dimension `i` counted from the end (0 = last); 1 when out of range.
@@ -120,7 +130,10 @@ pub struct TensorDesc {
 
 impl TensorDesc {
     pub fn new(dtype: DType, dims: &[usize]) -> TensorDesc {
-        TensorDesc { dtype, shape: Shape::new(dims) }
+        TensorDesc {
+            dtype,
+            shape: Shape::new(dims),
+        }
     }
 
     pub fn f32(dims: &[usize]) -> TensorDesc {

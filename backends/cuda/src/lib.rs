@@ -40,11 +40,17 @@ pub fn probe() -> Availability {
         // SAFETY: loading the NVIDIA driver library runs its initialisers, which is what
         // every CUDA application does; no symbol is called here.
         match unsafe { libloading::Library::new(name) } {
-            Ok(_) => return Availability::NotBuilt { driver: name.to_string() },
+            Ok(_) => {
+                return Availability::NotBuilt {
+                    driver: name.to_string(),
+                };
+            }
             Err(e) => errors.push(format!("{name}: {e}")),
         }
     }
-    Availability::NoDevice { detail: errors.join("; ") }
+    Availability::NoDevice {
+        detail: errors.join("; "),
+    }
 }
 
 #[cfg(test)]

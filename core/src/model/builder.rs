@@ -49,7 +49,12 @@ pub struct BuildOptions {
 impl BuildOptions {
     /// A full-sequence graph (training, scoring): logits at every position.
     pub fn full(batch: usize, seq: usize) -> Self {
-        BuildOptions { batch, seq, kv_cache: None, logits: LogitsFor::All }
+        BuildOptions {
+            batch,
+            seq,
+            kv_cache: None,
+            logits: LogitsFor::All,
+        }
     }
 }
 
@@ -121,7 +126,11 @@ pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) ->
     if past + t > cfg.max_position_embeddings {
         return Err(ConfigError {
             field: "max_position_embeddings",
-            detail: format!("{} positions requested, the model supports {}", past + t, cfg.max_position_embeddings),
+            detail: format!(
+                "{} positions requested, the model supports {}",
+                past + t,
+                cfg.max_position_embeddings
+            ),
         }
         .into());
     }
@@ -135,12 +144,21 @@ pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) ->
         params.push((s.name, id));
     }
     let p = |name: &str| -> Result<NodeId, GraphError> {
-        ids.get(name).copied().ok_or_else(|| GraphError::Unbound { node: u32::MAX, name: name.into() })
+        ids.get(name).copied().ok_or_else(|| GraphError::Unbound {
+            node: u32::MAX,
+            name: name.into(),
+        })
     };
 
     let input_ids = g.input(INPUT_IDS, TensorDesc::new(DType::I32, &[b, t]))?;
     let mut x = g.embedding(p("model.embed_tokens.weight")?, input_ids)?;
-    let rope = |n_heads| RopeSpec { n_heads, head_dim: hd, theta: cfg.rope_theta, pos_offset: past, inverse: false };
+    let rope = |n_heads| RopeSpec {
+        n_heads,
+        head_dim: hd,
+        theta: cfg.rope_theta,
+        pos_offset: past,
+        inverse: false,
+    };
     let mut caches = Vec::new();
     for l in 0..cfg.num_hidden_layers {
         let pre = format!("model.layers.{l}.");
@@ -167,7 +185,13 @@ pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) ->
             }
             None => (k, v),
         };
-        let spec = AttentionSpec { n_heads: nh, n_kv_heads: nkv, head_dim: hd, q_offset: past, kv_len: past + t };
+        let spec = AttentionSpec {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            q_offset: past,
+            kv_len: past + t,
+        };
         let a = g.attention(q, k_all, v_all, spec)?;
         let mut o = g.matmul(a, w("self_attn.o_proj.weight")?, false, true)?;
         if cfg.o_bias() {
@@ -183,7 +207,11 @@ pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) ->
         x = g.add(x, down)?;
     }
     let hidden = g.rms_norm(x, p("model.norm.weight")?, cfg.rms_norm_eps)?;
-    let head = if cfg.tie_word_embeddings { p("model.embed_tokens.weight")? } else { p("lm_head.weight")? };
+    let head = if cfg.tie_word_embeddings {
+        p("model.embed_tokens.weight")?
+    } else {
+        p("lm_head.weight")?
+    };
     let logits = match opts.logits {
         LogitsFor::All => g.matmul(hidden, head, false, true)?,
         LogitsFor::Last => {
@@ -201,5 +229,11 @@ pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) ->
             g.matmul(last, head, false, true)?
         }
     };
-    Ok(CausalLm { input_ids, params, caches, hidden, logits })
+    Ok(CausalLm {
+        input_ids,
+        params,
+        caches,
+        hidden,
+        logits,
+    })
 }

@@ -4,5 +4,5 @@
 pub mod builder;
 pub mod config;
 
-pub use config::{Architecture, ConfigError, ModelConfig, ParamSpec};
 pub use builder::{BuildError, BuildOptions, CausalLm, KvCacheSpec, LogitsFor, build_causal_lm};
+pub use config::{Architecture, ConfigError, ModelConfig, ParamSpec};
