@@ -4,7 +4,11 @@
 pub mod cli;
 pub mod engine;
 pub mod io;
+pub mod model;
+pub mod pipeline;
+pub mod plot;
 pub mod plugin;
+pub mod run_dir;
 pub mod task;
 pub mod train;
 pub mod weights;

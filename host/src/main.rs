@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use r1_host::cli;
 
 #[derive(Parser)]
-#[command(name = "r1host", version, about = "Train and serve reasoning language models the DeepSeek-R1 way")]
+#[command(
+    name = "r1host",
+    version,
+    about = "Train and serve reasoning language models the DeepSeek-R1 way"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +18,18 @@ struct Cli {
 enum Command {
     /// Reward-plugin tools: check a module, score samples with it.
     Plugin(cli::plugin::PluginArgs),
+    /// Run an R1 pipeline (default: the embedded recipe on the bundled addition task).
+    Run(cli::run::RunArgs),
+    /// Log-prob of each next token under a model, as JSON.
+    Logprobs(cli::logprobs::LogprobsArgs),
+    /// Sample completions, printing the reasoning apart from the answer.
+    Generate(cli::generate::GenerateArgs),
+    /// Train: `train sft` (supervised fine-tuning).
+    Train(cli::train::TrainArgs),
+    /// Write the bundled addition task as a JSONL dataset.
+    Task(cli::task::TaskArgs),
+    /// Plot the curves of a run directory (PNG and SVG).
+    Plot(cli::plot::PlotArgs),
     /// Measure training tokens/s, decode tokens/s and GRPO step time on random models.
     Bench(cli::bench::BenchArgs),
 }
@@ -23,6 +39,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Plugin(args) => cli::plugin::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Logprobs(args) => cli::logprobs::run(args),
+        Command::Generate(args) => cli::generate::run(args),
+        Command::Train(args) => cli::train::run(args),
+        Command::Task(args) => cli::task::run(args),
+        Command::Plot(args) => cli::plot::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -19,7 +19,10 @@ pub struct ArithmeticTask {
 
 impl Default for ArithmeticTask {
     fn default() -> Self {
-        ArithmeticTask { min_digits: 2, max_digits: 3 }
+        ArithmeticTask {
+            min_digits: 2,
+            max_digits: 3,
+        }
     }
 }
 
@@ -46,7 +49,13 @@ impl ArithmeticTask {
     /// The problem for operands `a` and `b`.
     pub fn problem(a: u64, b: u64) -> Problem {
         let answer = (a + b).to_string();
-        Problem { a, b, prompt: format!("What is {a}+{b}?"), solution: format!("<think>{}</think><answer>{answer}</answer>", working(a, b)), answer }
+        Problem {
+            a,
+            b,
+            prompt: format!("What is {a}+{b}?"),
+            solution: format!("<think>{}</think><answer>{answer}</answer>", working(a, b)),
+            answer,
+        }
     }
 
     /// `n` distinct problems from `seed`, none of which is in `exclude`.
@@ -97,6 +106,47 @@ fn digits_rev(mut n: u64) -> Vec<u64> {
     d
 }
 
+/// Partial credit for the working of an addition: the share of column steps
+/// (`x+y(+c)=s;`) the completion gets right, in order, against the true column sums of the
+/// prompt's operands. A dense, verifiable signal (every step is checkable) for the
+/// bundled task; "not applicable" for prompts that are not additions.
+pub struct ArithmeticWorking;
+
+impl ArithmeticWorking {
+    pub const NAME: &'static str = "working";
+
+    /// The score of one completion for `a + b`.
+    pub fn score_one(a: u64, b: u64, completion: &str) -> f32 {
+        let truth = working(a, b);
+        let expected: Vec<&str> = truth.split_terminator(';').collect();
+        let body = r1_core::reasoning::split_reasoning(completion).reasoning.unwrap_or("");
+        let got: Vec<&str> = body.split_terminator(';').map(str::trim).collect();
+        let right = expected.iter().zip(&got).filter(|(e, g)| e == g).count();
+        // Extra steps beyond the true ones count against the score.
+        right as f32 / expected.len().max(got.len()).max(1) as f32
+    }
+}
+
+impl r1_core::reward::Reward for ArithmeticWorking {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn score(
+        &self,
+        batch: &[r1_core::reward::Sample],
+    ) -> Result<Vec<r1_core::reward::Score>, r1_core::reward::RewardError> {
+        use r1_core::reward::Score;
+        Ok(batch
+            .iter()
+            .map(|s| match parse_prompt(&s.prompt) {
+                Some((a, b)) => Score::Value(Self::score_one(a, b, &s.completion)),
+                None => Score::NotApplicable,
+            })
+            .collect())
+    }
+}
+
 /// The operands of a prompt made by [`ArithmeticTask::problem`], if it is one.
 pub fn parse_prompt(prompt: &str) -> Option<(u64, u64)> {
     let body = prompt.strip_prefix("What is ")?.strip_suffix('?')?;
@@ -116,6 +166,28 @@ mod tests {
         let p = ArithmeticTask::problem(95, 17);
         assert_eq!(p.solution, "<think>5+7=12;9+1+1=11;</think><answer>112</answer>");
         assert_eq!(parse_prompt(&p.prompt), Some((95, 17)));
+    }
+
+    #[test]
+    fn working_reward_credits_each_right_column() {
+        let full = "<think>7+8=15;4+3+1=8;</think><answer>85</answer>";
+        assert_eq!(ArithmeticWorking::score_one(47, 38, full), 1.0);
+        assert_eq!(
+            ArithmeticWorking::score_one(47, 38, "<think>7+8=15;4+3+1=9;</think><answer>95</answer>"),
+            0.5
+        );
+        assert_eq!(
+            ArithmeticWorking::score_one(47, 38, "<think>7+8=15;4+3+1=8;1+0=1;</think>"),
+            2.0 / 3.0
+        );
+        assert_eq!(ArithmeticWorking::score_one(47, 38, "85"), 0.0);
+        use r1_core::reward::{Reward, Sample, Score};
+        let s = Sample {
+            prompt: "Say hi".into(),
+            completion: full.into(),
+            ..Default::default()
+        };
+        assert_eq!(ArithmeticWorking.score(&[s]).unwrap(), vec![Score::NotApplicable]);
     }
 
     #[test]

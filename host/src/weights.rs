@@ -8,11 +8,14 @@ use r1_core::backend::{Backend, BackendError, TensorRef};
 use r1_core::exec::Bindings;
 use r1_core::model::{CausalLm, ModelConfig, ParamSpec};
 use r1_core::sampling::Rng;
-use r1_core::{GraphError, Graph, TensorDesc};
+use r1_core::{Graph, GraphError, TensorDesc};
 
 /// Parameter offsets are multiples of 16 floats (64 bytes), so every parameter starts on
 /// a cache line and a SIMD boundary.
 const ALIGN_FLOATS: usize = 16;
+
+/// A parameter as `(name, dims, values)`.
+pub type NamedParam = (String, Vec<usize>, Vec<f32>);
 
 /// Where each parameter lives in the flat buffer.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,10 +55,19 @@ impl ParamLayout {
         for s in specs {
             let len = s.numel();
             index.insert(s.name.clone(), entries.len());
-            entries.push(ParamEntry { name: s.name.clone(), dims: s.dims.clone(), offset, len });
+            entries.push(ParamEntry {
+                name: s.name.clone(),
+                dims: s.dims.clone(),
+                offset,
+                len,
+            });
             offset += len.div_ceil(ALIGN_FLOATS) * ALIGN_FLOATS;
         }
-        ParamLayout { entries, index, total: offset }
+        ParamLayout {
+            entries,
+            index,
+            total: offset,
+        }
     }
 
     pub fn for_config(cfg: &ModelConfig) -> ParamLayout {
@@ -98,26 +110,41 @@ impl<B: Backend> ParamBuffer<B> {
     /// The tensor of parameter `i` (in layout order).
     pub fn tensor(&self, i: usize) -> TensorRef<'_, B::Buffer> {
         let e = &self.layout.entries[i];
-        TensorRef { buffer: &self.buffer, offset: e.offset * 4, desc: e.desc() }
+        TensorRef {
+            buffer: &self.buffer,
+            offset: e.offset * 4,
+            desc: e.desc(),
+        }
     }
 
     /// The whole buffer as one flat tensor (padding included; it stays zero).
     pub fn flat(&self) -> TensorRef<'_, B::Buffer> {
-        TensorRef { buffer: &self.buffer, offset: 0, desc: TensorDesc::f32(&[self.layout.total_floats()]) }
+        TensorRef {
+            buffer: &self.buffer,
+            offset: 0,
+            desc: TensorDesc::f32(&[self.layout.total_floats()]),
+        }
     }
 
     /// Uploads parameter `name`'s values.
     pub fn upload(&self, backend: &B, name: &str, values: &[f32]) -> Result<(), WeightsError> {
-        let e = self.layout.get(name).ok_or_else(|| WeightsError::UnknownTensor(name.to_string()))?;
+        let e = self
+            .layout
+            .get(name)
+            .ok_or_else(|| WeightsError::UnknownTensor(name.to_string()))?;
         if values.len() != e.len {
-            return Err(WeightsError::Shape { name: name.to_string(), expected: e.dims.clone(), got: values.len() });
+            return Err(WeightsError::Shape {
+                name: name.to_string(),
+                expected: e.dims.clone(),
+                got: values.len(),
+            });
         }
         backend.upload(&self.buffer, e.offset * 4, &r1_core::backend::f32_bytes(values))?;
         Ok(())
     }
 
     /// Downloads every parameter as `(name, dims, values)` in layout order.
-    pub fn download_all(&self, backend: &B) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, WeightsError> {
+    pub fn download_all(&self, backend: &B) -> Result<Vec<NamedParam>, WeightsError> {
         let mut bytes = vec![0u8; self.layout.total_floats() * 4];
         backend.download(&self.buffer, 0, &mut bytes)?;
         let all = r1_core::backend::f32_from_bytes(&bytes);
@@ -132,7 +159,10 @@ impl<B: Backend> ParamBuffer<B> {
     /// Binds every `Param` node of a built model to this buffer.
     pub fn bind<'a>(&'a self, lm: &CausalLm, bindings: &mut Bindings<'a, B::Buffer>) -> Result<(), GraphError> {
         for (name, id) in &lm.params {
-            let e = self.layout.get(name).ok_or_else(|| GraphError::Unbound { node: id.0, name: name.clone() })?;
+            let e = self.layout.get(name).ok_or_else(|| GraphError::Unbound {
+                node: id.0,
+                name: name.clone(),
+            })?;
             bindings.bind(*id, &self.buffer, e.offset * 4)?;
         }
         Ok(())
@@ -158,7 +188,11 @@ pub enum WeightsError {
     #[error("tensor `{0}` is not a parameter of this model")]
     UnknownTensor(String),
     #[error("tensor `{name}`: expected shape {expected:?}, got {got} values")]
-    Shape { name: String, expected: Vec<usize>, got: usize },
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        got: usize,
+    },
     #[error("tensor `{0}` is missing")]
     Missing(String),
     #[error(transparent)]

@@ -56,17 +56,41 @@ fn check_gradients(cfg: ModelConfig, objective: Objective) {
     targets[3] = -1; // an ignored position
     let weights_ce: Vec<f32> = targets.iter().map(|&x| if x >= 0 { 0.1 } else { 0.0 }).collect();
     // For the log-prob objective, a fixed random upstream gradient d loss / d logp.
-    let d_logp: Vec<f32> = (0..b * t).map(|i| if targets[i] >= 0 { ((i as f32) * 0.37).sin() } else { 0.0 }).collect();
+    let d_logp: Vec<f32> = (0..b * t)
+        .map(|i| {
+            if targets[i] >= 0 {
+                ((i as f32) * 0.37).sin()
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let mut graph = LmGraph::new(&backend, &cfg, b, t, objective).unwrap();
-    let feed = Feed { ids: &ids, targets: &targets, weights: Some(&weights_ce) };
-    let feed_lp = Feed { ids: &ids, targets: &targets, weights: None };
+    let feed = Feed {
+        ids: &ids,
+        targets: &targets,
+        weights: Some(&weights_ce),
+    };
+    let feed_lp = Feed {
+        ids: &ids,
+        targets: &targets,
+        weights: None,
+    };
     let is_ce = matches!(objective, Objective::CrossEntropy);
-    let mut loss_of = |graph: &mut LmGraph<CpuBackend>, p: &r1_host::weights::ParamBuffer<CpuBackend>| -> f64 {
-        let (out, _) = graph.forward(&backend, p, if is_ce { &feed } else { &feed_lp }).unwrap();
-        if is_ce { out[0] as f64 } else { out.iter().zip(&d_logp).map(|(a, b)| (*a * *b) as f64).sum() }
+    let loss_of = |graph: &mut LmGraph<CpuBackend>, p: &r1_host::weights::ParamBuffer<CpuBackend>| -> f64 {
+        let (out, _) = graph
+            .forward(&backend, p, if is_ce { &feed } else { &feed_lp })
+            .unwrap();
+        if is_ce {
+            out[0] as f64
+        } else {
+            out.iter().zip(&d_logp).map(|(a, b)| (*a * *b) as f64).sum()
+        }
     };
     loss_of(&mut graph, &params);
-    graph.backward(&backend, &params, if is_ce { None } else { Some(&d_logp) }).unwrap();
+    graph
+        .backward(&backend, &params, if is_ce { None } else { Some(&d_logp) })
+        .unwrap();
     let mut grads: Vec<Vec<f32>> = vec![Vec::new(); layout.entries().len()];
     graph
         .for_each_grad(&params, |i, g| {
@@ -92,7 +116,11 @@ fn check_gradients(cfg: ModelConfig, objective: Objective) {
             let fd = (loss_of(&mut graph, &pp) - loss_of(&mut graph, &pm)) / (2.0 * eps as f64);
             let an = grads[pi][k] as f64;
             let tol = 2e-3 + 2e-2 * fd.abs().max(an.abs());
-            assert!((fd - an).abs() <= tol, "{}[{k}]: autodiff {an} vs finite difference {fd}", entry.name);
+            assert!(
+                (fd - an).abs() <= tol,
+                "{}[{k}]: autodiff {an} vs finite difference {fd}",
+                entry.name
+            );
             checked += 1;
         }
     }
@@ -111,5 +139,8 @@ fn llama_untied_cross_entropy_gradients_match_finite_differences() {
 
 #[test]
 fn token_log_prob_gradients_at_a_temperature_match_finite_differences() {
-    check_gradients(tiny("Qwen2ForCausalLM", false), Objective::TokenLogProbs { temperature: 0.7 });
+    check_gradients(
+        tiny("Qwen2ForCausalLM", false),
+        Objective::TokenLogProbs { temperature: 0.7 },
+    );
 }

@@ -13,8 +13,14 @@ use r1_host::io::{load_hf_model, read_safetensors};
 use r1_host::train::lm_graph::{Feed, LmGraph, Objective};
 use r1_host::weights::{ParamBuffer, ParamLayout, upload_weights};
 
-const MODELS: [&str; 6] =
-    ["qwen2_gqa_tied", "qwen2_mha_untied", "qwen2_bf16", "llama_gqa_untied", "llama_tied_sharded", "llama_f16"];
+const MODELS: [&str; 6] = [
+    "qwen2_gqa_tied",
+    "qwen2_mha_untied",
+    "qwen2_bf16",
+    "llama_gqa_untied",
+    "llama_tied_sharded",
+    "llama_f16",
+];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf").join(name)
@@ -35,18 +41,35 @@ fn load(backend: &CpuBackend, name: &str) -> Loaded {
     let params = upload_weights(backend, layout, weights).unwrap();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let tokens = expected["tokens"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap() as i32).collect();
-    Loaded { cfg: model.config, params, expected, tokens }
+    let tokens = expected["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap() as i32)
+        .collect();
+    Loaded {
+        cfg: model.config,
+        params,
+        expected,
+        tokens,
+    }
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{what}[{i}]: r1 {g} vs transformers {w}");
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: r1 {g} vs transformers {w}"
+        );
     }
 }
 
@@ -58,9 +81,22 @@ fn next_token_log_probs_match_transformers() {
         let n = m.tokens.len() - 1;
         let mut graph = LmGraph::new(&backend, &m.cfg, 1, n, Objective::TokenLogProbs { temperature: 1.0 }).unwrap();
         let (logp, _) = graph
-            .forward(&backend, &m.params, &Feed { ids: &m.tokens[..n], targets: &m.tokens[1..], weights: None })
+            .forward(
+                &backend,
+                &m.params,
+                &Feed {
+                    ids: &m.tokens[..n],
+                    targets: &m.tokens[1..],
+                    weights: None,
+                },
+            )
             .unwrap();
-        assert_close(&format!("{name} logprobs"), &logp, &floats(&m.expected["logprobs"]), 1e-4);
+        assert_close(
+            &format!("{name} logprobs"),
+            &logp,
+            &floats(&m.expected["logprobs"]),
+            1e-4,
+        );
     }
 }
 
@@ -84,7 +120,12 @@ fn logits_match_transformers() {
         let logits = ex.read_f32(&backend, &g, &plan, &b, lm.logits).unwrap();
         let v = m.cfg.vocab_size;
         for (pos, want) in m.expected["logits_first3"].as_array().unwrap().iter().enumerate() {
-            assert_close(&format!("{name} logits[{pos}]"), &logits[pos * v..(pos + 1) * v], &floats(want), 1e-4);
+            assert_close(
+                &format!("{name} logits[{pos}]"),
+                &logits[pos * v..(pos + 1) * v],
+                &floats(want),
+                1e-4,
+            );
         }
     }
 }
@@ -98,10 +139,22 @@ fn cross_entropy_loss_and_gradients_match_torch() {
         let mut graph = LmGraph::new(&backend, &m.cfg, 1, n, Objective::CrossEntropy).unwrap();
         let w = vec![1.0 / n as f32; n];
         let (loss, _) = graph
-            .forward(&backend, &m.params, &Feed { ids: &m.tokens[..n], targets: &m.tokens[1..], weights: Some(&w) })
+            .forward(
+                &backend,
+                &m.params,
+                &Feed {
+                    ids: &m.tokens[..n],
+                    targets: &m.tokens[1..],
+                    weights: Some(&w),
+                },
+            )
             .unwrap();
         let want = m.expected["loss"].as_f64().unwrap() as f32;
-        assert!((loss[0] - want).abs() <= 1e-4 * (1.0 + want.abs()), "{name} loss: r1 {} vs torch {want}", loss[0]);
+        assert!(
+            (loss[0] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+            "{name} loss: r1 {} vs torch {want}",
+            loss[0]
+        );
         graph.backward(&backend, &m.params, None).unwrap();
         let mut grads = std::collections::HashMap::new();
         graph
@@ -115,7 +168,9 @@ fn cross_entropy_loss_and_gradients_match_torch() {
         let torch = read_safetensors(&fixture(name).join("grads.safetensors")).unwrap();
         assert!(torch.len() >= 4, "{name}: too few reference gradients");
         for t in torch {
-            let got = grads.get(&t.name).unwrap_or_else(|| panic!("{name}: no gradient for {}", t.name));
+            let got = grads
+                .get(&t.name)
+                .unwrap_or_else(|| panic!("{name}: no gradient for {}", t.name));
             assert_close(&format!("{name} d loss / d {}", t.name), got, &t.data, 1e-4);
         }
     }

@@ -106,25 +106,57 @@ fn run_reference(python: &str, script: &PathBuf, args: &[String]) -> anyhow::Res
         bail!("reference script failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).context("reference printed no JSON")?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("reference printed no JSON")?;
     Ok(serde_json::from_str(line)?)
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
-        BenchWhat::Train { shape, batch, seq, steps, reference, python } => {
+        BenchWhat::Train {
+            shape,
+            batch,
+            seq,
+            steps,
+            reference,
+            python,
+        } => {
             let cfg = preset(&shape.preset)?;
             let be = backend(shape.threads)?;
             let layout = ParamLayout::for_config(&cfg);
-            let params = upload_weights(&be, layout.clone(), init_weights(&cfg, 0).into_iter().map(|(n, _, v)| (n, v)))?;
-            let mut opt = AdamW::new(&be, &layout, OptimConfig { learning_rate: 1e-4, ..Default::default() })?;
+            let params = upload_weights(
+                &be,
+                layout.clone(),
+                init_weights(&cfg, 0).into_iter().map(|(n, _, v)| (n, v)),
+            )?;
+            let mut opt = AdamW::new(
+                &be,
+                &layout,
+                OptimConfig {
+                    learning_rate: 1e-4,
+                    ..Default::default()
+                },
+            )?;
             let mut graph = LmGraph::new(&be, &cfg, batch, seq, Objective::CrossEntropy)?;
             let mut rng = Rng::new(1);
-            let ids: Vec<i32> = (0..batch * seq).map(|_| rng.below(cfg.vocab_size as u64) as i32).collect();
+            let ids: Vec<i32> = (0..batch * seq)
+                .map(|_| rng.below(cfg.vocab_size as u64) as i32)
+                .collect();
             let targets: Vec<i32> = ids.iter().skip(1).copied().chain([-1]).collect();
             let w = vec![1.0 / (batch * seq) as f32; batch * seq];
             let mut step = |graph: &mut LmGraph<CpuBackend>| -> anyhow::Result<f32> {
-                let (loss, _) = graph.forward(&be, &params, &Feed { ids: &ids, targets: &targets, weights: Some(&w) })?;
+                let (loss, _) = graph.forward(
+                    &be,
+                    &params,
+                    &Feed {
+                        ids: &ids,
+                        targets: &targets,
+                        weights: Some(&w),
+                    },
+                )?;
                 graph.backward(&be, &params, None)?;
                 graph.for_each_grad(&params, |i, g| opt.accumulate(&be, i, g, true))?;
                 opt.step(&be, &params, 1e-4, 1.0)?;
@@ -144,10 +176,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             });
             if let Some(script) = reference {
                 let c = &cfg;
-                let a: Vec<String> = [c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.kv_heads(), c.intermediate_size, c.vocab_size, 4, seq, batch]
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect();
+                let a: Vec<String> = [
+                    c.hidden_size,
+                    c.num_hidden_layers,
+                    c.num_attention_heads,
+                    c.kv_heads(),
+                    c.intermediate_size,
+                    c.vocab_size,
+                    4,
+                    seq,
+                    batch,
+                ]
+                .iter()
+                .map(|v| v.to_string())
+                .collect();
                 let r = run_reference(&python, &script, &a)?;
                 let reference_tps = r.get("train_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
                 line["reference"] = r;
@@ -159,12 +201,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let cfg = preset(&shape.preset)?;
             let be = backend(shape.threads)?;
             let layout = ParamLayout::for_config(&cfg);
-            let params = upload_weights(&be, layout.clone(), init_weights(&cfg, 0).into_iter().map(|(n, _, v)| (n, v)))?;
+            let params = upload_weights(
+                &be,
+                layout.clone(),
+                init_weights(&cfg, 0).into_iter().map(|(n, _, v)| (n, v)),
+            )?;
             let mut engine = Engine::new(cfg.clone());
             let prompt: Vec<u32> = (0..16).map(|i| (i * 7 % cfg.vocab_size) as u32).collect();
-            let g = GenerationConfig { max_new_tokens: tokens, sampling: SamplingParams::greedy(), stop: vec![] };
+            let g = GenerationConfig {
+                max_new_tokens: tokens,
+                sampling: SamplingParams::greedy(),
+                stop: vec![],
+            };
             let mut rng = Rng::new(0);
-            engine.generate(&be, &params, &NoText, &prompt, 1, &GenerationConfig { max_new_tokens: 4, ..g.clone() }, &mut rng, |_, _| {})?;
+            engine.generate(
+                &be,
+                &params,
+                &NoText,
+                &prompt,
+                1,
+                &GenerationConfig {
+                    max_new_tokens: 4,
+                    ..g.clone()
+                },
+                &mut rng,
+                |_, _| {},
+            )?;
             let t = Instant::now();
             let out = engine.generate(&be, &params, &NoText, &prompt, 1, &g, &mut rng, |_, _| {})?;
             let secs = t.elapsed().as_secs_f64();

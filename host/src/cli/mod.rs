@@ -1,4 +1,11 @@
 //! `r1host` subcommands: each file holds one subcommand's arguments and its `run`.
 
 pub mod bench;
+pub mod generate;
+pub mod logprobs;
+pub mod plot;
 pub mod plugin;
+pub mod progress;
+pub mod run;
+pub mod task;
+pub mod train;

@@ -2,9 +2,9 @@
 //! kv_heads·head_dim]` f32 on the backend. Decode graphs append to it in place
 //! (`KvWrite`) and attend over its first `past + T` rows.
 
+use r1_core::TensorDesc;
 use r1_core::backend::{Backend, BackendError, TensorRef};
 use r1_core::model::ModelConfig;
-use r1_core::TensorDesc;
 
 /// Key/value buffers for every layer.
 pub struct KvCache<B: Backend> {
@@ -23,7 +23,12 @@ impl<B: Backend> KvCache<B> {
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| Ok((backend.alloc(bytes)?, backend.alloc(bytes)?)))
             .collect::<Result<Vec<_>, BackendError>>()?;
-        Ok(KvCache { batch, capacity, width, layers })
+        Ok(KvCache {
+            batch,
+            capacity,
+            width,
+            layers,
+        })
     }
 
     /// Whether this cache can serve `batch` rows of `capacity` positions.
@@ -38,9 +43,17 @@ impl<B: Backend> KvCache<B> {
         let desc = TensorDesc::f32(&[len * self.width]);
         for (k, v) in &self.layers {
             for buf in [k, v] {
-                let src = TensorRef { buffer: buf, offset: 0, desc };
+                let src = TensorRef {
+                    buffer: buf,
+                    offset: 0,
+                    desc,
+                };
                 for r in 1..self.batch {
-                    let dst = TensorRef { buffer: buf, offset: r * row_bytes, desc };
+                    let dst = TensorRef {
+                        buffer: buf,
+                        offset: r * row_bytes,
+                        desc,
+                    };
                     backend.axpby(dst, 1.0, src, 0.0)?;
                 }
             }

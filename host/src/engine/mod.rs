@@ -31,7 +31,11 @@ pub struct GenerationConfig {
 
 impl Default for GenerationConfig {
     fn default() -> Self {
-        GenerationConfig { max_new_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new() }
+        GenerationConfig {
+            max_new_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+        }
     }
 }
 
@@ -98,7 +102,13 @@ pub struct Engine<B: Backend> {
 
 impl<B: Backend> Engine<B> {
     pub fn new(cfg: ModelConfig) -> Self {
-        Engine { cfg, cache: None, executor: Executor::new(), sampler: Sampler::new(), feed: None }
+        Engine {
+            cfg,
+            cache: None,
+            executor: Executor::new(),
+            sampler: Sampler::new(),
+            feed: None,
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -114,15 +124,36 @@ impl<B: Backend> Engine<B> {
 
     /// Runs one forward step: `ids` (`batch × t`, row-major) at position `past`, writing
     /// keys/values into the cache; returns the last position's logits per row (`[batch, V]`).
-    fn step(&mut self, backend: &B, params: &ParamBuffer<B>, ids: &[u32], batch: usize, past: usize) -> Result<Vec<f32>, EngineError> {
+    fn step(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        ids: &[u32],
+        batch: usize,
+        past: usize,
+    ) -> Result<Vec<f32>, EngineError> {
         let t = ids.len() / batch;
         self.feed_buffer(backend, ids.len())?;
-        let cache = self.cache.as_ref().ok_or_else(|| EngineError::Sampling("no KV cache".into()))?;
+        let cache = self
+            .cache
+            .as_ref()
+            .ok_or_else(|| EngineError::Sampling("no KV cache".into()))?;
         let mut g = Graph::new();
-        let opts = BuildOptions { batch, seq: t, kv_cache: Some(KvCacheSpec { past, capacity: cache.capacity }), logits: LogitsFor::Last };
+        let opts = BuildOptions {
+            batch,
+            seq: t,
+            kv_cache: Some(KvCacheSpec {
+                past,
+                capacity: cache.capacity,
+            }),
+            logits: LogitsFor::Last,
+        };
         let lm = build_causal_lm(&mut g, &self.cfg, &opts)?;
         let plan = Plan::new(&g, &[lm.logits])?;
-        let (feed, _) = self.feed.as_ref().ok_or_else(|| EngineError::Sampling("no feed buffer".into()))?;
+        let (feed, _) = self
+            .feed
+            .as_ref()
+            .ok_or_else(|| EngineError::Sampling("no feed buffer".into()))?;
         let ids_i32: Vec<i32> = ids.iter().map(|&x| x as i32).collect();
         backend.upload(feed, 0, &i32_bytes(&ids_i32))?;
         let mut b = Bindings::new(&g);
@@ -151,7 +182,10 @@ impl<B: Backend> Engine<B> {
         rng: &mut Rng,
         mut on_token: impl FnMut(usize, u32),
     ) -> Result<Vec<Completion>, EngineError> {
-        generation.sampling.validate().map_err(|e| EngineError::Sampling(e.to_string()))?;
+        generation
+            .sampling
+            .validate()
+            .map_err(|e| EngineError::Sampling(e.to_string()))?;
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -161,7 +195,11 @@ impl<B: Backend> Engine<B> {
         }
         let max_pos = self.cfg.max_position_embeddings;
         if prompt.len() >= max_pos {
-            return Err(EngineError::TooLong { prompt: prompt.len(), new: generation.max_new_tokens, max: max_pos });
+            return Err(EngineError::TooLong {
+                prompt: prompt.len(),
+                new: generation.max_new_tokens,
+                max: max_pos,
+            });
         }
         let n = n.max(1);
         let budget = generation.max_new_tokens.min(max_pos - prompt.len());
@@ -244,6 +282,11 @@ struct Row {
 
 impl Row {
     fn new(rng: Rng) -> Row {
-        Row { tokens: Vec::new(), logprobs: Vec::new(), finish: None, rng }
+        Row {
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            finish: None,
+            rng,
+        }
     }
 }

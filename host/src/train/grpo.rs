@@ -14,12 +14,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rayon::prelude::*;
 use r1_core::backend::Backend;
 use r1_core::grpo::{GrpoConfig, LossInputs, LossType, policy_loss};
 use r1_core::model::ModelConfig;
 use r1_core::reward::{Reward, RewardError, Sample, Score};
 use r1_core::sampling::{Rng, SamplingParams};
+use rayon::prelude::*;
 
 use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
 use crate::plugin::{OnRewardError, RewardFailures};
@@ -65,7 +65,11 @@ impl Default for GrpoTrainConfig {
     fn default() -> Self {
         GrpoTrainConfig {
             grpo: GrpoConfig::default(),
-            optim: OptimConfig { learning_rate: 1e-6, max_grad_norm: 1.0, ..OptimConfig::default() },
+            optim: OptimConfig {
+                learning_rate: 1e-6,
+                max_grad_norm: 1.0,
+                ..OptimConfig::default()
+            },
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
@@ -107,24 +111,33 @@ impl GrpoTrainConfig {
 
     pub fn validate(&self) -> Result<(), GrpoTrainError> {
         let bad = |m: String| Err(GrpoTrainError::Config(m));
-        self.grpo.validate().map_err(|e| GrpoTrainError::Config(e.to_string()))?;
+        self.grpo
+            .validate()
+            .map_err(|e| GrpoTrainError::Config(e.to_string()))?;
         self.optim.validate().map_err(GrpoTrainError::Config)?;
-        self.sampling().validate().map_err(|e| GrpoTrainError::Config(e.to_string()))?;
-        if !(self.temperature > 0.0) {
+        self.sampling()
+            .validate()
+            .map_err(|e| GrpoTrainError::Config(e.to_string()))?;
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
             return bad("temperature must be positive for GRPO (log-probs are taken at that temperature)".into());
         }
         let g = self.grpo.num_generations;
         if self.per_device_train_batch_size == 0 || self.gradient_accumulation_steps == 0 || self.num_iterations == 0 {
-            return bad("per_device_train_batch_size, gradient_accumulation_steps and num_iterations must be positive".into());
+            return bad(
+                "per_device_train_batch_size, gradient_accumulation_steps and num_iterations must be positive".into(),
+            );
         }
-        if self.steps_per_generation() % self.gradient_accumulation_steps != 0 {
+        if !self
+            .steps_per_generation()
+            .is_multiple_of(self.gradient_accumulation_steps)
+        {
             return bad(format!(
                 "steps_per_generation ({}) must be a multiple of gradient_accumulation_steps ({})",
                 self.steps_per_generation(),
                 self.gradient_accumulation_steps
             ));
         }
-        if g < 2 || self.generation_batch() % g != 0 {
+        if g < 2 || !self.generation_batch().is_multiple_of(g) {
             return bad(format!(
                 "num_generations ({g}) must be at least 2 and divide the generation batch (per_device_train_batch_size × steps_per_generation = {})",
                 self.generation_batch()
@@ -239,11 +252,18 @@ impl<B: Backend> GrpoTrainer<B> {
         if let Some(w) = &config.grpo.reward_weights
             && w.len() != rewards.len()
         {
-            return Err(GrpoTrainError::Config(format!("{} reward_weights for {} rewards", w.len(), rewards.len())));
+            return Err(GrpoTrainError::Config(format!(
+                "{} reward_weights for {} rewards",
+                w.len(),
+                rewards.len()
+            )));
         }
         for (i, p) in prompts.iter().enumerate() {
             if p.tokens.is_empty() {
-                return Err(GrpoTrainError::Prompt { index: i, detail: "empty prompt".into() });
+                return Err(GrpoTrainError::Prompt {
+                    index: i,
+                    detail: "empty prompt".into(),
+                });
             }
             if p.tokens.len() + config.grpo.max_completion_length > model.max_position_embeddings {
                 return Err(GrpoTrainError::Prompt {
@@ -257,9 +277,19 @@ impl<B: Backend> GrpoTrainer<B> {
                 });
             }
         }
-        let reference = if config.grpo.beta != 0.0 { Some(copy_params(backend, params)?) } else { None };
+        let reference = if config.grpo.beta != 0.0 {
+            Some(copy_params(backend, params)?)
+        } else {
+            None
+        };
         let optimizer = AdamW::new(backend, &params.layout, config.optim.clone())?;
-        let state = GrpoState { step: 0, rng: Rng::new(config.seed), order: Vec::new(), cursor: 0, failures: Vec::new() };
+        let state = GrpoState {
+            step: 0,
+            rng: Rng::new(config.seed),
+            order: Vec::new(),
+            cursor: 0,
+            failures: Vec::new(),
+        };
         Ok(GrpoTrainer {
             failures: rewards.iter().map(|_| RewardFailures::default()).collect(),
             engine: Engine::new(model.clone()),
@@ -307,13 +337,29 @@ impl<B: Backend> GrpoTrainer<B> {
         let mut out = Vec::with_capacity(prompt_indices.len() * g);
         for &pi in prompt_indices {
             let prompt = self.prompts[pi].tokens.clone();
-            let completions = self.engine.generate(backend, params, tok, &prompt, g, &generation, &mut self.state.rng, |_, _| {})?;
+            let completions = self.engine.generate(
+                backend,
+                params,
+                tok,
+                &prompt,
+                g,
+                &generation,
+                &mut self.state.rng,
+                |_, _| {},
+            )?;
             for c in completions {
                 let mut loss_tokens = c.tokens.clone();
                 if let (FinishReason::Eos, Some(e)) = (c.finish_reason, eos) {
                     loss_tokens.push(e);
                 }
-                out.push(Rollout { prompt_index: pi, prompt_tokens: prompt.clone(), completion: c, loss_tokens, rewards: Vec::new(), advantage: 0.0 });
+                out.push(Rollout {
+                    prompt_index: pi,
+                    prompt_tokens: prompt.clone(),
+                    completion: c,
+                    loss_tokens,
+                    rewards: Vec::new(),
+                    advantage: 0.0,
+                });
             }
         }
         Ok(out)
@@ -328,14 +374,21 @@ impl<B: Backend> GrpoTrainer<B> {
                 grp.iter()
                     .map(|r| {
                         let base = &self.prompts[r.prompt_index].sample;
-                        Sample { completion: r.completion.text.clone(), ..base.clone() }
+                        Sample {
+                            completion: r.completion.text.clone(),
+                            ..base.clone()
+                        }
                     })
                     .collect()
             })
             .collect();
-        let jobs: Vec<(usize, usize)> = (0..self.rewards.len()).flat_map(|k| (0..groups.len()).map(move |gi| (k, gi))).collect();
-        let results: Vec<Result<Vec<Score>, RewardError>> =
-            jobs.par_iter().map(|&(k, gi)| self.rewards[k].reward.score(&groups[gi])).collect();
+        let jobs: Vec<(usize, usize)> = (0..self.rewards.len())
+            .flat_map(|k| (0..groups.len()).map(move |gi| (k, gi)))
+            .collect();
+        let results: Vec<Result<Vec<Score>, RewardError>> = jobs
+            .par_iter()
+            .map(|&(k, gi)| self.rewards[k].reward.score(&groups[gi]))
+            .collect();
         for r in rollouts.iter_mut() {
             r.rewards = vec![f32::NAN; self.rewards.len()];
         }
@@ -344,11 +397,18 @@ impl<B: Backend> GrpoTrainer<B> {
                 Ok(s) if s.len() != groups[gi].len() => Err(RewardError {
                     reward: self.rewards[k].name.clone(),
                     sample: None,
-                    kind: r1_core::reward::RewardErrorKind::BadOutput(format!("{} scores for {} samples", s.len(), groups[gi].len())),
+                    kind: r1_core::reward::RewardErrorKind::BadOutput(format!(
+                        "{} scores for {} samples",
+                        s.len(),
+                        groups[gi].len()
+                    )),
                 }),
                 other => other,
             };
-            let scores = self.config.on_reward_error.apply(groups[gi].len(), result, &mut self.failures[k])?;
+            let scores = self
+                .config
+                .on_reward_error
+                .apply(groups[gi].len(), result, &mut self.failures[k])?;
             for (j, s) in scores.into_iter().enumerate() {
                 rollouts[gi * g + j].rewards[k] = s.as_f32();
             }
@@ -360,15 +420,25 @@ impl<B: Backend> GrpoTrainer<B> {
     fn graph(&mut self, backend: &B, rows: usize, seq: usize) -> Result<&mut LmGraph<B>, GrpoTrainError> {
         let key = (rows, seq);
         if !self.graphs.contains_key(&key) {
-            let objective = Objective::TokenLogProbs { temperature: self.config.temperature };
-            self.graphs.insert(key, LmGraph::new(backend, &self.model, rows, seq, objective)?);
+            let objective = Objective::TokenLogProbs {
+                temperature: self.config.temperature,
+            };
+            self.graphs
+                .insert(key, LmGraph::new(backend, &self.model, rows, seq, objective)?);
         }
-        self.graphs.get_mut(&key).ok_or_else(|| GrpoTrainError::Config("graph cache".into()))
+        self.graphs
+            .get_mut(&key)
+            .ok_or_else(|| GrpoTrainError::Config("graph cache".into()))
     }
 
     fn pack(&self, rows: &[&Rollout], pad: u32) -> Packed {
         let l = self.config.grpo.max_completion_length;
-        let longest = rows.iter().map(|r| r.prompt_tokens.len() + r.loss_tokens.len() - 1).max().unwrap_or(1).max(1);
+        let longest = rows
+            .iter()
+            .map(|r| r.prompt_tokens.len() + r.loss_tokens.len() - 1)
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let seq = longest.div_ceil(16) * 16;
         let n = rows.len();
         let mut ids = vec![pad as i32; n * seq];
@@ -382,7 +452,8 @@ impl<B: Backend> GrpoTrainer<B> {
                 ids[r * seq + t] = tok as i32;
             }
             starts.push(p - 1);
-            let keep = !(self.config.mask_truncated_completions && row.completion.finish_reason == FinishReason::Length);
+            let keep =
+                !(self.config.mask_truncated_completions && row.completion.finish_reason == FinishReason::Length);
             for (j, &tok) in row.loss_tokens.iter().enumerate().take(l) {
                 targets[r * seq + p - 1 + j] = tok as i32;
                 if keep {
@@ -390,7 +461,13 @@ impl<B: Backend> GrpoTrainer<B> {
                 }
             }
         }
-        Packed { ids, targets, starts, mask, seq }
+        Packed {
+            ids,
+            targets,
+            starts,
+            mask,
+            seq,
+        }
     }
 
     /// Per-completion-token log-probs `[rows × L]` of a packed micro-batch under `params`.
@@ -403,7 +480,15 @@ impl<B: Backend> GrpoTrainer<B> {
     ) -> Result<(Vec<f32>, Vec<f32>), GrpoTrainError> {
         let l = self.config.grpo.max_completion_length;
         let graph = self.graph(backend, rows, packed.seq)?;
-        let (logp, ent) = graph.forward(backend, params, &Feed { ids: &packed.ids, targets: &packed.targets, weights: None })?;
+        let (logp, ent) = graph.forward(
+            backend,
+            params,
+            &Feed {
+                ids: &packed.ids,
+                targets: &packed.targets,
+                weights: None,
+            },
+        )?;
         let ent = ent.unwrap_or_default();
         let mut out = vec![0.0f32; rows * l];
         let mut ent_out = vec![0.0f32; rows * l];
@@ -455,16 +540,20 @@ impl<B: Backend> GrpoTrainer<B> {
                 rollouts.extend(fresh);
             }
             rounds += 1;
-            if rollouts.len() / g >= wanted || !self.config.dynamic_sampling || rounds > self.config.max_resample_rounds {
+            if rollouts.len() / g >= wanted || !self.config.dynamic_sampling || rounds > self.config.max_resample_rounds
+            {
                 break;
             }
         }
         if rollouts.is_empty() {
-            return Err(GrpoTrainError::Config("dynamic sampling found no group with reward spread".into()));
+            return Err(GrpoTrainError::Config(
+                "dynamic sampling found no group with reward spread".into(),
+            ));
         }
         // Advantages over the whole generation batch.
-        let per_reward: Vec<Vec<f32>> =
-            (0..self.rewards.len()).map(|k| rollouts.iter().map(|r| r.rewards[k]).collect()).collect();
+        let per_reward: Vec<Vec<f32>> = (0..self.rewards.len())
+            .map(|k| rollouts.iter().map(|r| r.rewards[k]).collect())
+            .collect();
         let refs: Vec<&[f32]> = per_reward.iter().map(|v| v.as_slice()).collect();
         let adv = self.config.grpo.advantages(&refs)?;
         for (r, &a) in rollouts.iter_mut().zip(&adv.advantages) {
@@ -476,9 +565,15 @@ impl<B: Backend> GrpoTrainer<B> {
         let bs = self.config.per_device_train_batch_size;
         let pad = tok.eos_id().unwrap_or(0);
         let l = self.config.grpo.max_completion_length;
-        let micro: Vec<Vec<usize>> = (0..rollouts.len()).collect::<Vec<_>>().chunks(bs).map(|c| c.to_vec()).collect();
-        let packed: Vec<Packed> =
-            micro.iter().map(|mb| self.pack(&mb.iter().map(|&i| &rollouts[i]).collect::<Vec<_>>(), pad)).collect();
+        let micro: Vec<Vec<usize>> = (0..rollouts.len())
+            .collect::<Vec<_>>()
+            .chunks(bs)
+            .map(|c| c.to_vec())
+            .collect();
+        let packed: Vec<Packed> = micro
+            .iter()
+            .map(|mb| self.pack(&mb.iter().map(|&i| &rollouts[i]).collect::<Vec<_>>(), pad))
+            .collect();
         let mut old: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
         let mut reference: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
         for (m, p) in packed.iter().enumerate() {
@@ -500,7 +595,10 @@ impl<B: Backend> GrpoTrainer<B> {
                     return Ok(());
                 }
                 let step_started = Instant::now();
-                let active: f64 = chunk.iter().map(|&m| packed[m].mask.iter().map(|&v| v as f64).sum::<f64>()).sum();
+                let active: f64 = chunk
+                    .iter()
+                    .map(|&m| packed[m].mask.iter().map(|&v| v as f64).sum::<f64>())
+                    .sum();
                 let mut report = GrpoStepReport::new(self.state.step + 1);
                 for (k, &m) in chunk.iter().enumerate() {
                     let rows = micro[m].len();
@@ -527,7 +625,10 @@ impl<B: Backend> GrpoTrainer<B> {
                             }
                         }
                     }
-                    let graph = self.graphs.get_mut(&(rows, seq)).ok_or_else(|| GrpoTrainError::Config("graph cache".into()))?;
+                    let graph = self
+                        .graphs
+                        .get_mut(&(rows, seq))
+                        .ok_or_else(|| GrpoTrainError::Config("graph cache".into()))?;
                     graph.backward(backend, params, Some(&d))?;
                     let opt = &self.optimizer;
                     graph.for_each_grad(params, |i, gt| opt.accumulate(backend, i, gt, k == 0))?;
@@ -537,7 +638,16 @@ impl<B: Backend> GrpoTrainer<B> {
                 let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
                 let stats = self.optimizer.step(backend, params, lr, scale)?;
                 self.state.step += 1;
-                report.finish(self, &rollouts, &adv, stats.grad_norm, lr, dropped_groups, generation_time, step_started);
+                report.finish(
+                    self,
+                    &rollouts,
+                    &adv,
+                    stats.grad_norm,
+                    lr,
+                    dropped_groups,
+                    generation_time,
+                    step_started,
+                );
                 on_step(&report).map_err(|e| GrpoTrainError::Config(format!("stopped: {e}")))?;
             }
         }
@@ -567,7 +677,15 @@ impl<B: Backend> GrpoTrainer<B> {
         prompts: &[GrpoPrompt],
         judge: &dyn Reward,
     ) -> Result<(f64, Vec<(String, Completion)>), GrpoTrainError> {
-        evaluate(&mut self.engine, backend, params, tok, prompts, judge, self.config.grpo.max_completion_length)
+        evaluate(
+            &mut self.engine,
+            backend,
+            params,
+            tok,
+            prompts,
+            judge,
+            self.config.grpo.max_completion_length,
+        )
     }
 
     /// Reward failures absorbed by `on_reward_error`, per reward.
@@ -587,14 +705,24 @@ pub fn evaluate<B: Backend>(
     judge: &dyn Reward,
     max_new_tokens: usize,
 ) -> Result<(f64, Vec<(String, Completion)>), GrpoTrainError> {
-    let generation = GenerationConfig { max_new_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
+    let generation = GenerationConfig {
+        max_new_tokens,
+        sampling: SamplingParams::greedy(),
+        stop: Vec::new(),
+    };
     let mut rng = Rng::new(0);
     let mut right = 0usize;
     let mut outputs = Vec::with_capacity(prompts.len());
     for p in prompts {
         let c = engine.generate(backend, params, tok, &p.tokens, 1, &generation, &mut rng, |_, _| {})?;
-        let c = c.into_iter().next().ok_or_else(|| GrpoTrainError::Config("no completion".into()))?;
-        let sample = Sample { completion: c.text.clone(), ..p.sample.clone() };
+        let c = c
+            .into_iter()
+            .next()
+            .ok_or_else(|| GrpoTrainError::Config("no completion".into()))?;
+        let sample = Sample {
+            completion: c.text.clone(),
+            ..p.sample.clone()
+        };
         let score = judge.score(std::slice::from_ref(&sample))?;
         if score.first().and_then(|s| s.value()).is_some_and(|v| v >= 0.5) {
             right += 1;
@@ -671,7 +799,10 @@ impl GrpoStepReport {
         for (k, r) in trainer.rewards.iter().enumerate() {
             m.insert(format!("rewards/{}/mean", r.name), json!(adv.per_reward[k].mean));
             m.insert(format!("rewards/{}/std", r.name), json!(adv.per_reward[k].std));
-            m.insert(format!("rewards/{}/failures", r.name), json!(trainer.failures[k].samples));
+            m.insert(
+                format!("rewards/{}/failures", r.name),
+                json!(trainer.failures[k].samples),
+            );
         }
         for (name, (sum, n)) in &self.metric_sums {
             m.insert((*name).to_string(), json!(sum / *n as f64));
@@ -681,16 +812,39 @@ impl GrpoStepReport {
         }
         let lens: Vec<usize> = rollouts.iter().map(|r| r.loss_tokens.len()).collect();
         let n = lens.len().max(1) as f64;
-        m.insert("completions/mean_length".into(), json!(lens.iter().sum::<usize>() as f64 / n));
-        m.insert("completions/min_length".into(), json!(lens.iter().min().copied().unwrap_or(0)));
-        m.insert("completions/max_length".into(), json!(lens.iter().max().copied().unwrap_or(0)));
-        let clipped = rollouts.iter().filter(|r| r.completion.finish_reason == FinishReason::Length).count();
+        m.insert(
+            "completions/mean_length".into(),
+            json!(lens.iter().sum::<usize>() as f64 / n),
+        );
+        m.insert(
+            "completions/min_length".into(),
+            json!(lens.iter().min().copied().unwrap_or(0)),
+        );
+        m.insert(
+            "completions/max_length".into(),
+            json!(lens.iter().max().copied().unwrap_or(0)),
+        );
+        let clipped = rollouts
+            .iter()
+            .filter(|r| r.completion.finish_reason == FinishReason::Length)
+            .count();
         m.insert("completions/clipped_ratio".into(), json!(clipped as f64 / n));
         m.insert("frac_reward_zero_std".into(), json!(adv.frac_reward_zero_std));
         m.insert("dynamic_sampling/dropped_groups".into(), json!(dropped_groups));
-        m.insert("num_tokens".into(), json!(rollouts.iter().map(|r| r.prompt_tokens.len() + r.loss_tokens.len()).sum::<usize>()));
+        m.insert(
+            "num_tokens".into(),
+            json!(
+                rollouts
+                    .iter()
+                    .map(|r| r.prompt_tokens.len() + r.loss_tokens.len())
+                    .sum::<usize>()
+            ),
+        );
         m.insert("generation_time".into(), json!(generation_time));
-        m.insert("step_time".into(), json!(started.elapsed().as_secs_f64() + generation_time));
+        m.insert(
+            "step_time".into(),
+            json!(started.elapsed().as_secs_f64() + generation_time),
+        );
         self.samples = rollouts
             .iter()
             .enumerate()

@@ -100,7 +100,13 @@ pub enum LmGraphError {
 
 impl<B: Backend> LmGraph<B> {
     /// Builds, differentiates and plans the graph for `batch × seq` tokens.
-    pub fn new(backend: &B, cfg: &ModelConfig, batch: usize, seq: usize, objective: Objective) -> Result<Self, LmGraphError> {
+    pub fn new(
+        backend: &B,
+        cfg: &ModelConfig,
+        batch: usize,
+        seq: usize,
+        objective: Objective,
+    ) -> Result<Self, LmGraphError> {
         let mut g = Graph::new();
         let lm = build_causal_lm(&mut g, cfg, &BuildOptions::full(batch, seq))?;
         let targets = g.input("targets", TensorDesc::new(DType::I32, &[batch, seq]))?;
@@ -116,9 +122,15 @@ impl<B: Backend> LmGraph<B> {
             }
             Objective::TokenLogProbs { temperature } => {
                 if !(temperature.is_finite() && temperature > 0.0) {
-                    return Err(LmGraphError::Feed(format!("temperature {temperature} must be positive")));
+                    return Err(LmGraphError::Feed(format!(
+                        "temperature {temperature} must be positive"
+                    )));
                 }
-                let scaled = if temperature == 1.0 { lm.logits } else { g.scale(lm.logits, 1.0 / temperature)? };
+                let scaled = if temperature == 1.0 {
+                    lm.logits
+                } else {
+                    g.scale(lm.logits, 1.0 / temperature)?
+                };
                 let logp = g.token_log_probs(scaled, targets)?;
                 let ent = g.entropy(scaled)?;
                 let d = g.input("d_logp", TensorDesc::f32(&[batch, seq]))?;
@@ -131,8 +143,13 @@ impl<B: Backend> LmGraph<B> {
         let mut outputs = forward_outputs.clone();
         outputs.extend(grads.iter().flatten().copied());
         let plan = Plan::new(&g, &outputs)?;
-        let forward_steps =
-            forward_outputs.iter().map(|&o| plan.steps_through(&g, o)).collect::<Result<Vec<_>, _>>()?.into_iter().max().unwrap_or(0);
+        let forward_steps = forward_outputs
+            .iter()
+            .map(|&o| plan.steps_through(&g, o))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         // ids, targets, weights, seed: 4 bytes each per position.
         let feed = backend.alloc(batch * seq * 16)?;
         Ok(LmGraph {
@@ -158,7 +175,12 @@ impl<B: Backend> LmGraph<B> {
 
     /// Uploads a batch and runs the forward part. Returns the scalar loss (cross-entropy)
     /// or the `[B·T]` log-probs, and the entropies when computed.
-    pub fn forward(&mut self, backend: &B, params: &ParamBuffer<B>, feed: &Feed<'_>) -> Result<(Vec<f32>, Option<Vec<f32>>), LmGraphError> {
+    pub fn forward(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        feed: &Feed<'_>,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>), LmGraphError> {
         let n = self.positions();
         if feed.ids.len() != n || feed.targets.len() != n {
             return Err(LmGraphError::Feed(format!(
@@ -185,7 +207,9 @@ impl<B: Backend> LmGraph<B> {
         }
         self.run(backend, params, 0..self.forward_steps)?;
         let b = bind_all(&self.graph, &self.lm, &self.slots, &self.feed, params)?;
-        let out = self.executor.read_f32(backend, &self.graph, &self.plan, &b, self.output)?;
+        let out = self
+            .executor
+            .read_f32(backend, &self.graph, &self.plan, &b, self.output)?;
         let ent = match self.entropy {
             Some(e) => Some(self.executor.read_f32(backend, &self.graph, &self.plan, &b, e)?),
             None => None,
@@ -195,11 +219,20 @@ impl<B: Backend> LmGraph<B> {
 
     /// Runs the backward part (after [`LmGraph::forward`] on the same batch), seeded with
     /// `d_logp` for the log-prob objective.
-    pub fn backward(&mut self, backend: &B, params: &ParamBuffer<B>, d_logp: Option<&[f32]>) -> Result<(), LmGraphError> {
+    pub fn backward(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        d_logp: Option<&[f32]>,
+    ) -> Result<(), LmGraphError> {
         if self.slots.seed.is_some() {
             let d = d_logp.ok_or_else(|| LmGraphError::Feed("the log-prob objective needs d loss / d logp".into()))?;
             if d.len() != self.positions() {
-                return Err(LmGraphError::Feed(format!("{} gradients for {} positions", d.len(), self.positions())));
+                return Err(LmGraphError::Feed(format!(
+                    "{} gradients for {} positions",
+                    d.len(),
+                    self.positions()
+                )));
             }
             backend.upload(&self.feed, 3 * self.positions() * 4, &f32_bytes(d))?;
         }

@@ -15,19 +15,29 @@ impl MetricsWriter {
     /// Opens (creating) `path` for appending.
     pub fn append(path: &Path) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(MetricsWriter { path: path.to_path_buf(), file })
+        Ok(MetricsWriter {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
-    /// Opens `path` keeping only lines whose `"step"` is at most `last_step` (resume).
-    pub fn resume(path: &Path, last_step: usize) -> std::io::Result<Self> {
+    /// Creates `path` empty (truncating an old file).
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        File::create(path)?;
+        Self::append(path)
+    }
+
+    /// Opens `path` keeping only lines whose `key` (e.g. `"step"`) is at most `last`
+    /// (resume: the steps after the checkpoint will be written again).
+    pub fn resume(path: &Path, key: &str, last: usize) -> std::io::Result<Self> {
         let mut kept = Vec::new();
         if path.exists() {
             for line in BufReader::new(File::open(path)?).lines() {
                 let line = line?;
                 let step = serde_json::from_str::<serde_json::Value>(&line)
                     .ok()
-                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
-                if step.is_some_and(|s| s as usize <= last_step) {
+                    .and_then(|v| v.get(key).and_then(|s| s.as_u64()));
+                if step.is_some_and(|s| s as usize <= last) {
                     kept.push(line);
                 }
             }
@@ -81,12 +91,17 @@ mod tests {
         let p = dir.path().join("metrics.jsonl");
         let mut w = MetricsWriter::append(&p).unwrap();
         for s in 1..=5 {
-            w.write(&serde_json::json!({"step": s, "loss": 1.0 / s as f64})).unwrap();
+            w.write(&serde_json::json!({"step": s, "loss": 1.0 / s as f64}))
+                .unwrap();
         }
         drop(w);
-        let mut w = MetricsWriter::resume(&p, 3).unwrap();
+        let mut w = MetricsWriter::resume(&p, "step", 3).unwrap();
         w.write(&serde_json::json!({"step": 4, "loss": 0.0})).unwrap();
-        let steps: Vec<u64> = read_metrics(&p).unwrap().iter().map(|v| v["step"].as_u64().unwrap()).collect();
+        let steps: Vec<u64> = read_metrics(&p)
+            .unwrap()
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect();
         assert_eq!(steps, vec![1, 2, 3, 4]);
     }
 }

@@ -54,12 +54,21 @@ pub enum LrSchedule {
 impl OptimConfig {
     pub fn validate(&self) -> Result<(), String> {
         let checks: [(&str, bool); 6] = [
-            ("learning_rate", self.learning_rate.is_finite() && self.learning_rate >= 0.0),
-            ("weight_decay", self.weight_decay.is_finite() && self.weight_decay >= 0.0),
+            (
+                "learning_rate",
+                self.learning_rate.is_finite() && self.learning_rate >= 0.0,
+            ),
+            (
+                "weight_decay",
+                self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            ),
             ("adam_beta1", (0.0..1.0).contains(&self.adam_beta1)),
             ("adam_beta2", (0.0..1.0).contains(&self.adam_beta2)),
             ("adam_epsilon", self.adam_epsilon.is_finite() && self.adam_epsilon > 0.0),
-            ("max_grad_norm", self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0),
+            (
+                "max_grad_norm",
+                self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0,
+            ),
         ];
         for (field, ok) in checks {
             if !ok {
@@ -127,7 +136,13 @@ impl<B: Backend> AdamW<B> {
     }
 
     /// Adds one micro-batch's gradient of parameter `i` (`first` overwrites instead).
-    pub fn accumulate(&self, backend: &B, i: usize, grad: TensorRef<'_, B::Buffer>, first: bool) -> Result<(), BackendError> {
+    pub fn accumulate(
+        &self,
+        backend: &B,
+        i: usize,
+        grad: TensorRef<'_, B::Buffer>,
+        first: bool,
+    ) -> Result<(), BackendError> {
         backend.axpby(self.grads.tensor(i), 1.0, grad, if first { 0.0 } else { 1.0 })
     }
 
@@ -138,7 +153,13 @@ impl<B: Backend> AdamW<B> {
 
     /// Clips the accumulated gradient (scaled by `grad_scale`, e.g. 1 / micro-batches when
     /// the loss was not already averaged) to `max_grad_norm` and applies one AdamW update.
-    pub fn step(&mut self, backend: &B, params: &ParamBuffer<B>, lr: f32, grad_scale: f32) -> Result<StepStats, BackendError> {
+    pub fn step(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        lr: f32,
+        grad_scale: f32,
+    ) -> Result<StepStats, BackendError> {
         let grad_norm = self.grad_norm(backend, grad_scale)?;
         let clip = if self.config.max_grad_norm > 0.0 && grad_norm > self.config.max_grad_norm as f64 {
             // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6).
@@ -157,9 +178,18 @@ impl<B: Backend> AdamW<B> {
                 step: self.step,
                 grad_scale: grad_scale * clip,
             };
-            backend.adamw(params.tensor(i), self.grads.tensor(i), self.m.tensor(i), self.v.tensor(i), &hp)?;
+            backend.adamw(
+                params.tensor(i),
+                self.grads.tensor(i),
+                self.m.tensor(i),
+                self.v.tensor(i),
+                &hp,
+            )?;
         }
-        Ok(StepStats { grad_norm, learning_rate: lr })
+        Ok(StepStats {
+            grad_norm,
+            learning_rate: lr,
+        })
     }
 }
 
@@ -169,7 +199,12 @@ mod tests {
 
     #[test]
     fn cosine_schedule_warms_up_then_decays_to_the_floor() {
-        let c = OptimConfig { learning_rate: 1.0, warmup_steps: 10, min_lr_ratio: 0.1, ..Default::default() };
+        let c = OptimConfig {
+            learning_rate: 1.0,
+            warmup_steps: 10,
+            min_lr_ratio: 0.1,
+            ..Default::default()
+        };
         assert_eq!(c.lr_at(0, 110), 0.0);
         assert!((c.lr_at(5, 110) - 0.5).abs() < 1e-6);
         assert!((c.lr_at(10, 110) - 1.0).abs() < 1e-6);
@@ -191,7 +226,10 @@ mod tests {
 
     #[test]
     fn out_of_range_fields_are_named() {
-        let c = OptimConfig { adam_beta2: 1.5, ..Default::default() };
+        let c = OptimConfig {
+            adam_beta2: 1.5,
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().contains("adam_beta2"));
     }
 }

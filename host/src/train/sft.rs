@@ -92,10 +92,14 @@ impl SftConfig {
     pub fn validate(&self) -> Result<(), SftError> {
         self.optim.validate().map_err(SftError::Config)?;
         if self.per_device_train_batch_size == 0 || self.gradient_accumulation_steps == 0 {
-            return Err(SftError::Config("batch size and gradient_accumulation_steps must be positive".into()));
+            return Err(SftError::Config(
+                "batch size and gradient_accumulation_steps must be positive".into(),
+            ));
         }
         if self.max_seq_length < 2 || self.pad_to_multiple_of == 0 {
-            return Err(SftError::Config("max_seq_length must be >= 2 and pad_to_multiple_of positive".into()));
+            return Err(SftError::Config(
+                "max_seq_length must be >= 2 and pad_to_multiple_of positive".into(),
+            ));
         }
         if !(self.num_train_epochs.is_finite() && self.num_train_epochs > 0.0) && self.max_steps.is_none() {
             return Err(SftError::Config("num_train_epochs must be positive".into()));
@@ -109,7 +113,9 @@ impl SftConfig {
             return s;
         }
         let per_step = self.per_device_train_batch_size * self.gradient_accumulation_steps;
-        ((n as f64 * self.num_train_epochs as f64) / per_step as f64).ceil().max(1.0) as usize
+        ((n as f64 * self.num_train_epochs as f64) / per_step as f64)
+            .ceil()
+            .max(1.0) as usize
     }
 }
 
@@ -121,7 +127,13 @@ pub fn pack_batch(examples: &[&SftExample], seq: usize, pad_id: u32) -> (Vec<i32
     let mut targets = vec![-1i32; b * seq];
     let mut count = 0;
     for (r, ex) in examples.iter().enumerate() {
-        let toks: Vec<u32> = ex.prompt.iter().chain(ex.completion.iter()).copied().take(seq + 1).collect();
+        let toks: Vec<u32> = ex
+            .prompt
+            .iter()
+            .chain(ex.completion.iter())
+            .copied()
+            .take(seq + 1)
+            .collect();
         for (t, &tok) in toks.iter().take(seq).enumerate() {
             ids[r * seq + t] = tok as i32;
         }
@@ -155,14 +167,29 @@ pub fn train_sft<B: Backend>(
         if ex.prompt.len() >= sft.max_seq_length {
             return Err(SftError::Example {
                 index: i,
-                detail: format!("prompt of {} tokens leaves no room in max_seq_length {}", ex.prompt.len(), sft.max_seq_length),
+                detail: format!(
+                    "prompt of {} tokens leaves no room in max_seq_length {}",
+                    ex.prompt.len(),
+                    sft.max_seq_length
+                ),
             });
         }
         if ex.completion.is_empty() {
-            return Err(SftError::Example { index: i, detail: "empty completion".into() });
+            return Err(SftError::Example {
+                index: i,
+                detail: "empty completion".into(),
+            });
         }
-        if let Some(&t) = ex.prompt.iter().chain(&ex.completion).find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(SftError::Example { index: i, detail: format!("token id {t} >= vocab_size {}", cfg.vocab_size) });
+        if let Some(&t) = ex
+            .prompt
+            .iter()
+            .chain(&ex.completion)
+            .find(|&&t| t as usize >= cfg.vocab_size)
+        {
+            return Err(SftError::Example {
+                index: i,
+                detail: format!("token id {t} >= vocab_size {}", cfg.vocab_size),
+            });
         }
     }
     let total = sft.total_steps(examples.len());
@@ -198,8 +225,15 @@ pub fn train_sft<B: Backend>(
             .iter()
             .map(|mb| {
                 let exs: Vec<&SftExample> = mb.iter().map(|&i| &examples[i]).collect();
-                let longest = exs.iter().map(|e| e.prompt.len() + e.completion.len()).max().unwrap_or(1);
-                let seq = (longest.min(sft.max_seq_length + 1) - 1).max(1).div_ceil(sft.pad_to_multiple_of) * sft.pad_to_multiple_of;
+                let longest = exs
+                    .iter()
+                    .map(|e| e.prompt.len() + e.completion.len())
+                    .max()
+                    .unwrap_or(1);
+                let seq = (longest.min(sft.max_seq_length + 1) - 1)
+                    .max(1)
+                    .div_ceil(sft.pad_to_multiple_of)
+                    * sft.pad_to_multiple_of;
                 let seq = seq.min(sft.max_seq_length);
                 let (ids, targets, count) = pack_batch(&exs, seq, pad_id);
                 (ids, targets, count, seq)
@@ -210,12 +244,22 @@ pub fn train_sft<B: Backend>(
         let mut loss = 0.0f64;
         for (k, (ids, targets, _, seq)) in packed.iter().enumerate() {
             let key = (bs, *seq);
-            if !graphs.contains_key(&key) {
-                graphs.insert(key, LmGraph::new(backend, cfg, bs, *seq, Objective::CrossEntropy)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = graphs.entry(key) {
+                e.insert(LmGraph::new(backend, cfg, bs, *seq, Objective::CrossEntropy)?);
             }
-            let graph = graphs.get_mut(&key).ok_or_else(|| SftError::Stopped("graph cache".into()))?;
+            let graph = graphs
+                .get_mut(&key)
+                .ok_or_else(|| SftError::Stopped("graph cache".into()))?;
             let weights: Vec<f32> = targets.iter().map(|&t| if t >= 0 { inv } else { 0.0 }).collect();
-            let (out, _) = graph.forward(backend, params, &Feed { ids, targets, weights: Some(&weights) })?;
+            let (out, _) = graph.forward(
+                backend,
+                params,
+                &Feed {
+                    ids,
+                    targets,
+                    weights: Some(&weights),
+                },
+            )?;
             loss += out.first().copied().unwrap_or(f32::NAN) as f64;
             graph.backward(backend, params, None)?;
             graph.for_each_grad(params, |i, g| opt.accumulate(backend, i, g, k == 0))?;
@@ -246,7 +290,10 @@ mod tests {
 
     #[test]
     fn loss_targets_cover_exactly_the_completion() {
-        let ex = SftExample { prompt: vec![1, 2, 3], completion: vec![4, 5] };
+        let ex = SftExample {
+            prompt: vec![1, 2, 3],
+            completion: vec![4, 5],
+        };
         let (ids, targets, n) = pack_batch(&[&ex], 6, 0);
         assert_eq!(ids, vec![1, 2, 3, 4, 5, 0]);
         // Position 2 (token 3) predicts 4, position 3 predicts 5; nothing else.
@@ -256,7 +303,10 @@ mod tests {
 
     #[test]
     fn truncation_keeps_the_prompt_and_cuts_the_completion() {
-        let ex = SftExample { prompt: vec![1, 2], completion: vec![3, 4, 5, 6] };
+        let ex = SftExample {
+            prompt: vec![1, 2],
+            completion: vec![3, 4, 5, 6],
+        };
         let (ids, targets, n) = pack_batch(&[&ex], 4, 0);
         assert_eq!(ids, vec![1, 2, 3, 4]);
         assert_eq!(targets, vec![-1, 3, 4, 5]);
@@ -265,7 +315,12 @@ mod tests {
 
     #[test]
     fn steps_follow_epochs_and_accumulation() {
-        let c = SftConfig { per_device_train_batch_size: 4, gradient_accumulation_steps: 2, num_train_epochs: 2.0, ..Default::default() };
+        let c = SftConfig {
+            per_device_train_batch_size: 4,
+            gradient_accumulation_steps: 2,
+            num_train_epochs: 2.0,
+            ..Default::default()
+        };
         assert_eq!(c.total_steps(20), 5);
     }
 }

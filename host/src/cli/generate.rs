@@ -1,0 +1,109 @@
+//! `r1host generate --model DIR|CHECKPOINT --prompt …`: sample completions and print the
+//! reasoning apart from the answer, streaming the first completion as it is written.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use r1_backend_cpu::CpuBackend;
+use r1_core::sampling::{Rng, SamplingParams};
+
+use crate::engine::{Detokenizer, Engine, GenerationConfig};
+use crate::model::Model;
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// A Hugging Face model directory or an r1 checkpoint.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    /// Completions to sample (they share the prompt's prefill).
+    #[arg(short, long, default_value_t = 1)]
+    n: usize,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Stop after this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let backend = CpuBackend::new();
+    let model = Model::load(&backend, &args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let prompt = model.encode(&args.prompt)?;
+    let generation = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repetition_penalty,
+        },
+        stop: args.stop.clone(),
+    };
+    let mut engine = Engine::new(model.config.clone());
+    let mut rng = Rng::new(args.seed);
+    let stream = !args.json && args.n == 1;
+    let mut shown = 0usize;
+    let mut so_far: Vec<u32> = Vec::new();
+    let completions = engine.generate(
+        &backend,
+        &model.params,
+        &model.tokenizer,
+        &prompt,
+        args.n,
+        &generation,
+        &mut rng,
+        |row, tok| {
+            if stream && row == 0 {
+                so_far.push(tok);
+                let text = Detokenizer::decode(&model.tokenizer, &so_far);
+                // Print only complete characters; the rest follows with the next token.
+                if let Some(new) = text.get(shown..).filter(|s| !s.ends_with('\u{FFFD}')) {
+                    print!("{new}");
+                    let _ = std::io::stdout().flush();
+                    shown = text.len();
+                }
+            }
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&completions)?);
+        return Ok(());
+    }
+    if stream {
+        println!();
+    }
+    for (i, c) in completions.iter().enumerate() {
+        println!(
+            "--- completion {} ({} tokens, {:?}) ---",
+            i + 1,
+            c.tokens.len(),
+            c.finish_reason
+        );
+        match &c.reasoning {
+            Some(r) => println!("reasoning: {r}"),
+            None => println!("reasoning: (none)"),
+        }
+        println!("answer: {}", c.answer);
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! `r1host train sft …`: supervised fine-tuning on a JSONL file of
+//! `{"prompt", "completion"}` rows, from a model directory/checkpoint or a fresh model
+//! (`--init CONFIG.json`, byte-level tokenizer), with a progress bar, `metrics.jsonl` and
+//! a final checkpoint in the run directory.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use r1_backend_cpu::CpuBackend;
+
+use crate::io::{DatasetFields, read_hf_config, read_jsonl};
+use crate::model::Model;
+use crate::run_dir::RunDir;
+use crate::train::metrics::MetricsWriter;
+use crate::train::sft::{SftConfig, SftExample, train_sft};
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(subcommand)]
+    stage: TrainStage,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TrainStage {
+    /// Supervised fine-tuning (loss on the completion tokens only).
+    Sft(SftArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SftArgs {
+    /// JSONL with one `{"prompt": …, "completion": …}` object per line.
+    #[arg(long)]
+    data: PathBuf,
+    /// Start from this Hugging Face directory or r1 checkpoint…
+    #[arg(long, conflicts_with = "init")]
+    model: Option<PathBuf>,
+    /// …or create a fresh model from this config.json (byte-level tokenizer).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// SFT settings as TOML (SftConfig fields; unknown keys are rejected).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where metrics and checkpoints go (default: runs/sft-<time>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    #[arg(long)]
+    epochs: Option<f32>,
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    match args.stage {
+        TrainStage::Sft(a) => run_sft(a),
+    }
+}
+
+/// Loads a TOML config file into `T`, naming the file in errors (unknown keys included).
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn run_sft(a: SftArgs) -> anyhow::Result<()> {
+    let backend = CpuBackend::new();
+    let mut cfg: SftConfig = match &a.config {
+        Some(p) => read_toml(p)?,
+        None => SftConfig::default(),
+    };
+    if let Some(e) = a.epochs {
+        cfg.num_train_epochs = e;
+    }
+    if a.max_steps.is_some() {
+        cfg.max_steps = a.max_steps;
+    }
+    if let Some(lr) = a.lr {
+        cfg.optim.learning_rate = lr;
+    }
+    if let Some(b) = a.batch_size {
+        cfg.per_device_train_batch_size = b;
+    }
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    let model = match (&a.model, &a.init) {
+        (Some(p), _) => Model::load(&backend, p).with_context(|| format!("loading {}", p.display()))?,
+        (None, Some(c)) => Model::init(&backend, read_hf_config(c)?, cfg.seed)?,
+        (None, None) => bail!("give --model DIR|CHECKPOINT or --init CONFIG.json"),
+    };
+    let rows = read_jsonl(&a.data, &DatasetFields::sft())?;
+    let eos = model.tokenizer.eos_id();
+    let examples = rows
+        .iter()
+        .map(|r| {
+            let prompt = model.encode(&r.prompt)?;
+            let mut completion = model.encode(&r.target)?;
+            completion.push(eos);
+            Ok(SftExample { prompt, completion })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let run = match &a.run_dir {
+        Some(d) => RunDir::create(d)?,
+        None => RunDir::fresh("sft")?,
+    };
+    run.write_config("sft_config.json", &cfg)?;
+    let mut metrics = MetricsWriter::append(&run.metrics())?;
+    let total = cfg.total_steps(examples.len());
+    let bar = crate::cli::progress::bar(total as u64, "sft");
+    eprintln!(
+        "SFT: {} examples, {} steps, {} parameters, run directory {}",
+        examples.len(),
+        total,
+        model.params.layout.num_params(),
+        run.root.display()
+    );
+    let history = train_sft(&backend, &model.config, &model.params, &examples, &cfg, eos, |m| {
+        metrics.write(m).map_err(|e| e.to_string())?;
+        bar.set_message(format!("loss {:.4}", m.loss));
+        bar.inc(1);
+        Ok(())
+    })?;
+    bar.finish();
+    let path = run.checkpoint("final");
+    model.save(&backend, &path, None, Vec::new())?;
+    if let (Some(first), Some(last)) = (history.first(), history.last()) {
+        eprintln!(
+            "loss {:.4} → {:.4}; checkpoint {}",
+            first.loss,
+            last.loss,
+            path.display()
+        );
+    }
+    Ok(())
+}

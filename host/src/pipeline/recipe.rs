@@ -1,0 +1,290 @@
+//! The recipe: one TOML document describing an R1 pipeline — the model to start from,
+//! the data, the rewards, and the stages (sft, grpo, rejection_sampling, distill) run in
+//! order, each starting from the previous stage's checkpoint. Unknown keys anywhere are
+//! rejected with their name.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use r1_core::model::ModelConfig;
+use r1_core::reward::BuiltinRewardConfig;
+
+use crate::plugin::PluginConfig;
+use crate::train::grpo::GrpoTrainConfig;
+use crate::train::sft::SftConfig;
+
+/// A whole pipeline.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    pub model: ModelSpec,
+    pub data: DataSpec,
+    #[serde(default)]
+    pub rewards: Vec<RewardSpec>,
+    /// The reward whose score (≥ 0.5 = right) defines held-out accuracy.
+    pub eval_reward: Option<String>,
+    /// Held-out prompts are answered greedily with at most this many tokens.
+    #[serde(default = "default_eval_tokens")]
+    pub eval_max_new_tokens: usize,
+    pub stages: Vec<StageSpec>,
+}
+
+fn default_eval_tokens() -> usize {
+    64
+}
+
+/// Where the pipeline's model starts.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A fresh model with this config.json content (byte-level tokenizer)…
+    pub init: Option<ModelConfig>,
+    /// …or a Hugging Face directory / r1 checkpoint.
+    pub path: Option<PathBuf>,
+}
+
+/// The prompts and examples.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum DataSpec {
+    /// The bundled, generated addition task.
+    Arithmetic {
+        #[serde(default = "default_min_digits")]
+        min_digits: u32,
+        #[serde(default = "default_max_digits")]
+        max_digits: u32,
+        /// Worked examples for the cold-start SFT.
+        cold_start: usize,
+        /// Prompts for GRPO and rejection sampling.
+        train_prompts: usize,
+        /// Held-out prompts for accuracy.
+        eval_prompts: usize,
+    },
+    /// Your own JSONL files.
+    Jsonl {
+        /// `{"prompt","completion"}` rows for the cold start.
+        sft: Option<PathBuf>,
+        /// `{"prompt","answer"}` rows for GRPO and rejection sampling.
+        prompts: PathBuf,
+        /// `{"prompt","answer"}` held-out rows.
+        eval: Option<PathBuf>,
+    },
+}
+
+fn default_min_digits() -> u32 {
+    2
+}
+
+fn default_max_digits() -> u32 {
+    3
+}
+
+/// One reward: a built-in rule reward or a WASM plugin, with its weight.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSpec {
+    pub name: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    pub builtin: Option<BuiltinRewardConfig>,
+    /// A plugin path, or `bundled:arithmetic` for the plugin built into r1host.
+    pub plugin: Option<PluginSpec>,
+    /// A reward of the bundled task: `arithmetic_working` (partial credit per column).
+    pub task: Option<TaskReward>,
+}
+
+/// Rewards that belong to the bundled task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskReward {
+    ArithmeticWorking,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// A plugin reference: the host's plugin settings, where `path` may be `bundled:<name>`.
+pub type PluginSpec = PluginConfig;
+
+/// One stage of the pipeline, tagged by `kind`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StageSpec {
+    Sft {
+        name: String,
+        #[serde(default)]
+        sft: SftConfig,
+        /// Train on the output of these earlier stages (rejection sampling / distill
+        /// traces) and/or `cold_start`; default: the cold-start examples.
+        #[serde(default)]
+        data: Vec<String>,
+    },
+    Grpo {
+        name: String,
+        #[serde(default)]
+        grpo: GrpoTrainConfig,
+        /// Reward names to use (default: all of the recipe's rewards).
+        #[serde(default)]
+        rewards: Vec<String>,
+        /// Held-out accuracy every this many steps (0: only at the start and the end).
+        #[serde(default)]
+        eval_steps: usize,
+        /// Checkpoint every this many steps (0: only at the end).
+        #[serde(default)]
+        save_steps: usize,
+    },
+    RejectionSampling {
+        name: String,
+        #[serde(default)]
+        rejection_sampling: RejectionConfig,
+    },
+    Distill {
+        name: String,
+        distill: DistillConfig,
+    },
+}
+
+impl StageSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            StageSpec::Sft { name, .. }
+            | StageSpec::Grpo { name, .. }
+            | StageSpec::RejectionSampling { name, .. }
+            | StageSpec::Distill { name, .. } => name,
+        }
+    }
+}
+
+/// Rejection-sampling settings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RejectionConfig {
+    /// Prompts to sample (from the training prompts).
+    pub prompts: usize,
+    /// Completions sampled per prompt (K).
+    pub samples_per_prompt: usize,
+    /// Keep at most this many accepted completions per prompt.
+    pub max_per_prompt: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_new_tokens: usize,
+    /// Minimum score per reward name for a completion to be kept.
+    pub min_reward: std::collections::BTreeMap<String, f64>,
+    pub seed: u64,
+}
+
+impl Default for RejectionConfig {
+    fn default() -> Self {
+        RejectionConfig {
+            prompts: 256,
+            samples_per_prompt: 4,
+            max_per_prompt: 1,
+            temperature: 0.8,
+            top_p: 1.0,
+            max_new_tokens: 128,
+            min_reward: Default::default(),
+            seed: 7,
+        }
+    }
+}
+
+/// Distillation: the current model (teacher) writes traces filtered by rewards, and a
+/// student is trained on them; the student then becomes the pipeline's model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The student: a fresh model with this config (byte-level tokenizer)…
+    pub student_init: Option<ModelConfig>,
+    /// …or an existing directory / checkpoint.
+    pub student: Option<PathBuf>,
+    #[serde(default)]
+    pub traces: RejectionConfig,
+    #[serde(default)]
+    pub sft: SftConfig,
+}
+
+impl Recipe {
+    /// Parses a recipe, naming unknown keys and the TOML location of errors.
+    pub fn from_toml(text: &str) -> Result<Recipe, String> {
+        let recipe: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    /// Cross-field checks serde cannot do.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.model.init, &self.model.path) {
+            (Some(_), Some(_)) => return Err("[model]: give `init` or `path`, not both".into()),
+            (None, None) => return Err("[model]: give `init` (a config) or `path` (a model)".into()),
+            _ => {}
+        }
+        let mut names = HashSet::new();
+        for r in &self.rewards {
+            if !names.insert(r.name.as_str()) {
+                return Err(format!("[[rewards]]: the name `{}` is used twice", r.name));
+            }
+            let kinds = [r.builtin.is_some(), r.plugin.is_some(), r.task.is_some()]
+                .iter()
+                .filter(|k| **k)
+                .count();
+            if kinds != 1 {
+                return Err(format!(
+                    "[[rewards]] `{}`: give exactly one of `builtin`, `plugin` or `task`",
+                    r.name
+                ));
+            }
+        }
+        if let Some(e) = &self.eval_reward
+            && !names.contains(e.as_str())
+        {
+            return Err(format!("eval_reward `{e}` is not one of the recipe's rewards"));
+        }
+        let mut stages = HashSet::new();
+        for s in &self.stages {
+            let stage = s.name();
+            match s {
+                StageSpec::Grpo { rewards, .. } => {
+                    for r in rewards {
+                        if !names.contains(r.as_str()) {
+                            return Err(format!("stage `{stage}`: unknown reward `{r}`"));
+                        }
+                    }
+                }
+                StageSpec::Sft { data, .. } => {
+                    for d in data {
+                        if d != "cold_start" && !stages.contains(d.as_str()) {
+                            return Err(format!(
+                                "stage `{stage}`: data `{d}` is neither `cold_start` nor an earlier stage"
+                            ));
+                        }
+                    }
+                }
+                StageSpec::RejectionSampling { rejection_sampling, .. } => {
+                    for r in rejection_sampling.min_reward.keys() {
+                        if !names.contains(r.as_str()) {
+                            return Err(format!("stage `{stage}`: min_reward names unknown reward `{r}`"));
+                        }
+                    }
+                }
+                StageSpec::Distill { distill, .. } => {
+                    if distill.student_init.is_some() == distill.student.is_some() {
+                        return Err(format!(
+                            "stage `{stage}`: give exactly one of `student_init` or `student`"
+                        ));
+                    }
+                }
+            }
+            if !stages.insert(stage) {
+                return Err(format!("[[stages]]: the name `{stage}` is used twice"));
+            }
+        }
+        if self.stages.is_empty() {
+            return Err("the recipe has no [[stages]]".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! Rejection sampling: sample K completions per prompt, keep those every named reward
+//! accepts (score ≥ its threshold), and write them as a new SFT set — R1's way of turning
+//! an RL checkpoint into clean supervised data, and distillation's trace writer.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use r1_backend_cpu::CpuBackend;
+use r1_core::reward::Sample;
+use r1_core::sampling::{Rng, SamplingParams};
+
+use crate::engine::{Engine, GenerationConfig};
+use crate::io::atomic::write_bytes_atomically;
+use crate::model::Model;
+use crate::pipeline::recipe::RejectionConfig;
+use crate::train::grpo::{GrpoPrompt, NamedReward};
+
+/// What rejection sampling kept.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RejectionStats {
+    pub prompts: usize,
+    pub sampled: usize,
+    pub kept: usize,
+    /// Prompts with at least one kept completion.
+    pub prompts_covered: usize,
+    /// Fraction of samples passing each reward's threshold.
+    pub pass_rate: BTreeMap<String, f64>,
+    /// Mean score of each reward over all samples.
+    pub mean_reward: BTreeMap<String, f64>,
+}
+
+/// Samples, filters and writes `{"prompt","completion"}` rows to `out` (atomically).
+pub fn rejection_sample(
+    backend: &CpuBackend,
+    model: &Model<CpuBackend>,
+    prompts: &[GrpoPrompt],
+    rewards: &[NamedReward],
+    cfg: &RejectionConfig,
+    out: &Path,
+) -> anyhow::Result<RejectionStats> {
+    if cfg.samples_per_prompt == 0 {
+        anyhow::bail!("rejection sampling: samples_per_prompt must be positive");
+    }
+    let generation = GenerationConfig {
+        max_new_tokens: cfg.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: cfg.temperature,
+            top_p: cfg.top_p,
+            ..SamplingParams::default()
+        },
+        stop: Vec::new(),
+    };
+    let mut engine = Engine::new(model.config.clone());
+    let mut rng = Rng::new(cfg.seed);
+    let mut stats = RejectionStats {
+        prompts: cfg.prompts.min(prompts.len()),
+        ..Default::default()
+    };
+    let mut passes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for p in prompts.iter().take(cfg.prompts) {
+        let completions = engine.generate(
+            backend,
+            &model.params,
+            &model.tokenizer,
+            &p.tokens,
+            cfg.samples_per_prompt,
+            &generation,
+            &mut rng,
+            |_, _| {},
+        )?;
+        let group: Vec<Sample> = completions
+            .iter()
+            .map(|c| Sample {
+                completion: c.text.clone(),
+                ..p.sample.clone()
+            })
+            .collect();
+        stats.sampled += group.len();
+        let mut accepted = vec![true; group.len()];
+        for r in rewards {
+            let scores = r.reward.score(&group)?;
+            let threshold = cfg.min_reward.get(&r.name).copied();
+            for (i, s) in scores.iter().enumerate() {
+                let v = s.value();
+                *sums.entry(r.name.clone()).or_default() += v.unwrap_or(0.0) as f64;
+                let ok = match threshold {
+                    Some(t) => v.is_some_and(|v| v as f64 >= t),
+                    None => true,
+                };
+                if ok {
+                    *passes.entry(r.name.clone()).or_default() += 1;
+                }
+                accepted[i] &= ok;
+            }
+        }
+        let mut kept_here = 0;
+        let mut seen = std::collections::HashSet::new();
+        for (c, ok) in completions.iter().zip(&accepted) {
+            // Distinct completions only: duplicates teach nothing new.
+            if *ok && kept_here < cfg.max_per_prompt.max(1) && seen.insert(c.text.clone()) {
+                rows.push(serde_json::json!({"prompt": p.sample.prompt, "completion": c.text}));
+                kept_here += 1;
+            }
+        }
+        stats.kept += kept_here;
+        if kept_here > 0 {
+            stats.prompts_covered += 1;
+        }
+    }
+    let n = stats.sampled.max(1) as f64;
+    for r in rewards {
+        stats
+            .pass_rate
+            .insert(r.name.clone(), passes.get(&r.name).copied().unwrap_or(0) as f64 / n);
+        stats
+            .mean_reward
+            .insert(r.name.clone(), sums.get(&r.name).copied().unwrap_or(0.0) / n);
+    }
+    let mut bytes = Vec::new();
+    for row in rows {
+        writeln!(bytes, "{row}")?;
+    }
+    write_bytes_atomically(out, &bytes)?;
+    Ok(stats)
+}

@@ -1,0 +1,229 @@
+//! The generation engine against the plain full-sequence forward pass: greedy decoding
+//! with the KV cache must pick, at every step, the argmax of the logits a full forward
+//! over the whole sequence gives; sampled log-probs must be the model's; and a cache
+//! reused across prompts of different lengths must not leak earlier contents.
+
+use r1_backend_cpu::CpuBackend;
+use r1_core::model::ModelConfig;
+use r1_core::sampling::{Rng, SamplingParams};
+use r1_host::engine::{Detokenizer, Engine, FinishReason, GenerationConfig};
+use r1_host::train::lm_graph::{Feed, LmGraph, Objective};
+use r1_host::weights::{ParamBuffer, ParamLayout, init_weights, upload_weights};
+
+struct Ids;
+
+impl Detokenizer for Ids {
+    fn decode(&self, tokens: &[u32]) -> String {
+        tokens.iter().map(|t| format!("<{t}>")).collect()
+    }
+    fn eos_id(&self) -> Option<u32> {
+        None
+    }
+}
+
+fn model(backend: &CpuBackend) -> (ModelConfig, ParamBuffer<CpuBackend>) {
+    let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50,
+        "tie_word_embeddings": false, "max_position_embeddings": 64,
+    }))
+    .unwrap();
+    // Larger than the default init so the argmax is not a near-tie.
+    let weights = init_weights(&cfg, 5).into_iter().map(|(n, _, v)| {
+        let v = if n.contains("norm") {
+            v
+        } else {
+            v.into_iter().map(|x| x * 8.0).collect()
+        };
+        (n, v)
+    });
+    let params = upload_weights(backend, ParamLayout::for_config(&cfg), weights).unwrap();
+    (cfg, params)
+}
+
+/// Log-probs of `seq[1..]` given the prefixes, by one full forward pass.
+fn full_logprobs(backend: &CpuBackend, cfg: &ModelConfig, params: &ParamBuffer<CpuBackend>, seq: &[u32]) -> Vec<f32> {
+    let ids: Vec<i32> = seq.iter().map(|&t| t as i32).collect();
+    let n = ids.len() - 1;
+    let mut g = LmGraph::new(backend, cfg, 1, n, Objective::TokenLogProbs { temperature: 1.0 }).unwrap();
+    g.forward(
+        backend,
+        params,
+        &Feed {
+            ids: &ids[..n],
+            targets: &ids[1..],
+            weights: None,
+        },
+    )
+    .unwrap()
+    .0
+}
+
+#[test]
+fn greedy_decoding_with_the_cache_matches_full_forward_argmax() {
+    let backend = CpuBackend::new();
+    let (cfg, params) = model(&backend);
+    let mut engine = Engine::new(cfg.clone());
+    let prompt = [3u32, 17, 9, 41, 2];
+    let generation = GenerationConfig {
+        max_new_tokens: 12,
+        sampling: SamplingParams::greedy(),
+        stop: vec![],
+    };
+    let out = engine
+        .generate(
+            &backend,
+            &params,
+            &Ids,
+            &prompt,
+            2,
+            &generation,
+            &mut Rng::new(0),
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].tokens, out[1].tokens, "greedy rows sharing a prefill must agree");
+    assert_eq!(out[0].tokens.len(), 12);
+    assert_eq!(out[0].finish_reason, FinishReason::Length);
+    // Each generated token must be the most likely continuation under a full forward.
+    let mut seq = prompt.to_vec();
+    for &t in &out[0].tokens {
+        let mut best = (f32::NEG_INFINITY, 0);
+        for cand in 0..cfg.vocab_size as u32 {
+            let mut s = seq.clone();
+            s.push(cand);
+            let lp = *full_logprobs(&backend, &cfg, &params, &s).last().unwrap();
+            if lp > best.0 {
+                best = (lp, cand);
+            }
+        }
+        assert_eq!(t, best.1, "after {seq:?}");
+        seq.push(t);
+    }
+}
+
+#[test]
+fn sampled_logprobs_are_the_models_at_temperature_one() {
+    let backend = CpuBackend::new();
+    let (cfg, params) = model(&backend);
+    let mut engine = Engine::new(cfg.clone());
+    let prompt = [1u32, 2, 3];
+    let generation = GenerationConfig {
+        max_new_tokens: 10,
+        sampling: SamplingParams::default(),
+        stop: vec![],
+    };
+    let out = engine
+        .generate(
+            &backend,
+            &params,
+            &Ids,
+            &prompt,
+            3,
+            &generation,
+            &mut Rng::new(42),
+            |_, _| {},
+        )
+        .unwrap();
+    for c in &out {
+        let seq: Vec<u32> = prompt.iter().chain(&c.tokens).copied().collect();
+        let full = full_logprobs(&backend, &cfg, &params, &seq);
+        let tail = &full[prompt.len() - 1..];
+        for (j, (a, b)) in c.logprobs.iter().zip(tail).enumerate() {
+            assert!((a - b).abs() < 1e-4, "token {j}: sampler {a} vs model {b}");
+        }
+    }
+    assert_ne!(out[0].tokens, out[1].tokens, "sampled rows should differ");
+}
+
+#[test]
+fn a_reused_cache_gives_the_same_answers_as_a_fresh_one() {
+    let backend = CpuBackend::new();
+    let (cfg, params) = model(&backend);
+    let generation = GenerationConfig {
+        max_new_tokens: 8,
+        sampling: SamplingParams::greedy(),
+        stop: vec![],
+    };
+    let short = [7u32, 8];
+    let long = [1u32, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+    let mut fresh = Engine::new(cfg.clone());
+    let want = fresh
+        .generate(
+            &backend,
+            &params,
+            &Ids,
+            &short,
+            1,
+            &generation,
+            &mut Rng::new(0),
+            |_, _| {},
+        )
+        .unwrap();
+    let mut used = Engine::new(cfg.clone());
+    used.generate(
+        &backend,
+        &params,
+        &Ids,
+        &long,
+        1,
+        &generation,
+        &mut Rng::new(0),
+        |_, _| {},
+    )
+    .unwrap();
+    let got = used
+        .generate(
+            &backend,
+            &params,
+            &Ids,
+            &short,
+            1,
+            &generation,
+            &mut Rng::new(0),
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(got[0].tokens, want[0].tokens);
+}
+
+#[test]
+fn prompts_longer_than_the_context_are_refused() {
+    let backend = CpuBackend::new();
+    let (cfg, params) = model(&backend);
+    let mut engine = Engine::new(cfg.clone());
+    let prompt = vec![1u32; 64];
+    let generation = GenerationConfig {
+        max_new_tokens: 4,
+        sampling: SamplingParams::greedy(),
+        stop: vec![],
+    };
+    let err = engine
+        .generate(
+            &backend,
+            &params,
+            &Ids,
+            &prompt,
+            1,
+            &generation,
+            &mut Rng::new(0),
+            |_, _| {},
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("64"), "{err}");
+    let bad = [1u32, 99];
+    let err = engine
+        .generate(
+            &backend,
+            &params,
+            &Ids,
+            &bad,
+            1,
+            &generation,
+            &mut Rng::new(0),
+            |_, _| {},
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("99"), "{err}");
+}
