@@ -547,6 +547,14 @@ fn stage_pairs(run: &Run<'_>, state: &PipelineState, data: &[String]) -> anyhow:
             .find(|f| f.name == s)
             .and_then(|f| f.output.clone())
             .with_context(|| format!("stage `{s}` wrote no dataset"))?;
+        // A rejection stage that accepted nothing leaves an empty file: the other sources
+        // still train (the error below fires only when every source is empty).
+        if std::fs::metadata(&out).map(|m| m.len() == 0).unwrap_or(false) {
+            run.log(&format!(
+                "stage `{s}` accepted no samples; training on the other sources"
+            ));
+            continue;
+        }
         pairs.extend(
             read_jsonl(&out, &DatasetFields::sft())?
                 .into_iter()

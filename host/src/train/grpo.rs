@@ -589,6 +589,8 @@ impl<B: Backend> GrpoTrainer<B> {
 
         let gas = self.config.gradient_accumulation_steps;
         let token_sum_loss = matches!(self.config.grpo.loss_type, LossType::Dapo | LossType::Cispo);
+        // The parameters the batch was sampled with, until the first optimizer step.
+        let mut untouched = true;
         for _iteration in 0..self.config.num_iterations {
             for chunk in (0..micro.len()).collect::<Vec<_>>().chunks(gas) {
                 if self.state.step >= self.config.max_steps {
@@ -603,6 +605,10 @@ impl<B: Backend> GrpoTrainer<B> {
                 for (k, &m) in chunk.iter().enumerate() {
                     let rows = micro[m].len();
                     let (logp, ent) = self.completion_logp(backend, params, &packed[m], rows)?;
+                    if untouched {
+                        let rs: Vec<&Rollout> = micro[m].iter().map(|&i| &rollouts[i]).collect();
+                        report.add_sampler_drift(&logp, &rs, l, &packed[m].mask);
+                    }
                     let advantages: Vec<f32> = micro[m].iter().map(|&i| rollouts[i].advantage).collect();
                     let inputs = LossInputs {
                         logp: &logp,
@@ -637,6 +643,7 @@ impl<B: Backend> GrpoTrainer<B> {
                 let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
                 let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
                 let stats = self.optimizer.step(backend, params, lr, scale)?;
+                untouched = false;
                 self.state.step += 1;
                 report.finish(
                     self,
@@ -749,6 +756,8 @@ pub struct GrpoStepReport {
     loss_sum: f64,
     metric_sums: HashMap<&'static str, (f64, usize)>,
     entropy: (f64, f64),
+    /// `|log π_train − log π_sampler|` over completion tokens: (sum, max, count).
+    drift: (f64, f64, f64),
 }
 
 impl GrpoStepReport {
@@ -760,6 +769,23 @@ impl GrpoStepReport {
             loss_sum: 0.0,
             metric_sums: HashMap::new(),
             entropy: (0.0, 0.0),
+            drift: (0.0, 0.0, 0.0),
+        }
+    }
+
+    /// Compares the trainer's log-probs of freshly sampled tokens with the sampler's (the
+    /// engine's KV-cache decode): they must agree up to float rounding, or the policy
+    /// gradient is taken on a different distribution than the one that was sampled.
+    fn add_sampler_drift(&mut self, logp: &[f32], rows: &[&Rollout], l: usize, mask: &[f32]) {
+        for (r, row) in rows.iter().enumerate() {
+            for (j, &s) in row.completion.logprobs.iter().enumerate().take(l) {
+                if mask[r * l + j] > 0.0 && s.is_finite() {
+                    let d = (logp[r * l + j] - s).abs() as f64;
+                    self.drift.0 += d;
+                    self.drift.1 = self.drift.1.max(d);
+                    self.drift.2 += 1.0;
+                }
+            }
         }
     }
 
@@ -809,6 +835,10 @@ impl GrpoStepReport {
         }
         if self.entropy.1 > 0.0 {
             m.insert("entropy".into(), json!(self.entropy.0 / self.entropy.1));
+        }
+        if self.drift.2 > 0.0 {
+            m.insert("sampling/logp_diff_mean".into(), json!(self.drift.0 / self.drift.2));
+            m.insert("sampling/logp_diff_max".into(), json!(self.drift.1));
         }
         let lens: Vec<usize> = rollouts.iter().map(|r| r.loss_tokens.len()).collect();
         let n = lens.len().max(1) as f64;
