@@ -58,6 +58,32 @@ enum BenchWhat {
         shape: Shape,
         #[arg(long, default_value_t = 64)]
         tokens: usize,
+        /// Also run this reference script (shared/reference/torch_decode_train.py).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
+    /// Seconds per GRPO step as TRL's reference measures it: one prompt, G completions of
+    /// up to L tokens, the format and accuracy rule rewards, β = 0.04 (so the frozen
+    /// reference is scored too), AdamW — generation included.
+    Grpo {
+        #[command(flatten)]
+        shape: Shape,
+        /// Completions per prompt (`num_generations`).
+        #[arg(long, default_value_t = 8)]
+        generations: usize,
+        /// `max_completion_length` (default: 64 for `small`, 128 otherwise).
+        #[arg(long)]
+        completion: Option<usize>,
+        /// Timed steps after one warm-up step.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Also run this reference script (shared/reference/trl_grpo_step.py).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        #[arg(long, default_value = "python3")]
+        python: String,
     },
 }
 
@@ -197,7 +223,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             println!("{line}");
         }
-        BenchWhat::Decode { shape, tokens } => {
+        BenchWhat::Grpo {
+            shape,
+            generations,
+            completion,
+            steps,
+            reference,
+            python,
+        } => bench_grpo(&shape, generations, completion, steps, reference, &python)?,
+        BenchWhat::Decode {
+            shape,
+            tokens,
+            reference,
+            python,
+        } => {
             let cfg = preset(&shape.preset)?;
             let be = backend(shape.threads)?;
             let layout = ParamLayout::for_config(&cfg);
@@ -231,11 +270,164 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let out = engine.generate(&be, &params, &NoText, &prompt, 1, &g, &mut rng, |_, _| {})?;
             let secs = t.elapsed().as_secs_f64();
             let n = out.first().map_or(0, |c| c.tokens.len());
-            println!(
-                "{}",
-                serde_json::json!({"bench": "decode", "preset": shape.preset, "tokens": n, "r1_decode_tok_s": (n as f64 / secs * 10.0).round() / 10.0})
-            );
+            let tps = n as f64 / secs;
+            let mut line = serde_json::json!({"bench": "decode", "preset": shape.preset, "tokens": n, "r1_decode_tok_s": (tps * 10.0).round() / 10.0});
+            if let Some(script) = reference {
+                let c = &cfg;
+                // Decode only: the script's training part runs one tiny step.
+                let a: Vec<String> = [
+                    c.hidden_size,
+                    c.num_hidden_layers,
+                    c.num_attention_heads,
+                    c.kv_heads(),
+                    c.intermediate_size,
+                    c.vocab_size,
+                    tokens,
+                    16,
+                    1,
+                ]
+                .iter()
+                .map(|v| v.to_string())
+                .collect();
+                let r = run_reference(&python, &script, &a)?;
+                let reference_tps = r.get("decode_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+                line["reference"] = r;
+                line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
+            }
+            println!("{line}");
         }
     }
+    Ok(())
+}
+
+/// `r1host bench grpo`: see [`BenchWhat::Grpo`].
+fn bench_grpo(
+    shape: &Shape,
+    generations: usize,
+    completion: Option<usize>,
+    steps: usize,
+    reference: Option<PathBuf>,
+    python: &str,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use r1_core::reward::{Accuracy, AccuracyConfig, Sample, ThinkFormat, ThinkFormatConfig};
+
+    use crate::train::grpo::{GrpoPrompt, GrpoTrainConfig, GrpoTrainer, NamedReward};
+    use crate::train::optim::LrSchedule;
+
+    let cfg = preset(&shape.preset)?;
+    let be = backend(shape.threads)?;
+    let l = completion.unwrap_or(if shape.preset == "small" { 64 } else { 128 });
+    let params = upload_weights(
+        &be,
+        ParamLayout::for_config(&cfg),
+        init_weights(&cfg, 0).into_iter().map(|(n, _, v)| (n, v)),
+    )?;
+    // 64 prompts of 20 tokens (TRL's arithmetic prompts are about that long).
+    let mut rng = Rng::new(1);
+    let prompts: Vec<GrpoPrompt> = (0..64)
+        .map(|i| GrpoPrompt {
+            sample: Sample {
+                prompt: format!("prompt {i}"),
+                reference: Some(format!("{}", 10 + i)),
+                ..Default::default()
+            },
+            tokens: (0..20).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect(),
+        })
+        .collect();
+    let mut config = GrpoTrainConfig {
+        per_device_train_batch_size: generations,
+        max_steps: steps + 1,
+        optim: OptimConfig {
+            learning_rate: 1e-5,
+            lr_scheduler_type: LrSchedule::Constant,
+            ..OptimConfig::default()
+        },
+        ..GrpoTrainConfig::default()
+    };
+    config.grpo.num_generations = generations;
+    config.grpo.max_completion_length = l;
+    config.grpo.beta = 0.04;
+    let rewards = vec![
+        NamedReward {
+            name: "format".into(),
+            reward: Arc::new(ThinkFormat::new(ThinkFormatConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?),
+        },
+        NamedReward {
+            name: "accuracy".into(),
+            reward: Arc::new(Accuracy::new(AccuracyConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?),
+        },
+    ];
+    let mut trainer = GrpoTrainer::new(&be, cfg.clone(), &params, config, rewards, prompts)?;
+    let mut times = Vec::new();
+    let mut generation = Vec::new();
+    let mut tokens = Vec::new();
+    while trainer.state.step < steps + 1 {
+        let t = Instant::now();
+        let mut report = None;
+        trainer.train_generation(&be, &params, &NoText, |r| {
+            report = Some(r.metrics.clone());
+            Ok(())
+        })?;
+        if trainer.state.step > 1 {
+            times.push(t.elapsed().as_secs_f64());
+            if let Some(m) = report {
+                generation.push(m.get("generation_time").and_then(|v| v.as_f64()).unwrap_or(f64::NAN));
+                tokens.push(
+                    m.get("completions/mean_length")
+                        .and_then(|v| v.as_f64())
+                        .unwrap_or(f64::NAN),
+                );
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let step_s = median(&mut times.clone());
+    let mut line = serde_json::json!({
+        "bench": "grpo", "preset": shape.preset, "G": generations, "L": l, "beta": 0.04,
+        "r1_step_s_median": (step_s * 1e4).round() / 1e4, "r1_steps_s": times,
+        "r1_generation_s_median": (median(&mut generation) * 1e4).round() / 1e4,
+        "completions_mean_length": tokens,
+    });
+    if let Some(script) = reference {
+        let c = &cfg;
+        let args: Vec<String> = [
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.kv_heads(),
+            c.intermediate_size,
+            c.vocab_size,
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+        let out = Command::new(python)
+            .arg(&script)
+            .args(&args)
+            .env("G", generations.to_string())
+            .env("L", l.to_string())
+            .env("STEPS", steps.to_string())
+            .output()
+            .with_context(|| format!("running {python} {}", script.display()))?;
+        if !out.status.success() {
+            bail!("reference script failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let r: serde_json::Value = serde_json::from_str(
+            text.lines()
+                .rev()
+                .find(|l| l.trim_start().starts_with('{'))
+                .context("reference printed no JSON")?,
+        )?;
+        let reference_s = r.get("step_s_median").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        line["reference"] = r;
+        line["speedup"] = serde_json::json!((reference_s / step_s * 100.0).round() / 100.0);
+    }
+    println!("{line}");
     Ok(())
 }

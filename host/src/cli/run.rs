@@ -58,7 +58,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(a) = report.initial_accuracy {
         println!("held-out accuracy before training: {:5.1}%", a * 100.0);
     }
-    let mut cold = None;
+    let mut first = None;
     for s in &report.stages {
         if let Some(a) = s.eval_accuracy {
             println!(
@@ -66,18 +66,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 format!("{}:", s.name),
                 a * 100.0
             );
-            if cold.is_none() {
-                cold = Some(a);
+            if first.is_none() {
+                first = Some((s.name.as_str(), a));
             }
         }
     }
-    if let (Some(c), Some(last)) = (cold, report.stages.iter().rev().find_map(|s| s.eval_accuracy)) {
-        println!("gain over the cold-start model: {:+.1} points", (last - c) * 100.0);
+    if let (Some((name, a)), Some(last)) = (first, report.stages.iter().rev().find_map(|s| s.eval_accuracy)) {
+        println!("gain over the `{name}` model: {:+.1} points", (last - a) * 100.0);
     }
     println!("run directory: {}", report.run_dir.display());
     println!("metrics:       {}", report.run_dir.join("metrics.jsonl").display());
+    let mut previous: Option<&std::path::Path> = None;
     for s in &report.stages {
-        println!("checkpoint:    {} ({})", s.checkpoint.display(), s.name);
+        if previous != Some(s.checkpoint.as_path()) {
+            println!("checkpoint:    {} ({})", s.checkpoint.display(), s.name);
+        }
+        previous = Some(s.checkpoint.as_path());
+        if let Some(out) = &s.output {
+            println!("dataset:       {} ({})", out.display(), s.name);
+        }
     }
     for p in &report.plots {
         println!("plot:          {}", p.display());
