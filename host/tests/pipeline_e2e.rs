@@ -37,6 +37,8 @@ fn short_recipe() -> String {
         table.insert(last.to_string(), new);
     };
     set(&mut r, &["seed"], Value::Integer(3));
+    // The format reward at full weight: it is what a few seconds of GRPO can lift.
+    set(&mut r, &["rewards", "0", "weight"], Value::Float(1.0));
     set(&mut r, &["eval_max_new_tokens"], Value::Integer(32));
     for (k, v) in [
         ("hidden_size", 64),
@@ -154,8 +156,9 @@ fn mean(v: &[f64]) -> f64 {
 #[test]
 fn short_default_recipe_runs_every_stage_raises_reward_and_resumes_exactly() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    let recipe_text = short_recipe();
     let recipe = tmp.path().join("recipe.toml");
-    std::fs::write(&recipe, short_recipe()).expect("write recipe");
+    std::fs::write(&recipe, &recipe_text).expect("write recipe");
     let recipe = recipe.to_str().expect("utf-8 path");
 
     // The uninterrupted run.
@@ -189,10 +192,40 @@ fn short_default_recipe_runs_every_stage_raises_reward_and_resumes_exactly() {
         .collect();
     assert_eq!(reward.len(), 24, "one metrics line per GRPO step");
     let (start, end) = (mean(&reward[..8]), mean(&reward[16..]));
+    eprintln!("grpo1 reward: first 8 steps {start:.3}, last 8 steps {end:.3}");
     assert!(
         end > start + 0.1,
         "GRPO reward went from {start:.3} to {end:.3}: {reward:?}"
     );
+    // `reward` is the recipe-weighted sum of the per-reward means (TRL's `reward`).
+    let recipe_value: Value = toml::from_str(&recipe_text).expect("recipe");
+    let weights: Vec<(String, f64)> = recipe_value["rewards"]
+        .as_array()
+        .expect("rewards")
+        .iter()
+        .map(|r| {
+            let w = r.get("weight").map_or(1.0, |w| w.as_float().expect("a float weight"));
+            (r["name"].as_str().expect("name").to_string(), w)
+        })
+        .collect();
+    assert!(
+        weights.iter().any(|(_, w)| *w != 1.0),
+        "the test needs a weight other than 1"
+    );
+    for m in lines.iter().filter(|m| m.contains_key("reward")) {
+        let weighted: f64 = weights
+            .iter()
+            .filter_map(|(name, w)| {
+                m.get(&format!("rewards/{name}/mean"))
+                    .map(|v| w * v.as_f64().expect("mean"))
+            })
+            .sum();
+        let reward = m["reward"].as_f64().expect("reward");
+        assert!(
+            (reward - weighted).abs() < 1e-4,
+            "reward {reward} is not the weighted sum {weighted}: {m:?}"
+        );
+    }
     // Every plugin call succeeded, and the plugin's accuracy is logged under its name.
     assert!(lines.iter().any(|m| m.contains_key("rewards/accuracy/mean")));
     assert!(
@@ -278,4 +311,121 @@ fn recipe_with_an_unknown_key_is_refused_with_the_key_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_stepz"), "the error does not name the key:\n{err}");
     assert!(!tmp.path().join("r").join("metrics.jsonl").exists(), "nothing ran");
+}
+
+#[test]
+fn distill_trains_a_smaller_student_on_the_teachers_filtered_traces() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let recipe = r#"
+name = "distill-test"
+seed = 5
+eval_reward = "accuracy"
+eval_max_new_tokens = 32
+
+[model.init]
+architectures = ["Qwen2ForCausalLM"]
+hidden_size = 64
+intermediate_size = 172
+num_hidden_layers = 2
+num_attention_heads = 4
+num_key_value_heads = 2
+vocab_size = 261
+tie_word_embeddings = true
+max_position_embeddings = 96
+
+[data]
+kind = "arithmetic"
+min_digits = 1
+max_digits = 2
+cold_start = 200
+train_prompts = 300
+eval_prompts = 16
+
+[[rewards]]
+name = "format"
+builtin = { type = "think_format", answer_tags = true }
+
+[[rewards]]
+name = "accuracy"
+plugin = { path = "bundled:arithmetic" }
+
+[[stages]]
+kind = "sft"
+name = "teacher"
+[stages.sft]
+per_device_train_batch_size = 16
+num_train_epochs = 8.0
+max_seq_length = 80
+[stages.sft.optim]
+learning_rate = 3e-3
+warmup_steps = 5
+
+[[stages]]
+kind = "distill"
+name = "student"
+[stages.distill.student_init]
+architectures = ["Qwen2ForCausalLM"]
+hidden_size = 32
+intermediate_size = 86
+num_hidden_layers = 1
+num_attention_heads = 2
+num_key_value_heads = 1
+vocab_size = 261
+tie_word_embeddings = true
+max_position_embeddings = 96
+[stages.distill.traces]
+prompts = 48
+samples_per_prompt = 2
+max_new_tokens = 32
+min_reward = { format = 1.0 }
+[stages.distill.sft]
+per_device_train_batch_size = 8
+num_train_epochs = 3.0
+max_seq_length = 80
+[stages.distill.sft.optim]
+learning_rate = 3e-3
+warmup_steps = 2
+"#;
+    let path = tmp.path().join("distill.toml");
+    std::fs::write(&path, recipe).expect("write");
+    let dir = tmp.path().join("run");
+    let out = r1host(&[
+        "run",
+        path.to_str().expect("path"),
+        "--run-dir",
+        dir.to_str().expect("path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "distill run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The traces are the teacher's completions that passed the format filter.
+    let traces = std::fs::read_to_string(dir.join("student.traces.jsonl")).expect("traces");
+    let rows: Vec<serde_json::Value> = traces
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
+    assert!(!rows.is_empty(), "the teacher wrote no accepted trace");
+    for r in &rows {
+        let c = r["completion"].as_str().expect("completion");
+        assert!(
+            c.starts_with("<think>") && c.contains("</think><answer>"),
+            "unfiltered trace {c}"
+        );
+    }
+    // The student is the smaller model, trained (its loss falls) on those traces.
+    let student = load_checkpoint(&dir.join("student.r1ckpt")).expect("student checkpoint");
+    assert_eq!(student.config.hidden_size, 32);
+    let teacher = load_checkpoint(&dir.join("teacher.r1ckpt")).expect("teacher checkpoint");
+    assert_eq!(teacher.config.hidden_size, 64);
+    let loss: Vec<f64> = metrics(&dir.join("metrics.jsonl"))
+        .iter()
+        .filter(|m| m["stage"] == "student")
+        .filter_map(|m| m.get("loss").and_then(|l| l.as_f64()))
+        .collect();
+    assert!(loss.len() >= 4, "{loss:?}");
+    assert!(loss[loss.len() - 1] < loss[0] * 0.8, "student loss {loss:?}");
+    assert!(stdout.contains("held-out accuracy after student:"), "{stdout}");
 }

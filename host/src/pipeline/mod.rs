@@ -646,6 +646,22 @@ fn run_grpo_stage(
             .filter_map(|n| run.rewards.iter().find(|r| &r.name == n).cloned())
             .collect()
     };
+    // The recipe's `[[rewards]]` weights, unless the stage sets TRL's `reward_weights`.
+    let mut config = config.clone();
+    if config.grpo.reward_weights.is_none() {
+        config.grpo.reward_weights = Some(
+            rewards
+                .iter()
+                .map(|r| {
+                    run.recipe
+                        .rewards
+                        .iter()
+                        .find(|spec| spec.name == r.name)
+                        .map_or(1.0, |spec| spec.weight)
+                })
+                .collect(),
+        );
+    }
     let prompts = encode_prompts(model, &run.data.train)?;
     let mut trainer = GrpoTrainer::new(
         backend,
