@@ -76,27 +76,43 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
         source,
     })?;
 
+    // Each curve on the steps of the stages that logged it (GRPO's reward is not squeezed
+    // into the corner of an axis that is mostly SFT steps).
+    let own: Vec<(Curve, StepAxis)> = curves
+        .iter()
+        .map(|curve| {
+            let (sub_records, compressed) = stages_logging(&records, &axis, &curve.key);
+            let sub = compressed.then(|| {
+                let mut sub_axis = StepAxis::from_records(&sub_records);
+                sub_axis.label = "step (stages that log it, end to end)";
+                collect_curves(&sub_records, &sub_axis)
+                    .into_iter()
+                    .find(|c| c.key == curve.key)
+                    .map(|c| (c, sub_axis))
+            });
+            sub.flatten().unwrap_or_else(|| (curve.clone(), axis.clone()))
+        })
+        .collect();
     let mut written = Vec::new();
-    for curve in &curves {
-        let figure = Figure::Curve(curve);
+    for (curve, curve_axis) in &own {
+        let figure = Figure::Curve(curve, curve_axis);
         written.push(write_png(
             &dir.join(format!("{}.png", curve.file)),
             CURVE_SIZE,
-            &axis,
             &figure,
         )?);
         written.push(write_svg(
             &dir.join(format!("{}.svg", curve.file)),
             CURVE_SIZE,
-            &axis,
             &figure,
         )?);
     }
-    let summary: Vec<&Curve> = SUMMARY_PRIORITY
+    let summary: Vec<(&Curve, &StepAxis)> = SUMMARY_PRIORITY
         .iter()
-        .filter_map(|key| curves.iter().find(|c| c.key == *key))
-        .chain(curves.iter().filter(|c| !SUMMARY_PRIORITY.contains(&c.key.as_str())))
+        .filter_map(|key| own.iter().find(|(c, _)| c.key == *key))
+        .chain(own.iter().filter(|(c, _)| !SUMMARY_PRIORITY.contains(&c.key.as_str())))
         .take(4)
+        .map(|(c, a)| (c, a))
         .collect();
     let title = match run_dir.file_name() {
         Some(name) => format!("{}: summary", name.to_string_lossy()),
@@ -104,11 +120,53 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     };
     let figure = Figure::Summary {
         title: &title,
-        curves: &summary,
+        panels: &summary,
     };
-    written.push(write_png(&dir.join("summary.png"), SUMMARY_SIZE, &axis, &figure)?);
-    written.push(write_svg(&dir.join("summary.svg"), SUMMARY_SIZE, &axis, &figure)?);
+    written.push(write_png(&dir.join("summary.png"), SUMMARY_SIZE, &figure)?);
+    written.push(write_svg(&dir.join("summary.svg"), SUMMARY_SIZE, &figure)?);
     Ok(written)
+}
+
+/// The records of the stages that logged `key`, with the x of every later kept stage moved
+/// back over the stages left out (written as `global_step`), and whether any stage was
+/// left out.
+fn stages_logging(records: &[Value], axis: &StepAxis, key: &str) -> (Vec<Value>, bool) {
+    let mut logs = vec![false; axis.stages.len()];
+    for (i, r) in records.iter().enumerate() {
+        if number(r, key).is_some() {
+            logs[axis.stage_of[i]] = true;
+        }
+    }
+    if logs.iter().all(|l| *l) || !logs.iter().any(|l| *l) {
+        return (Vec::new(), false);
+    }
+    let mut out = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let s = axis.stage_of[i];
+        if !logs[s] {
+            continue;
+        }
+        let mut r = r.clone();
+        if let Value::Object(m) = &mut r {
+            m.insert("global_step".into(), Value::from(axis.xs[i] - shift_of(axis, s, &logs)));
+        }
+        out.push(r);
+    }
+    (out, true)
+}
+
+/// How far kept stage `p` moves left: the steps before the first kept stage (so the axis
+/// starts at 1) and every gap between kept stages up to `p`.
+fn shift_of(axis: &StepAxis, p: usize, logs: &[bool]) -> f64 {
+    let mut shift = 0.0;
+    let mut last_end = 0.0;
+    for (i, stage) in axis.stages.iter().enumerate().take(p + 1) {
+        if logs[i] {
+            shift += stage.first_x - last_end - 1.0;
+            last_end = stage.last_x;
+        }
+    }
+    shift
 }
 
 /// The summary shows the first four of these that the run logged, then any other curve.
@@ -177,7 +235,7 @@ struct Stage {
 }
 
 /// Where each record sits on the x axis and which stage it belongs to.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct StepAxis {
     /// "global step" when the run logs `global_step`, else "step".
     label: &'static str,
@@ -293,7 +351,7 @@ struct Point {
 }
 
 /// A curve read from the metrics, ready to draw.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Curve {
     key: String,
     /// The key of the ± band's standard deviation, if the run logged it.
@@ -589,26 +647,28 @@ const PANEL: Look = Look {
 
 /// What one output file shows.
 enum Figure<'a> {
-    Curve(&'a Curve),
-    Summary { title: &'a str, curves: &'a [&'a Curve] },
+    Curve(&'a Curve, &'a StepAxis),
+    Summary {
+        title: &'a str,
+        panels: &'a [(&'a Curve, &'a StepAxis)],
+    },
 }
 
 fn draw_figure<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    axis: &StepAxis,
     figure: &Figure,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
     match figure {
-        Figure::Curve(curve) => draw_curve(root, axis, curve, &FULL),
-        Figure::Summary { title, curves } => {
+        Figure::Curve(curve, axis) => draw_curve(root, axis, curve, &FULL),
+        Figure::Summary { title, panels } => {
             let area = root.titled(title, (FONT_FAMILY, 26))?;
-            let grid = match curves.len() {
+            let grid = match panels.len() {
                 1 => (1, 1),
                 2 => (1, 2),
                 _ => (2, 2),
             };
-            for (panel, curve) in area.split_evenly(grid).iter().zip(curves.iter()) {
+            for (panel, (curve, axis)) in area.split_evenly(grid).iter().zip(panels.iter()) {
                 draw_curve(panel, axis, curve, &PANEL)?;
             }
             Ok(())
@@ -980,11 +1040,11 @@ fn draw_error(path: &Path, e: impl std::fmt::Display) -> PlotError {
 }
 
 /// Renders `figure` to an RGB buffer and writes it as a PNG.
-fn write_png(path: &Path, size: (u32, u32), axis: &StepAxis, figure: &Figure) -> Result<PathBuf, PlotError> {
+fn write_png(path: &Path, size: (u32, u32), figure: &Figure) -> Result<PathBuf, PlotError> {
     let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
-        draw_figure(&root, axis, figure).map_err(|e| draw_error(path, e))?;
+        draw_figure(&root, figure).map_err(|e| draw_error(path, e))?;
         root.present().map_err(|e| draw_error(path, e))?;
     }
     write_atomically(path, |w| {
@@ -999,11 +1059,11 @@ fn write_png(path: &Path, size: (u32, u32), axis: &StepAxis, figure: &Figure) ->
 }
 
 /// Renders `figure` as SVG text and writes it.
-fn write_svg(path: &Path, size: (u32, u32), axis: &StepAxis, figure: &Figure) -> Result<PathBuf, PlotError> {
+fn write_svg(path: &Path, size: (u32, u32), figure: &Figure) -> Result<PathBuf, PlotError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        draw_figure(&root, axis, figure).map_err(|e| draw_error(path, e))?;
+        draw_figure(&root, figure).map_err(|e| draw_error(path, e))?;
         root.present().map_err(|e| draw_error(path, e))?;
     }
     write_bytes_atomically(path, svg.as_bytes())?;
@@ -1014,6 +1074,32 @@ fn write_svg(path: &Path, size: (u32, u32), axis: &StepAxis, figure: &Figure) ->
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_curve_logged_in_some_stages_is_drawn_over_those_stages_end_to_end() {
+        let mut records = Vec::new();
+        let mut g = 0;
+        for (stage, n, key) in [
+            ("sft", 100, "loss"),
+            ("grpo1", 10, "reward"),
+            ("sft2", 90, "loss"),
+            ("grpo2", 10, "reward"),
+        ] {
+            for step in 1..=n {
+                g += 1;
+                records.push(json!({"stage": stage, "step": step, "global_step": g, key: 1.0}));
+            }
+        }
+        let axis = StepAxis::from_records(&records);
+        let (sub, compressed) = stages_logging(&records, &axis, "reward");
+        assert!(compressed);
+        let xs: Vec<f64> = sub.iter().map(|r| number(r, "global_step").unwrap()).collect();
+        let want: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(xs, want);
+        assert!(sub.iter().all(|r| r["stage"] == "grpo1" || r["stage"] == "grpo2"));
+        let (_, compressed) = stages_logging(&records, &axis, "step");
+        assert!(!compressed, "a key every stage logs keeps the run's axis");
+    }
 
     #[test]
     fn x_is_global_step_when_the_run_logs_it() {
