@@ -6,7 +6,7 @@
 use r1_backend_cpu::CpuBackend;
 use r1_core::model::ModelConfig;
 use r1_core::sampling::{Rng, SamplingParams};
-use r1_host::engine::{Detokenizer, Engine, FinishReason, GenerationConfig};
+use r1_host::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
 use r1_host::train::lm_graph::{Feed, LmGraph, Objective};
 use r1_host::weights::{ParamBuffer, ParamLayout, init_weights, upload_weights};
 
@@ -42,6 +42,28 @@ fn model(backend: &CpuBackend) -> (ModelConfig, ParamBuffer<CpuBackend>) {
 }
 
 /// Log-probs of `seq[1..]` given the prefixes, by one full forward pass.
+/// `engine.generate` on the test model with the id detokenizer, without streaming.
+fn run(
+    engine: &mut Engine<CpuBackend>,
+    backend: &CpuBackend,
+    params: &ParamBuffer<CpuBackend>,
+    prompt: &[u32],
+    n: usize,
+    generation: &GenerationConfig,
+    seed: u64,
+) -> Result<Vec<Completion>, EngineError> {
+    engine.generate(
+        backend,
+        params,
+        &Ids,
+        prompt,
+        n,
+        generation,
+        &mut Rng::new(seed),
+        |_, _| {},
+    )
+}
+
 fn full_logprobs(backend: &CpuBackend, cfg: &ModelConfig, params: &ParamBuffer<CpuBackend>, seq: &[u32]) -> Vec<f32> {
     let ids: Vec<i32> = seq.iter().map(|&t| t as i32).collect();
     let n = ids.len() - 1;
@@ -70,18 +92,7 @@ fn greedy_decoding_with_the_cache_matches_full_forward_argmax() {
         sampling: SamplingParams::greedy(),
         stop: vec![],
     };
-    let out = engine
-        .generate(
-            &backend,
-            &params,
-            &Ids,
-            &prompt,
-            2,
-            &generation,
-            &mut Rng::new(0),
-            |_, _| {},
-        )
-        .unwrap();
+    let out = run(&mut engine, &backend, &params, &prompt, 2, &generation, 0).unwrap();
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].tokens, out[1].tokens, "greedy rows sharing a prefill must agree");
     assert_eq!(out[0].tokens.len(), 12);
@@ -114,18 +125,7 @@ fn sampled_logprobs_are_the_models_at_temperature_one() {
         sampling: SamplingParams::default(),
         stop: vec![],
     };
-    let out = engine
-        .generate(
-            &backend,
-            &params,
-            &Ids,
-            &prompt,
-            3,
-            &generation,
-            &mut Rng::new(42),
-            |_, _| {},
-        )
-        .unwrap();
+    let out = run(&mut engine, &backend, &params, &prompt, 3, &generation, 42).unwrap();
     for c in &out {
         let seq: Vec<u32> = prompt.iter().chain(&c.tokens).copied().collect();
         let full = full_logprobs(&backend, &cfg, &params, &seq);
@@ -149,42 +149,10 @@ fn a_reused_cache_gives_the_same_answers_as_a_fresh_one() {
     let short = [7u32, 8];
     let long = [1u32, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
     let mut fresh = Engine::new(cfg.clone());
-    let want = fresh
-        .generate(
-            &backend,
-            &params,
-            &Ids,
-            &short,
-            1,
-            &generation,
-            &mut Rng::new(0),
-            |_, _| {},
-        )
-        .unwrap();
+    let want = run(&mut fresh, &backend, &params, &short, 1, &generation, 0).unwrap();
     let mut used = Engine::new(cfg.clone());
-    used.generate(
-        &backend,
-        &params,
-        &Ids,
-        &long,
-        1,
-        &generation,
-        &mut Rng::new(0),
-        |_, _| {},
-    )
-    .unwrap();
-    let got = used
-        .generate(
-            &backend,
-            &params,
-            &Ids,
-            &short,
-            1,
-            &generation,
-            &mut Rng::new(0),
-            |_, _| {},
-        )
-        .unwrap();
+    run(&mut used, &backend, &params, &long, 1, &generation, 0).unwrap();
+    let got = run(&mut used, &backend, &params, &short, 1, &generation, 0).unwrap();
     assert_eq!(got[0].tokens, want[0].tokens);
 }
 
@@ -199,31 +167,9 @@ fn prompts_longer_than_the_context_are_refused() {
         sampling: SamplingParams::greedy(),
         stop: vec![],
     };
-    let err = engine
-        .generate(
-            &backend,
-            &params,
-            &Ids,
-            &prompt,
-            1,
-            &generation,
-            &mut Rng::new(0),
-            |_, _| {},
-        )
-        .unwrap_err();
+    let err = run(&mut engine, &backend, &params, &prompt, 1, &generation, 0).unwrap_err();
     assert!(err.to_string().contains("64"), "{err}");
     let bad = [1u32, 99];
-    let err = engine
-        .generate(
-            &backend,
-            &params,
-            &Ids,
-            &bad,
-            1,
-            &generation,
-            &mut Rng::new(0),
-            |_, _| {},
-        )
-        .unwrap_err();
+    let err = run(&mut engine, &backend, &params, &bad, 1, &generation, 0).unwrap_err();
     assert!(err.to_string().contains("99"), "{err}");
 }

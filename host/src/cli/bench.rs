@@ -123,9 +123,20 @@ impl Detokenizer for NoText {
 }
 
 fn run_reference(python: &str, script: &PathBuf, args: &[String]) -> anyhow::Result<serde_json::Value> {
+    run_reference_with(python, script, args, &[])
+}
+
+/// Runs a reference script with `envs` set and returns the last JSON line it printed.
+fn run_reference_with(
+    python: &str,
+    script: &PathBuf,
+    args: &[String],
+    envs: &[(&str, String)],
+) -> anyhow::Result<serde_json::Value> {
     let out = Command::new(python)
         .arg(script)
         .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .with_context(|| format!("running {python} {}", script.display()))?;
     if !out.status.success() {
@@ -406,24 +417,12 @@ fn bench_grpo(
         .iter()
         .map(|v| v.to_string())
         .collect();
-        let out = Command::new(python)
-            .arg(&script)
-            .args(&args)
-            .env("G", generations.to_string())
-            .env("L", l.to_string())
-            .env("STEPS", steps.to_string())
-            .output()
-            .with_context(|| format!("running {python} {}", script.display()))?;
-        if !out.status.success() {
-            bail!("reference script failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let r: serde_json::Value = serde_json::from_str(
-            text.lines()
-                .rev()
-                .find(|l| l.trim_start().starts_with('{'))
-                .context("reference printed no JSON")?,
-        )?;
+        let envs = [
+            ("G", generations.to_string()),
+            ("L", l.to_string()),
+            ("STEPS", steps.to_string()),
+        ];
+        let r = run_reference_with(python, &script, &args, &envs)?;
         let reference_s = r.get("step_s_median").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         line["reference"] = r;
         line["speedup"] = serde_json::json!((reference_s / step_s * 100.0).round() / 100.0);
