@@ -52,12 +52,16 @@ enum BenchWhat {
         #[arg(long, default_value = "python3")]
         python: String,
     },
-    /// Greedy decode tokens/s at batch 1 after a 16-token prompt (as `generate`).
+    /// Greedy decode tokens/s after a 16-token prompt (as `generate`); `--batch G` decodes
+    /// G completions of the prompt together, as a GRPO group does.
     Decode {
         #[command(flatten)]
         shape: Shape,
         #[arg(long, default_value_t = 64)]
         tokens: usize,
+        /// Completions decoded together (the reference runs batch 1 only).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Also run this reference script (shared/reference/torch_decode_train.py).
         #[arg(long)]
         reference: Option<PathBuf>,
@@ -245,6 +249,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Decode {
             shape,
             tokens,
+            batch,
             reference,
             python,
         } => {
@@ -278,11 +283,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 |_, _| {},
             )?;
             let t = Instant::now();
-            let out = engine.generate(&be, &params, &NoText, &prompt, 1, &g, &mut rng, |_, _| {})?;
+            let out = engine.generate(&be, &params, &NoText, &prompt, batch, &g, &mut rng, |_, _| {})?;
             let secs = t.elapsed().as_secs_f64();
-            let n = out.first().map_or(0, |c| c.tokens.len());
+            let n: usize = out.iter().map(|c| c.tokens.len()).sum();
             let tps = n as f64 / secs;
-            let mut line = serde_json::json!({"bench": "decode", "preset": shape.preset, "tokens": n, "r1_decode_tok_s": (tps * 10.0).round() / 10.0});
+            let mut line = serde_json::json!({"bench": "decode", "preset": shape.preset, "batch": batch, "tokens": n, "r1_decode_tok_s": (tps * 10.0).round() / 10.0});
             if let Some(script) = reference {
                 let c = &cfg;
                 // Decode only: the script's training part runs one tiny step.
