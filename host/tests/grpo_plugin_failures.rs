@@ -122,6 +122,11 @@ fn zero_and_skip_keep_training_and_count_failures() {
             "{policy:?}: the metric is the running count"
         );
         assert!(trainer.failures()[0].groups == 0, "the in-process reward never fails");
+        // A trainer resumed from the saved state continues the same counts.
+        let (_, mut resumed, _) = setup(policy);
+        resumed.resume_from(trainer.state.clone());
+        assert_eq!(resumed.failures()[1].groups, failures.groups);
+        assert_eq!(resumed.failures()[1].samples, failures.samples);
         let last = failures.last.as_ref().expect("the last error is kept");
         assert_eq!(last.reward, "panicking");
         assert!(last.to_string().contains("asked to panic"), "{last}");

@@ -680,7 +680,7 @@ fn run_grpo_stage(
         if let Some(opt) = &ckpt.optimizer {
             restore_optimizer(backend, &mut trainer.optimizer, opt)?;
         }
-        trainer.state = postcard::from_bytes(&ckpt.trainer_state).context("GRPO trainer state in the checkpoint")?;
+        trainer.resume_from(postcard::from_bytes(&ckpt.trainer_state).context("GRPO trainer state in the checkpoint")?);
         if let Some(reference) = &trainer.reference {
             let ref_path = run.dir.checkpoint(&format!("{name}.reference"));
             let r = load_checkpoint(&ref_path)?;

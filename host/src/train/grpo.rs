@@ -525,6 +525,12 @@ impl<B: Backend> GrpoTrainer<B> {
             let idx: Vec<usize> = (0..need).map(|_| self.next_prompt()).collect();
             let mut fresh = self.generate(backend, params, tok, &idx)?;
             self.score(&mut fresh)?;
+            self.state.failures = self
+                .rewards
+                .iter()
+                .zip(&self.failures)
+                .map(|(r, f)| (r.name.clone(), f.groups, f.samples))
+                .collect();
             if self.config.dynamic_sampling && rounds < self.config.max_resample_rounds {
                 for grp in fresh.chunks(g) {
                     let combined: Vec<f32> = grp.iter().map(|r| self.combined_reward(&r.rewards)).collect();
@@ -698,6 +704,18 @@ impl<B: Backend> GrpoTrainer<B> {
     /// Reward failures absorbed by `on_reward_error`, per reward.
     pub fn failures(&self) -> &[RewardFailures] {
         &self.failures
+    }
+
+    /// Continues from a saved [`GrpoState`] (a resumed run): step, data order, sampling RNG
+    /// and the reward-failure counts, so the resumed metrics continue the same counts.
+    pub fn resume_from(&mut self, state: GrpoState) {
+        for (name, groups, samples) in &state.failures {
+            if let Some(k) = self.rewards.iter().position(|r| &r.name == name) {
+                self.failures[k].groups = *groups;
+                self.failures[k].samples = *samples;
+            }
+        }
+        self.state = state;
     }
 }
 
