@@ -3,6 +3,7 @@
 //! gradient norm, learning rate) plus a four-panel summary into `RUN_DIR/plots/`. Text is
 //! drawn with an embedded font, so plotting works on a machine without any fonts installed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -78,19 +79,22 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
 
     // Each curve on the steps of the stages that logged it (GRPO's reward is not squeezed
     // into the corner of an axis that is mostly SFT steps).
+    // Curves logged by the same stages share one compressed axis, built once.
+    let mut by_stages: HashMap<Vec<bool>, (Vec<Curve>, StepAxis)> = HashMap::new();
     let own: Vec<(Curve, StepAxis)> = curves
         .iter()
         .map(|curve| {
-            let (sub_records, compressed) = stages_logging(&records, &axis, &curve.key);
-            let sub = compressed.then(|| {
-                let mut sub_axis = StepAxis::from_records(&sub_records);
-                sub_axis.label = "step (stages that log it, end to end)";
-                collect_curves(&sub_records, &sub_axis)
-                    .into_iter()
-                    .find(|c| c.key == curve.key)
-                    .map(|c| (c, sub_axis))
+            let sub = logged_stages(&records, &axis, &curve.key).and_then(|logs| {
+                let (sub_curves, sub_axis) = by_stages.entry(logs).or_insert_with_key(|logs| {
+                    let sub_records = compress(&records, &axis, logs);
+                    let mut sub_axis = StepAxis::from_records(&sub_records);
+                    sub_axis.label = "step (stages that log it, end to end)";
+                    (collect_curves(&sub_records, &sub_axis), sub_axis)
+                });
+                let c = sub_curves.iter().find(|c| c.key == curve.key)?;
+                Some((c.clone(), sub_axis.clone()))
             });
-            sub.flatten().unwrap_or_else(|| (curve.clone(), axis.clone()))
+            sub.unwrap_or_else(|| (curve.clone(), axis.clone()))
         })
         .collect();
     let mut written = Vec::new();
@@ -127,46 +131,41 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     Ok(written)
 }
 
-/// The records of the stages that logged `key`, with the x of every later kept stage moved
-/// back over the stages left out (written as `global_step`), and whether any stage was
-/// left out.
-fn stages_logging(records: &[Value], axis: &StepAxis, key: &str) -> (Vec<Value>, bool) {
+/// Which stages logged `key`, when that is some of the run's stages but not all.
+fn logged_stages(records: &[Value], axis: &StepAxis, key: &str) -> Option<Vec<bool>> {
     let mut logs = vec![false; axis.stages.len()];
     for (i, r) in records.iter().enumerate() {
         if number(r, key).is_some() {
             logs[axis.stage_of[i]] = true;
         }
     }
-    if logs.iter().all(|l| *l) || !logs.iter().any(|l| *l) {
-        return (Vec::new(), false);
-    }
-    let mut out = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let s = axis.stage_of[i];
-        if !logs[s] {
-            continue;
-        }
-        let mut r = r.clone();
-        if let Value::Object(m) = &mut r {
-            m.insert("global_step".into(), Value::from(axis.xs[i] - shift_of(axis, s, &logs)));
-        }
-        out.push(r);
-    }
-    (out, true)
+    (logs.iter().any(|l| *l) && !logs.iter().all(|l| *l)).then_some(logs)
 }
 
-/// How far kept stage `p` moves left: the steps before the first kept stage (so the axis
-/// starts at 1) and every gap between kept stages up to `p`.
-fn shift_of(axis: &StepAxis, p: usize, logs: &[bool]) -> f64 {
-    let mut shift = 0.0;
-    let mut last_end = 0.0;
-    for (i, stage) in axis.stages.iter().enumerate().take(p + 1) {
+/// The records of the stages in `logs`, each kept stage moved left over the steps before
+/// the first kept stage (so the axis starts at 1) and over the stages left out.
+fn compress(records: &[Value], axis: &StepAxis, logs: &[bool]) -> Vec<Value> {
+    let mut shifts = vec![0.0; axis.stages.len()];
+    let (mut shift, mut last_end) = (0.0, 0.0);
+    for (i, stage) in axis.stages.iter().enumerate() {
         if logs[i] {
             shift += stage.first_x - last_end - 1.0;
             last_end = stage.last_x;
+            shifts[i] = shift;
         }
     }
-    shift
+    records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| logs[axis.stage_of[*i]])
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            if let Value::Object(m) = &mut r {
+                m.insert("global_step".into(), Value::from(axis.xs[i] - shifts[axis.stage_of[i]]));
+            }
+            r
+        })
+        .collect()
 }
 
 /// The summary shows the first four of these that the run logged, then any other curve.
@@ -1074,6 +1073,16 @@ fn write_svg(path: &Path, size: (u32, u32), figure: &Figure) -> Result<PathBuf, 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The records of the stages that logged `key`, with the x of every later kept stage moved
+    /// back over the stages left out (written as `global_step`), and whether any stage was
+    /// left out.
+    fn stages_logging(records: &[Value], axis: &StepAxis, key: &str) -> (Vec<Value>, bool) {
+        match logged_stages(records, axis, key) {
+            Some(logs) => (compress(records, axis, &logs), true),
+            None => (Vec::new(), false),
+        }
+    }
 
     #[test]
     fn a_curve_logged_in_some_stages_is_drawn_over_those_stages_end_to_end() {

@@ -220,6 +220,15 @@ pub fn init_weights(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Ve
         .collect()
 }
 
+/// [`init_weights`] uploaded into a fresh [`ParamBuffer`] laid out for `cfg`.
+pub fn random_params<B: Backend>(backend: &B, cfg: &ModelConfig, seed: u64) -> Result<ParamBuffer<B>, WeightsError> {
+    upload_weights(
+        backend,
+        ParamLayout::for_config(cfg),
+        init_weights(cfg, seed).into_iter().map(|(n, _, v)| (n, v)),
+    )
+}
+
 /// Uploads named weights into a fresh [`ParamBuffer`], checking that every parameter of
 /// the layout is present with the right size.
 pub fn upload_weights<B: Backend>(

@@ -14,7 +14,7 @@ use r1_core::reward::{Reward, RewardError, Sample, Score};
 use r1_host::engine::Detokenizer;
 use r1_host::plugin::OnRewardError;
 use r1_host::train::grpo::{GrpoPrompt, GrpoTrainConfig, GrpoTrainError, GrpoTrainer, NamedReward};
-use r1_host::weights::{ParamBuffer, ParamLayout, init_weights, upload_weights};
+use r1_host::weights::{ParamBuffer, random_params};
 
 use plugin_support::{examples, host, load};
 
@@ -55,12 +55,7 @@ fn setup(policy: OnRewardError) -> (CpuBackend, GrpoTrainer<CpuBackend>, ParamBu
         "tie_word_embeddings": true, "max_position_embeddings": 64,
     }))
     .expect("config");
-    let params = upload_weights(
-        &backend,
-        ParamLayout::for_config(&cfg),
-        init_weights(&cfg, 3).into_iter().map(|(n, _, v)| (n, v)),
-    )
-    .expect("weights");
+    let params = random_params(&backend, &cfg, 3).expect("weights");
     let prompts: Vec<GrpoPrompt> = (0..8u32)
         .map(|i| GrpoPrompt {
             sample: Sample {

@@ -11,7 +11,7 @@ use r1_core::reward::{Reward, RewardError, Sample, Score};
 use r1_host::engine::Detokenizer;
 use r1_host::train::grpo::{GrpoPrompt, GrpoTrainConfig, GrpoTrainer, NamedReward};
 use r1_host::train::optim::{LrSchedule, OptimConfig};
-use r1_host::weights::{ParamLayout, init_weights, upload_weights};
+use r1_host::weights::random_params;
 
 struct Ids;
 
@@ -51,12 +51,7 @@ fn grpo_raises_a_toy_reward() {
         "tie_word_embeddings": true, "max_position_embeddings": 64,
     }))
     .unwrap();
-    let params = upload_weights(
-        &backend,
-        ParamLayout::for_config(&cfg),
-        init_weights(&cfg, 1).into_iter().map(|(n, _, v)| (n, v)),
-    )
-    .unwrap();
+    let params = random_params(&backend, &cfg, 1).unwrap();
     let prompts: Vec<GrpoPrompt> = (0..8u32)
         .map(|i| GrpoPrompt {
             sample: Sample {

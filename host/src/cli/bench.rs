@@ -15,7 +15,7 @@ use r1_core::sampling::{Rng, SamplingParams};
 use crate::engine::{Detokenizer, Engine, GenerationConfig};
 use crate::train::lm_graph::{Feed, LmGraph, Objective};
 use crate::train::optim::{AdamW, OptimConfig};
-use crate::weights::{ParamLayout, init_weights, upload_weights};
+use crate::weights::{ParamLayout, random_params};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -126,6 +126,23 @@ impl Detokenizer for NoText {
     }
 }
 
+/// The model-shape arguments the reference scripts take (hidden layers heads kv ffn
+/// vocab), then `extra`.
+fn shape_args(c: &ModelConfig, extra: &[usize]) -> Vec<String> {
+    [
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.kv_heads(),
+        c.intermediate_size,
+        c.vocab_size,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|v| v.to_string())
+    .collect()
+}
+
 fn run_reference(python: &str, script: &PathBuf, args: &[String]) -> anyhow::Result<serde_json::Value> {
     run_reference_with(python, script, args, &[])
 }
@@ -168,11 +185,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let cfg = preset(&shape.preset)?;
             let be = backend(shape.threads)?;
             let layout = ParamLayout::for_config(&cfg);
-            let params = upload_weights(
-                &be,
-                layout.clone(),
-                init_weights(&cfg, 0).into_iter().map(|(n, _, v)| (n, v)),
-            )?;
+            let params = random_params(&be, &cfg, 0)?;
             let mut opt = AdamW::new(
                 &be,
                 &layout,
@@ -216,21 +229,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "activation_mb": graph.arena_bytes() as f64 / 1e6,
             });
             if let Some(script) = reference {
-                let c = &cfg;
-                let a: Vec<String> = [
-                    c.hidden_size,
-                    c.num_hidden_layers,
-                    c.num_attention_heads,
-                    c.kv_heads(),
-                    c.intermediate_size,
-                    c.vocab_size,
-                    4,
-                    seq,
-                    batch,
-                ]
-                .iter()
-                .map(|v| v.to_string())
-                .collect();
+                let a = shape_args(&cfg, &[4, seq, batch]);
                 let r = run_reference(&python, &script, &a)?;
                 let reference_tps = r.get("train_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
                 line["reference"] = r;
@@ -255,12 +254,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         } => {
             let cfg = preset(&shape.preset)?;
             let be = backend(shape.threads)?;
-            let layout = ParamLayout::for_config(&cfg);
-            let params = upload_weights(
-                &be,
-                layout.clone(),
-                init_weights(&cfg, 0).into_iter().map(|(n, _, v)| (n, v)),
-            )?;
+            let params = random_params(&be, &cfg, 0)?;
             let mut engine = Engine::new(cfg.clone());
             let prompt: Vec<u32> = (0..16).map(|i| (i * 7 % cfg.vocab_size) as u32).collect();
             let g = GenerationConfig {
@@ -289,22 +283,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let tps = n as f64 / secs;
             let mut line = serde_json::json!({"bench": "decode", "preset": shape.preset, "batch": batch, "tokens": n, "r1_decode_tok_s": (tps * 10.0).round() / 10.0});
             if let Some(script) = reference {
-                let c = &cfg;
                 // Decode only: the script's training part runs one tiny step.
-                let a: Vec<String> = [
-                    c.hidden_size,
-                    c.num_hidden_layers,
-                    c.num_attention_heads,
-                    c.kv_heads(),
-                    c.intermediate_size,
-                    c.vocab_size,
-                    tokens,
-                    16,
-                    1,
-                ]
-                .iter()
-                .map(|v| v.to_string())
-                .collect();
+                let a = shape_args(&cfg, &[tokens, 16, 1]);
                 let r = run_reference(&python, &script, &a)?;
                 let reference_tps = r.get("decode_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
                 line["reference"] = r;
@@ -335,11 +315,7 @@ fn bench_grpo(
     let cfg = preset(&shape.preset)?;
     let be = backend(shape.threads)?;
     let l = completion.unwrap_or(if shape.preset == "small" { 64 } else { 128 });
-    let params = upload_weights(
-        &be,
-        ParamLayout::for_config(&cfg),
-        init_weights(&cfg, 0).into_iter().map(|(n, _, v)| (n, v)),
-    )?;
+    let params = random_params(&be, &cfg, 0)?;
     // 64 prompts of 20 tokens (TRL's arithmetic prompts are about that long).
     let mut rng = Rng::new(1);
     let prompts: Vec<GrpoPrompt> = (0..64)
@@ -410,18 +386,7 @@ fn bench_grpo(
         "completions_mean_length": tokens,
     });
     if let Some(script) = reference {
-        let c = &cfg;
-        let args: Vec<String> = [
-            c.hidden_size,
-            c.num_hidden_layers,
-            c.num_attention_heads,
-            c.kv_heads(),
-            c.intermediate_size,
-            c.vocab_size,
-        ]
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
+        let args = shape_args(&cfg, &[]);
         let envs = [
             ("G", generations.to_string()),
             ("L", l.to_string()),
