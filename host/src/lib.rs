@@ -2,12 +2,14 @@
 //! generation, the plugin host and the CLI's subcommands.
 
 pub mod cli;
+pub mod device;
 pub mod engine;
 pub mod io;
 pub mod model;
 pub mod pipeline;
 pub mod plot;
 pub mod plugin;
+pub mod progress;
 pub mod run_dir;
 pub mod task;
 pub mod train;

@@ -1,6 +1,11 @@
-//! Progress bars for long stages (hidden when stderr is not a terminal).
+//! Progress bars for long stages (hidden when stderr is not a terminal): the CLI's
+//! implementation of the library's [`Progress`] trait.
+
+use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::progress::Progress;
 
 /// A bar of `total` steps labelled `stage`, with a live message.
 pub fn bar(total: u64, stage: &str) -> ProgressBar {
@@ -10,4 +15,67 @@ pub fn bar(total: u64, stage: &str) -> ProgressBar {
     }
     bar.set_prefix(stage.to_string());
     bar
+}
+
+/// Draws one bar per task on stderr and prints log lines above it (unless `quiet`).
+#[derive(Default)]
+pub struct TerminalProgress {
+    bar: Mutex<Option<ProgressBar>>,
+    quiet: bool,
+}
+
+impl TerminalProgress {
+    /// Bars and log lines on stderr; with `quiet`, bars only.
+    pub fn new(quiet: bool) -> Self {
+        TerminalProgress {
+            bar: Mutex::new(None),
+            quiet,
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&mut Option<ProgressBar>)) {
+        // A poisoned lock only means another thread panicked mid-update: keep drawing.
+        let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard);
+    }
+}
+
+impl Progress for TerminalProgress {
+    fn log(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        self.with_bar(|bar| match bar {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        });
+    }
+
+    fn begin(&self, label: &str, total: u64, done: u64) {
+        self.with_bar(|bar| {
+            if let Some(old) = bar.take() {
+                old.finish_and_clear();
+            }
+            let b = self::bar(total, label);
+            b.set_position(done);
+            *bar = Some(b);
+        });
+    }
+
+    fn step(&self, message: &str) {
+        self.with_bar(|bar| {
+            if let Some(b) = bar {
+                b.set_message(message.to_string());
+                b.inc(1);
+            }
+        });
+    }
+
+    fn end(&self) {
+        self.with_bar(|bar| {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+        });
+    }
 }
