@@ -116,8 +116,21 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
             Op::Rope(spec) => {
                 let mut inv = spec;
                 inv.inverse = !spec.inverse;
-                let d = g.rope(dy, inv)?;
+                // The transpose of a rotation is the rotation by the negative angle, at the
+                // same positions (fixed, or read from the `past` input).
+                let d = match ins.get(1) {
+                    Some(&past) => g.rope_at(dy, inv, past)?,
+                    None => g.rope(dy, inv)?,
+                };
                 accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::Attention(_) if ins.len() > 3 => {
+                if ins[..3].iter().any(|x| requires[x.index()]) {
+                    return Err(unsupported(
+                        "attention",
+                        "attention at per-sequence positions (a decode graph) is not differentiable",
+                    ));
+                }
             }
             Op::Attention(spec) => {
                 let total: usize = ins

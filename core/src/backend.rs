@@ -10,11 +10,23 @@
 //! executor guarantees that an op's output range never overlaps its inputs' ranges,
 //! except for [`Op::KvWrite`], whose output *is* its input 0 (written in place).
 
+use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
+use core::ops::Range;
 
-use crate::graph::Op;
+use crate::error::GraphError;
+use crate::graph::{Graph, NodeId, Op};
+use crate::plan::Plan;
 use crate::tensor::TensorDesc;
+
+/// Where the tensors of a running plan live: the executor's arena and the caller-bound
+/// leaves, resolved per node. What [`Backend::run_plan`] reads its operands through.
+pub trait PlanTensors<Buf> {
+    /// The tensor of node `id` (its storage must be live at this point of the plan).
+    fn tensor(&self, id: NodeId) -> Result<TensorRef<'_, Buf>, GraphError>;
+}
 
 /// Why a backend could not do what was asked.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,8 +128,43 @@ pub trait Backend {
         Ok(())
     }
 
-    /// Whether [`Backend::run_op`] implements `op`.
-    fn supports(&self, op: &Op) -> bool;
+    /// Whether [`Backend::run_op`] implements `op` on operands described by `inputs`
+    /// (in the order [`Op`] documents) producing `output`. Asked once per step when a
+    /// plan is built ([`crate::Plan::for_backend`]), never while it runs.
+    fn supports(&self, op: &Op, inputs: &[TensorDesc], output: &TensorDesc) -> bool;
+
+    /// Runs the steps `steps` of `plan` (a whole plan, or the forward or backward part
+    /// of one). The default walks them one op at a time through [`Backend::run_op`]; a
+    /// GPU backend may capture or fuse the sequence instead (a CUDA graph).
+    fn run_plan(
+        &self,
+        graph: &Graph,
+        plan: &Plan,
+        steps: Range<usize>,
+        tensors: &dyn PlanTensors<Self::Buffer>,
+    ) -> Result<(), GraphError> {
+        let ids = plan.steps().get(steps.clone()).ok_or_else(|| GraphError::Shape {
+            op: "run_plan",
+            detail: format!("steps {steps:?} outside the plan's {}", plan.steps().len()),
+        })?;
+        let mut inputs: Vec<TensorRef<'_, Self::Buffer>> = Vec::with_capacity(4);
+        for &id in ids {
+            let node = graph.node(id)?;
+            inputs.clear();
+            for &i in &node.inputs {
+                inputs.push(tensors.tensor(i)?);
+            }
+            let out = tensors.tensor(id)?;
+            self.run_op(&node.op, &inputs, out).map_err(|e| match e {
+                BackendError::InvalidInput { op, detail } => GraphError::Backend(BackendError::InvalidInput {
+                    op,
+                    detail: format!("{detail} (node {})", node.label(id)),
+                }),
+                other => GraphError::Backend(other),
+            })?;
+        }
+        Ok(())
+    }
 
     /// Computes one non-leaf, non-view op: reads `inputs` (in the order [`Op`] documents)
     /// and writes `output`.

@@ -8,7 +8,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::backend::{Backend, TensorRef};
+use crate::backend::{Backend, PlanTensors, TensorRef};
 use crate::error::GraphError;
 use crate::graph::{Graph, NodeId};
 use crate::plan::{Location, Plan};
@@ -43,6 +43,20 @@ impl<'a, Buf> Bindings<'a, Buf> {
 
     pub fn get(&self, id: NodeId) -> Option<(&'a Buf, usize)> {
         self.slots.get(id.index()).copied().flatten()
+    }
+}
+
+/// The executor's view of a running plan, handed to [`Backend::run_plan`].
+struct ExecTensors<'e, 'b, B: Backend> {
+    exec: &'e Executor<B>,
+    graph: &'e Graph,
+    plan: &'e Plan,
+    bindings: &'e Bindings<'b, B::Buffer>,
+}
+
+impl<B: Backend> PlanTensors<B::Buffer> for ExecTensors<'_, '_, B> {
+    fn tensor(&self, id: NodeId) -> Result<TensorRef<'_, B::Buffer>, GraphError> {
+        self.exec.tensor(self.graph, self.plan, self.bindings, id)
     }
 }
 
@@ -139,29 +153,13 @@ impl<B: Backend> Executor<B> {
         if range.start == 0 {
             self.check_bindings(backend, graph, plan, bindings)?;
         }
-        let steps = plan.steps().get(range.clone()).ok_or_else(|| GraphError::Shape {
-            op: "run_steps",
-            detail: format!("range {range:?} outside the plan's {} steps", plan.steps().len()),
-        })?;
-        let mut inputs: Vec<TensorRef<'_, B::Buffer>> = Vec::with_capacity(4);
-        for &id in steps {
-            let node = graph.node(id)?;
-            inputs.clear();
-            for &i in &node.inputs {
-                inputs.push(self.tensor(graph, plan, bindings, i)?);
-            }
-            let out = self.tensor(graph, plan, bindings, id)?;
-            backend.run_op(&node.op, &inputs, out).map_err(|e| match e {
-                crate::backend::BackendError::InvalidInput { op, detail } => {
-                    GraphError::Backend(crate::backend::BackendError::InvalidInput {
-                        op,
-                        detail: format!("{detail} (node {})", node.label(id)),
-                    })
-                }
-                other => GraphError::Backend(other),
-            })?;
-        }
-        Ok(())
+        let tensors = ExecTensors {
+            exec: self,
+            graph,
+            plan,
+            bindings,
+        };
+        backend.run_plan(graph, plan, range, &tensors)
     }
 
     /// Where node `id`'s tensor lives (valid after its step ran, until its storage is

@@ -80,7 +80,9 @@ pub enum Op {
     /// `[a, b]` → `op(a) · op(b)` where `op` transposes the last two dims when asked.
     /// `a` is `[.., M, K]` (`[.., K, M]` if `trans_a`); `b` is `[K, N]` (`[N, K]` if
     /// `trans_b`) shared over `a`'s leading dims, or has the same leading dims as `a`
-    /// (batched). Output `[.., M, N]`.
+    /// (batched). Output `[.., M, N]` f32. `a` is f32; a shared 2-D weight `b` may be
+    /// stored as bf16, f16 or a block format (then `trans_b`: its rows run along `K`),
+    /// which a backend supports or refuses at plan time.
     MatMul { trans_a: bool, trans_b: bool },
     /// `[x, y]` → `x + y`; `y`'s shape is a suffix of `x`'s and repeats over the rest.
     Add,
@@ -90,15 +92,21 @@ pub enum Op {
     Scale { factor: f32 },
     /// `[x [.., D], w [D]]` → `x / sqrt(mean(x²) + eps) * w` per row (HF `Qwen2RMSNorm`).
     RmsNorm { eps: f32 },
-    /// `[x [B, T, n_heads * head_dim]]` → rotary position embedding in the rotate-half
-    /// layout of HF Llama/Qwen2: for head `h`, pair `(i, i + head_dim/2)` of row `t` at
-    /// position `p = pos_offset + t` is rotated by `p · theta^(−2i/head_dim)`:
-    /// `x1' = x1·cos − x2·sin`, `x2' = x2·cos + x1·sin` (angle negated if `inverse`).
+    /// `[x [B, T, n_heads * head_dim]]` or `[x, past [B] i32]` → rotary position
+    /// embedding in the rotate-half layout of HF Llama/Qwen2: for head `h`, pair
+    /// `(i, i + head_dim/2)` of row `t` of sequence `b` at position `p = pos_offset + t`
+    /// (with a `past` input: `p = past[b] + t`, and `pos_offset` is 0) is rotated by
+    /// `p · theta^(−2i/head_dim)`: `x1' = x1·cos − x2·sin`, `x2' = x2·cos + x1·sin`
+    /// (angle negated if `inverse`). The `past` form lets one decode plan serve every
+    /// step: only the positions change between runs.
     Rope(RopeSpec),
     /// `[q [B, T, Hq·d], k [B, S, Hkv·d], v [B, S, Hkv·d]]` → `[B, T, Hq·d]`: causal
     /// scaled-dot-product attention, scale `1/sqrt(d)`; query head `h` reads kv head
     /// `h / (Hq / Hkv)` (grouped-query). Query row `t` sits at absolute position
     /// `q_offset + t` and attends key rows `j <= q_offset + t`, `j < kv_len`.
+    /// With a fourth input `past [B] i32`, sequence `b`'s row `t` sits at `past[b] + t`
+    /// and attends `j <= past[b] + t` (the spec has `q_offset = 0`, `kv_len = S`): each
+    /// sequence of a decode batch has its own length, set per run.
     Attention(AttentionSpec),
     /// `[x]` → `x · sigmoid(x)`.
     Silu,
@@ -154,7 +162,8 @@ pub enum Op {
     // ---- state ---------------------------------------------------------------------
     /// `[cache [B, S, D], new [B, T, D]]` → the cache, written in place:
     /// `cache[b, pos + t] = new[b, t]`. The output aliases the cache buffer, so ops that
-    /// read the output see the appended rows (how decode appends to a KV cache).
+    /// read the output see the appended rows (how decode appends to a KV cache). With a
+    /// third input `past [B] i32` (and `pos = 0`) sequence `b` is written at `past[b] + t`.
     KvWrite { pos: usize },
 }
 
@@ -209,10 +218,11 @@ impl Op {
         matches!(self, Op::Reshape | Op::Slice { .. } | Op::KvWrite { .. })
     }
 
-    /// Byte offset of the output inside input 0's storage for aliasing ops.
-    pub fn alias_offset_bytes(&self) -> usize {
+    /// Byte offset of the output (described by `out`) inside input 0's storage for
+    /// aliasing ops.
+    pub fn alias_offset_bytes(&self, out: &TensorDesc) -> usize {
         match self {
-            Op::Slice { offset } => offset * 4,
+            Op::Slice { offset } => out.byte_offset(*offset),
             _ => 0,
         }
     }
@@ -341,9 +351,27 @@ impl Graph {
         Ok(id)
     }
 
-    /// A weight named `name` (the Hugging Face tensor name for model weights).
+    /// An f32 weight named `name` (the Hugging Face tensor name for model weights).
     pub fn param(&mut self, name: &str, dims: &[usize], trainable: bool) -> Result<NodeId, GraphError> {
-        let id = self.push(Op::Param { trainable }, &[], TensorDesc::f32(dims))?;
+        self.param_typed(name, TensorDesc::f32(dims), trainable)
+    }
+
+    /// A weight stored as `desc.dtype` (bf16, f16, a block format). Only f32 weights can
+    /// be trained; a block format's rows must be whole blocks.
+    pub fn param_typed(&mut self, name: &str, desc: TensorDesc, trainable: bool) -> Result<NodeId, GraphError> {
+        if trainable && desc.dtype != DType::F32 {
+            return Err(shape_err(
+                "param",
+                format!("`{name}`: a {} weight cannot be trained", desc.dtype),
+            ));
+        }
+        if !desc.rows_are_whole_blocks() || desc.dtype == DType::I32 {
+            return Err(shape_err(
+                "param",
+                format!("`{name}`: {} {} is not a valid weight layout", desc.dtype, desc.shape),
+            ));
+        }
+        let id = self.push(Op::Param { trainable }, &[], desc)?;
         self.set_name(id, name)?;
         Ok(id)
     }
@@ -405,7 +433,18 @@ impl Graph {
 
     pub fn matmul(&mut self, a: NodeId, b: NodeId, trans_a: bool, trans_b: bool) -> Result<NodeId, GraphError> {
         let sa = self.f32_of("matmul", a)?;
-        let sb = self.f32_of("matmul", b)?;
+        let db = self.desc(b)?;
+        let sb = db.shape;
+        let stored_weight = matches!(db.dtype, DType::BF16 | DType::F16 | DType::Block(_));
+        if db.dtype == DType::I32 || (stored_weight && (sb.rank() != 2 || (db.dtype.is_block() && !trans_b))) {
+            return Err(shape_err(
+                "matmul",
+                format!(
+                    "{b:?} is {} {sb}: a non-f32 operand must be a 2-D weight (transposed if block-quantized)",
+                    db.dtype
+                ),
+            ));
+        }
         let err = || {
             shape_err(
                 "matmul",
@@ -496,16 +535,47 @@ impl Graph {
     }
 
     pub fn rope(&mut self, x: NodeId, spec: RopeSpec) -> Result<NodeId, GraphError> {
+        self.rope_with(x, spec, None)
+    }
+
+    /// RoPE at per-sequence positions read from `past [B] i32` at run time.
+    pub fn rope_at(&mut self, x: NodeId, spec: RopeSpec, past: NodeId) -> Result<NodeId, GraphError> {
+        self.rope_with(x, spec, Some(past))
+    }
+
+    /// Checks that `past` is the `[B]` i32 positions input for a `[B, ..]` tensor.
+    fn check_past(&self, op: &'static str, batch: usize, past: Option<NodeId>) -> Result<(), GraphError> {
+        if let Some(p) = past {
+            let sp = self.i32_of(op, p)?;
+            if sp.dims() != [batch] {
+                return Err(shape_err(
+                    op,
+                    format!("positions {sp} for a batch of {batch} (need [B])"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn rope_with(&mut self, x: NodeId, spec: RopeSpec, past: Option<NodeId>) -> Result<NodeId, GraphError> {
         let s = self.f32_of("rope", x)?;
+        if past.is_some() && spec.pos_offset != 0 {
+            return Err(shape_err(
+                "rope",
+                "positions come from the `past` input: pos_offset must be 0".into(),
+            ));
+        }
         if s.rank() != 3 || s.dims()[2] != spec.n_heads * spec.head_dim || !spec.head_dim.is_multiple_of(2) {
             return Err(shape_err(
                 "rope",
                 format!("x {s} with {} heads of dim {}", spec.n_heads, spec.head_dim),
             ));
         }
+        self.check_past("rope", s.dims()[0], past)?;
+        let inputs: Vec<NodeId> = core::iter::once(x).chain(past).collect();
         self.push(
             Op::Rope(spec),
-            &[x],
+            &inputs,
             TensorDesc {
                 dtype: DType::F32,
                 shape: s,
@@ -549,6 +619,35 @@ impl Graph {
         self.push(
             Op::Attention(spec),
             &[q, k, v],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: sq,
+            },
+        )
+    }
+
+    /// Attention where sequence `b`'s queries sit at `past[b] + t` (`past [B] i32`, read
+    /// at run time) over a cache of `S` rows; `spec.q_offset` and `spec.kv_len` are set
+    /// here (`0`, `S`).
+    pub fn attention_at(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        spec: AttentionSpec,
+        past: NodeId,
+    ) -> Result<NodeId, GraphError> {
+        let keys = self.shape(k)?.dim_from_end(1);
+        let spec = AttentionSpec {
+            q_offset: 0,
+            kv_len: keys,
+            ..spec
+        };
+        let (sq, _) = self.check_attention(q, k, v, &spec)?;
+        self.check_past("attention", sq.dims()[0], Some(past))?;
+        self.push(
+            Op::Attention(spec),
+            &[q, k, v, past],
             TensorDesc {
                 dtype: DType::F32,
                 shape: sq,
@@ -662,6 +761,22 @@ impl Graph {
 
     /// Appends `new` to a KV cache at time position `pos`, in place.
     pub fn kv_write(&mut self, cache: NodeId, new: NodeId, pos: usize) -> Result<NodeId, GraphError> {
+        self.kv_write_with(cache, new, pos, None)
+    }
+
+    /// Appends `new` to a KV cache in place, sequence `b` at row `past[b]` (`past [B]
+    /// i32`, read at run time).
+    pub fn kv_write_at(&mut self, cache: NodeId, new: NodeId, past: NodeId) -> Result<NodeId, GraphError> {
+        self.kv_write_with(cache, new, 0, Some(past))
+    }
+
+    fn kv_write_with(
+        &mut self,
+        cache: NodeId,
+        new: NodeId,
+        pos: usize,
+        past: Option<NodeId>,
+    ) -> Result<NodeId, GraphError> {
         let sc = self.f32_of("kv_write", cache)?;
         let sn = self.f32_of("kv_write", new)?;
         let ok = sc.rank() == 3
@@ -672,9 +787,11 @@ impl Graph {
         if !ok {
             return Err(shape_err("kv_write", format!("{sn} at position {pos} into cache {sc}")));
         }
+        self.check_past("kv_write", sc.dims()[0], past)?;
+        let inputs: Vec<NodeId> = [cache, new].into_iter().chain(past).collect();
         self.push(
             Op::KvWrite { pos },
-            &[cache, new],
+            &inputs,
             TensorDesc {
                 dtype: DType::F32,
                 shape: sc,

@@ -24,10 +24,10 @@ pub mod reward;
 pub mod sampling;
 pub mod tensor;
 
-pub use backend::{AdamWStep, Backend, BackendError, TensorRef};
+pub use backend::{AdamWStep, Backend, BackendError, PlanTensors, TensorRef};
 pub use error::GraphError;
 pub use exec::{Bindings, Executor};
 pub use graph::{Graph, Node, NodeId, Op};
 pub use plan::Plan;
 
-pub use tensor::{DType, Shape, TensorDesc};
+pub use tensor::{BlockFormat, DType, Shape, TensorDesc};

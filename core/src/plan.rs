@@ -15,6 +15,9 @@ use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use alloc::string::String;
+
+use crate::backend::Backend;
 use crate::error::GraphError;
 use crate::graph::{Graph, NodeId};
 
@@ -81,7 +84,7 @@ impl Plan {
             if node.op.aliases_input() {
                 let src = node.inputs[0];
                 root[i] = root[src.index()];
-                root_offset[i] = root_offset[src.index()] + node.op.alias_offset_bytes();
+                root_offset[i] = root_offset[src.index()] + node.op.alias_offset_bytes(&node.desc);
             } else {
                 root[i] = id;
             }
@@ -190,6 +193,40 @@ impl Plan {
             outputs: outputs.to_vec(),
             externals,
         })
+    }
+
+    /// Plans `outputs` for `backend`: as [`Plan::new`], then asks the backend whether it
+    /// implements every step with its operands' types, so an unsupported op (or a
+    /// quantized weight type a kernel lacks) fails here, naming the op and the node,
+    /// before anything runs.
+    pub fn for_backend<B: Backend + ?Sized>(
+        graph: &Graph,
+        outputs: &[NodeId],
+        backend: &B,
+    ) -> Result<Plan, GraphError> {
+        let plan = Plan::new(graph, outputs)?;
+        let mut descs = Vec::with_capacity(4);
+        for &id in &plan.steps {
+            let node = graph.node(id)?;
+            descs.clear();
+            for &i in &node.inputs {
+                descs.push(graph.desc(i)?);
+            }
+            if !backend.supports(&node.op, &descs, &node.desc) {
+                let operands: Vec<String> = descs.iter().map(|d| format!("{} {}", d.dtype, d.shape)).collect();
+                return Err(GraphError::Unsupported {
+                    op: node.op.name(),
+                    detail: format!(
+                        "backend {} does not implement {} on ({}) for {}",
+                        backend.name(),
+                        node.op.name(),
+                        operands.join(", "),
+                        node.label(id)
+                    ),
+                });
+            }
+        }
+        Ok(plan)
     }
 
     /// The computed nodes in execution order.

@@ -3,31 +3,83 @@
 
 use core::fmt;
 
-/// Element type of a tensor. Graph compute is f32; ids are i32; bf16/f16 exist for
-/// loading stored weights (converted to f32 when uploaded).
+/// A block-quantized storage format, opaque to core: an id the backend that supports it
+/// recognises, how many elements one block holds and how many bytes it takes. GGUF's
+/// Q8_0 is `{ id, block: 32, block_bytes: 34 }`; Q4_K `{ id, block: 256, block_bytes: 144 }`.
+/// A row of a block-quantized tensor (its last dimension) is a whole number of blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct BlockFormat {
+    /// Which format (chosen by the code that defines it, e.g. the GGUF type number).
+    pub id: u16,
+    /// Elements per block.
+    pub block: u16,
+    /// Bytes per block.
+    pub block_bytes: u16,
+    /// A short name for errors and logs (`"q8_0"`).
+    #[serde(skip, default = "unnamed_block")]
+    pub name: &'static str,
+}
+
+fn unnamed_block() -> &'static str {
+    "block"
+}
+
+/// Element type of a tensor. Activations and gradients are f32; token ids and positions
+/// are i32; weights may also be stored as bf16, f16 or a [`BlockFormat`] — an op whose
+/// operand is not f32 (a quantized matmul) is one a backend must say it supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DType {
+    /// 32-bit float.
     F32,
+    /// 32-bit signed integer (token ids, positions).
     I32,
+    /// bfloat16.
     BF16,
+    /// IEEE half.
     F16,
+    /// Block-quantized (opaque to core).
+    Block(BlockFormat),
 }
 
 impl DType {
-    /// Bytes per element.
-    pub const fn size(self) -> usize {
+    /// Bytes per element of a scalar type; `None` for block formats (use
+    /// [`DType::bytes_for`], which counts whole blocks).
+    pub const fn elem_bytes(self) -> Option<usize> {
         match self {
-            DType::F32 | DType::I32 => 4,
-            DType::BF16 | DType::F16 => 2,
+            DType::F32 | DType::I32 => Some(4),
+            DType::BF16 | DType::F16 => Some(2),
+            DType::Block(_) => None,
         }
     }
 
+    /// Bytes that `numel` consecutive elements take (for a block format, `numel` rounded
+    /// up to whole blocks). `None` on overflow.
+    pub const fn bytes_for(self, numel: usize) -> Option<usize> {
+        match self {
+            DType::Block(f) => {
+                let block = if f.block == 0 { 1 } else { f.block as usize };
+                numel.div_ceil(block).checked_mul(f.block_bytes as usize)
+            }
+            _ => match self.elem_bytes() {
+                Some(b) => numel.checked_mul(b),
+                None => None,
+            },
+        }
+    }
+
+    /// Whether this is a block-quantized format.
+    pub const fn is_block(self) -> bool {
+        matches!(self, DType::Block(_))
+    }
+
+    /// A short name (`f32`, `bf16`, `q8_0`).
     pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::I32 => "i32",
             DType::BF16 => "bf16",
             DType::F16 => "f16",
+            DType::Block(f) => f.name,
         }
     }
 }
@@ -136,15 +188,46 @@ impl TensorDesc {
         }
     }
 
+    /// An f32 tensor of shape `dims`.
     pub fn f32(dims: &[usize]) -> TensorDesc {
         TensorDesc::new(DType::F32, dims)
+    }
+
+    /// An i32 tensor of shape `dims`.
+    pub fn i32(dims: &[usize]) -> TensorDesc {
+        TensorDesc::new(DType::I32, dims)
     }
 
     pub fn numel(&self) -> usize {
         self.shape.numel()
     }
 
+    /// Bytes the tensor takes: rows × the bytes of one row (a block format stores each
+    /// row — the last dimension — as whole blocks). Saturates on overflow, which no
+    /// allocation can satisfy; [`TensorDesc::checked_bytes`] reports it instead.
     pub fn bytes(&self) -> usize {
-        self.numel() * self.dtype.size()
+        self.checked_bytes().unwrap_or(usize::MAX)
+    }
+
+    /// Bytes the tensor takes, `None` on overflow.
+    pub fn checked_bytes(&self) -> Option<usize> {
+        match self.dtype {
+            DType::Block(_) => self.dtype.bytes_for(self.shape.last())?.checked_mul(self.shape.rows()),
+            d => d.bytes_for(self.numel()),
+        }
+    }
+
+    /// Byte offset of element `index` in a tensor of this type (for a block format, of
+    /// the block that starts at `index`, which must be a block boundary).
+    pub fn byte_offset(&self, index: usize) -> usize {
+        self.dtype.bytes_for(index).unwrap_or(usize::MAX)
+    }
+
+    /// Whether a block format's rows are whole blocks (always true for scalar types).
+    pub fn rows_are_whole_blocks(&self) -> bool {
+        match self.dtype {
+            DType::Block(f) => f.block > 0 && self.shape.last().is_multiple_of(f.block as usize),
+            _ => true,
+        }
     }
 }

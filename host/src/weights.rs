@@ -1,5 +1,6 @@
-//! A model's weights on a backend: every parameter in one flat f32 buffer, laid out in
-//! `ModelConfig::param_specs()` order. One buffer means one upload, one download for a
+//! A model's weights on a backend: every parameter in one flat f32 buffer (the trainable
+//! master weights; stored-only types such as block-quantized weights get stores of
+//! their own), laid out in `ModelConfig::param_specs()` order. One buffer means one upload, one download for a
 //! checkpoint, and optimizer state (gradients, moments) with the very same layout.
 
 use std::collections::HashMap;
@@ -8,11 +9,14 @@ use r1_core::backend::{Backend, BackendError, TensorRef};
 use r1_core::exec::Bindings;
 use r1_core::model::{CausalLm, ModelConfig, ParamSpec};
 use r1_core::sampling::Rng;
-use r1_core::{Graph, GraphError, TensorDesc};
+use r1_core::{DType, Graph, GraphError, TensorDesc};
 
 /// Parameter offsets are multiples of 16 floats (64 bytes), so every parameter starts on
 /// a cache line and a SIMD boundary.
 const ALIGN_FLOATS: usize = 16;
+
+/// The element type of a [`ParamBuffer`]: weights, gradients and moments are f32.
+pub const PARAM_DTYPE: DType = DType::F32;
 
 /// A parameter as `(name, dims, values)`.
 pub type NamedParam = (String, Vec<usize>, Vec<f32>);
@@ -30,14 +34,21 @@ pub struct ParamLayout {
 pub struct ParamEntry {
     pub name: String,
     pub dims: Vec<usize>,
-    /// Offset in floats from the start of the buffer.
+    /// Offset in elements from the start of the buffer.
     pub offset: usize,
+    /// Number of elements.
     pub len: usize,
 }
 
 impl ParamEntry {
+    /// The parameter's tensor description.
     pub fn desc(&self) -> TensorDesc {
-        TensorDesc::f32(&self.dims)
+        TensorDesc::new(PARAM_DTYPE, &self.dims)
+    }
+
+    /// Offset in bytes from the start of the buffer.
+    pub fn byte_offset(&self) -> usize {
+        TensorDesc::new(PARAM_DTYPE, &[self.offset]).bytes()
     }
 
     /// Whether AdamW's weight decay applies: matrices yes; biases and norm weights no (the
@@ -87,6 +98,11 @@ impl ParamLayout {
         self.total
     }
 
+    /// Bytes of the flat buffer (with alignment padding).
+    pub fn total_bytes(&self) -> usize {
+        TensorDesc::new(PARAM_DTYPE, &[self.total]).bytes()
+    }
+
     /// Number of parameters (without padding).
     pub fn num_params(&self) -> usize {
         self.entries.iter().map(|e| e.len).sum()
@@ -103,7 +119,7 @@ pub struct ParamBuffer<B: Backend> {
 impl<B: Backend> ParamBuffer<B> {
     /// A zero-filled buffer.
     pub fn zeros(backend: &B, layout: ParamLayout) -> Result<Self, BackendError> {
-        let buffer = backend.alloc(layout.total_floats() * 4)?;
+        let buffer = backend.alloc(layout.total_bytes())?;
         Ok(ParamBuffer { layout, buffer })
     }
 
@@ -112,7 +128,7 @@ impl<B: Backend> ParamBuffer<B> {
         let e = &self.layout.entries[i];
         TensorRef {
             buffer: &self.buffer,
-            offset: e.offset * 4,
+            offset: e.byte_offset(),
             desc: e.desc(),
         }
     }
@@ -122,7 +138,7 @@ impl<B: Backend> ParamBuffer<B> {
         TensorRef {
             buffer: &self.buffer,
             offset: 0,
-            desc: TensorDesc::f32(&[self.layout.total_floats()]),
+            desc: TensorDesc::new(PARAM_DTYPE, &[self.layout.total_floats()]),
         }
     }
 
@@ -139,13 +155,13 @@ impl<B: Backend> ParamBuffer<B> {
                 got: values.len(),
             });
         }
-        backend.upload(&self.buffer, e.offset * 4, &r1_core::backend::f32_bytes(values))?;
+        backend.upload(&self.buffer, e.byte_offset(), &r1_core::backend::f32_bytes(values))?;
         Ok(())
     }
 
     /// Downloads every parameter as `(name, dims, values)` in layout order.
     pub fn download_all(&self, backend: &B) -> Result<Vec<NamedParam>, WeightsError> {
-        let mut bytes = vec![0u8; self.layout.total_floats() * 4];
+        let mut bytes = vec![0u8; self.layout.total_bytes()];
         backend.download(&self.buffer, 0, &mut bytes)?;
         let all = r1_core::backend::f32_from_bytes(&bytes);
         Ok(self
@@ -163,7 +179,7 @@ impl<B: Backend> ParamBuffer<B> {
                 node: id.0,
                 name: name.clone(),
             })?;
-            bindings.bind(*id, &self.buffer, e.offset * 4)?;
+            bindings.bind(*id, &self.buffer, e.byte_offset())?;
         }
         Ok(())
     }
@@ -175,7 +191,7 @@ impl<B: Backend> ParamBuffer<B> {
             if let (r1_core::Op::Param { .. }, Some(name)) = (&node.op, &node.name)
                 && let Some(e) = self.layout.get(name)
             {
-                bindings.bind(id, &self.buffer, e.offset * 4)?;
+                bindings.bind(id, &self.buffer, e.byte_offset())?;
             }
         }
         Ok(())

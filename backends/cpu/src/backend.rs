@@ -3,7 +3,7 @@
 //! each op's operands (see [`crate::views`]) and calls its kernel.
 
 use r1_core::backend::{AdamWStep, Backend, BackendError, TensorRef};
-use r1_core::{DType, Op};
+use r1_core::{DType, Op, TensorDesc};
 
 use crate::buffer::CpuBuffer;
 use crate::kernels::elementwise::{self, Binary};
@@ -11,7 +11,8 @@ use crate::kernels::kv_cache::KvGeometry;
 use crate::kernels::rope::RopeCache;
 use crate::kernels::softmax::{self, RowOp};
 use crate::kernels::{
-    Ctx, activation, adamw, attention, embedding, kv_cache, matmul, norm, rope, size_error, token_loss,
+    Ctx, Past, activation, adamw, attention, checked_past, embedding, kv_cache, matmul, norm, rope, size_error,
+    token_loss,
 };
 use crate::parallel::Threads;
 use crate::simd::{Isa, SimdLevel};
@@ -118,6 +119,17 @@ fn byte_range(buf: &[u8], offset: usize, len: usize, what: &str) -> Result<std::
     })
 }
 
+/// An op whose optional last input (per-sequence positions) may be present.
+fn arity_between(op: &Op, inputs: usize, least: usize, most: usize) -> Result<(), BackendError> {
+    if !(least..=most).contains(&inputs) {
+        return Err(size_error(
+            op.name(),
+            format!("{inputs} inputs, the op takes {least} to {most}"),
+        ));
+    }
+    Ok(())
+}
+
 fn arity(op: &Op, inputs: usize, want: usize) -> Result<(), BackendError> {
     if inputs != want {
         return Err(size_error(op.name(), format!("{inputs} inputs, the op takes {want}")));
@@ -205,8 +217,13 @@ impl Backend for CpuBackend {
         })?
     }
 
-    fn supports(&self, op: &Op) -> bool {
-        !matches!(op, Op::Input | Op::Param { .. } | Op::Reshape | Op::Slice { .. })
+    fn supports(&self, op: &Op, inputs: &[TensorDesc], output: &TensorDesc) -> bool {
+        if matches!(op, Op::Input | Op::Param { .. } | Op::Reshape | Op::Slice { .. }) {
+            return false;
+        }
+        // Every kernel computes in f32 on f32 operands (ids and positions are i32): bf16,
+        // f16 and block-quantized weights need their own kernels, refused at plan time.
+        inputs.iter().all(|d| matches!(d.dtype, DType::F32 | DType::I32)) && output.dtype == DType::F32
     }
 
     fn run_op(
@@ -319,19 +336,37 @@ impl Backend for CpuBackend {
                 })
             }
             Op::Rope(spec) => {
-                arity(op, inputs.len(), 1)?;
-                let [_, time, _] = rank3(name, &inputs[0])?;
+                arity_between(op, inputs.len(), 1, 2)?;
+                let [batch, time, _] = rank3(name, &inputs[0])?;
+                if let [x, past] = inputs {
+                    return with_views(name, &[(*x, R), (*past, R), (output, W)], |mut v| {
+                        let p = checked_past(name, v.i32(1)?, batch, 0, usize::MAX)?;
+                        rope::rope(ctx, &self.rope, spec, time, Past::PerSeq(&p), v.f32(0)?, v.f32_mut(2)?)
+                    });
+                }
                 with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
-                    rope::rope(ctx, &self.rope, spec, time, v.f32(0)?, v.f32_mut(1)?)
+                    let past = Past::Fixed(spec.pos_offset);
+                    rope::rope(ctx, &self.rope, spec, time, past, v.f32(0)?, v.f32_mut(1)?)
                 })
             }
             Op::Attention(spec) => {
-                arity(op, inputs.len(), 3)?;
-                let [_, time, _] = rank3(name, &inputs[0])?;
+                arity_between(op, inputs.len(), 3, 4)?;
+                let [batch, time, _] = rank3(name, &inputs[0])?;
+                let [_, keys, _] = rank3(name, &inputs[1])?;
+                if let [q, k, vv, past] = inputs {
+                    return with_views(name, &[(*q, R), (*k, R), (*vv, R), (*past, R), (output, W)], |mut v| {
+                        let p = checked_past(name, v.i32(3)?, batch, time, keys)?;
+                        let (q, k, vv) = (v.f32(0)?, v.f32(1)?, v.f32(2)?);
+                        attention::attention(ctx, spec, time, Past::PerSeq(&p), q, k, vv, v.f32_mut(4)?)
+                    });
+                }
                 with_views(
                     name,
                     &[(inputs[0], R), (inputs[1], R), (inputs[2], R), (output, W)],
-                    |mut v| attention::attention(ctx, spec, time, v.f32(0)?, v.f32(1)?, v.f32(2)?, v.f32_mut(3)?),
+                    |mut v| {
+                        let past = Past::Fixed(spec.q_offset);
+                        attention::attention(ctx, spec, time, past, v.f32(0)?, v.f32(1)?, v.f32(2)?, v.f32_mut(3)?)
+                    },
                 )
             }
             Op::Silu => {
@@ -512,7 +547,7 @@ impl Backend for CpuBackend {
                 })
             }
             Op::KvWrite { pos } => {
-                arity(op, inputs.len(), 2)?;
+                arity_between(op, inputs.len(), 2, 3)?;
                 let [batch, capacity, row] = rank3(name, &inputs[0])?;
                 let [nb, time, nrow] = rank3(name, &inputs[1])?;
                 if nb != batch || nrow != row || output.desc != inputs[0].desc {
@@ -530,17 +565,29 @@ impl Backend for CpuBackend {
                     time,
                     row,
                 };
+                if let Some(past) = inputs.get(2) {
+                    if !same_place(&inputs[0], &output) {
+                        return Err(size_error(
+                            name,
+                            "a kv_write at per-sequence positions writes its cache in place",
+                        ));
+                    }
+                    return with_views(name, &[(inputs[1], R), (*past, R), (output, W)], |mut v| {
+                        let p = checked_past(name, v.i32(1)?, batch, time, capacity)?;
+                        kv_cache::kv_write(g, Past::PerSeq(&p), v.f32(0)?, v.f32_mut(2)?)
+                    });
+                }
                 if same_place(&inputs[0], &output) {
                     // The documented case: the output is the cache, written in place.
                     with_views(name, &[(inputs[1], R), (output, W)], |mut v| {
-                        kv_cache::kv_write(g, *pos, v.f32(0)?, v.f32_mut(1)?)
+                        kv_cache::kv_write(g, Past::Fixed(*pos), v.f32(0)?, v.f32_mut(1)?)
                     })
                 } else {
                     // A separate output: the cache with the new rows written over it.
                     with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
                         let out = v.f32_mut(2)?;
                         out.copy_from_slice(v.f32(0)?);
-                        kv_cache::kv_write(g, *pos, v.f32(1)?, out)
+                        kv_cache::kv_write(g, Past::Fixed(*pos), v.f32(1)?, out)
                     })
                 }
             }

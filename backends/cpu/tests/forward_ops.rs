@@ -425,9 +425,9 @@ fn unused_operand_kinds_are_refused_not_miscomputed() {
         Op::Param { trainable: true },
     ] {
         assert!(run(be, &op, std::slice::from_ref(&x), &[4]).is_err(), "{op:?}");
-        assert!(!r1_core::Backend::supports(be, &op));
+        assert!(!r1_core::Backend::supports(be, &op, &[x.desc()], &x.desc()));
     }
-    assert!(r1_core::Backend::supports(be, &Op::Softmax));
+    assert!(r1_core::Backend::supports(be, &Op::Softmax, &[x.desc()], &x.desc()));
 }
 
 #[test]

@@ -1,30 +1,36 @@
-//! The Llama/Qwen2 decoder as a graph: `config → graph`, following Hugging Face's
-//! `modeling_llama.py` / `modeling_qwen2.py` op for op (pre-norm RMSNorm, RoPE in the
-//! rotate-half layout, grouped-query causal attention, SwiGLU MLP, optional q/k/v
-//! biases, tied or untied LM head).
+//! What every architecture's graph builder shares: the shape of a forward graph
+//! ([`BuildOptions`]), the node ids it hands back ([`CausalLm`]), the weights as graph
+//! parameters ([`ParamTable`]), the LM head, and [`build_causal_lm`], which asks the
+//! config's architecture module ([`crate::model::Family`]) to build the graph.
 //!
-//! One builder serves training and generation: with `kv_cache` set, each layer appends
-//! its new keys/values to caller-owned cache buffers (inputs named `cache.{l}.k` /
-//! `cache.{l}.v`, shape `[B, capacity, kv_heads·head_dim]`) and attends over
-//! `past + T` positions.
+//! One graph shape serves training and generation: with `kv_cache` set, each layer
+//! appends its new keys/values to caller-owned cache buffers (inputs named
+//! `cache.{l}.k` / `cache.{l}.v`, shape `[B, capacity, kv_width]`) at the per-sequence
+//! positions of the `past [B]` i32 input, and attends over them. The positions are data,
+//! not part of the graph, so a decode graph and its plan are built once per
+//! `(batch, capacity)` and reused at every step.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::error::GraphError;
-use crate::graph::{AttentionSpec, Graph, NodeId, RopeSpec};
-use crate::model::config::{ConfigError, ModelConfig};
-use crate::tensor::{DType, TensorDesc};
+use crate::graph::{Graph, NodeId};
+use crate::model::config::{ConfigError, ModelConfig, ParamSpec};
+use crate::tensor::TensorDesc;
 
 /// Name of the token-id input (`[B, T]` i32).
 pub const INPUT_IDS: &str = "input_ids";
 
+/// Name of the per-sequence cached-length input of KV-cache graphs (`[B]` i32): the
+/// number of tokens already in sequence `b`'s cache rows, where its new tokens go.
+pub const PAST: &str = "past";
+
 /// KV-cache geometry for generation graphs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvCacheSpec {
-    /// Tokens already in the cache (the new tokens' first position).
-    pub past: usize,
-    /// Rows each cache buffer holds.
+    /// Rows each cache buffer holds per sequence.
     pub capacity: usize,
 }
 
@@ -63,6 +69,8 @@ impl BuildOptions {
 pub struct CausalLm {
     /// `[B, T]` i32 token ids.
     pub input_ids: NodeId,
+    /// `[B]` i32 cached lengths when built with a KV cache (see [`PAST`]).
+    pub past: Option<NodeId>,
     /// Every weight as `(HF name, node)` in [`ModelConfig::param_specs`] order.
     pub params: Vec<(alloc::string::String, NodeId)>,
     /// Per layer `(k_cache, v_cache)` inputs when built with a KV cache.
@@ -104,116 +112,76 @@ impl From<ConfigError> for BuildError {
     }
 }
 
-/// Appends a causal LM forward pass to `g`. Weights are trainable `Param` nodes named as
-/// in Hugging Face checkpoints.
-pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) -> Result<CausalLm, BuildError> {
-    cfg.validate()?;
+/// The model's weights as graph parameters, found by Hugging Face name.
+pub struct ParamTable {
+    /// `(name, node)` in the family's `param_specs` order.
+    pub list: Vec<(String, NodeId)>,
+    index: BTreeMap<String, NodeId>,
+}
+
+impl ParamTable {
+    /// Adds every weight of `specs` to `g` as a trainable f32 parameter.
+    pub fn new(g: &mut Graph, specs: Vec<ParamSpec>) -> Result<ParamTable, GraphError> {
+        let mut list = Vec::with_capacity(specs.len());
+        let mut index = BTreeMap::new();
+        for s in specs {
+            let id = g.param(&s.name, &s.dims, true)?;
+            index.insert(s.name.clone(), id);
+            list.push((s.name, id));
+        }
+        Ok(ParamTable { list, index })
+    }
+
+    /// The parameter named `name`.
+    pub fn get(&self, name: &str) -> Result<NodeId, GraphError> {
+        self.index.get(name).copied().ok_or_else(|| GraphError::Unbound {
+            node: u32::MAX,
+            name: name.into(),
+        })
+    }
+}
+
+/// Checks the batch/sequence/cache geometry of `opts` against the model's positions.
+pub fn check_geometry(cfg: &ModelConfig, opts: &BuildOptions) -> Result<(), BuildError> {
     let (b, t) = (opts.batch, opts.seq);
-    let h = cfg.hidden_size;
-    let hd = cfg.head_dim();
-    let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
-    let (past, capacity) = match opts.kv_cache {
-        Some(kv) => (kv.past, kv.capacity),
-        None => (0, t),
-    };
-    if past + t > capacity || b == 0 || t == 0 {
+    let capacity = opts.kv_cache.map_or(t, |kv| kv.capacity);
+    if t > capacity || b == 0 || t == 0 {
         return Err(GraphError::Shape {
             op: "build_causal_lm",
-            detail: format!("batch {b} × {t} new tokens after {past} cached ones do not fit a capacity of {capacity}"),
+            detail: format!("batch {b} × {t} new tokens do not fit a capacity of {capacity}"),
         }
         .into());
     }
-    if past + t > cfg.max_position_embeddings {
+    if capacity > cfg.max_position_embeddings {
         return Err(ConfigError {
             field: "max_position_embeddings",
             detail: format!(
-                "{} positions requested, the model supports {}",
-                past + t,
+                "{capacity} positions requested, the model supports {}",
                 cfg.max_position_embeddings
             ),
         }
         .into());
     }
+    Ok(())
+}
 
-    // Params in param_specs() order, so the list matches the config's.
-    let mut params = Vec::new();
-    let mut ids = alloc::collections::BTreeMap::new();
-    for s in cfg.param_specs() {
-        let id = g.param(&s.name, &s.dims, true)?;
-        ids.insert(s.name.clone(), id);
-        params.push((s.name, id));
-    }
-    let p = |name: &str| -> Result<NodeId, GraphError> {
-        ids.get(name).copied().ok_or_else(|| GraphError::Unbound {
-            node: u32::MAX,
-            name: name.into(),
-        })
+/// The token-id input and, with a KV cache, the `past` positions input.
+pub fn graph_inputs(g: &mut Graph, opts: &BuildOptions) -> Result<(NodeId, Option<NodeId>), GraphError> {
+    let input_ids = g.input(INPUT_IDS, TensorDesc::i32(&[opts.batch, opts.seq]))?;
+    let past = match opts.kv_cache {
+        Some(_) => Some(g.input(PAST, TensorDesc::i32(&[opts.batch]))?),
+        None => None,
     };
+    Ok((input_ids, past))
+}
 
-    let input_ids = g.input(INPUT_IDS, TensorDesc::new(DType::I32, &[b, t]))?;
-    let mut x = g.embedding(p("model.embed_tokens.weight")?, input_ids)?;
-    let rope = |n_heads| RopeSpec {
-        n_heads,
-        head_dim: hd,
-        theta: cfg.rope_theta,
-        pos_offset: past,
-        inverse: false,
-    };
-    let mut caches = Vec::new();
-    for l in 0..cfg.num_hidden_layers {
-        let pre = format!("model.layers.{l}.");
-        let w = |s: &str| p(&format!("{pre}{s}"));
-        // Attention block.
-        let xn = g.rms_norm(x, w("input_layernorm.weight")?, cfg.rms_norm_eps)?;
-        let mut q = g.matmul(xn, w("self_attn.q_proj.weight")?, false, true)?;
-        let mut k = g.matmul(xn, w("self_attn.k_proj.weight")?, false, true)?;
-        let mut v = g.matmul(xn, w("self_attn.v_proj.weight")?, false, true)?;
-        if cfg.qkv_bias() {
-            q = g.add(q, w("self_attn.q_proj.bias")?)?;
-            k = g.add(k, w("self_attn.k_proj.bias")?)?;
-            v = g.add(v, w("self_attn.v_proj.bias")?)?;
-        }
-        let q = g.rope(q, rope(nh))?;
-        let k = g.rope(k, rope(nkv))?;
-        let (k_all, v_all) = match opts.kv_cache {
-            Some(_) => {
-                let desc = TensorDesc::f32(&[b, capacity, nkv * hd]);
-                let kc = g.input(&format!("cache.{l}.k"), desc)?;
-                let vc = g.input(&format!("cache.{l}.v"), desc)?;
-                caches.push((kc, vc));
-                (g.kv_write(kc, k, past)?, g.kv_write(vc, v, past)?)
-            }
-            None => (k, v),
-        };
-        let spec = AttentionSpec {
-            n_heads: nh,
-            n_kv_heads: nkv,
-            head_dim: hd,
-            q_offset: past,
-            kv_len: past + t,
-        };
-        let a = g.attention(q, k_all, v_all, spec)?;
-        let mut o = g.matmul(a, w("self_attn.o_proj.weight")?, false, true)?;
-        if cfg.o_bias() {
-            o = g.add(o, w("self_attn.o_proj.bias")?)?;
-        }
-        x = g.add(x, o)?;
-        // MLP block.
-        let xn = g.rms_norm(x, w("post_attention_layernorm.weight")?, cfg.rms_norm_eps)?;
-        let gate = g.matmul(xn, w("mlp.gate_proj.weight")?, false, true)?;
-        let up = g.matmul(xn, w("mlp.up_proj.weight")?, false, true)?;
-        let act = g.swiglu(gate, up)?;
-        let down = g.matmul(act, w("mlp.down_proj.weight")?, false, true)?;
-        x = g.add(x, down)?;
-    }
-    let hidden = g.rms_norm(x, p("model.norm.weight")?, cfg.rms_norm_eps)?;
-    let head = if cfg.tie_word_embeddings {
-        p("model.embed_tokens.weight")?
-    } else {
-        p("lm_head.weight")?
-    };
-    let logits = match opts.logits {
-        LogitsFor::All => g.matmul(hidden, head, false, true)?,
+/// The logits of `hidden [B, T, H]` through `head [V, H]` at the positions `opts` asks
+/// for.
+pub fn lm_logits(g: &mut Graph, hidden: NodeId, head: NodeId, opts: &BuildOptions) -> Result<NodeId, GraphError> {
+    let (b, t) = (opts.batch, opts.seq);
+    let h = g.shape(hidden)?.last();
+    match opts.logits {
+        LogitsFor::All => g.matmul(hidden, head, false, true),
         LogitsFor::Last => {
             let last = if t == 1 {
                 g.reshape(hidden, &[b, h])?
@@ -223,17 +191,18 @@ pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) ->
                 return Err(GraphError::Unsupported {
                     op: "build_causal_lm",
                     detail: format!("last-position logits of a batch of {b} multi-token sequences"),
-                }
-                .into());
+                });
             };
-            g.matmul(last, head, false, true)?
+            g.matmul(last, head, false, true)
         }
-    };
-    Ok(CausalLm {
-        input_ids,
-        params,
-        caches,
-        hidden,
-        logits,
-    })
+    }
+}
+
+/// Appends a causal LM forward pass to `g`, built by the module of the config's
+/// architecture. Weights are trainable `Param` nodes named as in Hugging Face
+/// checkpoints.
+pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) -> Result<CausalLm, BuildError> {
+    let arch = cfg.validate()?;
+    check_geometry(cfg, opts)?;
+    arch.family().build(g, cfg, opts)
 }

@@ -3,7 +3,6 @@
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -150,16 +149,6 @@ impl ModelConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
-    /// Whether q/k/v projections carry a bias.
-    pub fn qkv_bias(&self) -> bool {
-        matches!(self.architecture(), Ok(Architecture::Qwen2)) || self.attention_bias
-    }
-
-    /// Whether o_proj carries a bias (Llama with `attention_bias` only).
-    pub fn o_bias(&self) -> bool {
-        matches!(self.architecture(), Ok(Architecture::Llama)) && self.attention_bias
-    }
-
     /// Checks every field the graph builder relies on.
     pub fn validate(&self) -> Result<Architecture, ConfigError> {
         let arch = self.architecture()?;
@@ -223,44 +212,14 @@ impl ModelConfig {
         Ok(arch)
     }
 
-    /// Every weight of the model with its HF name and shape, in a stable order
-    /// (embeddings, layers, final norm, lm_head unless tied).
+    /// Every weight of the model with its HF name and shape, in its architecture's
+    /// stable order (see [`crate::model::Family::param_specs`]); empty when the
+    /// architecture is not one r1 builds ([`ModelConfig::validate`] says which).
     pub fn param_specs(&self) -> Vec<ParamSpec> {
-        let h = self.hidden_size;
-        let hd = self.head_dim();
-        let q = self.num_attention_heads * hd;
-        let kv = self.kv_heads() * hd;
-        let f = self.intermediate_size;
-        let spec = |name: String, dims: &[usize]| ParamSpec {
-            name,
-            dims: dims.to_vec(),
-        };
-        let mut out = vec![spec("model.embed_tokens.weight".into(), &[self.vocab_size, h])];
-        for l in 0..self.num_hidden_layers {
-            let p = format!("model.layers.{l}.");
-            out.push(spec(format!("{p}input_layernorm.weight"), &[h]));
-            out.push(spec(format!("{p}self_attn.q_proj.weight"), &[q, h]));
-            out.push(spec(format!("{p}self_attn.k_proj.weight"), &[kv, h]));
-            out.push(spec(format!("{p}self_attn.v_proj.weight"), &[kv, h]));
-            if self.qkv_bias() {
-                out.push(spec(format!("{p}self_attn.q_proj.bias"), &[q]));
-                out.push(spec(format!("{p}self_attn.k_proj.bias"), &[kv]));
-                out.push(spec(format!("{p}self_attn.v_proj.bias"), &[kv]));
-            }
-            out.push(spec(format!("{p}self_attn.o_proj.weight"), &[h, q]));
-            if self.o_bias() {
-                out.push(spec(format!("{p}self_attn.o_proj.bias"), &[h]));
-            }
-            out.push(spec(format!("{p}post_attention_layernorm.weight"), &[h]));
-            out.push(spec(format!("{p}mlp.gate_proj.weight"), &[f, h]));
-            out.push(spec(format!("{p}mlp.up_proj.weight"), &[f, h]));
-            out.push(spec(format!("{p}mlp.down_proj.weight"), &[h, f]));
+        match self.architecture() {
+            Ok(arch) => arch.family().param_specs(self),
+            Err(_) => Vec::new(),
         }
-        out.push(spec("model.norm.weight".into(), &[h]));
-        if !self.tie_word_embeddings {
-            out.push(spec("lm_head.weight".into(), &[self.vocab_size, h]));
-        }
-        out
     }
 
     /// Total number of weights.
@@ -272,6 +231,7 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn qwen() -> ModelConfig {
         ModelConfig {

@@ -4,20 +4,26 @@
 //!
 //! The G completions of one prompt share its prefill: the prompt runs once at batch 1,
 //! its keys/values are copied into the other rows, and decoding proceeds at batch G.
-//! Each step builds a small graph (the past length is a parameter of the attention op),
-//! which costs microseconds next to the matmuls.
+//! Graphs and their memory plans are built once per shape bucket `(batch, new tokens,
+//! cache capacity)` and kept ([`step_plan`]): a decode step only uploads its token ids
+//! and each sequence's cached length (the `past` input) and runs the same plan again.
 
 pub mod kv_cache;
+pub mod step_plan;
 
-use r1_core::backend::{Backend, BackendError, i32_bytes};
-use r1_core::exec::{Bindings, Executor};
-use r1_core::model::{BuildError, BuildOptions, KvCacheSpec, LogitsFor, ModelConfig, build_causal_lm};
+use r1_core::GraphError;
+use r1_core::backend::{Backend, BackendError};
+use r1_core::exec::Executor;
+use r1_core::model::{BuildError, ModelConfig};
 use r1_core::reasoning::split_reasoning;
 use r1_core::sampling::{Rng, Sampler, SamplingParams};
-use r1_core::{Graph, GraphError, Plan};
 
 use crate::weights::ParamBuffer;
 use kv_cache::KvCache;
+use step_plan::{StepFeed, StepPlans};
+
+/// KV-cache capacities are rounded up to a multiple of this many positions.
+const CAPACITY_STEP: usize = 64;
 
 /// What to generate.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -77,6 +83,8 @@ pub enum EngineError {
     BadToken { id: u32, vocab: usize },
     #[error("invalid sampling settings: {0}")]
     Sampling(String),
+    #[error("engine: {0}")]
+    Internal(String),
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
@@ -91,39 +99,49 @@ pub trait Detokenizer {
     fn eos_id(&self) -> Option<u32>;
 }
 
-/// Generation state reused across calls: KV cache, arena, scratch.
+/// Generation state reused across calls: KV cache, planned step graphs, arena, scratch.
 pub struct Engine<B: Backend> {
     cfg: ModelConfig,
     cache: Option<KvCache<B>>,
+    plans: StepPlans,
     executor: Executor<B>,
     sampler: Sampler,
-    feed: Option<(B::Buffer, usize)>,
+    feed: Option<StepFeed<B>>,
 }
 
 impl<B: Backend> Engine<B> {
+    /// An engine for models of `cfg` (weights are passed to each call).
     pub fn new(cfg: ModelConfig) -> Self {
         Engine {
             cfg,
             cache: None,
+            plans: StepPlans::default(),
             executor: Executor::new(),
             sampler: Sampler::new(),
             feed: None,
         }
     }
 
+    /// The model config this engine generates for.
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
-    fn feed_buffer(&mut self, backend: &B, tokens: usize) -> Result<(), BackendError> {
-        if self.feed.as_ref().is_none_or(|(_, n)| *n < tokens) {
-            self.feed = Some((backend.alloc(tokens.max(64) * 4)?, tokens.max(64)));
-        }
-        Ok(())
+    /// How many step graphs have been built and planned so far (one per shape bucket,
+    /// however many tokens were decoded).
+    pub fn plans_built(&self) -> usize {
+        self.plans.built()
     }
 
-    /// Runs one forward step: `ids` (`batch × t`, row-major) at position `past`, writing
-    /// keys/values into the cache; returns the last position's logits per row (`[batch, V]`).
+    /// Bytes the KV cache takes per cached token (all layers, keys and values), once a
+    /// cache exists.
+    pub fn kv_bytes_per_token(&self) -> Option<usize> {
+        self.cache.as_ref().map(KvCache::bytes_per_token)
+    }
+
+    /// Runs one forward step: `ids` (`batch × t`, row-major) at position `past` of every
+    /// row, writing keys/values into the cache; returns the last position's logits per
+    /// row (`[batch, V]`). The step's graph and plan come from the shape bucket's cache.
     fn step(
         &mut self,
         backend: &B,
@@ -132,40 +150,23 @@ impl<B: Backend> Engine<B> {
         batch: usize,
         past: usize,
     ) -> Result<Vec<f32>, EngineError> {
-        let t = ids.len() / batch;
-        self.feed_buffer(backend, ids.len())?;
         let cache = self
             .cache
             .as_ref()
-            .ok_or_else(|| EngineError::Sampling("no KV cache".into()))?;
-        let mut g = Graph::new();
-        let opts = BuildOptions {
-            batch,
-            seq: t,
-            kv_cache: Some(KvCacheSpec {
-                past,
-                capacity: cache.capacity,
-            }),
-            logits: LogitsFor::Last,
-        };
-        let lm = build_causal_lm(&mut g, &self.cfg, &opts)?;
-        let plan = Plan::new(&g, &[lm.logits])?;
-        let (feed, _) = self
+            .ok_or_else(|| EngineError::Internal("decode step before the KV cache exists".into()))?;
+        let t = ids.len() / batch;
+        let planned = self.plans.get(backend, &self.cfg, batch, t, cache.capacity)?;
+        if self.feed.as_ref().is_none_or(|f| !f.fits(batch, t)) {
+            self.feed = None;
+            self.feed = Some(StepFeed::new(backend, batch, t)?);
+        }
+        let feed = self
             .feed
             .as_ref()
-            .ok_or_else(|| EngineError::Sampling("no feed buffer".into()))?;
-        let ids_i32: Vec<i32> = ids.iter().map(|&x| x as i32).collect();
-        backend.upload(feed, 0, &i32_bytes(&ids_i32))?;
-        let mut b = Bindings::new(&g);
-        params.bind(&lm, &mut b)?;
-        b.bind(lm.input_ids, feed, 0)?;
-        for (l, (kc, vc)) in lm.caches.iter().enumerate() {
-            let (kbuf, vbuf) = &cache.layers[l];
-            b.bind(*kc, kbuf, 0)?;
-            b.bind(*vc, vbuf, 0)?;
-        }
-        self.executor.run(backend, &g, &plan, &b)?;
-        Ok(self.executor.read_f32(backend, &g, &plan, &b, lm.logits)?)
+            .ok_or_else(|| EngineError::Internal("no feed buffer".into()))?;
+        let pasts = vec![past; batch];
+        feed.upload(backend, ids, &pasts)?;
+        Ok(planned.run(backend, &mut self.executor, params, feed, cache)?)
     }
 
     /// Generates `n` completions of `prompt` sharing one prefill. `on_token(row, token)`
@@ -203,7 +204,9 @@ impl<B: Backend> Engine<B> {
         }
         let n = n.max(1);
         let budget = generation.max_new_tokens.min(max_pos - prompt.len());
-        let capacity = prompt.len() + budget;
+        // Capacities come in steps of 64 positions, so prompts of similar lengths share
+        // one cache and one decode plan.
+        let capacity = (prompt.len() + budget).next_multiple_of(CAPACITY_STEP).min(max_pos);
         if self.cache.as_ref().is_none_or(|c| !c.fits(n, capacity)) {
             self.cache = None;
             self.cache = Some(KvCache::new(backend, &self.cfg, n, capacity)?);

@@ -14,7 +14,7 @@ use std::ops::Range;
 use r1_core::backend::{Backend, BackendError, TensorRef, f32_bytes, i32_bytes};
 use r1_core::exec::{Bindings, Executor};
 use r1_core::model::{BuildError, BuildOptions, CausalLm, ModelConfig, build_causal_lm};
-use r1_core::{DType, Graph, GraphError, NodeId, Plan, TensorDesc, autodiff};
+use r1_core::{Graph, GraphError, NodeId, Plan, TensorDesc, autodiff};
 
 use crate::weights::ParamBuffer;
 
@@ -40,10 +40,36 @@ struct FeedSlots {
     weights: Option<NodeId>,
     /// The `[B, T]` d loss / d logp input (token log-probs objective only).
     seed: Option<NodeId>,
+    /// Where each input lives in the feed buffer.
+    at: FeedOffsets,
 }
 
-/// Binds params and the feed buffer (`[ids | targets | weights | seed]`, 4 bytes per
-/// position each).
+/// Byte offsets of the feed buffer's regions `[ids i32 | targets i32 | weights f32 |
+/// seed f32]`, one value per position each, and its size.
+#[derive(Clone, Copy, Debug)]
+struct FeedOffsets {
+    targets: usize,
+    weights: usize,
+    seed: usize,
+    total: usize,
+}
+
+impl FeedOffsets {
+    fn new(positions: usize) -> FeedOffsets {
+        let ids = TensorDesc::i32(&[positions]).bytes();
+        let targets = ids;
+        let weights = targets + TensorDesc::i32(&[positions]).bytes();
+        let seed = weights + TensorDesc::f32(&[positions]).bytes();
+        FeedOffsets {
+            targets,
+            weights,
+            seed,
+            total: seed + TensorDesc::f32(&[positions]).bytes(),
+        }
+    }
+}
+
+/// Binds params and the feed buffer (see [`FeedOffsets`]).
 fn bind_all<'a, B: Backend>(
     graph: &Graph,
     lm: &CausalLm,
@@ -51,16 +77,15 @@ fn bind_all<'a, B: Backend>(
     feed: &'a B::Buffer,
     params: &'a ParamBuffer<B>,
 ) -> Result<Bindings<'a, B::Buffer>, LmGraphError> {
-    let n = graph.shape(lm.input_ids)?.numel() * 4;
     let mut b = Bindings::new(graph);
     params.bind(lm, &mut b)?;
     b.bind(lm.input_ids, feed, 0)?;
-    b.bind(slots.targets, feed, n)?;
+    b.bind(slots.targets, feed, slots.at.targets)?;
     if let Some(w) = slots.weights {
-        b.bind(w, feed, 2 * n)?;
+        b.bind(w, feed, slots.at.weights)?;
     }
     if let Some(s) = slots.seed {
-        b.bind(s, feed, 3 * n)?;
+        b.bind(s, feed, slots.at.seed)?;
     }
     Ok(b)
 }
@@ -109,7 +134,7 @@ impl<B: Backend> LmGraph<B> {
     ) -> Result<Self, LmGraphError> {
         let mut g = Graph::new();
         let lm = build_causal_lm(&mut g, cfg, &BuildOptions::full(batch, seq))?;
-        let targets = g.input("targets", TensorDesc::new(DType::I32, &[batch, seq]))?;
+        let targets = g.input("targets", TensorDesc::i32(&[batch, seq]))?;
         let (output, entropy, weights, seed_pair, seed) = match objective {
             Objective::CrossEntropy => {
                 let v = cfg.vocab_size;
@@ -142,7 +167,7 @@ impl<B: Backend> LmGraph<B> {
         let grads = autodiff::backward(&mut g, &[seed_pair], &wrt)?;
         let mut outputs = forward_outputs.clone();
         outputs.extend(grads.iter().flatten().copied());
-        let plan = Plan::new(&g, &outputs)?;
+        let plan = Plan::for_backend(&g, &outputs, backend)?;
         let forward_steps = forward_outputs
             .iter()
             .map(|&o| plan.steps_through(&g, o))
@@ -150,8 +175,8 @@ impl<B: Backend> LmGraph<B> {
             .into_iter()
             .max()
             .unwrap_or(0);
-        // ids, targets, weights, seed: 4 bytes each per position.
-        let feed = backend.alloc(batch * seq * 16)?;
+        let at = FeedOffsets::new(batch * seq);
+        let feed = backend.alloc(at.total)?;
         Ok(LmGraph {
             graph: g,
             lm,
@@ -159,7 +184,12 @@ impl<B: Backend> LmGraph<B> {
             objective,
             batch,
             seq,
-            slots: FeedSlots { targets, weights, seed },
+            slots: FeedSlots {
+                targets,
+                weights,
+                seed,
+                at,
+            },
             output,
             entropy,
             grads,
@@ -196,12 +226,12 @@ impl<B: Backend> LmGraph<B> {
             // Positions without a target score token 0: the caller ignores their log-prob
             // and seeds them with a zero gradient.
             let t: Vec<i32> = feed.targets.iter().map(|&x| x.max(0)).collect();
-            backend.upload(&self.feed, n * 4, &i32_bytes(&t))?;
+            backend.upload(&self.feed, self.slots.at.targets, &i32_bytes(&t))?;
         } else {
-            backend.upload(&self.feed, n * 4, &i32_bytes(feed.targets))?;
+            backend.upload(&self.feed, self.slots.at.targets, &i32_bytes(feed.targets))?;
         }
         match (self.slots.weights, feed.weights) {
-            (Some(_), Some(w)) if w.len() == n => backend.upload(&self.feed, 2 * n * 4, &f32_bytes(w))?,
+            (Some(_), Some(w)) if w.len() == n => backend.upload(&self.feed, self.slots.at.weights, &f32_bytes(w))?,
             (Some(_), _) => return Err(LmGraphError::Feed(format!("cross-entropy needs {n} loss weights"))),
             _ => {}
         }
@@ -234,7 +264,7 @@ impl<B: Backend> LmGraph<B> {
                     self.positions()
                 )));
             }
-            backend.upload(&self.feed, 3 * self.positions() * 4, &f32_bytes(d))?;
+            backend.upload(&self.feed, self.slots.at.seed, &f32_bytes(d))?;
         }
         let total = self.plan.steps().len();
         self.run(backend, params, self.forward_steps..total)

@@ -17,7 +17,7 @@ use r1_core::BackendError;
 use r1_core::graph::AttentionSpec;
 
 use super::gemm::{Mat, MatMut, gemm};
-use super::{Ctx, size_error};
+use super::{Ctx, Past, size_error};
 use crate::parallel::SharedOut;
 use crate::simd::{Isa, Simd, SimdTask, math};
 
@@ -26,27 +26,29 @@ const Q_BLOCK: usize = 64;
 
 /// Sizes of one attention call.
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
+struct Geometry<'a> {
     batch: usize,
     time: usize,
     keys: usize,
     heads: usize,
     kv_heads: usize,
     d: usize,
+    /// Without per-sequence positions: every sequence's first query position and keys in
+    /// use. With them, `past` gives each sequence's first position and `past + T` keys.
     q_offset: usize,
     kv_len: usize,
+    past: Option<&'a [usize]>,
     scale: f32,
 }
 
-impl Geometry {
+impl<'a> Geometry<'a> {
     fn new(
         op: &'static str,
         spec: &AttentionSpec,
         time: usize,
-        q: usize,
-        k: usize,
-        v: usize,
-    ) -> Result<Geometry, BackendError> {
+        (q, k, v): (usize, usize, usize),
+        past: Past<'a>,
+    ) -> Result<Geometry<'a>, BackendError> {
         let (hq, hkv, d) = (spec.n_heads, spec.n_kv_heads, spec.head_dim);
         let qrow = hq * d;
         let krow = hkv * d;
@@ -79,19 +81,45 @@ impl Geometry {
             d,
             q_offset: spec.q_offset,
             kv_len: spec.kv_len,
+            past: match past {
+                Past::Fixed(_) => None,
+                Past::PerSeq(p) => Some(p),
+            },
             scale: 1.0 / (d as f32).sqrt(),
         })
+    }
+
+    /// Position of sequence `b`'s first query row.
+    fn q_start(&self, b: usize) -> usize {
+        match self.past {
+            Some(p) => p.get(b).copied().unwrap_or(0),
+            None => self.q_offset,
+        }
+    }
+
+    /// Keys sequence `b` has (its cached rows plus this call's).
+    fn keys_of(&self, b: usize) -> usize {
+        match self.past {
+            Some(p) => p.get(b).map_or(0, |&p| p + self.time),
+            None => self.kv_len,
+        }
+    }
+
+    /// The most keys any sequence has (for work estimates and scratch sizes).
+    fn max_keys(&self) -> usize {
+        (0..self.batch).map(|b| self.keys_of(b)).max().unwrap_or(0)
     }
 
     fn blocks(&self) -> usize {
         self.time.div_ceil(Q_BLOCK)
     }
 
-    /// First row and row count of query block `blk`, and the keys its rows can see.
-    fn block(&self, blk: usize) -> (usize, usize, usize) {
+    /// First row and row count of query block `blk` of sequence `b`, and the keys its
+    /// rows can see.
+    fn block(&self, b: usize, blk: usize) -> (usize, usize, usize) {
         let t0 = blk * Q_BLOCK;
         let nq = Q_BLOCK.min(self.time - t0);
-        let nk = (self.q_offset + t0 + nq).min(self.kv_len);
+        let nk = (self.q_start(b) + t0 + nq).min(self.keys_of(b));
         (t0, nq, nk)
     }
 
@@ -152,7 +180,7 @@ impl SimdTask for SoftmaxGrad<'_> {
 /// Scores and probabilities of query block `blk` of head `h` in sequence `b`, into
 /// `p` (`nq × nk`, row-major).
 fn probabilities(isa: Isa, g: &Geometry, q: &[f32], k: &[f32], (b, h, blk): (usize, usize, usize), p: &mut [f32]) {
-    let (t0, nq, nk) = g.block(blk);
+    let (t0, nq, nk) = g.block(b, blk);
     let kvh = h / (g.heads / g.kv_heads);
     let qm = Mat::new(&q[g.q_offset_of(b, t0, h)..], nq, g.d, g.heads * g.d, 1);
     let km = Mat::new(&k[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
@@ -160,9 +188,9 @@ fn probabilities(isa: Isa, g: &Geometry, q: &[f32], k: &[f32], (b, h, blk): (usi
     isa.run(MaskedSoftmax {
         scores: &mut p[..nq * nk],
         cols: nk,
-        first_pos: g.q_offset + t0,
+        first_pos: g.q_start(b) + t0,
         pos_step: 1,
-        kv_len: g.kv_len,
+        kv_len: g.keys_of(b),
     });
 }
 
@@ -172,12 +200,13 @@ pub(crate) fn attention(
     ctx: Ctx<'_>,
     spec: &AttentionSpec,
     time: usize,
+    past: Past<'_>,
     q: &[f32],
     k: &[f32],
     v: &[f32],
     out: &mut [f32],
 ) -> Result<(), BackendError> {
-    let g = Geometry::new("attention", spec, time, q.len(), k.len(), v.len())?;
+    let g = Geometry::new("attention", spec, time, (q.len(), k.len(), v.len()), past)?;
     if out.len() != q.len() {
         return Err(size_error(
             "attention",
@@ -189,23 +218,22 @@ pub(crate) fn attention(
     if g.time == 1 && group > 1 {
         // Decode: the query rows of one kv group's heads are contiguous, so one product per
         // group reads each cached key and value row once for all its heads.
-        let nk = (g.q_offset + 1).min(g.kv_len);
         ctx.threads
-            .for_tasks(g.batch * g.kv_heads, 4 * group * nk * g.d, |task| {
+            .for_tasks(g.batch * g.kv_heads, 4 * group * g.max_keys() * g.d, |task| {
                 let (b, kvh) = (task / g.kv_heads, task % g.kv_heads);
+                let nk = (g.q_start(b) + 1).min(g.keys_of(b));
                 let h0 = kvh * group;
                 let qm = Mat::new(&q[g.q_offset_of(b, 0, h0)..], group, g.d, g.d, 1);
                 let km = Mat::new(&k[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
                 let vm = Mat::new(&v[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
                 let mut p = vec![0.0f32; group * nk];
                 gemm(ctx.isa, g.scale, qm, km.t(), 0.0, MatMut::new(&mut p, group, nk, nk));
-                let first_pos = g.q_offset;
                 ctx.isa.run(MaskedSoftmax {
                     scores: &mut p,
                     cols: nk,
-                    first_pos,
+                    first_pos: g.q_start(b),
                     pos_step: 0,
-                    kv_len: g.kv_len,
+                    kv_len: g.keys_of(b),
                 });
                 // SAFETY: task (b, kvh) is the only one writing the columns of heads
                 // h0..h0+group of sequence b's single row, the span of this matrix.
@@ -216,10 +244,10 @@ pub(crate) fn attention(
     }
     let blocks = g.blocks();
     let tasks = g.batch * g.heads * blocks;
-    let work = 4 * Q_BLOCK.min(g.time) * g.kv_len * g.d;
+    let work = 4 * Q_BLOCK.min(g.time) * g.max_keys() * g.d;
     ctx.threads.for_tasks(tasks, work, |task| {
         let (b, h, blk) = (task / (g.heads * blocks), (task / blocks) % g.heads, task % blocks);
-        let (t0, nq, nk) = g.block(blk);
+        let (t0, nq, nk) = g.block(b, blk);
         let mut p = vec![0.0f32; nq * nk];
         probabilities(ctx.isa, &g, q, k, (b, h, blk), &mut p);
         let kvh = h / (g.heads / g.kv_heads);
@@ -245,7 +273,13 @@ pub(crate) fn attention_backward(
     dout: &[f32],
     out: &mut [f32],
 ) -> Result<(), BackendError> {
-    let g = Geometry::new("attention_backward", spec, time, q.len(), k.len(), v.len())?;
+    let g = Geometry::new(
+        "attention_backward",
+        spec,
+        time,
+        (q.len(), k.len(), v.len()),
+        Past::Fixed(spec.q_offset),
+    )?;
     if dout.len() != q.len() || out.len() != q.len() + 2 * k.len() {
         return Err(size_error(
             "attention_backward",
@@ -281,7 +315,7 @@ pub(crate) fn attention_backward(
         let vm = |nk| Mat::new(&v[g.kv_offset_of(b, 0, kvh)..], nk, g.d, krow, 1);
         for h in kvh * group..(kvh + 1) * group {
             for blk in 0..blocks {
-                let (t0, nq, nk) = g.block(blk);
+                let (t0, nq, nk) = g.block(b, blk);
                 let (p, ds) = (&mut p[..nq * nk], &mut ds[..nq * nk]);
                 probabilities(ctx.isa, &g, q, k, (b, h, blk), p);
                 let qm = Mat::new(&q[g.q_offset_of(b, t0, h)..], nq, g.d, qrow, 1);

@@ -4,7 +4,7 @@
 
 use r1_core::BackendError;
 
-use super::size_error;
+use super::{Past, size_error};
 
 /// Geometry of one write: `batch` sequences, `capacity` cache rows, `time` new rows, of
 /// `row` values each.
@@ -16,8 +16,9 @@ pub(crate) struct KvGeometry {
     pub row: usize,
 }
 
-/// Writes `new [B, T, D]` into `cache [B, S, D]` at time `pos`.
-pub(crate) fn kv_write(g: KvGeometry, pos: usize, new: &[f32], cache: &mut [f32]) -> Result<(), BackendError> {
+/// Writes `new [B, T, D]` into `cache [B, S, D]`, sequence `b` at time `past.of(b)`.
+pub(crate) fn kv_write(g: KvGeometry, past: Past<'_>, new: &[f32], cache: &mut [f32]) -> Result<(), BackendError> {
+    let pos = past.max();
     let fits = cache.len() == g.batch * g.capacity * g.row
         && new.len() == g.batch * g.time * g.row
         && pos.checked_add(g.time).is_some_and(|end| end <= g.capacity);
@@ -32,7 +33,7 @@ pub(crate) fn kv_write(g: KvGeometry, pos: usize, new: &[f32], cache: &mut [f32]
     }
     let chunk = g.time * g.row;
     for b in 0..g.batch {
-        let at = (b * g.capacity + pos) * g.row;
+        let at = (b * g.capacity + past.of(b)) * g.row;
         cache[at..at + chunk].copy_from_slice(&new[b * chunk..(b + 1) * chunk]);
     }
     Ok(())

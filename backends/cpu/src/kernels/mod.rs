@@ -29,6 +29,62 @@ pub(crate) struct Ctx<'a> {
     pub threads: &'a Threads,
 }
 
+/// Where each sequence of a batch starts: one offset for every sequence (a graph built
+/// for one position) or one per sequence, read at run time from a `past [B]` input (a
+/// decode plan reused at every step).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Past<'a> {
+    Fixed(usize),
+    PerSeq(&'a [usize]),
+}
+
+impl Past<'_> {
+    /// Tokens before sequence `b`'s first row.
+    pub fn of(&self, b: usize) -> usize {
+        match self {
+            Past::Fixed(p) => *p,
+            Past::PerSeq(p) => p.get(b).copied().unwrap_or(0),
+        }
+    }
+
+    /// The largest start over all sequences.
+    pub fn max(&self) -> usize {
+        match self {
+            Past::Fixed(p) => *p,
+            Past::PerSeq(p) => p.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+/// Checks a `past [B]` input: one non-negative start per sequence, with `time` new rows
+/// fitting `capacity` rows after it. An `InvalidInput` names the first bad entry.
+pub(crate) fn checked_past(
+    op: &'static str,
+    past: &[i32],
+    batch: usize,
+    time: usize,
+    capacity: usize,
+) -> Result<Vec<usize>, BackendError> {
+    if past.len() != batch {
+        return Err(size_error(
+            op,
+            format!("{} positions for {batch} sequences", past.len()),
+        ));
+    }
+    past.iter()
+        .enumerate()
+        .map(|(b, &p)| {
+            usize::try_from(p)
+                .ok()
+                .filter(|&p| p.checked_add(time).is_some_and(|end| end <= capacity))
+                .ok_or_else(|| BackendError::InvalidInput {
+                    op,
+                    detail: format!("sequence {b} starts at position {p}: {time} new rows do not fit {capacity}"),
+                })
+        })
+        .collect()
+}
+
 /// Sizes that do not fit the op (the `Backend` contract calls this `OutOfBounds`).
 pub(crate) fn size_error(op: &'static str, detail: impl Display) -> BackendError {
     BackendError::OutOfBounds {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use r1_core::BackendError;
 use r1_core::graph::RopeSpec;
 
-use super::{Ctx, size_error};
+use super::{Ctx, Past, size_error};
 use crate::simd::{Simd, SimdTask, math};
 
 /// cos/sin of every (position, frequency) pair for one `(theta, head_dim)`.
@@ -131,12 +131,13 @@ impl SimdTask for RotateRows<'_> {
     }
 }
 
-/// Applies RoPE to `x [B, T, heads·head_dim]` (rows at positions `pos_offset + t`).
+/// Applies RoPE to `x [B, T, heads·head_dim]` (sequence `b`'s rows at positions `past.of(b) + t`).
 pub(crate) fn rope(
     ctx: Ctx<'_>,
     cache: &RopeCache,
     spec: &RopeSpec,
     time: usize,
+    past: Past<'_>,
     x: &[f32],
     out: &mut [f32],
 ) -> Result<(), BackendError> {
@@ -158,7 +159,7 @@ pub(crate) fn rope(
             ),
         ));
     }
-    let table = cache.get(spec.theta, spec.head_dim, spec.pos_offset + time);
+    let table = cache.get(spec.theta, spec.head_dim, past.max() + time);
     let half = table.half;
     ctx.threads.for_rows(out, row, 4 * row, |r0, o| {
         // Rows of a chunk may wrap from one sequence to the next: split at sequence ends.
@@ -168,7 +169,7 @@ pub(crate) fn rope(
             let r = r0 + done;
             let t = r % time;
             let n = (time - t).min(rows - done);
-            let p0 = spec.pos_offset + t;
+            let p0 = past.of(r / time) + t;
             ctx.isa.run(RotateRows {
                 heads: spec.n_heads,
                 head_dim: spec.head_dim,

@@ -1,0 +1,217 @@
+//! `LlamaForCausalLM` as a graph, following Hugging Face's `modeling_llama.py` op for op:
+//! pre-norm RMSNorm, RoPE in the rotate-half layout, grouped-query causal attention,
+//! SwiGLU MLP, tied or untied LM head; q/k/v/o biases when `attention_bias`. The
+//! decoder is written once here; Qwen2 ([`crate::model::qwen2`]) is this decoder with
+//! its own bias layout.
+
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::error::GraphError;
+use crate::graph::{AttentionSpec, Graph, NodeId, RopeSpec};
+use crate::model::builder::{BuildError, BuildOptions, CausalLm, ParamTable, graph_inputs, lm_logits};
+use crate::model::config::{Architecture, ModelConfig, ParamSpec};
+use crate::model::family::Family;
+use crate::tensor::TensorDesc;
+
+/// The Llama family.
+pub struct Llama;
+
+/// Which projections of a Llama-style decoder carry a bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Biases {
+    /// q_proj, k_proj and v_proj.
+    pub qkv: bool,
+    /// o_proj.
+    pub o: bool,
+}
+
+impl Family for Llama {
+    fn architecture(&self) -> Architecture {
+        Architecture::Llama
+    }
+
+    fn param_specs(&self, cfg: &ModelConfig) -> Vec<ParamSpec> {
+        decoder_param_specs(cfg, llama_biases(cfg))
+    }
+
+    fn build(&self, g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) -> Result<CausalLm, BuildError> {
+        build_decoder(g, cfg, opts, llama_biases(cfg))
+    }
+}
+
+/// Llama's `attention_bias` switches all four attention biases.
+fn llama_biases(cfg: &ModelConfig) -> Biases {
+    Biases {
+        qkv: cfg.attention_bias,
+        o: cfg.attention_bias,
+    }
+}
+
+/// The weights of a Llama-style decoder (embeddings, layers, final norm, lm_head unless
+/// tied), under their HF names.
+pub fn decoder_param_specs(cfg: &ModelConfig, biases: Biases) -> Vec<ParamSpec> {
+    let h = cfg.hidden_size;
+    let hd = cfg.head_dim();
+    let q = cfg.num_attention_heads * hd;
+    let kv = cfg.kv_heads() * hd;
+    let f = cfg.intermediate_size;
+    let spec = |name: alloc::string::String, dims: &[usize]| ParamSpec {
+        name,
+        dims: dims.to_vec(),
+    };
+    let mut out = vec![spec("model.embed_tokens.weight".into(), &[cfg.vocab_size, h])];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}.");
+        out.push(spec(format!("{p}input_layernorm.weight"), &[h]));
+        out.push(spec(format!("{p}self_attn.q_proj.weight"), &[q, h]));
+        out.push(spec(format!("{p}self_attn.k_proj.weight"), &[kv, h]));
+        out.push(spec(format!("{p}self_attn.v_proj.weight"), &[kv, h]));
+        if biases.qkv {
+            out.push(spec(format!("{p}self_attn.q_proj.bias"), &[q]));
+            out.push(spec(format!("{p}self_attn.k_proj.bias"), &[kv]));
+            out.push(spec(format!("{p}self_attn.v_proj.bias"), &[kv]));
+        }
+        out.push(spec(format!("{p}self_attn.o_proj.weight"), &[h, q]));
+        if biases.o {
+            out.push(spec(format!("{p}self_attn.o_proj.bias"), &[h]));
+        }
+        out.push(spec(format!("{p}post_attention_layernorm.weight"), &[h]));
+        out.push(spec(format!("{p}mlp.gate_proj.weight"), &[f, h]));
+        out.push(spec(format!("{p}mlp.up_proj.weight"), &[f, h]));
+        out.push(spec(format!("{p}mlp.down_proj.weight"), &[h, f]));
+    }
+    out.push(spec("model.norm.weight".into(), &[h]));
+    if !cfg.tie_word_embeddings {
+        out.push(spec("lm_head.weight".into(), &[cfg.vocab_size, h]));
+    }
+    out
+}
+
+/// What one layer's attention reads besides its input: the cache and positions.
+struct LayerCtx<'a> {
+    cfg: &'a ModelConfig,
+    opts: &'a BuildOptions,
+    past: Option<NodeId>,
+    biases: Biases,
+}
+
+/// The Llama-style decoder graph.
+pub fn build_decoder(
+    g: &mut Graph,
+    cfg: &ModelConfig,
+    opts: &BuildOptions,
+    biases: Biases,
+) -> Result<CausalLm, BuildError> {
+    let params = ParamTable::new(g, decoder_param_specs(cfg, biases))?;
+    let (input_ids, past) = graph_inputs(g, opts)?;
+    let mut x = g.embedding(params.get("model.embed_tokens.weight")?, input_ids)?;
+    let ctx = LayerCtx {
+        cfg,
+        opts,
+        past,
+        biases,
+    };
+    let mut caches = Vec::new();
+    for l in 0..cfg.num_hidden_layers {
+        let pre = format!("model.layers.{l}.");
+        let w = |s: &str| params.get(&format!("{pre}{s}"));
+        let xn = g.rms_norm(x, w("input_layernorm.weight")?, cfg.rms_norm_eps)?;
+        let (o, cache) = self_attention(g, &ctx, l, &w, xn)?;
+        caches.extend(cache);
+        x = g.add(x, o)?;
+        let xn = g.rms_norm(x, w("post_attention_layernorm.weight")?, cfg.rms_norm_eps)?;
+        let down = swiglu_mlp(g, &w, xn)?;
+        x = g.add(x, down)?;
+    }
+    let hidden = g.rms_norm(x, params.get("model.norm.weight")?, cfg.rms_norm_eps)?;
+    let head = if cfg.tie_word_embeddings {
+        params.get("model.embed_tokens.weight")?
+    } else {
+        params.get("lm_head.weight")?
+    };
+    let logits = lm_logits(g, hidden, head, opts)?;
+    Ok(CausalLm {
+        input_ids,
+        past,
+        params: params.list,
+        caches,
+        hidden,
+        logits,
+    })
+}
+
+/// `x [B, T, H] · wᵀ (+ bias)`.
+fn projection(
+    g: &mut Graph,
+    w: &dyn Fn(&str) -> Result<NodeId, GraphError>,
+    x: NodeId,
+    name: &str,
+    bias: bool,
+) -> Result<NodeId, GraphError> {
+    let y = g.matmul(x, w(&format!("{name}.weight"))?, false, true)?;
+    if bias {
+        g.add(y, w(&format!("{name}.bias"))?)
+    } else {
+        Ok(y)
+    }
+}
+
+/// Grouped-query self-attention of layer `l` with RoPE, appending to the KV cache when
+/// the graph has one. Returns the o_proj output and the layer's `(k, v)` cache inputs.
+fn self_attention(
+    g: &mut Graph,
+    ctx: &LayerCtx<'_>,
+    l: usize,
+    w: &dyn Fn(&str) -> Result<NodeId, GraphError>,
+    xn: NodeId,
+) -> Result<(NodeId, Option<(NodeId, NodeId)>), GraphError> {
+    let (cfg, opts) = (ctx.cfg, ctx.opts);
+    let hd = cfg.head_dim();
+    let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+    let q = projection(g, w, xn, "self_attn.q_proj", ctx.biases.qkv)?;
+    let k = projection(g, w, xn, "self_attn.k_proj", ctx.biases.qkv)?;
+    let v = projection(g, w, xn, "self_attn.v_proj", ctx.biases.qkv)?;
+    let rope = |n_heads| RopeSpec {
+        n_heads,
+        head_dim: hd,
+        theta: cfg.rope_theta,
+        pos_offset: 0,
+        inverse: false,
+    };
+    let spec = AttentionSpec {
+        n_heads: nh,
+        n_kv_heads: nkv,
+        head_dim: hd,
+        q_offset: 0,
+        kv_len: opts.seq,
+    };
+    let (a, cache) = match (opts.kv_cache, ctx.past) {
+        (Some(kv), Some(past)) => {
+            let q = g.rope_at(q, rope(nh), past)?;
+            let k = g.rope_at(k, rope(nkv), past)?;
+            let desc = TensorDesc::f32(&[opts.batch, kv.capacity, nkv * hd]);
+            let kc = g.input(&format!("cache.{l}.k"), desc)?;
+            let vc = g.input(&format!("cache.{l}.v"), desc)?;
+            let k_all = g.kv_write_at(kc, k, past)?;
+            let v_all = g.kv_write_at(vc, v, past)?;
+            (g.attention_at(q, k_all, v_all, spec, past)?, Some((kc, vc)))
+        }
+        _ => {
+            let q = g.rope(q, rope(nh))?;
+            let k = g.rope(k, rope(nkv))?;
+            (g.attention(q, k, v, spec)?, None)
+        }
+    };
+    let o = projection(g, w, a, "self_attn.o_proj", ctx.biases.o)?;
+    Ok((o, cache))
+}
+
+/// `down(silu(gate(x)) * up(x))`.
+fn swiglu_mlp(g: &mut Graph, w: &dyn Fn(&str) -> Result<NodeId, GraphError>, xn: NodeId) -> Result<NodeId, GraphError> {
+    let gate = g.matmul(xn, w("mlp.gate_proj.weight")?, false, true)?;
+    let up = g.matmul(xn, w("mlp.up_proj.weight")?, false, true)?;
+    let act = g.swiglu(gate, up)?;
+    g.matmul(act, w("mlp.down_proj.weight")?, false, true)
+}

@@ -1,0 +1,169 @@
+//! Planned step graphs: a forward graph and its memory plan per shape bucket
+//! `(batch, new tokens, cache capacity)`, built on first use and kept (least recently
+//! used first out), so decoding N tokens builds one graph, not N. The cached lengths are
+//! an input (`past [B]`), uploaded with the token ids into one small feed buffer.
+
+use r1_core::backend::{Backend, BackendError, f32_from_bytes, i32_bytes};
+use r1_core::exec::{Bindings, Executor};
+use r1_core::model::{BuildOptions, CausalLm, KvCacheSpec, LogitsFor, ModelConfig, build_causal_lm};
+use r1_core::{Graph, GraphError, Plan, TensorDesc};
+
+use super::EngineError;
+use super::kv_cache::KvCache;
+use crate::weights::ParamBuffer;
+
+/// Step plans kept at once: a decode bucket plus a few prefill lengths.
+const MAX_PLANS: usize = 8;
+
+/// The per-step inputs: `[ids (rows × tokens) i32 | past (rows) i32]`.
+pub struct StepFeed<B: Backend> {
+    buffer: B::Buffer,
+    /// Token ids it has room for.
+    ids: usize,
+    /// Sequences it has room for.
+    rows: usize,
+}
+
+impl<B: Backend> StepFeed<B> {
+    /// Room for `batch × t` token ids and `batch` positions (at least 64 of each, so
+    /// decode and short prefills share one buffer).
+    pub fn new(backend: &B, batch: usize, t: usize) -> Result<Self, BackendError> {
+        let ids = batch.saturating_mul(t).max(64);
+        let rows = batch.max(64);
+        let bytes = TensorDesc::i32(&[ids])
+            .bytes()
+            .saturating_add(TensorDesc::i32(&[rows]).bytes());
+        Ok(StepFeed {
+            buffer: backend.alloc(bytes)?,
+            ids,
+            rows,
+        })
+    }
+
+    /// Whether a `batch × t` step fits.
+    pub fn fits(&self, batch: usize, t: usize) -> bool {
+        batch.saturating_mul(t) <= self.ids && batch <= self.rows
+    }
+
+    /// Byte offset of the positions region.
+    fn past_offset(&self) -> usize {
+        TensorDesc::i32(&[self.ids]).bytes()
+    }
+
+    /// Uploads one step's token ids and each sequence's cached length.
+    pub fn upload(&self, backend: &B, ids: &[u32], past: &[usize]) -> Result<(), EngineError> {
+        let to_i32 = |v: usize| i32::try_from(v).map_err(|_| EngineError::Internal(format!("{v} exceeds i32")));
+        let ids: Vec<i32> = ids.iter().map(|&x| to_i32(x as usize)).collect::<Result<_, _>>()?;
+        let past: Vec<i32> = past.iter().map(|&x| to_i32(x)).collect::<Result<_, _>>()?;
+        backend.upload(&self.buffer, 0, &i32_bytes(&ids))?;
+        backend.upload(&self.buffer, self.past_offset(), &i32_bytes(&past))?;
+        Ok(())
+    }
+}
+
+/// One bucket's graph, plan and node ids.
+pub struct PlannedStep {
+    key: (usize, usize, usize),
+    graph: Graph,
+    plan: Plan,
+    lm: CausalLm,
+    last_used: u64,
+}
+
+impl PlannedStep {
+    /// Binds weights, feed and cache, runs the plan and returns the logits `[batch, V]`.
+    pub fn run<B: Backend>(
+        &self,
+        backend: &B,
+        executor: &mut Executor<B>,
+        params: &ParamBuffer<B>,
+        feed: &StepFeed<B>,
+        cache: &KvCache<B>,
+    ) -> Result<Vec<f32>, GraphError> {
+        let mut b = Bindings::new(&self.graph);
+        params.bind(&self.lm, &mut b)?;
+        b.bind(self.lm.input_ids, &feed.buffer, 0)?;
+        if let Some(p) = self.lm.past {
+            b.bind(p, &feed.buffer, feed.past_offset())?;
+        }
+        for (l, &(kc, vc)) in self.lm.caches.iter().enumerate() {
+            let (kbuf, vbuf) = cache.layers.get(l).ok_or(GraphError::UnknownNode(kc.0))?;
+            b.bind(kc, kbuf, 0)?;
+            b.bind(vc, vbuf, 0)?;
+        }
+        executor.run(backend, &self.graph, &self.plan, &b)?;
+        let logits = executor.tensor(&self.graph, &self.plan, &b, self.lm.logits)?;
+        let mut bytes = vec![0u8; logits.desc.bytes()];
+        backend.download(logits.buffer, logits.offset, &mut bytes)?;
+        Ok(f32_from_bytes(&bytes))
+    }
+}
+
+/// The kept step plans.
+#[derive(Default)]
+pub struct StepPlans {
+    plans: Vec<PlannedStep>,
+    clock: u64,
+    built: usize,
+}
+
+impl StepPlans {
+    /// Graphs built so far.
+    pub fn built(&self) -> usize {
+        self.built
+    }
+
+    /// The plan of a `batch × t` step over a cache of `capacity` rows, built on first use.
+    pub fn get<B: Backend>(
+        &mut self,
+        backend: &B,
+        cfg: &ModelConfig,
+        batch: usize,
+        t: usize,
+        capacity: usize,
+    ) -> Result<&PlannedStep, EngineError> {
+        self.clock += 1;
+        let key = (batch, t, capacity);
+        let i = match self.plans.iter().position(|p| p.key == key) {
+            Some(i) => i,
+            None => {
+                let step = Self::build(backend, cfg, key)?;
+                if self.plans.len() >= MAX_PLANS
+                    && let Some(oldest) = (0..self.plans.len()).min_by_key(|&i| self.plans[i].last_used)
+                {
+                    self.plans.swap_remove(oldest);
+                }
+                self.plans.push(step);
+                self.built += 1;
+                self.plans.len() - 1
+            }
+        };
+        let step = &mut self.plans[i];
+        step.last_used = self.clock;
+        Ok(step)
+    }
+
+    fn build<B: Backend>(
+        backend: &B,
+        cfg: &ModelConfig,
+        key: (usize, usize, usize),
+    ) -> Result<PlannedStep, EngineError> {
+        let (batch, seq, capacity) = key;
+        let mut graph = Graph::new();
+        let opts = BuildOptions {
+            batch,
+            seq,
+            kv_cache: Some(KvCacheSpec { capacity }),
+            logits: LogitsFor::Last,
+        };
+        let lm = build_causal_lm(&mut graph, cfg, &opts)?;
+        let plan = Plan::for_backend(&graph, &[lm.logits], backend)?;
+        Ok(PlannedStep {
+            key,
+            graph,
+            plan,
+            lm,
+            last_used: 0,
+        })
+    }
+}
