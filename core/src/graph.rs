@@ -883,6 +883,29 @@ mod tests {
     }
 
     #[test]
+    fn stored_weights_enter_matmul_only_as_untrainable_2d_weights() {
+        use crate::tensor::BlockFormat;
+        let q8 = DType::Block(BlockFormat {
+            id: 8,
+            block: 32,
+            block_bytes: 34,
+            name: "q8_0",
+        });
+        let mut g = Graph::new();
+        let x = g.input("x", TensorDesc::f32(&[2, 64])).unwrap();
+        assert!(g.param_typed("t", TensorDesc::new(q8, &[4, 64]), true).is_err());
+        assert!(g.param_typed("r", TensorDesc::new(q8, &[4, 48]), false).is_err());
+        let w = g.param_typed("w", TensorDesc::new(q8, &[4, 64]), false).unwrap();
+        let y = g.matmul(x, w, false, true).unwrap();
+        assert_eq!(g.desc(y).unwrap(), TensorDesc::f32(&[2, 4]));
+        assert!(
+            g.matmul(x, w, false, false).is_err(),
+            "a block format's rows run along K"
+        );
+        assert!(g.add(x, w).is_err(), "element-wise ops stay f32");
+    }
+
+    #[test]
     fn ids_must_be_i32() {
         let mut g = Graph::new();
         let t = g.param("t", &[10, 4], true).unwrap();

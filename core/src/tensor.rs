@@ -128,6 +128,11 @@ impl Shape {
         self.rank as usize
     }
 
+    /// Number of elements (1 for a scalar), `None` on overflow.
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.dims().iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+    }
+
     /// Number of elements (1 for a scalar).
     pub fn numel(&self) -> usize {
         self.dims().iter().product()
@@ -211,9 +216,14 @@ impl TensorDesc {
 
     /// Bytes the tensor takes, `None` on overflow.
     pub fn checked_bytes(&self) -> Option<usize> {
+        let numel = self.shape.checked_numel()?;
         match self.dtype {
-            DType::Block(_) => self.dtype.bytes_for(self.shape.last())?.checked_mul(self.shape.rows()),
-            d => d.bytes_for(self.numel()),
+            DType::Block(_) => {
+                let last = self.shape.last();
+                let rows = numel.checked_div(last).unwrap_or(0);
+                self.dtype.bytes_for(last)?.checked_mul(rows)
+            }
+            d => d.bytes_for(numel),
         }
     }
 
@@ -229,5 +239,37 @@ impl TensorDesc {
             DType::Block(f) => f.block > 0 && self.shape.last().is_multiple_of(f.block as usize),
             _ => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    const Q8_0: BlockFormat = BlockFormat {
+        id: 8,
+        block: 32,
+        block_bytes: 34,
+        name: "q8_0",
+    };
+
+    #[test]
+    fn block_formats_count_whole_blocks_per_row() {
+        let d = TensorDesc::new(DType::Block(Q8_0), &[3, 64]);
+        assert_eq!(d.bytes(), 3 * 2 * 34);
+        assert!(d.rows_are_whole_blocks());
+        assert_eq!(d.byte_offset(64), 2 * 34);
+        assert!(!TensorDesc::new(DType::Block(Q8_0), &[3, 48]).rows_are_whole_blocks());
+        assert_eq!(DType::Block(Q8_0).elem_bytes(), None);
+        assert_eq!(DType::Block(Q8_0).to_string(), "q8_0");
+    }
+
+    #[test]
+    fn scalar_types_take_their_element_size() {
+        assert_eq!(TensorDesc::new(DType::BF16, &[5, 3]).bytes(), 30);
+        assert_eq!(TensorDesc::f32(&[5, 3]).bytes(), 60);
+        assert_eq!(TensorDesc::i32(&[]).bytes(), 4);
+        assert_eq!(TensorDesc::f32(&[usize::MAX, 2]).checked_bytes(), None);
     }
 }

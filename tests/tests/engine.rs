@@ -173,3 +173,37 @@ fn prompts_longer_than_the_context_are_refused() {
     let err = run(&mut engine, &backend, &params, &bad, 1, &generation, 0).unwrap_err();
     assert!(err.to_string().contains("99"), "{err}");
 }
+
+#[test]
+fn decoding_reuses_one_planned_graph_per_shape_bucket() {
+    let backend = CpuBackend::new();
+    let (cfg, params) = model(&backend);
+    let mut engine = Engine::new(cfg.clone());
+    let generation = GenerationConfig {
+        max_new_tokens: 12,
+        sampling: SamplingParams::greedy(),
+        stop: vec![],
+    };
+    let prompt = [3u32, 17, 9, 41, 2];
+    let first = run(&mut engine, &backend, &params, &prompt, 2, &generation, 0).unwrap();
+    assert_eq!(first[0].tokens.len(), 12);
+    // One prefill graph and one decode graph for 12 tokens, not one per token.
+    assert_eq!(engine.plans_built(), 2);
+    let again = run(&mut engine, &backend, &params, &prompt, 2, &generation, 0).unwrap();
+    assert_eq!(again[0].tokens, first[0].tokens);
+    assert_eq!(engine.plans_built(), 2, "the same shapes plan nothing new");
+    // Another prompt length in the same capacity bucket needs only its prefill graph.
+    run(
+        &mut engine,
+        &backend,
+        &params,
+        &[1, 2, 3, 4, 5, 6, 7],
+        2,
+        &generation,
+        0,
+    )
+    .unwrap();
+    assert_eq!(engine.plans_built(), 3);
+    // Keys and values of every layer, f32: 2 × layers × kv_heads × head_dim × 4 bytes.
+    assert_eq!(engine.kv_bytes_per_token(), Some(2 * 2 * 2 * 8 * 4));
+}
