@@ -38,7 +38,7 @@ pub struct AttentionSpec {
     pub n_heads: usize,
     /// Number of key/value heads (HF `num_key_value_heads`); divides `n_heads`.
     pub n_kv_heads: usize,
-    /// Width of one head (`hidden_size / num_attention_heads` in HF Llama/Qwen2).
+    /// Width of one head, `d` (HF `head_dim`, by default `hidden_size / num_attention_heads`).
     pub head_dim: usize,
     /// Absolute position of the first query row (the number of cached tokens before it).
     pub q_offset: usize,
@@ -69,7 +69,8 @@ pub enum Op {
     Input,
     /// A model weight, bound by the caller and persistent across runs.
     Param {
-        /// Whether autodiff produces a gradient for it (false for frozen or non-f32 weights).
+        /// Whether the weight is meant to be trained; only f32 weights may be (bf16, f16 and
+        /// block-quantized weights are frozen).
         trainable: bool,
     },
 
@@ -797,8 +798,8 @@ impl Graph {
         )
     }
 
-    /// [`Op::CrossEntropy`]: weighted sum of token NLLs over `logits [N, V]`, `targets [N]
-    /// i32`, `weights [N]` → scalar; negative targets are ignored.
+    /// [`Op::CrossEntropy`]: weighted sum of token NLLs over `logits [N, V]`,
+    /// `targets [N] i32` and `weights [N]` → scalar; negative targets are ignored.
     pub fn cross_entropy(&mut self, logits: NodeId, targets: NodeId, weights: NodeId) -> Result<NodeId, GraphError> {
         let si = self.rows_with_ids("cross_entropy", logits, targets)?;
         let sw = self.f32_of("cross_entropy", weights)?;

@@ -87,7 +87,7 @@ pub struct ModelConfig {
     /// Defaults to `hidden_size / num_attention_heads`.
     #[serde(default)]
     pub head_dim: Option<usize>,
-    /// `eps` of every RMSNorm (default 1e-6, Qwen2's).
+    /// `eps` of every RMSNorm (default 1e-6, as in HF's Llama and Qwen2 configs).
     #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f32,
     /// RoPE base frequency `theta` (default 10000).
@@ -99,8 +99,8 @@ pub struct ModelConfig {
     /// `lm_head.weight`.
     #[serde(default)]
     pub tie_word_embeddings: bool,
-    /// Longest sequence (prompt plus generated tokens, i.e. KV-cache capacity) the model
-    /// accepts (default 2048).
+    /// Most positions a sequence may have, prompt plus completion (default 2048): a graph's
+    /// KV-cache capacity, or its length without a cache, may not exceed it.
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
     /// Llama's switch for q/k/v/o biases (Qwen2 always has q/k/v biases).
