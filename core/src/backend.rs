@@ -34,13 +34,29 @@ pub enum BackendError {
     /// The backend cannot be used here (e.g. "no CUDA device", driver not found).
     Unavailable(String),
     /// An allocation failed.
-    OutOfMemory { bytes: usize },
+    OutOfMemory {
+        /// Size of the allocation that failed.
+        bytes: usize,
+    },
     /// The op (or this variant of it) is not implemented by the backend.
-    Unsupported { op: &'static str, detail: String },
+    Unsupported {
+        /// The op's [`Op::name`].
+        op: &'static str,
+        /// Which variant or operand dtype is missing.
+        detail: String,
+    },
     /// Data fed at run time is invalid for the op (a token id outside the vocabulary…).
-    InvalidInput { op: &'static str, detail: String },
+    InvalidInput {
+        /// The op's [`Op::name`].
+        op: &'static str,
+        /// The bad value and where it is (the executor appends the node's label).
+        detail: String,
+    },
     /// A byte range outside a buffer, or sizes that do not match.
-    OutOfBounds { detail: String },
+    OutOfBounds {
+        /// The range and the buffer size.
+        detail: String,
+    },
     /// Any other device or driver failure.
     Device(String),
 }
@@ -63,8 +79,11 @@ impl std::error::Error for BackendError {}
 
 /// A tensor living in a backend buffer: `desc.bytes()` bytes starting at byte `offset`.
 pub struct TensorRef<'a, B> {
+    /// The backend buffer holding the tensor.
     pub buffer: &'a B,
+    /// Byte offset of the tensor's first element in `buffer`.
     pub offset: usize,
+    /// Element type and shape (`desc.bytes()` bytes from `offset`).
     pub desc: TensorDesc,
 }
 
@@ -92,10 +111,15 @@ impl<B> fmt::Debug for TensorRef<'_, B> {
 /// `p ← p − lr·wd·p − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + eps)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWStep {
+    /// Learning rate for this step (after any schedule).
     pub lr: f32,
+    /// First-moment decay `β1` (PyTorch's default 0.9).
     pub beta1: f32,
+    /// Second-moment decay `β2` (PyTorch's default 0.999).
     pub beta2: f32,
+    /// Added to `sqrt(v̂)` in the denominator (PyTorch's default 1e-8).
     pub eps: f32,
+    /// Decoupled weight decay `wd`, applied as `p ← p − lr·wd·p`.
     pub weight_decay: f32,
     /// 1-based step count for bias correction.
     pub step: u64,

@@ -10,15 +10,37 @@ use crate::backend::BackendError;
 #[derive(Clone, Debug, PartialEq)]
 pub enum GraphError {
     /// Operand shapes or dtypes do not fit the op; `detail` names the shapes.
-    Shape { op: &'static str, detail: String },
+    Shape {
+        /// The op being built ([`Op::name`](crate::graph::Op::name)).
+        op: &'static str,
+        /// The offending shapes and dtypes, and what the op needs.
+        detail: String,
+    },
     /// A node id that does not belong to this graph.
     UnknownNode(u32),
     /// An op that autodiff cannot differentiate, or a backend cannot run.
-    Unsupported { op: &'static str, detail: String },
+    Unsupported {
+        /// The op that cannot be differentiated or run.
+        op: &'static str,
+        /// Why, e.g. which backend refused which dtype.
+        detail: String,
+    },
     /// An `Input` or `Param` node needed by the plan has no buffer bound.
-    Unbound { node: u32, name: String },
+    Unbound {
+        /// The leaf's node id (`u32::MAX` when looked up by a name no node has).
+        node: u32,
+        /// The leaf's name (the feed or HF tensor name the caller binds by).
+        name: String,
+    },
     /// A bound buffer's size does not match the node's tensor.
-    Binding { node: u32, name: String, detail: String },
+    Binding {
+        /// The leaf's node id.
+        node: u32,
+        /// The leaf's name.
+        name: String,
+        /// The expected and bound sizes.
+        detail: String,
+    },
     /// A kernel failed on the backend.
     Backend(BackendError),
 }

@@ -19,6 +19,7 @@ pub struct Bindings<'a, Buf> {
 }
 
 impl<'a, Buf> Bindings<'a, Buf> {
+    /// No leaf of `graph` bound yet.
     pub fn new(graph: &Graph) -> Self {
         Bindings {
             slots: (0..graph.len()).map(|_| None).collect(),
@@ -41,6 +42,7 @@ impl<'a, Buf> Bindings<'a, Buf> {
         self.bind(id, buffer, offset)
     }
 
+    /// The buffer and byte offset leaf `id` is bound to, if any.
     pub fn get(&self, id: NodeId) -> Option<(&'a Buf, usize)> {
         self.slots.get(id.index()).copied().flatten()
     }
@@ -73,6 +75,7 @@ impl<B: Backend> Default for Executor<B> {
 }
 
 impl<B: Backend> Executor<B> {
+    /// An executor with no arena yet (the first [`Executor::prepare`] allocates it).
     pub fn new() -> Self {
         Executor {
             arena: None,

@@ -19,6 +19,7 @@ use crate::tensor::{DType, Shape, TensorDesc};
 pub struct NodeId(pub u32);
 
 impl NodeId {
+    /// The id as a `usize` index into [`Graph::nodes`].
     pub fn index(self) -> usize {
         self.0 as usize
     }
@@ -33,8 +34,11 @@ impl fmt::Debug for NodeId {
 /// Attention geometry shared by [`Op::Attention`] and [`Op::AttentionBackward`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionSpec {
+    /// Number of query heads (HF `num_attention_heads`).
     pub n_heads: usize,
+    /// Number of key/value heads (HF `num_key_value_heads`); divides `n_heads`.
     pub n_kv_heads: usize,
+    /// Width of one head, `d` (HF `head_dim`, by default `hidden_size / num_attention_heads`).
     pub head_dim: usize,
     /// Absolute position of the first query row (the number of cached tokens before it).
     pub q_offset: usize,
@@ -45,7 +49,9 @@ pub struct AttentionSpec {
 /// Rotary embedding parameters ([`Op::Rope`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RopeSpec {
+    /// Number of heads packed in `x`'s last dim (query or kv heads, whichever `x` holds).
     pub n_heads: usize,
+    /// Width of one head; even (the rotate-half layout pairs `i` with `i + head_dim/2`).
     pub head_dim: usize,
     /// Hugging Face `rope_theta`.
     pub theta: f32,
@@ -62,18 +68,28 @@ pub enum Op {
     /// Per-run data (token ids, masks, a loss seed, a KV cache), bound by the caller.
     Input,
     /// A model weight, bound by the caller and persistent across runs.
-    Param { trainable: bool },
+    Param {
+        /// Whether the weight is meant to be trained; only f32 weights may be (bf16, f16 and
+        /// block-quantized weights are frozen).
+        trainable: bool,
+    },
 
     // ---- views: no kernel, the output aliases input 0 ------------------------------
     /// `[x]` → same elements, another shape with the same element count.
     Reshape,
     /// `[x]` → the flat elements `offset .. offset + numel(out)` of `x`, with the node's
     /// shape (how packed multi-output backward results are split).
-    Slice { offset: usize },
+    Slice {
+        /// First element of the view, counted in elements of `x` (not bytes).
+        offset: usize,
+    },
 
     // ---- forward ops ---------------------------------------------------------------
     /// `[]` → a tensor filled with `value`.
-    Fill { value: f32 },
+    Fill {
+        /// The value every element takes.
+        value: f32,
+    },
     /// `[table [V, H], ids [..] i32]` → `[.., H]`: row `ids[i]` of `table`. An id outside
     /// `0..V` is a run-time error naming the id.
     Embedding,
@@ -83,15 +99,27 @@ pub enum Op {
     /// (batched). Output `[.., M, N]` f32. `a` is f32; a shared 2-D weight `b` may be
     /// stored as bf16, f16 or a block format (then `trans_b`: its rows run along `K`),
     /// which a backend supports or refuses at plan time.
-    MatMul { trans_a: bool, trans_b: bool },
+    MatMul {
+        /// Transpose `a`'s last two dims before multiplying.
+        trans_a: bool,
+        /// Transpose `b`'s last two dims before multiplying (`x · Wᵀ` for an HF `[out, in]`
+        /// linear weight).
+        trans_b: bool,
+    },
     /// `[x, y]` → `x + y`; `y`'s shape is a suffix of `x`'s and repeats over the rest.
     Add,
     /// `[x, y]` → `x * y` element-wise, with `Add`'s broadcast rule.
     Mul,
     /// `[x]` → `factor * x`.
-    Scale { factor: f32 },
+    Scale {
+        /// The constant multiplier.
+        factor: f32,
+    },
     /// `[x [.., D], w [D]]` → `x / sqrt(mean(x²) + eps) * w` per row (HF `Qwen2RMSNorm`).
-    RmsNorm { eps: f32 },
+    RmsNorm {
+        /// Added to the mean square before the square root (HF `rms_norm_eps`).
+        eps: f32,
+    },
     /// `[x [B, T, n_heads * head_dim]]` or `[x, past [B] i32]` → rotary position
     /// embedding in the rotate-half layout of HF Llama/Qwen2: for head `h`, pair
     /// `(i, i + head_dim/2)` of row `t` of sequence `b` at position `p = pos_offset + t`
@@ -139,7 +167,10 @@ pub enum Op {
     /// `[ids [..] i32, dy [.., H]]` → `[V, H]`: scatter-add of `dy` rows into row `ids[i]`.
     EmbeddingBackward,
     /// `[x, w, dy]` → packed flat `[dx (numel x) | dw (D)]`.
-    RmsNormBackward { eps: f32 },
+    RmsNormBackward {
+        /// The forward [`Op::RmsNorm`]'s `eps`.
+        eps: f32,
+    },
     /// `[q, k, v, dout]` → packed flat `[dq (numel q) | dk (numel k) | dv (numel v)]`;
     /// rows of dk/dv at or past `kv_len` are zero.
     AttentionBackward(AttentionSpec),
@@ -164,7 +195,10 @@ pub enum Op {
     /// `cache[b, pos + t] = new[b, t]`. The output aliases the cache buffer, so ops that
     /// read the output see the appended rows (how decode appends to a KV cache). With a
     /// third input `past [B] i32` (and `pos = 0`) sequence `b` is written at `past[b] + t`.
-    KvWrite { pos: usize },
+    KvWrite {
+        /// Cache row (time position) the first new row is written to; 0 with a `past` input.
+        pos: usize,
+    },
 }
 
 impl Op {
@@ -232,13 +266,18 @@ impl Op {
 /// name for params, the feed name for inputs).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
+    /// What the node computes.
     pub op: Op,
+    /// Operands, in the order its [`Op`] variant documents.
     pub inputs: Vec<NodeId>,
+    /// Output dtype and shape, fixed when the node is built.
     pub desc: TensorDesc,
+    /// The HF tensor name of a param or the feed name of an input; `None` for computed nodes.
     pub name: Option<String>,
 }
 
 impl Node {
+    /// The output shape.
     pub fn shape(&self) -> &Shape {
         &self.desc.shape
     }
@@ -263,30 +302,37 @@ fn shape_err(op: &'static str, detail: String) -> GraphError {
 }
 
 impl Graph {
+    /// An empty graph.
     pub fn new() -> Graph {
         Graph { nodes: Vec::new() }
     }
 
+    /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether the graph has no nodes.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
 
+    /// All nodes in topological order, indexed by [`NodeId::index`].
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
 
+    /// The node `id`, or [`GraphError::UnknownNode`] if it is not in this graph.
     pub fn node(&self, id: NodeId) -> Result<&Node, GraphError> {
         self.nodes.get(id.index()).ok_or(GraphError::UnknownNode(id.0))
     }
 
+    /// Output dtype and shape of node `id`.
     pub fn desc(&self, id: NodeId) -> Result<TensorDesc, GraphError> {
         Ok(self.node(id)?.desc)
     }
 
+    /// Output shape of node `id`.
     pub fn shape(&self, id: NodeId) -> Result<Shape, GraphError> {
         Ok(self.node(id)?.desc.shape)
     }
@@ -378,6 +424,7 @@ impl Graph {
 
     // ---- views ------------------------------------------------------------------------
 
+    /// [`Op::Reshape`]: `x` viewed as `dims` (same element count, no copy).
     pub fn reshape(&mut self, x: NodeId, dims: &[usize]) -> Result<NodeId, GraphError> {
         let d = self.desc(x)?;
         let to = Shape::new(dims);
@@ -416,10 +463,12 @@ impl Graph {
 
     // ---- forward ops ------------------------------------------------------------------
 
+    /// [`Op::Fill`]: an f32 tensor of shape `dims` with every element `value`.
     pub fn fill(&mut self, value: f32, dims: &[usize]) -> Result<NodeId, GraphError> {
         self.push(Op::Fill { value }, &[], TensorDesc::f32(dims))
     }
 
+    /// [`Op::Embedding`]: rows of `table [V, H]` picked by `ids [..] i32` → `[.., H]`.
     pub fn embedding(&mut self, table: NodeId, ids: NodeId) -> Result<NodeId, GraphError> {
         let t = self.f32_of("embedding", table)?;
         let i = self.i32_of("embedding", ids)?;
@@ -431,6 +480,8 @@ impl Graph {
         self.push(Op::Embedding, &[table, ids], TensorDesc::f32(&dims))
     }
 
+    /// [`Op::MatMul`]: `op(a) · op(b)`, `[.., M, K] · [K, N]` → `[.., M, N]` (see the op for
+    /// transposes, batching and stored weight dtypes).
     pub fn matmul(&mut self, a: NodeId, b: NodeId, trans_a: bool, trans_b: bool) -> Result<NodeId, GraphError> {
         let sa = self.f32_of("matmul", a)?;
         let db = self.desc(b)?;
@@ -498,14 +549,17 @@ impl Graph {
         )
     }
 
+    /// [`Op::Add`]: `x + y`, `y`'s shape a suffix of `x`'s (broadcast over the leading dims).
     pub fn add(&mut self, x: NodeId, y: NodeId) -> Result<NodeId, GraphError> {
         self.broadcast_binary(Op::Add, x, y)
     }
 
+    /// [`Op::Mul`]: `x * y` element-wise, with [`Graph::add`]'s broadcast rule.
     pub fn mul(&mut self, x: NodeId, y: NodeId) -> Result<NodeId, GraphError> {
         self.broadcast_binary(Op::Mul, x, y)
     }
 
+    /// [`Op::Scale`]: `factor * x`.
     pub fn scale(&mut self, x: NodeId, factor: f32) -> Result<NodeId, GraphError> {
         let s = self.f32_of("scale", x)?;
         self.push(
@@ -518,6 +572,7 @@ impl Graph {
         )
     }
 
+    /// [`Op::RmsNorm`]: RMS-normalises each row of `x [.., D]` and scales by `w [D]`.
     pub fn rms_norm(&mut self, x: NodeId, w: NodeId, eps: f32) -> Result<NodeId, GraphError> {
         let sx = self.f32_of("rms_norm", x)?;
         let sw = self.f32_of("rms_norm", w)?;
@@ -534,6 +589,7 @@ impl Graph {
         )
     }
 
+    /// [`Op::Rope`] on `x [B, T, n_heads·head_dim]`, row `t` at position `spec.pos_offset + t`.
     pub fn rope(&mut self, x: NodeId, spec: RopeSpec) -> Result<NodeId, GraphError> {
         self.rope_with(x, spec, None)
     }
@@ -614,6 +670,8 @@ impl Graph {
         Ok((sq, sk))
     }
 
+    /// [`Op::Attention`]: causal grouped-query attention of `q [B, T, Hq·d]` over
+    /// `k`, `v [B, S, Hkv·d]`, queries at `spec.q_offset ..`, keys `0 .. spec.kv_len`.
     pub fn attention(&mut self, q: NodeId, k: NodeId, v: NodeId, spec: AttentionSpec) -> Result<NodeId, GraphError> {
         let (sq, _) = self.check_attention(q, k, v, &spec)?;
         self.push(
@@ -670,10 +728,12 @@ impl Graph {
         )
     }
 
+    /// [`Op::Silu`]: `x · sigmoid(x)` element-wise.
     pub fn silu(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
         self.unary(Op::Silu, x)
     }
 
+    /// [`Op::SwiGlu`]: `silu(gate) * up`, the Llama/Qwen2 MLP activation; shapes must match.
     pub fn swiglu(&mut self, gate: NodeId, up: NodeId) -> Result<NodeId, GraphError> {
         let sg = self.f32_of("swiglu", gate)?;
         let su = self.f32_of("swiglu", up)?;
@@ -690,10 +750,12 @@ impl Graph {
         )
     }
 
+    /// [`Op::Softmax`] over the last dim.
     pub fn softmax(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
         self.unary(Op::Softmax, x)
     }
 
+    /// [`Op::LogSoftmax`] over the last dim.
     pub fn log_softmax(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
         self.unary(Op::LogSoftmax, x)
     }
@@ -710,6 +772,7 @@ impl Graph {
         Ok(si)
     }
 
+    /// [`Op::GatherLastDim`]: `x[r, idx[r]]` for `x [.., V]`, `idx [..] i32` → `[..]`.
     pub fn gather_last_dim(&mut self, x: NodeId, idx: NodeId) -> Result<NodeId, GraphError> {
         let si = self.rows_with_ids("gather_last_dim", x, idx)?;
         self.push(
@@ -722,6 +785,7 @@ impl Graph {
         )
     }
 
+    /// [`Op::TokenLogProbs`]: log-prob of each target token under `logits [.., V]` → `[..]`.
     pub fn token_log_probs(&mut self, logits: NodeId, targets: NodeId) -> Result<NodeId, GraphError> {
         let si = self.rows_with_ids("token_log_probs", logits, targets)?;
         self.push(
@@ -734,6 +798,8 @@ impl Graph {
         )
     }
 
+    /// [`Op::CrossEntropy`]: weighted sum of token NLLs over `logits [N, V]`,
+    /// `targets [N] i32` and `weights [N]` → scalar; negative targets are ignored.
     pub fn cross_entropy(&mut self, logits: NodeId, targets: NodeId, weights: NodeId) -> Result<NodeId, GraphError> {
         let si = self.rows_with_ids("cross_entropy", logits, targets)?;
         let sw = self.f32_of("cross_entropy", weights)?;
@@ -746,6 +812,7 @@ impl Graph {
         self.push(Op::CrossEntropy, &[logits, targets, weights], TensorDesc::f32(&[]))
     }
 
+    /// [`Op::Entropy`]: per-row entropy of `softmax(logits [.., V])` → `[..]` (a metric).
     pub fn entropy(&mut self, logits: NodeId) -> Result<NodeId, GraphError> {
         let s = self.f32_of("entropy", logits)?;
         if s.rank() == 0 {
@@ -754,6 +821,7 @@ impl Graph {
         self.push(Op::Entropy, &[logits], TensorDesc::f32(&s.dims()[..s.rank() - 1]))
     }
 
+    /// [`Op::SumAll`]: scalar sum of every element of `x`.
     pub fn sum_all(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
         self.f32_of("sum_all", x)?;
         self.push(Op::SumAll, &[x], TensorDesc::f32(&[]))

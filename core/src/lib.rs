@@ -4,6 +4,7 @@
 //! sampling; and the reward-plugin ABI types. `no_std` + `alloc`: nothing here touches
 //! files, threads, clocks or the network.
 #![no_std]
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;

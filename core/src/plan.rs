@@ -30,9 +30,17 @@ pub enum Location {
     /// Not needed by this plan.
     Unused,
     /// Inside the caller-bound buffer of leaf `root`, `offset` bytes past the binding.
-    External { root: NodeId, offset: usize },
+    External {
+        /// The leaf whose binding holds the storage (views resolve to their source leaf).
+        root: NodeId,
+        /// Bytes past the start of that binding.
+        offset: usize,
+    },
     /// At byte `offset` of the executor's arena.
-    Arena { offset: usize },
+    Arena {
+        /// Byte offset in the arena, a multiple of [`ALIGN`] for non-view tensors.
+        offset: usize,
+    },
 }
 
 /// What to compute and where every tensor lives. Build one per graph; run it many times.
@@ -255,6 +263,7 @@ impl Plan {
         }
     }
 
+    /// Where node `id`'s tensor lives ([`Location::Unused`] for nodes the plan skips).
     pub fn location(&self, id: NodeId) -> Location {
         self.location.get(id.index()).copied().unwrap_or(Location::Unused)
     }
@@ -264,6 +273,7 @@ impl Plan {
         self.arena_bytes
     }
 
+    /// The requested outputs, which stay live to the end of a run.
     pub fn outputs(&self) -> &[NodeId] {
         &self.outputs
     }

@@ -71,8 +71,11 @@ pub mod limits {
 /// What a plugin says about itself (`r1_info`).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PluginInfo {
+    /// Short name shown in logs and errors (e.g. `"math-accuracy"`).
     pub name: String,
+    /// The plugin's own version string (free-form; not the ABI version).
     pub version: String,
+    /// One line on what the plugin rewards.
     pub description: String,
 }
 
@@ -83,6 +86,7 @@ pub struct PluginInfo {
 /// (`varint(m)` then `m` pairs of strings).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoreRequest {
+    /// The group to score, in order.
     pub samples: Vec<Sample>,
 }
 
@@ -101,14 +105,18 @@ struct ScoreRequestRef<'a> {
 /// sample index (`0x00`, or `0x01 ++ varint(i)`) and a message string.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoreResponse {
+    /// One score per request sample, in request order.
     pub scores: Vec<Score>,
+    /// Notes for the user; at most [`limits::MAX_DIAGNOSTICS`] are kept.
     pub diagnostics: Vec<Diagnostic>,
 }
 
 /// A note from the plugin about one sample (or the whole group), shown to the user.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Diagnostic {
+    /// Index into the request's samples, or `None` for a note about the whole group.
     pub sample: Option<u32>,
+    /// The note (UTF-8; cut to [`limits::MAX_DIAGNOSTIC_BYTES`] by the host).
     pub message: String,
 }
 
@@ -116,13 +124,33 @@ pub struct Diagnostic {
 #[derive(Clone, Debug, PartialEq)]
 pub enum AbiError {
     /// The bytes are not a valid postcard encoding of `what`.
-    Decode { what: &'static str, detail: String },
+    Decode {
+        /// The message being decoded (`"score request"`, `"plugin info"`…).
+        what: &'static str,
+        /// postcard's error.
+        detail: String,
+    },
     /// Bytes were left over after decoding `what`.
-    TrailingBytes { what: &'static str, count: usize },
+    TrailingBytes {
+        /// The message that was decoded.
+        what: &'static str,
+        /// How many bytes were left over.
+        count: usize,
+    },
     /// Encoding `what` failed (only allocation or size limits can make this happen).
-    Encode { what: &'static str, detail: String },
+    Encode {
+        /// The message being encoded.
+        what: &'static str,
+        /// postcard's error.
+        detail: String,
+    },
     /// A response holds `found` scores for a request of `expected` samples.
-    ScoreCount { found: u64, expected: usize },
+    ScoreCount {
+        /// Score count the response declares.
+        found: u64,
+        /// Samples in the request.
+        expected: usize,
+    },
 }
 
 impl fmt::Display for AbiError {
@@ -178,14 +206,18 @@ pub fn encode_score_request(samples: &[Sample]) -> Result<Vec<u8>, AbiError> {
     encode("score request", &ScoreRequestRef { samples })
 }
 
+/// Decodes a [`ScoreRequest`] (the guest side of `r1_score`); leftover bytes are an error.
 pub fn decode_score_request(bytes: &[u8]) -> Result<ScoreRequest, AbiError> {
     decode("score request", bytes)
 }
 
+/// Encodes a [`ScoreResponse`] (the guest side of `r1_score`).
 pub fn encode_score_response(response: &ScoreResponse) -> Result<Vec<u8>, AbiError> {
     encode("score response", response)
 }
 
+/// Decodes a [`ScoreResponse`] with no limits; a host reading a plugin's output uses
+/// [`decode_score_response_limited`] instead.
 pub fn decode_score_response(bytes: &[u8]) -> Result<ScoreResponse, AbiError> {
     decode("score response", bytes)
 }
@@ -240,10 +272,12 @@ pub fn decode_score_response_limited(
     Ok((ScoreResponse { scores, diagnostics }, dropped))
 }
 
+/// Encodes a [`PluginInfo`] (the guest side of `r1_info`).
 pub fn encode_plugin_info(info: &PluginInfo) -> Result<Vec<u8>, AbiError> {
     encode("plugin info", info)
 }
 
+/// Decodes a [`PluginInfo`]; leftover bytes are an error.
 pub fn decode_plugin_info(bytes: &[u8]) -> Result<PluginInfo, AbiError> {
     decode("plugin info", bytes)
 }

@@ -12,6 +12,7 @@ pub struct Rng {
 }
 
 impl Rng {
+    /// An RNG seeded from `seed`; the same seed gives the same stream on every platform.
     pub fn new(seed: u64) -> Rng {
         let mut z = seed;
         let mut next = || {
@@ -26,6 +27,7 @@ impl Rng {
         }
     }
 
+    /// The next 64 uniformly random bits (one xoshiro256** step).
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
@@ -104,6 +106,7 @@ impl core::fmt::Display for SamplingError {
 impl std::error::Error for SamplingError {}
 
 impl SamplingParams {
+    /// Argmax decoding: temperature 0, every other setting at its default.
     pub fn greedy() -> Self {
         SamplingParams {
             temperature: 0.0,
@@ -111,6 +114,8 @@ impl SamplingParams {
         }
     }
 
+    /// Checks each setting's range: temperature finite and `>= 0`, `top_p` in `(0, 1]`,
+    /// `min_p` in `[0, 1]`, `repetition_penalty` finite and `> 0`.
     pub fn validate(&self) -> Result<(), SamplingError> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(SamplingError("temperature must be a finite number >= 0"));
@@ -132,7 +137,9 @@ impl SamplingParams {
 /// (after penalty, temperature and truncation; 0 for greedy).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampled {
+    /// The chosen token id.
     pub token: u32,
+    /// Its natural-log probability after penalty, temperature and truncation (0 when greedy).
     pub logprob: f32,
 }
 
@@ -143,6 +150,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler with empty scratch space (it grows to the vocabulary size on first use).
     pub fn new() -> Self {
         Sampler::default()
     }

@@ -113,6 +113,7 @@ impl Shape {
         }
     }
 
+    /// The rank-0 shape (one element).
     pub const fn scalar() -> Shape {
         Shape {
             dims: [0; MAX_RANK],
@@ -120,10 +121,12 @@ impl Shape {
         }
     }
 
+    /// The dimensions, outermost first.
     pub fn dims(&self) -> &[usize] {
         &self.dims[..self.rank as usize]
     }
 
+    /// Number of dimensions (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.rank as usize
     }
@@ -181,11 +184,14 @@ impl fmt::Display for Shape {
 /// Element type and shape of one tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TensorDesc {
+    /// Element type.
     pub dtype: DType,
+    /// Dimensions (row-major, contiguous).
     pub shape: Shape,
 }
 
 impl TensorDesc {
+    /// A `dtype` tensor of shape `dims`.
     pub fn new(dtype: DType, dims: &[usize]) -> TensorDesc {
         TensorDesc {
             dtype,
@@ -203,6 +209,7 @@ impl TensorDesc {
         TensorDesc::new(DType::I32, dims)
     }
 
+    /// Number of elements (1 for a scalar).
     pub fn numel(&self) -> usize {
         self.shape.numel()
     }

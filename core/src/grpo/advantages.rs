@@ -19,7 +19,10 @@ const ZERO_STD_ATOL: f64 = 1e-8;
 /// (logged as `rewards/<name>/mean` and `rewards/<name>/std`). `None` where TRL logs NaN.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RewardStats {
+    /// Mean over the applicable samples; `None` when none applies.
     pub mean: Option<f32>,
+    /// Unbiased (n−1) standard deviation over the applicable samples, as TRL's `nanstd`;
+    /// `None` with fewer than two.
     pub std: Option<f32>,
 }
 

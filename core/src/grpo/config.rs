@@ -81,6 +81,7 @@ pub enum ScaleRewards {
 }
 
 impl ScaleRewards {
+    /// TRL's name for the setting (`"group"`, `"batch"`, `"none"`).
     pub fn as_str(self) -> &'static str {
         match self {
             ScaleRewards::Group => "group",
@@ -150,12 +151,16 @@ pub struct GrpoConfig {
     /// Two-sided clipping (INTELLECT-2): cap ρ at δ in the unclipped term.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<f64>,
+    /// How token losses are aggregated, TRL's `loss_type` (default `dapo`).
     pub loss_type: LossType,
+    /// Per-token ratios, or one per sequence (GSPO); TRL's `importance_sampling_level`.
     pub importance_sampling_level: ImportanceSamplingLevel,
+    /// How rewards are normalised into advantages (default `group`).
     pub scale_rewards: ScaleRewards,
     /// One weight per reward function (all 1 when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reward_weights: Option<Vec<f64>>,
+    /// How several rewards combine into one advantage (default `sum_then_normalize`).
     pub multi_objective_aggregation: MultiObjectiveAggregation,
     /// Multiply the per-token KL by ρ (DeepSeek-V3.2's unbiased KL gradient); TRL 1.x default on.
     pub use_bias_correction_kl: bool,

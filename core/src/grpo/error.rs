@@ -10,29 +10,65 @@ pub enum GrpoError {
     /// The group size (`num_generations`) is 0.
     ZeroGroupSize,
     /// The batch is not a whole number of groups.
-    GroupSizeDoesNotDivide { batch: usize, group_size: usize },
+    GroupSizeDoesNotDivide {
+        /// Number of completions (rewards) in the batch.
+        batch: usize,
+        /// Completions per prompt, `G` (TRL's `num_generations`).
+        group_size: usize,
+    },
     /// A tensor's length does not fit the others (`expected` is what the shape implies).
     LengthMismatch {
+        /// The argument's name (`logp`, `advantages`…).
         tensor: &'static str,
+        /// Length the other inputs (or the config) imply.
         expected: usize,
+        /// Length it has.
         actual: usize,
     },
     /// A value that must be finite is NaN or infinite (`index` is the flat position).
     NonFinite {
+        /// The argument's name.
         tensor: &'static str,
+        /// Flat position of the bad value.
         index: usize,
+        /// The value (NaN or ±∞).
         value: f32,
     },
     /// A reward that is infinite (NaN is allowed: it means "not applicable").
-    InfiniteReward { reward: usize, sample: usize, value: f32 },
+    InfiniteReward {
+        /// Index of the reward function, in the order the rewards were passed.
+        reward: usize,
+        /// Index of the completion in the batch.
+        sample: usize,
+        /// The infinite score.
+        value: f32,
+    },
     /// A completion-mask entry other than 0 or 1.
-    InvalidMask { index: usize, value: f32 },
+    InvalidMask {
+        /// Flat position in the `[B × completion_len]` mask.
+        index: usize,
+        /// The entry found.
+        value: f32,
+    },
     /// An input the configuration needs was not given (`ref_logp` when `beta != 0`…).
-    MissingInput { tensor: &'static str, reason: &'static str },
+    MissingInput {
+        /// The missing argument.
+        tensor: &'static str,
+        /// Which setting needs it.
+        reason: &'static str,
+    },
     /// The batch has no sequences, or the sequences have no positions.
-    EmptyBatch { what: &'static str },
+    EmptyBatch {
+        /// What is empty (no completions, no reward functions, `completion_len` 0).
+        what: &'static str,
+    },
     /// A configuration field is out of range.
-    InvalidConfig { field: &'static str, reason: String },
+    InvalidConfig {
+        /// The [`GrpoConfig`](crate::grpo::GrpoConfig) field, under TRL's name.
+        field: &'static str,
+        /// The allowed range or the conflict.
+        reason: String,
+    },
 }
 
 impl fmt::Display for GrpoError {

@@ -57,16 +57,20 @@ pub struct LossInputs<'a> {
 /// The loss of a micro-batch, its gradient with respect to every `logp`, and TRL's metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossOutput {
+    /// The micro-batch's loss (policy term plus β·KL), weighted as `loss_type` says.
     pub loss: f32,
     /// `∂loss/∂logp`, same layout as [`LossInputs::logp`] (0 at masked positions).
     pub grad_logp: Vec<f32>,
+    /// The metrics TRL logs for this loss evaluation.
     pub metrics: LossMetrics,
 }
 
 /// The loss and metrics without the gradient (which [`policy_loss_into`] writes in place).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossSummary {
+    /// The micro-batch's loss, as in [`LossOutput::loss`].
     pub loss: f32,
+    /// The metrics TRL logs for this loss evaluation.
     pub metrics: LossMetrics,
 }
 

@@ -46,9 +46,14 @@ pub enum LogitsFor {
 /// The shape of one forward graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BuildOptions {
+    /// Sequences per run, `B`.
     pub batch: usize,
+    /// New tokens per sequence per run, `T` (1 for a decode step); at most the cache capacity.
     pub seq: usize,
+    /// `Some` for generation graphs that append to caller-owned KV caches; `None` for
+    /// full-sequence graphs.
     pub kv_cache: Option<KvCacheSpec>,
+    /// Which positions get logits.
     pub logits: LogitsFor,
 }
 
@@ -84,7 +89,9 @@ pub struct CausalLm {
 /// Errors of building a model graph.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BuildError {
+    /// The config is invalid, or asks for more positions than `max_position_embeddings`.
     Config(ConfigError),
+    /// The graph could not be built (bad geometry, or an op combination not supported).
     Graph(GraphError),
 }
 

@@ -36,7 +36,9 @@ impl Architecture {
 /// A config field that is missing, out of range or inconsistent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConfigError {
+    /// The `config.json` key at fault, under its HF name.
     pub field: &'static str,
+    /// What is wrong with its value.
     pub detail: String,
 }
 
@@ -71,9 +73,13 @@ pub struct ModelConfig {
     /// e.g. `"qwen2"`; used when `architectures` is absent.
     #[serde(default)]
     pub model_type: Option<String>,
+    /// Width `H` of the residual stream (embedding and every layer's input and output).
     pub hidden_size: usize,
+    /// Width of the SwiGLU MLP's hidden layer (`gate_proj`/`up_proj` outputs).
     pub intermediate_size: usize,
+    /// Number of decoder layers.
     pub num_hidden_layers: usize,
+    /// Number of query heads per layer.
     pub num_attention_heads: usize,
     /// Defaults to `num_attention_heads` (multi-head attention).
     #[serde(default)]
@@ -81,22 +87,32 @@ pub struct ModelConfig {
     /// Defaults to `hidden_size / num_attention_heads`.
     #[serde(default)]
     pub head_dim: Option<usize>,
+    /// `eps` of every RMSNorm (default 1e-6, as in HF's Llama and Qwen2 configs).
     #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f32,
+    /// RoPE base frequency `theta` (default 10000).
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f32,
+    /// Rows of the embedding table and width of the logits; at most `i32::MAX` (ids are i32).
     pub vocab_size: usize,
+    /// When true the LM head reuses `model.embed_tokens.weight` and there is no
+    /// `lm_head.weight`.
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    /// Most positions a sequence may have, prompt plus completion (default 2048): a graph's
+    /// KV-cache capacity, or its length without a cache, may not exceed it.
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
     /// Llama's switch for q/k/v/o biases (Qwen2 always has q/k/v biases).
     #[serde(default)]
     pub attention_bias: bool,
+    /// Beginning-of-sequence token id, if the model has one.
     #[serde(default)]
     pub bos_token_id: Option<u32>,
+    /// End-of-sequence token id (when HF gives a list, the host keeps its first entry).
     #[serde(default)]
     pub eos_token_id: Option<u32>,
+    /// Padding token id, if the model declares one.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
 }
@@ -104,11 +120,14 @@ pub struct ModelConfig {
 /// Name and shape of one weight, under its Hugging Face tensor name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSpec {
+    /// HF tensor name, e.g. `model.layers.0.self_attn.q_proj.weight`.
     pub name: String,
+    /// Shape in HF's layout (linear weights are `[out, in]`).
     pub dims: Vec<usize>,
 }
 
 impl ParamSpec {
+    /// Number of elements.
     pub fn numel(&self) -> usize {
         self.dims.iter().product()
     }
@@ -140,10 +159,12 @@ impl ModelConfig {
         }
     }
 
+    /// Number of key/value heads: `num_key_value_heads`, or `num_attention_heads` when absent.
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
 
+    /// Width of one attention head: `head_dim`, or `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))

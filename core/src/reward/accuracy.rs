@@ -50,7 +50,9 @@ impl Default for AccuracyConfig {
 /// The verdict on one completion against one reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// The extracted answer matches the reference (within the tolerance for numbers).
     Correct,
+    /// The answer differs, or no answer could be extracted.
     Incorrect,
     /// The reference is not an answer we can read.
     NotApplicable,
@@ -109,8 +111,11 @@ pub struct Accuracy {
 }
 
 impl Accuracy {
+    /// The name it logs under unless [`Accuracy::named`] renames it.
     pub const DEFAULT_NAME: &'static str = "accuracy";
 
+    /// The reward with `config`; errors when a score is not finite or the tolerance is
+    /// negative or not finite.
     pub fn new(config: AccuracyConfig) -> Result<Accuracy, RewardError> {
         check_scores(Self::DEFAULT_NAME, config.correct, config.incorrect)?;
         let t = config.tolerance;
@@ -137,6 +142,7 @@ impl Accuracy {
         self
     }
 
+    /// The configuration it grades with.
     pub fn config(&self) -> &AccuracyConfig {
         &self.config
     }

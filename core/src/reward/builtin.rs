@@ -16,10 +16,15 @@ use super::{Reward, RewardError};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BuiltinRewardConfig {
+    /// `type = "think_format"`: [`ThinkFormat`].
     ThinkFormat(ThinkFormatConfig),
+    /// `type = "tag_count"`: [`TagCount`].
     TagCount(TagCountConfig),
+    /// `type = "accuracy"`: [`Accuracy`].
     Accuracy(AccuracyConfig),
+    /// `type = "language_consistency"`: [`LanguageConsistency`].
     LanguageConsistency(LanguageConfig),
+    /// `type = "soft_overlong_punishment"`: [`SoftOverlong`].
     SoftOverlongPunishment(SoftOverlongConfig),
 }
 

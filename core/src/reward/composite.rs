@@ -12,7 +12,9 @@ use crate::grpo::RewardStats;
 
 /// One reward of a [`Composite`] with its weight.
 pub struct Component {
+    /// Multiplies the reward's scores in the total (TRL's `reward_weights`); finite.
     pub weight: f32,
+    /// The reward; its name is unique within the composite.
     pub reward: Box<dyn Reward>,
 }
 
@@ -25,8 +27,11 @@ pub struct Composite {
 /// One component's scores of a batch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ComponentScores {
+    /// The component reward's name (the `<name>` of `rewards/<name>/mean`).
     pub name: String,
+    /// Its weight in the total.
     pub weight: f32,
+    /// One score per sample of the batch, in order.
     pub scores: Vec<Score>,
 }
 
@@ -45,7 +50,10 @@ impl ComponentScores {
 /// A batch scored by every component, and the weighted total.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompositeScores {
+    /// Per sample, the weighted sum of the applicable component scores ("not applicable"
+    /// when none applies).
     pub total: Vec<Score>,
+    /// Every component's scores, in the order the components were added.
     pub components: Vec<ComponentScores>,
 }
 
@@ -64,6 +72,7 @@ impl CompositeScores {
 }
 
 impl Composite {
+    /// An empty composite that logs under `name` and names itself in errors.
     pub fn new(name: impl Into<String>) -> Composite {
         Composite {
             name: name.into(),
@@ -100,6 +109,7 @@ impl Composite {
         Ok(self)
     }
 
+    /// The rewards and weights, in the order they were added.
     pub fn components(&self) -> &[Component] {
         &self.components
     }

@@ -24,7 +24,9 @@ pub enum AnswerSource {
 /// An extracted answer: a slice of the text it was found in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extracted<'a> {
+    /// The answer text, a slice of the searched text.
     pub text: &'a str,
+    /// Which extractor found it.
     pub source: AnswerSource,
 }
 
@@ -32,9 +34,13 @@ pub struct Extracted<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Extractors {
+    /// Try the last `\boxed{…}` / `\fbox{…}`.
     pub boxed: bool,
+    /// Try the last `<answer>…</answer>`.
     pub answer_tag: bool,
+    /// Try the rest of the line after "answer is" / "answer:".
     pub phrase: bool,
+    /// Fall back to the last number in the text.
     pub last_number: bool,
 }
 

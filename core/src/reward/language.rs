@@ -86,7 +86,9 @@ pub enum LanguageScope {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LanguageConfig {
+    /// The language the judged text should be in (default: the prompt's).
     pub target: LanguageTarget,
+    /// Which part of the completion is judged (default: the chain of thought).
     pub scope: LanguageScope,
     /// A metadata key (dataset column) whose value, a language code or script name,
     /// overrides `target` for that sample when present. Off by default: datasets often have a
@@ -138,8 +140,10 @@ pub struct LanguageConsistency {
 }
 
 impl LanguageConsistency {
+    /// The name it logs under unless [`LanguageConsistency::named`] renames it.
     pub const DEFAULT_NAME: &'static str = "language_consistency";
 
+    /// The reward with `config`; errors when `target` names no script.
     pub fn new(config: LanguageConfig) -> Result<LanguageConsistency, RewardError> {
         if let LanguageTarget::Scripts(s) = config.target
             && s.is_empty()

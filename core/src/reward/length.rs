@@ -37,6 +37,7 @@ pub struct SoftOverlongConfig {
     pub max_completion_len: u64,
     /// `L_cache`: the length of the ramp before `L_max` (0: a hard cut at `L_max`).
     pub soft_punish_cache: u64,
+    /// What lengths are measured in (default tokens, read from `metadata_key`).
     #[serde(default)]
     pub unit: LengthUnit,
     /// Where token counts are read from when `unit = "tokens"`.
@@ -49,6 +50,7 @@ fn default_metadata_key() -> String {
 }
 
 impl SoftOverlongConfig {
+    /// `L_max` and `L_cache` in tokens, read from [`COMPLETION_TOKENS_KEY`].
     pub fn new(max_completion_len: u64, soft_punish_cache: u64) -> SoftOverlongConfig {
         SoftOverlongConfig {
             max_completion_len,
@@ -81,8 +83,11 @@ pub struct SoftOverlong {
 }
 
 impl SoftOverlong {
+    /// The name it logs under unless [`SoftOverlong::named`] renames it.
     pub const DEFAULT_NAME: &'static str = "soft_overlong_punishment";
 
+    /// The reward with `config`; errors unless `0 < max_completion_len` and
+    /// `soft_punish_cache <= max_completion_len`.
     pub fn new(config: SoftOverlongConfig) -> Result<SoftOverlong, RewardError> {
         if config.max_completion_len == 0 || config.soft_punish_cache > config.max_completion_len {
             return Err(RewardError {
@@ -125,6 +130,8 @@ impl SoftOverlong {
         }
     }
 
+    /// The penalty of one sample, in `[−1, 0]`; errors when `unit` is tokens and the
+    /// sample's token count is missing or not a number.
     pub fn score_one(&self, sample: &Sample) -> Result<f32, RewardErrorKind> {
         let len = self.length(sample)?;
         Ok(soft_overlong_punishment(

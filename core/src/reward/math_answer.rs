@@ -11,13 +11,16 @@ use super::extract::{braced, last_boxed};
 /// A numeric answer; `percent` when it was written with `%` (then `25%` also equals `0.25`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Number {
+    /// The number as written (`25` for `25%`).
     pub value: f64,
+    /// Written with a `%` sign.
     pub percent: bool,
 }
 
 /// An answer read for comparison.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Answer {
+    /// A number: integer, decimal, fraction, percentage or scientific notation.
     Number(Number),
     /// Normalised text: LaTeX wrappers and spacing removed, whitespace dropped, ASCII lowercase.
     Text(String),
@@ -27,7 +30,9 @@ pub enum Answer {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tolerance {
+    /// Relative tolerance (default 1e-6).
     pub rel: f64,
+    /// Absolute tolerance (default 1e-9).
     pub abs: f64,
 }
 
@@ -38,6 +43,7 @@ impl Default for Tolerance {
 }
 
 impl Tolerance {
+    /// Whether `a` and `b` are equal within this tolerance.
     pub fn close(self, a: f64, b: f64) -> bool {
         libm::fabs(a - b) <= self.abs + self.rel * libm::fmax(libm::fabs(a), libm::fabs(b))
     }

@@ -28,7 +28,9 @@ use core::fmt;
 /// One completion to score, with what the dataset row knows about it.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
+    /// The prompt text of the dataset row.
     pub prompt: String,
+    /// The model's generated text for that prompt (decoded, without the prompt).
     pub completion: String,
     /// The reference answer, when the dataset has one.
     pub reference: Option<String>,
@@ -40,7 +42,9 @@ pub struct Sample {
 /// the group's mean and std, advantage 0 — TRL's NaN reward).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Score {
+    /// A finite score.
     Value(f32),
+    /// The reward does not apply to this sample (e.g. no reference to check against).
     NotApplicable,
 }
 
@@ -53,6 +57,7 @@ impl Score {
         }
     }
 
+    /// The score, or `None` for "not applicable".
     pub fn value(self) -> Option<f32> {
         match self {
             Score::Value(v) => Some(v),
@@ -68,6 +73,7 @@ pub struct RewardError {
     pub reward: String,
     /// The sample the failure belongs to, when it belongs to one.
     pub sample: Option<usize>,
+    /// What went wrong.
     pub kind: RewardErrorKind,
 }
 
@@ -132,5 +138,7 @@ pub trait Reward: Send + Sync {
     /// The name metrics are logged under (`rewards/<name>/mean`).
     fn name(&self) -> &str;
 
+    /// Scores `batch` (for GRPO, the G completions of one prompt): one [`Score`] per
+    /// sample, in order.
     fn score(&self, batch: &[Sample]) -> Result<Vec<Score>, RewardError>;
 }

@@ -9,23 +9,38 @@ use core::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum Script {
+    /// Latin letters, ASCII and accented (English, French, Vietnamese…).
     Latin,
+    /// Greek and Greek Extended.
     Greek,
+    /// Cyrillic (Russian, Ukrainian, Bulgarian…).
     Cyrillic,
+    /// Armenian.
     Armenian,
+    /// Hebrew letters.
     Hebrew,
+    /// Arabic letters (Arabic, Persian, Urdu…), presentation forms included.
     Arabic,
+    /// Devanagari (Hindi, Marathi, Nepali…).
     Devanagari,
+    /// Bengali–Assamese.
     Bengali,
+    /// Thai.
     Thai,
+    /// Georgian.
     Georgian,
+    /// Korean hangul syllables and jamo.
     Hangul,
+    /// Japanese hiragana; one word per character.
     Hiragana,
+    /// Japanese katakana (half-width forms included); one word per character.
     Katakana,
+    /// CJK ideographs (Chinese hanzi, Japanese kanji, Korean hanja); one word per character.
     Han,
 }
 
 impl Script {
+    /// Every script, in declaration order (the tie-break order of [`ScriptCounts::dominant`]).
     pub const ALL: [Script; 14] = [
         Script::Latin,
         Script::Greek,
@@ -43,6 +58,7 @@ impl Script {
         Script::Han,
     ];
 
+    /// Lower-case name, as configs write it (`"latin"`, `"han"`).
     pub fn name(self) -> &'static str {
         match self {
             Script::Latin => "latin",
@@ -124,20 +140,25 @@ impl fmt::Display for Script {
 pub struct ScriptSet(u16);
 
 impl ScriptSet {
+    /// The set with no script.
     pub const EMPTY: ScriptSet = ScriptSet(0);
 
+    /// The set of `scripts`.
     pub fn of(scripts: &[Script]) -> ScriptSet {
         ScriptSet(scripts.iter().fold(0, |m, s| m | 1 << *s as u8))
     }
 
+    /// Whether `s` is in the set.
     pub fn contains(self, s: Script) -> bool {
         self.0 & (1 << s as u8) != 0
     }
 
+    /// Whether the set holds no script.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
 
+    /// Scripts in either set.
     pub fn union(self, other: ScriptSet) -> ScriptSet {
         ScriptSet(self.0 | other.0)
     }
@@ -258,10 +279,12 @@ impl ScriptCounts {
         *slot = slot.saturating_add(n);
     }
 
+    /// Words counted in script `s`.
     pub fn get(&self, s: Script) -> u32 {
         self.0[s as usize]
     }
 
+    /// Words counted in all scripts together.
     pub fn total(&self) -> u64 {
         self.0.iter().map(|&n| n as u64).sum()
     }

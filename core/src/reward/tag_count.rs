@@ -56,8 +56,10 @@ pub struct TagCount {
 }
 
 impl TagCount {
+    /// The name it logs under unless [`TagCount::named`] renames it.
     pub const DEFAULT_NAME: &'static str = "tag_count";
 
+    /// The reward with `config` (every config is valid).
     pub fn new(config: TagCountConfig) -> TagCount {
         TagCount {
             name: String::from(Self::DEFAULT_NAME),

@@ -35,7 +35,9 @@ pub enum ThinkInPrompt {
     /// When the prompt ends with `<think>` (ignoring whitespace).
     #[default]
     Auto,
+    /// The prompt always opens the think block: the completion starts inside it.
     Always,
+    /// The prompt never opens it: the completion must open `<think>` itself.
     Never,
 }
 
@@ -54,9 +56,11 @@ impl ThinkInPrompt {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThinkFormatConfig {
+    /// How strictly the tags' layout is checked.
     pub mode: FormatMode,
     /// The answer after `</think>` must be `<answer>…</answer>` (R1-Zero prompts).
     pub answer_tags: bool,
+    /// Whether the prompt's chat template already opened `<think>`.
     pub think_in_prompt: ThinkInPrompt,
     /// Score of a well-formed completion.
     pub correct: f32,
@@ -155,8 +159,10 @@ pub struct ThinkFormat {
 }
 
 impl ThinkFormat {
+    /// The name it logs under unless [`ThinkFormat::named`] renames it.
     pub const DEFAULT_NAME: &'static str = "think_format";
 
+    /// The reward with `config`; errors when `correct` or `incorrect` is not finite.
     pub fn new(config: ThinkFormatConfig) -> Result<ThinkFormat, RewardError> {
         check_scores(Self::DEFAULT_NAME, config.correct, config.incorrect)?;
         Ok(ThinkFormat {
@@ -171,6 +177,7 @@ impl ThinkFormat {
         self
     }
 
+    /// The configuration it checks with.
     pub fn config(&self) -> &ThinkFormatConfig {
         &self.config
     }
