@@ -451,6 +451,19 @@ impl Graph {
         if offset.checked_add(to.numel()).is_none_or(|end| end > d.shape.numel()) {
             return Err(shape_err("slice", format!("{to} at offset {offset} of {}", d.shape)));
         }
+        // A view of a block-quantized tensor starts on a block and keeps whole-block rows.
+        if let DType::Block(f) = d.dtype {
+            let view = TensorDesc {
+                dtype: d.dtype,
+                shape: to,
+            };
+            if f.block == 0 || !offset.is_multiple_of(f.block as usize) || !view.rows_are_whole_blocks() {
+                return Err(shape_err(
+                    "slice",
+                    format!("{to} at offset {offset} of {} {} splits a block", d.dtype, d.shape),
+                ));
+            }
+        }
         self.push(
             Op::Slice { offset },
             &[x],
