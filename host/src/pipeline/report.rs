@@ -45,7 +45,7 @@ impl PipelineReport {
             .iter()
             .filter_map(|s| s.eval_accuracy.map(|a| (s.name.as_str(), a)));
         let first = measured.next()?;
-        let last = measured.last().unwrap_or(first).1;
+        let last = measured.next_back().unwrap_or(first).1;
         let (baseline, before) = match self.initial_accuracy {
             Some(a) => (Baseline::Initial, a),
             None if measured_twice(&self.stages) => (Baseline::Stage(first.0.to_string()), first.1),
