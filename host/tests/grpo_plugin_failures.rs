@@ -98,8 +98,9 @@ fn zero_and_skip_keep_training_and_count_failures() {
             trainer
                 .train_generation(&backend, &params, &Words, |r| {
                     logged.push(
-                        r.metrics["rewards/panicking/failures"]
-                            .as_f64()
+                        r.metrics
+                            .get("rewards/panicking/failures")
+                            .and_then(|v| v.as_f64())
                             .expect("failures metric"),
                     );
                     Ok(())

@@ -429,3 +429,79 @@ warmup_steps = 2
     assert!(loss[loss.len() - 1] < loss[0] * 0.8, "student loss {loss:?}");
     assert!(stdout.contains("held-out accuracy after student:"), "{stdout}");
 }
+
+#[test]
+fn a_one_stage_run_reports_its_gain_over_the_model_before_training() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let recipe = r#"
+name = "one-stage"
+seed = 2
+eval_reward = "format"
+eval_max_new_tokens = 8
+
+[model.init]
+architectures = ["Qwen2ForCausalLM"]
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 1
+num_attention_heads = 2
+num_key_value_heads = 1
+vocab_size = 261
+tie_word_embeddings = true
+max_position_embeddings = 96
+
+[data]
+kind = "arithmetic"
+min_digits = 1
+max_digits = 1
+cold_start = 8
+train_prompts = 4
+eval_prompts = 4
+
+[[rewards]]
+name = "format"
+builtin = { type = "think_format", answer_tags = true }
+
+[[stages]]
+kind = "sft"
+name = "sft"
+[stages.sft]
+per_device_train_batch_size = 4
+max_steps = 2
+max_seq_length = 80
+"#;
+    let path = tmp.path().join("one.toml");
+    std::fs::write(&path, recipe).expect("write");
+    let out = r1host(&[
+        "run",
+        path.to_str().expect("path"),
+        "--run-dir",
+        tmp.path().join("run").to_str().expect("path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("held-out accuracy before training:"), "{stdout}");
+    assert!(
+        stdout.contains("gain over the model before training:"),
+        "the gain is not measured against the untrained model:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("gain over the `sft` model"),
+        "the stage is compared with itself:\n{stdout}"
+    );
+}
+
+#[test]
+fn run_takes_a_device_and_refuses_an_unknown_one_before_running_anything() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("r");
+    let out = r1host(&["run", "--device", "tpu", "--run-dir", dir.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`tpu` is not a device"), "{err}");
+    assert!(!dir.join("metrics.jsonl").exists(), "nothing ran");
+}

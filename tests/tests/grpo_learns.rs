@@ -82,7 +82,7 @@ fn grpo_raises_a_toy_reward() {
     while trainer.state.step < 25 {
         trainer
             .train_generation(&backend, &params, &Ids, |r| {
-                curve.push(r.metrics["reward"].as_f64().unwrap());
+                curve.push(r.metrics.reward.unwrap());
                 Ok(())
             })
             .unwrap();

@@ -2,11 +2,14 @@
 //! the bundled addition task — and reports held-out accuracy after each stage, where the
 //! plots and checkpoints are, and one sample answer with its reasoning.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use r1_core::backend::Backend;
 
-use crate::pipeline::{DEFAULT_RECIPE, Recipe, run_pipeline};
+use crate::cli::progress::TerminalProgress;
+use crate::device::{BackendJob, DeviceArgs, with_backend};
+use crate::pipeline::{Baseline, DEFAULT_RECIPE, PipelineReport, Recipe, run_pipeline};
 use crate::run_dir::RunDir;
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +26,28 @@ pub struct RunArgs {
     /// Print the default recipe and exit.
     #[arg(long)]
     print_default: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// The pipeline as a job for whichever backend `--device` opens.
+struct PipelineJob<'a> {
+    recipe: &'a Recipe,
+    text: &'a str,
+    dir: &'a Path,
+    resume: bool,
+}
+
+impl BackendJob for PipelineJob<'_> {
+    type Output = PipelineReport;
+
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<PipelineReport>
+    where
+        B::Buffer: Send + Sync,
+    {
+        let progress = TerminalProgress::new(false);
+        run_pipeline(backend, self.recipe, self.text, self.dir, self.resume, &progress)
+    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -49,7 +74,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     eprintln!("r1: running `{}` in {}", recipe.name, dir.display());
     let started = std::time::Instant::now();
-    let report = run_pipeline(&recipe, &text, &dir, resume, false)?;
+    let job = PipelineJob {
+        recipe: &recipe,
+        text: &text,
+        dir: &dir,
+        resume,
+    };
+    let report = with_backend(&args.device, job)?;
     println!(
         "\n== {} finished in {:.0}s ==",
         recipe.name,
@@ -58,7 +89,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(a) = report.initial_accuracy {
         println!("held-out accuracy before training: {:5.1}%", a * 100.0);
     }
-    let mut first = None;
     for s in &report.stages {
         if let Some(a) = s.eval_accuracy {
             println!(
@@ -66,13 +96,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 format!("{}:", s.name),
                 a * 100.0
             );
-            if first.is_none() {
-                first = Some((s.name.as_str(), a));
-            }
         }
     }
-    if let (Some((name, a)), Some(last)) = (first, report.stages.iter().rev().find_map(|s| s.eval_accuracy)) {
-        println!("gain over the `{name}` model: {:+.1} points", (last - a) * 100.0);
+    if let Some(gain) = report.gain() {
+        let baseline = match &gain.baseline {
+            Baseline::Initial => "the model before training".to_string(),
+            Baseline::Stage(name) => format!("the `{name}` model"),
+        };
+        println!("gain over {baseline}: {:+.1} points", gain.points);
     }
     println!("run directory: {}", report.run_dir.display());
     println!("metrics:       {}", report.run_dir.join("metrics.jsonl").display());

@@ -1,7 +1,8 @@
 //! The recipe: one TOML document describing an R1 pipeline — the model to start from,
 //! the data, the rewards, and the stages (sft, grpo, rejection_sampling, distill) run in
 //! order, each starting from the previous stage's checkpoint. Unknown keys anywhere are
-//! rejected with their name.
+//! rejected with their name. The recipe's `seed` seeds every stage that does not set its
+//! own.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use crate::train::sft::SftConfig;
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     pub name: String,
+    /// Seeds the data, a fresh model, and every stage whose config sets no `seed`.
     #[serde(default)]
     pub seed: u64,
     pub model: ModelSpec,
@@ -207,12 +209,77 @@ pub struct DistillConfig {
     pub sft: SftConfig,
 }
 
+/// Which stage configs set their own `seed` in a recipe's TOML (only the seeds are read;
+/// everything else is checked by [`Recipe`]'s own parse).
+#[derive(Default, serde::Deserialize)]
+struct SeedsGiven {
+    #[serde(default)]
+    stages: Vec<StageSeedsGiven>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct StageSeedsGiven {
+    sft: Option<SeedGiven>,
+    grpo: Option<SeedGiven>,
+    rejection_sampling: Option<SeedGiven>,
+    distill: Option<DistillSeedsGiven>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct DistillSeedsGiven {
+    traces: Option<SeedGiven>,
+    sft: Option<SeedGiven>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct SeedGiven {
+    seed: Option<u64>,
+}
+
+/// Whether a config table was given with a `seed`.
+fn has_seed(config: &Option<SeedGiven>) -> bool {
+    config.as_ref().is_some_and(|c| c.seed.is_some())
+}
+
 impl Recipe {
-    /// Parses a recipe, naming unknown keys and the TOML location of errors.
+    /// Parses a recipe, naming unknown keys and the TOML location of errors. Stage configs
+    /// that set no `seed` take the recipe's.
     pub fn from_toml(text: &str) -> Result<Recipe, String> {
-        let recipe: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut recipe: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
+        let given: SeedsGiven = toml::from_str(text).map_err(|e| e.to_string())?;
+        recipe.seed_stages(&given);
         recipe.validate()?;
         Ok(recipe)
+    }
+
+    /// Gives the recipe's seed to every stage config whose TOML set none (the configs'
+    /// own defaults would make every seed of the recipe run the stages identically).
+    fn seed_stages(&mut self, given: &SeedsGiven) {
+        let seed = self.seed;
+        let none = StageSeedsGiven::default();
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            let given = given.stages.get(i).unwrap_or(&none);
+            match stage {
+                StageSpec::Sft { sft, .. } if !has_seed(&given.sft) => sft.seed = seed,
+                StageSpec::Grpo { grpo, .. } if !has_seed(&given.grpo) => grpo.seed = seed,
+                StageSpec::RejectionSampling { rejection_sampling, .. } if !has_seed(&given.rejection_sampling) => {
+                    rejection_sampling.seed = seed
+                }
+                StageSpec::Distill { distill, .. } => {
+                    let (traces, sft) = given
+                        .distill
+                        .as_ref()
+                        .map_or((false, false), |d| (has_seed(&d.traces), has_seed(&d.sft)));
+                    if !traces {
+                        distill.traces.seed = seed;
+                    }
+                    if !sft {
+                        distill.sft.seed = seed;
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Cross-field checks serde cannot do.
@@ -286,5 +353,71 @@ impl Recipe {
             return Err("the recipe has no [[stages]]".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAGES: &str = r#"
+name = "seeds"
+seed = 11
+[model]
+path = "model"
+[data]
+kind = "jsonl"
+prompts = "prompts.jsonl"
+[[stages]]
+kind = "sft"
+name = "sft"
+[[stages]]
+kind = "grpo"
+name = "grpo"
+[stages.grpo]
+max_steps = 2
+[[stages]]
+kind = "rejection_sampling"
+name = "rejection"
+[[stages]]
+kind = "distill"
+name = "distill"
+[stages.distill]
+student = "student"
+"#;
+
+    fn seeds(recipe: &Recipe) -> Vec<u64> {
+        recipe
+            .stages
+            .iter()
+            .flat_map(|s| match s {
+                StageSpec::Sft { sft, .. } => vec![sft.seed],
+                StageSpec::Grpo { grpo, .. } => vec![grpo.seed],
+                StageSpec::RejectionSampling { rejection_sampling, .. } => vec![rejection_sampling.seed],
+                StageSpec::Distill { distill, .. } => vec![distill.traces.seed, distill.sft.seed],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_stage_without_a_seed_takes_the_recipes() {
+        let recipe = Recipe::from_toml(STAGES).unwrap();
+        assert_eq!(seeds(&recipe), vec![11; 5]);
+    }
+
+    #[test]
+    fn a_stage_seed_overrides_the_recipes() {
+        let text = STAGES
+            .replace("max_steps = 2", "max_steps = 2\nseed = 5")
+            .replace(
+                "student = \"student\"",
+                "student = \"student\"\n[stages.distill.traces]\nseed = 6",
+            )
+            .replace(
+                "name = \"rejection\"",
+                "name = \"rejection\"\n[stages.rejection_sampling]\nseed = 7",
+            );
+        let recipe = Recipe::from_toml(&text).unwrap();
+        assert_eq!(seeds(&recipe), vec![11, 5, 7, 6, 11]);
     }
 }

@@ -4,16 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use r1_backend_cpu::CpuBackend;
+use r1_core::backend::Backend;
 use r1_core::reward::Sample;
 use r1_core::sampling::{Rng, SamplingParams};
 
 use crate::engine::{Engine, GenerationConfig};
 use crate::io::atomic::write_bytes_atomically;
 use crate::model::Model;
+use crate::pipeline::context::StageContext;
+use crate::pipeline::datasets::encode_prompts;
 use crate::pipeline::recipe::RejectionConfig;
+use crate::pipeline::state::{FinishedStage, PipelineState};
 use crate::train::grpo::{GrpoPrompt, NamedReward};
 
 /// What rejection sampling kept.
@@ -31,9 +34,9 @@ pub struct RejectionStats {
 }
 
 /// Samples, filters and writes `{"prompt","completion"}` rows to `out` (atomically).
-pub fn rejection_sample(
-    backend: &CpuBackend,
-    model: &Model<CpuBackend>,
+pub fn rejection_sample<B: Backend>(
+    backend: &B,
+    model: &Model<B>,
     prompts: &[GrpoPrompt],
     rewards: &[NamedReward],
     cfg: &RejectionConfig,
@@ -124,5 +127,50 @@ pub fn rejection_sample(
         writeln!(bytes, "{row}")?;
     }
     write_bytes_atomically(out, &bytes)?;
+    Ok(stats)
+}
+
+/// A rejection-sampling stage: the current model's accepted samples of the training
+/// prompts go to `<stage>.jsonl` (for a later SFT stage); the model itself is unchanged.
+pub(super) fn run_rejection_stage<B: Backend>(
+    run: &mut StageContext<'_, B>,
+    model: &Model<B>,
+    state: &PipelineState,
+    name: &str,
+    cfg: &RejectionConfig,
+) -> anyhow::Result<FinishedStage> {
+    let out = run.dir.root.join(format!("{name}.jsonl"));
+    let stats = sample_training_prompts(run, model, name, cfg, &out)?;
+    run.progress.log(&format!(
+        "stage `{name}`: kept {} of {} completions ({} of {} prompts covered) → {}",
+        stats.kept,
+        stats.sampled,
+        stats.prompts_covered,
+        stats.prompts,
+        out.display()
+    ));
+    Ok(FinishedStage {
+        name: name.to_string(),
+        checkpoint: run.current_checkpoint(state, model)?,
+        output: Some(out),
+        eval_accuracy: None,
+        steps: 0,
+    })
+}
+
+/// Rejection-samples the training prompts with `model` into `out`, and writes the
+/// stage's statistics next to it as `<stage>.stats.json`.
+pub(super) fn sample_training_prompts<B: Backend>(
+    run: &StageContext<'_, B>,
+    model: &Model<B>,
+    stage: &str,
+    cfg: &RejectionConfig,
+    out: &Path,
+) -> anyhow::Result<RejectionStats> {
+    let prompts = encode_prompts(model, &run.data.train)?;
+    let stats = rejection_sample(run.backend, model, &prompts, &run.rewards, cfg, out)
+        .map_err(|e| e.context(format!("stage `{stage}`")))?;
+    let stats_path: PathBuf = run.dir.root.join(format!("{stage}.stats.json"));
+    write_bytes_atomically(&stats_path, &serde_json::to_vec_pretty(&stats)?)?;
     Ok(stats)
 }

@@ -11,11 +11,12 @@
 //! data, so each can later move to another process or machine.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
 use r1_core::backend::Backend;
-use r1_core::grpo::{GrpoConfig, LossInputs, LossType, policy_loss};
+use r1_core::grpo::{Advantages, GrpoConfig, LossInputs, LossType, policy_loss};
 use r1_core::model::ModelConfig;
 use r1_core::reward::{Reward, RewardError, Sample, Score};
 use r1_core::sampling::{Rng, SamplingParams};
@@ -24,6 +25,7 @@ use rayon::prelude::*;
 use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
 use crate::plugin::{OnRewardError, RewardFailures};
 use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective};
+use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
 use crate::train::optim::{AdamW, OptimConfig};
 use crate::weights::ParamBuffer;
 
@@ -172,6 +174,8 @@ pub struct NamedReward {
 pub enum GrpoTrainError {
     #[error("invalid GRPO config: {0}")]
     Config(String),
+    #[error("{weights} reward_weights for {rewards} rewards")]
+    RewardWeights { weights: usize, rewards: usize },
     #[error("the prompt set is empty")]
     NoPrompts,
     #[error("prompt {index}: {detail}")]
@@ -186,6 +190,12 @@ pub enum GrpoTrainError {
     Graph(#[from] LmGraphError),
     #[error(transparent)]
     Backend(#[from] r1_core::BackendError),
+    #[error("dynamic sampling found no group with reward spread in {rounds} generation rounds")]
+    NoRewardSpread { rounds: usize },
+    #[error("held-out prompt {index}: the engine returned no completion")]
+    NoCompletion { index: usize },
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 /// One scored completion of a rollout.
@@ -236,6 +246,25 @@ struct Packed {
     seq: usize,
 }
 
+/// A generation batch ready for the updates (the output of [`GrpoTrainer::prepare`]).
+struct PreparedBatch {
+    /// The scored rollouts, each with its advantage.
+    rollouts: Vec<Rollout>,
+    advantages: Advantages,
+    /// Rollout indices of each micro-batch.
+    micro: Vec<Vec<usize>>,
+    packed: Vec<Packed>,
+    /// Per micro-batch: log-probs `[rows × L]` under the policy that sampled it (when the
+    /// policy moves before its last update).
+    old: Vec<Option<Vec<f32>>>,
+    /// Per micro-batch: log-probs `[rows × L]` under the frozen reference (when β ≠ 0).
+    reference: Vec<Option<Vec<f32>>>,
+    /// Groups dynamic sampling dropped for want of reward spread.
+    dropped_groups: usize,
+    /// Seconds spent generating and scoring the batch.
+    generation_time: f64,
+}
+
 impl<B: Backend> GrpoTrainer<B> {
     pub fn new(
         backend: &B,
@@ -252,11 +281,10 @@ impl<B: Backend> GrpoTrainer<B> {
         if let Some(w) = &config.grpo.reward_weights
             && w.len() != rewards.len()
         {
-            return Err(GrpoTrainError::Config(format!(
-                "{} reward_weights for {} rewards",
-                w.len(),
-                rewards.len()
-            )));
+            return Err(GrpoTrainError::RewardWeights {
+                weights: w.len(),
+                rewards: rewards.len(),
+            });
         }
         for (i, p) in prompts.iter().enumerate() {
             if p.tokens.is_empty() {
@@ -418,17 +446,14 @@ impl<B: Backend> GrpoTrainer<B> {
 
     /// Scoring graph for a micro-batch shape (built on first use).
     fn graph(&mut self, backend: &B, rows: usize, seq: usize) -> Result<&mut LmGraph<B>, GrpoTrainError> {
-        let key = (rows, seq);
-        if !self.graphs.contains_key(&key) {
-            let objective = Objective::TokenLogProbs {
-                temperature: self.config.temperature,
-            };
-            self.graphs
-                .insert(key, LmGraph::new(backend, &self.model, rows, seq, objective)?);
-        }
-        self.graphs
-            .get_mut(&key)
-            .ok_or_else(|| GrpoTrainError::Config("graph cache".into()))
+        scoring_graph(
+            &mut self.graphs,
+            backend,
+            &self.model,
+            self.config.temperature,
+            rows,
+            seq,
+        )
     }
 
     fn pack(&self, rows: &[&Rollout], pad: u32) -> Packed {
@@ -504,8 +529,11 @@ impl<B: Backend> GrpoTrainer<B> {
         Ok((out, ent_out))
     }
 
-    /// One optimizer step (generating a new batch when the previous one is used up is the
-    /// caller's loop: see [`GrpoTrainer::train_generation`]).
+    /// One generation round and the optimizer steps it feeds — TRL's `GRPOTrainer` step
+    /// in its phases: `rollouts` (generate and score), `prepare` (advantages, old and
+    /// reference log-probs), then `update` (loss, backward, optimizer) once per optimizer
+    /// step (`num_iterations` passes over `steps_per_generation / gradient_accumulation_steps`
+    /// steps), stopping at `max_steps`. `on_step` sees each step's report and may stop the run.
     pub fn train_generation(
         &mut self,
         backend: &B,
@@ -514,12 +542,43 @@ impl<B: Backend> GrpoTrainer<B> {
         mut on_step: impl FnMut(&GrpoStepReport) -> Result<(), String>,
     ) -> Result<(), GrpoTrainError> {
         let started = Instant::now();
+        let (rollouts, dropped_groups) = self.rollouts(backend, params, tok)?;
+        let batch = self.prepare(backend, params, tok, rollouts, dropped_groups, started)?;
+        let steps: Vec<Vec<usize>> = (0..batch.micro.len())
+            .collect::<Vec<_>>()
+            .chunks(self.config.gradient_accumulation_steps)
+            .map(<[usize]>::to_vec)
+            .collect();
+        // The parameters the batch was sampled with, until the first optimizer step.
+        let mut untouched = true;
+        for _iteration in 0..self.config.num_iterations {
+            for chunk in &steps {
+                if self.state.step >= self.config.max_steps {
+                    return Ok(());
+                }
+                let report = self.update(backend, params, &batch, chunk, untouched)?;
+                untouched = false;
+                on_step(&report).map_err(GrpoTrainError::Stopped)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Generate and score: `generation_batch / G` prompts, G completions each, scored by
+    /// every reward. With DAPO dynamic sampling, groups without reward spread are dropped
+    /// and more prompts sampled (up to `max_resample_rounds` extra rounds). Returns the
+    /// rollouts and the number of dropped groups.
+    fn rollouts(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+    ) -> Result<(Vec<Rollout>, usize), GrpoTrainError> {
         let g = self.config.grpo.num_generations;
         let wanted = self.config.generation_batch() / g;
         let mut rollouts: Vec<Rollout> = Vec::new();
         let mut dropped_groups = 0usize;
         let mut rounds = 0usize;
-        // Generate, score; with dynamic sampling keep only groups with reward spread.
         loop {
             let need = wanted - rollouts.len() / g;
             let idx: Vec<usize> = (0..need).map(|_| self.next_prompt()).collect();
@@ -533,10 +592,7 @@ impl<B: Backend> GrpoTrainer<B> {
                 .collect();
             if self.config.dynamic_sampling && rounds < self.config.max_resample_rounds {
                 for grp in fresh.chunks(g) {
-                    let combined: Vec<f32> = grp.iter().map(|r| self.combined_reward(&r.rewards)).collect();
-                    let finite: Vec<f32> = combined.iter().copied().filter(|v| v.is_finite()).collect();
-                    let spread = finite.iter().any(|&v| (v - finite[0]).abs() > 1e-6);
-                    if spread {
+                    if self.has_reward_spread(grp) {
                         rollouts.extend(grp.iter().cloned());
                     } else {
                         dropped_groups += 1;
@@ -552,29 +608,47 @@ impl<B: Backend> GrpoTrainer<B> {
             }
         }
         if rollouts.is_empty() {
-            return Err(GrpoTrainError::Config(
-                "dynamic sampling found no group with reward spread".into(),
-            ));
+            return Err(GrpoTrainError::NoRewardSpread { rounds });
         }
-        // Advantages over the whole generation batch.
+        Ok((rollouts, dropped_groups))
+    }
+
+    /// Whether a group's combined rewards differ (a group whose completions all score the
+    /// same has zero advantages and teaches nothing).
+    fn has_reward_spread(&self, group: &[Rollout]) -> bool {
+        let combined: Vec<f32> = group.iter().map(|r| self.combined_reward(&r.rewards)).collect();
+        let finite: Vec<f32> = combined.iter().copied().filter(|v| v.is_finite()).collect();
+        finite.iter().any(|&v| (v - finite[0]).abs() > 1e-6)
+    }
+
+    /// Prepare: group-normalised advantages over the whole generation batch, the
+    /// micro-batches packed for the scoring graph, and the log-probs that stay fixed
+    /// across the updates — under the policy that sampled the batch (when it moves before
+    /// the last update) and under the frozen reference (when β ≠ 0).
+    fn prepare(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+        mut rollouts: Vec<Rollout>,
+        dropped_groups: usize,
+        started: Instant,
+    ) -> Result<PreparedBatch, GrpoTrainError> {
         let per_reward: Vec<Vec<f32>> = (0..self.rewards.len())
             .map(|k| rollouts.iter().map(|r| r.rewards[k]).collect())
             .collect();
         let refs: Vec<&[f32]> = per_reward.iter().map(|v| v.as_slice()).collect();
-        let adv = self.config.grpo.advantages(&refs)?;
-        for (r, &a) in rollouts.iter_mut().zip(&adv.advantages) {
+        let advantages = self.config.grpo.advantages(&refs)?;
+        for (r, &a) in rollouts.iter_mut().zip(&advantages.advantages) {
             r.advantage = a;
         }
         let generation_time = started.elapsed().as_secs_f64();
 
-        // Micro-batches, and the log-probs that stay fixed across the updates.
-        let bs = self.config.per_device_train_batch_size;
         let pad = tok.eos_id().unwrap_or(0);
-        let l = self.config.grpo.max_completion_length;
         let micro: Vec<Vec<usize>> = (0..rollouts.len())
             .collect::<Vec<_>>()
-            .chunks(bs)
-            .map(|c| c.to_vec())
+            .chunks(self.config.per_device_train_batch_size)
+            .map(<[usize]>::to_vec)
             .collect();
         let packed: Vec<Packed> = micro
             .iter()
@@ -592,78 +666,97 @@ impl<B: Backend> GrpoTrainer<B> {
                 reference[m] = Some(r?.0);
             }
         }
+        Ok(PreparedBatch {
+            rollouts,
+            advantages,
+            micro,
+            packed,
+            old,
+            reference,
+            dropped_groups,
+            generation_time,
+        })
+    }
 
-        let gas = self.config.gradient_accumulation_steps;
+    /// Update: one optimizer step over the micro-batches `chunk` of `batch` — each one's
+    /// clipped policy loss, its gradient back-propagated through the model and
+    /// accumulated — then AdamW. `untouched`: the parameters are still those that sampled
+    /// the batch (the trainer/sampler log-prob drift is measured then).
+    fn update(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        batch: &PreparedBatch,
+        chunk: &[usize],
+        untouched: bool,
+    ) -> Result<GrpoStepReport, GrpoTrainError> {
+        let step_started = Instant::now();
+        let l = self.config.grpo.max_completion_length;
         let token_sum_loss = matches!(self.config.grpo.loss_type, LossType::Dapo | LossType::Cispo);
-        // The parameters the batch was sampled with, until the first optimizer step.
-        let mut untouched = true;
-        for _iteration in 0..self.config.num_iterations {
-            for chunk in (0..micro.len()).collect::<Vec<_>>().chunks(gas) {
-                if self.state.step >= self.config.max_steps {
-                    return Ok(());
+        let active: f64 = chunk
+            .iter()
+            .map(|&m| batch.packed[m].mask.iter().map(|&v| v as f64).sum::<f64>())
+            .sum();
+        let num_items_in_batch = token_sum_loss.then_some(active.max(1.0));
+        let mut tally = StepTally::default();
+        for (k, &m) in chunk.iter().enumerate() {
+            let rows = batch.micro[m].len();
+            let packed = &batch.packed[m];
+            let (logp, ent) = self.completion_logp(backend, params, packed, rows)?;
+            if untouched {
+                let rs: Vec<&Rollout> = batch.micro[m].iter().map(|&i| &batch.rollouts[i]).collect();
+                tally.add_sampler_drift(&logp, &rs, l, &packed.mask);
+            }
+            let advantages: Vec<f32> = batch.micro[m].iter().map(|&i| batch.rollouts[i].advantage).collect();
+            let inputs = LossInputs {
+                logp: &logp,
+                old_logp: batch.old[m].as_deref(),
+                ref_logp: batch.reference[m].as_deref(),
+                advantages: &advantages,
+                mask: &packed.mask,
+                completion_len: l,
+                num_items_in_batch,
+            };
+            let out = policy_loss(&self.config.grpo, &inputs)?;
+            self.backward(backend, params, packed, rows, &out.grad_logp, k == 0)?;
+            tally.add_micro_batch(&out, &ent, &packed.mask);
+        }
+        let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
+        let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
+        let stats = self.optimizer.step(backend, params, lr, scale)?;
+        self.state.step += 1;
+        Ok(tally.finish(self, batch, stats.grad_norm, lr, step_started))
+    }
+
+    /// Back-propagates `d loss / d logp` (`[rows × L]`, per completion token) through the
+    /// scoring graph of `packed` and accumulates the parameter gradients (`first`: the
+    /// step's first micro-batch overwrites instead of adding).
+    fn backward(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        packed: &Packed,
+        rows: usize,
+        grad_logp: &[f32],
+        first: bool,
+    ) -> Result<(), GrpoTrainError> {
+        let l = self.config.grpo.max_completion_length;
+        let seq = packed.seq;
+        // Scatter d loss / d logp back to the graph's positions.
+        let mut d = vec![0.0f32; rows * seq];
+        for r in 0..rows {
+            for j in 0..l {
+                let pos = packed.starts[r] + j;
+                if pos < seq {
+                    d[r * seq + pos] = grad_logp[r * l + j];
                 }
-                let step_started = Instant::now();
-                let active: f64 = chunk
-                    .iter()
-                    .map(|&m| packed[m].mask.iter().map(|&v| v as f64).sum::<f64>())
-                    .sum();
-                let mut report = GrpoStepReport::new(self.state.step + 1);
-                for (k, &m) in chunk.iter().enumerate() {
-                    let rows = micro[m].len();
-                    let (logp, ent) = self.completion_logp(backend, params, &packed[m], rows)?;
-                    if untouched {
-                        let rs: Vec<&Rollout> = micro[m].iter().map(|&i| &rollouts[i]).collect();
-                        report.add_sampler_drift(&logp, &rs, l, &packed[m].mask);
-                    }
-                    let advantages: Vec<f32> = micro[m].iter().map(|&i| rollouts[i].advantage).collect();
-                    let inputs = LossInputs {
-                        logp: &logp,
-                        old_logp: old[m].as_deref(),
-                        ref_logp: reference[m].as_deref(),
-                        advantages: &advantages,
-                        mask: &packed[m].mask,
-                        completion_len: l,
-                        num_items_in_batch: if token_sum_loss { Some(active.max(1.0)) } else { None },
-                    };
-                    let out = policy_loss(&self.config.grpo, &inputs)?;
-                    // Scatter d loss / d logp back to the graph's positions.
-                    let seq = packed[m].seq;
-                    let mut d = vec![0.0f32; rows * seq];
-                    for r in 0..rows {
-                        for j in 0..l {
-                            let pos = packed[m].starts[r] + j;
-                            if pos < seq {
-                                d[r * seq + pos] = out.grad_logp[r * l + j];
-                            }
-                        }
-                    }
-                    let graph = self
-                        .graphs
-                        .get_mut(&(rows, seq))
-                        .ok_or_else(|| GrpoTrainError::Config("graph cache".into()))?;
-                    graph.backward(backend, params, Some(&d))?;
-                    let opt = &self.optimizer;
-                    graph.for_each_grad(params, |i, gt| opt.accumulate(backend, i, gt, k == 0))?;
-                    report.add_micro_batch(&out, &ent, &packed[m].mask);
-                }
-                let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
-                let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
-                let stats = self.optimizer.step(backend, params, lr, scale)?;
-                untouched = false;
-                self.state.step += 1;
-                report.finish(
-                    self,
-                    &rollouts,
-                    &adv,
-                    stats.grad_norm,
-                    lr,
-                    dropped_groups,
-                    generation_time,
-                    step_started,
-                );
-                on_step(&report).map_err(|e| GrpoTrainError::Config(format!("stopped: {e}")))?;
             }
         }
+        let temperature = self.config.temperature;
+        let graph = scoring_graph(&mut self.graphs, backend, &self.model, temperature, rows, seq)?;
+        graph.backward(backend, params, Some(&d))?;
+        let opt = &self.optimizer;
+        graph.for_each_grad(params, |i, gt| opt.accumulate(backend, i, gt, first))?;
         Ok(())
     }
 
@@ -738,12 +831,9 @@ pub fn evaluate<B: Backend>(
     let mut rng = Rng::new(0);
     let mut right = 0usize;
     let mut outputs = Vec::with_capacity(prompts.len());
-    for p in prompts {
+    for (index, p) in prompts.iter().enumerate() {
         let c = engine.generate(backend, params, tok, &p.tokens, 1, &generation, &mut rng, |_, _| {})?;
-        let c = c
-            .into_iter()
-            .next()
-            .ok_or_else(|| GrpoTrainError::Config("no completion".into()))?;
+        let c = c.into_iter().next().ok_or(GrpoTrainError::NoCompletion { index })?;
         let sample = Sample {
             completion: c.text.clone(),
             ..p.sample.clone()
@@ -757,6 +847,25 @@ pub fn evaluate<B: Backend>(
     Ok((right as f64 / prompts.len().max(1) as f64, outputs))
 }
 
+/// The cached graph scoring `[rows × seq]` micro-batches with log-probs at `temperature`
+/// (built on first use; a field-level borrow so the optimizer stays usable beside it).
+fn scoring_graph<'a, B: Backend>(
+    graphs: &'a mut HashMap<(usize, usize), LmGraph<B>>,
+    backend: &B,
+    model: &ModelConfig,
+    temperature: f32,
+    rows: usize,
+    seq: usize,
+) -> Result<&'a mut LmGraph<B>, GrpoTrainError> {
+    match graphs.entry((rows, seq)) {
+        Entry::Occupied(e) => Ok(e.into_mut()),
+        Entry::Vacant(e) => {
+            let objective = Objective::TokenLogProbs { temperature };
+            Ok(e.insert(LmGraph::new(backend, model, rows, seq, objective)?))
+        }
+    }
+}
+
 /// A copy of a parameter buffer (the frozen reference model).
 pub fn copy_params<B: Backend>(backend: &B, params: &ParamBuffer<B>) -> Result<ParamBuffer<B>, r1_core::BackendError> {
     let copy = ParamBuffer::zeros(backend, params.layout.clone())?;
@@ -764,33 +873,28 @@ pub fn copy_params<B: Backend>(backend: &B, params: &ParamBuffer<B>) -> Result<P
     Ok(copy)
 }
 
-/// Metrics of one optimizer step, under TRL's names.
+/// What one optimizer step reports: its metrics and the rollouts it trained on.
 #[derive(Clone, Debug)]
 pub struct GrpoStepReport {
     pub step: usize,
-    pub metrics: serde_json::Map<String, serde_json::Value>,
+    pub metrics: GrpoStepMetrics,
     /// `(prompt, completion, combined reward, advantage)` of this generation's rollouts.
     pub samples: Vec<(String, String, f32, f32)>,
+}
+
+/// Sums over one optimizer step's micro-batches, turned into [`GrpoStepMetrics`] at its end.
+#[derive(Default)]
+struct StepTally {
     loss_sum: f64,
+    /// Per TRL loss-metric name: (sum, micro-batches).
     metric_sums: HashMap<&'static str, (f64, usize)>,
+    /// Masked entropy: (sum, tokens).
     entropy: (f64, f64),
     /// `|log π_train − log π_sampler|` over completion tokens: (sum, max, count).
     drift: (f64, f64, f64),
 }
 
-impl GrpoStepReport {
-    fn new(step: usize) -> Self {
-        GrpoStepReport {
-            step,
-            metrics: serde_json::Map::new(),
-            samples: Vec::new(),
-            loss_sum: 0.0,
-            metric_sums: HashMap::new(),
-            entropy: (0.0, 0.0),
-            drift: (0.0, 0.0, 0.0),
-        }
-    }
-
+impl StepTally {
     /// Compares the trainer's log-probs of freshly sampled tokens with the sampler's (the
     /// engine's KV-cache decode): they must agree up to float rounding, or the policy
     /// gradient is taken on a different distribution than the one that was sampled.
@@ -820,80 +924,68 @@ impl GrpoStepReport {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The step's report: the tallies, the batch's reward and completion statistics and
+    /// the optimizer's figures, under TRL's names.
     fn finish<B: Backend>(
-        &mut self,
+        self,
         trainer: &GrpoTrainer<B>,
-        rollouts: &[Rollout],
-        adv: &r1_core::grpo::Advantages,
+        batch: &PreparedBatch,
         grad_norm: f64,
         lr: f32,
-        dropped_groups: usize,
-        generation_time: f64,
         started: Instant,
-    ) {
-        use serde_json::json;
-        let m = &mut self.metrics;
-        m.insert("step".into(), json!(self.step));
-        m.insert("loss".into(), json!(self.loss_sum));
-        m.insert("grad_norm".into(), json!(grad_norm));
-        m.insert("learning_rate".into(), json!(lr));
-        m.insert("reward".into(), json!(adv.reward.mean));
-        m.insert("reward_std".into(), json!(adv.reward.std));
-        for (k, r) in trainer.rewards.iter().enumerate() {
-            m.insert(format!("rewards/{}/mean", r.name), json!(adv.per_reward[k].mean));
-            m.insert(format!("rewards/{}/std", r.name), json!(adv.per_reward[k].std));
-            m.insert(
-                format!("rewards/{}/failures", r.name),
-                json!(trainer.failures[k].samples),
-            );
-        }
-        for (name, (sum, n)) in &self.metric_sums {
-            m.insert((*name).to_string(), json!(sum / *n as f64));
-        }
-        if self.entropy.1 > 0.0 {
-            m.insert("entropy".into(), json!(self.entropy.0 / self.entropy.1));
-        }
-        if self.drift.2 > 0.0 {
-            m.insert("sampling/logp_diff_mean".into(), json!(self.drift.0 / self.drift.2));
-            m.insert("sampling/logp_diff_max".into(), json!(self.drift.1));
-        }
+    ) -> GrpoStepReport {
+        let (rollouts, adv) = (&batch.rollouts, &batch.advantages);
+        let step = trainer.state.step;
         let lens: Vec<usize> = rollouts.iter().map(|r| r.loss_tokens.len()).collect();
         let n = lens.len().max(1) as f64;
-        m.insert(
-            "completions/mean_length".into(),
-            json!(lens.iter().sum::<usize>() as f64 / n),
-        );
-        m.insert(
-            "completions/min_length".into(),
-            json!(lens.iter().min().copied().unwrap_or(0)),
-        );
-        m.insert(
-            "completions/max_length".into(),
-            json!(lens.iter().max().copied().unwrap_or(0)),
-        );
         let clipped = rollouts
             .iter()
             .filter(|r| r.completion.finish_reason == FinishReason::Length)
             .count();
-        m.insert("completions/clipped_ratio".into(), json!(clipped as f64 / n));
-        m.insert("frac_reward_zero_std".into(), json!(adv.frac_reward_zero_std));
-        m.insert("dynamic_sampling/dropped_groups".into(), json!(dropped_groups));
-        m.insert(
-            "num_tokens".into(),
-            json!(
-                rollouts
+        let metrics = GrpoStepMetrics {
+            step,
+            loss: self.loss_sum,
+            grad_norm,
+            learning_rate: f64::from(lr),
+            reward: adv.reward.mean.map(f64::from),
+            reward_std: adv.reward.std.map(f64::from),
+            rewards: PerRewardMetrics(
+                trainer
+                    .rewards
                     .iter()
-                    .map(|r| r.prompt_tokens.len() + r.loss_tokens.len())
-                    .sum::<usize>()
+                    .zip(&adv.per_reward)
+                    .zip(&trainer.failures)
+                    .map(|((r, stats), failures)| RewardStepMetrics {
+                        name: r.name.clone(),
+                        mean: stats.mean.map(f64::from),
+                        std: stats.std.map(f64::from),
+                        failures: failures.samples,
+                    })
+                    .collect(),
             ),
-        );
-        m.insert("generation_time".into(), json!(generation_time));
-        m.insert(
-            "step_time".into(),
-            json!(started.elapsed().as_secs_f64() + generation_time),
-        );
-        self.samples = rollouts
+            policy: self
+                .metric_sums
+                .iter()
+                .map(|(name, (sum, n))| ((*name).to_string(), sum / *n as f64))
+                .collect(),
+            entropy: (self.entropy.1 > 0.0).then(|| self.entropy.0 / self.entropy.1),
+            sampler_logp_diff_mean: (self.drift.2 > 0.0).then(|| self.drift.0 / self.drift.2),
+            sampler_logp_diff_max: (self.drift.2 > 0.0).then_some(self.drift.1),
+            completion_mean_length: lens.iter().sum::<usize>() as f64 / n,
+            completion_min_length: lens.iter().min().copied().unwrap_or(0),
+            completion_max_length: lens.iter().max().copied().unwrap_or(0),
+            completion_clipped_ratio: clipped as f64 / n,
+            frac_reward_zero_std: f64::from(adv.frac_reward_zero_std),
+            dropped_groups: batch.dropped_groups,
+            num_tokens: rollouts
+                .iter()
+                .map(|r| r.prompt_tokens.len() + r.loss_tokens.len())
+                .sum(),
+            generation_time: batch.generation_time,
+            step_time: started.elapsed().as_secs_f64() + batch.generation_time,
+            eval_accuracy: None,
+        };
+        let samples = rollouts
             .iter()
             .enumerate()
             .map(|(i, r)| {
@@ -905,5 +997,6 @@ impl GrpoStepReport {
                 )
             })
             .collect();
+        GrpoStepReport { step, metrics, samples }
     }
 }

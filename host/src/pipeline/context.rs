@@ -1,0 +1,197 @@
+//! What every stage of a pipeline run shares: the backend, the recipe, the run directory,
+//! the datasets and rewards, the metrics files with the step counted over the whole
+//! pipeline, the held-out evaluation, and where progress goes.
+
+use std::path::PathBuf;
+
+use r1_core::backend::Backend;
+
+use crate::engine::{Completion, Engine};
+use crate::model::Model;
+use crate::pipeline::datasets::{Datasets, encode_prompts};
+use crate::pipeline::recipe::Recipe;
+use crate::pipeline::state::{FinishedStage, PipelineState};
+use crate::progress::Progress;
+use crate::run_dir::RunDir;
+use crate::train::grpo::{GrpoPrompt, NamedReward, evaluate};
+use crate::train::metrics::{EvalMetrics, MetricsWriter, StageLine};
+
+/// One held-out prompt with the completion the model gave it.
+pub(super) type EvalSample = (String, Completion);
+
+/// Everything a stage needs from the run.
+pub(super) struct StageContext<'a, B: Backend> {
+    pub backend: &'a B,
+    pub recipe: &'a Recipe,
+    pub dir: RunDir,
+    pub data: Datasets,
+    pub rewards: Vec<NamedReward>,
+    pub progress: &'a dyn Progress,
+    metrics: MetricsWriter,
+    samples: MetricsWriter,
+    /// Metric lines written so far over the whole pipeline (an eval line shares its step).
+    global_step: usize,
+    /// The held-out prompts, tokenized for the current model.
+    eval_prompts: Vec<GrpoPrompt>,
+    /// Answers the held-out prompts (rebuilt when distillation swaps the model).
+    eval_engine: Engine<B>,
+}
+
+impl<'a, B: Backend> StageContext<'a, B> {
+    /// Opens the run's metrics files — fresh, or on resume trimmed to the steps already
+    /// done — for `model`, the model the next stage starts from.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        backend: &'a B,
+        recipe: &'a Recipe,
+        dir: RunDir,
+        data: Datasets,
+        rewards: Vec<NamedReward>,
+        state: &PipelineState,
+        model: &Model<B>,
+        resume: bool,
+        progress: &'a dyn Progress,
+    ) -> anyhow::Result<Self> {
+        let (metrics, samples, global_step) = if resume {
+            let done = state.steps_done(&dir, recipe);
+            (
+                MetricsWriter::resume(&dir.metrics(), "global_step", done)?,
+                MetricsWriter::resume(&dir.samples(), "global_step", done)?,
+                done,
+            )
+        } else {
+            (
+                MetricsWriter::create(&dir.metrics())?,
+                MetricsWriter::create(&dir.samples())?,
+                0,
+            )
+        };
+        Ok(StageContext {
+            backend,
+            recipe,
+            dir,
+            eval_prompts: encode_prompts(model, &data.eval)?,
+            data,
+            rewards,
+            progress,
+            metrics,
+            samples,
+            global_step,
+            eval_engine: Engine::new(model.config.clone()),
+        })
+    }
+
+    /// The pipeline's model is now `model` (distillation's student): held-out prompts are
+    /// tokenized and answered for it.
+    pub fn switch_model(&mut self, model: &Model<B>) -> anyhow::Result<()> {
+        self.eval_prompts = encode_prompts(model, &self.data.eval)?;
+        self.eval_engine = Engine::new(model.config.clone());
+        Ok(())
+    }
+
+    fn eval_reward(&self) -> Option<&NamedReward> {
+        let name = self.recipe.eval_reward.as_ref()?;
+        self.rewards.iter().find(|r| &r.name == name)
+    }
+
+    /// Held-out accuracy of `model` with its answers (None without an eval reward or
+    /// eval prompts).
+    pub fn evaluate(&mut self, model: &Model<B>) -> anyhow::Result<Option<(f64, Vec<EvalSample>)>> {
+        let Some(judge) = self.eval_reward() else {
+            return Ok(None);
+        };
+        if self.eval_prompts.is_empty() {
+            return Ok(None);
+        }
+        let judge = judge.reward.clone();
+        let r = evaluate(
+            &mut self.eval_engine,
+            self.backend,
+            &model.params,
+            &model.tokenizer,
+            &self.eval_prompts,
+            judge.as_ref(),
+            self.recipe.eval_max_new_tokens,
+        )?;
+        Ok(Some(r))
+    }
+
+    /// Held-out accuracy of `model` (None without an eval reward or eval prompts).
+    pub fn accuracy(&mut self, model: &Model<B>) -> anyhow::Result<Option<f64>> {
+        Ok(self.evaluate(model)?.map(|(a, _)| a))
+    }
+
+    /// Writes one step's metrics of `stage` as the pipeline's next step.
+    pub fn write_metrics<M: serde::Serialize>(&mut self, stage: &str, metrics: &M) -> anyhow::Result<()> {
+        self.global_step += 1;
+        self.metrics.write(&StageLine {
+            metrics,
+            stage,
+            global_step: self.global_step,
+        })?;
+        Ok(())
+    }
+
+    /// Writes a held-out accuracy line; it shares the step of the line before it.
+    fn write_eval(&mut self, stage: &str, accuracy: f64) -> anyhow::Result<()> {
+        self.global_step = self.global_step.saturating_sub(1);
+        self.write_metrics(stage, &EvalMetrics { accuracy })
+    }
+
+    /// Writes a rollout to `samples.jsonl` under the current step.
+    pub fn write_sample(
+        &mut self,
+        stage: &str,
+        (prompt, completion, reward, advantage): &(String, String, f32, f32),
+    ) -> anyhow::Result<()> {
+        self.samples.write(&serde_json::json!({
+            "stage": stage, "global_step": self.global_step, "prompt": prompt,
+            "completion": completion, "reward": reward, "advantage": advantage,
+        }))?;
+        Ok(())
+    }
+
+    /// Saves the stage's model and reports its held-out accuracy: `known_accuracy` when
+    /// the stage measured it on its last step, else measured now and written as an eval line.
+    pub fn finish_training_stage(
+        &mut self,
+        model: &Model<B>,
+        name: &str,
+        steps: usize,
+        known_accuracy: Option<f64>,
+    ) -> anyhow::Result<FinishedStage> {
+        let checkpoint = self.dir.checkpoint(name);
+        model.save(self.backend, &checkpoint, None, Vec::new())?;
+        let accuracy = match known_accuracy {
+            Some(a) => Some(a),
+            None => {
+                let measured = self.accuracy(model)?;
+                if let Some(a) = measured {
+                    self.write_eval(name, a)?;
+                }
+                measured
+            }
+        };
+        if let Some(a) = accuracy {
+            self.progress
+                .log(&format!("stage `{name}`: held-out accuracy {:.1}%", a * 100.0));
+        }
+        Ok(FinishedStage {
+            name: name.to_string(),
+            checkpoint,
+            output: None,
+            eval_accuracy: accuracy,
+            steps,
+        })
+    }
+
+    /// The checkpoint holding the current model: the previous stage's, or a new one.
+    pub fn current_checkpoint(&self, state: &PipelineState, model: &Model<B>) -> anyhow::Result<PathBuf> {
+        if let Some(last) = state.finished.last() {
+            return Ok(last.checkpoint.clone());
+        }
+        let path = self.dir.checkpoint("initial");
+        model.save(self.backend, &path, None, Vec::new())?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,177 @@
+//! A GRPO stage: the pipeline's model trained in place by [`GrpoTrainer`] with the
+//! stage's rewards (weighted as the recipe says), held-out accuracy every `eval_steps`,
+//! and a checkpoint every `save_steps` from which an interrupted stage resumes exactly.
+
+use anyhow::Context;
+use r1_core::backend::Backend;
+
+use crate::io::load_checkpoint;
+use crate::model::{Model, restore_optimizer};
+use crate::pipeline::context::StageContext;
+use crate::pipeline::datasets::encode_prompts;
+use crate::pipeline::state::FinishedStage;
+use crate::train::grpo::{GrpoStepReport, GrpoTrainConfig, GrpoTrainer, NamedReward};
+
+/// A GRPO stage of the recipe.
+pub(super) struct GrpoStage<'s> {
+    pub name: &'s str,
+    pub config: &'s GrpoTrainConfig,
+    /// Reward names (empty: every reward of the recipe).
+    pub rewards: &'s [String],
+    pub eval_steps: usize,
+    pub save_steps: usize,
+}
+
+/// Trains `model` in place; with `resume`, continues from the stage's last checkpoint.
+pub(super) fn run_grpo_stage<B: Backend>(
+    run: &mut StageContext<'_, B>,
+    model: &mut Model<B>,
+    stage: &GrpoStage<'_>,
+    resume: bool,
+) -> anyhow::Result<FinishedStage> {
+    let name = stage.name;
+    let rewards = stage_rewards(run, stage.rewards);
+    let config = with_recipe_weights(run, stage.config, &rewards);
+    let max = config.max_steps;
+    let prompts = encode_prompts(model, &run.data.train)?;
+    let mut trainer = GrpoTrainer::new(
+        run.backend,
+        model.config.clone(),
+        &model.params,
+        config,
+        rewards,
+        prompts,
+    )
+    .with_context(|| format!("stage `{name}`"))?;
+    let latest = run.dir.checkpoint(&format!("{name}.latest"));
+    if resume && latest.is_file() {
+        restore_trainer(run, model, &mut trainer, name)?;
+    } else if trainer.reference.is_some() {
+        // The frozen reference is the model as this stage starts.
+        model.save(run.backend, &reference_path(run, name), None, Vec::new())?;
+    }
+    run.progress.begin(name, max as u64, trainer.state.step as u64);
+    let mut last_acc = None;
+    if trainer.state.step == 0 && stage.eval_steps > 0 {
+        last_acc = run.accuracy(model)?;
+    }
+    while trainer.state.step < max {
+        let mut reports = Vec::new();
+        trainer
+            .train_generation(run.backend, &model.params, &model.tokenizer, |r| {
+                reports.push(r.clone());
+                Ok(())
+            })
+            .with_context(|| format!("stage `{name}`"))?;
+        let step = trainer.state.step;
+        let eval_now = stage.eval_steps > 0 && (step.is_multiple_of(stage.eval_steps) || step >= max);
+        let acc = if eval_now { run.accuracy(model)? } else { None };
+        if acc.is_some() {
+            last_acc = acc;
+        }
+        log_generation(run, name, reports, acc, last_acc)?;
+        if (stage.save_steps > 0 && step.is_multiple_of(stage.save_steps)) || step >= max {
+            let state = postcard::to_allocvec(&trainer.state)?;
+            model.save(run.backend, &latest, Some(&trainer.optimizer), state)?;
+        }
+    }
+    run.progress.end();
+    let failures: u64 = trainer.failures().iter().map(|f| f.samples).sum();
+    if failures > 0 {
+        run.progress.log(&format!(
+            "stage `{name}`: {failures} samples' rewards failed and were handled by on_reward_error"
+        ));
+    }
+    let known = if stage.eval_steps > 0 { last_acc } else { None };
+    run.finish_training_stage(model, name, max, known)
+}
+
+/// The stage's rewards: those it names, or every reward of the recipe.
+fn stage_rewards<B: Backend>(run: &StageContext<'_, B>, names: &[String]) -> Vec<NamedReward> {
+    if names.is_empty() {
+        return run.rewards.clone();
+    }
+    names
+        .iter()
+        .filter_map(|n| run.rewards.iter().find(|r| &r.name == n).cloned())
+        .collect()
+}
+
+/// The stage's config with the recipe's `[[rewards]]` weights, unless the stage sets
+/// TRL's `reward_weights` itself.
+fn with_recipe_weights<B: Backend>(
+    run: &StageContext<'_, B>,
+    config: &GrpoTrainConfig,
+    rewards: &[NamedReward],
+) -> GrpoTrainConfig {
+    let mut config = config.clone();
+    if config.grpo.reward_weights.is_none() {
+        let weight = |r: &NamedReward| {
+            run.recipe
+                .rewards
+                .iter()
+                .find(|spec| spec.name == r.name)
+                .map_or(1.0, |spec| spec.weight)
+        };
+        config.grpo.reward_weights = Some(rewards.iter().map(weight).collect());
+    }
+    config
+}
+
+fn reference_path<B: Backend>(run: &StageContext<'_, B>, stage: &str) -> std::path::PathBuf {
+    run.dir.checkpoint(&format!("{stage}.reference"))
+}
+
+/// Puts an interrupted stage back as it was at its last checkpoint: weights, optimizer
+/// moments, trainer state (step, data order, sampling RNG) and the frozen reference.
+fn restore_trainer<B: Backend>(
+    run: &StageContext<'_, B>,
+    model: &mut Model<B>,
+    trainer: &mut GrpoTrainer<B>,
+    name: &str,
+) -> anyhow::Result<()> {
+    let backend = run.backend;
+    let ckpt = load_checkpoint(&run.dir.checkpoint(&format!("{name}.latest")))?;
+    for t in ckpt.weights.iter() {
+        model.params.upload(backend, &t.name, &t.data)?;
+    }
+    if let Some(opt) = &ckpt.optimizer {
+        restore_optimizer(backend, &mut trainer.optimizer, opt)?;
+    }
+    trainer.resume_from(postcard::from_bytes(&ckpt.trainer_state).context("GRPO trainer state in the checkpoint")?);
+    if let Some(reference) = &trainer.reference {
+        let r = load_checkpoint(&reference_path(run, name))?;
+        for t in r.weights.iter() {
+            reference.upload(backend, &t.name, &t.data)?;
+        }
+    }
+    run.progress
+        .log(&format!("stage `{name}`: resumed at step {}", trainer.state.step));
+    Ok(())
+}
+
+/// Writes one generation's step reports: a metrics line per step (the last carrying the
+/// held-out accuracy `acc` when measured), its first rollouts to `samples.jsonl`, and a
+/// progress step.
+fn log_generation<B: Backend>(
+    run: &mut StageContext<'_, B>,
+    name: &str,
+    reports: Vec<GrpoStepReport>,
+    acc: Option<f64>,
+    last_acc: Option<f64>,
+) -> anyhow::Result<()> {
+    let n = reports.len();
+    for (i, mut report) in reports.into_iter().enumerate() {
+        if i + 1 == n {
+            report.metrics.eval_accuracy = acc;
+        }
+        run.write_metrics(name, &report.metrics)?;
+        for sample in report.samples.iter().take(4) {
+            run.write_sample(name, sample)?;
+        }
+        let reward = report.metrics.reward.unwrap_or(f64::NAN);
+        let acc = last_acc.map(|a| format!(" acc {:.1}%", a * 100.0)).unwrap_or_default();
+        run.progress.step(&format!("reward {reward:.3}{acc}"));
+    }
+    Ok(())
+}
