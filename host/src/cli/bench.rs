@@ -46,7 +46,7 @@ enum BenchWhat {
         seq: usize,
         #[arg(long, default_value_t = 3)]
         steps: usize,
-        /// Also run this reference script (e.g. shared/reference/torch_decode_train.py).
+        /// Also run this reference script (e.g. bench/reference/torch_decode_train.py).
         #[arg(long)]
         reference: Option<PathBuf>,
         #[arg(long, default_value = "python3")]
@@ -62,7 +62,7 @@ enum BenchWhat {
         /// Completions decoded together (the reference runs batch 1 only).
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// Also run this reference script (shared/reference/torch_decode_train.py).
+        /// Also run this reference script (bench/reference/torch_decode_train.py).
         #[arg(long)]
         reference: Option<PathBuf>,
         #[arg(long, default_value = "python3")]
@@ -83,7 +83,7 @@ enum BenchWhat {
         /// Timed steps after one warm-up step.
         #[arg(long, default_value_t = 3)]
         steps: usize,
-        /// Also run this reference script (shared/reference/trl_grpo_step.py).
+        /// Also run this reference script (bench/reference/trl_grpo_step.py).
         #[arg(long)]
         reference: Option<PathBuf>,
         #[arg(long, default_value = "python3")]

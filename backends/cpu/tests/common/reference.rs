@@ -1,8 +1,16 @@
-//! Plain f64 reference kernels: the op semantics of `r1_core::Op` written as simple loops,
-//! the yardstick every CPU kernel is checked against (forward directly, backward through
+//! Plain f64 reference kernels: the op semantics of `r1_core::Op` written as simple loops
+//! over `ndarray` views (operands seen in their logical shape, transposes as `.t()`), the
+//! yardstick every CPU kernel is checked against (forward directly, backward through
 //! finite differences of these).
+//!
+//! Products are sums of 1-D `dot`s, never `ndarray`'s matrix `dot`: that one calls
+//! `matrixmultiply`, the crate whose GEMM the kernels under test are built on.
 
-/// `op(a)·op(b)` for `a [items, ., .]` and `b` shared (`b_items = 1`) or batched.
+use ndarray::{Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4, Axis, Zip, s};
+
+/// `op(a)·op(b)` for `a [items, ., .]` and `b` shared (`b_items = 1`) or batched; `op`
+/// transposes the stored matrix when `ta` / `tb` (`a` stored `[items, k, m]`, `b` stored
+/// `[b_items, n, k]`).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     a: &[f64],
@@ -15,59 +23,59 @@ pub fn matmul(
     ta: bool,
     tb: bool,
 ) -> Vec<f64> {
-    let mut out = vec![0.0; items * m * n];
-    for it in 0..items {
-        let a0 = it * m * k;
-        let b0 = if b_items == 1 { 0 } else { it * k * n };
-        for i in 0..m {
-            for j in 0..n {
-                let mut s = 0.0;
-                for p in 0..k {
-                    let av = if ta { a[a0 + p * m + i] } else { a[a0 + i * k + p] };
-                    let bv = if tb { b[b0 + j * k + p] } else { b[b0 + p * n + j] };
-                    s += av * bv;
-                }
-                out[it * m * n + i * n + j] = s;
-            }
+    let a = ArrayView3::from_shape(if ta { (items, k, m) } else { (items, m, k) }, a).expect("a's length");
+    let b = ArrayView3::from_shape(if tb { (b_items, n, k) } else { (b_items, k, n) }, b).expect("b's length");
+    let mut out = Array3::zeros((items, m, n));
+    for (it, mut out_it) in out.outer_iter_mut().enumerate() {
+        let (a, b) = (
+            a.index_axis(Axis(0), it),
+            b.index_axis(Axis(0), if b_items == 1 { 0 } else { it }),
+        );
+        let op_a = if ta { a.t() } else { a.view() }; // (m, k)
+        let op_b = if tb { b.t() } else { b.view() }; // (k, n)
+        for ((i, j), o) in out_it.indexed_iter_mut() {
+            *o = op_a.row(i).dot(&op_b.column(j));
         }
     }
-    out
+    out.iter().copied().collect()
 }
 
+/// y = x / sqrt(mean(x²) + eps) · w over each row of `x [rows, w.len()]`.
 pub fn rms_norm(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
     let d = w.len();
-    let mut out = vec![0.0; x.len()];
-    for (xr, or) in x.chunks(d).zip(out.chunks_mut(d)) {
-        let ms = xr.iter().map(|v| v * v).sum::<f64>() / d as f64;
-        let r = 1.0 / (ms + eps).sqrt();
-        for ((o, xv), wv) in or.iter_mut().zip(xr).zip(w) {
-            *o = xv * r * wv;
-        }
+    let x = ArrayView2::from_shape((x.len() / d, d), x).expect("x is whole rows of w's length");
+    let w = ArrayView1::from(w);
+    let mut out = Array2::zeros(x.raw_dim());
+    for (xr, or) in x.rows().into_iter().zip(out.rows_mut()) {
+        let r = 1.0 / (xr.dot(&xr) / d as f64 + eps).sqrt();
+        Zip::from(or).and(xr).and(w).for_each(|o, &xv, &wv| *o = xv * r * wv);
     }
-    out
+    out.iter().copied().collect()
 }
 
-/// RoPE on `x [B, T, heads·hd]`, rotate-half layout.
+/// RoPE on `x [B, T, heads·hd]`, rotate-half layout: with x1, x2 the two halves of a head
+/// and angle a_i = pos · θ^(−2i/hd) (negated when `inverse`),
+/// (x1, x2) ↦ (x1·cos a − x2·sin a, x2·cos a + x1·sin a).
 #[allow(clippy::too_many_arguments)]
 pub fn rope(x: &[f64], time: usize, heads: usize, hd: usize, theta: f64, pos_offset: usize, inverse: bool) -> Vec<f64> {
     let half = hd / 2;
-    let row = heads * hd;
-    let mut out = vec![0.0; x.len()];
-    for (r, (xr, or)) in x.chunks(row).zip(out.chunks_mut(row)).enumerate() {
+    let x = ArrayView3::from_shape((x.len() / (heads * hd), heads, hd), x).expect("x is whole rows"); // (B·T, heads, hd)
+    let mut out = Array3::zeros(x.raw_dim());
+    for (r, (xr, mut or)) in x.outer_iter().zip(out.outer_iter_mut()).enumerate() {
         let pos = (pos_offset + r % time) as f64;
-        for h in 0..heads {
+        for (xh, mut oh) in xr.outer_iter().zip(or.outer_iter_mut()) {
+            let (x1, x2) = (xh.slice(s![..half]), xh.slice(s![half..]));
             for i in 0..half {
                 let mut ang = pos * theta.powf(-2.0 * i as f64 / hd as f64);
                 if inverse {
                     ang = -ang;
                 }
-                let (x1, x2) = (xr[h * hd + i], xr[h * hd + half + i]);
-                or[h * hd + i] = x1 * ang.cos() - x2 * ang.sin();
-                or[h * hd + half + i] = x2 * ang.cos() + x1 * ang.sin();
+                oh[i] = x1[i] * ang.cos() - x2[i] * ang.sin();
+                oh[half + i] = x2[i] * ang.cos() + x1[i] * ang.sin();
             }
         }
     }
-    out
+    out.iter().copied().collect()
 }
 
 /// Geometry of a reference attention call.
@@ -107,39 +115,35 @@ impl Attn {
     }
 }
 
-/// Causal grouped-query attention, straight from the definition.
+/// Causal grouped-query attention, straight from the definition: query head h attends
+/// with KV head h / (heads / kv_heads) to keys j ≤ q_offset + t (j < kv_len),
+/// out = softmax(q·kᵀ / √d) · v.
 pub fn attention(g: &Attn, q: &[f64], k: &[f64], v: &[f64]) -> Vec<f64> {
-    let (qrow, krow) = (g.heads * g.d, g.kv_heads * g.d);
+    let q = ArrayView4::from_shape((g.batch, g.time, g.heads, g.d), q).expect("q's length");
+    let kv_shape = (g.batch, g.keys, g.kv_heads, g.d);
+    let k = ArrayView4::from_shape(kv_shape, k).expect("k's length");
+    let v = ArrayView4::from_shape(kv_shape, v).expect("v's length");
     let group = g.heads / g.kv_heads;
     let scale = 1.0 / (g.d as f64).sqrt();
-    let mut out = vec![0.0; q.len()];
-    for b in 0..g.batch {
-        for t in 0..g.time {
-            let pos = g.q_offset + t;
-            for h in 0..g.heads {
-                let kvh = h / group;
-                let qv = &q[(b * g.time + t) * qrow + h * g.d..][..g.d];
-                let keys: Vec<usize> = (0..g.kv_len).filter(|&j| j <= pos).collect();
-                let scores: Vec<f64> = keys
-                    .iter()
-                    .map(|&j| {
-                        let kv = &k[(b * g.keys + j) * krow + kvh * g.d..][..g.d];
-                        qv.iter().zip(kv).map(|(a, c)| a * c).sum::<f64>() * scale
-                    })
-                    .collect();
-                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for (&j, ej) in keys.iter().zip(&e) {
-                    let vv = &v[(b * g.keys + j) * krow + kvh * g.d..][..g.d];
-                    for c in 0..g.d {
-                        out[(b * g.time + t) * qrow + h * g.d + c] += ej / z * vv[c];
-                    }
-                }
-            }
+    let mut out = Array4::zeros(q.raw_dim());
+    // One lane of `out` per (batch, query, head).
+    Zip::indexed(out.lanes_mut(Axis(3))).for_each(|(b, t, h), mut o| {
+        let pos = g.q_offset + t;
+        let kvh = h / group;
+        let qv = q.slice(s![b, t, h, ..]);
+        let keys: Vec<usize> = (0..g.kv_len).filter(|&j| j <= pos).collect();
+        let scores: Vec<f64> = keys
+            .iter()
+            .map(|&j| qv.dot(&k.slice(s![b, j, kvh, ..])) * scale)
+            .collect();
+        let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        for (&j, ej) in keys.iter().zip(&e) {
+            o.scaled_add(ej / z, &v.slice(s![b, j, kvh, ..]));
         }
-    }
-    out
+    });
+    out.iter().copied().collect()
 }
 
 pub fn silu(x: f64) -> f64 {
