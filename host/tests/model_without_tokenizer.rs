@@ -38,7 +38,7 @@ fn checkpoint_of_a_tokenizerless_model_reloads_without_one() {
     model.save(&backend, &path, None, Vec::new()).expect("save");
     assert_eq!(load_checkpoint(&path).expect("read").tokenizer, TokenizerSpec::Missing);
     let back = Model::load(&backend, &path).expect("reload");
-    let err = back.text_tokenizer().err().expect("still no tokenizer").to_string();
+    let err = back.text_tokenizer().expect_err("still no tokenizer").to_string();
     assert!(err.contains("m.r1ckpt"), "{err}");
 }
 
