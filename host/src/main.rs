@@ -30,6 +30,8 @@ enum Command {
     Task(cli::task::TaskArgs),
     /// Plot the curves of a run directory (PNG and SVG).
     Plot(cli::plot::PlotArgs),
+    /// Write a checkpoint or model directory as a Hugging Face directory (transformers loads it).
+    Export(cli::export::ExportArgs),
     /// Measure training tokens/s, decode tokens/s and GRPO step time on random models.
     Bench(cli::bench::BenchArgs),
 }
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cli::train::run(args),
         Command::Task(args) => cli::task::run(args),
         Command::Plot(args) => cli::plot::run(args),
+        Command::Export(args) => cli::export::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! A model ready to run: its config, tokenizer and weights on a backend — loaded from a
 //! Hugging Face directory, from an r1 checkpoint, or created from a config (`--init`)
-//! with the byte-level tokenizer — and saved back as a checkpoint.
+//! with the byte-level tokenizer — and saved back as a checkpoint. A directory without
+//! `tokenizer.json` loads too: it runs on token ids, and commands that need text say so.
 
 use std::path::Path;
 
@@ -9,7 +10,8 @@ use r1_core::model::ModelConfig;
 
 use crate::engine::Detokenizer;
 use crate::io::{
-    Checkpoint, IoError, OptimizerState, Tokenizer, Weights, load_checkpoint, load_hf_model, save_checkpoint,
+    Checkpoint, IoError, OptimizerState, Tokenizer, TokenizerSpec, Weights, load_checkpoint, load_hf_model,
+    save_checkpoint,
 };
 use crate::train::optim::AdamW;
 use crate::weights::{ParamBuffer, ParamLayout, WeightsError, init_weights, upload_weights};
@@ -17,8 +19,53 @@ use crate::weights::{ParamBuffer, ParamLayout, WeightsError, init_weights, uploa
 /// A model on a backend.
 pub struct Model<B: Backend> {
     pub config: ModelConfig,
+    /// [`Tokenizer::Missing`] for a model without one; [`Model::text_tokenizer`] asks for
+    /// a real one.
     pub tokenizer: Tokenizer,
     pub params: ParamBuffer<B>,
+}
+
+/// A model's parts read from disk, before any backend: what [`Model::load`] uploads and
+/// `r1host export` writes out again.
+pub struct HostModel {
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    /// In `config.param_specs()` order.
+    pub weights: Weights,
+}
+
+/// Reads a model directory (`config.json` + safetensors [+ `tokenizer.json`]) or an r1
+/// checkpoint file, whichever `path` is.
+pub fn read_model(path: &Path) -> Result<HostModel, ModelError> {
+    let name = path.display().to_string();
+    if path.is_dir() {
+        let hf = load_hf_model(path)?;
+        let tokenizer = match Tokenizer::from_model_dir(path, &hf.config)? {
+            Some(t) => t,
+            None => Tokenizer::missing(&name, &hf.config),
+        };
+        tokenizer.check_fits(&hf.config)?;
+        Ok(HostModel {
+            config: hf.config,
+            tokenizer,
+            weights: hf.weights,
+        })
+    } else if path.exists() {
+        let ckpt = load_checkpoint(path)?;
+        let tokenizer = match &ckpt.tokenizer {
+            TokenizerSpec::Missing => Tokenizer::missing(&name, &ckpt.config),
+            spec => Tokenizer::from_spec(spec)?,
+        };
+        Ok(HostModel {
+            config: ckpt.config,
+            tokenizer,
+            weights: ckpt.weights,
+        })
+    } else {
+        Err(ModelError::Invalid(format!(
+            "{name}: no such model directory or checkpoint file"
+        )))
+    }
 }
 
 /// Errors of loading or saving a model.
@@ -45,29 +92,25 @@ impl Detokenizer for Tokenizer {
                     String::from_utf8_lossy(&b.decode_bytes(tokens).unwrap_or_default()).into_owned()
                 }
                 Tokenizer::HuggingFace(_) => String::new(),
+                // Ids only: show them as such.
+                Tokenizer::Missing(_) => format!("{tokens:?}"),
             },
         }
     }
 
     fn eos_id(&self) -> Option<u32> {
-        Some(Tokenizer::eos_id(self))
+        match self {
+            Tokenizer::Missing(m) => m.eos_id,
+            _ => Some(Tokenizer::eos_id(self)),
+        }
     }
 }
 
 impl<B: Backend> Model<B> {
-    /// Loads a model directory (`config.json` + safetensors [+ `tokenizer.json`]) or an r1
-    /// checkpoint file, whichever `path` is.
+    /// Loads a model directory or an r1 checkpoint (see [`read_model`]) onto `backend`.
     pub fn load(backend: &B, path: &Path) -> Result<Self, ModelError> {
-        if path.is_dir() {
-            let hf = load_hf_model(path)?;
-            let tokenizer = Tokenizer::from_model_dir(path, &hf.config)?.unwrap_or_else(Tokenizer::byte_level);
-            tokenizer.check_fits(&hf.config)?;
-            Self::from_weights(backend, hf.config, tokenizer, hf.weights)
-        } else {
-            let ckpt = load_checkpoint(path)?;
-            let tokenizer = Tokenizer::from_spec(&ckpt.tokenizer)?;
-            Self::from_weights(backend, ckpt.config, tokenizer, ckpt.weights)
-        }
+        let host = read_model(path)?;
+        Self::from_weights(backend, host.config, host.tokenizer, host.weights)
     }
 
     /// A fresh model of `config` with the byte-level tokenizer (transformers' initialisation).
@@ -133,6 +176,12 @@ impl<B: Backend> Model<B> {
     /// Encodes text, mapping tokenizer errors.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         Ok(self.tokenizer.encode(text)?)
+    }
+
+    /// The tokenizer, for a command that needs text; a model without one is an error
+    /// naming the model ("model X has no tokenizer.json; this command needs text").
+    pub fn text_tokenizer(&self) -> Result<&Tokenizer, ModelError> {
+        Ok(self.tokenizer.require_text()?)
     }
 }
 

@@ -8,10 +8,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use r1_backend_cpu::CpuBackend;
+use r1_core::backend::Backend;
 use r1_core::model::ModelConfig;
 use r1_core::sampling::{Rng, SamplingParams};
 
+use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::engine::{Detokenizer, Engine, GenerationConfig};
 use crate::train::lm_graph::{Feed, LmGraph, Objective};
 use crate::train::optim::{AdamW, OptimConfig};
@@ -29,9 +30,8 @@ pub struct Shape {
     /// `small` = h256/L4/heads4/kv2/ffn688/vocab512, `medium` = h512/L8/heads8/kv2/ffn1376/vocab4096.
     #[arg(long, default_value = "small")]
     preset: String,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -46,7 +46,7 @@ enum BenchWhat {
         seq: usize,
         #[arg(long, default_value_t = 3)]
         steps: usize,
-        /// Also run this reference script (e.g. bench/reference/torch_decode_train.py).
+        /// Also run this reference script (bench/reference/torch_decode_train.py).
         #[arg(long)]
         reference: Option<PathBuf>,
         #[arg(long, default_value = "python3")]
@@ -108,13 +108,6 @@ pub fn preset(name: &str) -> anyhow::Result<ModelConfig> {
     }))?)
 }
 
-fn backend(threads: Option<usize>) -> anyhow::Result<CpuBackend> {
-    Ok(match threads {
-        Some(t) => CpuBackend::with_threads(t)?,
-        None => CpuBackend::new(),
-    })
-}
-
 struct NoText;
 
 impl Detokenizer for NoText {
@@ -173,131 +166,165 @@ fn run_reference_with(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.what {
-        BenchWhat::Train {
-            shape,
-            batch,
-            seq,
-            steps,
-            reference,
-            python,
-        } => {
-            let cfg = preset(&shape.preset)?;
-            let be = backend(shape.threads)?;
-            let layout = ParamLayout::for_config(&cfg);
-            let params = random_params(&be, &cfg, 0)?;
-            let mut opt = AdamW::new(
-                &be,
-                &layout,
-                OptimConfig {
-                    learning_rate: 1e-4,
-                    ..Default::default()
-                },
-            )?;
-            let mut graph = LmGraph::new(&be, &cfg, batch, seq, Objective::CrossEntropy)?;
-            let mut rng = Rng::new(1);
-            let ids: Vec<i32> = (0..batch * seq)
-                .map(|_| rng.below(cfg.vocab_size as u64) as i32)
-                .collect();
-            let targets: Vec<i32> = ids.iter().skip(1).copied().chain([-1]).collect();
-            let w = vec![1.0 / (batch * seq) as f32; batch * seq];
-            let mut step = |graph: &mut LmGraph<CpuBackend>| -> anyhow::Result<f32> {
-                let (loss, _) = graph.forward(
-                    &be,
-                    &params,
-                    &Feed {
-                        ids: &ids,
-                        targets: &targets,
-                        weights: Some(&w),
-                    },
-                )?;
-                graph.backward(&be, &params, None)?;
-                graph.for_each_grad(&params, |i, g| opt.accumulate(&be, i, g, true))?;
-                opt.step(&be, &params, 1e-4, 1.0)?;
-                Ok(loss[0])
-            };
-            step(&mut graph)?; // warm-up: arena, caches
-            let t = Instant::now();
-            for _ in 0..steps {
-                step(&mut graph)?;
-            }
-            let secs = t.elapsed().as_secs_f64();
-            let tps = (steps * batch * seq) as f64 / secs;
-            let mut line = serde_json::json!({
-                "bench": "train", "preset": shape.preset, "params": layout.num_params(), "backend": r1_core::Backend::name(&be),
-                "batch": [batch, seq], "r1_train_tok_s": (tps * 10.0).round() / 10.0,
-                "activation_mb": graph.arena_bytes() as f64 / 1e6,
-            });
-            if let Some(script) = reference {
-                let a = shape_args(&cfg, &[4, seq, batch]);
-                let r = run_reference(&python, &script, &a)?;
-                let reference_tps = r.get("train_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-                line["reference"] = r;
-                line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
-            }
-            println!("{line}");
-        }
-        BenchWhat::Grpo {
-            shape,
-            generations,
-            completion,
-            steps,
-            reference,
-            python,
-        } => bench_grpo(&shape, generations, completion, steps, reference, &python)?,
-        BenchWhat::Decode {
-            shape,
-            tokens,
-            batch,
-            reference,
-            python,
-        } => {
-            let cfg = preset(&shape.preset)?;
-            let be = backend(shape.threads)?;
-            let params = random_params(&be, &cfg, 0)?;
-            let mut engine = Engine::new(cfg.clone());
-            let prompt: Vec<u32> = (0..16).map(|i| (i * 7 % cfg.vocab_size) as u32).collect();
-            let g = GenerationConfig {
-                max_new_tokens: tokens,
-                sampling: SamplingParams::greedy(),
-                stop: vec![],
-            };
-            let mut rng = Rng::new(0);
-            engine.generate(
-                &be,
-                &params,
-                &NoText,
-                &prompt,
-                1,
-                &GenerationConfig {
-                    max_new_tokens: 4,
-                    ..g.clone()
-                },
-                &mut rng,
-                |_, _| {},
-            )?;
-            let t = Instant::now();
-            let out = engine.generate(&be, &params, &NoText, &prompt, batch, &g, &mut rng, |_, _| {})?;
-            let secs = t.elapsed().as_secs_f64();
-            let n: usize = out.iter().map(|c| c.tokens.len()).sum();
-            let tps = n as f64 / secs;
-            let mut line = serde_json::json!({"bench": "decode", "preset": shape.preset, "batch": batch, "tokens": n, "r1_decode_tok_s": (tps * 10.0).round() / 10.0});
-            if let Some(script) = reference {
-                // Decode only: the script's training part runs one tiny step.
-                let a = shape_args(&cfg, &[tokens, 16, 1]);
-                let r = run_reference(&python, &script, &a)?;
-                let reference_tps = r.get("decode_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-                line["reference"] = r;
-                line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
-            }
-            println!("{line}");
+    let device = args.what.shape().device.clone();
+    with_backend(&device, args.what)
+}
+
+impl BenchWhat {
+    fn shape(&self) -> &Shape {
+        match self {
+            BenchWhat::Train { shape, .. } | BenchWhat::Decode { shape, .. } | BenchWhat::Grpo { shape, .. } => shape,
         }
     }
+}
+
+impl BackendJob for BenchWhat {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()>
+    where
+        B::Buffer: Send + Sync,
+    {
+        match self {
+            BenchWhat::Train {
+                shape,
+                batch,
+                seq,
+                steps,
+                reference,
+                python,
+            } => bench_train(backend, &shape, batch, seq, steps, reference, &python),
+            BenchWhat::Grpo {
+                shape,
+                generations,
+                completion,
+                steps,
+                reference,
+                python,
+            } => bench_grpo(backend, &shape, generations, completion, steps, reference, &python),
+            BenchWhat::Decode {
+                shape,
+                tokens,
+                batch,
+                reference,
+                python,
+            } => bench_decode(backend, &shape, tokens, batch, reference, &python),
+        }
+    }
+}
+
+/// `r1host bench train`: see [`BenchWhat::Train`].
+fn bench_train<B: Backend>(
+    be: &B,
+    shape: &Shape,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+    reference: Option<PathBuf>,
+    python: &str,
+) -> anyhow::Result<()> {
+    let cfg = preset(&shape.preset)?;
+    let layout = ParamLayout::for_config(&cfg);
+    let params = random_params(be, &cfg, 0)?;
+    let mut opt = AdamW::new(
+        be,
+        &layout,
+        OptimConfig {
+            learning_rate: 1e-4,
+            ..Default::default()
+        },
+    )?;
+    let mut graph = LmGraph::new(be, &cfg, batch, seq, Objective::CrossEntropy)?;
+    let mut rng = Rng::new(1);
+    let ids: Vec<i32> = (0..batch * seq)
+        .map(|_| rng.below(cfg.vocab_size as u64) as i32)
+        .collect();
+    let targets: Vec<i32> = ids.iter().skip(1).copied().chain([-1]).collect();
+    let w = vec![1.0 / (batch * seq) as f32; batch * seq];
+    let mut step = |graph: &mut LmGraph<B>| -> anyhow::Result<f32> {
+        let (loss, _) = graph.forward(
+            be,
+            &params,
+            &Feed {
+                ids: &ids,
+                targets: &targets,
+                weights: Some(&w),
+            },
+        )?;
+        graph.backward(be, &params, None)?;
+        graph.for_each_grad(&params, |i, g| opt.accumulate(be, i, g, true))?;
+        opt.step(be, &params, 1e-4, 1.0)?;
+        Ok(loss[0])
+    };
+    step(&mut graph)?; // warm-up: arena, caches
+    let t = Instant::now();
+    for _ in 0..steps {
+        step(&mut graph)?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let tps = (steps * batch * seq) as f64 / secs;
+    let mut line = serde_json::json!({
+        "bench": "train", "preset": shape.preset, "params": layout.num_params(), "backend": be.name(),
+        "batch": [batch, seq], "r1_train_tok_s": (tps * 10.0).round() / 10.0,
+        "activation_mb": graph.arena_bytes() as f64 / 1e6,
+    });
+    if let Some(script) = reference {
+        let a = shape_args(&cfg, &[4, seq, batch]);
+        let r = run_reference(python, &script, &a)?;
+        let reference_tps = r.get("train_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        line["reference"] = r;
+        line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
+    }
+    println!("{line}");
+    Ok(())
+}
+
+/// `r1host bench decode`: see [`BenchWhat::Decode`].
+fn bench_decode<B: Backend>(
+    be: &B,
+    shape: &Shape,
+    tokens: usize,
+    batch: usize,
+    reference: Option<PathBuf>,
+    python: &str,
+) -> anyhow::Result<()> {
+    let cfg = preset(&shape.preset)?;
+    let params = random_params(be, &cfg, 0)?;
+    let mut engine = Engine::new(cfg.clone());
+    let prompt: Vec<u32> = (0..16).map(|i| (i * 7 % cfg.vocab_size) as u32).collect();
+    let g = GenerationConfig {
+        max_new_tokens: tokens,
+        sampling: SamplingParams::greedy(),
+        stop: vec![],
+    };
+    let mut rng = Rng::new(0);
+    let warm_up = GenerationConfig {
+        max_new_tokens: 4,
+        ..g.clone()
+    };
+    engine.generate(be, &params, &NoText, &prompt, 1, &warm_up, &mut rng, |_, _| {})?;
+    let t = Instant::now();
+    let out = engine.generate(be, &params, &NoText, &prompt, batch, &g, &mut rng, |_, _| {})?;
+    let secs = t.elapsed().as_secs_f64();
+    let n: usize = out.iter().map(|c| c.tokens.len()).sum();
+    let tps = n as f64 / secs;
+    let mut line = serde_json::json!({"bench": "decode", "preset": shape.preset, "backend": be.name(), "batch": batch, "tokens": n, "r1_decode_tok_s": (tps * 10.0).round() / 10.0});
+    if let Some(script) = reference {
+        // Decode only: the script's training part runs one tiny step.
+        let a = shape_args(&cfg, &[tokens, 16, 1]);
+        let r = run_reference(python, &script, &a)?;
+        let reference_tps = r.get("decode_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        line["reference"] = r;
+        line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
+    }
+    println!("{line}");
     Ok(())
 }
 
 /// `r1host bench grpo`: see [`BenchWhat::Grpo`].
-fn bench_grpo(
+#[allow(clippy::too_many_arguments)]
+fn bench_grpo<B: Backend>(
+    be: &B,
     shape: &Shape,
     generations: usize,
     completion: Option<usize>,
@@ -313,9 +340,8 @@ fn bench_grpo(
     use crate::train::optim::LrSchedule;
 
     let cfg = preset(&shape.preset)?;
-    let be = backend(shape.threads)?;
     let l = completion.unwrap_or(if shape.preset == "small" { 64 } else { 128 });
-    let params = random_params(&be, &cfg, 0)?;
+    let params = random_params(be, &cfg, 0)?;
     // 64 prompts of 20 tokens (TRL's arithmetic prompts are about that long).
     let mut rng = Rng::new(1);
     let prompts: Vec<GrpoPrompt> = (0..64)
@@ -351,14 +377,14 @@ fn bench_grpo(
             reward: Arc::new(Accuracy::new(AccuracyConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?),
         },
     ];
-    let mut trainer = GrpoTrainer::new(&be, cfg.clone(), &params, config, rewards, prompts)?;
+    let mut trainer = GrpoTrainer::new(be, cfg.clone(), &params, config, rewards, prompts)?;
     let mut times = Vec::new();
     let mut generation = Vec::new();
     let mut tokens = Vec::new();
     while trainer.state.step < steps + 1 {
         let t = Instant::now();
         let mut report = None;
-        trainer.train_generation(&be, &params, &NoText, |r| {
+        trainer.train_generation(be, &params, &NoText, |r| {
             report = Some(r.metrics.clone());
             Ok(())
         })?;

@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use r1_backend_cpu::CpuBackend;
+use r1_core::backend::Backend;
 use r1_core::sampling::{Rng, SamplingParams};
 
-use crate::engine::{Detokenizer, Engine, GenerationConfig};
+use crate::device::{BackendJob, DeviceArgs, with_backend};
+use crate::engine::{Completion, Detokenizer, Engine, GenerationConfig};
 use crate::model::Model;
 
 #[derive(Debug, clap::Args)]
@@ -42,12 +43,42 @@ pub struct GenerateArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let backend = CpuBackend::new();
-    let model = Model::load(&backend, &args.model).with_context(|| format!("loading {}", args.model.display()))?;
-    let prompt = model.encode(&args.prompt)?;
+    let device = args.device.clone();
+    with_backend(&device, args)
+}
+
+impl BackendJob for GenerateArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()>
+    where
+        B::Buffer: Send + Sync,
+    {
+        let model = Model::load(backend, &self.model).with_context(|| format!("loading {}", self.model.display()))?;
+        let prompt = model.text_tokenizer()?.encode(&self.prompt)?;
+        let completions = sample(backend, &model, &prompt, &self)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&completions)?);
+        } else {
+            print_completions(&completions);
+        }
+        Ok(())
+    }
+}
+
+/// Samples the completions, streaming the first to stdout when it is the only one and
+/// the output is text.
+fn sample<B: Backend>(
+    backend: &B,
+    model: &Model<B>,
+    prompt: &[u32],
+    args: &GenerateArgs,
+) -> anyhow::Result<Vec<Completion>> {
     let generation = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         sampling: SamplingParams {
@@ -65,10 +96,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut shown = 0usize;
     let mut so_far: Vec<u32> = Vec::new();
     let completions = engine.generate(
-        &backend,
+        backend,
         &model.params,
         &model.tokenizer,
-        &prompt,
+        prompt,
         args.n,
         &generation,
         &mut rng,
@@ -85,13 +116,13 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             }
         },
     )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&completions)?);
-        return Ok(());
-    }
     if stream {
         println!();
     }
+    Ok(completions)
+}
+
+fn print_completions(completions: &[Completion]) {
     for (i, c) in completions.iter().enumerate() {
         println!(
             "--- completion {} ({} tokens, {:?}) ---",
@@ -105,5 +136,4 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         }
         println!("answer: {}", c.answer);
     }
-    Ok(())
 }

@@ -1,11 +1,13 @@
 //! `r1host logprobs --model DIR --tokens 1,2,3`: the log-prob of each next token under a
-//! model, as JSON — a perplexity tool, and a way to check parity from outside.
+//! model, as JSON — a perplexity tool, and a way to check parity from outside. Token ids
+//! need no tokenizer, so this runs on any model directory; `--text` needs one.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use r1_backend_cpu::CpuBackend;
+use r1_core::backend::Backend;
 
+use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::model::Model;
 use crate::train::lm_graph::{Feed, LmGraph, Objective};
 
@@ -20,16 +22,36 @@ pub struct LogprobsArgs {
     /// Text to tokenize with the model's tokenizer instead of ids.
     #[arg(long)]
     text: Option<String>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: LogprobsArgs) -> anyhow::Result<()> {
-    let backend = CpuBackend::new();
-    let model = Model::load(&backend, &args.model).with_context(|| format!("loading {}", args.model.display()))?;
-    let tokens = match (args.tokens, args.text) {
-        (Some(t), _) => t,
-        (None, Some(text)) => model.encode(&text)?,
-        (None, None) => bail!("give --tokens or --text"),
-    };
+    let device = args.device.clone();
+    with_backend(&device, args)
+}
+
+impl BackendJob for LogprobsArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()>
+    where
+        B::Buffer: Send + Sync,
+    {
+        let model = Model::load(backend, &self.model).with_context(|| format!("loading {}", self.model.display()))?;
+        let tokens = match (self.tokens, self.text) {
+            (Some(t), _) => t,
+            (None, Some(text)) => model.text_tokenizer()?.encode(&text)?,
+            (None, None) => bail!("give --tokens or --text"),
+        };
+        let out = token_logprobs(backend, &model, tokens)?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(())
+    }
+}
+
+/// `log p(tokens[i+1] | tokens[..=i])` for each position, their sum and the perplexity.
+fn token_logprobs<B: Backend>(backend: &B, model: &Model<B>, tokens: Vec<u32>) -> anyhow::Result<serde_json::Value> {
     if tokens.len() < 2 {
         bail!("need at least two tokens (the first is context only)");
     }
@@ -47,14 +69,14 @@ pub fn run(args: LogprobsArgs) -> anyhow::Result<()> {
     let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
     let n = ids.len() - 1;
     let mut graph = LmGraph::new(
-        &backend,
+        backend,
         &model.config,
         1,
         n,
         Objective::TokenLogProbs { temperature: 1.0 },
     )?;
     let (logp, _) = graph.forward(
-        &backend,
+        backend,
         &model.params,
         &Feed {
             ids: &ids[..n],
@@ -63,12 +85,10 @@ pub fn run(args: LogprobsArgs) -> anyhow::Result<()> {
         },
     )?;
     let sum: f64 = logp.iter().map(|&v| v as f64).sum();
-    let out = serde_json::json!({
+    Ok(serde_json::json!({
         "tokens": tokens,
         "logprobs": logp,
         "sum_logprob": sum,
         "perplexity": (-sum / n as f64).exp(),
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    }))
 }

@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use r1_backend_cpu::CpuBackend;
+use r1_core::backend::Backend;
 
+use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::io::{DatasetFields, read_hf_config, read_jsonl};
 use crate::model::Model;
 use crate::run_dir::RunDir;
@@ -53,11 +54,16 @@ pub struct SftArgs {
     batch_size: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     match args.stage {
-        TrainStage::Sft(a) => run_sft(a),
+        TrainStage::Sft(a) => {
+            let device = a.device.clone();
+            with_backend(&device, a)
+        }
     }
 }
 
@@ -67,48 +73,80 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyh
     toml::from_str(&text).with_context(|| format!("{}", path.display()))
 }
 
-fn run_sft(a: SftArgs) -> anyhow::Result<()> {
-    let backend = CpuBackend::new();
-    let mut cfg: SftConfig = match &a.config {
-        Some(p) => read_toml(p)?,
-        None => SftConfig::default(),
-    };
-    if let Some(e) = a.epochs {
-        cfg.num_train_epochs = e;
+impl BackendJob for SftArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()>
+    where
+        B::Buffer: Send + Sync,
+    {
+        let cfg = self.sft_config()?;
+        let model = match (&self.model, &self.init) {
+            (Some(p), _) => Model::load(backend, p).with_context(|| format!("loading {}", p.display()))?,
+            (None, Some(c)) => Model::init(backend, read_hf_config(c)?, cfg.seed)?,
+            (None, None) => bail!("give --model DIR|CHECKPOINT or --init CONFIG.json"),
+        };
+        let examples = sft_examples(&model, &self.data)?;
+        let run = match &self.run_dir {
+            Some(d) => RunDir::create(d)?,
+            None => RunDir::fresh("sft")?,
+        };
+        train(backend, &model, &examples, &cfg, &run)
     }
-    if a.max_steps.is_some() {
-        cfg.max_steps = a.max_steps;
+}
+
+impl SftArgs {
+    /// The `--config` file (or the defaults) with the command-line overrides applied.
+    fn sft_config(&self) -> anyhow::Result<SftConfig> {
+        let a = self;
+        let mut cfg: SftConfig = match &a.config {
+            Some(p) => read_toml(p)?,
+            None => SftConfig::default(),
+        };
+        if let Some(e) = a.epochs {
+            cfg.num_train_epochs = e;
+        }
+        if a.max_steps.is_some() {
+            cfg.max_steps = a.max_steps;
+        }
+        if let Some(lr) = a.lr {
+            cfg.optim.learning_rate = lr;
+        }
+        if let Some(b) = a.batch_size {
+            cfg.per_device_train_batch_size = b;
+        }
+        if let Some(s) = a.seed {
+            cfg.seed = s;
+        }
+        Ok(cfg)
     }
-    if let Some(lr) = a.lr {
-        cfg.optim.learning_rate = lr;
-    }
-    if let Some(b) = a.batch_size {
-        cfg.per_device_train_batch_size = b;
-    }
-    if let Some(s) = a.seed {
-        cfg.seed = s;
-    }
-    let model = match (&a.model, &a.init) {
-        (Some(p), _) => Model::load(&backend, p).with_context(|| format!("loading {}", p.display()))?,
-        (None, Some(c)) => Model::init(&backend, read_hf_config(c)?, cfg.seed)?,
-        (None, None) => bail!("give --model DIR|CHECKPOINT or --init CONFIG.json"),
-    };
-    let rows = read_jsonl(&a.data, &DatasetFields::sft())?;
-    let eos = model.tokenizer.eos_id();
-    let examples = rows
-        .iter()
+}
+
+/// The dataset's rows tokenized, each completion ending with EOS.
+fn sft_examples<B: Backend>(model: &Model<B>, data: &std::path::Path) -> anyhow::Result<Vec<SftExample>> {
+    let tokenizer = model.text_tokenizer()?;
+    let rows = read_jsonl(data, &DatasetFields::sft())?;
+    let eos = tokenizer.eos_id();
+    rows.iter()
         .map(|r| {
-            let prompt = model.encode(&r.prompt)?;
-            let mut completion = model.encode(&r.target)?;
+            let prompt = tokenizer.encode(&r.prompt)?;
+            let mut completion = tokenizer.encode(&r.target)?;
             completion.push(eos);
             Ok(SftExample { prompt, completion })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let run = match &a.run_dir {
-        Some(d) => RunDir::create(d)?,
-        None => RunDir::fresh("sft")?,
-    };
-    run.write_config("sft_config.json", &cfg)?;
+        .collect()
+}
+
+/// Trains with a progress bar and `metrics.jsonl`, then writes the final checkpoint.
+fn train<B: Backend>(
+    backend: &B,
+    model: &Model<B>,
+    examples: &[SftExample],
+    cfg: &SftConfig,
+    run: &RunDir,
+) -> anyhow::Result<()> {
+    let eos = model.tokenizer.eos_id();
+    run.write_config("sft_config.json", cfg)?;
     let mut metrics = MetricsWriter::append(&run.metrics())?;
     let total = cfg.total_steps(examples.len());
     let bar = crate::cli::progress::bar(total as u64, "sft");
@@ -119,7 +157,7 @@ fn run_sft(a: SftArgs) -> anyhow::Result<()> {
         model.params.layout.num_params(),
         run.root.display()
     );
-    let history = train_sft(&backend, &model.config, &model.params, &examples, &cfg, eos, |m| {
+    let history = train_sft(backend, &model.config, &model.params, examples, cfg, eos, |m| {
         metrics.write(m).map_err(|e| e.to_string())?;
         bar.set_message(format!("loss {:.4}", m.loss));
         bar.inc(1);
@@ -127,7 +165,7 @@ fn run_sft(a: SftArgs) -> anyhow::Result<()> {
     })?;
     bar.finish();
     let path = run.checkpoint("final");
-    model.save(&backend, &path, None, Vec::new())?;
+    model.save(backend, &path, None, Vec::new())?;
     if let (Some(first), Some(last)) = (history.first(), history.last()) {
         eprintln!(
             "loss {:.4} → {:.4}; checkpoint {}",

@@ -1,6 +1,7 @@
 //! The byte-level tokenizer of models made from scratch: ids 0..=255 are the bytes of
 //! the UTF-8 text, then five special tokens (`<|endoftext|>` for EOS and padding, and
-//! the R1 reasoning tags). Any text round-trips exactly; no vocabulary file is needed.
+//! the R1 reasoning tags). Any text round-trips exactly; no vocabulary file is needed,
+//! though [`ByteLevelTokenizer::tokenizer_json`] writes one for other tools.
 
 use crate::io::error::IoError;
 
@@ -91,6 +92,36 @@ impl ByteLevelTokenizer {
         Ok(out)
     }
 
+    /// This tokenizer as a `tokenizer.json` the `tokenizers` library (and so transformers'
+    /// `PreTrainedTokenizerFast`) loads and encodes with the same ids: a BPE without
+    /// merges over GPT-2's byte-to-character alphabet, so byte `b` is token `b`, and the
+    /// special tokens added after it (ids 256…), matched anywhere in the text as here.
+    pub fn tokenizer_json(&self) -> Result<String, IoError> {
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+
+        let err = |detail: String| IoError::Tokenizer {
+            file: "byte-level tokenizer.json".into(),
+            detail,
+        };
+        let vocab: [(String, u32); 256] = std::array::from_fn(|b| (gpt2_byte_char(b as u8).to_string(), b as u32));
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, Vec::new())
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let mut tokenizer = tokenizers::Tokenizer::new(bpe);
+        // No regex split and no prefix space: the text is only mapped byte by byte.
+        let byte_level = ByteLevel::new(false, false, false);
+        tokenizer.with_pre_tokenizer(Some(byte_level));
+        tokenizer.with_decoder(Some(byte_level));
+        let specials: Vec<tokenizers::AddedToken> = BYTE_LEVEL_SPECIAL_TOKENS
+            .iter()
+            .map(|s| tokenizers::AddedToken::from(*s, true))
+            .collect();
+        tokenizer.add_special_tokens(specials).map_err(|e| err(e.to_string()))?;
+        tokenizer.to_string(true).map_err(|e| err(e.to_string()))
+    }
+
     /// The text `ids` stand for; `decode(encode(s)) == s` for every string. Ids that do
     /// not form valid UTF-8 (a sampled sequence cut inside a character) become U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String, IoError> {
@@ -100,4 +131,16 @@ impl ByteLevelTokenizer {
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         })
     }
+}
+
+/// The character GPT-2's byte-level BPE shows byte `b` as (`bytes_to_unicode` in
+/// openai/gpt-2 `encoder.py`): printable Latin-1 bytes stand for themselves, the other
+/// 68 take the code points from U+0100 on, in byte order.
+fn gpt2_byte_char(b: u8) -> char {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(b) {
+        return char::from(b);
+    }
+    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + rank).unwrap_or(char::REPLACEMENT_CHARACTER)
 }

@@ -83,6 +83,13 @@ pub enum IoError {
     #[error("tokenizer {file}: {detail}")]
     Tokenizer { file: String, detail: String },
 
+    /// Text given to a model that has no tokenizer (a model directory without
+    /// `tokenizer.json`): such a model runs on token ids only.
+    #[error(
+        "model {model} has no tokenizer.json; this command needs text (token ids work without one, e.g. `r1host logprobs --tokens 1,2,3`)"
+    )]
+    NoTokenizer { model: String },
+
     /// A token id that is not in the vocabulary.
     #[error("token id {id} at position {position} is outside the vocabulary (size {vocab_size})")]
     TokenOutOfRange {

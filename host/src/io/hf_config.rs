@@ -40,7 +40,12 @@ pub fn hf_config_json(config: &ModelConfig) -> Result<String, IoError> {
     v.insert("num_key_value_heads".into(), Value::from(config.kv_heads()));
     v.insert("head_dim".into(), Value::from(config.head_dim()));
     v.insert("hidden_act".into(), Value::from("silu"));
+    // `dtype` is transformers v5's name, `torch_dtype` v4's.
     v.insert("dtype".into(), Value::from("float32"));
+    v.insert("torch_dtype".into(), Value::from("float32"));
+    v.insert("attention_dropout".into(), Value::from(0.0));
+    v.insert("initializer_range".into(), Value::from(0.02));
+    v.insert("use_cache".into(), Value::from(true));
     let theta = shortest_f64(config.rope_theta);
     v.insert("rms_norm_eps".into(), Value::from(shortest_f64(config.rms_norm_eps)));
     v.insert("rope_theta".into(), Value::from(theta));
@@ -50,8 +55,11 @@ pub fn hf_config_json(config: &ModelConfig) -> Result<String, IoError> {
     v.insert("rope_parameters".into(), Value::Object(rope));
     if arch == Architecture::Qwen2 {
         v.insert("use_sliding_window".into(), Value::from(false));
+        v.insert("sliding_window".into(), Value::Null);
+        v.insert("max_window_layers".into(), Value::from(config.num_hidden_layers));
     } else {
         v.insert("mlp_bias".into(), Value::from(false));
+        v.insert("pretraining_tp".into(), Value::from(1));
     }
     serde_json::to_string_pretty(&Value::Object(v))
         .map_err(|e| field_err("config", "(root)", &format!("does not serialize: {e}")))

@@ -1,5 +1,6 @@
 //! Model and data I/O: Hugging Face model directories (config.json + safetensors),
-//! tokenizers (byte-level and `tokenizer.json`), JSONL datasets and training checkpoints.
+//! tokenizers (byte-level and `tokenizer.json`), JSONL datasets, training checkpoints and
+//! the export of a model as a Hugging Face directory.
 //! Everything read from outside is validated and every failure is an [`IoError`] naming
 //! the file and the tensor, field or line.
 
@@ -8,6 +9,7 @@ pub mod byte_tokenizer;
 pub mod checkpoint;
 pub mod dataset;
 pub mod error;
+pub mod export;
 pub mod hf;
 pub mod hf_config;
 pub mod safetensors_f32;
@@ -21,8 +23,9 @@ pub use checkpoint::{
 };
 pub use dataset::{DatasetFields, DatasetRow, parse_jsonl, read_jsonl};
 pub use error::{CheckpointError, IoError};
+pub use export::{R1_CHAT_TEMPLATE, export_hf_dir};
 pub use hf::{HfModel, load_hf_model, save_hf_model, weights_from_safetensors_bytes};
 pub use hf_config::{hf_config_json, parse_hf_config, read_hf_config};
 pub use safetensors_f32::{decode_safetensors, encode_safetensors, read_safetensors, write_safetensors};
 pub use tensors::{NamedTensor, Weights};
-pub use tokenizer::{HfTokenizer, Tokenizer, TokenizerSpec};
+pub use tokenizer::{HfTokenizer, MissingTokenizer, Tokenizer, TokenizerSpec};

@@ -32,6 +32,9 @@ pub enum TokenizerSpec {
         tokenizer_json: String,
         eos_token: String,
     },
+    /// No tokenizer: the model runs on token ids only. (Last, so that checkpoints written
+    /// before it existed decode unchanged.)
+    Missing,
 }
 
 /// A tokenizer r1 can train and generate with.
@@ -40,6 +43,18 @@ pub enum Tokenizer {
     ByteLevel(ByteLevelTokenizer),
     /// Boxed: the `tokenizers` value is large and the byte-level variant is empty.
     HuggingFace(Box<HfTokenizer>),
+    /// A model without a tokenizer (a Hugging Face directory with no `tokenizer.json`): it
+    /// runs on token ids, and whatever needs text fails with [`IoError::NoTokenizer`].
+    Missing(MissingTokenizer),
+}
+
+/// What stands in for the tokenizer of a model that has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingTokenizer {
+    /// The model's path, for messages.
+    pub model: String,
+    /// The config's `eos_token_id`, if it names one.
+    pub eos_id: Option<u32>,
 }
 
 /// A Hugging Face `tokenizer.json` with its EOS token resolved.
@@ -50,6 +65,9 @@ pub struct HfTokenizer {
     eos_token: String,
     eos_id: u32,
     label: String,
+    /// `chat_template` of the model's `tokenizer_config.json` (a string, or a list of
+    /// named templates), kept so an export carries it.
+    chat_template: Option<Value>,
 }
 
 impl Tokenizer {
@@ -67,9 +85,27 @@ impl Tokenizer {
         }
         let bytes = std::fs::read(&path).map_err(|e| IoError::file(&path, e))?;
         let label = path.display().to_string();
-        let eos = eos_from_tokenizer_config(&dir.join(TOKENIZER_CONFIG_FILE))?;
-        let hf = HfTokenizer::from_json_bytes(&bytes, &label, eos.as_deref(), config.eos_token_id)?;
+        let fields = read_tokenizer_config(&dir.join(TOKENIZER_CONFIG_FILE))?;
+        let mut hf = HfTokenizer::from_json_bytes(&bytes, &label, fields.eos_token.as_deref(), config.eos_token_id)?;
+        hf.chat_template = fields.chat_template;
         Ok(Some(Tokenizer::HuggingFace(Box::new(hf))))
+    }
+
+    /// The stand-in for a model at `model` that has no tokenizer.
+    pub fn missing(model: &str, config: &ModelConfig) -> Tokenizer {
+        Tokenizer::Missing(MissingTokenizer {
+            model: model.to_string(),
+            eos_id: config.eos_token_id,
+        })
+    }
+
+    /// This tokenizer if it can turn text into ids, else [`IoError::NoTokenizer`] naming
+    /// the model: what a command that takes text asks before doing anything else.
+    pub fn require_text(&self) -> Result<&Tokenizer, IoError> {
+        match self {
+            Tokenizer::Missing(m) => Err(m.error()),
+            _ => Ok(self),
+        }
     }
 
     /// Rebuilds the tokenizer a checkpoint describes.
@@ -85,6 +121,10 @@ impl Tokenizer {
                 Some(eos_token),
                 None,
             )?)),
+            TokenizerSpec::Missing => Tokenizer::Missing(MissingTokenizer {
+                model: "<checkpoint>".into(),
+                eos_id: None,
+            }),
         })
     }
 
@@ -96,6 +136,7 @@ impl Tokenizer {
                 tokenizer_json: t.json.clone(),
                 eos_token: t.eos_token.clone(),
             },
+            Tokenizer::Missing(_) => TokenizerSpec::Missing,
         }
     }
 
@@ -105,6 +146,7 @@ impl Tokenizer {
         match self {
             Tokenizer::ByteLevel(t) => Ok(t.encode(text)),
             Tokenizer::HuggingFace(t) => t.encode(text),
+            Tokenizer::Missing(m) => Err(m.error()),
         }
     }
 
@@ -113,22 +155,27 @@ impl Tokenizer {
         match self {
             Tokenizer::ByteLevel(t) => t.decode(ids),
             Tokenizer::HuggingFace(t) => t.decode(ids),
+            Tokenizer::Missing(m) => Err(m.error()),
         }
     }
 
-    /// Number of ids, added tokens included.
+    /// Number of ids, added tokens included (0 for a missing tokenizer: it fits any model).
     pub fn vocab_size(&self) -> usize {
         match self {
             Tokenizer::ByteLevel(t) => t.vocab_size(),
             Tokenizer::HuggingFace(t) => t.inner.get_vocab_size(true),
+            Tokenizer::Missing(_) => 0,
         }
     }
 
-    /// End of sequence (also used for padding).
+    /// End of sequence (also used for padding). A model without a tokenizer has its
+    /// config's `eos_token_id`, or 0 when the config names none: callers that append EOS
+    /// to encoded text fail at [`Tokenizer::encode`] before the id matters.
     pub fn eos_id(&self) -> u32 {
         match self {
             Tokenizer::ByteLevel(t) => t.eos_id(),
             Tokenizer::HuggingFace(t) => t.eos_id,
+            Tokenizer::Missing(m) => m.eos_id.unwrap_or(0),
         }
     }
 
@@ -147,6 +194,7 @@ impl Tokenizer {
                 v.sort_by_key(|(_, id)| *id);
                 v
             }
+            Tokenizer::Missing(_) => Vec::new(),
         }
     }
 
@@ -155,6 +203,7 @@ impl Tokenizer {
         match self {
             Tokenizer::ByteLevel(t) => t.token_id(token),
             Tokenizer::HuggingFace(t) => t.inner.token_to_id(token),
+            Tokenizer::Missing(_) => None,
         }
     }
 
@@ -172,6 +221,14 @@ impl Tokenizer {
             });
         }
         Ok(())
+    }
+}
+
+impl MissingTokenizer {
+    pub fn error(&self) -> IoError {
+        IoError::NoTokenizer {
+            model: self.model.clone(),
+        }
     }
 }
 
@@ -214,6 +271,7 @@ impl HfTokenizer {
             eos_token,
             eos_id,
             label: label.to_string(),
+            chat_template: None,
         })
     }
 
@@ -246,19 +304,47 @@ impl HfTokenizer {
     pub fn eos_token(&self) -> &str {
         &self.eos_token
     }
+
+    /// The `tokenizer.json` text this tokenizer was loaded from.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The chat template of the model's `tokenizer_config.json`, if it had one.
+    pub fn chat_template(&self) -> Option<&Value> {
+        self.chat_template.as_ref()
+    }
+
+    /// The text of token `id`, if the vocabulary has it.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
 }
 
-/// `eos_token` of a `tokenizer_config.json` (a string, or an object with `content`).
-fn eos_from_tokenizer_config(path: &Path) -> Result<Option<String>, IoError> {
+/// What r1 reads from a `tokenizer_config.json`.
+#[derive(Default)]
+struct TokenizerConfigFields {
+    eos_token: Option<String>,
+    chat_template: Option<Value>,
+}
+
+/// `eos_token` (a string, or an object with `content`) and `chat_template` of a
+/// `tokenizer_config.json`; both absent when the file is.
+fn read_tokenizer_config(path: &Path) -> Result<TokenizerConfigFields, IoError> {
     if !path.is_file() {
-        return Ok(None);
+        return Ok(TokenizerConfigFields::default());
     }
     let bytes = std::fs::read(path).map_err(|e| IoError::file(path, e))?;
     let label = path.display().to_string();
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| IoError::json(&label, &e))?;
-    Ok(match v.get("eos_token") {
+    let eos_token = match v.get("eos_token") {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
         _ => None,
+    };
+    let chat_template = v.get("chat_template").filter(|t| !t.is_null()).cloned();
+    Ok(TokenizerConfigFields {
+        eos_token,
+        chat_template,
     })
 }

@@ -1,0 +1,176 @@
+//! The model commands run as a user would: `--device`, models without a tokenizer (ids
+//! work, text is refused by name), and `r1host export` with its bad inputs.
+
+mod io_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use io_support::fixtures;
+
+fn r1host(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_r1host"))
+        .args(args)
+        .output()
+        .expect("run r1host")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// A parity fixture: a transformers-saved directory with no `tokenizer.json`, vocab 128.
+fn fixture() -> PathBuf {
+    fixtures().join("hf/qwen2_gqa_tied")
+}
+
+/// The fixture's expected token ids, as `--tokens` takes them.
+fn fixture_tokens() -> String {
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture().join("expected.json")).expect("expected.json")).expect("json");
+    let ids: Vec<String> = expected["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    ids.join(",")
+}
+
+fn assert_fails_with(out: &Output, needles: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "should fail; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "missing `{needle}` in: {stderr}");
+    }
+}
+
+fn logprobs(model: &Path) -> serde_json::Value {
+    let out = r1host(&["logprobs", "--model", path(model), "--tokens", &fixture_tokens()]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("logprobs prints JSON")
+}
+
+#[test]
+fn generate_on_cuda_says_the_device_cannot_be_used_yet() {
+    let out = r1host(&[
+        "generate",
+        "--model",
+        path(&fixture()),
+        "--prompt",
+        "hi",
+        "--device",
+        "cuda",
+    ]);
+    assert_fails_with(&out, &["cuda:0"]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not built yet") || stderr.contains("no CUDA device"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_model_command_takes_a_device() {
+    for args in [
+        &["logprobs", "--model", "m", "--tokens", "1,2", "--device", "cuda:1"][..],
+        &["train", "sft", "--data", "d", "--init", "c", "--device", "cuda:1"],
+        &["bench", "decode", "--device", "cuda:1"],
+        &["bench", "train", "--device", "cuda:1"],
+        &["bench", "grpo", "--device", "cuda:1"],
+    ] {
+        assert_fails_with(&r1host(args), &["cuda:1 cannot be used"]);
+    }
+    assert_fails_with(
+        &r1host(&["generate", "--model", "m", "--prompt", "p", "--device", "tpu"]),
+        &["not a device"],
+    );
+}
+
+#[test]
+fn logprobs_runs_on_a_model_without_a_tokenizer() {
+    let out = logprobs(&fixture());
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture().join("expected.json")).expect("expected.json")).expect("json");
+    let got = out["logprobs"].as_array().expect("logprobs");
+    let want = expected["logprobs"].as_array().expect("expected logprobs");
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        let (g, w) = (g.as_f64().expect("number"), w.as_f64().expect("number"));
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "r1 {g} vs transformers {w}");
+    }
+}
+
+#[test]
+fn text_commands_on_a_model_without_a_tokenizer_say_they_need_text() {
+    let model = fixture();
+    let needles = ["has no tokenizer.json", "this command needs text", "qwen2_gqa_tied"];
+    assert_fails_with(
+        &r1host(&["generate", "--model", path(&model), "--prompt", "hi"]),
+        &needles,
+    );
+    assert_fails_with(
+        &r1host(&["logprobs", "--model", path(&model), "--text", "hi"]),
+        &needles,
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"1+1\", \"completion\": \"2\"}\n").expect("write data");
+    let run_dir = dir.path().join("run");
+    let args = [
+        "train",
+        "sft",
+        "--data",
+        path(&data),
+        "--model",
+        path(&model),
+        "--run-dir",
+        path(&run_dir),
+    ];
+    assert_fails_with(&r1host(&args), &needles);
+}
+
+#[test]
+fn exported_directory_gives_the_same_logprobs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_dir = dir.path().join("exported");
+    let out = r1host(&["export", path(&fixture()), "--out", path(&out_dir)]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("model.safetensors"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("has no tokenizer"), "{}", text(&out.stderr));
+    assert_eq!(logprobs(&out_dir), logprobs(&fixture()));
+}
+
+#[test]
+fn export_of_a_missing_model_names_the_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nope.ckpt");
+    let out = r1host(&["export", path(&missing), "--out", path(&dir.path().join("out"))]);
+    assert_fails_with(&out, &["nope.ckpt", "no such model directory or checkpoint file"]);
+}
+
+#[test]
+fn export_to_an_existing_file_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"keep me").expect("write");
+    let out = r1host(&["export", path(&fixture()), "--out", path(&file)]);
+    assert_fails_with(&out, &["a-file", "is not a directory"]);
+    assert_eq!(std::fs::read(&file).expect("read"), b"keep me");
+}
+
+#[test]
+fn help_texts_point_at_the_repository_reference_scripts() {
+    for what in ["train", "decode", "grpo"] {
+        let out = r1host(&["bench", what, "--help"]);
+        let help = text(&out.stdout);
+        assert!(out.status.success());
+        assert!(help.contains("bench/reference/"), "{help}");
+        assert!(!help.contains("shared/"), "{help}");
+    }
+}
