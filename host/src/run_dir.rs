@@ -41,6 +41,12 @@ impl RunDir {
         self.root.join(format!("{name}.r1ckpt"))
     }
 
+    /// The Hugging Face directory a stage's final model is exported to
+    /// (`models/<stage>/`: config, safetensors, tokenizer, chat template).
+    pub fn hf_model(&self, stage: &str) -> PathBuf {
+        self.root.join("models").join(stage)
+    }
+
     /// Writes the config the run uses as pretty JSON (atomically).
     pub fn write_config<T: serde::Serialize>(&self, name: &str, config: &T) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(config)?;

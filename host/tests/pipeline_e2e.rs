@@ -176,6 +176,20 @@ fn short_default_recipe_runs_every_stage_raises_reward_and_resumes_exactly() {
             "no accuracy for {name}:\n{stdout}"
         );
         assert!(a.join(format!("{name}.r1ckpt")).is_file(), "no checkpoint for {name}");
+        // Each training stage's model also leaves as a Hugging Face directory that
+        // loads back with the same weights as its checkpoint.
+        let hf = a.join("models").join(name);
+        for file in [
+            "config.json",
+            "model.safetensors",
+            "generation_config.json",
+            "tokenizer.json",
+        ] {
+            assert!(hf.join(file).is_file(), "no {file} for {name}");
+        }
+        let exported = r1_host::io::load_hf_model(&hf).expect("exported model loads");
+        let ckpt = load_checkpoint(&a.join(format!("{name}.r1ckpt"))).expect("checkpoint");
+        assert_eq!(exported.weights, ckpt.weights, "exported weights of {name}");
     }
     assert!(stdout.contains("sample: What is"), "no sample answer:\n{stdout}");
     assert!(a.join("rejection.jsonl").is_file() && a.join("rejection.stats.json").is_file());

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use r1_core::backend::Backend;
 
+use anyhow::Context;
+
 use crate::engine::{Completion, Engine};
+use crate::io::export_hf_dir;
 use crate::model::Model;
 use crate::pipeline::datasets::{Datasets, encode_prompts};
 use crate::pipeline::recipe::Recipe;
@@ -162,6 +165,12 @@ impl<'a, B: Backend> StageContext<'a, B> {
     ) -> anyhow::Result<FinishedStage> {
         let checkpoint = self.dir.checkpoint(name);
         model.save(self.backend, &checkpoint, None, Vec::new())?;
+        // The same model as a Hugging Face directory, so it can leave r1 (transformers,
+        // llama.cpp's converter, vLLM) without an export step.
+        let hf_dir = self.dir.hf_model(name);
+        let weights = model.weights(self.backend)?;
+        export_hf_dir(&hf_dir, &model.config, &model.tokenizer, &weights)
+            .with_context(|| format!("exporting stage `{name}` to {}", hf_dir.display()))?;
         let accuracy = match known_accuracy {
             Some(a) => Some(a),
             None => {
