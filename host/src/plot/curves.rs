@@ -323,6 +323,43 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn every_curve_reads_a_key_the_trainers_write() {
+        use crate::train::metrics::{EvalMetrics, example_grpo_step};
+        use crate::train::sft::SftStepMetrics;
+        let sft = SftStepMetrics {
+            step: 1,
+            epoch: 0.5,
+            loss: 1.0,
+            learning_rate: 1e-3,
+            grad_norm: 2.0,
+            num_tokens: 10,
+            tokens_per_second: 100.0,
+            step_time: 0.1,
+        };
+        let lines = [
+            serde_json::to_value(example_grpo_step()).unwrap(),
+            serde_json::to_value(&sft).unwrap(),
+            serde_json::to_value(EvalMetrics { accuracy: 0.5 }).unwrap(),
+        ];
+        let written: std::collections::BTreeSet<String> = lines
+            .iter()
+            .flat_map(|l| l.as_object().unwrap().keys().cloned().collect::<Vec<_>>())
+            .collect();
+        let specs = curve_specs(&records(&lines));
+        assert!(specs.iter().any(|s| s.key.starts_with("rewards/")), "per-reward curves");
+        for spec in specs {
+            assert!(
+                written.contains(&spec.key),
+                "the plots draw `{}`, which no trainer writes",
+                spec.key
+            );
+            if let Some(band) = &spec.band {
+                assert!(written.contains(band), "band `{band}` is never written");
+            }
+        }
+    }
+
+    #[test]
     fn moving_mean_is_centred_and_stays_within_a_stage() {
         let p = |y: f64, stage| Point {
             x: y,

@@ -188,6 +188,39 @@ pub fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>, String> {
     Ok(out)
 }
 
+/// A GRPO step with every field set, for tests of the writer and its readers (plots).
+#[cfg(test)]
+pub(crate) fn example_grpo_step() -> GrpoStepMetrics {
+    GrpoStepMetrics {
+        step: 3,
+        loss: 0.25,
+        grad_norm: 1.5,
+        learning_rate: 1e-3,
+        reward: Some(0.75),
+        reward_std: None,
+        rewards: PerRewardMetrics(vec![RewardStepMetrics {
+            name: "accuracy".into(),
+            mean: Some(0.5),
+            std: Some(0.5),
+            failures: 2,
+        }]),
+        policy: [("kl".to_string(), 0.125)].into_iter().collect(),
+        entropy: Some(2.0),
+        sampler_logp_diff_mean: None,
+        sampler_logp_diff_max: None,
+        completion_mean_length: 12.5,
+        completion_min_length: 4,
+        completion_max_length: 32,
+        completion_clipped_ratio: 0.25,
+        frac_reward_zero_std: 0.5,
+        dropped_groups: 1,
+        num_tokens: 400,
+        generation_time: 0.5,
+        step_time: 0.75,
+        eval_accuracy: Some(0.625),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,34 +246,7 @@ mod tests {
     }
 
     fn grpo_metrics() -> GrpoStepMetrics {
-        GrpoStepMetrics {
-            step: 3,
-            loss: 0.25,
-            grad_norm: 1.5,
-            learning_rate: 1e-3,
-            reward: Some(0.75),
-            reward_std: None,
-            rewards: PerRewardMetrics(vec![RewardStepMetrics {
-                name: "accuracy".into(),
-                mean: Some(0.5),
-                std: Some(0.5),
-                failures: 2,
-            }]),
-            policy: [("kl".to_string(), 0.125)].into_iter().collect(),
-            entropy: Some(2.0),
-            sampler_logp_diff_mean: None,
-            sampler_logp_diff_max: None,
-            completion_mean_length: 12.5,
-            completion_min_length: 4,
-            completion_max_length: 32,
-            completion_clipped_ratio: 0.25,
-            frac_reward_zero_std: 0.5,
-            dropped_groups: 1,
-            num_tokens: 400,
-            generation_time: 0.5,
-            step_time: 0.75,
-            eval_accuracy: Some(0.625),
-        }
+        super::example_grpo_step()
     }
 
     #[test]
