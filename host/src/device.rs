@@ -85,7 +85,6 @@ pub fn with_backend<J: BackendJob>(args: &DeviceArgs, job: J) -> anyhow::Result<
 /// Why `cuda:N` cannot be used yet: the probe says whether a driver exists at all.
 fn cuda_unavailable(n: usize) -> anyhow::Error {
     let reason = r1_backend_cuda::probe().reason();
-    let reason = reason.trim_end_matches("; using the CPU");
     anyhow::anyhow!("device cuda:{n} cannot be used: {reason}; the CUDA kernels are not built yet (use --device cpu)")
 }
 

@@ -20,7 +20,7 @@ impl Availability {
         match self {
             Availability::NoDevice { detail } => format!("no CUDA device ({detail})"),
             Availability::NotBuilt { driver } => {
-                format!("CUDA driver found ({driver}) but the CUDA backend is not built yet; using the CPU")
+                format!("CUDA driver found ({driver}) but the CUDA backend is not built yet")
             }
         }
     }

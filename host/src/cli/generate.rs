@@ -60,7 +60,7 @@ impl BackendJob for GenerateArgs {
         B::Buffer: Send + Sync,
     {
         let model = Model::load(backend, &self.model).with_context(|| format!("loading {}", self.model.display()))?;
-        let prompt = model.text_tokenizer()?.encode(&self.prompt)?;
+        let prompt = model.encode(&self.prompt)?;
         let completions = sample(backend, &model, &prompt, &self)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&completions)?);

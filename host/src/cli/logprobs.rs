@@ -41,7 +41,7 @@ impl BackendJob for LogprobsArgs {
         let model = Model::load(backend, &self.model).with_context(|| format!("loading {}", self.model.display()))?;
         let tokens = match (self.tokens, self.text) {
             (Some(t), _) => t,
-            (None, Some(text)) => model.text_tokenizer()?.encode(&text)?,
+            (None, Some(text)) => model.encode(&text)?,
             (None, None) => bail!("give --tokens or --text"),
         };
         let out = token_logprobs(backend, &model, tokens)?;

@@ -17,22 +17,13 @@ pub fn bar(total: u64, stage: &str) -> ProgressBar {
     bar
 }
 
-/// Draws one bar per task on stderr and prints log lines above it (unless `quiet`).
+/// Draws one bar per task on stderr and prints log lines above it.
 #[derive(Default)]
 pub struct TerminalProgress {
     bar: Mutex<Option<ProgressBar>>,
-    quiet: bool,
 }
 
 impl TerminalProgress {
-    /// Bars and log lines on stderr; with `quiet`, bars only.
-    pub fn new(quiet: bool) -> Self {
-        TerminalProgress {
-            bar: Mutex::new(None),
-            quiet,
-        }
-    }
-
     fn with_bar(&self, f: impl FnOnce(&mut Option<ProgressBar>)) {
         // A poisoned lock only means another thread panicked mid-update: keep drawing.
         let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
@@ -42,9 +33,6 @@ impl TerminalProgress {
 
 impl Progress for TerminalProgress {
     fn log(&self, line: &str) {
-        if self.quiet {
-            return;
-        }
         self.with_bar(|bar| match bar {
             Some(b) => b.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),

@@ -45,7 +45,7 @@ impl BackendJob for PipelineJob<'_> {
     where
         B::Buffer: Send + Sync,
     {
-        let progress = TerminalProgress::new(false);
+        let progress = TerminalProgress::default();
         run_pipeline(backend, self.recipe, self.text, self.dir, self.resume, &progress)
     }
 }

@@ -98,24 +98,23 @@ impl BackendJob for SftArgs {
 impl SftArgs {
     /// The `--config` file (or the defaults) with the command-line overrides applied.
     fn sft_config(&self) -> anyhow::Result<SftConfig> {
-        let a = self;
-        let mut cfg: SftConfig = match &a.config {
+        let mut cfg: SftConfig = match &self.config {
             Some(p) => read_toml(p)?,
             None => SftConfig::default(),
         };
-        if let Some(e) = a.epochs {
+        if let Some(e) = self.epochs {
             cfg.num_train_epochs = e;
         }
-        if a.max_steps.is_some() {
-            cfg.max_steps = a.max_steps;
+        if self.max_steps.is_some() {
+            cfg.max_steps = self.max_steps;
         }
-        if let Some(lr) = a.lr {
+        if let Some(lr) = self.lr {
             cfg.optim.learning_rate = lr;
         }
-        if let Some(b) = a.batch_size {
+        if let Some(b) = self.batch_size {
             cfg.per_device_train_batch_size = b;
         }
-        if let Some(s) = a.seed {
+        if let Some(s) = self.seed {
             cfg.seed = s;
         }
         Ok(cfg)

@@ -42,11 +42,6 @@ impl<B: Backend> KvCache<B> {
         })
     }
 
-    /// The description of one layer's key (or value) buffer, as graphs declare it.
-    pub fn desc(&self) -> TensorDesc {
-        TensorDesc::new(self.dtype, &[self.batch, self.capacity, self.width])
-    }
-
     /// Bytes one cached token takes over all layers, keys and values.
     pub fn bytes_per_token(&self) -> usize {
         2 * self.layers.len() * TensorDesc::new(self.dtype, &[self.width]).bytes()

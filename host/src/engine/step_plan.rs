@@ -3,7 +3,7 @@
 //! used first out), so decoding N tokens builds one graph, not N. The cached lengths are
 //! an input (`past [B]`), uploaded with the token ids into one small feed buffer.
 
-use r1_core::backend::{Backend, BackendError, f32_from_bytes, i32_bytes};
+use r1_core::backend::{Backend, BackendError, i32_bytes};
 use r1_core::exec::{Bindings, Executor};
 use r1_core::model::{BuildOptions, CausalLm, KvCacheSpec, LogitsFor, ModelConfig, build_causal_lm};
 use r1_core::{Graph, GraphError, Plan, TensorDesc};
@@ -92,10 +92,7 @@ impl PlannedStep {
             b.bind(vc, vbuf, 0)?;
         }
         executor.run(backend, &self.graph, &self.plan, &b)?;
-        let logits = executor.tensor(&self.graph, &self.plan, &b, self.lm.logits)?;
-        let mut bytes = vec![0u8; logits.desc.bytes()];
-        backend.download(logits.buffer, logits.offset, &mut bytes)?;
-        Ok(f32_from_bytes(&bytes))
+        executor.read_f32(backend, &self.graph, &self.plan, &b, self.lm.logits)
     }
 }
 

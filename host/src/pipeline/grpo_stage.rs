@@ -12,6 +12,9 @@ use crate::pipeline::datasets::encode_prompts;
 use crate::pipeline::state::FinishedStage;
 use crate::train::grpo::{GrpoStepReport, GrpoTrainConfig, GrpoTrainer, NamedReward};
 
+/// Completions per step written to `samples.jsonl`.
+const LOGGED_SAMPLES: usize = 4;
+
 /// A GRPO stage of the recipe.
 pub(super) struct GrpoStage<'s> {
     pub name: &'s str,
@@ -59,7 +62,11 @@ pub(super) fn run_grpo_stage<B: Backend>(
         let mut reports = Vec::new();
         trainer
             .train_generation(run.backend, &model.params, &model.tokenizer, |r| {
-                reports.push(r.clone());
+                // Only the first few samples are logged: copy only those.
+                reports.push(GrpoStepReport {
+                    metrics: r.metrics.clone(),
+                    samples: r.samples.iter().take(LOGGED_SAMPLES).cloned().collect(),
+                });
                 Ok(())
             })
             .with_context(|| format!("stage `{name}`"))?;
@@ -166,7 +173,7 @@ fn log_generation<B: Backend>(
             report.metrics.eval_accuracy = acc;
         }
         run.write_metrics(name, &report.metrics)?;
-        for sample in report.samples.iter().take(4) {
+        for sample in &report.samples {
             run.write_sample(name, sample)?;
         }
         let reward = report.metrics.reward.unwrap_or(f64::NAN);

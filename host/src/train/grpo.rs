@@ -876,7 +876,6 @@ pub fn copy_params<B: Backend>(backend: &B, params: &ParamBuffer<B>) -> Result<P
 /// What one optimizer step reports: its metrics and the rollouts it trained on.
 #[derive(Clone, Debug)]
 pub struct GrpoStepReport {
-    pub step: usize,
     pub metrics: GrpoStepMetrics,
     /// `(prompt, completion, combined reward, advantage)` of this generation's rollouts.
     pub samples: Vec<(String, String, f32, f32)>,
@@ -997,6 +996,6 @@ impl StepTally {
                 )
             })
             .collect();
-        GrpoStepReport { step, metrics, samples }
+        GrpoStepReport { metrics, samples }
     }
 }
