@@ -60,6 +60,9 @@ impl Default for GenRequest {
     }
 }
 
+/// The receiving end of a request's events.
+pub type GenEvents = tmpsc::UnboundedReceiver<GenEvent>;
+
 /// One generated token with its log-probs, when the request asked for them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenLogprob {
@@ -329,7 +332,7 @@ impl EngineService {
 
     /// Checks `request` and queues it. Events arrive on the returned receiver; dropping it
     /// cancels the request.
-    pub fn submit(&self, request: GenRequest) -> Result<tmpsc::UnboundedReceiver<GenEvent>, SubmitError> {
+    pub fn submit(&self, request: GenRequest) -> Result<GenEvents, SubmitError> {
         let inner = &self.inner;
         if inner.inbox.stopping.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
