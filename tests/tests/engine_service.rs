@@ -182,7 +182,10 @@ fn dropping_the_receiver_cancels_the_request() {
     drop(rx);
     let start = Instant::now();
     while svc.stats().running.load(std::sync::atomic::Ordering::Relaxed) != 0 {
-        assert!(start.elapsed() < Duration::from_secs(10), "the cancelled request still runs");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the cancelled request still runs"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     // The rows are free again.
@@ -206,9 +209,21 @@ fn a_full_queue_pushes_back_and_bad_requests_never_queue() {
         Err(SubmitError::Invalid(m)) => m,
         other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
     };
-    assert!(invalid(GenRequest { n: 2, ..request("a", 2) }).contains("n = 2"));
+    assert!(
+        invalid(GenRequest {
+            n: 2,
+            ..request("a", 2)
+        })
+        .contains("n = 2")
+    );
     assert!(invalid(request("", 2)).contains("empty"));
-    assert!(invalid(GenRequest { prompt: vec![999], ..request("a", 2) }).contains("999"));
+    assert!(
+        invalid(GenRequest {
+            prompt: vec![999],
+            ..request("a", 2)
+        })
+        .contains("999")
+    );
     assert!(invalid(request(&"x".repeat(128), 2)).contains("context"));
     let hot = GenRequest {
         sampling: SamplingParams {
@@ -226,7 +241,12 @@ fn the_memory_budget_decides_the_rows() {
     let m = svc.model();
     // 2 layers × (keys + values) × 2 kv heads × 16 dims × 4 bytes = 512 bytes a token;
     // 64 MiB / (128 positions × 512 bytes) = 1024 rows, capped at 64.
-    assert_eq!(svc.stats().kv_bytes_per_token.load(std::sync::atomic::Ordering::Relaxed), 512);
+    assert_eq!(
+        svc.stats()
+            .kv_bytes_per_token
+            .load(std::sync::atomic::Ordering::Relaxed),
+        512
+    );
     assert_eq!((m.context, m.max_sequences), (128, 64));
     let too_small = EngineService::start_with(
         "tiny",

@@ -67,12 +67,47 @@ fn every_transpose_combination_matches_the_reference() {
 
 #[test]
 fn products_with_few_rows_take_the_packing_free_path_correctly() {
-    // m ≤ 8: dot products (transposed b); m ≤ 4: row updates (plain b); odd k and n, and
-    // m = 9 just past the path.
-    for m in 1..=9 {
+    // m ≤ 64: blocked dot products (transposed b); m ≤ 4: row updates (plain b); odd k
+    // and n, and m = 65 just past the path.
+    for m in (1..=9).chain([13, 32, 63, 64, 65]) {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             check(&[], m, 37, 53, ta, tb, false, 100 + m as u64);
             check(&[3], m, 20, 17, ta, tb, true, 200 + m as u64);
+        }
+    }
+    // Wide products cut into column tiles (k = 300 → 108-column tiles) and over threads.
+    check(&[], 33, 300, 1000, false, true, false, 400);
+}
+
+#[test]
+fn a_row_of_a_decode_product_does_not_depend_on_the_rows_beside_it() {
+    // Continuous batching relies on it: a sequence decodes the same alone or in a batch.
+    let (k, n) = (96, 130);
+    let mut rng = Rng::new(7);
+    let w = rng.vec(n * k, 1.0);
+    let x = rng.vec(64 * k, 1.0);
+    for be in backends() {
+        let op = Op::MatMul {
+            trans_a: false,
+            trans_b: true,
+        };
+        let product = |m: usize| {
+            run(
+                &be,
+                &op,
+                &[f(x[..m * k].to_vec(), &[m, k]), f(w.clone(), &[n, k])],
+                &[m, n],
+            )
+            .unwrap()
+        };
+        let alone = product(1);
+        for m in [2, 3, 7, 8, 9, 31, 64] {
+            let batch = product(m);
+            assert!(
+                batch[..n] == alone[..],
+                "row 0 differs at {m} rows on {}",
+                be.simd_level()
+            );
         }
     }
 }

@@ -33,7 +33,10 @@ pub(super) fn bench_serve(
     prompt: usize,
 ) -> anyhow::Result<()> {
     if device.device != Device::Cpu {
-        bail!("bench serve runs on the CPU backend only for now (device {})", device.device);
+        bail!(
+            "bench serve runs on the CPU backend only for now (device {})",
+            device.device
+        );
     }
     let cfg = preset(preset_name)?;
     let most = clients.iter().copied().max().unwrap_or(1).max(1);
@@ -107,7 +110,11 @@ pub(super) fn bench_serve(
 }
 
 /// `c` clients submit at once (a barrier) and stream to the end.
-fn run_clients(svc: &EngineService, c: usize, request: &(dyn Fn(usize) -> GenRequest + Sync)) -> anyhow::Result<Vec<Stream>> {
+fn run_clients(
+    svc: &EngineService,
+    c: usize,
+    request: &(dyn Fn(usize) -> GenRequest + Sync),
+) -> anyhow::Result<Vec<Stream>> {
     let barrier = Barrier::new(c);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..c)

@@ -229,10 +229,19 @@ impl<B: Backend> Batch<B> {
     }
 
     /// One decode step: every running sequence feeds its last token and samples the next.
-    pub fn decode(&mut self, backend: &B, params: &ParamBuffer<B>, tok: &dyn Detokenizer) -> Result<Vec<StepToken>, EngineError> {
-        let running: Vec<usize> = (0..self.seqs.len()).filter(|&i| self.seqs[i].finish.is_none()).collect();
+    pub fn decode(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+    ) -> Result<Vec<StepToken>, EngineError> {
+        let running: Vec<usize> = (0..self.seqs.len())
+            .filter(|&i| self.seqs[i].finish.is_none())
+            .collect();
         if running.len() != self.seqs.len() {
-            return Err(EngineError::Internal("decode with finished rows still in the batch".into()));
+            return Err(EngineError::Internal(
+                "decode with finished rows still in the batch".into(),
+            ));
         }
         if running.is_empty() {
             return Ok(Vec::new());
@@ -307,7 +316,8 @@ impl<B: Backend> Batch<B> {
             }
             let last = self.seqs.len() - 1;
             if i != last {
-                self.cache.copy_rows(backend, last, std::iter::once(i), self.seqs[last].past)?;
+                self.cache
+                    .copy_rows(backend, last, std::iter::once(i), self.seqs[last].past)?;
             }
             out.push(self.seqs.swap_remove(i));
         }

@@ -66,7 +66,13 @@ impl<B: Backend> KvCache<B> {
     /// Copies the first `len` positions of row `src` into each of `dst` in every layer:
     /// the completions of a prompt share its prefill, and a row that leaves the batch is
     /// refilled by the last one.
-    pub fn copy_rows(&self, backend: &B, src: usize, dst: impl Iterator<Item = usize> + Clone, len: usize) -> Result<(), BackendError> {
+    pub fn copy_rows(
+        &self,
+        backend: &B,
+        src: usize,
+        dst: impl Iterator<Item = usize> + Clone,
+        len: usize,
+    ) -> Result<(), BackendError> {
         let row_bytes = self.row_bytes();
         let desc = TensorDesc::new(self.dtype, &[len * self.width]);
         for (k, v) in &self.layers {

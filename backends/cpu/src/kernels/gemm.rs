@@ -11,9 +11,11 @@ use std::marker::PhantomData;
 use crate::parallel::{SharedOut, Threads};
 use crate::simd::{Isa, Simd, SimdTask, math};
 
-/// Rows of C up to which the packing-free path runs: with B's columns contiguous (one
-/// pass over B whatever M) and with B's rows contiguous (M passes over B).
-const SMALL_M_DOT: usize = 8;
+/// Rows of C up to which the packing-free path runs: with B's columns contiguous (a
+/// transposed weight: register-blocked dot products over column tiles that stay in cache;
+/// continuous batching decodes up to this many sequences without packing a weight) and
+/// with B's rows contiguous (M passes over B).
+const SMALL_M_DOT: usize = 64;
 const SMALL_M_ROWS: usize = 4;
 /// Multiply-adds below which a GEMM stays on one thread (about 20 µs of work).
 const MIN_PARALLEL_MACS: usize = 1 << 20;
@@ -308,13 +310,55 @@ impl SimdTask for SmallM<'_, '_> {
             }
         }
         if b.rs == 1 {
-            // Column j of B is `b.data[j·cs .. j·cs + k]`.
-            for j in 0..n {
-                let col = &b.data[j * b.cs..j * b.cs + k];
-                for i in 0..m {
-                    let d = alpha * math::dot(s, &a_rows[i * k..(i + 1) * k], col);
-                    let out = &mut c.row(i)[j];
-                    *out = if beta == 0.0 { d } else { d + beta * *out };
+            // Column j of B is `b.data[j·cs .. j·cs + k]`. Blocks of 2 rows × 3 columns share
+            // their loads; every element is summed in `math::dot`'s order, so a row's result
+            // does not depend on how many rows run beside it.
+            let col = |j: usize| &b.data[j * b.cs..j * b.cs + k];
+            let row = |i: usize| &a_rows[i * k..(i + 1) * k];
+            // Columns per tile: about 128 KiB of B, reused by every row block.
+            let tile = ((1usize << 15) / k.max(1)).clamp(3, n.max(3)) / 3 * 3;
+            let mut put = |i: usize, j: usize, d: f32| {
+                let out = &mut c.row(i)[j];
+                let d = alpha * d;
+                *out = if beta == 0.0 { d } else { d + beta * *out };
+            };
+            for t0 in (0..n).step_by(tile) {
+                let t1 = (t0 + tile).min(n);
+                for i in (0..m).step_by(2) {
+                    let rows = (m - i).min(2);
+                    let mut j = t0;
+                    while j < t1 {
+                        let cols = (t1 - j).min(3);
+                        match (rows, cols) {
+                            (2, 3) => {
+                                let d = dot_block::<S, 2, 3>(s, [row(i), row(i + 1)], [col(j), col(j + 1), col(j + 2)]);
+                                for (r, dr) in d.iter().enumerate() {
+                                    for (q, &v) in dr.iter().enumerate() {
+                                        put(i + r, j + q, v);
+                                    }
+                                }
+                            }
+                            (1, 3) => {
+                                let d = dot_block::<S, 1, 3>(s, [row(i)], [col(j), col(j + 1), col(j + 2)]);
+                                for (q, &v) in d[0].iter().enumerate() {
+                                    put(i, j + q, v);
+                                }
+                            }
+                            (2, _) => {
+                                for q in j..j + cols {
+                                    let d = dot_block::<S, 2, 1>(s, [row(i), row(i + 1)], [col(q)]);
+                                    put(i, q, d[0][0]);
+                                    put(i + 1, q, d[1][0]);
+                                }
+                            }
+                            _ => {
+                                for q in j..j + cols {
+                                    put(i, q, math::dot(s, row(i), col(q)));
+                                }
+                            }
+                        }
+                        j += cols;
+                    }
                 }
             }
         } else {
@@ -332,4 +376,52 @@ impl SimdTask for SmallM<'_, '_> {
             }
         }
     }
+}
+
+/// `R × C` dot products `a[r] · b[c]` (all of length `a[0].len()`), each summed exactly as
+/// [`math::dot`] sums it (four interleaved accumulators, then the tail), sharing loads.
+#[inline(always)]
+fn dot_block<S: Simd, const R: usize, const C: usize>(s: S, a: [&[f32]; R], b: [&[f32]; C]) -> [[f32; C]; R] {
+    let l = S::LANES;
+    let n = a[0].len();
+    let zero = s.splat(0.0);
+    let mut acc = [[[zero; 4]; C]; R];
+    let mut i = 0;
+    while i + 4 * l <= n {
+        for q in 0..4 {
+            let bv: [S::V; C] = std::array::from_fn(|c| s.load(&b[c][i + q * l..]));
+            for r in 0..R {
+                let av = s.load(&a[r][i + q * l..]);
+                for c in 0..C {
+                    acc[r][c][q] = s.mul_add(av, bv[c], acc[r][c][q]);
+                }
+            }
+        }
+        i += 4 * l;
+    }
+    while i + l <= n {
+        let bv: [S::V; C] = std::array::from_fn(|c| s.load(&b[c][i..]));
+        for r in 0..R {
+            let av = s.load(&a[r][i..]);
+            for c in 0..C {
+                acc[r][c][0] = s.mul_add(av, bv[c], acc[r][c][0]);
+            }
+        }
+        i += l;
+    }
+    if i < n {
+        let bv: [S::V; C] = std::array::from_fn(|c| s.load_partial(&b[c][i..n], 0.0));
+        for r in 0..R {
+            let av = s.load_partial(&a[r][i..], 0.0);
+            for c in 0..C {
+                acc[r][c][1] = s.mul_add(av, bv[c], acc[r][c][1]);
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        std::array::from_fn(|c| {
+            let [s0, s1, s2, s3] = acc[r][c];
+            s.reduce_sum(s.add(s.add(s0, s1), s.add(s2, s3)))
+        })
+    })
 }
