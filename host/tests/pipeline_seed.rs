@@ -10,6 +10,7 @@ use r1_host::io::checkpoint::load_checkpoint;
 use r1_host::model::Model;
 use r1_host::pipeline::{Recipe, run_pipeline};
 use r1_host::progress::NoProgress;
+use r1_host::stop::StopSignal;
 
 /// A tiny random model saved as a checkpoint, and the JSONL files of a recipe.
 struct Fixture {
@@ -68,7 +69,18 @@ builtin = {{ type = "think_format" }}
     fn run(&self, text: &str, name: &str) -> PathBuf {
         let recipe = Recipe::from_toml(text).expect("the recipe parses");
         let dir = self.dir.path().join(name);
-        run_pipeline(&CpuBackend::new(), &recipe, text, &dir, false, &NoProgress).expect("the pipeline runs");
+        run_pipeline(
+            &CpuBackend::new(),
+            &recipe,
+            text,
+            &dir,
+            false,
+            &NoProgress,
+            &StopSignal::new(),
+        )
+        .expect("the pipeline runs")
+        .finished()
+        .expect("nothing stops it");
         dir
     }
 }

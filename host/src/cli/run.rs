@@ -1,6 +1,8 @@
 //! `r1host run [RECIPE.toml]`: runs an R1 pipeline — by default the embedded recipe on
 //! the bundled addition task — and reports held-out accuracy after each stage, where the
-//! plots and checkpoints are, and one sample answer with its reasoning.
+//! plots and checkpoints are, and one sample answer with its reasoning. Ctrl-C (or
+//! SIGTERM) asks the run to checkpoint and stop (the command then fails, saying how to
+//! `--resume`); a second one ends the process at once.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +11,9 @@ use r1_core::backend::Backend;
 
 use crate::cli::progress::TerminalProgress;
 use crate::device::{BackendJob, DeviceArgs, with_backend};
-use crate::pipeline::{Baseline, DEFAULT_RECIPE, PipelineReport, Recipe, run_pipeline};
+use crate::pipeline::{Baseline, DEFAULT_RECIPE, PipelineOutcome, Recipe, run_pipeline};
 use crate::run_dir::RunDir;
+use crate::stop::StopSignal;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -36,18 +39,43 @@ struct PipelineJob<'a> {
     text: &'a str,
     dir: &'a Path,
     resume: bool,
+    stop: &'a StopSignal,
 }
 
 impl BackendJob for PipelineJob<'_> {
-    type Output = PipelineReport;
+    type Output = PipelineOutcome;
 
-    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<PipelineReport>
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<PipelineOutcome>
     where
         B::Buffer: Send + Sync,
     {
         let progress = TerminalProgress::default();
-        run_pipeline(backend, self.recipe, self.text, self.dir, self.resume, &progress)
+        run_pipeline(
+            backend,
+            self.recipe,
+            self.text,
+            self.dir,
+            self.resume,
+            &progress,
+            self.stop,
+        )
     }
+}
+
+/// Exit status when a second Ctrl-C ends the process (128 + SIGINT, as shells report it).
+const SECOND_SIGNAL_EXIT: i32 = 130;
+
+/// A stop signal raised by the first SIGINT or SIGTERM; the second ends the process.
+fn stop_on_termination_signals() -> anyhow::Result<StopSignal> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = StopSignal::new();
+    for signal in [SIGINT, SIGTERM] {
+        // The shutdown must be registered first: it fires only once the flag is set.
+        signal_hook::flag::register_conditional_shutdown(signal, SECOND_SIGNAL_EXIT, stop.flag())
+            .context("installing the Ctrl-C handler")?;
+        signal_hook::flag::register(signal, stop.flag()).context("installing the Ctrl-C handler")?;
+    }
+    Ok(stop)
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -74,13 +102,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     eprintln!("r1: running `{}` in {}", recipe.name, dir.display());
     let started = std::time::Instant::now();
+    let stop = stop_on_termination_signals()?;
     let job = PipelineJob {
         recipe: &recipe,
         text: &text,
         dir: &dir,
         resume,
+        stop: &stop,
     };
-    let report = with_backend(&args.device, job)?;
+    let report = match with_backend(&args.device, job)? {
+        PipelineOutcome::Finished(report) => *report,
+        PipelineOutcome::Stopped { stage, step } => anyhow::bail!(
+            "stopped in stage `{stage}` (checkpointed at its step {step}); continue with: r1host run --resume {}",
+            dir.display()
+        ),
+    };
     println!(
         "\n== {} finished in {:.0}s ==",
         recipe.name,

@@ -16,6 +16,7 @@ use crate::pipeline::recipe::Recipe;
 use crate::pipeline::state::{FinishedStage, PipelineState};
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
+use crate::stop::StopSignal;
 use crate::train::grpo::{GrpoPrompt, NamedReward, evaluate};
 use crate::train::metrics::{EvalMetrics, MetricsWriter, StageLine};
 
@@ -30,6 +31,9 @@ pub(super) struct StageContext<'a, B: Backend> {
     pub data: Datasets,
     pub rewards: Vec<NamedReward>,
     pub progress: &'a dyn Progress,
+    /// Read between optimizer steps and generations: a set signal ends the stage early
+    /// (with [`StopRequested`](super::StopRequested)) where a resume can continue.
+    pub stop: &'a StopSignal,
     metrics: MetricsWriter,
     samples: MetricsWriter,
     /// Metric lines written so far over the whole pipeline (an eval line shares its step).
@@ -54,6 +58,7 @@ impl<'a, B: Backend> StageContext<'a, B> {
         model: &Model<B>,
         resume: bool,
         progress: &'a dyn Progress,
+        stop: &'a StopSignal,
     ) -> anyhow::Result<Self> {
         let (metrics, samples, global_step) = if resume {
             let done = state.steps_done(&dir, recipe);
@@ -77,6 +82,7 @@ impl<'a, B: Backend> StageContext<'a, B> {
             data,
             rewards,
             progress,
+            stop,
             metrics,
             samples,
             global_step,

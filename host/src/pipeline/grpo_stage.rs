@@ -1,12 +1,15 @@
 //! A GRPO stage: the pipeline's model trained in place by [`GrpoTrainer`] with the
 //! stage's rewards (weighted as the recipe says), held-out accuracy every `eval_steps`,
 //! and a checkpoint every `save_steps` from which an interrupted stage resumes exactly.
+//! A stop request is honoured after the generation in progress: its step is checkpointed
+//! (if `save_steps` did not just do it) and the stage ends with [`StopRequested`].
 
 use anyhow::Context;
 use r1_core::backend::Backend;
 
 use crate::io::load_checkpoint;
 use crate::model::{Model, restore_optimizer};
+use crate::pipeline::StopRequested;
 use crate::pipeline::context::StageContext;
 use crate::pipeline::datasets::encode_prompts;
 use crate::pipeline::state::FinishedStage;
@@ -77,9 +80,14 @@ pub(super) fn run_grpo_stage<B: Backend>(
             last_acc = acc;
         }
         log_generation(run, name, reports, acc, last_acc)?;
-        if (stage.save_steps > 0 && step.is_multiple_of(stage.save_steps)) || step >= max {
+        let stopping = run.stop.is_requested() && step < max;
+        if (stage.save_steps > 0 && step.is_multiple_of(stage.save_steps)) || step >= max || stopping {
             let state = postcard::to_allocvec(&trainer.state)?;
             model.save(run.backend, &latest, Some(&trainer.optimizer), state)?;
+        }
+        if stopping {
+            run.progress.end();
+            return Err(StopRequested { step }.into());
         }
     }
     run.progress.end();

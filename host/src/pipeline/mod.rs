@@ -6,7 +6,10 @@
 //! them and continues an interrupted GRPO stage from its last checkpoint.
 //!
 //! The pipeline runs on any [`Backend`] the caller opens, and reports progress through
-//! [`Progress`]: the CLI draws bars, tests pass `NoProgress`.
+//! [`Progress`]: the CLI draws bars, tests pass `NoProgress`. A [`StopSignal`] ends a run
+//! early: the GRPO stage checkpoints its latest step, other stages give up their partial
+//! work (they are redone, identically, on resume), and the run returns
+//! [`PipelineOutcome::Stopped`]; resuming it ends with the weights of an uninterrupted run.
 
 mod context;
 mod datasets;
@@ -30,6 +33,7 @@ use crate::model::Model;
 use crate::plugin::{HostConfig, PluginHost};
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
+use crate::stop::StopSignal;
 use context::{EvalSample, StageContext};
 use grpo_stage::GrpoStage;
 
@@ -42,8 +46,44 @@ pub use state::{FinishedStage, PipelineState, RunDirError};
 /// The recipe `r1host run` runs without arguments.
 pub const DEFAULT_RECIPE: &str = include_str!("default_recipe.toml");
 
+/// How a pipeline run ended (errors aside).
+#[derive(Debug)]
+pub enum PipelineOutcome {
+    /// Every stage ran.
+    Finished(Box<PipelineReport>),
+    /// The [`StopSignal`] was raised: the run directory holds what a resume continues from.
+    Stopped {
+        /// The stage that was running (or about to start).
+        stage: String,
+        /// The stage's step a resume continues from (a GRPO stage's checkpointed step;
+        /// 0 for the stages that are redone whole).
+        step: usize,
+    },
+}
+
+impl PipelineOutcome {
+    /// The report of a finished run; `None` when it was stopped.
+    pub fn finished(self) -> Option<PipelineReport> {
+        match self {
+            PipelineOutcome::Finished(report) => Some(*report),
+            PipelineOutcome::Stopped { .. } => None,
+        }
+    }
+}
+
+/// A stage ended early because its run's [`StopSignal`] was raised, leaving what a
+/// resume continues from; `run_pipeline` turns it into [`PipelineOutcome::Stopped`].
+#[derive(Debug, thiserror::Error)]
+#[error("stopped on request at step {step}")]
+pub(crate) struct StopRequested {
+    /// The stage's step a resume continues from.
+    pub step: usize,
+}
+
 /// Runs `recipe` in `run_dir` on `backend`. With `resume`, finished stages are skipped and
-/// an interrupted GRPO stage continues from its last checkpoint.
+/// an interrupted GRPO stage continues from its last checkpoint. `stop` is read between
+/// optimizer steps and stages; once raised the run checkpoints and returns
+/// [`PipelineOutcome::Stopped`].
 pub fn run_pipeline<B: Backend>(
     backend: &B,
     recipe: &Recipe,
@@ -51,7 +91,8 @@ pub fn run_pipeline<B: Backend>(
     run_dir: &Path,
     resume: bool,
     progress: &dyn Progress,
-) -> anyhow::Result<PipelineReport> {
+    stop: &StopSignal,
+) -> anyhow::Result<PipelineOutcome> {
     let dir = RunDir::create(run_dir)?;
     let mut state = PipelineState::open(&dir, recipe_text, resume)?;
     write_bytes_atomically(&dir.root.join("recipe.toml"), recipe_text.as_bytes())?;
@@ -59,7 +100,9 @@ pub fn run_pipeline<B: Backend>(
     let host = PluginHost::new(HostConfig::default()).context("starting the plugin host")?;
     let rewards = build_rewards(recipe, &host)?;
     let mut model = starting_model(backend, recipe, &state)?;
-    let mut run = StageContext::open(backend, recipe, dir, data, rewards, &state, &model, resume, progress)?;
+    let mut run = StageContext::open(
+        backend, recipe, dir, data, rewards, &state, &model, resume, progress, stop,
+    )?;
     if state.finished.is_empty() {
         state.initial_accuracy = run.accuracy(&model)?;
         if let Some(a) = state.initial_accuracy {
@@ -72,8 +115,17 @@ pub fn run_pipeline<B: Backend>(
             progress.log(&format!("stage `{name}`: finished earlier, skipped"));
             continue;
         }
+        if stop.is_requested() {
+            return Ok(stopped(progress, name, 0));
+        }
         let started = Instant::now();
-        let finished = run_stage(&mut run, &mut model, &state, stage, resume)?;
+        let finished = match run_stage(&mut run, &mut model, &state, stage, resume) {
+            Ok(finished) => finished,
+            Err(e) => match e.downcast_ref::<StopRequested>() {
+                Some(s) => return Ok(stopped(progress, name, s.step)),
+                None => return Err(e),
+            },
+        };
         progress.log(&format!(
             "stage `{name}` done in {:.1}s",
             started.elapsed().as_secs_f64()
@@ -86,13 +138,23 @@ pub fn run_pipeline<B: Backend>(
         progress.log(&format!("plots not written: {e}"));
         Vec::new()
     });
-    Ok(PipelineReport {
+    Ok(PipelineOutcome::Finished(Box::new(PipelineReport {
         run_dir: run.dir.root.clone(),
         stages: state.finished,
         initial_accuracy: state.initial_accuracy,
         sample,
         plots,
-    })
+    })))
+}
+
+fn stopped(progress: &dyn Progress, stage: &str, step: usize) -> PipelineOutcome {
+    progress.log(&format!(
+        "stopped in stage `{stage}`; a resume continues at its step {step}"
+    ));
+    PipelineOutcome::Stopped {
+        stage: stage.to_string(),
+        step,
+    }
 }
 
 /// The model the next stage starts from: the last finished stage's checkpoint, or the

@@ -13,10 +13,12 @@ use r1_core::sampling::{Rng, SamplingParams};
 use crate::engine::{Engine, GenerationConfig};
 use crate::io::atomic::write_bytes_atomically;
 use crate::model::Model;
+use crate::pipeline::StopRequested;
 use crate::pipeline::context::StageContext;
 use crate::pipeline::datasets::encode_prompts;
 use crate::pipeline::recipe::RejectionConfig;
 use crate::pipeline::state::{FinishedStage, PipelineState};
+use crate::stop::StopSignal;
 use crate::train::grpo::{GrpoPrompt, NamedReward};
 
 /// What rejection sampling kept.
@@ -34,6 +36,8 @@ pub struct RejectionStats {
 }
 
 /// Samples, filters and writes `{"prompt","completion"}` rows to `out` (atomically).
+/// A raised `stop` ends it between prompts with [`StopRequested`], writing nothing (the
+/// stage is redone on resume).
 pub fn rejection_sample<B: Backend>(
     backend: &B,
     model: &Model<B>,
@@ -41,6 +45,7 @@ pub fn rejection_sample<B: Backend>(
     rewards: &[NamedReward],
     cfg: &RejectionConfig,
     out: &Path,
+    stop: &StopSignal,
 ) -> anyhow::Result<RejectionStats> {
     if cfg.samples_per_prompt == 0 {
         anyhow::bail!("rejection sampling: samples_per_prompt must be positive");
@@ -64,6 +69,9 @@ pub fn rejection_sample<B: Backend>(
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let mut rows = Vec::new();
     for p in prompts.iter().take(cfg.prompts) {
+        if stop.is_requested() {
+            return Err(StopRequested { step: 0 }.into());
+        }
         let completions = engine.generate(
             backend,
             &model.params,
@@ -168,7 +176,7 @@ pub(super) fn sample_training_prompts<B: Backend>(
     out: &Path,
 ) -> anyhow::Result<RejectionStats> {
     let prompts = encode_prompts(model, &run.data.train)?;
-    let stats = rejection_sample(run.backend, model, &prompts, &run.rewards, cfg, out)
+    let stats = rejection_sample(run.backend, model, &prompts, &run.rewards, cfg, out, run.stop)
         .map_err(|e| e.context(format!("stage `{stage}`")))?;
     let stats_path: PathBuf = run.dir.root.join(format!("{stage}.stats.json"));
     write_bytes_atomically(&stats_path, &serde_json::to_vec_pretty(&stats)?)?;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use r1_core::backend::Backend;
 
 use crate::model::Model;
+use crate::pipeline::StopRequested;
 use crate::pipeline::context::StageContext;
 use crate::pipeline::datasets::{read_sft_pairs, sft_examples};
 use crate::pipeline::state::{FinishedStage, PipelineState};
@@ -40,11 +41,19 @@ pub(super) fn train_and_log<B: Backend>(
     let progress = run.progress;
     progress.begin(stage, sft.total_steps(examples.len()) as u64, 0);
     let eos = model.tokenizer.eos_id();
+    let stop = run.stop;
     let trained = train_sft(run.backend, &model.config, &model.params, examples, sft, eos, |m| {
         progress.step(&format!("loss {:.4}", m.loss));
+        if stop.is_requested() {
+            return Err("a stop was requested".into());
+        }
         Ok(())
     });
     progress.end();
+    if trained.is_err() && run.stop.is_requested() {
+        // SFT keeps no mid-stage checkpoint: a resume redoes the stage, identically.
+        return Err(StopRequested { step: 0 }.into());
+    }
     let steps = trained.with_context(|| format!("stage `{stage}`"))?;
     for m in &steps {
         run.write_metrics(stage, m)?;
