@@ -388,10 +388,13 @@ fn dot_block<S: Simd, const R: usize, const C: usize>(s: S, a: [&[f32]; R], b: [
     let mut acc = [[[zero; 4]; C]; R];
     let mut i = 0;
     while i + 4 * l <= n {
+        // One bounds check per operand and block; the loads below index within it.
+        let ab: [&[f32]; R] = std::array::from_fn(|r| &a[r][i..i + 4 * l]);
+        let bb: [&[f32]; C] = std::array::from_fn(|c| &b[c][i..i + 4 * l]);
         for q in 0..4 {
-            let bv: [S::V; C] = std::array::from_fn(|c| s.load(&b[c][i + q * l..]));
+            let bv: [S::V; C] = std::array::from_fn(|c| s.load(&bb[c][q * l..]));
             for r in 0..R {
-                let av = s.load(&a[r][i + q * l..]);
+                let av = s.load(&ab[r][q * l..]);
                 for c in 0..C {
                     acc[r][c][q] = s.mul_add(av, bv[c], acc[r][c][q]);
                 }
