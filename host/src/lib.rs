@@ -11,6 +11,7 @@ pub mod plot;
 pub mod plugin;
 pub mod progress;
 pub mod run_dir;
+pub mod serve;
 pub mod task;
 pub mod train;
 pub mod weights;
