@@ -4,6 +4,37 @@
 
 use alloc::vec::Vec;
 
+/// `log p(token)` under the softmax of `logits` (non-finite logits count as impossible)
+/// and the `k` most likely tokens with theirs, best first (ties by lower id).
+pub fn top_logprobs(logits: &[f32], token: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|l| l.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return (f32::NEG_INFINITY, Vec::new());
+    }
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| libm::exp((l - max) as f64))
+        .sum();
+    let lse = max + libm::log(sum) as f32;
+    let lp = |l: f32| if l.is_finite() { l - lse } else { f32::NEG_INFINITY };
+    let chosen = logits.get(token as usize).map_or(f32::NEG_INFINITY, |&l| lp(l));
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    for (i, &l) in logits.iter().enumerate() {
+        if !l.is_finite() || (best.len() == k && best.last().is_some_and(|b| b.1 >= l)) {
+            continue;
+        }
+        let at = best.partition_point(|b| b.1 >= l);
+        best.insert(at, (i as u32, l));
+        best.truncate(k);
+    }
+    (chosen, best.into_iter().map(|(i, l)| (i, lp(l))).collect())
+}
+
 /// A small, fast, seedable RNG (xoshiro256**, seeded through splitmix64). Its whole state
 /// is four words, saved in checkpoints so a resumed run samples the same tokens.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,8 +107,14 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Drop tokens less likely than `min_p × p(most likely)`; 0 disables.
     pub min_p: f32,
-    /// HF's CTRL-style penalty for tokens already in the sequence; 1 disables.
+    /// HF's CTRL-style penalty for tokens already in the sequence (prompt included),
+    /// applied once per distinct token; 1 disables.
     pub repetition_penalty: f32,
+    /// OpenAI's penalty subtracted from the logit of every token the completion already
+    /// holds (the prompt does not count); 0 disables.
+    pub presence_penalty: f32,
+    /// OpenAI's penalty subtracted once per earlier occurrence in the completion; 0 disables.
+    pub frequency_penalty: f32,
 }
 
 impl Default for SamplingParams {
@@ -88,6 +125,8 @@ impl Default for SamplingParams {
             top_p: 1.0,
             min_p: 0.0,
             repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
 }
@@ -115,7 +154,8 @@ impl SamplingParams {
     }
 
     /// Checks each setting's range: temperature finite and `>= 0`, `top_p` in `(0, 1]`,
-    /// `min_p` in `[0, 1]`, `repetition_penalty` finite and `> 0`.
+    /// `min_p` in `[0, 1]`, `repetition_penalty` finite and `> 0`, presence and frequency
+    /// penalties in `[-2, 2]` (OpenAI's range).
     pub fn validate(&self) -> Result<(), SamplingError> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(SamplingError("temperature must be a finite number >= 0"));
@@ -128,6 +168,12 @@ impl SamplingParams {
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return Err(SamplingError("repetition_penalty must be a positive number"));
+        }
+        if !(-2.0..=2.0).contains(&self.presence_penalty) {
+            return Err(SamplingError("presence_penalty must be in [-2, 2]"));
+        }
+        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
+            return Err(SamplingError("frequency_penalty must be in [-2, 2]"));
         }
         Ok(())
     }
@@ -147,6 +193,8 @@ pub struct Sampled {
 #[derive(Default)]
 pub struct Sampler {
     candidates: Vec<(f32, u32)>,
+    /// Distinct tokens of a sequence, with their counts.
+    counts: Vec<(u32, u32)>,
 }
 
 impl Sampler {
@@ -155,18 +203,55 @@ impl Sampler {
         Sampler::default()
     }
 
+    /// Fills `counts` with the distinct tokens of `tokens` and how often each occurs.
+    fn count(&mut self, tokens: &[u32]) {
+        let c = &mut self.counts;
+        c.clear();
+        c.extend(tokens.iter().map(|&t| (t, 1)));
+        c.sort_unstable_by_key(|e| e.0);
+        c.dedup_by(|b, a| {
+            let same = a.0 == b.0;
+            if same {
+                a.1 += b.1;
+            }
+            same
+        });
+    }
+
     /// Picks the next token from `logits` (modified in place by the penalty) given the
     /// tokens of the sequence so far. Non-finite logits are treated as impossible tokens;
     /// if none is finite, token 0 is returned with log-prob −∞.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32], params: &SamplingParams, rng: &mut Rng) -> Sampled {
+        self.sample_completion(logits, history, history.len(), params, rng)
+    }
+
+    /// [`Sampler::sample`] where `history[completion_start..]` is the completion so far
+    /// (what the presence and frequency penalties look at) and the rest is the prompt.
+    pub fn sample_completion(
+        &mut self,
+        logits: &mut [f32],
+        history: &[u32],
+        completion_start: usize,
+        params: &SamplingParams,
+        rng: &mut Rng,
+    ) -> Sampled {
         if params.repetition_penalty != 1.0 {
-            for &t in history {
+            self.count(history);
+            for &(t, _) in &self.counts {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l = if *l > 0.0 {
                         *l / params.repetition_penalty
                     } else {
                         *l * params.repetition_penalty
                     };
+                }
+            }
+        }
+        if params.presence_penalty != 0.0 || params.frequency_penalty != 0.0 {
+            self.count(history.get(completion_start..).unwrap_or(&[]));
+            for &(t, n) in &self.counts {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l -= params.presence_penalty + params.frequency_penalty * n as f32;
                 }
             }
         }
@@ -339,6 +424,51 @@ mod tests {
         let s = Sampler::new().sample(&mut logits, &[0, 1], &p, &mut Rng::new(0));
         assert_eq!(logits, vec![1.0, -4.0, 1.0]);
         assert_eq!(s.token, 0); // tie → lowest id
+    }
+
+    #[test]
+    fn repetition_penalty_applies_once_per_distinct_token() {
+        let mut logits = vec![2.0f32, 1.0];
+        let p = SamplingParams {
+            repetition_penalty: 2.0,
+            temperature: 0.0,
+            ..Default::default()
+        };
+        Sampler::new().sample(&mut logits, &[0, 0, 0], &p, &mut Rng::new(0));
+        assert_eq!(logits, vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_count_only_the_completion() {
+        let mut logits = vec![5.0f32, 5.0, 5.0];
+        let p = SamplingParams {
+            presence_penalty: 0.5,
+            frequency_penalty: 0.25,
+            temperature: 0.0,
+            ..Default::default()
+        };
+        // Prompt [2], completion [0, 0, 1].
+        Sampler::new().sample_completion(&mut logits, &[2, 0, 0, 1], 1, &p, &mut Rng::new(0));
+        assert_eq!(logits, vec![5.0 - 0.5 - 0.5, 5.0 - 0.5 - 0.25, 5.0]);
+        assert!(
+            SamplingParams {
+                presence_penalty: 2.5,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn top_logprobs_are_the_log_softmax_best_first() {
+        let logits = [1.0f32, 3.0, f32::NAN, 2.0];
+        let (lp, top) = top_logprobs(&logits, 3, 2);
+        let lse = libm::logf(libm::expf(1.0) + libm::expf(3.0) + libm::expf(2.0));
+        assert!((lp - (2.0 - lse)).abs() < 1e-6);
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert!((top[0].1 - (3.0 - lse)).abs() < 1e-6);
+        assert_eq!(top_logprobs(&logits, 2, 0), (f32::NEG_INFINITY, vec![]));
     }
 
     #[test]

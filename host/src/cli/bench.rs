@@ -89,6 +89,20 @@ enum BenchWhat {
         #[arg(long, default_value = "python3")]
         python: String,
     },
+    /// The engine service under concurrent streams: aggregate decode tokens/s, time to
+    /// first token and inter-token latency (p50/p99) for each client count, each client
+    /// streaming one greedy completion of `--tokens` after its own `--prompt`-token prompt.
+    Serve {
+        #[command(flatten)]
+        shape: Shape,
+        /// Concurrent clients to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        clients: Vec<usize>,
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        #[arg(long, default_value_t = 16)]
+        prompt: usize,
+    },
 }
 
 /// The model config of a preset.
@@ -166,6 +180,15 @@ fn run_reference_with(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let BenchWhat::Serve {
+        shape,
+        clients,
+        tokens,
+        prompt,
+    } = &args.what
+    {
+        return super::bench_serve::bench_serve(&shape.preset, &shape.device, clients, *tokens, *prompt);
+    }
     let device = args.what.shape().device.clone();
     with_backend(&device, args.what)
 }
@@ -173,7 +196,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 impl BenchWhat {
     fn shape(&self) -> &Shape {
         match self {
-            BenchWhat::Train { shape, .. } | BenchWhat::Decode { shape, .. } | BenchWhat::Grpo { shape, .. } => shape,
+            BenchWhat::Train { shape, .. }
+            | BenchWhat::Decode { shape, .. }
+            | BenchWhat::Grpo { shape, .. }
+            | BenchWhat::Serve { shape, .. } => shape,
         }
     }
 }
@@ -209,6 +235,7 @@ impl BackendJob for BenchWhat {
                 reference,
                 python,
             } => bench_decode(backend, &shape, tokens, batch, reference, &python),
+            BenchWhat::Serve { .. } => bail!("bench serve runs its own engine thread"),
         }
     }
 }

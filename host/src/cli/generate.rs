@@ -87,6 +87,7 @@ fn sample<B: Backend>(
             top_p: args.top_p,
             min_p: args.min_p,
             repetition_penalty: args.repetition_penalty,
+            ..Default::default()
         },
         stop: args.stop.clone(),
     };

@@ -42,6 +42,12 @@ impl<B: Backend> KvCache<B> {
         })
     }
 
+    /// Bytes one cached token of an f32 cache for `cfg` takes over all layers, keys and values.
+    pub fn bytes_per_token_for(cfg: &ModelConfig) -> usize {
+        let width = cfg.kv_heads() * cfg.head_dim();
+        2 * cfg.num_hidden_layers * TensorDesc::new(DType::F32, &[width]).bytes()
+    }
+
     /// Bytes one cached token takes over all layers, keys and values.
     pub fn bytes_per_token(&self) -> usize {
         2 * self.layers.len() * TensorDesc::new(self.dtype, &[self.width]).bytes()
@@ -52,25 +58,31 @@ impl<B: Backend> KvCache<B> {
         self.batch == batch && self.capacity >= capacity
     }
 
-    /// Copies the first `len` positions of row 0 into rows `1..batch` of every layer:
-    /// the G completions of a prompt share its prefill.
-    pub fn broadcast_row0(&self, backend: &B, len: usize) -> Result<(), BackendError> {
-        let row_bytes = TensorDesc::new(self.dtype, &[self.capacity, self.width]).bytes();
+    /// Bytes of one row (sequence) of one layer's keys or values.
+    pub fn row_bytes(&self) -> usize {
+        TensorDesc::new(self.dtype, &[self.capacity, self.width]).bytes()
+    }
+
+    /// Copies the first `len` positions of row `src` into each of `dst` in every layer:
+    /// the completions of a prompt share its prefill, and a row that leaves the batch is
+    /// refilled by the last one.
+    pub fn copy_rows(&self, backend: &B, src: usize, dst: impl Iterator<Item = usize> + Clone, len: usize) -> Result<(), BackendError> {
+        let row_bytes = self.row_bytes();
         let desc = TensorDesc::new(self.dtype, &[len * self.width]);
         for (k, v) in &self.layers {
             for buf in [k, v] {
-                let src = TensorRef {
+                let from = TensorRef {
                     buffer: buf,
-                    offset: 0,
+                    offset: src * row_bytes,
                     desc,
                 };
-                for r in 1..self.batch {
-                    let dst = TensorRef {
+                for r in dst.clone() {
+                    let to = TensorRef {
                         buffer: buf,
                         offset: r * row_bytes,
                         desc,
                     };
-                    backend.axpby(dst, 1.0, src, 0.0)?;
+                    backend.axpby(to, 1.0, from, 0.0)?;
                 }
             }
         }

@@ -1,26 +1,36 @@
-//! The generation engine: prefill a prompt once, then decode a batch of completions with
-//! a KV cache, sampling each token (temperature, top-k, top-p, min-p, repetition
-//! penalty, seed) until EOS, a stop string, or the token budget.
+//! The generation engine: continuous batching over a KV cache ([`batch`]), sampling each
+//! token (temperature, top-k, top-p, min-p, repetition/presence/frequency penalties, seed)
+//! until EOS, a stop string, or the token budget, with text streamed in whole characters
+//! ([`text`]).
 //!
-//! The G completions of one prompt share its prefill: the prompt runs once at batch 1,
-//! its keys/values are copied into the other rows, and decoding proceeds at batch G.
-//! Graphs and their memory plans are built once per shape bucket `(batch, new tokens,
-//! cache capacity)` and kept ([`step_plan`]): a decode step only uploads its token ids
-//! and each sequence's cached length (the `past` input) and runs the same plan again.
+//! The completions of one prompt share its prefill: the prompt runs once at batch 1, its
+//! keys/values are copied into the other rows. Sequences join and leave the running batch
+//! at every step. Graphs and their memory plans are built once per shape bucket `(rows,
+//! new tokens, cache capacity)` and kept ([`step_plan`]): a decode step only uploads its
+//! token ids and each sequence's cached length (the `past` input) and runs a kept plan.
+//!
+//! [`Engine`] runs one request to completion on the caller's thread (GRPO rollouts, CLI
+//! commands); [`service`] runs many concurrent requests on an engine thread (the server).
 
+pub mod batch;
 pub mod kv_cache;
+mod scheduler;
+pub mod service;
 pub mod step_plan;
+pub mod text;
+
+use std::sync::Arc;
 
 use r1_core::GraphError;
 use r1_core::backend::{Backend, BackendError};
-use r1_core::exec::Executor;
 use r1_core::model::{BuildError, ModelConfig};
 use r1_core::reasoning::split_reasoning;
-use r1_core::sampling::{Rng, Sampler, SamplingParams};
+use r1_core::sampling::{Rng, SamplingParams};
 
 use crate::weights::ParamBuffer;
-use kv_cache::KvCache;
-use step_plan::{StepFeed, StepPlans};
+use batch::{Batch, Seq, SeqConfig};
+
+pub use service::{EngineService, GenEvent, GenRequest, ServiceOptions, SubmitError, TokenLogprob};
 
 /// KV-cache capacities are rounded up to a multiple of this many positions.
 const CAPACITY_STEP: usize = 64;
@@ -99,14 +109,13 @@ pub trait Detokenizer {
     fn eos_id(&self) -> Option<u32>;
 }
 
-/// Generation state reused across calls: KV cache, planned step graphs, arena, scratch.
+/// Generation state reused across calls: a [`Batch`] (KV cache, planned step graphs,
+/// sampler), re-made only when a call needs more rows or positions.
 pub struct Engine<B: Backend> {
     cfg: ModelConfig,
-    cache: Option<KvCache<B>>,
-    plans: StepPlans,
-    executor: Executor<B>,
-    sampler: Sampler,
-    feed: Option<StepFeed<B>>,
+    batch: Option<Batch<B>>,
+    /// Graphs built by batches this engine dropped.
+    plans_dropped: usize,
 }
 
 impl<B: Backend> Engine<B> {
@@ -114,11 +123,8 @@ impl<B: Backend> Engine<B> {
     pub fn new(cfg: ModelConfig) -> Self {
         Engine {
             cfg,
-            cache: None,
-            plans: StepPlans::default(),
-            executor: Executor::new(),
-            sampler: Sampler::new(),
-            feed: None,
+            batch: None,
+            plans_dropped: 0,
         }
     }
 
@@ -130,47 +136,19 @@ impl<B: Backend> Engine<B> {
     /// How many step graphs have been built and planned so far (one per shape bucket,
     /// however many tokens were decoded).
     pub fn plans_built(&self) -> usize {
-        self.plans.built()
+        self.plans_dropped + self.batch.as_ref().map_or(0, Batch::plans_built)
     }
 
     /// Bytes the KV cache takes per cached token (all layers, keys and values), once a
     /// cache exists.
     pub fn kv_bytes_per_token(&self) -> Option<usize> {
-        self.cache.as_ref().map(KvCache::bytes_per_token)
+        self.batch.as_ref().map(Batch::kv_bytes_per_token)
     }
 
-    /// Runs one forward step: `ids` (`batch × t`, row-major) at position `past` of every
-    /// row, writing keys/values into the cache; returns the last position's logits per
-    /// row (`[batch, V]`). The step's graph and plan come from the shape bucket's cache.
-    fn step(
-        &mut self,
-        backend: &B,
-        params: &ParamBuffer<B>,
-        ids: &[u32],
-        batch: usize,
-        past: usize,
-    ) -> Result<Vec<f32>, EngineError> {
-        let cache = self
-            .cache
-            .as_ref()
-            .ok_or_else(|| EngineError::Internal("decode step before the KV cache exists".into()))?;
-        let t = ids.len() / batch;
-        let planned = self.plans.get(backend, &self.cfg, batch, t, cache.capacity)?;
-        if self.feed.as_ref().is_none_or(|f| !f.fits(batch, t)) {
-            self.feed = None;
-            self.feed = Some(StepFeed::new(backend, batch, t)?);
-        }
-        let feed = self
-            .feed
-            .as_ref()
-            .ok_or_else(|| EngineError::Internal("no feed buffer".into()))?;
-        let pasts = vec![past; batch];
-        feed.upload(backend, ids, &pasts)?;
-        Ok(planned.run(backend, &mut self.executor, params, feed, cache)?)
-    }
-
-    /// Generates `n` completions of `prompt` sharing one prefill. `on_token(row, token)`
-    /// sees every token as it is sampled (streaming).
+    /// Generates `n` completions of `prompt` sharing one prefill, on the continuous
+    /// batching engine ([`batch`]): a completion that ends leaves the batch. Completion
+    /// `i` samples with the `i`-th fork of `rng`. `on_token(row, token)` sees every token
+    /// but EOS as it is sampled (streaming). Stop strings stay in `Completion::text`.
     #[allow(clippy::too_many_arguments)]
     pub fn generate(
         &mut self,
@@ -207,89 +185,59 @@ impl<B: Backend> Engine<B> {
         // Capacities come in steps of 64 positions, so prompts of similar lengths share
         // one cache and one decode plan.
         let capacity = (prompt.len() + budget).next_multiple_of(CAPACITY_STEP).min(max_pos);
-        if self.cache.as_ref().is_none_or(|c| !c.fits(n, capacity)) {
-            self.cache = None;
-            self.cache = Some(KvCache::new(backend, &self.cfg, n, capacity)?);
+        if self.batch.as_ref().is_none_or(|b| !b.fits(n, capacity)) {
+            self.plans_dropped += self.batch.as_ref().map_or(0, Batch::plans_built);
+            self.batch = None;
+            self.batch = Some(Batch::new(backend, &self.cfg, n, capacity)?);
         }
-
-        // Prefill at batch 1 into cache row 0, then share it with every row.
-        let mut logits = self.step(backend, params, prompt, 1, 0)?;
-        if let Some(c) = &self.cache {
-            c.broadcast_row0(backend, prompt.len())?;
-        }
-        let mut rows: Vec<Row> = (0..n).map(|_| Row::new(rng.fork())).collect();
-        let first = logits.clone();
-        logits = (0..n).flat_map(|_| first.iter().copied()).collect();
-
-        let eos = tok.eos_id();
-        let mut past = prompt.len();
-        let mut history: Vec<u32> = prompt.to_vec();
-        for step in 0..budget {
-            let mut next = Vec::with_capacity(n);
-            for (r, row) in rows.iter_mut().enumerate() {
-                if row.finish.is_some() {
-                    next.push(eos.unwrap_or(0));
-                    continue;
+        let batch = self
+            .batch
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("no batch".into()))?;
+        let config = Arc::new(SeqConfig {
+            sampling: generation.sampling.clone(),
+            max_new_tokens: budget,
+            stop: generation.stop.clone(),
+            top_logprobs: None,
+            ignore_eos: false,
+        });
+        let rngs = (0..n).map(|_| rng.fork()).collect();
+        let mut done: Vec<Option<Completion>> = (0..n).map(|_| None).collect();
+        let mut step = batch.admit(backend, params, tok, prompt, 0, config, rngs)?;
+        loop {
+            for t in &step {
+                if t.finish != Some(FinishReason::Eos) {
+                    on_token(t.index, t.token.id);
                 }
-                history.truncate(prompt.len());
-                history.extend_from_slice(&row.tokens);
-                let l = &mut logits[r * vocab..(r + 1) * vocab];
-                let s = self.sampler.sample(l, &history, &generation.sampling, &mut row.rng);
-                row.logprobs.push(s.logprob);
-                if Some(s.token) == eos {
-                    row.finish = Some(FinishReason::Eos);
-                } else {
-                    row.tokens.push(s.token);
-                    on_token(r, s.token);
-                    if !generation.stop.is_empty() {
-                        let text = tok.decode(&row.tokens);
-                        if generation.stop.iter().any(|st| text.ends_with(st.as_str())) {
-                            row.finish = Some(FinishReason::Stop);
-                        }
-                    }
-                }
-                next.push(s.token);
             }
-            if rows.iter().all(|r| r.finish.is_some()) || step + 1 == budget {
+            for seq in batch.retire(backend, |_| false)? {
+                let index = seq.index;
+                if let Some(slot) = done.get_mut(index) {
+                    *slot = Some(completion(tok, seq));
+                }
+            }
+            if batch.is_empty() {
                 break;
             }
-            logits = self.step(backend, params, &next, n, past)?;
-            past += 1;
+            step = batch.decode(backend, params, tok)?;
         }
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let text = tok.decode(&row.tokens);
-                let split = split_reasoning(&text);
-                let (reasoning, answer) = (split.reasoning.map(str::to_string), split.answer.to_string());
-                Completion {
-                    finish_reason: row.finish.unwrap_or(FinishReason::Length),
-                    tokens: row.tokens,
-                    reasoning,
-                    answer,
-                    text,
-                    logprobs: row.logprobs,
-                }
-            })
-            .collect())
+        done.into_iter()
+            .map(|c| c.ok_or_else(|| EngineError::Internal("a completion never finished".into())))
+            .collect()
     }
 }
 
-/// Decoding state of one completion.
-struct Row {
-    tokens: Vec<u32>,
-    logprobs: Vec<f32>,
-    finish: Option<FinishReason>,
-    rng: Rng,
-}
-
-impl Row {
-    fn new(rng: Rng) -> Row {
-        Row {
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
-            finish: None,
-            rng,
-        }
+/// A finished sequence as a [`Completion`] (the whole text, stop strings included).
+fn completion(tok: &dyn Detokenizer, seq: Seq) -> Completion {
+    let text = tok.decode(seq.tokens());
+    let split = split_reasoning(&text);
+    let (reasoning, answer) = (split.reasoning.map(str::to_string), split.answer.to_string());
+    Completion {
+        finish_reason: seq.finish.unwrap_or(FinishReason::Length),
+        tokens: seq.tokens().to_vec(),
+        reasoning,
+        answer,
+        text,
+        logprobs: seq.logprobs,
     }
 }

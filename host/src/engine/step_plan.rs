@@ -12,8 +12,9 @@ use super::EngineError;
 use super::kv_cache::KvCache;
 use crate::weights::ParamBuffer;
 
-/// Step plans kept at once: a decode bucket plus a few prefill lengths.
-const MAX_PLANS: usize = 8;
+/// Step plans kept at once: decode plans for each batch size continuous batching passes
+/// through, plus recent prefill lengths.
+const MAX_PLANS: usize = 48;
 
 /// The per-step inputs: `[ids (rows × tokens) i32 | past (rows) i32]`.
 pub struct StepFeed<B: Backend> {
@@ -71,7 +72,8 @@ pub struct PlannedStep {
 }
 
 impl PlannedStep {
-    /// Binds weights, feed and cache, runs the plan and returns the logits `[batch, V]`.
+    /// Binds weights, feed and cache rows `first_row..first_row + batch`, runs the plan
+    /// and returns the logits `[batch, V]`.
     pub fn run<B: Backend>(
         &self,
         backend: &B,
@@ -79,7 +81,9 @@ impl PlannedStep {
         params: &ParamBuffer<B>,
         feed: &StepFeed<B>,
         cache: &KvCache<B>,
+        first_row: usize,
     ) -> Result<Vec<f32>, GraphError> {
+        let offset = first_row * cache.row_bytes();
         let mut b = Bindings::new(&self.graph);
         params.bind(&self.lm, &mut b)?;
         b.bind(self.lm.input_ids, &feed.buffer, 0)?;
@@ -88,8 +92,8 @@ impl PlannedStep {
         }
         for (l, &(kc, vc)) in self.lm.caches.iter().enumerate() {
             let (kbuf, vbuf) = cache.layers.get(l).ok_or(GraphError::UnknownNode(kc.0))?;
-            b.bind(kc, kbuf, 0)?;
-            b.bind(vc, vbuf, 0)?;
+            b.bind(kc, kbuf, offset)?;
+            b.bind(vc, vbuf, offset)?;
         }
         executor.run(backend, &self.graph, &self.plan, &b)?;
         executor.read_f32(backend, &self.graph, &self.plan, &b, self.lm.logits)

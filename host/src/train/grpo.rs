@@ -108,6 +108,7 @@ impl GrpoTrainConfig {
             top_p: self.top_p,
             min_p: self.min_p,
             repetition_penalty: self.repetition_penalty,
+            ..Default::default()
         }
     }
 

@@ -1,0 +1,174 @@
+//! `r1host bench serve`: the engine service under 1…N concurrent streaming clients on a
+//! random model of a preset shape. Each client submits one greedy request (its own
+//! prompt, EOS ignored so every completion has the same length) and timestamps every
+//! token as it arrives: time to first token (submit → first token), inter-token latency
+//! (gaps between a stream's tokens) and aggregate decode tokens/s (all tokens ÷ wall time
+//! from the first submit to the last token). Prints one JSON line per client count and a
+//! summary with the N-client throughput relative to 1 client.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use r1_core::sampling::SamplingParams;
+
+use super::bench::preset;
+use crate::device::{Device, DeviceArgs};
+use crate::engine::{EngineService, GenEvent, GenRequest, ServiceOptions};
+use crate::model::Model;
+
+/// Timestamps of one client's stream.
+struct Stream {
+    ttft: Duration,
+    gaps: Vec<Duration>,
+    tokens: usize,
+    done: Instant,
+}
+
+pub(super) fn bench_serve(
+    preset_name: &str,
+    device: &DeviceArgs,
+    clients: &[usize],
+    tokens: usize,
+    prompt: usize,
+) -> anyhow::Result<()> {
+    if device.device != Device::Cpu {
+        bail!("bench serve runs on the CPU backend only for now (device {})", device.device);
+    }
+    let cfg = preset(preset_name)?;
+    let most = clients.iter().copied().max().unwrap_or(1).max(1);
+    if prompt == 0 || tokens == 0 {
+        bail!("--prompt and --tokens must be at least 1");
+    }
+    let context = prompt + tokens;
+    let opts = ServiceOptions {
+        kv_cache_mib: 1 << 14,
+        context: Some(context),
+        max_batch: most,
+        max_queue: most,
+    };
+    let threads = device.threads;
+    let model_cfg = cfg.clone();
+    let svc = EngineService::start_with(preset_name, None, opts, move || {
+        let backend = match threads {
+            Some(t) => r1_backend_cpu::CpuBackend::with_threads(t)?,
+            None => r1_backend_cpu::CpuBackend::new(),
+        };
+        let model = Model::init(&backend, model_cfg, 0)?;
+        Ok((backend, model))
+    })?;
+    let vocab = cfg.vocab_size as u64;
+    let request = |client: usize| GenRequest {
+        prompt: (0..prompt as u64)
+            .map(|i| ((client as u64 * 131 + i * 7 + 1) % vocab) as u32)
+            .collect(),
+        max_new_tokens: tokens,
+        sampling: SamplingParams::greedy(),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    // Warm-up: plans for the prefill length and every batch size along the way.
+    for &c in clients {
+        run_clients(&svc, c, &request)?;
+    }
+    let mut by_clients = Vec::new();
+    for &c in clients {
+        let start = Instant::now();
+        let streams = run_clients(&svc, c, &request)?;
+        let end = streams.iter().map(|s| s.done).max().unwrap_or(start);
+        let total: usize = streams.iter().map(|s| s.tokens).sum();
+        let secs = (end - start).as_secs_f64();
+        let mut ttft: Vec<f64> = streams.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect();
+        let mut gaps: Vec<f64> = streams
+            .iter()
+            .flat_map(|s| s.gaps.iter().map(|g| g.as_secs_f64() * 1e3))
+            .collect();
+        let tps = total as f64 / secs;
+        let line = serde_json::json!({
+            "bench": "serve", "preset": preset_name, "clients": c, "tokens_per_client": tokens,
+            "prompt_tokens": prompt, "aggregate_tok_s": round1(tps),
+            "ttft_ms": {"p50": round2(percentile(&mut ttft, 0.5)), "p99": round2(percentile(&mut ttft, 0.99))},
+            "itl_ms": {"p50": round2(percentile(&mut gaps, 0.5)), "p99": round2(percentile(&mut gaps, 0.99))},
+            "kv_bytes_per_token": svc.stats().kv_bytes_per_token.load(std::sync::atomic::Ordering::Relaxed),
+        });
+        println!("{line}");
+        by_clients.push((c, tps));
+    }
+    if let (Some(&(c1, one)), Some(&(cn, many))) = (by_clients.first(), by_clients.last())
+        && cn != c1
+    {
+        println!(
+            "{}",
+            serde_json::json!({"bench": "serve", "preset": preset_name, "summary": format!("{cn} clients vs {c1}"), "throughput_ratio": round2(many / one)})
+        );
+    }
+    svc.shutdown(false);
+    Ok(())
+}
+
+/// `c` clients submit at once (a barrier) and stream to the end.
+fn run_clients(svc: &EngineService, c: usize, request: &(dyn Fn(usize) -> GenRequest + Sync)) -> anyhow::Result<Vec<Stream>> {
+    let barrier = Barrier::new(c);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..c)
+            .map(|client| {
+                let barrier = &barrier;
+                scope.spawn(move || -> anyhow::Result<Stream> {
+                    barrier.wait();
+                    let sent = Instant::now();
+                    let mut rx = svc.submit(request(client))?;
+                    let mut last: Option<Instant> = None;
+                    let mut stream = Stream {
+                        ttft: Duration::ZERO,
+                        gaps: Vec::new(),
+                        tokens: 0,
+                        done: sent,
+                    };
+                    while let Some(event) = rx.blocking_recv() {
+                        match event {
+                            GenEvent::Delta { tokens, .. } if !tokens.is_empty() => {
+                                let now = Instant::now();
+                                match last {
+                                    None => stream.ttft = now - sent,
+                                    Some(t) => stream.gaps.push(now - t),
+                                }
+                                last = Some(now);
+                                stream.tokens += tokens.len();
+                            }
+                            GenEvent::Delta { .. } => {}
+                            GenEvent::Finished { .. } => {
+                                stream.done = Instant::now();
+                                break;
+                            }
+                            GenEvent::Failed(e) => bail!("client {client}: {e}"),
+                        }
+                    }
+                    Ok(stream)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?)
+            .collect::<anyhow::Result<Vec<_>>>()
+    })
+    .context("bench serve")
+}
+
+/// The `q` quantile (nearest rank) of `xs` (sorted in place); 0 when empty.
+fn percentile(xs: &mut [f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
+    xs[rank - 1]
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

@@ -1,0 +1,317 @@
+//! Continuous batching: the running sequences of any number of requests share one KV
+//! cache of `slots` rows and decode together, one token each per step. A sequence joins
+//! at any step (its prompt is prefilled once into a free row, then copied to the rows of
+//! the request's other completions) and leaves as soon as it ends: the last row moves into
+//! its place, so the running rows are always `0..len` and a finished row costs nothing.
+//!
+//! Step graphs come from [`StepPlans`]: one per `(rows, new tokens, capacity)`, built on
+//! first use and kept, so a decode step only uploads token ids and positions.
+
+use std::sync::Arc;
+
+use r1_core::backend::Backend;
+use r1_core::exec::Executor;
+use r1_core::model::ModelConfig;
+use r1_core::sampling::{Rng, Sampler, SamplingParams, top_logprobs};
+
+use super::kv_cache::KvCache;
+use super::service::TokenLogprob;
+use super::step_plan::{StepFeed, StepPlans};
+use super::text::TextStream;
+use super::{Detokenizer, EngineError, FinishReason};
+use crate::weights::ParamBuffer;
+
+/// How the completions of one request are drawn (shared by its rows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeqConfig {
+    pub sampling: SamplingParams,
+    /// Tokens a completion may add (the EOS token included).
+    pub max_new_tokens: usize,
+    /// Stop strings (see [`TextStream`]).
+    pub stop: Vec<String>,
+    /// Report raw log-probs with this many alternatives.
+    pub top_logprobs: Option<usize>,
+    /// Do not stop at EOS.
+    pub ignore_eos: bool,
+}
+
+/// One running completion.
+pub struct Seq {
+    /// The caller's key for the request this completion belongs to.
+    pub owner: u64,
+    /// Which of the request's completions this is.
+    pub index: usize,
+    config: Arc<SeqConfig>,
+    /// Prompt then generated tokens (EOS excluded).
+    history: Vec<u32>,
+    prompt_len: usize,
+    /// Positions in the cache.
+    past: usize,
+    /// The token the next decode step feeds.
+    next: u32,
+    /// Tokens sampled so far, EOS included.
+    sampled: usize,
+    /// The sampler's log-prob of each sampled token.
+    pub logprobs: Vec<f32>,
+    rng: Rng,
+    text: TextStream,
+    pub finish: Option<FinishReason>,
+}
+
+impl Seq {
+    /// The generated tokens (without EOS).
+    pub fn tokens(&self) -> &[u32] {
+        &self.history[self.prompt_len..]
+    }
+
+    /// Tokens sampled so far, EOS included.
+    pub fn sampled(&self) -> usize {
+        self.sampled
+    }
+
+    /// Positions this sequence holds in the KV cache.
+    pub fn cached(&self) -> usize {
+        self.past
+    }
+}
+
+/// What one sequence produced in a step.
+#[derive(Debug)]
+pub struct StepToken {
+    pub owner: u64,
+    pub index: usize,
+    /// The token sampled (EOS included, then with `finish == Some(Eos)`).
+    pub token: TokenLogprob,
+    /// Text that can be sent now (see [`TextStream`]).
+    pub text: String,
+    /// Set when this token ended the sequence.
+    pub finish: Option<FinishReason>,
+}
+
+/// The running batch: KV cache rows, plans and the sequences in them.
+pub struct Batch<B: Backend> {
+    cfg: ModelConfig,
+    slots: usize,
+    capacity: usize,
+    cache: KvCache<B>,
+    plans: StepPlans,
+    executor: Executor<B>,
+    sampler: Sampler,
+    feed: Option<StepFeed<B>>,
+    seqs: Vec<Seq>,
+}
+
+impl<B: Backend> Batch<B> {
+    /// A batch of at most `slots` sequences of `capacity` positions each.
+    pub fn new(backend: &B, cfg: &ModelConfig, slots: usize, capacity: usize) -> Result<Self, EngineError> {
+        Ok(Batch {
+            cfg: cfg.clone(),
+            slots,
+            capacity,
+            cache: KvCache::new(backend, cfg, slots, capacity)?,
+            plans: StepPlans::default(),
+            executor: Executor::new(),
+            sampler: Sampler::new(),
+            feed: None,
+            seqs: Vec::new(),
+        })
+    }
+
+    /// Whether this batch has `slots` rows of at least `capacity` positions and nothing running.
+    pub fn fits(&self, slots: usize, capacity: usize) -> bool {
+        self.slots >= slots && self.capacity >= capacity && self.seqs.is_empty()
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn free_slots(&self) -> usize {
+        self.slots - self.seqs.len()
+    }
+
+    pub fn seqs(&self) -> &[Seq] {
+        &self.seqs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// Step graphs built so far.
+    pub fn plans_built(&self) -> usize {
+        self.plans.built()
+    }
+
+    /// Bytes one cached token takes.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.cache.bytes_per_token()
+    }
+
+    /// Runs `ids` (`rows × t`) for cache rows `first_row..first_row + rows` at positions
+    /// `past`; returns the last position's logits per row.
+    fn forward(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        ids: &[u32],
+        past: &[usize],
+        first_row: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        let rows = past.len();
+        let t = ids.len() / rows.max(1);
+        let planned = self.plans.get(backend, &self.cfg, rows, t, self.capacity)?;
+        if self.feed.as_ref().is_none_or(|f| !f.fits(rows, t)) {
+            self.feed = None;
+            self.feed = Some(StepFeed::new(backend, rows, t)?);
+        }
+        let feed = self
+            .feed
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("no feed buffer".into()))?;
+        feed.upload(backend, ids, past)?;
+        Ok(planned.run(backend, &mut self.executor, params, feed, &self.cache, first_row)?)
+    }
+
+    /// Starts `rngs.len()` completions of `prompt`: one prefill into the next free row,
+    /// copied to the others, and each row's first token sampled. The caller checked that
+    /// the rows are free and that the prompt fits the capacity.
+    #[allow(clippy::too_many_arguments)]
+    pub fn admit(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+        prompt: &[u32],
+        owner: u64,
+        config: Arc<SeqConfig>,
+        rngs: Vec<Rng>,
+    ) -> Result<Vec<StepToken>, EngineError> {
+        let n = rngs.len();
+        let row0 = self.seqs.len();
+        if n == 0 || row0 + n > self.slots || prompt.is_empty() || prompt.len() >= self.capacity {
+            return Err(EngineError::Internal(format!(
+                "cannot start {n} sequences of a {}-token prompt in {} free rows of {} positions",
+                prompt.len(),
+                self.free_slots(),
+                self.capacity
+            )));
+        }
+        let logits = self.forward(backend, params, prompt, &[0], row0)?;
+        if n > 1 {
+            self.cache.copy_rows(backend, row0, row0 + 1..row0 + n, prompt.len())?;
+        }
+        let mut out = Vec::with_capacity(n);
+        for (index, rng) in rngs.into_iter().enumerate() {
+            let mut seq = Seq {
+                owner,
+                index,
+                config: config.clone(),
+                history: prompt.to_vec(),
+                prompt_len: prompt.len(),
+                past: prompt.len(),
+                next: 0,
+                sampled: 0,
+                logprobs: Vec::new(),
+                rng,
+                text: TextStream::new(),
+                finish: None,
+            };
+            let mut row = logits.clone();
+            out.push(self.sample(tok, &mut seq, &mut row));
+            self.seqs.push(seq);
+        }
+        Ok(out)
+    }
+
+    /// One decode step: every running sequence feeds its last token and samples the next.
+    pub fn decode(&mut self, backend: &B, params: &ParamBuffer<B>, tok: &dyn Detokenizer) -> Result<Vec<StepToken>, EngineError> {
+        let running: Vec<usize> = (0..self.seqs.len()).filter(|&i| self.seqs[i].finish.is_none()).collect();
+        if running.len() != self.seqs.len() {
+            return Err(EngineError::Internal("decode with finished rows still in the batch".into()));
+        }
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<u32> = self.seqs.iter().map(|s| s.next).collect();
+        let past: Vec<usize> = self.seqs.iter().map(|s| s.past).collect();
+        let mut logits = self.forward(backend, params, &ids, &past, 0)?;
+        let vocab = self.cfg.vocab_size;
+        let mut seqs = std::mem::take(&mut self.seqs);
+        let out = seqs
+            .iter_mut()
+            .zip(logits.chunks_exact_mut(vocab))
+            .map(|(seq, row)| {
+                seq.past += 1;
+                self.sample(tok, seq, row)
+            })
+            .collect();
+        self.seqs = seqs;
+        Ok(out)
+    }
+
+    /// Samples `seq`'s next token from its logits `row` and decides whether it ends there.
+    fn sample(&mut self, tok: &dyn Detokenizer, seq: &mut Seq, row: &mut [f32]) -> StepToken {
+        let cfg = seq.config.clone();
+        let raw = cfg.top_logprobs.map(|_| row.to_vec());
+        let s = self
+            .sampler
+            .sample_completion(row, &seq.history, seq.prompt_len, &cfg.sampling, &mut seq.rng);
+        seq.logprobs.push(s.logprob);
+        seq.sampled += 1;
+        let (logprob, top) = match (&raw, cfg.top_logprobs) {
+            (Some(raw), Some(k)) => top_logprobs(raw, s.token, k),
+            _ => (0.0, Vec::new()),
+        };
+        let token = TokenLogprob {
+            id: s.token,
+            logprob,
+            top,
+        };
+        let mut text = String::new();
+        if !cfg.ignore_eos && Some(s.token) == tok.eos_id() {
+            seq.finish = Some(FinishReason::Eos);
+            text = seq.text.finish(tok, &cfg.stop).text;
+        } else {
+            seq.history.push(s.token);
+            seq.next = s.token;
+            let delta = seq.text.push(tok, s.token, &cfg.stop);
+            text = text + &delta.text;
+            if delta.stopped {
+                seq.finish = Some(FinishReason::Stop);
+            } else if seq.sampled >= cfg.max_new_tokens || seq.history.len() >= self.capacity {
+                seq.finish = Some(FinishReason::Length);
+                text.push_str(&seq.text.finish(tok, &cfg.stop).text);
+            }
+        }
+        StepToken {
+            owner: seq.owner,
+            index: seq.index,
+            token,
+            text,
+            finish: seq.finish,
+        }
+    }
+
+    /// Takes out every sequence that finished or that `cancel` names; the last rows move
+    /// into the freed ones (their cached positions copied along).
+    pub fn retire(&mut self, backend: &B, cancel: impl Fn(&Seq) -> bool) -> Result<Vec<Seq>, EngineError> {
+        let mut out = Vec::new();
+        for i in (0..self.seqs.len()).rev() {
+            if self.seqs[i].finish.is_none() && !cancel(&self.seqs[i]) {
+                continue;
+            }
+            let last = self.seqs.len() - 1;
+            if i != last {
+                self.cache.copy_rows(backend, last, std::iter::once(i), self.seqs[last].past)?;
+            }
+            out.push(self.seqs.swap_remove(i));
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
