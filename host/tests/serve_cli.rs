@@ -24,7 +24,16 @@ impl Server {
             .arg("serve")
             .arg("--model")
             .arg(format!("{}=tiny", model.display()))
-            .args(["--port", "0", "--threads", "1", "--kv-cache-mib", "16", "--drain-timeout-s", "10"])
+            .args([
+                "--port",
+                "0",
+                "--threads",
+                "1",
+                "--kv-cache-mib",
+                "16",
+                "--drain-timeout-s",
+                "10",
+            ])
             .args(extra)
             .env_remove("R1_API_KEY")
             .stdout(Stdio::piped())
@@ -33,7 +42,9 @@ impl Server {
             .expect("start r1host serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let url = line
             .trim()
             .strip_prefix("listening on ")
@@ -101,7 +112,10 @@ fn an_open_address_without_a_key_is_refused() {
         .expect("run r1host serve");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("refusing to listen on 0.0.0.0 without an API key"), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0 without an API key"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -118,7 +132,14 @@ fn the_openai_python_client_works_unchanged() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/openai_client.py");
     let output = Command::new(python)
         .arg(&script)
-        .args(["--base-url", &format!("{}/v1", server.url), "--api-key", "e2e-key", "--model", "tiny"])
+        .args([
+            "--base-url",
+            &format!("{}/v1", server.url),
+            "--api-key",
+            "e2e-key",
+            "--model",
+            "tiny",
+        ])
         .output()
         .expect("run the Python client");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -13,15 +13,18 @@ use r1_host::engine::service::ServiceOptions;
 use r1_host::plugin::{HostConfig, PluginConfig};
 use r1_host::serve::{RewardPlugins, ServeConfig};
 use serde_json::{Value, json};
-use serve_support::{
-    CONTEXT, Scripted, TestServer, chunks, client, post, post_stream, small_options, tiny_engine,
-};
+use serve_support::{CONTEXT, Scripted, TestServer, chunks, client, post, post_stream, small_options, tiny_engine};
 
 const CHAT: &str = "/v1/chat/completions";
 const COMPLETIONS: &str = "/v1/completions";
 
 async fn tiny_server(config: ServeConfig) -> TestServer {
-    TestServer::start(config, vec![tiny_engine("tiny", small_options())], RewardPlugins::default()).await
+    TestServer::start(
+        config,
+        vec![tiny_engine("tiny", small_options())],
+        RewardPlugins::default(),
+    )
+    .await
 }
 
 fn chat_body(extra: Value) -> Value {
@@ -59,7 +62,10 @@ async fn chat_completion_has_the_openai_shape() {
     assert!(choice["message"]["content"].is_string());
     assert!(["stop", "length"].contains(&choice["finish_reason"].as_str().unwrap()));
     let usage = &body["usage"];
-    let (p, c) = (usage["prompt_tokens"].as_u64().unwrap(), usage["completion_tokens"].as_u64().unwrap());
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
     assert!(p > 0 && (1..=12).contains(&c), "{usage}");
     assert_eq!(usage["total_tokens"].as_u64().unwrap(), p + c);
     assert!(usage["completion_tokens_details"]["reasoning_tokens"].as_u64().unwrap() <= c);
@@ -115,11 +121,20 @@ async fn n_choices_are_indexed_and_seeds_repeat() {
             .map(|c| format!("{}|{}", c["message"]["reasoning_content"], c["message"]["content"]))
             .collect()
     };
-    let indices: Vec<u64> = a["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    let indices: Vec<u64> = a["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(indices, [0, 1, 2]);
     assert_eq!(texts(&a), texts(&b), "the same seed gives the same completions");
     let distinct: std::collections::BTreeSet<String> = texts(&a).into_iter().collect();
-    assert!(distinct.len() > 1, "the n completions of one request differ: {:?}", texts(&a));
+    assert!(
+        distinct.len() > 1,
+        "the n completions of one request differ: {:?}",
+        texts(&a)
+    );
     let (_, c) = post(
         &server.url(CHAT),
         chat_body(json!({"n": 3, "temperature": 1.0, "seed": 99, "max_tokens": 16})),
@@ -186,7 +201,14 @@ async fn logprobs_come_in_both_layouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_health_and_metrics() {
     let server = tiny_server(ServeConfig::default()).await;
-    let models: Value = client().get(server.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let models: Value = client()
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "tiny");
     assert_eq!(models["data"][0]["object"], "model");
@@ -200,7 +222,12 @@ async fn models_health_and_metrics() {
     let (status, _) = post(&server.url(CHAT), chat_body(json!({"n": 0}))).await;
     assert_eq!(status, 400);
     let response = client().get(server.url("/metrics")).send().await.unwrap();
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = response.text().await.unwrap();
     for line in [
         r#"r1_http_requests_total{endpoint="/v1/chat/completions",status="200"} 1"#,
@@ -255,33 +282,57 @@ async fn bad_requests_are_openai_errors_naming_the_parameter() {
         (chat_body(json!({"n": "two"})), 400, Some("n"), None),
         (chat_body(json!({"temperature": "hot"})), 400, Some("temperature"), None),
         (chat_body(json!({"stop": 5})), 400, Some("stop"), None),
-        (chat_body(json!({"messages": [{"role": "wizard", "content": "hi"}]})), 400, Some("messages[0].role"), None),
+        (
+            chat_body(json!({"messages": [{"role": "wizard", "content": "hi"}]})),
+            400,
+            Some("messages[0].role"),
+            None,
+        ),
         (chat_body(json!({"messages": "hi"})), 400, Some("messages"), None),
-        (chat_body(json!({"model": "nope"})), 404, Some("model"), Some("model_not_found")),
+        (
+            chat_body(json!({"model": "nope"})),
+            404,
+            Some("model"),
+            Some("model_not_found"),
+        ),
         (chat_body(json!({"n": 17})), 400, Some("n"), None),
         (chat_body(json!({"best_of": 40})), 400, Some("best_of"), None),
         (chat_body(json!({"max_tokens": 65})), 400, Some("max_tokens"), None),
         (chat_body(json!({"top_p": 2.0})), 400, Some("top_p"), None),
         (chat_body(json!({"logprobs": 3})), 400, Some("logprobs"), None),
         (chat_body(json!({"reward": "none-such"})), 400, Some("reward"), None),
-        (chat_body(json!({"best_of": 2, "stream": true})), 400, Some("best_of"), None),
-        (chat_body(json!({"reasoning_format": "xml"})), 400, Some("reasoning_format"), None),
-        (chat_body(json!({"logit_bias": {"5": 1}})), 400, Some("logit_bias"), None),
+        (
+            chat_body(json!({"best_of": 2, "stream": true})),
+            400,
+            Some("best_of"),
+            None,
+        ),
+        (
+            chat_body(json!({"reasoning_format": "xml"})),
+            400,
+            Some("reasoning_format"),
+            None,
+        ),
+        (
+            chat_body(json!({"logit_bias": {"5": 1}})),
+            400,
+            Some("logit_bias"),
+            None,
+        ),
         (
             chat_body(json!({"messages": [{"role": "user", "content": "x".repeat(CONTEXT + 10)}]})),
             400,
             Some("messages"),
             Some("context_length_exceeded"),
         ),
-        (
-            json!({"model": "tiny", "prompt": [1, 2, 999999]}),
-            400,
-            None,
-            None,
-        ),
+        (json!({"model": "tiny", "prompt": [1, 2, 999999]}), 400, None, None),
     ];
     for (body, status, param, code) in cases {
-        let target = if body.get("prompt").is_some() { server.url(COMPLETIONS) } else { url.clone() };
+        let target = if body.get("prompt").is_some() {
+            server.url(COMPLETIONS)
+        } else {
+            url.clone()
+        };
         let (got, reply) = post(&target, body.clone()).await;
         assert_eq!(got, status, "{body} -> {reply}");
         let (kind, got_param, got_code) = error_of(&reply);
@@ -293,7 +344,11 @@ async fn bad_requests_are_openai_errors_naming_the_parameter() {
         assert_eq!(got_code, code, "{body} -> {reply}");
     }
     // Unknown-but-legit OpenAI fields are ignored.
-    let (status, reply) = post(&url, chat_body(json!({"user": "u-1", "metadata": {"k": "v"}, "store": false}))).await;
+    let (status, reply) = post(
+        &url,
+        chat_body(json!({"user": "u-1", "metadata": {"k": "v"}, "store": false})),
+    )
+    .await;
     assert_eq!(status, 200, "{reply}");
     // Over the body limit: 413 with an OpenAI body.
     let (status, reply) = post(&url, chat_body(json!({"padding": "y".repeat(5000)}))).await;
@@ -334,14 +389,29 @@ async fn api_key_guards_everything_but_health() {
     assert_eq!(no_key.status(), 401);
     let body: Value = no_key.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_api_key");
-    let wrong = c.get(server.url("/v1/models")).bearer_auth("sekreT").send().await.unwrap();
+    let wrong = c
+        .get(server.url("/v1/models"))
+        .bearer_auth("sekreT")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     let metrics = c.get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 401);
-    let chat = c.post(server.url(CHAT)).json(&chat_body(json!({}))).send().await.unwrap();
+    let chat = c
+        .post(server.url(CHAT))
+        .json(&chat_body(json!({})))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(chat.status(), 401);
     assert_eq!(c.get(server.url("/health")).send().await.unwrap().status(), 200);
-    let right = c.get(server.url("/v1/models")).bearer_auth("sekret").send().await.unwrap();
+    let right = c
+        .get(server.url("/v1/models"))
+        .bearer_auth("sekret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(right.status(), 200);
     server.stop().await;
 }
@@ -352,9 +422,18 @@ async fn a_full_queue_answers_429_with_retry_after() {
         max_queue: 0,
         ..small_options()
     };
-    let server =
-        TestServer::start(ServeConfig::default(), vec![tiny_engine("tiny", opts)], RewardPlugins::default()).await;
-    let r = client().post(server.url(CHAT)).json(&chat_body(json!({}))).send().await.unwrap();
+    let server = TestServer::start(
+        ServeConfig::default(),
+        vec![tiny_engine("tiny", opts)],
+        RewardPlugins::default(),
+    )
+    .await;
+    let r = client()
+        .post(server.url(CHAT))
+        .json(&chat_body(json!({})))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1);
@@ -366,10 +445,10 @@ async fn a_full_queue_answers_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_concurrent_greedy_clients_match_sequential_answers() {
     let server = tiny_server(ServeConfig::default()).await;
-    let prompts: Vec<String> = (0..16).map(|i| format!("Question {i}: what is {i}+{}?", i * 3)).collect();
-    let body = |p: &str| {
-        json!({"model": "tiny", "messages": [{"role": "user", "content": p}], "max_tokens": 10, "temperature": 0})
-    };
+    let prompts: Vec<String> = (0..16)
+        .map(|i| format!("Question {i}: what is {i}+{}?", i * 3))
+        .collect();
+    let body = |p: &str| json!({"model": "tiny", "messages": [{"role": "user", "content": p}], "max_tokens": 10, "temperature": 0});
     let mut sequential = Vec::new();
     for p in &prompts {
         let (status, v) = post(&server.url(CHAT), body(p)).await;
@@ -397,18 +476,39 @@ async fn a_client_that_goes_away_cancels_its_generation() {
     let slow = Scripted::slow("slow", 500, Duration::from_millis(10));
     let server = TestServer::start(ServeConfig::default(), vec![slow.clone()], RewardPlugins::default()).await;
     let stream = json!({"model": "slow", "prompt": "go", "stream": true});
-    let mut response = client().post(server.url(COMPLETIONS)).json(&stream).send().await.unwrap();
+    let mut response = client()
+        .post(server.url(COMPLETIONS))
+        .json(&stream)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.chunk().await.unwrap().is_some());
     drop(response);
-    assert!(eventually(|| slow.cancelled.load(Ordering::SeqCst)).await, "the dropped stream still generates");
+    assert!(
+        eventually(|| slow.cancelled.load(Ordering::SeqCst)).await,
+        "the dropped stream still generates"
+    );
 
     let slow = Scripted::slow("slow", 500, Duration::from_millis(10));
     let server2 = TestServer::start(ServeConfig::default(), vec![slow.clone()], RewardPlugins::default()).await;
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(150)).build().unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
     let one_shot = json!({"model": "slow", "prompt": "go"});
-    assert!(impatient.post(server2.url(COMPLETIONS)).json(&one_shot).send().await.is_err());
-    assert!(eventually(|| slow.cancelled.load(Ordering::SeqCst)).await, "the abandoned request still generates");
+    assert!(
+        impatient
+            .post(server2.url(COMPLETIONS))
+            .json(&one_shot)
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        eventually(|| slow.cancelled.load(Ordering::SeqCst)).await,
+        "the abandoned request still generates"
+    );
     server.stop().await;
     server2.stop().await;
 }
@@ -427,12 +527,21 @@ async fn eventually(f: impl Fn() -> bool) -> bool {
 // ---- scripted engine: the test chooses the text ----
 
 async fn scripted_server(candidates: &[&[&str]], rewards: RewardPlugins) -> TestServer {
-    TestServer::start(ServeConfig::default(), vec![Scripted::new("scripted", candidates)], rewards).await
+    TestServer::start(
+        ServeConfig::default(),
+        vec![Scripted::new("scripted", candidates)],
+        rewards,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reasoning_is_split_from_the_answer_unless_asked_not_to() {
-    let server = scripted_server(&[&["Let me ", "add: 2+2=4.</th", "ink>The answer", " is 4."]], RewardPlugins::default()).await;
+    let server = scripted_server(
+        &[&["Let me ", "add: 2+2=4.</th", "ink>The answer", " is 4."]],
+        RewardPlugins::default(),
+    )
+    .await;
     let body = json!({"model": "scripted", "messages": [{"role": "user", "content": "2+2?"}]});
     let (status, split) = post(&server.url(CHAT), body.clone()).await;
     assert_eq!(status, 200, "{split}");
@@ -440,14 +549,17 @@ async fn reasoning_is_split_from_the_answer_unless_asked_not_to() {
     assert_eq!(message["reasoning_content"], "Let me add: 2+2=4.");
     assert_eq!(message["content"], "The answer is 4.");
     let usage = &split["usage"];
-    assert_eq!(usage["completion_tokens"], 44);
+    assert_eq!(usage["completion_tokens"], 7 + 15 + 14 + 6);
     // Tokens count as reasoning per delta: the three deltas that began inside the block.
     assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 7 + 15 + 14);
 
     let mut raw = body.clone();
     raw["reasoning_format"] = json!("none");
     let (_, none) = post(&server.url(CHAT), raw).await;
-    assert_eq!(none["choices"][0]["message"]["content"], "Let me add: 2+2=4.</think>The answer is 4.");
+    assert_eq!(
+        none["choices"][0]["message"]["content"],
+        "Let me add: 2+2=4.</think>The answer is 4."
+    );
     assert!(none["choices"][0]["message"].get("reasoning_content").is_none());
 
     let mut streamed = body;
@@ -459,7 +571,10 @@ async fn reasoning_is_split_from_the_answer_unless_asked_not_to() {
         reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or_default());
         content.push_str(delta["content"].as_str().unwrap_or_default());
     }
-    assert_eq!((reasoning.as_str(), content.as_str()), ("Let me add: 2+2=4.", "The answer is 4."));
+    assert_eq!(
+        (reasoning.as_str(), content.as_str()),
+        ("Let me add: 2+2=4.", "The answer is 4.")
+    );
 
     // /v1/completions is raw text: no split.
     let (_, text) = post(&server.url(COMPLETIONS), json!({"model": "scripted", "prompt": "2+2?"})).await;
@@ -492,7 +607,10 @@ fn reward_plugins(dir: &std::path::Path) -> RewardPlugins {
     RewardPlugins::load(
         host,
         &[
-            ("contains".into(), PluginConfig::new(examples.join("contains-reference-wat/contains_reference.wat"))),
+            (
+                "contains".into(),
+                PluginConfig::new(examples.join("contains-reference-wat/contains_reference.wat")),
+            ),
             ("spin".into(), spin),
         ],
     )
@@ -503,7 +621,12 @@ fn reward_plugins(dir: &std::path::Path) -> RewardPlugins {
 async fn best_of_n_returns_the_candidates_a_plugin_ranks_best() {
     let dir = tempfile::tempdir().unwrap();
     let server = scripted_server(
-        &[&["</think>I think it is 5"], &["</think>It is 4"], &["</think>no idea"], &["</think>4, surely"]],
+        &[
+            &["</think>I think it is 5"],
+            &["</think>It is 4"],
+            &["</think>no idea"],
+            &["</think>4, surely"],
+        ],
         reward_plugins(dir.path()),
     )
     .await;
@@ -537,8 +660,18 @@ async fn best_of_n_returns_the_candidates_a_plugin_ranks_best() {
     assert!(message.contains("spin") && message.contains("timed out"), "{message}");
     let (status, _) = post(&server.url(CHAT), body).await;
     assert_eq!(status, 200);
-    let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"r1_reward_plugin_failures_total{plugin="spin"} 1"#), "{metrics}");
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"r1_reward_plugin_failures_total{plugin="spin"} 1"#),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
@@ -566,7 +699,12 @@ async fn several_prompts_get_their_own_choices() {
     )
     .await;
     assert_eq!(status, 200, "{reply}");
-    let indices: Vec<u64> = reply["choices"].as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    let indices: Vec<u64> = reply["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(indices, [0, 1, 2, 3]);
     assert_eq!(reply["usage"]["prompt_tokens"], 6);
     server.stop().await;

@@ -43,7 +43,9 @@ impl RewardPlugins {
             }
             let mut config = config.clone();
             config.name = Some(name.clone());
-            let plugin = host.load(&config).map_err(|e| error(name, &config.path, e.to_string()))?;
+            let plugin = host
+                .load(&config)
+                .map_err(|e| error(name, &config.path, e.to_string()))?;
             loaded.insert(name.clone(), Arc::new(plugin));
         }
         Ok(RewardPlugins {
@@ -110,7 +112,10 @@ pub async fn rank(plan: &Plan, choices: &[ChoiceAssembly], metrics: &Metrics) ->
             }
             Some(Ranking::MeanLogprob) | None => {
                 ranked.ranked_by = "mean_logprob".into();
-                group.iter().map(|c| Some(c.mean_logprob()).filter(|v| v.is_finite())).collect()
+                group
+                    .iter()
+                    .map(|c| Some(c.mean_logprob()).filter(|v| v.is_finite()))
+                    .collect()
             }
         };
         let best = best_indices(&scores, plan.n);

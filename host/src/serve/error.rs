@@ -114,7 +114,8 @@ impl ApiError {
 
     /// 429: the model's queue is full.
     pub fn busy(message: impl Into<String>, retry_after_s: u64) -> Self {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message).with_code("rate_limit_exceeded");
+        let mut e =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message).with_code("rate_limit_exceeded");
         e.retry_after_s = Some(retry_after_s);
         e
     }
@@ -164,8 +165,9 @@ impl ApiError {
 
     /// The JSON body text.
     pub fn body_json(&self) -> String {
-        serde_json::to_string(&ErrorBody { error: self.object() })
-            .unwrap_or_else(|_| r#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#.into())
+        serde_json::to_string(&ErrorBody { error: self.object() }).unwrap_or_else(|_| {
+            r#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#.into()
+        })
     }
 }
 
@@ -197,7 +199,11 @@ pub enum ServeError {
     #[error("two models are named `{0}`; name one with --model PATH=NAME")]
     DuplicateModel(String),
     #[error("reward plugin `{name}` ({path}): {message}")]
-    Plugin { name: String, path: String, message: String },
+    Plugin {
+        name: String,
+        path: String,
+        message: String,
+    },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]

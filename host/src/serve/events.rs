@@ -31,7 +31,9 @@ impl PlanEvents {
         }
         let candidates = plan.candidates;
         let streams = receivers.into_iter().enumerate().map(move |(p, rx)| {
-            receiver_stream(rx).map(move |event| offset(event, p * candidates)).boxed()
+            receiver_stream(rx)
+                .map(move |event| offset(event, p * candidates))
+                .boxed()
         });
         Ok(PlanEvents {
             inner: stream::select_all(streams).boxed(),

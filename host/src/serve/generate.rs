@@ -100,9 +100,12 @@ impl Run {
 
     fn record_usage(&self) {
         let u = self.usage();
-        self.state
-            .metrics()
-            .record_tokens(self.plan.model.name(), u.prompt_tokens, u.completion_tokens, u.reasoning_tokens);
+        self.state.metrics().record_tokens(
+            self.plan.model.name(),
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.reasoning_tokens,
+        );
     }
 }
 
@@ -153,7 +156,12 @@ pub fn stream(state: AppState, plan: Plan, started: Instant) -> Result<Response,
     let mut pending = VecDeque::new();
     if run.plan.endpoint == Endpoint::Chat {
         let roles = (0..run.choices.len()).map(response::role_choice).collect();
-        pending.push_back(data(&response::chunk(Endpoint::Chat, &run.meta, roles, run.plan.include_usage)));
+        pending.push_back(data(&response::chunk(
+            Endpoint::Chat,
+            &run.meta,
+            roles,
+            run.plan.include_usage,
+        )));
     }
     let sse = SseRun {
         run,

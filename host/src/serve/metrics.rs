@@ -64,7 +64,10 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGaugeVec, Ser
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str) -> Result<HistogramVec, ServeError> {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), &["model"])?;
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        &["model"],
+    )?;
     registry.register(Box::new(h.clone()))?;
     Ok(h)
 }
@@ -78,10 +81,22 @@ impl Metrics {
             batch_size: gauge(&r, "r1_batch_size", "Rows of the last decode step")?,
             kv_tokens_used: gauge(&r, "r1_kv_cache_tokens_used", "KV-cache positions in use")?,
             kv_tokens_total: gauge(&r, "r1_kv_cache_tokens_total", "KV-cache positions available")?,
-            kv_bytes_per_token: gauge(&r, "r1_kv_bytes_per_token", "Bytes one cached token takes (all layers, K and V)")?,
+            kv_bytes_per_token: gauge(
+                &r,
+                "r1_kv_bytes_per_token",
+                "Bytes one cached token takes (all layers, K and V)",
+            )?,
             requests: gauge(&r, "r1_engine_requests", "Requests the engine accepted since start")?,
-            rejected: gauge(&r, "r1_engine_rejected", "Requests the engine refused (queue full) since start")?,
-            generated_tokens: gauge(&r, "r1_engine_generated_tokens", "Tokens the engine generated since start")?,
+            rejected: gauge(
+                &r,
+                "r1_engine_rejected",
+                "Requests the engine refused (queue full) since start",
+            )?,
+            generated_tokens: gauge(
+                &r,
+                "r1_engine_generated_tokens",
+                "Tokens the engine generated since start",
+            )?,
             decode_steps: gauge(&r, "r1_engine_decode_steps", "Decode steps the engine ran since start")?,
         };
         let inner = Inner {
@@ -97,7 +112,12 @@ impl Metrics {
                 "HTTP requests answered with an error status, by endpoint and status",
                 &["endpoint", "status"],
             )?,
-            prompt_tokens: counter(&r, "r1_prompt_tokens_total", "Prompt tokens of finished requests", &["model"])?,
+            prompt_tokens: counter(
+                &r,
+                "r1_prompt_tokens_total",
+                "Prompt tokens of finished requests",
+                &["model"],
+            )?,
             completion_tokens: counter(
                 &r,
                 "r1_completion_tokens_total",
@@ -110,8 +130,16 @@ impl Metrics {
                 "Generated tokens inside the chain of thought",
                 &["model"],
             )?,
-            ttft: histogram(&r, "r1_time_to_first_token_seconds", "From request to its first token, at the HTTP layer")?,
-            inter_token: histogram(&r, "r1_inter_token_latency_seconds", "Between consecutive tokens of a completion")?,
+            ttft: histogram(
+                &r,
+                "r1_time_to_first_token_seconds",
+                "From request to its first token, at the HTTP layer",
+            )?,
+            inter_token: histogram(
+                &r,
+                "r1_inter_token_latency_seconds",
+                "Between consecutive tokens of a completion",
+            )?,
             plugin_evaluations: counter(
                 &r,
                 "r1_reward_plugin_evaluations_total",
@@ -136,10 +164,10 @@ impl Metrics {
         if let Ok(c) = self.inner.http_requests.get_metric_with_label_values(&labels) {
             c.inc();
         }
-        if status.starts_with('4') || status.starts_with('5') {
-            if let Ok(c) = self.inner.http_rejections.get_metric_with_label_values(&labels) {
-                c.inc();
-            }
+        if (status.starts_with('4') || status.starts_with('5'))
+            && let Ok(c) = self.inner.http_rejections.get_metric_with_label_values(&labels)
+        {
+            c.inc();
         }
     }
 

@@ -47,7 +47,13 @@ pub use state::{AppState, ServeConfig, ShutdownHook};
 use request::{BodyLimit, GenerationBody, JsonBody};
 
 /// The paths of the API, as `/metrics` labels them (anything else is `other`).
-const ENDPOINTS: [&str; 5] = ["/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"];
+const ENDPOINTS: [&str; 5] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/health",
+    "/metrics",
+];
 
 /// The API as a router: the OpenAI endpoints, `/health`, `/metrics`, and the routes
 /// added with [`AppState::add_routes`], all behind the same layers (metrics, panic
@@ -165,7 +171,11 @@ async fn get_model(State(state): State<AppState>, Path(model): Path<String>) -> 
 
 async fn health(State(state): State<AppState>) -> Response {
     if state.draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "draining"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "draining"})),
+        )
+            .into_response()
     } else {
         axum::Json(json!({"status": "ok", "models": state.models().names()})).into_response()
     }

@@ -66,14 +66,20 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
     let config = state.config();
     let n = body.n.unwrap_or(1);
     if n == 0 || n > config.max_n {
-        return Err(ApiError::invalid("n", format!("`n` must be between 1 and {}; got {n}", config.max_n)));
+        return Err(ApiError::invalid(
+            "n",
+            format!("`n` must be between 1 and {}; got {n}", config.max_n),
+        ));
     }
     let stream = body.stream.unwrap_or(false);
     let candidates = body.best_of.unwrap_or(n);
     if candidates < n || candidates > config.max_n {
         return Err(ApiError::invalid(
             "best_of",
-            format!("`best_of` must be between n ({n}) and {}; got {candidates}", config.max_n),
+            format!(
+                "`best_of` must be between n ({n}) and {}; got {candidates}",
+                config.max_n
+            ),
         ));
     }
     let ranking = ranking(state, &body, n, candidates)?;
@@ -98,6 +104,17 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
         }
     };
     let model = state.models().resolve(&body.model).await?;
+    let rows = model.generator.model().max_sequences;
+    if candidates > rows {
+        let param = if body.best_of.is_some() { "best_of" } else { "n" };
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "`{param}` is {candidates}; the model `{}` decodes at most {rows} sequences at once",
+                model.name()
+            ),
+        ));
+    }
     let prompts = match endpoint {
         Endpoint::Chat => {
             let messages = body
@@ -106,7 +123,9 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
             vec![chat_prompt(&model, &messages, body.tools, body.chat_template_kwargs)?]
         }
         Endpoint::Completions => {
-            let prompt = body.prompt.ok_or_else(|| ApiError::invalid("prompt", "`prompt` is required"))?;
+            let prompt = body
+                .prompt
+                .ok_or_else(|| ApiError::invalid("prompt", "`prompt` is required"))?;
             completion_prompts(&model, prompt)?
         }
     };
@@ -115,11 +134,17 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
             Some(m) => (Some(m), "max_completion_tokens"),
             None => (body.max_tokens, "max_tokens"),
         },
-        Endpoint::Completions => (Some(body.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)), "max_tokens"),
+        Endpoint::Completions => (
+            Some(body.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)),
+            "max_tokens",
+        ),
     };
     if let Some(m) = max_tokens {
         if m == 0 {
-            return Err(ApiError::invalid(max_param, format!("`{max_param}` must be at least 1")));
+            return Err(ApiError::invalid(
+                max_param,
+                format!("`{max_param}` must be at least 1"),
+            ));
         }
         if let Some(limit) = config.max_tokens_limit
             && m > limit
@@ -131,7 +156,11 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
         }
     }
     let context = model.generator.model().context;
-    let prompt_param = if endpoint == Endpoint::Chat { "messages" } else { "prompt" };
+    let prompt_param = if endpoint == Endpoint::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
     let mut requests = Vec::with_capacity(prompts.len());
     for p in &prompts {
         let room = context.saturating_sub(p.tokens.len());
@@ -196,7 +225,10 @@ fn refuse_unsupported(body: &GenerationBody, endpoint: Endpoint) -> Result<(), A
         return unsupported("response_format", &format!("`response_format` of type \"{}\"", f.kind));
     }
     if endpoint == Endpoint::Completions && body.prompt.is_none() && body.messages.is_some() {
-        return Err(ApiError::invalid("prompt", "/v1/completions takes a `prompt`; send `messages` to /v1/chat/completions"));
+        return Err(ApiError::invalid(
+            "prompt",
+            "/v1/completions takes a `prompt`; send `messages` to /v1/chat/completions",
+        ));
     }
     Ok(())
 }
@@ -215,7 +247,10 @@ fn ranking(state: &AppState, body: &GenerationBody, n: usize, candidates: usize)
                 } else {
                     format!("this server has {}", known.join(", "))
                 };
-                Err(ApiError::invalid("reward", format!("no reward plugin is named `{name}`; {have}")))
+                Err(ApiError::invalid(
+                    "reward",
+                    format!("no reward plugin is named `{name}`; {have}"),
+                ))
             }
         },
         None if candidates > n => Ok(Some(Ranking::MeanLogprob)),
@@ -240,11 +275,19 @@ fn sampling(body: &GenerationBody) -> Result<SamplingParams, ApiError> {
     let top_k = match body.top_k {
         None | Some(-1) | Some(0) => 0,
         Some(k) if k > 0 => usize::try_from(k).unwrap_or(usize::MAX),
-        Some(_) => return Err(ApiError::invalid("top_k", "`top_k` must be >= 1, or -1 or 0 to disable it")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "top_k",
+                "`top_k` must be >= 1, or -1 or 0 to disable it",
+            ));
+        }
     };
     let repetition_penalty = body.repetition_penalty.unwrap_or(defaults.repetition_penalty);
     if !(repetition_penalty.is_finite() && repetition_penalty > 0.0) {
-        return Err(ApiError::invalid("repetition_penalty", "`repetition_penalty` must be a number > 0"));
+        return Err(ApiError::invalid(
+            "repetition_penalty",
+            "`repetition_penalty` must be a number > 0",
+        ));
     }
     let penalty = |value: Option<f32>, param: &str| -> Result<f32, ApiError> {
         let v = value.unwrap_or(0.0);
@@ -268,7 +311,10 @@ fn sampling(body: &GenerationBody) -> Result<SamplingParams, ApiError> {
 fn stop_strings(stop: Option<StopInput>) -> Result<Vec<String>, ApiError> {
     let stop = stop.map(StopInput::into_vec).unwrap_or_default();
     if stop.len() > MAX_STOP_STRINGS {
-        return Err(ApiError::invalid("stop", format!("at most {MAX_STOP_STRINGS} stop strings are allowed")));
+        return Err(ApiError::invalid(
+            "stop",
+            format!("at most {MAX_STOP_STRINGS} stop strings are allowed"),
+        ));
     }
     if stop.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop", "stop strings must not be empty"));
@@ -284,7 +330,10 @@ fn logprobs(
 ) -> Result<Option<usize>, ApiError> {
     use serde_json::Value;
     let too_many = |param: &str, k: usize| {
-        ApiError::invalid(param, format!("`{param}` is {k}; at most {MAX_TOP_LOGPROBS} alternatives per token"))
+        ApiError::invalid(
+            param,
+            format!("`{param}` is {k}; at most {MAX_TOP_LOGPROBS} alternatives per token"),
+        )
     };
     match endpoint {
         Endpoint::Chat => {
@@ -295,7 +344,10 @@ fn logprobs(
             };
             match (on, top_logprobs) {
                 (_, Some(k)) if k > MAX_TOP_LOGPROBS => Err(too_many("top_logprobs", k)),
-                (false, Some(_)) => Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs: true`")),
+                (false, Some(_)) => Err(ApiError::invalid(
+                    "top_logprobs",
+                    "`top_logprobs` needs `logprobs: true`",
+                )),
                 (false, None) => Ok(None),
                 (true, k) => Ok(Some(k.unwrap_or(0))),
             }
@@ -307,7 +359,10 @@ fn logprobs(
                 Some(k) => Err(too_many("logprobs", k)),
                 None => Err(ApiError::invalid("logprobs", "`logprobs` must be an integer >= 0")),
             },
-            Some(_) => Err(ApiError::invalid("logprobs", "`logprobs` must be an integer (alternatives per token)")),
+            Some(_) => Err(ApiError::invalid(
+                "logprobs",
+                "`logprobs` must be an integer (alternatives per token)",
+            )),
         },
     }
 }
@@ -321,14 +376,26 @@ mod tests {
     fn chat_logprobs_take_a_bool_and_completions_an_int() {
         assert_eq!(logprobs(Endpoint::Chat, Some(&json!(true)), Some(3)), Ok(Some(3)));
         assert_eq!(logprobs(Endpoint::Chat, None, None), Ok(None));
-        assert_eq!(logprobs(Endpoint::Chat, Some(&json!(2)), None).unwrap_err().param.as_deref(), Some("logprobs"));
+        assert_eq!(
+            logprobs(Endpoint::Chat, Some(&json!(2)), None)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("logprobs")
+        );
         assert_eq!(logprobs(Endpoint::Completions, Some(&json!(2)), None), Ok(Some(2)));
         assert_eq!(
-            logprobs(Endpoint::Completions, Some(&json!(true)), None).unwrap_err().param.as_deref(),
+            logprobs(Endpoint::Completions, Some(&json!(true)), None)
+                .unwrap_err()
+                .param
+                .as_deref(),
             Some("logprobs")
         );
         assert_eq!(
-            logprobs(Endpoint::Chat, Some(&json!(true)), Some(99)).unwrap_err().param.as_deref(),
+            logprobs(Endpoint::Chat, Some(&json!(true)), Some(99))
+                .unwrap_err()
+                .param
+                .as_deref(),
             Some("top_logprobs")
         );
     }
@@ -337,9 +404,15 @@ mod tests {
     fn sampling_ranges_name_the_parameter() {
         let body = |v: serde_json::Value| -> GenerationBody { serde_json::from_value(v).unwrap() };
         let err = |v| sampling(&body(v)).unwrap_err().param;
-        assert_eq!(err(json!({"model": "m", "temperature": -1.0})).as_deref(), Some("temperature"));
+        assert_eq!(
+            err(json!({"model": "m", "temperature": -1.0})).as_deref(),
+            Some("temperature")
+        );
         assert_eq!(err(json!({"model": "m", "top_p": 0.0})).as_deref(), Some("top_p"));
-        assert_eq!(err(json!({"model": "m", "presence_penalty": 3.0})).as_deref(), Some("presence_penalty"));
+        assert_eq!(
+            err(json!({"model": "m", "presence_penalty": 3.0})).as_deref(),
+            Some("presence_penalty")
+        );
         assert_eq!(err(json!({"model": "m", "top_k": -5})).as_deref(), Some("top_k"));
         let s = sampling(&body(json!({"model": "m", "top_k": -1, "temperature": 0}))).unwrap();
         assert_eq!((s.top_k, s.temperature), (0, 0.0));
@@ -348,6 +421,9 @@ mod tests {
     #[test]
     fn empty_stop_strings_are_refused() {
         assert!(stop_strings(Some(StopInput::One(String::new()))).is_err());
-        assert_eq!(stop_strings(Some(StopInput::One("x".into()))), Ok(vec!["x".to_string()]));
+        assert_eq!(
+            stop_strings(Some(StopInput::One("x".into()))),
+            Ok(vec!["x".to_string()])
+        );
     }
 }

@@ -31,7 +31,10 @@ pub fn chat_prompt(
     extra: Option<Map<String, Value>>,
 ) -> Result<PreparedPrompt, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::invalid("messages", "`messages` must hold at least one message"));
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must hold at least one message",
+        ));
     }
     let normalized = messages
         .iter()
@@ -66,21 +69,33 @@ pub fn chat_prompt(
 /// templates of open models know no developer role).
 fn normalize_message(i: usize, message: &Value) -> Result<Value, ApiError> {
     let Some(obj) = message.as_object() else {
-        return Err(ApiError::invalid(format!("messages[{i}]"), format!("messages[{i}] must be an object")));
+        return Err(ApiError::invalid(
+            format!("messages[{i}]"),
+            format!("messages[{i}] must be an object"),
+        ));
     };
     let role = match obj.get("role") {
         Some(Value::String(r)) => r.as_str(),
         Some(_) => {
-            return Err(ApiError::invalid(format!("messages[{i}].role"), format!("messages[{i}].role must be a string")));
+            return Err(ApiError::invalid(
+                format!("messages[{i}].role"),
+                format!("messages[{i}].role must be a string"),
+            ));
         }
         None => {
-            return Err(ApiError::invalid(format!("messages[{i}].role"), format!("messages[{i}] has no `role`")));
+            return Err(ApiError::invalid(
+                format!("messages[{i}].role"),
+                format!("messages[{i}] has no `role`"),
+            ));
         }
     };
     if !ROLES.contains(&role) {
         return Err(ApiError::invalid(
             format!("messages[{i}].role"),
-            format!("messages[{i}] has the unknown role `{role}`; expected one of {}", ROLES.join(", ")),
+            format!(
+                "messages[{i}] has the unknown role `{role}`; expected one of {}",
+                ROLES.join(", ")
+            ),
         ));
     }
     let mut out = obj.clone();
@@ -113,11 +128,17 @@ fn text_of_parts(i: usize, parts: &[Value]) -> Result<String, ApiError> {
             (Some(other), _) if other != "text" => {
                 return Err(ApiError::invalid(
                     param(),
-                    format!("{}: content parts of type `{other}` are not supported (only text)", param()),
+                    format!(
+                        "{}: content parts of type `{other}` are not supported (only text)",
+                        param()
+                    ),
                 ));
             }
             _ => {
-                return Err(ApiError::invalid(param(), format!("{} must be {{\"type\": \"text\", \"text\": …}}", param())));
+                return Err(ApiError::invalid(
+                    param(),
+                    format!("{} must be {{\"type\": \"text\", \"text\": …}}", param()),
+                ));
             }
         }
     }
@@ -158,7 +179,9 @@ fn encode(tokenizer: &Tokenizer, text: &str, model: &str, param: &str) -> Result
     tokenizer.encode(text).map_err(|e| match e {
         IoError::NoTokenizer { .. } => ApiError::invalid(
             param,
-            format!("the model `{model}` has no tokenizer: it takes token ids only (a `prompt` of ids on /v1/completions)"),
+            format!(
+                "the model `{model}` has no tokenizer: it takes token ids only (a `prompt` of ids on /v1/completions)"
+            ),
         ),
         other => ApiError::invalid(param, format!("could not encode the {param}: {other}")),
     })
@@ -188,8 +211,11 @@ mod tests {
 
     #[test]
     fn image_parts_are_refused() {
-        let e = normalize_message(0, &json!({"role": "user", "content": [{"type": "image_url", "image_url": {}}]}))
-            .unwrap_err();
+        let e = normalize_message(
+            0,
+            &json!({"role": "user", "content": [{"type": "image_url", "image_url": {}}]}),
+        )
+        .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
     }
 }

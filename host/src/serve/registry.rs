@@ -66,7 +66,9 @@ impl LoadedModel {
             message,
         };
         let own = match &served.path {
-            Some(path) => ChatTemplate::from_model_path(path, None).map_err(|e| model_error(format!("chat template: {e}")))?,
+            Some(path) => {
+                ChatTemplate::from_model_path(path, None).map_err(|e| model_error(format!("chat template: {e}")))?
+            }
             None => None,
         };
         let template = match own {
@@ -129,12 +131,19 @@ impl ModelRegistry {
 
     /// The loaded models.
     pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
-        self.loaded.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.loaded
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every name a request may use: loaded models first, then the sources' others.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.loaded.read().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let mut names: Vec<String> = self
+            .loaded
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         for source in self.sources() {
             for name in source.model_names() {
                 if !names.contains(&name) {

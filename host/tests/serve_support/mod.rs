@@ -97,6 +97,7 @@ impl Scripted {
                 tokenizer: Arc::new(Tokenizer::byte_level()),
                 path: None,
                 context: CONTEXT,
+                max_sequences: 16,
             },
             stats: ServiceStats::default(),
             candidates,
@@ -260,7 +261,11 @@ pub async fn post_stream(url: &str, body: serde_json::Value) -> (u16, Vec<String
 
 /// The JSON chunks of a stream (everything before `[DONE]`), asserting it ends with it.
 pub fn chunks(data: &[String]) -> Vec<serde_json::Value> {
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "stream must end with [DONE]: {data:?}");
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "stream must end with [DONE]: {data:?}"
+    );
     data[..data.len() - 1]
         .iter()
         .map(|d| serde_json::from_str(d).expect("chunk is JSON"))
