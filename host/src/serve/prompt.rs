@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use super::registry::LoadedModel;
 use super::request::PromptInput;
-use crate::chat::RenderOptions;
+use crate::chat::{ChatError, RenderOptions};
 use crate::io::{IoError, Tokenizer};
 
 /// The roles a chat message may have.
@@ -45,9 +45,8 @@ pub fn chat_prompt(
         .iter()
         .rev()
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .and_then(|m| m.get("content").and_then(Value::as_str))
-        .unwrap_or_default()
-        .to_string();
+        .map(text_of)
+        .unwrap_or_default();
     let options = RenderOptions {
         add_generation_prompt: true,
         tools,
@@ -56,7 +55,7 @@ pub fn chat_prompt(
     let rendered = model
         .template
         .render(&normalized, &options)
-        .map_err(|e| ApiError::invalid("messages", format!("the chat template refused the messages: {e}")))?;
+        .map_err(|e| render_error(e, model.name()))?;
     let tokens = encode(&model.generator.model().tokenizer, &rendered, model.name(), "messages")?;
     Ok(PreparedPrompt {
         tokens,
@@ -65,8 +64,22 @@ pub fn chat_prompt(
     })
 }
 
-/// A message with a known role and text content; `developer` becomes `system` (the
-/// templates of open models know no developer role).
+/// A template that refuses the messages is the request's fault (400); one that cannot
+/// be read or parsed is the server's (500).
+fn render_error(e: ChatError, model: &str) -> ApiError {
+    match e {
+        ChatError::Syntax { .. }
+        | ChatError::File { .. }
+        | ChatError::BadConfig { .. }
+        | ChatError::NoTemplate { .. } => ApiError::internal(format!("the chat template of `{model}` is broken: {e}")),
+        ChatError::ReservedArgument(_) => ApiError::invalid("chat_template_kwargs", e.to_string()),
+        other => ApiError::invalid("messages", format!("the chat template refused the messages: {other}")),
+    }
+}
+
+/// A message with a known role and, when its content is a list of parts, only text
+/// parts; `developer` becomes `system` (the templates of open models know no developer
+/// role). The chat module prepares the rest as transformers does.
 fn normalize_message(i: usize, message: &Value) -> Result<Value, ApiError> {
     let Some(obj) = message.as_object() else {
         return Err(ApiError::invalid(
@@ -98,33 +111,29 @@ fn normalize_message(i: usize, message: &Value) -> Result<Value, ApiError> {
             ),
         ));
     }
-    let mut out = obj.clone();
-    if role == "developer" {
-        out.insert("role".into(), Value::String("system".into()));
-    }
-    let content = match obj.get("content") {
-        None | Some(Value::Null) => Value::String(String::new()),
-        Some(Value::String(s)) => Value::String(s.clone()),
-        Some(Value::Array(parts)) => Value::String(text_of_parts(i, parts)?),
+    match obj.get("content") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(Value::Array(parts)) => check_parts(i, parts)?,
         Some(_) => {
             return Err(ApiError::invalid(
                 format!("messages[{i}].content"),
                 format!("messages[{i}].content must be a string or an array of text parts"),
             ));
         }
-    };
-    out.insert("content".into(), content);
+    }
+    let mut out = obj.clone();
+    if role == "developer" {
+        out.insert("role".into(), Value::String("system".into()));
+    }
     Ok(Value::Object(out))
 }
 
-/// The text of OpenAI content parts (`[{"type": "text", "text": …}, …]`), concatenated.
-fn text_of_parts(i: usize, parts: &[Value]) -> Result<String, ApiError> {
-    let mut text = String::new();
+/// Content parts must be `{"type": "text", "text": …}`: the models served read text only.
+fn check_parts(i: usize, parts: &[Value]) -> Result<(), ApiError> {
     for (j, part) in parts.iter().enumerate() {
         let param = || format!("messages[{i}].content[{j}]");
-        let kind = part.get("type").and_then(Value::as_str);
-        match (kind, part.get("text")) {
-            (Some("text"), Some(Value::String(t))) => text.push_str(t),
+        match (part.get("type").and_then(Value::as_str), part.get("text")) {
+            (Some("text"), Some(Value::String(_))) => {}
             (Some(other), _) if other != "text" => {
                 return Err(ApiError::invalid(
                     param(),
@@ -142,7 +151,21 @@ fn text_of_parts(i: usize, parts: &[Value]) -> Result<String, ApiError> {
             }
         }
     }
-    Ok(text)
+    Ok(())
+}
+
+/// A message's text: its string content, or its text parts joined by spaces (as the
+/// chat module joins them for the template).
+fn text_of(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
 }
 
 /// The prompts of a `/v1/completions` request (one per string or token list).
@@ -200,13 +223,11 @@ mod tests {
     }
 
     #[test]
-    fn text_parts_are_joined_and_developer_is_system() {
-        let m = normalize_message(
-            0,
-            &json!({"role": "developer", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}),
-        )
-        .unwrap();
-        assert_eq!(m, json!({"role": "system", "content": "ab"}));
+    fn text_parts_pass_and_developer_is_system() {
+        let parts = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
+        let m = normalize_message(0, &json!({"role": "developer", "content": parts})).unwrap();
+        assert_eq!(m, json!({"role": "system", "content": parts}));
+        assert_eq!(text_of(&m), "a b");
     }
 
     #[test]

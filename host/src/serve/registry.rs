@@ -75,10 +75,10 @@ impl LoadedModel {
             Some(t) => t,
             None => {
                 let tokenizer = &served.tokenizer;
-                let token = |id: Option<u32>| id.and_then(|id| tokenizer.decode(&[id]).ok()).unwrap_or_default();
+                let token = |id: Option<u32>| id.and_then(|id| tokenizer.decode(&[id]).ok());
                 let bos = token(served.config.bos_token_id);
                 let eos = token(Some(tokenizer.eos_id()));
-                chat::default_template(&bos, &eos).map_err(|e| model_error(format!("default chat template: {e}")))?
+                chat::default_template(bos, eos).map_err(|e| model_error(format!("default chat template: {e}")))?
             }
         };
         Ok(LoadedModel { generator, template })
