@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use r1_host::engine::service::ServiceOptions;
 use r1_host::plugin::{HostConfig, PluginConfig};
-use r1_host::serve::{RewardPlugins, ServeConfig};
+use r1_host::serve::{AppState, Generator, ModelLoader, ModelRegistry, ModelSource, RewardPlugins, ServeConfig};
 use serde_json::{Value, json};
 use serve_support::{CONTEXT, Scripted, TestServer, chunks, client, post, post_stream, small_options, tiny_engine};
 
@@ -708,4 +708,71 @@ async fn several_prompts_get_their_own_choices() {
     assert_eq!(indices, [0, 1, 2, 3]);
     assert_eq!(reply["usage"]["prompt_tokens"], 6);
     server.stop().await;
+}
+
+/// Names one model the server does not have loaded (as training jobs will).
+struct OneModel;
+
+impl ModelSource for OneModel {
+    fn model_names(&self) -> Vec<String> {
+        vec!["later".into()]
+    }
+    fn model_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        (name == "later").then(|| "jobs/later".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_a_source_names_load_on_first_use() {
+    let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = loads.clone();
+    let loader: ModelLoader = std::sync::Arc::new(move |path: &std::path::Path, name: &str| {
+        assert_eq!(path, std::path::Path::new("jobs/later"));
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(Scripted::new(name, &[&["loaded"]]) as std::sync::Arc<dyn Generator>)
+    });
+    let registry = ModelRegistry::new(Some(loader));
+    registry.add_source(std::sync::Arc::new(OneModel));
+    let state = AppState::new(ServeConfig::default(), registry, RewardPlugins::default()).unwrap();
+    let server = TestServer::start_state(state).await;
+    let models: Value = client()
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "later");
+    assert!(models["data"][0].get("max_model_len").is_none(), "not loaded yet");
+    let body = json!({"model": "later", "prompt": "x"});
+    let url = server.url(COMPLETIONS);
+    let (a, b) = tokio::join!(post(&url, body.clone()), post(&url, body));
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    assert_eq!(a.1["choices"][0]["text"], "loaded");
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "two requests load the model once");
+    let (status, _) = post(&server.url(COMPLETIONS), json!({"model": "unknown", "prompt": "x"})).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_running_stream_finish() {
+    let slow = Scripted::slow("slow", 30, Duration::from_millis(10));
+    let server = TestServer::start(ServeConfig::default(), vec![slow], RewardPlugins::default()).await;
+    let url = server.url(COMPLETIONS);
+    let state = server.state.clone();
+    let streaming =
+        tokio::spawn(async move { post_stream(&url, json!({"model": "slow", "prompt": "go", "stream": true})).await });
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let stopping = tokio::spawn(server.stop());
+    assert!(eventually(|| state.draining()).await);
+    let (status, data) = streaming.await.unwrap();
+    assert_eq!(status, 200);
+    let text: String = chunks(&data)
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(text, "x".repeat(30), "the stream ran to its end");
+    stopping.await.unwrap();
 }

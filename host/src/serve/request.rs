@@ -154,7 +154,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::bad_request(format!("the request body is not valid JSON: {inner}"));
         }
-        if path.is_empty() || path == "." {
+        let message = inner.to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field.to_string());
+        if let Some(field) = missing {
+            ApiError::invalid(field.clone(), format!("`{field}` is required"))
+        } else if path.is_empty() || path == "." {
             ApiError::bad_request(format!("the request body is not a valid request: {inner}"))
         } else {
             ApiError::invalid(path.clone(), format!("`{path}`: {inner}"))
@@ -192,7 +199,8 @@ mod tests {
     #[test]
     fn missing_model_is_named() {
         let e = parse_json::<GenerationBody>(br#"{"messages": []}"#).unwrap_err();
-        assert!(e.message.contains("missing field `model`"), "{}", e.message);
+        assert_eq!(e.param.as_deref(), Some("model"));
+        assert_eq!(e.message, "`model` is required");
     }
 
     #[test]
