@@ -35,7 +35,7 @@ impl RewardPlugins {
             path: path.display().to_string(),
             message,
         };
-        let host = PluginHost::new(host).map_err(|e| error("", Path::new(""), e.to_string()))?;
+        let host = PluginHost::new(host).map_err(|e| ServeError::PluginHost(e.to_string()))?;
         let mut loaded = BTreeMap::new();
         for (name, config) in plugins {
             if loaded.contains_key(name) {

@@ -19,12 +19,6 @@ pub struct Piece {
     pub tokens: Vec<TokenLogprob>,
 }
 
-impl Piece {
-    pub fn is_empty(&self) -> bool {
-        self.reasoning.is_empty() && self.content.is_empty() && self.tokens.is_empty()
-    }
-}
-
 /// One completion being assembled.
 pub struct ChoiceAssembly {
     parser: Option<ReasoningParser>,

@@ -198,6 +198,8 @@ pub enum ServeError {
     Model { name: String, message: String },
     #[error("two models are named `{0}`; name one with --model PATH=NAME")]
     DuplicateModel(String),
+    #[error("reward plugins: {0}")]
+    PluginHost(String),
     #[error("reward plugin `{name}` ({path}): {message}")]
     Plugin {
         name: String,

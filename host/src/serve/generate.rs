@@ -202,12 +202,12 @@ impl SseRun {
         let mut choices = Vec::new();
         match step {
             Step::Delta(index, piece) => {
-                if !piece.is_empty() {
+                if self.worth_sending(&piece) {
                     choices.push(self.piece_choice(index, &piece));
                 }
             }
             Step::Finished(index, piece) => {
-                if !piece.is_empty() {
+                if self.worth_sending(&piece) {
                     choices.push(self.piece_choice(index, &piece));
                 }
                 if let Some(c) = self.run.choices.get(index) {
@@ -230,6 +230,14 @@ impl SseRun {
             self.pending
                 .push_back(data(&response::chunk(endpoint, &self.run.meta, choices, include_usage)));
         }
+    }
+
+    /// Text, or tokens whose log-probs were asked for (a token that is part of a
+    /// character still being held back brings neither).
+    fn worth_sending(&self, piece: &Piece) -> bool {
+        !piece.reasoning.is_empty()
+            || !piece.content.is_empty()
+            || (self.run.plan.logprobs.is_some() && !piece.tokens.is_empty())
     }
 
     fn piece_choice(&mut self, index: usize, piece: &Piece) -> Value {
