@@ -32,6 +32,8 @@ enum Command {
     Plot(cli::plot::PlotArgs),
     /// Write a checkpoint or model directory as a Hugging Face directory (transformers loads it).
     Export(cli::export::ExportArgs),
+    /// Serve models over an OpenAI-compatible HTTP API (chat, completions, metrics).
+    Serve(cli::serve::ServeArgs),
     /// Measure training tokens/s, decode tokens/s and GRPO step time on random models.
     Bench(cli::bench::BenchArgs),
 }
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Task(args) => cli::task::run(args),
         Command::Plot(args) => cli::plot::run(args),
         Command::Export(args) => cli::export::run(args),
+        Command::Serve(args) => cli::serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,10 +1,11 @@
 //! Training jobs over HTTP: `router(jobs)` served on 127.0.0.1 and driven by a real
 //! client. A small two-stage recipe (SFT, then GRPO with a checkpoint every 3 steps) is
 //! submitted, watched through its event stream, cancelled, stopped by a daemon shutdown,
-//! and killed with SIGKILL; each time the job, resumed, must end with exactly the weights
+//! and — through the real `r1host serve` — killed with SIGKILL; each time the job, resumed, must end with exactly the weights
 //! and metrics of an uninterrupted run of the same recipe.
 
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -426,57 +427,28 @@ fn a_daemon_shut_down_mid_job_resumes_it_when_it_opens_again() {
     assert_matches_reference(&jobs, &id);
 }
 
-/// Set in the child process of the kill test: the state directory it serves.
-const CHILD_STATE: &str = "R1_JOBS_TEST_CHILD_STATE";
-
-/// The daemon of the kill test, run in a child process: serves `router(jobs)` over the
-/// state directory named by [`CHILD_STATE`] and writes its address to `<state>/address`.
-/// Does nothing when run as an ordinary (ignored) test.
-#[test]
-#[ignore = "the daemon of a_killed_daemon_resumes_its_job_on_restart, run in a child process"]
-fn child_daemon() {
-    let Some(state) = std::env::var_os(CHILD_STATE).map(PathBuf::from) else {
-        return;
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let jobs = Arc::new(JobManager::open(&state, POLICY).expect("open"));
-        let base = serve(jobs).await;
-        let tmp = state.join("address.tmp");
-        std::fs::write(&tmp, &base).expect("write the address");
-        std::fs::rename(&tmp, state.join("address")).expect("publish the address");
-        std::future::pending::<()>().await;
-    });
-}
-
-/// Starts [`child_daemon`] on `state` and returns it with its base URL.
+/// Starts `r1host serve` for training jobs only on `state` (one thread per job, like the
+/// reference run) and returns it with its base URL, read from the line it prints.
 fn start_child_daemon(state: &Path) -> (Reaper, String) {
-    let address = state.join("address");
-    let _ = std::fs::remove_file(&address);
-    let child = Reaper(
-        Command::new(std::env::current_exe().expect("the test binary"))
-            .args([
-                "child_daemon",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_STATE, state)
+    let mut child = Reaper(
+        Command::new(env!("CARGO_BIN_EXE_r1host"))
+            .args(["serve", "--port", "0", "--job-threads", "1", "--state-dir"])
+            .arg(state)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn the child daemon"),
+            .expect("spawn r1host serve"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(base) = std::fs::read_to_string(&address) {
-            return (child, base);
-        }
-        assert!(Instant::now() < deadline, "the child daemon did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let stdout = child.0.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("the address line");
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("r1host serve printed {line:?}"))
+        .to_string();
+    (child, base)
 }
 
 /// Kills the child daemon when the test ends, however it ends.

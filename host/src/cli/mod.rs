@@ -9,5 +9,6 @@ pub mod plot;
 pub mod plugin;
 pub mod progress;
 pub mod run;
+pub mod serve;
 pub mod task;
 pub mod train;

@@ -84,3 +84,14 @@ mod tests {
         assert_eq!(last_line(&path), None);
     }
 }
+
+/// A finished job's model is served by name (`job-<id>`).
+impl crate::serve::ModelSource for JobManager {
+    fn model_names(&self) -> Vec<String> {
+        JobManager::model_names(self)
+    }
+
+    fn model_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        JobManager::model_path(self, name)
+    }
+}
