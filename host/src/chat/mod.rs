@@ -13,12 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use minijinja::{Environment, ErrorKind};
+use r1_core::model::ModelConfig;
 use serde_json::{Map, Value};
 
 pub use environment::DEFAULT_FUEL;
 pub use error::ChatError;
 
-use crate::io::R1_CHAT_TEMPLATE;
+use crate::io::{R1_CHAT_TEMPLATE, Tokenizer};
 use environment::{RaisedException, hf_environment, without_generation_tags};
 
 /// A compiled chat template with the special-token texts it is rendered with. Cheap to
@@ -172,6 +173,16 @@ impl ChatTemplate {
     fn error(&self, e: minijinja::Error) -> ChatError {
         render_error(e, self.fuel.unwrap_or(0), &self.default)
     }
+}
+
+/// The template to chat with the model at `path`: its own ([`ChatTemplate::from_model_path`]),
+/// else r1's [`default_template`] with the BOS/EOS texts of the model's tokenizer.
+pub fn template_for_model(path: &Path, tokenizer: &Tokenizer, config: &ModelConfig) -> Result<ChatTemplate, ChatError> {
+    if let Some(template) = ChatTemplate::from_model_path(path, None)? {
+        return Ok(template);
+    }
+    let text = |id: Option<u32>| id.and_then(|id| tokenizer.decode(&[id]).ok()).filter(|t| !t.is_empty());
+    default_template(text(config.bos_token_id), text(Some(tokenizer.eos_id())))
 }
 
 /// r1's template for models that come without one ([`R1_CHAT_TEMPLATE`]: `User:` /
