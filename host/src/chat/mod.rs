@@ -141,6 +141,9 @@ impl ChatTemplate {
     /// template reads — `reasoning_content`, `tool_calls`, `name`, `tool_call_id` — passed
     /// through).
     pub fn render(&self, messages: &[Value], opts: &RenderOptions) -> Result<String, ChatError> {
+        if messages.is_empty() {
+            return Err(ChatError::EmptyConversation);
+        }
         let name = match (&opts.tools, &self.tool_use) {
             (Some(_), Some(tool_use)) => tool_use,
             _ => &self.default,

@@ -33,6 +33,12 @@ fn default_template_strips_earlier_reasoning_and_opens_think() {
 }
 
 #[test]
+fn an_empty_conversation_is_refused() {
+    let err = render("{{ messages }}", &[]).unwrap_err();
+    assert!(matches!(err, ChatError::EmptyConversation), "{err:?}");
+}
+
+#[test]
 fn raise_exception_is_the_templates_own_message() {
     let err = render(
         "{{ raise_exception('Only user and assistant roles are supported!') }}",
