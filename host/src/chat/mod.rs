@@ -41,7 +41,8 @@ pub struct ChatTemplate {
 pub struct RenderOptions {
     /// End with the header of an assistant turn, for the model to write it.
     pub add_generation_prompt: bool,
-    /// Tool (function) schemas, OpenAI style: the template's `tools`.
+    /// Tool (function) schemas, OpenAI style: the template's `tools` (`none` when absent).
+    /// A model's `tool_use` template, if it has one, renders instead of its default.
     pub tools: Option<Value>,
     /// Further template variables, as `apply_chat_template`'s extra keyword arguments
     /// (`enable_thinking`, `date_string`, …).
@@ -128,10 +129,12 @@ impl ChatTemplate {
         self
     }
 
+    /// The text the template sees as `bos_token`, if the model names one.
     pub fn bos_token(&self) -> Option<&str> {
         self.bos_token.as_deref()
     }
 
+    /// The text the template sees as `eos_token`, if the model names one.
     pub fn eos_token(&self) -> Option<&str> {
         self.eos_token.as_deref()
     }
