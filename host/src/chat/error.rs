@@ -52,6 +52,9 @@ pub enum ChatError {
         name: String,
         available: Vec<String>,
     },
+    /// `render` was given no messages (transformers refuses them too).
+    #[error("cannot apply a chat template to an empty conversation: give at least one message")]
+    EmptyConversation,
     /// A message is not a JSON object, or its content parts are malformed.
     #[error("message {index}: {detail}")]
     BadMessage { index: usize, detail: String },

@@ -13,12 +13,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use minijinja::{Environment, ErrorKind};
+use r1_core::model::ModelConfig;
 use serde_json::{Map, Value};
 
 pub use environment::DEFAULT_FUEL;
 pub use error::ChatError;
 
-use crate::io::R1_CHAT_TEMPLATE;
+use crate::io::{R1_CHAT_TEMPLATE, Tokenizer};
 use environment::{RaisedException, hf_environment, without_generation_tags};
 
 /// A compiled chat template with the special-token texts it is rendered with. Cheap to
@@ -40,7 +41,8 @@ pub struct ChatTemplate {
 pub struct RenderOptions {
     /// End with the header of an assistant turn, for the model to write it.
     pub add_generation_prompt: bool,
-    /// Tool (function) schemas, OpenAI style: the template's `tools`.
+    /// Tool (function) schemas, OpenAI style: the template's `tools` (`none` when absent).
+    /// A model's `tool_use` template, if it has one, renders instead of its default.
     pub tools: Option<Value>,
     /// Further template variables, as `apply_chat_template`'s extra keyword arguments
     /// (`enable_thinking`, `date_string`, …).
@@ -127,10 +129,12 @@ impl ChatTemplate {
         self
     }
 
+    /// The text the template sees as `bos_token`, if the model names one.
     pub fn bos_token(&self) -> Option<&str> {
         self.bos_token.as_deref()
     }
 
+    /// The text the template sees as `eos_token`, if the model names one.
     pub fn eos_token(&self) -> Option<&str> {
         self.eos_token.as_deref()
     }
@@ -140,6 +144,9 @@ impl ChatTemplate {
     /// template reads — `reasoning_content`, `tool_calls`, `name`, `tool_call_id` — passed
     /// through).
     pub fn render(&self, messages: &[Value], opts: &RenderOptions) -> Result<String, ChatError> {
+        if messages.is_empty() {
+            return Err(ChatError::EmptyConversation);
+        }
         let name = match (&opts.tools, &self.tool_use) {
             (Some(_), Some(tool_use)) => tool_use,
             _ => &self.default,
@@ -172,6 +179,16 @@ impl ChatTemplate {
     fn error(&self, e: minijinja::Error) -> ChatError {
         render_error(e, self.fuel.unwrap_or(0), &self.default)
     }
+}
+
+/// The template to chat with the model at `path`: its own ([`ChatTemplate::from_model_path`]),
+/// else r1's [`default_template`] with the BOS/EOS texts of the model's tokenizer.
+pub fn template_for_model(path: &Path, tokenizer: &Tokenizer, config: &ModelConfig) -> Result<ChatTemplate, ChatError> {
+    if let Some(template) = ChatTemplate::from_model_path(path, None)? {
+        return Ok(template);
+    }
+    let text = |id: Option<u32>| id.and_then(|id| tokenizer.decode(&[id]).ok()).filter(|t| !t.is_empty());
+    default_template(text(config.bos_token_id), text(Some(tokenizer.eos_id())))
 }
 
 /// r1's template for models that come without one ([`R1_CHAT_TEMPLATE`]: `User:` /

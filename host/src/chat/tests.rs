@@ -33,6 +33,12 @@ fn default_template_strips_earlier_reasoning_and_opens_think() {
 }
 
 #[test]
+fn an_empty_conversation_is_refused() {
+    let err = render("{{ messages }}", &[]).unwrap_err();
+    assert!(matches!(err, ChatError::EmptyConversation), "{err:?}");
+}
+
+#[test]
 fn raise_exception_is_the_templates_own_message() {
     let err = render(
         "{{ raise_exception('Only user and assistant roles are supported!') }}",
@@ -300,4 +306,31 @@ fn a_syntax_error_in_a_model_template_names_its_file() {
 fn chat_template_is_send_sync_and_clone() {
     fn assert_traits<T: Send + Sync + Clone>() {}
     assert_traits::<ChatTemplate>();
+}
+
+#[test]
+fn a_model_without_template_chats_through_r1_default_with_its_eos() {
+    let dir = model_dir(&[("model.ckpt", "x")]);
+    let config: r1_core::model::ModelConfig = crate::io::parse_hf_config(
+        br#"{"architectures": ["Qwen2ForCausalLM"], "hidden_size": 8, "intermediate_size": 12,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "vocab_size": 261, "rope_theta": 10000.0}"#,
+        "tiny",
+    )
+    .unwrap();
+    let t = template_for_model(
+        &dir.path().join("model.ckpt"),
+        &crate::io::Tokenizer::byte_level(),
+        &config,
+    )
+    .unwrap();
+    let messages = [user("hi"), json!({"role": "assistant", "content": "yo"}), user("2+2?")];
+    let opts = RenderOptions {
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        t.render(&messages, &opts).unwrap(),
+        "User: hi\nAssistant: yo<|endoftext|>\nUser: 2+2?\nAssistant: <think>"
+    );
 }

@@ -1,5 +1,6 @@
-//! `r1host generate --model DIR|CHECKPOINT --prompt …`: sample completions and print the
-//! reasoning apart from the answer, streaming the first completion as it is written.
+//! `r1host generate --model DIR|CHECKPOINT --prompt … [--chat]`: sample completions and
+//! print the reasoning apart from the answer, streaming the first completion as it is
+//! written. `--chat` sends the prompt as a user message through the chat template.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use anyhow::Context;
 use r1_core::backend::Backend;
 use r1_core::sampling::{Rng, SamplingParams};
 
+use crate::chat::{RenderOptions, template_for_model};
 use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::engine::{Completion, Detokenizer, Engine, GenerationConfig};
 use crate::model::Model;
@@ -19,6 +21,10 @@ pub struct GenerateArgs {
     model: PathBuf,
     #[arg(long)]
     prompt: String,
+    /// Send the prompt as one user message through the model's chat template (r1's
+    /// default template for a model without one).
+    #[arg(long)]
+    chat: bool,
     /// Completions to sample (they share the prompt's prefill).
     #[arg(short, long, default_value_t = 1)]
     n: usize,
@@ -60,7 +66,17 @@ impl BackendJob for GenerateArgs {
         B::Buffer: Send + Sync,
     {
         let model = Model::load(backend, &self.model).with_context(|| format!("loading {}", self.model.display()))?;
-        let prompt = model.encode(&self.prompt)?;
+        let prompt = if self.chat {
+            let template = template_for_model(&self.model, model.text_tokenizer()?, &model.config)?;
+            let message = serde_json::json!({"role": "user", "content": self.prompt});
+            let options = RenderOptions {
+                add_generation_prompt: true,
+                ..Default::default()
+            };
+            model.encode(&template.render(&[message], &options)?)?
+        } else {
+            model.encode(&self.prompt)?
+        };
         let completions = sample(backend, &model, &prompt, &self)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&completions)?);

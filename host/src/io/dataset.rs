@@ -83,7 +83,9 @@ pub fn parse_jsonl(bytes: &[u8], file: &str, fields: &DatasetFields) -> Result<V
         };
         let prompt = take_text(&mut obj, &fields.prompt, file, line)?;
         let target = take_text(&mut obj, &fields.target, file, line)?;
-        let metadata = obj.into_iter().map(|(k, v)| (k, value_text(v))).collect();
+        let mut metadata: Vec<(String, String)> = obj.into_iter().map(|(k, v)| (k, value_text(v))).collect();
+        // Sorted here, not by the map: serde_json keeps the file's key order.
+        metadata.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         rows.push(DatasetRow {
             line,
             prompt,
