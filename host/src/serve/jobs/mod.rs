@@ -67,6 +67,17 @@ fn last_line(path: &Path) -> Option<String> {
     String::from_utf8(line.to_vec()).ok()
 }
 
+/// A finished job's model is served by name (`job-<id>`).
+impl crate::serve::ModelSource for JobManager {
+    fn model_names(&self) -> Vec<String> {
+        JobManager::model_names(self)
+    }
+
+    fn model_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        JobManager::model_path(self, name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,16 +93,5 @@ mod tests {
         assert_eq!(last_line(&path).as_deref(), Some("{\"step\":1}"));
         std::fs::write(&path, "{\"ste").unwrap();
         assert_eq!(last_line(&path), None);
-    }
-}
-
-/// A finished job's model is served by name (`job-<id>`).
-impl crate::serve::ModelSource for JobManager {
-    fn model_names(&self) -> Vec<String> {
-        JobManager::model_names(self)
-    }
-
-    fn model_path(&self, name: &str) -> Option<std::path::PathBuf> {
-        JobManager::model_path(self, name)
     }
 }
