@@ -68,6 +68,35 @@ pub fn read_model(path: &Path) -> Result<HostModel, ModelError> {
     }
 }
 
+/// Refuses a model whose f32 weights alone exceed this machine's memory, before
+/// allocating them ("this model needs N GiB"), rather than aborting half-way.
+pub fn check_fits_in_memory(config: &ModelConfig) -> Result<(), ModelError> {
+    let Some(params) = config.checked_num_params() else {
+        return Err(ModelError::Invalid("the model's parameter count overflows".into()));
+    };
+    let needed = (params as u64).saturating_mul(4);
+    match total_memory_bytes() {
+        Some(total) if needed > total => Err(ModelError::Invalid(format!(
+            "this model needs {:.1} GiB for its {params} f32 weights alone; this machine has {:.1} GiB",
+            gib(needed),
+            gib(total)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// `MemTotal` of `/proc/meminfo` (Linux); `None` elsewhere.
+fn total_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Errors of loading or saving a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -116,6 +145,7 @@ impl<B: Backend> Model<B> {
     /// A fresh model of `config` with the byte-level tokenizer (transformers' initialisation).
     pub fn init(backend: &B, config: ModelConfig, seed: u64) -> Result<Self, ModelError> {
         config.validate().map_err(|e| ModelError::Invalid(e.to_string()))?;
+        check_fits_in_memory(&config)?;
         let tokenizer = Tokenizer::byte_level();
         tokenizer.check_fits(&config)?;
         let weights = Weights::from_triples(init_weights(&config, seed));
@@ -128,6 +158,12 @@ impl<B: Backend> Model<B> {
         tokenizer: Tokenizer,
         weights: Weights,
     ) -> Result<Self, ModelError> {
+        if let Some(t) = weights.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+            return Err(ModelError::Invalid(format!(
+                "weight `{}` holds a non-finite value (NaN or infinity)",
+                t.name
+            )));
+        }
         let layout = ParamLayout::for_config(&config);
         let params = upload_weights(
             backend,

@@ -46,6 +46,18 @@ impl ArithmeticTask {
         lo + rng.below(hi - lo)
     }
 
+    /// How many distinct problems (operand pairs) the task has, saturating at `u64::MAX`:
+    /// asking for more cannot succeed.
+    pub fn distinct_problems(&self) -> u64 {
+        let operands = (self.min_digits.max(1)..=self.max_digits.max(self.min_digits))
+            .map(|d| {
+                let lo = if d == 1 { 0 } else { 10u64.saturating_pow(d - 1) };
+                10u64.saturating_pow(d) - lo
+            })
+            .fold(0u64, u64::saturating_add);
+        operands.saturating_mul(operands)
+    }
+
     /// The problem for operands `a` and `b`.
     pub fn problem(a: u64, b: u64) -> Problem {
         let answer = (a + b).to_string();
@@ -62,9 +74,10 @@ impl ArithmeticTask {
     pub fn generate(&self, seed: u64, n: usize, exclude: &HashSet<(u64, u64)>) -> Vec<Problem> {
         let mut rng = Rng::new(seed);
         let mut seen = HashSet::new();
-        let mut out = Vec::with_capacity(n);
+        // `n` comes from a user: it bounds the loop, never an allocation.
+        let mut out = Vec::new();
         let mut attempts = 0usize;
-        while out.len() < n && attempts < n * 100 + 1000 {
+        while out.len() < n && attempts < n.saturating_mul(100).saturating_add(1000) {
             attempts += 1;
             let (a, b) = (self.operand(&mut rng), self.operand(&mut rng));
             if exclude.contains(&(a, b)) || !seen.insert((a, b)) {

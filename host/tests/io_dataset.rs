@@ -37,6 +37,7 @@ fn field_names_are_configurable() {
     let fields = DatasetFields {
         prompt: "question".into(),
         target: "answer".into(),
+        numeric_target: true,
     };
     let rows = parse_jsonl(text, "gsm.jsonl", &fields).expect("ok");
     assert_eq!((rows[0].prompt.as_str(), rows[0].target.as_str()), ("6*7?", "42"));

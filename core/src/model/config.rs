@@ -51,6 +51,13 @@ impl fmt::Display for ConfigError {
 #[cfg(feature = "std")]
 impl std::error::Error for ConfigError {}
 
+/// Most decoder layers a config may have (DeepSeek-V3 has 61, Llama 3.1 405B 126).
+pub const MAX_LAYERS: usize = 4096;
+/// Most a width (hidden, MLP, heads, head dim) may be (Llama 3.1 405B's MLP: 53,248).
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Most weights a model may have (2^40, about 1.1 trillion).
+pub const MAX_PARAMS: u64 = 1 << 40;
+
 fn default_rms_norm_eps() -> f32 {
     1e-6
 }
@@ -230,7 +237,56 @@ impl ModelConfig {
                 detail: "exceeds the i32 token-id range".into(),
             });
         }
-        Ok(arch)
+        // Bounds before any arithmetic on the sizes: a config is outside input, and the
+        // parameter count below multiplies them.
+        let bounded = [
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_attention_heads", self.num_attention_heads, MAX_WIDTH),
+            ("num_key_value_heads", kv, MAX_WIDTH),
+            ("head_dim", hd, MAX_WIDTH),
+        ];
+        for (field, v, max) in bounded {
+            if v > max {
+                return Err(ConfigError {
+                    field,
+                    detail: format!("{v} is beyond any real model (at most {max})"),
+                });
+            }
+        }
+        match self.checked_num_params() {
+            Some(n) if n as u64 <= MAX_PARAMS => Ok(arch),
+            n => Err(ConfigError {
+                field: "(sizes)",
+                detail: match n {
+                    Some(n) => format!("{n} parameters is more than r1 handles ({MAX_PARAMS})"),
+                    None => "the parameter count overflows".into(),
+                },
+            }),
+        }
+    }
+
+    /// The number of weights computed from one layer's specs with checked arithmetic
+    /// (`None` on overflow or an unknown architecture), without building every layer's
+    /// specs: what a loader compares with a file before allocating anything.
+    pub fn checked_num_params(&self) -> Option<usize> {
+        let arch = self.architecture().ok()?;
+        let one_layer = ModelConfig {
+            num_hidden_layers: 1,
+            ..self.clone()
+        };
+        let (mut per_layer, mut rest) = (0usize, 0usize);
+        for spec in arch.family().param_specs(&one_layer) {
+            let n = spec.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+            let sum = if spec.name.starts_with("model.layers.0.") {
+                &mut per_layer
+            } else {
+                &mut rest
+            };
+            *sum = sum.checked_add(n)?;
+        }
+        per_layer.checked_mul(self.num_hidden_layers)?.checked_add(rest)
     }
 
     /// Every weight of the model with its HF name and shape, in its architecture's

@@ -302,7 +302,7 @@ fn bench_train<B: Backend>(
         line["reference"] = r;
         line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
     }
-    println!("{line}");
+    crate::outln!("{line}")?;
     Ok(())
 }
 
@@ -344,7 +344,7 @@ fn bench_decode<B: Backend>(
         line["reference"] = r;
         line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
     }
-    println!("{line}");
+    crate::outln!("{line}")?;
     Ok(())
 }
 
@@ -450,6 +450,6 @@ fn bench_grpo<B: Backend>(
         line["reference"] = r;
         line["speedup"] = serde_json::json!((reference_s / step_s * 100.0).round() / 100.0);
     }
-    println!("{line}");
+    crate::outln!("{line}")?;
     Ok(())
 }

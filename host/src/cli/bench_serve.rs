@@ -94,16 +94,16 @@ pub(super) fn bench_serve(
             "itl_ms": {"p50": round2(percentile(&mut gaps, 0.5)), "p99": round2(percentile(&mut gaps, 0.99))},
             "kv_bytes_per_token": svc.stats().kv_bytes_per_token.load(std::sync::atomic::Ordering::Relaxed),
         });
-        println!("{line}");
+        crate::outln!("{line}")?;
         by_clients.push((c, tps));
     }
     if let (Some(&(c1, one)), Some(&(cn, many))) = (by_clients.first(), by_clients.last())
         && cn != c1
     {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({"bench": "serve", "preset": preset_name, "summary": format!("{cn} clients vs {c1}"), "throughput_ratio": round2(many / one)})
-        );
+        )?;
     }
     svc.shutdown(false);
     Ok(())

@@ -23,7 +23,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let written = export_hf_dir(&args.out, &model.config, &model.tokenizer, &model.weights)
         .with_context(|| format!("exporting {} to {}", args.model.display(), args.out.display()))?;
     for path in &written {
-        println!("{}", path.display());
+        crate::outln!("{}", path.display())?;
     }
     if model.tokenizer.require_text().is_err() {
         eprintln!(

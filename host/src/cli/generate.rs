@@ -2,7 +2,6 @@
 //! print the reasoning apart from the answer, streaming the first completion as it is
 //! written. `--chat` sends the prompt as a user message through the chat template.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -25,8 +24,8 @@ pub struct GenerateArgs {
     /// default template for a model without one).
     #[arg(long)]
     chat: bool,
-    /// Completions to sample (they share the prompt's prefill).
-    #[arg(short, long, default_value_t = 1)]
+    /// Completions to sample (they share the prompt's prefill); at least 1.
+    #[arg(short, long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     n: usize,
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
@@ -79,9 +78,9 @@ impl BackendJob for GenerateArgs {
         };
         let completions = sample(backend, &model, &prompt, &self)?;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&completions)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&completions)?)?;
         } else {
-            print_completions(&completions);
+            print_completions(&completions)?;
         }
         Ok(())
     }
@@ -112,6 +111,9 @@ fn sample<B: Backend>(
     let stream = !args.json && args.n == 1;
     let mut shown = 0usize;
     let mut so_far: Vec<u32> = Vec::new();
+    // The callback cannot return an error: the first failed write (a closed stdout) is
+    // kept, streaming stops, and the error is returned once generation ends.
+    let mut write_error: Option<std::io::Error> = None;
     let completions = engine.generate(
         backend,
         &model.params,
@@ -121,36 +123,39 @@ fn sample<B: Backend>(
         &generation,
         &mut rng,
         |row, tok| {
-            if stream && row == 0 {
+            if stream && row == 0 && write_error.is_none() {
                 so_far.push(tok);
                 let text = Detokenizer::decode(&model.tokenizer, &so_far);
                 // Print only complete characters; the rest follows with the next token.
                 if let Some(new) = text.get(shown..).filter(|s| !s.ends_with('\u{FFFD}')) {
-                    print!("{new}");
-                    let _ = std::io::stdout().flush();
+                    write_error = crate::out!("{new}").err();
                     shown = text.len();
                 }
             }
         },
     )?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
     if stream {
-        println!();
+        crate::outln!()?;
     }
     Ok(completions)
 }
 
-fn print_completions(completions: &[Completion]) {
+fn print_completions(completions: &[Completion]) -> std::io::Result<()> {
     for (i, c) in completions.iter().enumerate() {
-        println!(
+        crate::outln!(
             "--- completion {} ({} tokens, {:?}) ---",
             i + 1,
             c.tokens.len(),
             c.finish_reason
-        );
+        )?;
         match &c.reasoning {
-            Some(r) => println!("reasoning: {r}"),
-            None => println!("reasoning: (none)"),
+            Some(r) => crate::outln!("reasoning: {r}")?,
+            None => crate::outln!("reasoning: (none)")?,
         }
-        println!("answer: {}", c.answer);
+        crate::outln!("answer: {}", c.answer)?;
     }
+    Ok(())
 }

@@ -45,7 +45,7 @@ impl BackendJob for LogprobsArgs {
             (None, None) => bail!("give --tokens or --text"),
         };
         let out = token_logprobs(backend, &model, tokens)?;
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
         Ok(())
     }
 }
@@ -84,6 +84,9 @@ fn token_logprobs<B: Backend>(backend: &B, model: &Model<B>, tokens: Vec<u32>) -
             weights: None,
         },
     )?;
+    if let Some(i) = logp.iter().position(|v| !v.is_finite()) {
+        bail!("the model gave a non-finite log-prob (NaN or infinity) at position {i}");
+    }
     let sum: f64 = logp.iter().map(|&v| v as f64).sum();
     Ok(serde_json::json!({
         "tokens": tokens,

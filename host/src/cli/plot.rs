@@ -24,7 +24,7 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
     };
     let written = crate::plot::plot_run(run_dir).with_context(|| format!("plotting run {}", run_dir.display()))?;
     for path in written {
-        println!("{}", path.display());
+        crate::outln!("{}", path.display())?;
     }
     Ok(())
 }

@@ -80,7 +80,7 @@ fn stop_on_termination_signals() -> anyhow::Result<StopSignal> {
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.print_default {
-        print!("{DEFAULT_RECIPE}");
+        crate::out!("{DEFAULT_RECIPE}")?;
         return Ok(());
     }
     let text = match (&args.recipe, &args.resume) {
@@ -117,21 +117,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             dir.display()
         ),
     };
-    println!(
+    crate::outln!(
         "\n== {} finished in {:.0}s ==",
         recipe.name,
         started.elapsed().as_secs_f64()
-    );
+    )?;
     if let Some(a) = report.initial_accuracy {
-        println!("held-out accuracy before training: {:5.1}%", a * 100.0);
+        crate::outln!("held-out accuracy before training: {:5.1}%", a * 100.0)?;
     }
     for s in &report.stages {
         if let Some(a) = s.eval_accuracy {
-            println!(
+            crate::outln!(
                 "held-out accuracy after {:<12} {:5.1}%",
                 format!("{}:", s.name),
                 a * 100.0
-            );
+            )?;
         }
     }
     if let Some(gain) = report.gain() {
@@ -139,27 +139,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             Baseline::Initial => "the model before training".to_string(),
             Baseline::Stage(name) => format!("the `{name}` model"),
         };
-        println!("gain over {baseline}: {:+.1} points", gain.points);
+        crate::outln!("gain over {baseline}: {:+.1} points", gain.points)?;
     }
-    println!("run directory: {}", report.run_dir.display());
-    println!("metrics:       {}", report.run_dir.join("metrics.jsonl").display());
+    crate::outln!("run directory: {}", report.run_dir.display())?;
+    crate::outln!("metrics:       {}", report.run_dir.join("metrics.jsonl").display())?;
     let mut previous: Option<&std::path::Path> = None;
     for s in &report.stages {
         if previous != Some(s.checkpoint.as_path()) {
-            println!("checkpoint:    {} ({})", s.checkpoint.display(), s.name);
+            crate::outln!("checkpoint:    {} ({})", s.checkpoint.display(), s.name)?;
         }
         previous = Some(s.checkpoint.as_path());
         if let Some(out) = &s.output {
-            println!("dataset:       {} ({})", out.display(), s.name);
+            crate::outln!("dataset:       {} ({})", out.display(), s.name)?;
         }
     }
     for p in &report.plots {
-        println!("plot:          {}", p.display());
+        crate::outln!("plot:          {}", p.display())?;
     }
     if let Some((prompt, c)) = &report.sample {
-        println!("\nsample: {prompt}");
-        println!("  reasoning: {}", c.reasoning.as_deref().unwrap_or("(none)"));
-        println!("  answer:    {}", c.answer);
+        crate::outln!("\nsample: {prompt}")?;
+        crate::outln!("  reasoning: {}", c.reasoning.as_deref().unwrap_or("(none)"))?;
+        crate::outln!("  answer:    {}", c.answer)?;
     }
     Ok(())
 }

@@ -37,6 +37,15 @@ pub fn run(args: TaskArgs) -> anyhow::Result<()> {
         min_digits: args.min_digits,
         max_digits: args.max_digits,
     };
+    if args.n as u64 > task.distinct_problems() {
+        bail!(
+            "--n {} exceeds the {} distinct problems of {}..{}-digit additions",
+            args.n,
+            task.distinct_problems(),
+            args.min_digits,
+            args.max_digits
+        );
+    }
     let mut out = Vec::new();
     for p in task.generate(args.seed, args.n, &HashSet::new()) {
         let row = match args.format.as_str() {

@@ -174,7 +174,14 @@ impl<B: Backend> Batch<B> {
             .as_ref()
             .ok_or_else(|| EngineError::Internal("no feed buffer".into()))?;
         feed.upload(backend, ids, past)?;
-        Ok(planned.run(backend, &mut self.executor, params, feed, &self.cache, first_row)?)
+        let logits = planned.run(backend, &mut self.executor, params, feed, &self.cache, first_row)?;
+        // Sampling from NaN/inf logits would pass garbage off as text.
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::NonFinite {
+                row: first_row + i / self.cfg.vocab_size.max(1),
+            });
+        }
+        Ok(logits)
     }
 
     /// Starts `rngs.len()` completions of `prompt`: one prefill into the next free row,

@@ -89,6 +89,10 @@ pub enum EngineError {
     TooLong { prompt: usize, new: usize, max: usize },
     #[error("empty prompt")]
     EmptyPrompt,
+    #[error("0 completions requested: ask for at least one")]
+    NoCompletions,
+    #[error("the model produced non-finite logits (NaN or infinity) for sequence row {row}")]
+    NonFinite { row: usize },
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     BadToken { id: u32, vocab: usize },
     #[error("invalid sampling settings: {0}")]
@@ -180,7 +184,9 @@ impl<B: Backend> Engine<B> {
                 max: max_pos,
             });
         }
-        let n = n.max(1);
+        if n == 0 {
+            return Err(EngineError::NoCompletions);
+        }
         let budget = generation.max_new_tokens.min(max_pos - prompt.len());
         // Capacities come in steps of 64 positions, so prompts of similar lengths share
         // one cache and one decode plan.

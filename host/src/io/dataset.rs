@@ -16,6 +16,10 @@ pub struct DatasetFields {
     pub prompt: String,
     /// `completion` (SFT) or `answer` (GRPO reference answers).
     pub target: String,
+    /// Whether the target may be a JSON number (`"answer": 42`); a completion must be
+    /// text, which a model is trained to write, and not empty.
+    #[serde(default)]
+    pub numeric_target: bool,
 }
 
 impl DatasetFields {
@@ -24,6 +28,7 @@ impl DatasetFields {
         DatasetFields {
             prompt: "prompt".into(),
             target: "completion".into(),
+            numeric_target: false,
         }
     }
 
@@ -32,6 +37,7 @@ impl DatasetFields {
         DatasetFields {
             prompt: "prompt".into(),
             target: "answer".into(),
+            numeric_target: true,
         }
     }
 }
@@ -81,8 +87,12 @@ pub fn parse_jsonl(bytes: &[u8], file: &str, fields: &DatasetFields) -> Result<V
         let Value::Object(mut obj) = value else {
             return Err(line_err(format!("expected a JSON object, found {}", kind(&value))));
         };
-        let prompt = take_text(&mut obj, &fields.prompt, file, line)?;
-        let target = take_text(&mut obj, &fields.target, file, line)?;
+        let prompt = take_text(&mut obj, &fields.prompt, false, file, line)?;
+        let target = take_text(&mut obj, &fields.target, fields.numeric_target, file, line)?;
+        if !fields.numeric_target && target.is_empty() {
+            // Nothing to learn from: the row would train on the end-of-sequence token only.
+            return Err(line_err(format!("field `{}` is empty", fields.target)));
+        }
         let mut metadata: Vec<(String, String)> = obj.into_iter().map(|(k, v)| (k, value_text(v))).collect();
         // Sorted here, not by the map: serde_json keeps the file's key order.
         metadata.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -99,9 +109,15 @@ pub fn parse_jsonl(bytes: &[u8], file: &str, fields: &DatasetFields) -> Result<V
     Ok(rows)
 }
 
-/// Removes `field` from the row; strings and numbers are accepted (answers are often
-/// numbers), anything else is an error naming the field.
-fn take_text(obj: &mut Map<String, Value>, field: &str, file: &str, line: usize) -> Result<String, IoError> {
+/// Removes `field` from the row: a string, or with `numbers` also a number (answers are
+/// often numbers); anything else is an error naming the field.
+fn take_text(
+    obj: &mut Map<String, Value>,
+    field: &str,
+    numbers: bool,
+    file: &str,
+    line: usize,
+) -> Result<String, IoError> {
     match obj.remove(field) {
         None => Err(IoError::MissingField {
             file: file.to_string(),
@@ -109,7 +125,7 @@ fn take_text(obj: &mut Map<String, Value>, field: &str, file: &str, line: usize)
             field: field.to_string(),
         }),
         Some(Value::String(s)) => Ok(s),
-        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(Value::Number(n)) if numbers => Ok(n.to_string()),
         Some(other) => Err(IoError::DatasetLine {
             file: file.to_string(),
             line,

@@ -51,8 +51,44 @@ pub fn load_hf_model(dir: &Path) -> Result<HfModel, IoError> {
             hint,
         });
     }
+    // Before naming a missing tensor: a config too large for its files says so, with the
+    // memory the model would need.
+    check_weight_bytes(dir, &config, &single, &index)?;
     let weights = collector.finish(&dir.display().to_string())?;
     Ok(HfModel { config, weights })
+}
+
+/// Refuses a config whose weights cannot be in the directory's safetensors files (each
+/// weight takes at least 2 bytes, as BF16/F16), saying how much memory the model would
+/// need. (`ModelConfig::validate` already bounds the sizes, so nothing before this step
+/// allocates more than the files hold.)
+fn check_weight_bytes(dir: &Path, config: &ModelConfig, single: &Path, index: &Path) -> Result<(), IoError> {
+    let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let on_disk = if single.is_file() {
+        file_len(single)
+    } else if index.is_file() {
+        // Every file of the directory: the shards are among them; a loose bound suffices.
+        std::fs::read_dir(dir)
+            .map_err(|e| IoError::file(dir, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| file_len(&e.path()))
+            .fold(0u64, u64::saturating_add)
+    } else {
+        return Ok(());
+    };
+    let params = config.checked_num_params().map_or(u64::MAX, |n| n as u64);
+    if params.saturating_mul(2) > on_disk {
+        let gib = params.saturating_mul(4) as f64 / (1u64 << 30) as f64;
+        return Err(IoError::Field {
+            file: dir.join(CONFIG_FILE).display().to_string(),
+            field: "(sizes)".into(),
+            detail: format!(
+                "describes {params} parameters (this model needs {gib:.1} GiB as f32), \
+                 but its weight files hold only {on_disk} bytes"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Builds the weights of `config` from the bytes of one safetensors file (the whole

@@ -41,6 +41,16 @@ pub fn load_datasets(recipe: &Recipe) -> anyhow::Result<Datasets> {
                 min_digits: *min_digits,
                 max_digits: *max_digits,
             };
+            let distinct = task.distinct_problems();
+            let wanted = [*eval_prompts, *cold_start, *train_prompts]
+                .iter()
+                .fold(0u64, |a, &n| a.saturating_add(n as u64));
+            if wanted > distinct {
+                anyhow::bail!(
+                    "[data]: eval_prompts + cold_start + train_prompts = {wanted} exceeds the {distinct} distinct \
+                     problems of {min_digits}..{max_digits}-digit additions"
+                );
+            }
             let seed = recipe.seed;
             // Held-out problems first, so no training set ever contains them.
             let eval = task.generate(seed.wrapping_add(1000), *eval_prompts, &HashSet::new());

@@ -93,12 +93,15 @@ pub fn run_pipeline<B: Backend>(
     progress: &dyn Progress,
     stop: &StopSignal,
 ) -> anyhow::Result<PipelineOutcome> {
-    let dir = RunDir::create(run_dir)?;
-    let mut state = PipelineState::open(&dir, recipe_text, resume)?;
-    write_bytes_atomically(&dir.root.join("recipe.toml"), recipe_text.as_bytes())?;
+    // Everything the stages read is checked before anything is written: the recipe
+    // (every stage's settings), the datasets, and the rewards with their plugins loaded.
+    recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let data = load_datasets(recipe)?;
     let host = PluginHost::new(HostConfig::default()).context("starting the plugin host")?;
     let rewards = build_rewards(recipe, &host)?;
+    let dir = RunDir::create(run_dir)?;
+    let mut state = PipelineState::open(&dir, recipe_text, resume)?;
+    write_bytes_atomically(&dir.root.join("recipe.toml"), recipe_text.as_bytes())?;
     let mut model = starting_model(backend, recipe, &state)?;
     let mut run = StageContext::open(
         backend, recipe, dir, data, rewards, &state, &model, resume, progress, stop,

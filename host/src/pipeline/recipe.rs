@@ -151,6 +151,22 @@ pub enum StageSpec {
 }
 
 impl StageSpec {
+    /// Checks the stage's own settings (what its trainer would refuse when it starts).
+    pub fn validate_config(&self) -> Result<(), String> {
+        match self {
+            StageSpec::Sft { sft, .. } => sft.validate().map_err(|e| e.to_string()),
+            StageSpec::Grpo { grpo, .. } => grpo.validate().map_err(|e| e.to_string()),
+            StageSpec::RejectionSampling { rejection_sampling, .. } => rejection_sampling.validate(),
+            StageSpec::Distill { distill, .. } => {
+                if let Some(init) = &distill.student_init {
+                    init.validate().map_err(|e| format!("student_init: {e}"))?;
+                }
+                distill.traces.validate().map_err(|e| format!("traces: {e}"))?;
+                distill.sft.validate().map_err(|e| format!("sft: {e}"))
+            }
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             StageSpec::Sft { name, .. }
@@ -177,6 +193,25 @@ pub struct RejectionConfig {
     /// Minimum score per reward name for a completion to be kept.
     pub min_reward: std::collections::BTreeMap<String, f64>,
     pub seed: u64,
+}
+
+impl RejectionConfig {
+    /// Positive sample counts and sampling settings the sampler accepts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.samples_per_prompt == 0 {
+            return Err("samples_per_prompt must be positive".into());
+        }
+        self.sampling().validate().map_err(|e| e.to_string())
+    }
+
+    /// The sampling settings of its generations.
+    pub fn sampling(&self) -> r1_core::sampling::SamplingParams {
+        r1_core::sampling::SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for RejectionConfig {
@@ -282,11 +317,15 @@ impl Recipe {
         }
     }
 
-    /// Cross-field checks serde cannot do.
+    /// Cross-field checks serde cannot do, and every stage's settings, so that a bad
+    /// last stage is refused before the first one trains.
     pub fn validate(&self) -> Result<(), String> {
         match (&self.model.init, &self.model.path) {
             (Some(_), Some(_)) => return Err("[model]: give `init` or `path`, not both".into()),
             (None, None) => return Err("[model]: give `init` (a config) or `path` (a model)".into()),
+            (Some(init), None) => {
+                init.validate().map_err(|e| format!("[model.init]: {e}"))?;
+            }
             _ => {}
         }
         let mut names = HashSet::new();
@@ -345,6 +384,7 @@ impl Recipe {
                     }
                 }
             }
+            s.validate_config().map_err(|e| format!("stage `{stage}`: {e}"))?;
             if !stages.insert(stage) {
                 return Err(format!("[[stages]]: the name `{stage}` is used twice"));
             }

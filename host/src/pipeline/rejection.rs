@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use r1_core::backend::Backend;
 use r1_core::reward::Sample;
-use r1_core::sampling::{Rng, SamplingParams};
+use r1_core::sampling::Rng;
 
 use crate::engine::{Engine, GenerationConfig};
 use crate::io::atomic::write_bytes_atomically;
@@ -47,16 +47,10 @@ pub fn rejection_sample<B: Backend>(
     out: &Path,
     stop: &StopSignal,
 ) -> anyhow::Result<RejectionStats> {
-    if cfg.samples_per_prompt == 0 {
-        anyhow::bail!("rejection sampling: samples_per_prompt must be positive");
-    }
+    cfg.validate().map_err(|e| anyhow::anyhow!("rejection sampling: {e}"))?;
     let generation = GenerationConfig {
         max_new_tokens: cfg.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: cfg.temperature,
-            top_p: cfg.top_p,
-            ..SamplingParams::default()
-        },
+        sampling: cfg.sampling(),
         stop: Vec::new(),
     };
     let mut engine = Engine::new(model.config.clone());

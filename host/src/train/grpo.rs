@@ -363,7 +363,7 @@ impl<B: Backend> GrpoTrainer<B> {
             stop: Vec::new(),
         };
         let eos = tok.eos_id();
-        let mut out = Vec::with_capacity(prompt_indices.len() * g);
+        let mut out = Vec::new();
         for &pi in prompt_indices {
             let prompt = self.prompts[pi].tokens.clone();
             let completions = self.engine.generate(

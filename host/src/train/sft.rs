@@ -199,7 +199,8 @@ pub fn train_sft<B: Backend>(
     let mut order: Vec<usize> = Vec::new();
     let mut cursor = 0usize;
     let mut seen = 0usize;
-    let mut history = Vec::with_capacity(total);
+    // `total` comes from the user's epochs or max_steps: a loop bound, never a reservation.
+    let mut history = Vec::new();
     let bs = sft.per_device_train_batch_size;
 
     for step in 0..total {
