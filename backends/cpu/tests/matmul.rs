@@ -67,8 +67,9 @@ fn every_transpose_combination_matches_the_reference() {
 
 #[test]
 fn products_with_few_rows_take_the_packing_free_path_correctly() {
-    // m ≤ 64: blocked dot products (transposed b); m ≤ 4: row updates (plain b); odd k
-    // and n, and m = 65 just past the path.
+    // Transposed b: blocked dot products up to 64 rows for a shared 2-D weight, 8 for
+    // batched operands; plain b: row updates up to 4 rows. Odd k and n, and m = 9 and
+    // m = 65 just past the paths.
     for m in (1..=9).chain([13, 32, 63, 64, 65]) {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             check(&[], m, 37, 53, ta, tb, false, 100 + m as u64);

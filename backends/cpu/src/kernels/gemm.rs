@@ -11,11 +11,16 @@ use std::marker::PhantomData;
 use crate::parallel::{SharedOut, Threads};
 use crate::simd::{Isa, Simd, SimdTask, math};
 
-/// Rows of C up to which the packing-free path runs: with B's columns contiguous (a
-/// transposed weight: register-blocked dot products over column tiles that stay in cache;
-/// continuous batching decodes up to this many sequences without packing a weight) and
-/// with B's rows contiguous (M passes over B).
-const SMALL_M_DOT: usize = 64;
+/// Rows of C up to which the packing-free path runs: with B's columns contiguous
+/// (register-blocked dot products over column tiles that stay in cache) and with B's rows
+/// contiguous (M passes over B).
+pub(crate) const SMALL_M_DOT: usize = 8;
+/// The packing-free limit for the product of activations with a shared transposed
+/// weight (`MatMul` with a 2-D `b`): continuous batching decodes up to this many
+/// sequences without packing a weight, and a row's result does not depend on the others.
+/// Other products (attention, batched, training-sized) keep [`SMALL_M_DOT`], so their
+/// rounding is what it was.
+pub(crate) const WEIGHT_DOT_ROWS: usize = 64;
 const SMALL_M_ROWS: usize = 4;
 /// Multiply-adds below which a GEMM stays on one thread (about 20 µs of work).
 const MIN_PARALLEL_MACS: usize = 1 << 20;
@@ -203,12 +208,17 @@ impl<'a> MatMut<'a> {
 
 /// `C ← α·A·B + β·C` on the calling thread.
 pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
+    gemm_rows(isa, SMALL_M_DOT, alpha, a, b, beta, c)
+}
+
+/// [`gemm`] with `dot_rows` as the packing-free limit for a B with contiguous columns.
+fn gemm_rows(isa: Isa, dot_rows: usize, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
     assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm shapes");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
     }
-    if k > 0 && ((m <= SMALL_M_DOT && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
+    if k > 0 && ((m <= dot_rows && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
         isa.run(SmallM { alpha, a, b, beta, c });
         return;
     }
@@ -238,12 +248,23 @@ pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: M
 
 /// [`gemm`] split over the pool: `threads.count()` blocks of rows of C, or of columns
 /// when C has too few rows for that; one thread for small products.
-pub(crate) fn gemm_par(threads: &Threads, isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
+/// `dot_rows`: the packing-free limit (see [`WEIGHT_DOT_ROWS`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_par(
+    threads: &Threads,
+    isa: Isa,
+    dot_rows: usize,
+    alpha: f32,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let macs = m.saturating_mul(k).saturating_mul(n);
     let parts = threads.count();
     if parts <= 1 || macs < MIN_PARALLEL_MACS {
-        gemm(isa, alpha, a, b, beta, c);
+        gemm_rows(isa, dot_rows, alpha, a, b, beta, c);
         return;
     }
     let mut jobs = Vec::with_capacity(parts);
@@ -275,7 +296,7 @@ pub(crate) fn gemm_par(threads: &Threads, isa: Isa, alpha: f32, a: Mat<'_>, b: M
             c0 += cols;
         }
     }
-    threads.for_each_owned(jobs, |(a, b, c)| gemm(isa, alpha, a, b, beta, c));
+    threads.for_each_owned(jobs, |(a, b, c)| gemm_rows(isa, dot_rows, alpha, a, b, beta, c));
 }
 
 /// The packing-free product for a few rows of C: B with contiguous columns (a transposed

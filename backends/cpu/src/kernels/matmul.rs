@@ -5,7 +5,7 @@
 
 use r1_core::{BackendError, Shape};
 
-use super::gemm::{Mat, MatMut, gemm, gemm_par};
+use super::gemm::{Mat, MatMut, SMALL_M_DOT, WEIGHT_DOT_ROWS, gemm, gemm_par};
 use super::{Ctx, size_error};
 
 /// Multiply-adds per batch item above which items run in parallel.
@@ -64,6 +64,7 @@ pub(crate) fn matmul(
         gemm_par(
             ctx.threads,
             ctx.isa,
+            WEIGHT_DOT_ROWS,
             1.0,
             a2,
             b2,
@@ -92,6 +93,7 @@ pub(crate) fn matmul(
             gemm_par(
                 ctx.threads,
                 ctx.isa,
+                SMALL_M_DOT,
                 1.0,
                 a_of(i),
                 b_of(i),
