@@ -242,15 +242,12 @@ impl<B: Backend> Batch<B> {
         params: &ParamBuffer<B>,
         tok: &dyn Detokenizer,
     ) -> Result<Vec<StepToken>, EngineError> {
-        let running: Vec<usize> = (0..self.seqs.len())
-            .filter(|&i| self.seqs[i].finish.is_none())
-            .collect();
-        if running.len() != self.seqs.len() {
+        if self.seqs.iter().any(|s| s.finish.is_some()) {
             return Err(EngineError::Internal(
                 "decode with finished rows still in the batch".into(),
             ));
         }
-        if running.is_empty() {
+        if self.seqs.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<u32> = self.seqs.iter().map(|s| s.next).collect();
@@ -288,22 +285,21 @@ impl<B: Backend> Batch<B> {
             logprob,
             top,
         };
-        let mut text = String::new();
-        if !cfg.ignore_eos && Some(s.token) == tok.eos_id() {
+        let text = if !cfg.ignore_eos && Some(s.token) == tok.eos_id() {
             seq.finish = Some(FinishReason::Eos);
-            text = seq.text.finish(tok, &cfg.stop).text;
+            seq.text.finish(tok, &cfg.stop).text
         } else {
             seq.history.push(s.token);
             seq.next = s.token;
-            let delta = seq.text.push(tok, s.token, &cfg.stop);
-            text = text + &delta.text;
+            let mut delta = seq.text.push(tok, s.token, &cfg.stop);
             if delta.stopped {
                 seq.finish = Some(FinishReason::Stop);
             } else if seq.sampled >= cfg.max_new_tokens || seq.history.len() >= self.capacity {
                 seq.finish = Some(FinishReason::Length);
-                text.push_str(&seq.text.finish(tok, &cfg.stop).text);
+                delta.text.push_str(&seq.text.finish(tok, &cfg.stop).text);
             }
-        }
+            delta.text
+        };
         StepToken {
             owner: seq.owner,
             index: seq.index,

@@ -42,15 +42,16 @@ impl<B: Backend> KvCache<B> {
         })
     }
 
-    /// Bytes one cached token of an f32 cache for `cfg` takes over all layers, keys and values.
-    pub fn bytes_per_token_for(cfg: &ModelConfig) -> usize {
+    /// Bytes one cached token of a `dtype` cache for `cfg` takes over all layers, keys
+    /// and values (before any cache exists: the server sizes its rows with it).
+    pub fn bytes_per_token_for(cfg: &ModelConfig, dtype: DType) -> usize {
         let width = cfg.kv_heads() * cfg.head_dim();
-        2 * cfg.num_hidden_layers * TensorDesc::new(DType::F32, &[width]).bytes()
+        per_token(cfg.num_hidden_layers, dtype, width)
     }
 
     /// Bytes one cached token takes over all layers, keys and values.
     pub fn bytes_per_token(&self) -> usize {
-        2 * self.layers.len() * TensorDesc::new(self.dtype, &[self.width]).bytes()
+        per_token(self.layers.len(), self.dtype, self.width)
     }
 
     /// Whether this cache can serve `batch` rows of `capacity` positions.
@@ -94,4 +95,9 @@ impl<B: Backend> KvCache<B> {
         }
         Ok(())
     }
+}
+
+/// Keys and values of `layers` layers, `width` elements each, per token.
+fn per_token(layers: usize, dtype: DType, width: usize) -> usize {
+    2 * layers * TensorDesc::new(dtype, &[width]).bytes()
 }

@@ -72,7 +72,7 @@ impl<B: Backend> Scheduler<B> {
         let context = opts.context.unwrap_or(max_pos).clamp(2, max_pos.max(2));
         // Positions per row, rounded to the plan bucket step (never past the model's).
         let capacity = context.next_multiple_of(CAPACITY_STEP).min(max_pos.max(2));
-        let per_token = KvCache::<B>::bytes_per_token_for(cfg);
+        let per_token = KvCache::<B>::bytes_per_token_for(cfg, r1_core::DType::F32);
         let per_seq = per_token.saturating_mul(capacity).max(1);
         let fits = opts.kv_cache_bytes / per_seq;
         if fits == 0 {
@@ -177,16 +177,10 @@ impl<B: Backend> Scheduler<B> {
         let r = s.request;
         let n = r.n.max(1);
         let context = self.batch.capacity();
-        if r.prompt.len() >= context {
-            let _ = s.events.send(GenEvent::Failed(format!(
-                "the prompt has {} tokens; the context is {context}",
-                r.prompt.len()
-            )));
-            return;
-        }
+        // `EngineService::submit` refused prompts that do not fit; `Batch::admit` checks again.
         let config = Arc::new(SeqConfig {
             sampling: r.sampling,
-            max_new_tokens: r.max_new_tokens.max(1).min(context - r.prompt.len()),
+            max_new_tokens: r.max_new_tokens.max(1).min(context.saturating_sub(r.prompt.len())),
             stop: r.stop,
             top_logprobs: r.top_logprobs,
             ignore_eos: r.ignore_eos,
