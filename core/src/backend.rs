@@ -129,8 +129,9 @@ pub struct AdamWStep {
 
 /// The kernels a graph needs. See the module docs for the buffer contract.
 pub trait Backend {
-    /// Device memory, opaque to core.
-    type Buffer;
+    /// Device memory, opaque to core. Shared by the threads of a backend that runs a
+    /// plan on a pool.
+    type Buffer: Sync;
 
     /// A human-readable name ("cpu (avx512, 2 threads)", "cuda:0 NVIDIA H200").
     fn name(&self) -> String;
@@ -158,36 +159,17 @@ pub trait Backend {
     fn supports(&self, op: &Op, inputs: &[TensorDesc], output: &TensorDesc) -> bool;
 
     /// Runs the steps `steps` of `plan` (a whole plan, or the forward or backward part
-    /// of one). The default walks them one op at a time through [`Backend::run_op`]; a
-    /// GPU backend may capture or fuse the sequence instead (a CUDA graph).
+    /// of one). The default walks them one op at a time through [`Backend::run_op`]
+    /// ([`run_plan_steps`]); a GPU backend may capture or fuse the sequence instead (a
+    /// CUDA graph), a CPU backend may hand the whole walk to its thread pool.
     fn run_plan(
         &self,
         graph: &Graph,
         plan: &Plan,
         steps: Range<usize>,
-        tensors: &dyn PlanTensors<Self::Buffer>,
+        tensors: &(dyn PlanTensors<Self::Buffer> + Sync),
     ) -> Result<(), GraphError> {
-        let ids = plan.steps().get(steps.clone()).ok_or_else(|| GraphError::Shape {
-            op: "run_plan",
-            detail: format!("steps {steps:?} outside the plan's {}", plan.steps().len()),
-        })?;
-        let mut inputs: Vec<TensorRef<'_, Self::Buffer>> = Vec::with_capacity(4);
-        for &id in ids {
-            let node = graph.node(id)?;
-            inputs.clear();
-            for &i in &node.inputs {
-                inputs.push(tensors.tensor(i)?);
-            }
-            let out = tensors.tensor(id)?;
-            self.run_op(&node.op, &inputs, out).map_err(|e| match e {
-                BackendError::InvalidInput { op, detail } => GraphError::Backend(BackendError::InvalidInput {
-                    op,
-                    detail: format!("{detail} (node {})", node.label(id)),
-                }),
-                other => GraphError::Backend(other),
-            })?;
-        }
-        Ok(())
+        run_plan_steps(self, graph, plan, steps, tensors)
     }
 
     /// Computes one non-leaf, non-view op: reads `inputs` (in the order [`Op`] documents)
@@ -222,6 +204,39 @@ pub trait Backend {
         v: TensorRef<'_, Self::Buffer>,
         step: &AdamWStep,
     ) -> Result<(), BackendError>;
+}
+
+/// Walks the steps `steps` of `plan` one op at a time through [`Backend::run_op`],
+/// naming the node in an [`BackendError::InvalidInput`] error: what
+/// [`Backend::run_plan`] does unless a backend overrides it.
+pub fn run_plan_steps<B: Backend + ?Sized>(
+    backend: &B,
+    graph: &Graph,
+    plan: &Plan,
+    steps: Range<usize>,
+    tensors: &(dyn PlanTensors<B::Buffer> + Sync),
+) -> Result<(), GraphError> {
+    let ids = plan.steps().get(steps.clone()).ok_or_else(|| GraphError::Shape {
+        op: "run_plan",
+        detail: format!("steps {steps:?} outside the plan's {}", plan.steps().len()),
+    })?;
+    let mut inputs: Vec<TensorRef<'_, B::Buffer>> = Vec::with_capacity(4);
+    for &id in ids {
+        let node = graph.node(id)?;
+        inputs.clear();
+        for &i in &node.inputs {
+            inputs.push(tensors.tensor(i)?);
+        }
+        let out = tensors.tensor(id)?;
+        backend.run_op(&node.op, &inputs, out).map_err(|e| match e {
+            BackendError::InvalidInput { op, detail } => GraphError::Backend(BackendError::InvalidInput {
+                op,
+                detail: format!("{detail} (node {})", node.label(id)),
+            }),
+            other => GraphError::Backend(other),
+        })?;
+    }
+    Ok(())
 }
 
 /// Little-endian bytes of f32 values (uploads from core without `unsafe`).

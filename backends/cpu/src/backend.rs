@@ -2,8 +2,8 @@
 //! kernels run with, the threads they run on and the cached RoPE tables; `run_op` checks
 //! each op's operands (see [`crate::views`]) and calls its kernel.
 
-use r1_core::backend::{AdamWStep, Backend, BackendError, TensorRef};
-use r1_core::{DType, Op, TensorDesc};
+use r1_core::backend::{AdamWStep, Backend, BackendError, PlanTensors, TensorRef, run_plan_steps};
+use r1_core::{DType, Graph, GraphError, Op, Plan, TensorDesc};
 
 use crate::buffer::CpuBuffer;
 use crate::kernels::elementwise::{self, Binary};
@@ -66,7 +66,27 @@ impl CpuBackend {
         };
         Ok(CpuBackend {
             isa,
-            threads: Threads::dedicated(n)?,
+            threads: Threads::dedicated(n, false)?,
+            rope: RopeCache::default(),
+        })
+    }
+
+    /// The best instruction set, on a pool of `threads` threads (`0`: one per available
+    /// core) of which the calling thread is one: kernels run from this thread split their
+    /// work with the others directly, where a pool of its own would first hand every plan
+    /// to one of its threads and park the caller (two thread wake-ups per plan, which
+    /// cost more than a decode step of a small model). For a thread that runs the
+    /// backend for its whole life, an engine thread; the other threads stay parked for the
+    /// rest of the process once it ends (rayon cannot stop a pool it did not start all of).
+    pub fn on_this_thread(threads: usize) -> Result<CpuBackend, BackendError> {
+        let n = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        Ok(CpuBackend {
+            isa: Isa::best(),
+            threads: Threads::dedicated(n, true)?,
             rope: RopeCache::default(),
         })
     }
@@ -224,6 +244,19 @@ impl Backend for CpuBackend {
         // Every kernel computes in f32 on f32 operands (ids and positions are i32): bf16,
         // f16 and block-quantized weights need their own kernels, refused at plan time.
         inputs.iter().all(|d| matches!(d.dtype, DType::F32 | DType::I32)) && output.dtype == DType::F32
+    }
+
+    /// The whole walk runs on a pool thread ([`Threads::run_inside`]); the ops and their
+    /// splits are those of [`run_plan_steps`], so results do not change.
+    fn run_plan(
+        &self,
+        graph: &Graph,
+        plan: &Plan,
+        steps: std::ops::Range<usize>,
+        tensors: &(dyn PlanTensors<CpuBuffer> + Sync),
+    ) -> Result<(), GraphError> {
+        self.threads
+            .run_inside(|| run_plan_steps(self, graph, plan, steps, tensors))
     }
 
     fn run_op(

@@ -40,17 +40,22 @@ impl Threads {
         }
     }
 
-    /// A dedicated pool of `n` threads (`n = 1`: everything on the calling thread).
-    pub(crate) fn dedicated(n: usize) -> Result<Threads, BackendError> {
+    /// A dedicated pool of `n` threads (`n = 1`: everything on the calling thread). With
+    /// `here`, the calling thread is the pool's first thread and `n - 1` are started.
+    pub(crate) fn dedicated(n: usize, here: bool) -> Result<Threads, BackendError> {
         if n <= 1 {
             return Ok(Threads {
                 mode: Mode::Serial,
                 count: 1,
             });
         }
-        let pool = rayon::ThreadPoolBuilder::new()
+        let mut builder = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
-            .thread_name(|i| format!("r1-cpu-{i}"))
+            .thread_name(|i| format!("r1-cpu-{i}"));
+        if here {
+            builder = builder.use_current_thread();
+        }
+        let pool = builder
             .build()
             .map_err(|e| BackendError::Unavailable(format!("cannot start {n} CPU threads: {e}")))?;
         Ok(Threads {
@@ -73,6 +78,19 @@ impl Threads {
         match &self.mode {
             Mode::Pool(p) => p.install(f),
             Mode::Serial | Mode::Global => f(),
+        }
+    }
+
+    /// Runs `f` on one of the pool's threads (inline when already on one), so the
+    /// kernels inside it split work with the other threads directly. A whole plan runs
+    /// this way: the caller is handed to the pool once per plan instead of once per
+    /// parallel op (a cold hand-off parks the caller and wakes a worker, which costs more
+    /// than a decode-sized op).
+    pub(crate) fn run_inside<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.mode {
+            Mode::Serial => f(),
+            Mode::Global => rayon::scope(|_| f()),
+            Mode::Pool(p) => p.install(f),
         }
     }
 

@@ -342,8 +342,7 @@ fn results_do_not_depend_on_the_thread_count() {
     let dy = rng.vec(rows * d, 1.0);
     let t: Vec<i32> = (0..rows).map(|_| rng.below(d) as i32).collect();
     let level = r1_backend_cpu::SimdLevel::detect();
-    let run_all = |threads: usize| {
-        let be = r1_backend_cpu::CpuBackend::with_config(threads, level).unwrap();
+    let run_on = |be: r1_backend_cpu::CpuBackend| {
         let a = run(
             &be,
             &Op::RmsNormBackward { eps: 1e-5 },
@@ -366,8 +365,17 @@ fn results_do_not_depend_on_the_thread_count() {
         let e = run(&be, &Op::SumAll, &[f(x.clone(), &[rows, d])], &[]).unwrap();
         (a, b, c, e)
     };
+    let run_all = |threads: usize| run_on(r1_backend_cpu::CpuBackend::with_config(threads, level).unwrap());
     assert_eq!(run_all(1), run_all(2));
     assert_eq!(run_all(1), run_all(3));
+    // A pool the calling thread belongs to (an engine thread's) splits the same way.
+    let here = std::thread::scope(|scope| {
+        scope
+            .spawn(|| run_on(r1_backend_cpu::CpuBackend::on_this_thread(2).unwrap()))
+            .join()
+            .unwrap()
+    });
+    assert_eq!(run_all(1), here);
 }
 
 #[test]

@@ -114,6 +114,50 @@ fn a_row_of_a_decode_product_does_not_depend_on_the_rows_beside_it() {
 }
 
 #[test]
+fn the_row_update_path_sums_each_element_in_order_of_the_inner_index() {
+    // `x · V` with few rows and V not transposed (attention's `P·V` in decode) keeps
+    // blocks of the output row in registers; every element is still the chain
+    // `c ← a[p]·b[p, j] + c` over p in order, so it equals that chain bit for bit (fused
+    // where the instruction set has FMA, as the scalar fallback is not).
+    let mut rng = Rng::new(11);
+    for (m, k, n) in [
+        (1, 37, 64),
+        (1, 200, 2),
+        (2, 9, 15),
+        (3, 64, 129),
+        (4, 5, 300),
+        (1, 3, 128),
+    ] {
+        let a = rng.vec(m * k, 1.0);
+        let b = rng.vec(k * n, 1.0);
+        for be in backends() {
+            let fused = be.simd_level() != r1_backend_cpu::SimdLevel::Scalar;
+            let mut want = vec![0.0f32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let c = &mut want[i * n + j];
+                    for p in 0..k {
+                        let (x, y) = (a[i * k + p], b[p * n + j]);
+                        *c = if fused { x.mul_add(y, *c) } else { x * y + *c };
+                    }
+                }
+            }
+            let op = Op::MatMul {
+                trans_a: false,
+                trans_b: false,
+            };
+            let out = run(&be, &op, &[f(a.clone(), &[m, k]), f(b.clone(), &[k, n])], &[m, n]).unwrap();
+            let same = out.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "{m}x{k} · {k}x{n} on {} differs from the in-order chain",
+                be.simd_level()
+            );
+        }
+    }
+}
+
+#[test]
 fn large_products_split_over_threads_by_rows_and_by_columns() {
     check(&[], 300, 200, 130, false, true, false, 300); // row blocks
     check(&[], 20, 300, 1000, false, false, false, 301); // column blocks

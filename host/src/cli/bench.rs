@@ -92,6 +92,8 @@ enum BenchWhat {
     /// The engine service under concurrent streams: aggregate decode tokens/s, time to
     /// first token and inter-token latency (p50/p99) for each client count, each client
     /// streaming one greedy completion of `--tokens` after its own `--prompt`-token prompt.
+    /// Each client count runs in rounds (at least 3, and at least `--min-secs`); the
+    /// median round's tokens/s is reported.
     Serve {
         #[command(flatten)]
         shape: Shape,
@@ -102,6 +104,9 @@ enum BenchWhat {
         tokens: usize,
         #[arg(long, default_value_t = 16)]
         prompt: usize,
+        /// Seconds of rounds to run per client count (at least 3 rounds).
+        #[arg(long, default_value_t = 2.0)]
+        min_secs: f64,
     },
 }
 
@@ -185,9 +190,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         clients,
         tokens,
         prompt,
+        min_secs,
     } = &args.what
     {
-        return super::bench_serve::bench_serve(&shape.preset, &shape.device, clients, *tokens, *prompt);
+        return super::bench_serve::bench_serve(
+            &shape.preset,
+            &shape.device,
+            clients,
+            super::bench_serve::Load {
+                tokens: *tokens,
+                prompt: *prompt,
+                min_secs: *min_secs,
+            },
+        );
     }
     let device = args.what.shape().device.clone();
     with_backend(&device, args.what)

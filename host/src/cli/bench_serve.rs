@@ -25,13 +25,26 @@ struct Stream {
     done: Instant,
 }
 
-pub(super) fn bench_serve(
-    preset_name: &str,
-    device: &DeviceArgs,
-    clients: &[usize],
-    tokens: usize,
-    prompt: usize,
-) -> anyhow::Result<()> {
+/// What each client count is measured with.
+pub(super) struct Load {
+    /// Tokens each client streams.
+    pub tokens: usize,
+    /// Prompt tokens of each request.
+    pub prompt: usize,
+    /// Seconds of rounds per client count (at least [`MIN_ROUNDS`]).
+    pub min_secs: f64,
+}
+
+/// Rounds per client count at the least: one round of a single stream lasts tens of
+/// milliseconds, shorter than the machine's hiccups.
+const MIN_ROUNDS: usize = 3;
+
+pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usize], load: Load) -> anyhow::Result<()> {
+    let Load {
+        tokens,
+        prompt,
+        min_secs,
+    } = load;
     if device.device != Device::Cpu {
         bail!(
             "bench serve runs on the CPU backend only for now (device {})",
@@ -43,6 +56,9 @@ pub(super) fn bench_serve(
     if prompt == 0 || tokens == 0 {
         bail!("--prompt and --tokens must be at least 1");
     }
+    if !(min_secs.is_finite() && (0.0..=3600.0).contains(&min_secs)) {
+        bail!("--min-secs must be between 0 and 3600 (got {min_secs})");
+    }
     let context = prompt + tokens;
     let opts = ServiceOptions {
         kv_cache_mib: 1 << 14,
@@ -53,10 +69,8 @@ pub(super) fn bench_serve(
     let threads = device.threads;
     let model_cfg = cfg.clone();
     let svc = EngineService::start_with(preset_name, None, opts, move || {
-        let backend = match threads {
-            Some(t) => r1_backend_cpu::CpuBackend::with_threads(t)?,
-            None => r1_backend_cpu::CpuBackend::new(),
-        };
+        // As the server's engine: its thread is one of the kernels' threads.
+        let backend = r1_backend_cpu::CpuBackend::on_this_thread(threads.unwrap_or(0))?;
         let model = Model::init(&backend, model_cfg, 0)?;
         Ok((backend, model))
     })?;
@@ -76,20 +90,29 @@ pub(super) fn bench_serve(
     }
     let mut by_clients = Vec::new();
     for &c in clients {
-        let start = Instant::now();
-        let streams = run_clients(&svc, c, &request)?;
-        let end = streams.iter().map(|s| s.done).max().unwrap_or(start);
-        let total: usize = streams.iter().map(|s| s.tokens).sum();
-        let secs = (end - start).as_secs_f64();
-        let mut ttft: Vec<f64> = streams.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect();
-        let mut gaps: Vec<f64> = streams
-            .iter()
-            .flat_map(|s| s.gaps.iter().map(|g| g.as_secs_f64() * 1e3))
-            .collect();
-        let tps = total as f64 / secs;
+        let started = Instant::now();
+        let mut rounds = Vec::new();
+        let mut ttft = Vec::new();
+        let mut gaps = Vec::new();
+        while rounds.len() < MIN_ROUNDS || started.elapsed().as_secs_f64() < min_secs {
+            let start = Instant::now();
+            let streams = run_clients(&svc, c, &request)?;
+            let end = streams.iter().map(|s| s.done).max().unwrap_or(start);
+            let total: usize = streams.iter().map(|s| s.tokens).sum();
+            rounds.push(total as f64 / (end - start).as_secs_f64().max(1e-9));
+            ttft.extend(streams.iter().map(|s| s.ttft.as_secs_f64() * 1e3));
+            gaps.extend(
+                streams
+                    .iter()
+                    .flat_map(|s| s.gaps.iter().map(|g| g.as_secs_f64() * 1e3)),
+            );
+        }
+        let n_rounds = rounds.len();
+        let tps = percentile(&mut rounds, 0.5);
         let line = serde_json::json!({
             "bench": "serve", "preset": preset_name, "clients": c, "tokens_per_client": tokens,
-            "prompt_tokens": prompt, "aggregate_tok_s": round1(tps),
+            "prompt_tokens": prompt, "rounds": n_rounds, "aggregate_tok_s": round1(tps),
+            "aggregate_tok_s_range": [round1(rounds[0]), round1(rounds[n_rounds - 1])],
             "ttft_ms": {"p50": round2(percentile(&mut ttft, 0.5)), "p99": round2(percentile(&mut ttft, 0.99))},
             "itl_ms": {"p50": round2(percentile(&mut gaps, 0.5)), "p99": round2(percentile(&mut gaps, 0.99))},
             "kv_bytes_per_token": svc.stats().kv_bytes_per_token.load(std::sync::atomic::Ordering::Relaxed),

@@ -228,10 +228,8 @@ impl EngineService {
         let path_owned = path.to_path_buf();
         match device {
             Device::Cpu => Self::start_with(name, Some(path.to_path_buf()), opts, move || {
-                let backend = match threads {
-                    Some(t) => r1_backend_cpu::CpuBackend::with_threads(t)?,
-                    None => r1_backend_cpu::CpuBackend::new(),
-                };
+                // The engine thread is one of the kernels' threads.
+                let backend = r1_backend_cpu::CpuBackend::on_this_thread(threads.unwrap_or(0))?;
                 let model = Model::load(&backend, &path_owned)
                     .map_err(|e| anyhow::anyhow!("loading {}: {e}", path_owned.display()))?;
                 Ok((backend, model))

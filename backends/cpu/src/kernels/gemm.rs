@@ -22,6 +22,11 @@ pub(crate) const SMALL_M_DOT: usize = 8;
 /// rounding is what it was.
 pub(crate) const WEIGHT_DOT_ROWS: usize = 64;
 const SMALL_M_ROWS: usize = 4;
+/// Floats of A per row tile of the packing-free dot path (32 KiB: L1).
+const DOT_TILE_FLOATS: usize = 8192;
+/// Vectors of a row of C kept in registers by the row-update path (64 values with AVX-512:
+/// one attention head's output row).
+const ROW_UPDATE_VECTORS: usize = 8;
 /// Multiply-adds below which a GEMM stays on one thread (about 20 µs of work).
 const MIN_PARALLEL_MACS: usize = 1 << 20;
 /// Row and column blocks handed to threads are multiples of this (the AVX-512
@@ -323,33 +328,42 @@ impl SimdTask for SmallM<'_, '_> {
             mut c,
         } = self;
         let (m, k, n) = (a.rows, a.cols, b.cols);
-        // Row i of A gathered once into a contiguous buffer (A may be transposed).
-        let mut a_rows = vec![0.0f32; m * k];
-        for i in 0..m {
-            for (p, v) in a_rows[i * k..(i + 1) * k].iter_mut().enumerate() {
-                *v = a.data[i * a.rs + p * a.cs];
+        // Rows of A as contiguous slices: A's own rows when they are (activations), else
+        // gathered once into a buffer (A transposed).
+        let gathered: Vec<f32>;
+        let (a_data, a_rs) = if a.cs == 1 {
+            (a.data, a.rs)
+        } else {
+            let mut g = vec![0.0f32; m * k];
+            for (i, row) in g.chunks_exact_mut(k).enumerate() {
+                for (p, v) in row.iter_mut().enumerate() {
+                    *v = a.data[i * a.rs + p * a.cs];
+                }
             }
-        }
+            gathered = g;
+            (gathered.as_slice(), k)
+        };
+        let row = |i: usize| &a_data[i * a_rs..i * a_rs + k];
         if b.rs == 1 {
             // Column j of B is `b.data[j·cs .. j·cs + k]`. Blocks of 2 rows × 3 columns share
             // their loads; every element is summed in `math::dot`'s order, so a row's result
             // does not depend on how many rows run beside it.
             let col = |j: usize| &b.data[j * b.cs..j * b.cs + k];
-            let row = |i: usize| &a_rows[i * k..(i + 1) * k];
-            // Columns per tile: about 128 KiB of B, reused by every row block.
-            let tile = ((1usize << 15) / k.max(1)).clamp(3, n.max(3)) / 3 * 3;
             let mut put = |i: usize, j: usize, d: f32| {
                 let out = &mut c.row(i)[j];
                 let d = alpha * d;
                 *out = if beta == 0.0 { d } else { d + beta * *out };
             };
-            for t0 in (0..n).step_by(tile) {
-                let t1 = (t0 + tile).min(n);
-                for i in (0..m).step_by(2) {
-                    let rows = (m - i).min(2);
-                    let mut j = t0;
-                    while j < t1 {
-                        let cols = (t1 - j).min(3);
+            // Rows per tile: about 32 KiB of A, so a tile and the three columns of B it is
+            // multiplied by stay in L1 while every row pair of the tile passes over them.
+            let tile = ((DOT_TILE_FLOATS / k.max(1)) & !1).max(2);
+            for r0 in (0..m).step_by(tile) {
+                let r1 = (r0 + tile).min(m);
+                let mut j = 0;
+                while j < n {
+                    let cols = (n - j).min(3);
+                    for i in (r0..r1).step_by(2) {
+                        let rows = (r1 - i).min(2);
                         match (rows, cols) {
                             (2, 3) => {
                                 let d = dot_block::<S, 2, 3>(s, [row(i), row(i + 1)], [col(j), col(j + 1), col(j + 2)]);
@@ -378,24 +392,63 @@ impl SimdTask for SmallM<'_, '_> {
                                 }
                             }
                         }
-                        j += cols;
                     }
+                    j += cols;
                 }
             }
         } else {
+            // `C[i, j] ← fma(α·A[i, p], B[p, j], C[i, j])` for p in order (the order of
+            // one `y += α·x` pass per p), with a block of C's row held in registers over all p
+            // (stored once instead of once per p).
+            let l = S::LANES;
             for i in 0..m {
-                let row = c.row(i);
+                let a_i = row(i);
+                let out = c.row(i);
                 if beta == 0.0 {
-                    row.fill(0.0);
+                    out.fill(0.0);
                 } else if beta != 1.0 {
-                    row.iter_mut().for_each(|v| *v *= beta);
+                    out.iter_mut().for_each(|v| *v *= beta);
                 }
-                for p in 0..k {
-                    let coef = alpha * a_rows[i * k + p];
-                    math::axpy(s, coef, &b.data[p * b.rs..p * b.rs + n], row);
+                let mut j = 0;
+                while j < n {
+                    let width = (n - j).min(ROW_UPDATE_VECTORS * l);
+                    let block = &mut out[j..j + width];
+                    match width.div_ceil(l) {
+                        1 => row_update::<S, 1>(s, alpha, a_i, b, j, block),
+                        2 => row_update::<S, 2>(s, alpha, a_i, b, j, block),
+                        3 => row_update::<S, 3>(s, alpha, a_i, b, j, block),
+                        4 => row_update::<S, 4>(s, alpha, a_i, b, j, block),
+                        5 => row_update::<S, 5>(s, alpha, a_i, b, j, block),
+                        6 => row_update::<S, 6>(s, alpha, a_i, b, j, block),
+                        7 => row_update::<S, 7>(s, alpha, a_i, b, j, block),
+                        _ => row_update::<S, 8>(s, alpha, a_i, b, j, block),
+                    }
+                    j += width;
                 }
             }
         }
+    }
+}
+
+/// `out[q] ← fma(α·a[p], B[p, j0 + q], out[q])` for p in order, `out` (at most `V`
+/// vectors, the last one possibly partial) held in registers for the whole sum.
+#[inline(always)]
+fn row_update<S: Simd, const V: usize>(s: S, alpha: f32, a: &[f32], b: Mat<'_>, j0: usize, out: &mut [f32]) {
+    let l = S::LANES;
+    let width = out.len();
+    debug_assert!(width <= V * l && width > (V - 1) * l);
+    let last = width - (V - 1) * l;
+    let mut acc: [S::V; V] = std::array::from_fn(|v| math::load_n(s, out, v * l, if v + 1 == V { last } else { l }));
+    for (p, &a_p) in a.iter().enumerate() {
+        let coef = s.splat(alpha * a_p);
+        let b_p = &b.data[p * b.rs + j0..p * b.rs + j0 + width];
+        for (v, acc_v) in acc.iter_mut().enumerate() {
+            let bv = math::load_n(s, b_p, v * l, if v + 1 == V { last } else { l });
+            *acc_v = s.mul_add(coef, bv, *acc_v);
+        }
+    }
+    for (v, acc_v) in acc.iter().enumerate() {
+        math::store_n(s, *acc_v, out, v * l, if v + 1 == V { last } else { l });
     }
 }
 

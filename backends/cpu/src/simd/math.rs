@@ -245,13 +245,6 @@ pub(crate) fn scale_in_place<S: Simd>(s: S, y: &mut [f32], c: f32) {
     }
 }
 
-/// `y[i] += alpha · x[i]`.
-#[inline(always)]
-pub(crate) fn axpy<S: Simd>(s: S, alpha: f32, x: &[f32], y: &mut [f32]) {
-    let a = s.splat(alpha);
-    lanes!(s, y <- |yv, xv = x| s.mul_add(a, xv, yv));
-}
-
 /// `n` values of `x` from `i` (a whole vector when `n = LANES`,
 /// else a partial load filled with 0).
 #[inline(always)]
