@@ -26,7 +26,7 @@ use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, 
 use crate::plugin::{OnRewardError, RewardFailures};
 use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective};
 use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
-use crate::train::optim::{AdamW, OptimConfig};
+use crate::train::optim::{AdamW, NonFiniteQuantity, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
 
 /// GRPO stage settings. `grpo` holds TRL's `GRPOConfig` loss/advantage fields (beta,
@@ -191,12 +191,23 @@ pub enum GrpoTrainError {
     Graph(#[from] LmGraphError),
     #[error(transparent)]
     Backend(#[from] r1_core::BackendError),
+    #[error(transparent)]
+    NonFinite(#[from] NonFiniteStep),
     #[error("dynamic sampling found no group with reward spread in {rounds} generation rounds")]
     NoRewardSpread { rounds: usize },
     #[error("held-out prompt {index}: the engine returned no completion")]
     NoCompletion { index: usize },
     #[error("stopped: {0}")]
     Stopped(String),
+}
+
+impl From<OptimError> for GrpoTrainError {
+    fn from(e: OptimError) -> Self {
+        match e {
+            OptimError::Backend(e) => GrpoTrainError::Backend(e),
+            OptimError::NonFinite(e) => GrpoTrainError::NonFinite(e),
+        }
+    }
 }
 
 /// One scored completion of a rollout.
@@ -718,15 +729,38 @@ impl<B: Backend> GrpoTrainer<B> {
                 completion_len: l,
                 num_items_in_batch,
             };
-            let out = policy_loss(&self.config.grpo, &inputs)?;
+            let out = policy_loss(&self.config.grpo, &inputs).map_err(|e| self.diverged(e))?;
             self.backward(backend, params, packed, rows, &out.grad_logp, k == 0)?;
             tally.add_micro_batch(&out, &ent, &packed.mask);
         }
         let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
         let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
-        let stats = self.optimizer.step(backend, params, lr, scale)?;
+        let stats = self.optimizer.step(backend, params, lr, scale, tally.loss_sum)?;
         self.state.step += 1;
         Ok(tally.finish(self, batch, stats.grad_norm, lr, step_started))
+    }
+
+    /// A loss error: the model's log-probabilities (or the loss and its gradient made
+    /// from them) turned NaN or infinite is the step diverging, reported as every trainer
+    /// reports it ([`NonFiniteStep`]); other errors pass through.
+    fn diverged(&self, error: r1_core::grpo::GrpoError) -> GrpoTrainError {
+        use r1_core::grpo::GrpoError;
+        match error {
+            GrpoError::NonFinite { tensor, index, value }
+                if matches!(tensor, "logp" | "old_logp" | "ref_logp" | "loss" | "grad_logp") =>
+            {
+                let quantity = match tensor {
+                    "loss" => NonFiniteQuantity::Loss,
+                    name => NonFiniteQuantity::Tensor { name, index },
+                };
+                GrpoTrainError::NonFinite(NonFiniteStep {
+                    step: self.state.step as u64 + 1,
+                    quantity,
+                    value: f64::from(value),
+                })
+            }
+            other => GrpoTrainError::Grpo(other),
+        }
     }
 
     /// Back-propagates `d loss / d logp` (`[rows × L]`, per completion token) through the
