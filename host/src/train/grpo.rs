@@ -809,7 +809,8 @@ impl<B: Backend> GrpoTrainer<B> {
         if any { sum as f32 } else { f32::NAN }
     }
 
-    /// Accuracy of greedy answers on `prompts` judged by `judge` (score ≥ 0.5 is right).
+    /// Accuracy of greedy answers on `prompts` judged by `judge` (score ≥ 0.5 is right),
+    /// its failures handled by the stage's `on_reward_error`.
     pub fn evaluate(
         &mut self,
         backend: &B,
@@ -817,7 +818,7 @@ impl<B: Backend> GrpoTrainer<B> {
         tok: &dyn Detokenizer,
         prompts: &[GrpoPrompt],
         judge: &dyn Reward,
-    ) -> Result<(f64, Vec<(String, Completion)>), GrpoTrainError> {
+    ) -> Result<HeldOutEval, GrpoTrainError> {
         evaluate(
             &mut self.engine,
             backend,
@@ -826,6 +827,7 @@ impl<B: Backend> GrpoTrainer<B> {
             prompts,
             judge,
             self.config.grpo.max_completion_length,
+            self.config.on_reward_error,
         )
     }
 
@@ -847,8 +849,24 @@ impl<B: Backend> GrpoTrainer<B> {
     }
 }
 
+/// A held-out evaluation: greedy answers judged by a reward.
+#[derive(Clone, Debug)]
+pub struct HeldOutEval {
+    /// Right answers (score ≥ 0.5) over the answers judged; `None` when there was none to
+    /// judge (every score failed and `on_reward_error = "skip"` left them all out).
+    pub accuracy: Option<f64>,
+    /// Every prompt with its answer, for inspection.
+    pub answers: Vec<(String, Completion)>,
+    /// Scores that failed and were handled by `on_reward_error` (`zero`: counted wrong;
+    /// `skip`: left out of the accuracy).
+    pub failures: RewardFailures,
+}
+
 /// Accuracy of greedy answers on `prompts` judged by `judge` (a score ≥ 0.5 is right),
-/// with the completions for inspection.
+/// with the completions for inspection. A failed score goes through `on_reward_error`,
+/// the same policy as the training rewards': `fail` stops with the error, `zero` counts
+/// the answer wrong, `skip` leaves it out of the accuracy.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     engine: &mut Engine<B>,
     backend: &B,
@@ -857,15 +875,17 @@ pub fn evaluate<B: Backend>(
     prompts: &[GrpoPrompt],
     judge: &dyn Reward,
     max_new_tokens: usize,
-) -> Result<(f64, Vec<(String, Completion)>), GrpoTrainError> {
+    on_reward_error: OnRewardError,
+) -> Result<HeldOutEval, GrpoTrainError> {
     let generation = GenerationConfig {
         max_new_tokens,
         sampling: SamplingParams::greedy(),
         stop: Vec::new(),
     };
     let mut rng = Rng::new(0);
-    let mut right = 0usize;
-    let mut outputs = Vec::with_capacity(prompts.len());
+    let (mut right, mut judged) = (0usize, 0usize);
+    let mut failures = RewardFailures::default();
+    let mut answers = Vec::with_capacity(prompts.len());
     for (index, p) in prompts.iter().enumerate() {
         let c = engine.generate(backend, params, tok, &p.tokens, 1, &generation, &mut rng, |_, _| {})?;
         let c = c.into_iter().next().ok_or(GrpoTrainError::NoCompletion { index })?;
@@ -873,13 +893,22 @@ pub fn evaluate<B: Backend>(
             completion: c.text.clone(),
             ..p.sample.clone()
         };
-        let score = judge.score(std::slice::from_ref(&sample))?;
+        let result = judge.score(std::slice::from_ref(&sample));
+        let failed = result.is_err();
+        let score = on_reward_error.apply(1, result, &mut failures)?;
+        if !(failed && on_reward_error == OnRewardError::Skip) {
+            judged += 1;
+        }
         if score.first().and_then(|s| s.value()).is_some_and(|v| v >= 0.5) {
             right += 1;
         }
-        outputs.push((p.sample.prompt.clone(), c));
+        answers.push((p.sample.prompt.clone(), c));
     }
-    Ok((right as f64 / prompts.len().max(1) as f64, outputs))
+    Ok(HeldOutEval {
+        accuracy: (judged > 0).then(|| right as f64 / judged as f64),
+        answers,
+        failures,
+    })
 }
 
 /// The cached graph scoring `[rows × seq]` micro-batches with log-probs at `temperature`
