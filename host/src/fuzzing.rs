@@ -21,8 +21,11 @@ use crate::serve::plan::{Endpoint, check_fields};
 use crate::serve::prompt::{chat_prompt_with, completion_prompts_with};
 use crate::serve::request::{GenerationBody, parse_json};
 
+/// A fuzz target's body: any bytes in, a panic the only failure.
+pub type TargetBody = fn(&[u8]);
+
 /// Every target: its name (the directory of its corpus, `fuzz/corpus/<name>/`) and body.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, TargetBody); 8] = [
     ("safetensors_load", safetensors_load),
     ("hf_config", hf_config),
     ("checkpoint_decode", checkpoint_decode),
