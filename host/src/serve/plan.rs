@@ -72,9 +72,9 @@ pub struct RequestedFields {
     pub stop: Vec<String>,
     pub logprobs: Option<usize>,
     pub split_reasoning: bool,
-    /// The completion budget asked for, and the parameter it came from.
+    /// The completion budget asked for (`max_completion_tokens` or `max_tokens`; the
+    /// completions default when neither is given).
     pub max_tokens: Option<usize>,
-    pub max_param: &'static str,
 }
 
 /// Checks every field of `body` that needs neither the model nor the reward plugins:
@@ -151,7 +151,6 @@ pub fn check_fields(
         logprobs,
         split_reasoning,
         max_tokens,
-        max_param,
     })
 }
 
@@ -167,7 +166,6 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
         logprobs,
         split_reasoning,
         max_tokens,
-        max_param: _,
     } = check_fields(config, endpoint, &body)?;
     let ranking = ranking(state, &body, n, candidates)?;
     if stream && ranking.is_some() {
