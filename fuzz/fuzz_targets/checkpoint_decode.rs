@@ -1,20 +1,8 @@
-//! Any bytes as a checkpoint. The first byte picks the input as a whole file (frame
-//! checks: magic, version, length, checksum) or as a payload wrapped in a valid frame, so
-//! the fuzzer also reaches the postcard decoder and the consistency checks behind the
-//! checksum.
+//! Any bytes as a checkpoint, whole or (first byte 0) as a framed payload
+//! (`r1_host::fuzzing::checkpoint_decode`).
+//! The body lives in the library so that `host/tests/fuzz_replay.rs` runs it on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use r1_host::io::checkpoint::checkpoint_frame;
-use r1_host::io::load_checkpoint_bytes;
 
-fuzz_target!(|data: &[u8]| {
-    match data.split_first() {
-        Some((0, payload)) => {
-            let _ = load_checkpoint_bytes(&checkpoint_frame(payload));
-        }
-        _ => {
-            let _ = load_checkpoint_bytes(data);
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| r1_host::fuzzing::checkpoint_decode(data));

@@ -1,11 +1,7 @@
-//! Any bytes as a JSONL dataset, under SFT and GRPO field names: rows or an error naming
-//! the line, never a panic.
+//! Any bytes as a JSONL dataset (`r1_host::fuzzing::jsonl_dataset`).
+//! The body lives in the library so that `host/tests/fuzz_replay.rs` runs it on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use r1_host::io::{DatasetFields, parse_jsonl};
 
-fuzz_target!(|data: &[u8]| {
-    let _ = parse_jsonl(data, "fuzz", &DatasetFields::sft());
-    let _ = parse_jsonl(data, "fuzz", &DatasetFields::grpo());
-});
+fuzz_target!(|data: &[u8]| r1_host::fuzzing::jsonl_dataset(data));

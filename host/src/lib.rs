@@ -5,6 +5,8 @@ pub mod chat;
 pub mod cli;
 pub mod device;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod model;
 pub mod pipeline;

@@ -3,6 +3,7 @@
 //! with exit 0, and a refused run leaves nothing written.
 
 mod io_support;
+mod recipe_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use io_support::fixtures;
 use r1_host::io::{load_hf_model, save_hf_model};
+use recipe_support::{GrpoStage, TinyRecipe};
 
 fn r1host(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_r1host"))
@@ -170,65 +172,23 @@ fn a_huge_max_steps_trains_instead_of_aborting_on_a_reservation() {
 
 // ---- 2. the whole recipe is checked before the first step --------------------------
 
-const RECIPE_HEAD: &str = r#"
-name = "hostile"
-seed = 5
-eval_reward = "format"
-eval_max_new_tokens = 8
+fn recipe_head() -> String {
+    TinyRecipe::one_layer("hostile", 5).toml()
+}
 
-[model.init]
-architectures = ["Qwen2ForCausalLM"]
-hidden_size = 32
-intermediate_size = 64
-num_hidden_layers = 1
-num_attention_heads = 2
-num_key_value_heads = 1
-vocab_size = 261
-tie_word_embeddings = true
-max_position_embeddings = 96
-
-[data]
-kind = "arithmetic"
-min_digits = 1
-max_digits = 1
-cold_start = 16
-train_prompts = 64
-eval_prompts = 4
-
-[[rewards]]
-name = "format"
-builtin = { type = "think_format" }
-
-[[stages]]
-kind = "sft"
-name = "cold_start"
-[stages.sft]
-per_device_train_batch_size = 4
-max_steps = 4
-max_seq_length = 80
-"#;
-
-fn grpo_stage(name: &str, max_steps: usize, num_generations: usize) -> String {
-    format!(
-        r#"
-[[stages]]
-kind = "grpo"
-name = "{name}"
-save_steps = 3
-[stages.grpo]
-per_device_train_batch_size = 4
-max_steps = {max_steps}
-[stages.grpo.grpo]
-num_generations = {num_generations}
-max_completion_length = 8
-"#
-    )
+fn grpo_stage(name: &'static str, max_steps: usize, num_generations: usize) -> String {
+    GrpoStage::small(name, max_steps, num_generations).toml()
 }
 
 #[test]
 fn a_bad_third_stage_is_refused_before_the_first_stage_writes_anything() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = format!("{RECIPE_HEAD}{}{}", grpo_stage("grpo", 2, 2), grpo_stage("bad", 2, 1));
+    let recipe = format!(
+        "{}{}{}",
+        recipe_head(),
+        grpo_stage("grpo", 2, 2),
+        grpo_stage("bad", 2, 1)
+    );
     let recipe_path = tmp.path().join("recipe.toml");
     std::fs::write(&recipe_path, recipe).unwrap();
     let run_dir = tmp.path().join("run");
@@ -240,7 +200,7 @@ fn a_bad_third_stage_is_refused_before_the_first_stage_writes_anything() {
 #[test]
 fn too_many_prompts_for_the_task_are_refused_before_the_run_directory_exists() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = RECIPE_HEAD.replace("train_prompts = 64", "train_prompts = 1000000000000000000");
+    let recipe = recipe_head().replace("train_prompts = 64", "train_prompts = 1000000000000000000");
     let recipe_path = tmp.path().join("recipe.toml");
     std::fs::write(&recipe_path, recipe).unwrap();
     let run_dir = tmp.path().join("run");
@@ -388,7 +348,7 @@ const GRPO_STEPS: usize = 300;
 #[test]
 fn sigint_during_grpo_checkpoints_and_resume_finishes_the_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let recipe = format!("{RECIPE_HEAD}{}", grpo_stage("grpo", GRPO_STEPS, 2));
+    let recipe = format!("{}{}", recipe_head(), grpo_stage("grpo", GRPO_STEPS, 2));
     let recipe_path = tmp.path().join("recipe.toml");
     std::fs::write(&recipe_path, recipe).unwrap();
     let run_dir = tmp.path().join("run");

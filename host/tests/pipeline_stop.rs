@@ -4,65 +4,29 @@
 //! came before any stage, in an SFT stage (redone whole) or in a GRPO stage between
 //! checkpoints (its latest step is checkpointed on the way out).
 
+mod recipe_support;
+
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use r1_backend_cpu::CpuBackend;
 use r1_host::io::checkpoint::load_checkpoint;
 use r1_host::pipeline::{PipelineOutcome, Recipe, run_pipeline};
 use r1_host::progress::{NoProgress, Progress};
 use r1_host::stop::StopSignal;
+use recipe_support::{GrpoStage, TinyRecipe};
 
 /// A tiny SFT → GRPO recipe; GRPO checkpoints every 3 steps.
-const RECIPE: &str = r#"
-name = "tiny-stop"
-seed = 5
-eval_reward = "format"
-eval_max_new_tokens = 8
-
-[model.init]
-architectures = ["Qwen2ForCausalLM"]
-hidden_size = 32
-intermediate_size = 64
-num_hidden_layers = 1
-num_attention_heads = 2
-num_key_value_heads = 1
-vocab_size = 261
-tie_word_embeddings = true
-max_position_embeddings = 96
-
-[data]
-kind = "arithmetic"
-min_digits = 1
-max_digits = 1
-cold_start = 16
-train_prompts = 64
-eval_prompts = 4
-
-[[rewards]]
-name = "format"
-builtin = { type = "think_format" }
-
-[[stages]]
-kind = "sft"
-name = "cold_start"
-[stages.sft]
-per_device_train_batch_size = 4
-max_steps = 4
-max_seq_length = 80
-
-[[stages]]
-kind = "grpo"
-name = "grpo"
-save_steps = 3
-eval_steps = 6
-[stages.grpo]
-per_device_train_batch_size = 4
-max_steps = 8
-[stages.grpo.grpo]
-num_generations = 2
-max_completion_length = 8
-"#;
+fn recipe() -> &'static str {
+    static RECIPE: OnceLock<String> = OnceLock::new();
+    RECIPE.get_or_init(|| {
+        let grpo = GrpoStage {
+            eval_steps: 6,
+            ..GrpoStage::small("grpo", 8, 2)
+        };
+        format!("{}{}", TinyRecipe::one_layer("tiny-stop", 5).toml(), grpo.toml())
+    })
+}
 
 /// Raises `stop` when stage `stage` reports its `at`-th step.
 struct StopAt<'a> {
@@ -99,9 +63,10 @@ impl Progress for StopAt<'_> {
 }
 
 fn run(dir: &Path, resume: bool, progress: &dyn Progress, stop: &StopSignal) -> PipelineOutcome {
-    let recipe = Recipe::from_toml(RECIPE).expect("the recipe parses");
+    let recipe_text = recipe();
+    let recipe = Recipe::from_toml(recipe_text).expect("the recipe parses");
     let backend = CpuBackend::with_threads(1).expect("backend");
-    run_pipeline(&backend, &recipe, RECIPE, dir, resume, progress, stop).expect("the pipeline runs")
+    run_pipeline(&backend, &recipe, recipe_text, dir, resume, progress, stop).expect("the pipeline runs")
 }
 
 fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {

@@ -140,3 +140,42 @@ fn score_reports_a_bad_jsonl_line_by_number() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("line 2 is not a sample"), "{stderr}");
 }
+
+/// An address-space limit (`ulimit -v`, KiB) well above what r1host needs to score with
+/// a 64 MiB plugin on 4 threads (it works from about 500 MiB), and below the 4 GiB +
+/// guards wasmtime reserves per linear memory by default: with that default every
+/// instantiation failed under this limit ("mmap failed to reserve 0x104000000 bytes"),
+/// and under 5-8 GiB 14 of 16 groups failed on 4 threads.
+#[cfg(unix)]
+const ADDRESS_SPACE_KIB: u64 = 1 << 20;
+
+#[cfg(unix)]
+#[test]
+fn score_on_four_threads_under_an_address_space_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("samples.jsonl");
+    let lines: Vec<String> = (0..64)
+        .map(|i| {
+            serde_json::json!({"prompt": format!("What is {i}+{i}?"), "completion": format!("<answer>{}</answer>", 2 * i)})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n")).expect("write jsonl");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache");
+    // `exec` keeps the limit on r1host itself; "$0" and "$@" are the binary and its args.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_r1host"))
+        .args(["plugin", "score", path(&examples().arithmetic), "--jsonl", path(&file)])
+        .args(["--group-size", "4", "--threads", "4"])
+        .env("R1_CACHE_DIR", cache)
+        .output()
+        .expect("run r1host under bash");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let scores: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")["score"].clone())
+        .collect();
+    assert_eq!(scores, vec![serde_json::json!(1.0); 64]);
+}

@@ -6,7 +6,7 @@ mod plugin_support;
 
 use plugin_support::{WatPlugin, host, load_wat, sample, test_config};
 use r1_core::reward::{Reward, RewardError, RewardErrorKind, Score};
-use r1_host::plugin::{HostConfig, PluginConfig, PluginError, PluginHost};
+use r1_host::plugin::{HostConfig, ModuleLimits, PluginConfig, PluginError, PluginHost};
 
 /// The attack did not take the host down: a good plugin loads and scores on it.
 fn assert_next_good_call_succeeds(host: &PluginHost) {
@@ -444,6 +444,125 @@ fn oversized_module_is_refused_before_compiling() {
         host.load(&config),
         Err(PluginError::ModuleTooLarge { size: 4096, .. })
     ));
+    assert_next_good_call_succeeds(&host);
+}
+
+/// A module of `functions` empty functions plus one body of `body_bytes` `nop`s: cheap to
+/// make, and (for a real body of that size) costly to compile.
+fn module_with(functions: u32, body_bytes: usize) -> Vec<u8> {
+    use wasm_encoder::{CodeSection, Function, FunctionSection, Instruction, Module, TypeSection};
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut declared = FunctionSection::new();
+    let mut code = CodeSection::new();
+    let mut empty = Function::new([]);
+    empty.instruction(&Instruction::End);
+    for _ in 0..functions {
+        declared.function(0);
+        code.function(&empty);
+    }
+    if body_bytes > 0 {
+        let mut filler = Function::new([]);
+        filler.raw(std::iter::repeat_n(0x01, body_bytes)); // `nop`
+        filler.instruction(&Instruction::End);
+        declared.function(0);
+        code.function(&filler);
+    }
+    let mut module = Module::new();
+    module.section(&types).section(&declared).section(&code);
+    module.finish()
+}
+
+/// Loads `wasm`, which must be refused for `limit` within a second, and returns the message.
+fn assert_refused_for(host: &PluginHost, wasm: &[u8], limit: &str) -> String {
+    let started = std::time::Instant::now();
+    let result = host.load_bytes(wasm, &test_config("hostile"));
+    let elapsed = started.elapsed();
+    match result {
+        Err(e @ PluginError::ModuleOverLimit { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains(&format!("`module_limits.{limit}`")), "{message}");
+            assert!(elapsed.as_secs_f64() < 1.0, "refused after {elapsed:?}");
+            eprintln!("{limit}: refused in {elapsed:?}: {message}");
+            message
+        }
+        other => panic!("expected {limit} to refuse the module, got {other:?}"),
+    }
+}
+
+#[test]
+fn module_of_400k_functions_is_refused_before_compiling() {
+    let host = host(2);
+    // 400,000 functions in 1.6 MB: compiling it took 15 s and 2.2 GB.
+    let wasm = module_with(400_000, 0);
+    let cap = test_config("hostile").max_module_bytes;
+    assert!(
+        (wasm.len() as u64) < cap,
+        "{} bytes: under the module size cap",
+        wasm.len()
+    );
+    let message = assert_refused_for(&host, &wasm, "max_functions");
+    assert!(
+        message.contains("the module defines 400000 functions, over the limit of 20000"),
+        "{message}"
+    );
+    // The real example plugins are far below the default limits.
+    let math = plugin_support::load(&host, &plugin_support::examples().math_accuracy);
+    assert_eq!(math.name(), "math-accuracy");
+    assert_next_good_call_succeeds(&host);
+}
+
+#[test]
+fn huge_function_body_is_refused_before_compiling() {
+    let host = host(2);
+    // One function of 1 MiB: compiling one of loads, stores and branches took 16 s.
+    let message = assert_refused_for(&host, &module_with(1, 1 << 20), "max_function_bytes");
+    assert!(message.contains("function body 1 is 1048578 bytes"), "{message}");
+    assert_next_good_call_succeeds(&host);
+}
+
+#[test]
+fn module_limits_can_be_raised_for_a_trusted_module() {
+    let host = host(2);
+    let config = PluginConfig {
+        module_limits: ModuleLimits {
+            max_functions: 3,
+            ..ModuleLimits::default()
+        },
+        ..test_config("hostile")
+    };
+    // The template has 4 functions: one over a limit of 3.
+    match host.load_bytes(&WatPlugin::default().wasm(), &config) {
+        Err(PluginError::ModuleOverLimit { limit, value, max, .. }) => {
+            assert_eq!((limit, value, max), ("max_functions", 4, 3))
+        }
+        other => panic!("expected the function limit, got {other:?}"),
+    }
+    let config = PluginConfig {
+        module_limits: ModuleLimits {
+            max_functions: 4,
+            ..ModuleLimits::default()
+        },
+        ..config
+    };
+    assert!(host.load_bytes(&WatPlugin::default().wasm(), &config).is_ok());
+}
+
+#[test]
+fn sample_index_outside_the_group_is_named_with_the_group_size() {
+    let host = host(2);
+    for (index, needle) in [
+        (7, "r1.sample(7) names a sample outside the group of 3 samples"),
+        (-1, "r1.sample(-1) names a sample outside the group of 3 samples"),
+    ] {
+        // Before the check, this timed out "on sample 7" of a group of 3.
+        let plugin = score_wat(&format!(
+            "(call $sample (i32.const {index})) (loop $spin (br $spin)) (unreachable)"
+        ));
+        let error = score_error(&host, &plugin, 3);
+        assert_bad_output(&error, needle);
+        assert_eq!(error.sample, None, "no sample of the group is to blame");
+    }
     assert_next_good_call_succeeds(&host);
 }
 

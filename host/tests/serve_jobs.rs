@@ -4,6 +4,8 @@
 //! and — through the real `r1host serve` — killed with SIGKILL; each time the job, resumed, must end with exactly the weights
 //! and metrics of an uninterrupted run of the same recipe.
 
+mod recipe_support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -17,59 +19,32 @@ use r1_host::pipeline::{Recipe, run_pipeline};
 use r1_host::progress::NoProgress;
 use r1_host::serve::jobs::{JobManager, JobPolicy, JobStatus, router};
 use r1_host::stop::StopSignal;
+use recipe_support::{GrpoStage, TinyRecipe};
 use serde_json::{Value, json};
 
 /// About 6 s on one thread, nearly all of it GRPO (24 steps of ~0.25 s, a checkpoint
 /// every 3): long enough to be interrupted mid-stage by a test that watches for it.
-const RECIPE: &str = r#"
-name = "tiny-job"
-seed = 3
-eval_reward = "format"
-eval_max_new_tokens = 8
-
-[model.init]
-architectures = ["Qwen2ForCausalLM"]
-hidden_size = 128
-intermediate_size = 256
-num_hidden_layers = 2
-num_attention_heads = 2
-num_key_value_heads = 1
-vocab_size = 261
-tie_word_embeddings = true
-max_position_embeddings = 128
-
-[data]
-kind = "arithmetic"
-min_digits = 1
-max_digits = 1
-cold_start = 16
-train_prompts = 64
-eval_prompts = 4
-
-[[rewards]]
-name = "format"
-builtin = { type = "think_format" }
-
-[[stages]]
-kind = "sft"
-name = "cold_start"
-[stages.sft]
-per_device_train_batch_size = 4
-max_steps = 4
-max_seq_length = 80
-
-[[stages]]
-kind = "grpo"
-name = "grpo"
-save_steps = 3
-eval_steps = 6
-[stages.grpo]
-per_device_train_batch_size = 32
-max_steps = 24
-[stages.grpo.grpo]
-num_generations = 4
-max_completion_length = 48
-"#;
+fn recipe() -> &'static str {
+    static RECIPE: OnceLock<String> = OnceLock::new();
+    RECIPE.get_or_init(|| {
+        let head = TinyRecipe {
+            hidden_size: 128,
+            intermediate_size: 256,
+            num_hidden_layers: 2,
+            max_position_embeddings: 128,
+            ..TinyRecipe::one_layer("tiny-job", 3)
+        };
+        let grpo = GrpoStage {
+            name: "grpo",
+            eval_steps: 6,
+            per_device_train_batch_size: 32,
+            max_steps: 24,
+            num_generations: 4,
+            max_completion_length: 48,
+        };
+        format!("{}{}", head.toml(), grpo.toml())
+    })
+}
 
 /// Jobs train on one thread here, like the reference run (same thread count, same bits).
 const POLICY: JobPolicy = JobPolicy {
@@ -102,18 +77,26 @@ fn metrics(run_dir: &Path) -> Vec<serde_json::Map<String, Value>> {
         .collect()
 }
 
-/// The uninterrupted run of [`RECIPE`]: its final weights and metrics.
+/// The uninterrupted run of [`recipe`]: its final weights and metrics.
 fn reference() -> &'static (Weights, Vec<serde_json::Map<String, Value>>) {
     static REFERENCE: OnceLock<(Weights, Vec<serde_json::Map<String, Value>>)> = OnceLock::new();
     REFERENCE.get_or_init(|| {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let recipe = Recipe::from_toml(RECIPE).expect("the recipe parses");
+        let parsed = Recipe::from_toml(recipe()).expect("the recipe parses");
         let backend = CpuBackend::with_threads(POLICY.threads_per_job).expect("backend");
         let run = tmp.path().join("run");
-        run_pipeline(&backend, &recipe, RECIPE, &run, false, &NoProgress, &StopSignal::new())
-            .expect("the reference run")
-            .finished()
-            .expect("nothing stops it");
+        run_pipeline(
+            &backend,
+            &parsed,
+            recipe(),
+            &run,
+            false,
+            &NoProgress,
+            &StopSignal::new(),
+        )
+        .expect("the reference run")
+        .finished()
+        .expect("nothing stops it");
         (weights(&run.join("grpo.r1ckpt")), metrics(&run))
     })
 }
@@ -218,7 +201,7 @@ async fn watch(
 async fn submit(client: &reqwest::Client, base: &str) -> String {
     let response = client
         .post(format!("{base}/v1/jobs"))
-        .json(&json!({"recipe": RECIPE, "name": "tiny"}))
+        .json(&json!({"recipe": recipe(), "name": "tiny"}))
         .send()
         .await
         .expect("submit");
@@ -304,7 +287,7 @@ async fn a_bad_recipe_is_refused_with_the_parsers_message_and_creates_no_job() {
     let base = serve(Arc::clone(&jobs)).await;
     let client = reqwest::Client::new();
     let bad_toml = "name = \"x\"\n[model\n";
-    let unknown_key = RECIPE.replace("seed = 3", "seed = 3\nsead = 4");
+    let unknown_key = recipe().replace("seed = 3", "seed = 3\nsead = 4");
     for (body, content_type, needle) in [
         (
             json!({"recipe": bad_toml}).to_string(),
@@ -314,7 +297,7 @@ async fn a_bad_recipe_is_refused_with_the_parsers_message_and_creates_no_job() {
         (bad_toml.to_string(), "application/toml", "TOML parse error"),
         (unknown_key, "text/plain", "unknown field `sead`"),
         (
-            json!({"recipe": RECIPE, "nam": "x"}).to_string(),
+            json!({"recipe": recipe(), "nam": "x"}).to_string(),
             "application/json",
             "unknown field `nam`",
         ),
@@ -410,7 +393,7 @@ async fn a_cancelled_job_checkpoints_stays_cancelled_on_restart_and_resumes_exac
 fn a_daemon_shut_down_mid_job_resumes_it_when_it_opens_again() {
     let state = tempfile::tempdir().expect("tempdir");
     let jobs = JobManager::open(state.path(), POLICY).expect("open");
-    let id = jobs.submit(RECIPE, None).expect("submit").id;
+    let id = jobs.submit(recipe(), None).expect("submit").id;
     let run = jobs.run_dir(&id).expect("run dir");
     wait_for_file(&jobs, &id, &run.join("grpo.latest.r1ckpt"));
     jobs.shutdown();
@@ -419,7 +402,10 @@ fn a_daemon_shut_down_mid_job_resumes_it_when_it_opens_again() {
         !run.join("grpo.r1ckpt").exists(),
         "the job finished before the shutdown"
     );
-    assert!(jobs.submit(RECIPE, None).is_err(), "a shut-down manager starts nothing");
+    assert!(
+        jobs.submit(recipe(), None).is_err(),
+        "a shut-down manager starts nothing"
+    );
     drop(jobs);
 
     let jobs = JobManager::open(state.path(), POLICY).expect("reopen");

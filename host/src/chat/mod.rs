@@ -61,9 +61,33 @@ impl ChatTemplate {
     /// or `{"content": …}`). An r1 checkpoint (a file) or a directory without any
     /// template: `Ok(None)`.
     pub fn from_model_path(path: &Path, name: Option<&str>) -> Result<Option<ChatTemplate>, ChatError> {
-        let Some(found) = model_templates::read(path)? else {
-            return Ok(None);
-        };
+        match model_templates::read(path)? {
+            Some(found) => ChatTemplate::from_found(found, path, name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The chat template of a `tokenizer_config.json` given as bytes, picked as
+    /// [`ChatTemplate::from_model_path`] picks it (`path` only names the file in
+    /// messages); `Ok(None)` when the file has no `chat_template`.
+    pub fn from_tokenizer_config(
+        bytes: &[u8],
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<Option<ChatTemplate>, ChatError> {
+        match model_templates::from_tokenizer_config(bytes, path)? {
+            Some(found) => ChatTemplate::from_found(found, path, name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The template named `name` (default: `default`, with `tool_use` beside it) of a
+    /// model's templates, compiled.
+    fn from_found(
+        found: model_templates::ModelTemplates,
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<ChatTemplate, ChatError> {
         let model = path.display().to_string();
         let no_template = |name: &str| ChatError::NoTemplate {
             model: model.clone(),
@@ -83,14 +107,14 @@ impl ChatTemplate {
         if let Some(t) = tool_use {
             add_template(&mut env, &t.label, &t.source)?;
         }
-        Ok(Some(ChatTemplate {
+        Ok(ChatTemplate {
             env: Arc::new(env),
             default: default.label.clone(),
             tool_use: tool_use.map(|t| t.label.clone()),
             bos_token: found.bos_token,
             eos_token: found.eos_token,
             fuel: Some(DEFAULT_FUEL),
-        }))
+        })
     }
 
     /// A template from its Jinja source, rendered with these special-token texts.

@@ -60,6 +60,21 @@ pub fn read(path: &Path) -> Result<Option<ModelTemplates>, ChatError> {
     }))
 }
 
+/// The templates of a `tokenizer_config.json` given as bytes (`path` only names it in
+/// messages); `None` when it has no `chat_template`.
+pub fn from_tokenizer_config(bytes: &[u8], path: &Path) -> Result<Option<ModelTemplates>, ChatError> {
+    let config = parse_json(bytes, path)?;
+    let templates = config_templates(path, &config)?;
+    if templates.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ModelTemplates {
+        bos_token: config.get("bos_token").and_then(token_text),
+        eos_token: config.get("eos_token").and_then(token_text),
+        templates,
+    }))
+}
+
 /// `tokenizer_config.json`, or `None` when there is none.
 fn read_json(path: &Path) -> Result<Option<Value>, ChatError> {
     let bytes = match std::fs::read(path) {
@@ -72,12 +87,14 @@ fn read_json(path: &Path) -> Result<Option<Value>, ChatError> {
             });
         }
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| ChatError::BadConfig {
-            path: path.to_path_buf(),
-            detail: format!("not valid JSON: {e}"),
-        })
+    parse_json(&bytes, path).map(Some)
+}
+
+fn parse_json(bytes: &[u8], path: &Path) -> Result<Value, ChatError> {
+    serde_json::from_slice(bytes).map_err(|e| ChatError::BadConfig {
+        path: path.to_path_buf(),
+        detail: format!("not valid JSON: {e}"),
+    })
 }
 
 /// `chat_template.jinja` as `default`, and each `additional_chat_templates/NAME.jinja`.

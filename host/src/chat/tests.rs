@@ -236,6 +236,24 @@ fn tokenizer_config_template_and_special_tokens_are_read() {
 }
 
 #[test]
+fn tokenizer_config_bytes_give_the_template_of_the_same_file_in_a_directory() {
+    let config = json!({
+        "bos_token": {"content": "<B>"},
+        "eos_token": "<E>",
+        "chat_template": [{"name": "default", "template": "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"}]
+    });
+    let path = Path::new("tokenizer_config.json");
+    let t = ChatTemplate::from_tokenizer_config(config.to_string().as_bytes(), path, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.render(&[user("hi")], &RenderOptions::default()).unwrap(), "<B>hi<E>");
+    let none = ChatTemplate::from_tokenizer_config(br#"{"eos_token": "<E>"}"#, path, None).unwrap();
+    assert!(none.is_none());
+    let err = ChatTemplate::from_tokenizer_config(b"{", path, None).unwrap_err();
+    assert!(err.to_string().contains("tokenizer_config.json"), "{err}");
+}
+
+#[test]
 fn named_templates_pick_default_tool_use_or_the_named_one() {
     let config = json!({"chat_template": [
         {"name": "default", "template": "D"},

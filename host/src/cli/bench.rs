@@ -295,7 +295,7 @@ fn bench_train<B: Backend>(
         )?;
         graph.backward(be, &params, None)?;
         graph.for_each_grad(&params, |i, g| opt.accumulate(be, i, g, true))?;
-        opt.step(be, &params, 1e-4, 1.0)?;
+        opt.step(be, &params, 1e-4, 1.0, f64::from(loss[0]))?;
         Ok(loss[0])
     };
     step(&mut graph)?; // warm-up: arena, caches

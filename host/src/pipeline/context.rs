@@ -14,10 +14,11 @@ use crate::model::Model;
 use crate::pipeline::datasets::{Datasets, encode_prompts};
 use crate::pipeline::recipe::Recipe;
 use crate::pipeline::state::{FinishedStage, PipelineState};
+use crate::plugin::OnRewardError;
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
 use crate::stop::StopSignal;
-use crate::train::grpo::{GrpoPrompt, NamedReward, evaluate};
+use crate::train::grpo::{GrpoPrompt, HeldOutEval, NamedReward, evaluate};
 use crate::train::metrics::{EvalMetrics, MetricsWriter, StageLine};
 
 /// One held-out prompt with the completion the model gave it.
@@ -104,16 +105,21 @@ impl<'a, B: Backend> StageContext<'a, B> {
     }
 
     /// Held-out accuracy of `model` with its answers (None without an eval reward or
-    /// eval prompts).
-    pub fn evaluate(&mut self, model: &Model<B>) -> anyhow::Result<Option<(f64, Vec<EvalSample>)>> {
+    /// eval prompts), the eval reward's failures handled by `on_reward_error` — the
+    /// policy of the GRPO stage measuring it, else the recipe's — and logged.
+    pub fn evaluate(
+        &mut self,
+        model: &Model<B>,
+        on_reward_error: OnRewardError,
+    ) -> anyhow::Result<Option<HeldOutEval>> {
         let Some(judge) = self.eval_reward() else {
             return Ok(None);
         };
         if self.eval_prompts.is_empty() {
             return Ok(None);
         }
-        let judge = judge.reward.clone();
-        let r = evaluate(
+        let (name, judge) = (judge.name.clone(), judge.reward.clone());
+        let result = evaluate(
             &mut self.eval_engine,
             self.backend,
             &model.params,
@@ -121,13 +127,25 @@ impl<'a, B: Backend> StageContext<'a, B> {
             &self.eval_prompts,
             judge.as_ref(),
             self.recipe.eval_max_new_tokens,
-        )?;
-        Ok(Some(r))
+            on_reward_error,
+        )
+        .with_context(|| format!("held-out evaluation with reward `{name}`"))?;
+        if let Some(last) = &result.failures.last {
+            self.progress.log(&format!(
+                "held-out evaluation: reward `{name}` failed on {} of {} prompts, handled by \
+                 on_reward_error = {} (last: {last})",
+                result.failures.samples,
+                self.eval_prompts.len(),
+                on_reward_error.name()
+            ));
+        }
+        Ok(Some(result))
     }
 
-    /// Held-out accuracy of `model` (None without an eval reward or eval prompts).
-    pub fn accuracy(&mut self, model: &Model<B>) -> anyhow::Result<Option<f64>> {
-        Ok(self.evaluate(model)?.map(|(a, _)| a))
+    /// Held-out accuracy of `model` (None without an eval reward or eval prompts, or when
+    /// `skip` left out every answer).
+    pub fn accuracy(&mut self, model: &Model<B>, on_reward_error: OnRewardError) -> anyhow::Result<Option<f64>> {
+        Ok(self.evaluate(model, on_reward_error)?.and_then(|e| e.accuracy))
     }
 
     /// Writes one step's metrics of `stage` as the pipeline's next step.
@@ -161,13 +179,15 @@ impl<'a, B: Backend> StageContext<'a, B> {
     }
 
     /// Saves the stage's model and reports its held-out accuracy: `known_accuracy` when
-    /// the stage measured it on its last step, else measured now and written as an eval line.
+    /// the stage measured it on its last step, else measured now (reward failures handled
+    /// by `on_reward_error`) and written as an eval line.
     pub fn finish_training_stage(
         &mut self,
         model: &Model<B>,
         name: &str,
         steps: usize,
         known_accuracy: Option<f64>,
+        on_reward_error: OnRewardError,
     ) -> anyhow::Result<FinishedStage> {
         let checkpoint = self.dir.checkpoint(name);
         model.save(self.backend, &checkpoint, None, Vec::new())?;
@@ -180,7 +200,7 @@ impl<'a, B: Backend> StageContext<'a, B> {
         let accuracy = match known_accuracy {
             Some(a) => Some(a),
             None => {
-                let measured = self.accuracy(model)?;
+                let measured = self.accuracy(model, on_reward_error)?;
                 if let Some(a) = measured {
                     self.write_eval(name, a)?;
                 }

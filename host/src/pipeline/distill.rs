@@ -46,7 +46,8 @@ pub(super) fn run_distill_stage<B: Backend>(
     let steps = train_and_log(run, &student, name, &examples, &distill.sft)?;
     *model = student;
     run.switch_model(model)?;
-    let mut finished = run.finish_training_stage(model, name, steps, None)?;
+    let policy = run.recipe.on_reward_error;
+    let mut finished = run.finish_training_stage(model, name, steps, None, policy)?;
     finished.output = Some(out);
     Ok(finished)
 }

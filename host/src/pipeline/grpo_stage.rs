@@ -39,6 +39,8 @@ pub(super) fn run_grpo_stage<B: Backend>(
     let rewards = stage_rewards(run, stage.rewards);
     let config = with_recipe_weights(run, stage.config, &rewards);
     let max = config.max_steps;
+    // The stage's reward policy covers its held-out evaluations too.
+    let policy = config.on_reward_error;
     let prompts = encode_prompts(model, &run.data.train)?;
     let mut trainer = GrpoTrainer::new(
         run.backend,
@@ -59,7 +61,7 @@ pub(super) fn run_grpo_stage<B: Backend>(
     run.progress.begin(name, max as u64, trainer.state.step as u64);
     let mut last_acc = None;
     if trainer.state.step == 0 && stage.eval_steps > 0 {
-        last_acc = run.accuracy(model)?;
+        last_acc = run.accuracy(model, policy)?;
     }
     while trainer.state.step < max {
         let mut reports = Vec::new();
@@ -75,7 +77,7 @@ pub(super) fn run_grpo_stage<B: Backend>(
             .with_context(|| format!("stage `{name}`"))?;
         let step = trainer.state.step;
         let eval_now = stage.eval_steps > 0 && (step.is_multiple_of(stage.eval_steps) || step >= max);
-        let acc = if eval_now { run.accuracy(model)? } else { None };
+        let acc = if eval_now { run.accuracy(model, policy)? } else { None };
         if acc.is_some() {
             last_acc = acc;
         }
@@ -98,7 +100,7 @@ pub(super) fn run_grpo_stage<B: Backend>(
         ));
     }
     let known = if stage.eval_steps > 0 { last_acc } else { None };
-    run.finish_training_stage(model, name, max, known)
+    run.finish_training_stage(model, name, max, known, policy)
 }
 
 /// The stage's rewards: those it names, or every reward of the recipe.

@@ -107,7 +107,7 @@ pub fn run_pipeline<B: Backend>(
         backend, recipe, dir, data, rewards, &state, &model, resume, progress, stop,
     )?;
     if state.finished.is_empty() {
-        state.initial_accuracy = run.accuracy(&model)?;
+        state.initial_accuracy = run.accuracy(&model, recipe.on_reward_error)?;
         if let Some(a) = state.initial_accuracy {
             progress.log(&format!("held-out accuracy before training: {:.1}%", a * 100.0));
         }
@@ -136,7 +136,9 @@ pub fn run_pipeline<B: Backend>(
         state.finished.push(finished);
         state.save(&run.dir)?;
     }
-    let sample = run.evaluate(&model)?.and_then(|(_, answers)| sample_answer(answers));
+    let sample = run
+        .evaluate(&model, recipe.on_reward_error)?
+        .and_then(|e| sample_answer(e.answers));
     let plots = crate::plot::plot_run(&run.dir.root).unwrap_or_else(|e| {
         progress.log(&format!("plots not written: {e}"));
         Vec::new()

@@ -2,7 +2,8 @@
 //! the data, the rewards, and the stages (sft, grpo, rejection_sampling, distill) run in
 //! order, each starting from the previous stage's checkpoint. Unknown keys anywhere are
 //! rejected with their name. The recipe's `seed` seeds every stage that does not set its
-//! own.
+//! own, and its `on_reward_error` is the policy of every GRPO stage that sets none and of
+//! the held-out evaluation outside GRPO stages.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use r1_core::model::ModelConfig;
 use r1_core::reward::BuiltinRewardConfig;
 
-use crate::plugin::PluginConfig;
+use crate::plugin::{OnRewardError, PluginConfig};
 use crate::train::grpo::GrpoTrainConfig;
 use crate::train::sft::SftConfig;
 
@@ -31,6 +32,12 @@ pub struct Recipe {
     /// Held-out prompts are answered greedily with at most this many tokens.
     #[serde(default = "default_eval_tokens")]
     pub eval_max_new_tokens: usize,
+    /// What a reward failure does (`fail`, `zero`, `skip`) where no GRPO stage says: in
+    /// the held-out evaluation before training and after SFT and distillation stages, and
+    /// in every GRPO stage whose config sets none (a GRPO stage's policy also covers the
+    /// evaluations it runs).
+    #[serde(default)]
+    pub on_reward_error: OnRewardError,
     pub stages: Vec<StageSpec>,
 }
 
@@ -244,8 +251,9 @@ pub struct DistillConfig {
     pub sft: SftConfig,
 }
 
-/// Which stage configs set their own `seed` in a recipe's TOML (only the seeds are read;
-/// everything else is checked by [`Recipe`]'s own parse).
+/// Which stage configs set their own `seed` (and GRPO stages their `on_reward_error`) in
+/// a recipe's TOML (only those keys are read; everything else is checked by [`Recipe`]'s
+/// own parse).
 #[derive(Default, serde::Deserialize)]
 struct SeedsGiven {
     #[serde(default)]
@@ -269,6 +277,8 @@ struct DistillSeedsGiven {
 #[derive(Default, serde::Deserialize)]
 struct SeedGiven {
     seed: Option<u64>,
+    /// Only GRPO configs have one.
+    on_reward_error: Option<OnRewardError>,
 }
 
 /// Whether a config table was given with a `seed`.
@@ -276,13 +286,20 @@ fn has_seed(config: &Option<SeedGiven>) -> bool {
     config.as_ref().is_some_and(|c| c.seed.is_some())
 }
 
+/// Whether a config table was given with an `on_reward_error`.
+fn has_policy(config: &Option<SeedGiven>) -> bool {
+    config.as_ref().is_some_and(|c| c.on_reward_error.is_some())
+}
+
 impl Recipe {
     /// Parses a recipe, naming unknown keys and the TOML location of errors. Stage configs
-    /// that set no `seed` take the recipe's.
+    /// that set no `seed` take the recipe's, GRPO configs that set no `on_reward_error`
+    /// too.
     pub fn from_toml(text: &str) -> Result<Recipe, String> {
         let mut recipe: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
         let given: SeedsGiven = toml::from_str(text).map_err(|e| e.to_string())?;
         recipe.seed_stages(&given);
+        recipe.give_stages_the_reward_policy(&given);
         recipe.validate()?;
         Ok(recipe)
     }
@@ -313,6 +330,18 @@ impl Recipe {
                     }
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Gives the recipe's `on_reward_error` to every GRPO stage whose TOML set none.
+    fn give_stages_the_reward_policy(&mut self, given: &SeedsGiven) {
+        let policy = self.on_reward_error;
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            if let StageSpec::Grpo { grpo, .. } = stage
+                && !given.stages.get(i).is_some_and(|g| has_policy(&g.grpo))
+            {
+                grpo.on_reward_error = policy;
             }
         }
     }
@@ -443,6 +472,30 @@ student = "student"
     fn every_stage_without_a_seed_takes_the_recipes() {
         let recipe = Recipe::from_toml(STAGES).unwrap();
         assert_eq!(seeds(&recipe), vec![11; 5]);
+    }
+
+    #[test]
+    fn grpo_stages_without_a_reward_policy_take_the_recipes() {
+        let text = format!("on_reward_error = \"skip\"\n{STAGES}").replace(
+            "max_steps = 2",
+            "max_steps = 2\n[[stages]]\nkind = \"grpo\"\nname = \"strict\"\n[stages.grpo]\non_reward_error = \"fail\"",
+        );
+        let recipe = Recipe::from_toml(&text).unwrap();
+        assert_eq!(recipe.on_reward_error, OnRewardError::Skip);
+        let policies: Vec<(&str, OnRewardError)> = recipe
+            .stages
+            .iter()
+            .filter_map(|s| match s {
+                StageSpec::Grpo { name, grpo, .. } => Some((name.as_str(), grpo.on_reward_error)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            policies,
+            vec![("grpo", OnRewardError::Skip), ("strict", OnRewardError::Fail)]
+        );
+        let recipe = Recipe::from_toml(STAGES).unwrap();
+        assert_eq!(recipe.on_reward_error, OnRewardError::Fail);
     }
 
     #[test]

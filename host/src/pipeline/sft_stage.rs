@@ -26,7 +26,7 @@ pub(super) fn run_sft_stage<B: Backend>(
     run.progress
         .log(&format!("stage `{name}`: SFT on {} examples", examples.len()));
     let steps = train_and_log(run, model, name, &examples, sft)?;
-    run.finish_training_stage(model, name, steps, None)
+    run.finish_training_stage(model, name, steps, None, run.recipe.on_reward_error)
 }
 
 /// Runs SFT on `model` with a progress bar and writes each step's metrics under `stage`;

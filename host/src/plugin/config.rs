@@ -27,8 +27,9 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// Reuse preallocated instance/memory slots (one per thread) instead of mapping fresh
     /// memory for every evaluation: several times faster per evaluation, at the cost of
-    /// reserving (not committing) 4 GiB of address space per slot; falls back to mapping
-    /// memory per evaluation when that space cannot be reserved.
+    /// reserving (not committing) each slot's address space up front — a plugin's
+    /// `max_memory_bytes` plus a small guard per thread; falls back to mapping memory per
+    /// evaluation when that space cannot be reserved.
     #[serde(default = "default_pooling")]
     pub pooling: bool,
 }
@@ -122,6 +123,10 @@ pub struct PluginConfig {
     /// Largest module the host agrees to compile.
     #[serde(default = "default_max_module_bytes")]
     pub max_module_bytes: u64,
+    /// What the host agrees to compile below `max_module_bytes` (functions, their sizes,
+    /// locals, globals, data segments), checked before compiling.
+    #[serde(default)]
+    pub module_limits: ModuleLimits,
     /// Handed to the plugin's `r1_init` as JSON text.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
@@ -143,6 +148,69 @@ fn default_max_module_bytes() -> u64 {
     limits::DEFAULT_MAX_MODULE_BYTES
 }
 
+/// Bounds on what compiling a module costs, checked by reading its sections before
+/// anything is compiled (`module_scan.rs`). Compile time and memory grow with the number
+/// of functions, with the code's size and faster than linearly with one function's size
+/// — a 4 MB module of 400,000 empty functions took 15 s and 2.2 GB — so a module well
+/// under `max_module_bytes` can still cost minutes and gigabytes. Measured on 2 cores:
+/// 50,000 empty functions compile in 4.4 s; one function of loads, stores and branches in
+/// 0.16 s at 64 KiB, 1.3 s at 256 KiB, 16 s at 1 MiB; the math-accuracy example (451
+/// functions, 105 KB of code, its largest body 6 KB, 35 locals, 3 globals, 2 data
+/// segments) in 0.23 s. The defaults sit 20× or more above the Rust examples and keep
+/// one compile to a few seconds; raise them for a trusted module that needs more. In a
+/// run's TOML:
+///
+/// ```toml
+/// plugin = { path = "big.wasm", module_limits = { max_functions = 100000 } }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModuleLimits {
+    /// Functions the module defines (imports not counted).
+    pub max_functions: u32,
+    /// Bytes of one function body.
+    pub max_function_bytes: u32,
+    /// Bytes of the code section: every function body together.
+    pub max_code_bytes: u64,
+    /// Locals one function declares (besides its parameters).
+    pub max_locals: u32,
+    /// Globals the module defines.
+    pub max_globals: u32,
+    /// Data segments (each one is copied into memory at instantiation).
+    pub max_data_segments: u32,
+}
+
+impl Default for ModuleLimits {
+    fn default() -> Self {
+        ModuleLimits {
+            max_functions: 20_000,
+            max_function_bytes: 128 << 10,
+            max_code_bytes: 2 << 20,
+            max_locals: 10_000,
+            max_globals: 10_000,
+            max_data_segments: 10_000,
+        }
+    }
+}
+
+impl ModuleLimits {
+    /// Every limit must be positive (a zero would refuse every module).
+    fn validate(&self) -> Result<(), String> {
+        let limits = [
+            ("max_functions", u64::from(self.max_functions)),
+            ("max_function_bytes", u64::from(self.max_function_bytes)),
+            ("max_code_bytes", self.max_code_bytes),
+            ("max_locals", u64::from(self.max_locals)),
+            ("max_globals", u64::from(self.max_globals)),
+            ("max_data_segments", u64::from(self.max_data_segments)),
+        ];
+        match limits.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(format!("`module_limits.{name}` must be positive")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A wasm32 memory cannot exceed 4 GiB.
 const WASM32_MEMORY_BYTES: u64 = 1 << 32;
 
@@ -157,6 +225,7 @@ impl PluginConfig {
             fuel: None,
             max_memory_bytes: default_max_memory_bytes(),
             max_module_bytes: default_max_module_bytes(),
+            module_limits: ModuleLimits::default(),
             config: None,
         }
     }
@@ -181,6 +250,7 @@ impl PluginConfig {
         if self.max_module_bytes == 0 {
             return fail("`max_module_bytes` must be positive".into());
         }
+        self.module_limits.validate().or_else(fail)?;
         if let Some(name) = &self.name
             && name.trim().is_empty()
         {
@@ -217,6 +287,15 @@ mod tests {
     }
 
     #[test]
+    fn module_limits_read_from_toml_keep_the_defaults_they_do_not_set() {
+        let c: PluginConfig = toml::from_str("path = \"m.wasm\"\nmodule_limits = { max_functions = 7 }\n").unwrap();
+        assert_eq!(c.module_limits.max_functions, 7);
+        assert_eq!(c.module_limits.max_code_bytes, ModuleLimits::default().max_code_bytes);
+        let err = toml::from_str::<PluginConfig>("path = \"m.wasm\"\nmodule_limits = { functions = 7 }\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `functions`"), "{err}");
+    }
+
+    #[test]
     fn unknown_plugin_config_key_is_named() {
         let err = toml::from_str::<PluginConfig>("path = \"m.wasm\"\ntimeout = 5\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
@@ -230,6 +309,9 @@ mod tests {
         let mut c = PluginConfig::new("m.wasm");
         c.timeout_ms = 0;
         assert!(c.validate().is_err());
+        let mut c = PluginConfig::new("m.wasm");
+        c.module_limits.max_functions = 0;
+        assert!(matches!(c.validate(), Err(PluginError::Config(m)) if m.contains("module_limits.max_functions")));
         assert!(PluginConfig::new("m.wasm").validate().is_ok());
     }
 

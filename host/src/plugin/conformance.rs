@@ -32,6 +32,16 @@ fn describe(ty: &ExternType) -> String {
     }
 }
 
+/// A memory whose declared minimum (bytes) is over the plugin's `max_memory_bytes`.
+pub(crate) fn memory_over_limit(plugin: &str, minimum: u64, max_memory_bytes: u64) -> PluginError {
+    PluginError::Memory {
+        plugin: plugin.to_string(),
+        detail: format!(
+            "memory starts at {minimum} bytes, over the limit of {max_memory_bytes} bytes (`max_memory_bytes`)"
+        ),
+    }
+}
+
 /// The signature each host import must have.
 fn import_signature(name: &str) -> Option<&'static str> {
     match name {
@@ -95,12 +105,7 @@ pub(crate) fn check(plugin: &str, module: &Module, max_memory_bytes: u64) -> Res
             }
             let minimum = memory.minimum().saturating_mul(PAGE_BYTES);
             if minimum > max_memory_bytes {
-                return Err(PluginError::Memory {
-                    plugin: plugin.to_string(),
-                    detail: format!(
-                        "memory starts at {minimum} bytes, over the limit of {max_memory_bytes} bytes (`max_memory_bytes`)"
-                    ),
-                });
+                return Err(memory_over_limit(plugin, minimum, max_memory_bytes));
             }
         }
         Some(other) => {

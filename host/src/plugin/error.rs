@@ -21,6 +21,18 @@ pub enum PluginError {
     },
     #[error("plugin `{plugin}`: module is {size} bytes, over the limit of {max} bytes (`max_module_bytes`)")]
     ModuleTooLarge { plugin: String, size: u64, max: u64 },
+    /// A module over one of the plugin's `module_limits`, found before compiling.
+    #[error("plugin `{plugin}`: {what}, over the limit of {max} (`module_limits.{limit}`)")]
+    ModuleOverLimit {
+        plugin: String,
+        /// The key in `module_limits`.
+        limit: &'static str,
+        /// What the module has (a count or bytes).
+        value: u64,
+        max: u64,
+        /// The value in words, e.g. "the module defines 400000 functions".
+        what: String,
+    },
     /// Malformed or truncated bytes, or a module over the host's fixed limits.
     #[error("plugin `{plugin}`: cannot compile the module: {detail}")]
     InvalidModule { plugin: String, detail: String },

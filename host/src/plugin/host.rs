@@ -22,6 +22,13 @@ pub(crate) struct HostShared {
     pool: rayon::ThreadPool,
 }
 
+impl HostShared {
+    /// Runs `f` on the scoring threads (rayon work inside it stays on them).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+}
+
 /// Evaluations alive at once so far, and how many had to wait for a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EvaluationUsage {

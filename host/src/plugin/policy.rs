@@ -38,6 +38,15 @@ impl RewardFailures {
 }
 
 impl OnRewardError {
+    /// The name a recipe gives the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnRewardError::Fail => "fail",
+            OnRewardError::Zero => "zero",
+            OnRewardError::Skip => "skip",
+        }
+    }
+
     /// Applies the policy to the result of scoring one group of `group_len` samples:
     /// scores pass through; an error is returned (`fail`) or replaced by zeros (`zero`) or
     /// "not applicable" (`skip`) and counted in `failures`.
@@ -84,6 +93,12 @@ mod tests {
         assert_eq!(run.on_reward_error, OnRewardError::Skip);
         assert!(toml::from_str::<Run>("on_reward_error = \"Skip\"").is_err());
         assert_eq!(serde_json::to_string(&OnRewardError::Zero).unwrap(), "\"zero\"");
+        for policy in [OnRewardError::Fail, OnRewardError::Zero, OnRewardError::Skip] {
+            assert_eq!(
+                serde_json::to_string(&policy).unwrap(),
+                format!("\"{}\"", policy.name())
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::config::PluginConfig;
 use super::conformance;
 use super::error::PluginError;
 use super::host::HostShared;
+use super::module_scan;
 use super::sandbox::{self, Evaluation, GuestFault};
 
 /// A plugin's scores for one group, with what it said about them.
@@ -166,7 +167,11 @@ impl PluginReward {
                 max: config.max_module_bytes,
             });
         }
-        let engine = host.engines.for_fuel(config.fuel.is_some()).clone();
+        // What compiling would cost is bounded before anything is compiled.
+        module_scan::check_module(&label, bytes, &config.module_limits, config.max_memory_bytes)?;
+        let engine = host
+            .engines
+            .for_plugin(config.fuel.is_some(), config.max_memory_bytes)?;
         let digest = Sha256::digest(bytes);
         let (module, cache) = compile(&host, &engine, bytes, &digest, &label)?;
         let conformance = conformance::check(&label, &module, config.max_memory_bytes)?;
@@ -464,6 +469,7 @@ impl PluginReward {
             ));
         }
         let (ptr, len) = self.write_input(&mut run, &request, "score request", n)?;
+        run.store.data_mut().group_len = Some(n);
         let score = self.func::<(i32, i32), i64>(&mut run, &self.exports.score)?;
         let packed = score
             .call(&mut run.store, (ptr, len))
@@ -517,28 +523,25 @@ fn compile(
     digest: &[u8],
     label: &str,
 ) -> Result<(Module, CacheOutcome), PluginError> {
-    let invalid = |e: wasmtime::Error| PluginError::InvalidModule {
-        plugin: label.to_string(),
-        detail: format!("{e:#}"),
+    // Compiled on the host's scoring threads: wasmtime compiles functions in parallel on
+    // the rayon pool it runs in, so a compile uses at most the host's `threads`.
+    let compile_now = || {
+        host.install(|| Module::from_binary(engine, bytes))
+            .map_err(|e| PluginError::InvalidModule {
+                plugin: label.to_string(),
+                detail: format!("{e:#}"),
+            })
     };
     let cache = match &host.cache {
         Ok(Some(cache)) => cache,
-        Ok(None) => {
-            return Ok((
-                Module::from_binary(engine, bytes).map_err(invalid)?,
-                CacheOutcome::Disabled,
-            ));
-        }
-        Err(reason) => {
-            let module = Module::from_binary(engine, bytes).map_err(invalid)?;
-            return Ok((module, CacheOutcome::NotStored(reason.clone())));
-        }
+        Ok(None) => return Ok((compile_now()?, CacheOutcome::Disabled)),
+        Err(reason) => return Ok((compile_now()?, CacheOutcome::NotStored(reason.clone()))),
     };
     let key = ModuleCache::key(engine, digest);
     if let Some(module) = cache.load(engine, &key) {
         return Ok((module, CacheOutcome::Hit));
     }
-    let module = Module::from_binary(engine, bytes).map_err(invalid)?;
+    let module = compile_now()?;
     let outcome = match module.serialize() {
         Ok(serialized) => match cache.store(&key, &serialized) {
             Ok(()) => CacheOutcome::Stored,

@@ -17,6 +17,9 @@ pub(crate) struct Evaluation {
     pub log: GuestLog,
     /// The sample the plugin said (through `r1.sample`) it is working on.
     pub sample: Option<u32>,
+    /// Samples in the group being scored; `None` before `r1_score` is called (`r1_init`,
+    /// the load-time probe), when there is no sample to name.
+    pub group_len: Option<usize>,
 }
 
 impl Evaluation {
@@ -36,6 +39,7 @@ impl Evaluation {
             },
             log: GuestLog::default(),
             sample: None,
+            group_len: None,
         }
     }
 }
@@ -154,6 +158,23 @@ pub(crate) fn guest_range(memory_len: usize, ptr: u32, len: u32, what: &str) -> 
     Ok(start..end)
 }
 
+/// The sample `r1.sample(index)` names, or why it names none: an index outside the
+/// group (or a call with no group being scored) would otherwise make a later trap or
+/// timeout blame a sample that does not exist.
+pub(crate) fn announced_sample(index: i32, group_len: Option<usize>) -> Result<u32, GuestFault> {
+    let Some(n) = group_len else {
+        return Err(GuestFault(format!(
+            "r1.sample({index}) called outside r1_score: no group is being scored"
+        )));
+    };
+    match u32::try_from(index) {
+        Ok(i) if (i as usize) < n => Ok(i),
+        _ => Err(GuestFault(format!(
+            "r1.sample({index}) names a sample outside the group of {n} samples (indices 0..{n})"
+        ))),
+    }
+}
+
 /// The host's `r1` import module.
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<Evaluation>> {
     let mut linker = Linker::new(engine);
@@ -175,8 +196,10 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<Evaluation>> {
     linker.func_wrap(
         import::MODULE,
         import::SAMPLE,
-        |mut caller: Caller<'_, Evaluation>, index: i32| {
-            caller.data_mut().sample = u32::try_from(index).ok();
+        |mut caller: Caller<'_, Evaluation>, index: i32| -> wasmtime::Result<()> {
+            let evaluation = caller.data_mut();
+            evaluation.sample = Some(announced_sample(index, evaluation.group_len)?);
+            Ok(())
         },
     )?;
     Ok(linker)
@@ -224,6 +247,19 @@ mod tests {
         assert!(guest_range(100, 10, 91, "x").is_err());
         assert!(guest_range(100, u32::MAX, u32::MAX, "x").is_err());
         assert_eq!(guest_range(0, 0, 0, "x").unwrap(), 0..0);
+    }
+
+    #[test]
+    fn announced_sample_must_lie_in_the_group() {
+        assert_eq!(announced_sample(2, Some(3)).unwrap(), 2);
+        let GuestFault(m) = announced_sample(3, Some(3)).unwrap_err();
+        assert_eq!(
+            m,
+            "r1.sample(3) names a sample outside the group of 3 samples (indices 0..3)"
+        );
+        assert!(announced_sample(-1, Some(3)).is_err());
+        let GuestFault(m) = announced_sample(0, None).unwrap_err();
+        assert!(m.contains("outside r1_score"), "{m}");
     }
 
     #[test]

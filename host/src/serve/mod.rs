@@ -19,10 +19,10 @@ mod events;
 mod generate;
 pub mod jobs;
 mod metrics;
-mod plan;
-mod prompt;
+pub(crate) mod plan;
+pub(crate) mod prompt;
 mod registry;
-mod request;
+pub(crate) mod request;
 mod response;
 mod state;
 

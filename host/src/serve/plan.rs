@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::prompt::{PreparedPrompt, chat_prompt, completion_prompts};
 use super::registry::LoadedModel;
 use super::request::{GenerationBody, StopInput};
-use super::state::AppState;
+use super::state::{AppState, ServeConfig};
 use crate::engine::service::GenRequest;
 use crate::plugin::PluginReward;
 
@@ -60,10 +60,32 @@ pub struct Plan {
     pub metadata: Vec<(String, String)>,
 }
 
-/// Checks `body` and builds the plan (resolving, and maybe loading, the model).
-pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) -> Result<Plan, ApiError> {
-    refuse_unsupported(&body, endpoint)?;
-    let config = state.config();
+/// What a request asks for, checked against the server's limits without its model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestedFields {
+    /// Choices returned per prompt.
+    pub n: usize,
+    /// Completions drawn per prompt (`best_of`, else `n`).
+    pub candidates: usize,
+    pub stream: bool,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub logprobs: Option<usize>,
+    pub split_reasoning: bool,
+    /// The completion budget asked for (`max_completion_tokens` or `max_tokens`; the
+    /// completions default when neither is given).
+    pub max_tokens: Option<usize>,
+}
+
+/// Checks every field of `body` that needs neither the model nor the reward plugins:
+/// unsupported features, `n`/`best_of`, sampling, stop strings, log-probs, the reasoning
+/// format and `max_tokens`. (The fuzz target `serve_request` runs this on any bytes.)
+pub fn check_fields(
+    config: &ServeConfig,
+    endpoint: Endpoint,
+    body: &GenerationBody,
+) -> Result<RequestedFields, ApiError> {
+    refuse_unsupported(body, endpoint)?;
     let n = body.n.unwrap_or(1);
     if n == 0 || n > config.max_n {
         return Err(ApiError::invalid(
@@ -71,7 +93,6 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
             format!("`n` must be between 1 and {}; got {n}", config.max_n),
         ));
     }
-    let stream = body.stream.unwrap_or(false);
     let candidates = body.best_of.unwrap_or(n);
     if candidates < n || candidates > config.max_n {
         return Err(ApiError::invalid(
@@ -82,16 +103,8 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
             ),
         ));
     }
-    let ranking = ranking(state, &body, n, candidates)?;
-    if stream && ranking.is_some() {
-        let param = if body.reward.is_some() { "reward" } else { "best_of" };
-        return Err(ApiError::invalid(
-            param,
-            "best-of-N (`best_of` above `n`, or a `reward`) cannot be streamed: the candidates are ranked once all are done",
-        ));
-    }
-    let sampling = sampling(&body)?;
-    let stop = stop_strings(body.stop)?;
+    let sampling = sampling(body)?;
+    let stop = stop_strings(body.stop.as_ref())?;
     let logprobs = logprobs(endpoint, body.logprobs.as_ref(), body.top_logprobs)?;
     let split_reasoning = match body.reasoning_format.as_deref() {
         None | Some("deepseek") | Some("auto") => endpoint == Endpoint::Chat,
@@ -101,32 +114,6 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
                 "reasoning_format",
                 format!("`reasoning_format` must be \"deepseek\" or \"none\"; got \"{other}\""),
             ));
-        }
-    };
-    let model = state.models().resolve(&body.model).await?;
-    let rows = model.generator.model().max_sequences;
-    if candidates > rows {
-        let param = if body.best_of.is_some() { "best_of" } else { "n" };
-        return Err(ApiError::invalid(
-            param,
-            format!(
-                "`{param}` is {candidates}; the model `{}` decodes at most {rows} sequences at once",
-                model.name()
-            ),
-        ));
-    }
-    let prompts = match endpoint {
-        Endpoint::Chat => {
-            let messages = body
-                .messages
-                .ok_or_else(|| ApiError::invalid("messages", "`messages` is required"))?;
-            vec![chat_prompt(&model, &messages, body.tools, body.chat_template_kwargs)?]
-        }
-        Endpoint::Completions => {
-            let prompt = body
-                .prompt
-                .ok_or_else(|| ApiError::invalid("prompt", "`prompt` is required"))?;
-            completion_prompts(&model, prompt)?
         }
     };
     let (max_tokens, max_param) = match endpoint {
@@ -155,6 +142,65 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
             ));
         }
     }
+    Ok(RequestedFields {
+        n,
+        candidates,
+        stream: body.stream.unwrap_or(false),
+        sampling,
+        stop,
+        logprobs,
+        split_reasoning,
+        max_tokens,
+    })
+}
+
+/// Checks `body` and builds the plan (resolving, and maybe loading, the model).
+pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) -> Result<Plan, ApiError> {
+    let config = state.config();
+    let RequestedFields {
+        n,
+        candidates,
+        stream,
+        sampling,
+        stop,
+        logprobs,
+        split_reasoning,
+        max_tokens,
+    } = check_fields(config, endpoint, &body)?;
+    let ranking = ranking(state, &body, n, candidates)?;
+    if stream && ranking.is_some() {
+        let param = if body.reward.is_some() { "reward" } else { "best_of" };
+        return Err(ApiError::invalid(
+            param,
+            "best-of-N (`best_of` above `n`, or a `reward`) cannot be streamed: the candidates are ranked once all are done",
+        ));
+    }
+    let model = state.models().resolve(&body.model).await?;
+    let rows = model.generator.model().max_sequences;
+    if candidates > rows {
+        let param = if body.best_of.is_some() { "best_of" } else { "n" };
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "`{param}` is {candidates}; the model `{}` decodes at most {rows} sequences at once",
+                model.name()
+            ),
+        ));
+    }
+    let prompts = match endpoint {
+        Endpoint::Chat => {
+            let messages = body
+                .messages
+                .ok_or_else(|| ApiError::invalid("messages", "`messages` is required"))?;
+            vec![chat_prompt(&model, &messages, body.tools, body.chat_template_kwargs)?]
+        }
+        Endpoint::Completions => {
+            let prompt = body
+                .prompt
+                .ok_or_else(|| ApiError::invalid("prompt", "`prompt` is required"))?;
+            completion_prompts(&model, prompt)?
+        }
+    };
     let context = model.generator.model().context;
     let prompt_param = if endpoint == Endpoint::Chat {
         "messages"
@@ -308,8 +354,8 @@ fn sampling(body: &GenerationBody) -> Result<SamplingParams, ApiError> {
     })
 }
 
-fn stop_strings(stop: Option<StopInput>) -> Result<Vec<String>, ApiError> {
-    let stop = stop.map(StopInput::into_vec).unwrap_or_default();
+fn stop_strings(stop: Option<&StopInput>) -> Result<Vec<String>, ApiError> {
+    let stop = stop.map(|s| s.clone().into_vec()).unwrap_or_default();
     if stop.len() > MAX_STOP_STRINGS {
         return Err(ApiError::invalid(
             "stop",
@@ -420,9 +466,9 @@ mod tests {
 
     #[test]
     fn empty_stop_strings_are_refused() {
-        assert!(stop_strings(Some(StopInput::One(String::new()))).is_err());
+        assert!(stop_strings(Some(&StopInput::One(String::new()))).is_err());
         assert_eq!(
-            stop_strings(Some(StopInput::One("x".into()))),
+            stop_strings(Some(&StopInput::One("x".into()))),
             Ok(vec!["x".to_string()])
         );
     }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use super::registry::LoadedModel;
 use super::request::PromptInput;
-use crate::chat::{ChatError, RenderOptions};
+use crate::chat::{ChatError, ChatTemplate, RenderOptions};
 use crate::io::{IoError, Tokenizer};
 
 /// The roles a chat message may have.
@@ -23,9 +23,23 @@ pub struct PreparedPrompt {
     pub opens_reasoning: bool,
 }
 
-/// Renders and encodes a chat.
+/// Renders and encodes a chat with the model's template and tokenizer.
 pub fn chat_prompt(
     model: &LoadedModel,
+    messages: &[Value],
+    tools: Option<Value>,
+    extra: Option<Map<String, Value>>,
+) -> Result<PreparedPrompt, ApiError> {
+    let tokenizer = &model.generator.model().tokenizer;
+    chat_prompt_with(&model.template, tokenizer, model.name(), messages, tools, extra)
+}
+
+/// [`chat_prompt`] with the template and tokenizer given (`model` names the model in
+/// messages).
+pub fn chat_prompt_with(
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    model: &str,
     messages: &[Value],
     tools: Option<Value>,
     extra: Option<Map<String, Value>>,
@@ -52,11 +66,10 @@ pub fn chat_prompt(
         tools,
         extra: extra.unwrap_or_default(),
     };
-    let rendered = model
-        .template
+    let rendered = template
         .render(&normalized, &options)
-        .map_err(|e| render_error(e, model.name()))?;
-    let tokens = encode(&model.generator.model().tokenizer, &rendered, model.name(), "messages")?;
+        .map_err(|e| render_error(e, model))?;
+    let tokens = encode(tokenizer, &rendered, model, "messages")?;
     Ok(PreparedPrompt {
         tokens,
         text: last_user,
@@ -170,10 +183,18 @@ fn text_of(message: &Value) -> String {
 
 /// The prompts of a `/v1/completions` request (one per string or token list).
 pub fn completion_prompts(model: &LoadedModel, prompt: PromptInput) -> Result<Vec<PreparedPrompt>, ApiError> {
-    let tokenizer = &model.generator.model().tokenizer;
+    completion_prompts_with(&model.generator.model().tokenizer, model.name(), prompt)
+}
+
+/// [`completion_prompts`] with the tokenizer given (`model` names the model in messages).
+pub fn completion_prompts_with(
+    tokenizer: &Tokenizer,
+    model: &str,
+    prompt: PromptInput,
+) -> Result<Vec<PreparedPrompt>, ApiError> {
     let from_text = |text: String| -> Result<PreparedPrompt, ApiError> {
         Ok(PreparedPrompt {
-            tokens: encode(tokenizer, &text, model.name(), "prompt")?,
+            tokens: encode(tokenizer, &text, model, "prompt")?,
             text,
             opens_reasoning: false,
         })

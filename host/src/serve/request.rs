@@ -77,7 +77,7 @@ pub enum PromptInput {
 }
 
 /// `stop`: one string or several.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum StopInput {
     One(String),

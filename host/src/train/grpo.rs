@@ -26,7 +26,7 @@ use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, 
 use crate::plugin::{OnRewardError, RewardFailures};
 use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective};
 use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
-use crate::train::optim::{AdamW, OptimConfig};
+use crate::train::optim::{AdamW, NonFiniteQuantity, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
 
 /// GRPO stage settings. `grpo` holds TRL's `GRPOConfig` loss/advantage fields (beta,
@@ -191,12 +191,23 @@ pub enum GrpoTrainError {
     Graph(#[from] LmGraphError),
     #[error(transparent)]
     Backend(#[from] r1_core::BackendError),
+    #[error(transparent)]
+    NonFinite(#[from] NonFiniteStep),
     #[error("dynamic sampling found no group with reward spread in {rounds} generation rounds")]
     NoRewardSpread { rounds: usize },
     #[error("held-out prompt {index}: the engine returned no completion")]
     NoCompletion { index: usize },
     #[error("stopped: {0}")]
     Stopped(String),
+}
+
+impl From<OptimError> for GrpoTrainError {
+    fn from(e: OptimError) -> Self {
+        match e {
+            OptimError::Backend(e) => GrpoTrainError::Backend(e),
+            OptimError::NonFinite(e) => GrpoTrainError::NonFinite(e),
+        }
+    }
 }
 
 /// One scored completion of a rollout.
@@ -718,15 +729,38 @@ impl<B: Backend> GrpoTrainer<B> {
                 completion_len: l,
                 num_items_in_batch,
             };
-            let out = policy_loss(&self.config.grpo, &inputs)?;
+            let out = policy_loss(&self.config.grpo, &inputs).map_err(|e| self.diverged(e))?;
             self.backward(backend, params, packed, rows, &out.grad_logp, k == 0)?;
             tally.add_micro_batch(&out, &ent, &packed.mask);
         }
         let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
         let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
-        let stats = self.optimizer.step(backend, params, lr, scale)?;
+        let stats = self.optimizer.step(backend, params, lr, scale, tally.loss_sum)?;
         self.state.step += 1;
         Ok(tally.finish(self, batch, stats.grad_norm, lr, step_started))
+    }
+
+    /// A loss error: the model's log-probabilities (or the loss and its gradient made
+    /// from them) turned NaN or infinite is the step diverging, reported as every trainer
+    /// reports it ([`NonFiniteStep`]); other errors pass through.
+    fn diverged(&self, error: r1_core::grpo::GrpoError) -> GrpoTrainError {
+        use r1_core::grpo::GrpoError;
+        match error {
+            GrpoError::NonFinite { tensor, index, value }
+                if matches!(tensor, "logp" | "old_logp" | "ref_logp" | "loss" | "grad_logp") =>
+            {
+                let quantity = match tensor {
+                    "loss" => NonFiniteQuantity::Loss,
+                    name => NonFiniteQuantity::Tensor { name, index },
+                };
+                GrpoTrainError::NonFinite(NonFiniteStep {
+                    step: self.state.step as u64 + 1,
+                    quantity,
+                    value: f64::from(value),
+                })
+            }
+            other => GrpoTrainError::Grpo(other),
+        }
     }
 
     /// Back-propagates `d loss / d logp` (`[rows × L]`, per completion token) through the
@@ -775,7 +809,8 @@ impl<B: Backend> GrpoTrainer<B> {
         if any { sum as f32 } else { f32::NAN }
     }
 
-    /// Accuracy of greedy answers on `prompts` judged by `judge` (score ≥ 0.5 is right).
+    /// Accuracy of greedy answers on `prompts` judged by `judge` (score ≥ 0.5 is right),
+    /// its failures handled by the stage's `on_reward_error`.
     pub fn evaluate(
         &mut self,
         backend: &B,
@@ -783,7 +818,7 @@ impl<B: Backend> GrpoTrainer<B> {
         tok: &dyn Detokenizer,
         prompts: &[GrpoPrompt],
         judge: &dyn Reward,
-    ) -> Result<(f64, Vec<(String, Completion)>), GrpoTrainError> {
+    ) -> Result<HeldOutEval, GrpoTrainError> {
         evaluate(
             &mut self.engine,
             backend,
@@ -792,6 +827,7 @@ impl<B: Backend> GrpoTrainer<B> {
             prompts,
             judge,
             self.config.grpo.max_completion_length,
+            self.config.on_reward_error,
         )
     }
 
@@ -813,8 +849,24 @@ impl<B: Backend> GrpoTrainer<B> {
     }
 }
 
+/// A held-out evaluation: greedy answers judged by a reward.
+#[derive(Clone, Debug)]
+pub struct HeldOutEval {
+    /// Right answers (score ≥ 0.5) over the answers judged; `None` when there was none to
+    /// judge (every score failed and `on_reward_error = "skip"` left them all out).
+    pub accuracy: Option<f64>,
+    /// Every prompt with its answer, for inspection.
+    pub answers: Vec<(String, Completion)>,
+    /// Scores that failed and were handled by `on_reward_error` (`zero`: counted wrong;
+    /// `skip`: left out of the accuracy).
+    pub failures: RewardFailures,
+}
+
 /// Accuracy of greedy answers on `prompts` judged by `judge` (a score ≥ 0.5 is right),
-/// with the completions for inspection.
+/// with the completions for inspection. A failed score goes through `on_reward_error`,
+/// the same policy as the training rewards': `fail` stops with the error, `zero` counts
+/// the answer wrong, `skip` leaves it out of the accuracy.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     engine: &mut Engine<B>,
     backend: &B,
@@ -823,15 +875,17 @@ pub fn evaluate<B: Backend>(
     prompts: &[GrpoPrompt],
     judge: &dyn Reward,
     max_new_tokens: usize,
-) -> Result<(f64, Vec<(String, Completion)>), GrpoTrainError> {
+    on_reward_error: OnRewardError,
+) -> Result<HeldOutEval, GrpoTrainError> {
     let generation = GenerationConfig {
         max_new_tokens,
         sampling: SamplingParams::greedy(),
         stop: Vec::new(),
     };
     let mut rng = Rng::new(0);
-    let mut right = 0usize;
-    let mut outputs = Vec::with_capacity(prompts.len());
+    let (mut right, mut judged) = (0usize, 0usize);
+    let mut failures = RewardFailures::default();
+    let mut answers = Vec::with_capacity(prompts.len());
     for (index, p) in prompts.iter().enumerate() {
         let c = engine.generate(backend, params, tok, &p.tokens, 1, &generation, &mut rng, |_, _| {})?;
         let c = c.into_iter().next().ok_or(GrpoTrainError::NoCompletion { index })?;
@@ -839,13 +893,22 @@ pub fn evaluate<B: Backend>(
             completion: c.text.clone(),
             ..p.sample.clone()
         };
-        let score = judge.score(std::slice::from_ref(&sample))?;
+        let result = judge.score(std::slice::from_ref(&sample));
+        let failed = result.is_err();
+        let score = on_reward_error.apply(1, result, &mut failures)?;
+        if !(failed && on_reward_error == OnRewardError::Skip) {
+            judged += 1;
+        }
         if score.first().and_then(|s| s.value()).is_some_and(|v| v >= 0.5) {
             right += 1;
         }
-        outputs.push((p.sample.prompt.clone(), c));
+        answers.push((p.sample.prompt.clone(), c));
     }
-    Ok((right as f64 / prompts.len().max(1) as f64, outputs))
+    Ok(HeldOutEval {
+        accuracy: (judged > 0).then(|| right as f64 / judged as f64),
+        answers,
+        failures,
+    })
 }
 
 /// The cached graph scoring `[rows × seq]` micro-batches with log-probs at `temperature`

@@ -105,6 +105,53 @@ impl OptimConfig {
     }
 }
 
+/// The quantity of a training step that came out NaN or infinite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonFiniteQuantity {
+    Loss,
+    GradNorm,
+    /// A per-token input of the GRPO loss that the model computed (`logp`, `old_logp`,
+    /// `ref_logp`) or its gradient (`grad_logp`), at a flat index.
+    Tensor {
+        name: &'static str,
+        index: usize,
+    },
+}
+
+impl std::fmt::Display for NonFiniteQuantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NonFiniteQuantity::Loss => f.write_str("the loss"),
+            NonFiniteQuantity::GradNorm => f.write_str("the gradient norm"),
+            NonFiniteQuantity::Tensor { name, index } => write!(f, "`{name}[{index}]`"),
+        }
+    }
+}
+
+/// A training step whose loss, gradient norm or log-probabilities are not finite. Every
+/// trainer (SFT, distillation's SFT, GRPO) stops with it before the optimizer applies the
+/// step, so the weights stay those of the step before instead of turning into NaN.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error(
+    "step {step}: {quantity} is {value}, not a finite number; training stopped before applying the step \
+     (the weights are those of the step before)"
+)]
+pub struct NonFiniteStep {
+    /// The stage's 1-based step (the `step` of its metrics line).
+    pub step: u64,
+    pub quantity: NonFiniteQuantity,
+    pub value: f64,
+}
+
+/// Why an optimizer step was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    NonFinite(#[from] NonFiniteStep),
+}
+
 /// What one optimizer step did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
@@ -153,14 +200,29 @@ impl<B: Backend> AdamW<B> {
 
     /// Clips the accumulated gradient (scaled by `grad_scale`, e.g. 1 / micro-batches when
     /// the loss was not already averaged) to `max_grad_norm` and applies one AdamW update.
+    /// A non-finite `loss` (the step's, as its metrics report it) or gradient norm is
+    /// refused with [`NonFiniteStep`] before any weight or moment changes; the step it
+    /// names is this optimizer's next (trainers keep it equal to their own step count).
     pub fn step(
         &mut self,
         backend: &B,
         params: &ParamBuffer<B>,
         lr: f32,
         grad_scale: f32,
-    ) -> Result<StepStats, BackendError> {
+        loss: f64,
+    ) -> Result<StepStats, OptimError> {
+        let non_finite = |quantity, value| NonFiniteStep {
+            step: self.step + 1,
+            quantity,
+            value,
+        };
+        if !loss.is_finite() {
+            return Err(non_finite(NonFiniteQuantity::Loss, loss).into());
+        }
         let grad_norm = self.grad_norm(backend, grad_scale)?;
+        if !grad_norm.is_finite() {
+            return Err(non_finite(NonFiniteQuantity::GradNorm, grad_norm).into());
+        }
         let clip = if self.config.max_grad_norm > 0.0 && grad_norm > self.config.max_grad_norm as f64 {
             // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6).
             (self.config.max_grad_norm as f64 / (grad_norm + 1e-6)) as f32

@@ -14,7 +14,7 @@ use r1_core::model::ModelConfig;
 use r1_core::sampling::Rng;
 
 use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective};
-use crate::train::optim::{AdamW, OptimConfig};
+use crate::train::optim::{AdamW, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
 
 /// SFT settings, under TRL `SFTConfig` / `TrainingArguments` names where they exist.
@@ -84,8 +84,19 @@ pub enum SftError {
     Graph(#[from] LmGraphError),
     #[error(transparent)]
     Backend(#[from] r1_core::BackendError),
+    #[error(transparent)]
+    NonFinite(#[from] NonFiniteStep),
     #[error("stopped: {0}")]
     Stopped(String),
+}
+
+impl From<OptimError> for SftError {
+    fn from(e: OptimError) -> Self {
+        match e {
+            OptimError::Backend(e) => SftError::Backend(e),
+            OptimError::NonFinite(e) => SftError::NonFinite(e),
+        }
+    }
 }
 
 impl SftConfig {
@@ -266,7 +277,7 @@ pub fn train_sft<B: Backend>(
             graph.for_each_grad(params, |i, g| opt.accumulate(backend, i, g, k == 0))?;
         }
         let lr = sft.optim.lr_at(step, total);
-        let stats = opt.step(backend, params, lr, 1.0)?;
+        let stats = opt.step(backend, params, lr, 1.0, loss)?;
         seen += micro.iter().map(Vec::len).sum::<usize>();
         let secs = started.elapsed().as_secs_f64();
         let m = SftStepMetrics {
