@@ -6,7 +6,6 @@
 //! from the first submit to the last token). Prints one JSON line per client count and a
 //! summary with the N-client throughput relative to 1 client.
 
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -84,9 +83,10 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         ignore_eos: true,
         ..Default::default()
     };
+    let runtime = super::serve::http_runtime()?;
     // Warm-up: plans for the prefill length and every batch size along the way.
     for &c in clients {
-        run_clients(&svc, c, &request)?;
+        run_clients(&runtime, &svc, c, &request)?;
     }
     let mut by_clients = Vec::new();
     for &c in clients {
@@ -96,7 +96,7 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         let mut gaps = Vec::new();
         while rounds.len() < MIN_ROUNDS || started.elapsed().as_secs_f64() < min_secs {
             let start = Instant::now();
-            let streams = run_clients(&svc, c, &request)?;
+            let streams = run_clients(&runtime, &svc, c, &request)?;
             let end = streams.iter().map(|s| s.done).max().unwrap_or(start);
             let total: usize = streams.iter().map(|s| s.tokens).sum();
             rounds.push(total as f64 / (end - start).as_secs_f64().max(1e-9));
@@ -132,57 +132,60 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
     Ok(())
 }
 
-/// `c` clients submit at once (a barrier) and stream to the end.
+/// `c` clients submit at once and stream to the end, each an async task on a runtime
+/// like the server's (where each HTTP stream is a task reading its engine events).
 fn run_clients(
+    runtime: &tokio::runtime::Runtime,
     svc: &EngineService,
     c: usize,
     request: &(dyn Fn(usize) -> GenRequest + Sync),
 ) -> anyhow::Result<Vec<Stream>> {
-    let barrier = Barrier::new(c);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..c)
-            .map(|client| {
-                let barrier = &barrier;
-                scope.spawn(move || -> anyhow::Result<Stream> {
-                    barrier.wait();
-                    let sent = Instant::now();
-                    let mut rx = svc.submit(request(client))?;
-                    let mut last: Option<Instant> = None;
-                    let mut stream = Stream {
-                        ttft: Duration::ZERO,
-                        gaps: Vec::new(),
-                        tokens: 0,
-                        done: sent,
-                    };
-                    while let Some(event) = rx.blocking_recv() {
-                        match event {
-                            GenEvent::Delta { tokens, .. } if !tokens.is_empty() => {
-                                let now = Instant::now();
-                                match last {
-                                    None => stream.ttft = now - sent,
-                                    Some(t) => stream.gaps.push(now - t),
+    let receivers = (0..c)
+        .map(|client| Ok((client, Instant::now(), svc.submit(request(client))?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    runtime
+        .block_on(async {
+            let tasks: Vec<_> = receivers
+                .into_iter()
+                .map(|(client, sent, mut rx)| {
+                    tokio::spawn(async move {
+                        let mut last: Option<Instant> = None;
+                        let mut stream = Stream {
+                            ttft: Duration::ZERO,
+                            gaps: Vec::new(),
+                            tokens: 0,
+                            done: sent,
+                        };
+                        while let Some(event) = rx.recv().await {
+                            match event {
+                                GenEvent::Delta { tokens, .. } if !tokens.is_empty() => {
+                                    let now = Instant::now();
+                                    match last {
+                                        None => stream.ttft = now - sent,
+                                        Some(t) => stream.gaps.push(now - t),
+                                    }
+                                    last = Some(now);
+                                    stream.tokens += tokens.len();
                                 }
-                                last = Some(now);
-                                stream.tokens += tokens.len();
+                                GenEvent::Delta { .. } => {}
+                                GenEvent::Finished { .. } => {
+                                    stream.done = Instant::now();
+                                    return Ok(stream);
+                                }
+                                GenEvent::Failed(e) => bail!("client {client}: {e}"),
                             }
-                            GenEvent::Delta { .. } => {}
-                            GenEvent::Finished { .. } => {
-                                stream.done = Instant::now();
-                                break;
-                            }
-                            GenEvent::Failed(e) => bail!("client {client}: {e}"),
                         }
-                    }
-                    Ok(stream)
+                        bail!("client {client}: the stream ended without a finish event")
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?)
-            .collect::<anyhow::Result<Vec<_>>>()
-    })
-    .context("bench serve")
+                .collect();
+            let mut streams = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                streams.push(t.await.map_err(|e| anyhow::anyhow!("a client task failed: {e}"))??);
+            }
+            Ok::<_, anyhow::Error>(streams)
+        })
+        .context("bench serve")
 }
 
 /// The `q` quantile (nearest rank) of `xs` (sorted in place); 0 when empty.

@@ -75,12 +75,17 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    http_runtime()?.block_on(serve_main(args))
+}
+
+/// The async runtime the server's connections and streams run on (one worker per core);
+/// `bench serve` runs its clients on the same kind.
+pub(crate) fn http_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("r1-http")
         .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(serve_main(args))
+        .context("starting the async runtime")
 }
 
 async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
