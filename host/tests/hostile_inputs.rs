@@ -189,23 +189,24 @@ fn a_bad_third_stage_is_refused_before_the_first_stage_writes_anything() {
         grpo_stage("grpo", 2, 2),
         grpo_stage("bad", 2, 1)
     );
-    let recipe_path = tmp.path().join("recipe.toml");
-    std::fs::write(&recipe_path, recipe).unwrap();
-    let run_dir = tmp.path().join("run");
-    let out = r1host(&["run", path(&recipe_path), "--run-dir", path(&run_dir)]);
-    assert_refused(&out, &["stage `bad`", "num_generations"]);
-    assert!(!run_dir.exists(), "the run directory was created");
+    run_is_refused_before_its_directory_exists(tmp.path(), &recipe, &["stage `bad`", "num_generations"]);
 }
 
 #[test]
 fn too_many_prompts_for_the_task_are_refused_before_the_run_directory_exists() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = recipe_head().replace("train_prompts = 64", "train_prompts = 1000000000000000000");
-    let recipe_path = tmp.path().join("recipe.toml");
+    run_is_refused_before_its_directory_exists(tmp.path(), &recipe, &["[data]", "distinct"]);
+}
+
+/// `r1host run` of `recipe` (written under `dir`) fails with `needles` in its message
+/// and never creates its run directory.
+fn run_is_refused_before_its_directory_exists(dir: &Path, recipe: &str, needles: &[&str]) {
+    let recipe_path = dir.join("recipe.toml");
     std::fs::write(&recipe_path, recipe).unwrap();
-    let run_dir = tmp.path().join("run");
+    let run_dir = dir.join("run");
     let out = r1host(&["run", path(&recipe_path), "--run-dir", path(&run_dir)]);
-    assert_refused(&out, &["[data]", "distinct"]);
+    assert_refused(&out, needles);
     assert!(!run_dir.exists(), "the run directory was created");
 }
 

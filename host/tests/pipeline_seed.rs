@@ -3,14 +3,16 @@
 //! stages' own randomness (SFT's data order, GRPO's and rejection sampling's sampling)
 //! can make two recipe seeds differ — and it must, unless the stage sets its own `seed`.
 
+mod recipe_support;
+
 use std::path::{Path, PathBuf};
 
 use r1_backend_cpu::CpuBackend;
-use r1_host::io::checkpoint::load_checkpoint;
 use r1_host::model::Model;
 use r1_host::pipeline::{Recipe, run_pipeline};
 use r1_host::progress::NoProgress;
 use r1_host::stop::StopSignal;
+use recipe_support::checkpoint_bits;
 
 /// A tiny random model saved as a checkpoint, and the JSONL files of a recipe.
 struct Fixture {
@@ -124,15 +126,6 @@ fn with_stage_seed(stage: &str, table: &str) -> String {
     stage.replace(&header, &format!("{header}seed = 9\n"))
 }
 
-/// The weights of a checkpoint, bit for bit.
-fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {
-    let ckpt = load_checkpoint(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ckpt.weights
-        .iter()
-        .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
-        .collect()
-}
-
 fn read(path: PathBuf) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -159,13 +152,16 @@ fn check_seeding<T: PartialEq + std::fmt::Debug>(stage: &str, table: &str, outco
 
 #[test]
 fn the_recipe_seed_orders_sft_data_unless_the_stage_sets_its_own() {
-    check_seeding(SFT, "sft", |dir| weights(&dir.join("sft.r1ckpt")));
+    check_seeding(SFT, "sft", |dir| checkpoint_bits(&dir.join("sft.r1ckpt")));
 }
 
 #[test]
 fn the_recipe_seed_drives_grpo_sampling_unless_the_stage_sets_its_own() {
     check_seeding(GRPO, "grpo", |dir| {
-        (read(dir.join("samples.jsonl")), weights(&dir.join("grpo.r1ckpt")))
+        (
+            read(dir.join("samples.jsonl")),
+            checkpoint_bits(&dir.join("grpo.r1ckpt")),
+        )
     });
 }
 

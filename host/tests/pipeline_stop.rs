@@ -10,11 +10,10 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use r1_backend_cpu::CpuBackend;
-use r1_host::io::checkpoint::load_checkpoint;
 use r1_host::pipeline::{PipelineOutcome, Recipe, run_pipeline};
 use r1_host::progress::{NoProgress, Progress};
 use r1_host::stop::StopSignal;
-use recipe_support::{GrpoStage, TinyRecipe};
+use recipe_support::{GrpoStage, TinyRecipe, checkpoint_bits};
 
 /// A tiny SFT → GRPO recipe; GRPO checkpoints every 3 steps.
 fn recipe() -> &'static str {
@@ -69,14 +68,6 @@ fn run(dir: &Path, resume: bool, progress: &dyn Progress, stop: &StopSignal) -> 
     run_pipeline(&backend, &recipe, recipe_text, dir, resume, progress, stop).expect("the pipeline runs")
 }
 
-fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {
-    let ckpt = load_checkpoint(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ckpt.weights
-        .iter()
-        .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
-        .collect()
-}
-
 fn metrics(dir: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .expect("metrics")
@@ -93,7 +84,7 @@ fn assert_same_run(reference: &Path, resumed: &Path) {
     for stage in ["cold_start", "grpo"] {
         let file = format!("{stage}.r1ckpt");
         assert!(
-            weights(&reference.join(&file)) == weights(&resumed.join(&file)),
+            checkpoint_bits(&reference.join(&file)) == checkpoint_bits(&resumed.join(&file)),
             "{stage}: the resumed run's weights differ"
         );
     }

@@ -13,7 +13,9 @@ use r1_host::engine::service::ServiceOptions;
 use r1_host::plugin::{HostConfig, PluginConfig};
 use r1_host::serve::{AppState, Generator, ModelLoader, ModelRegistry, ModelSource, RewardPlugins, ServeConfig};
 use serde_json::{Value, json};
-use serve_support::{CONTEXT, Scripted, TestServer, chunks, client, post, post_stream, small_options, tiny_engine};
+use serve_support::{
+    CONTEXT, Scripted, TestServer, chunks, client, get_json, post, post_stream, small_options, tiny_engine,
+};
 
 const CHAT: &str = "/v1/chat/completions";
 const COMPLETIONS: &str = "/v1/completions";
@@ -201,14 +203,7 @@ async fn logprobs_come_in_both_layouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_health_and_metrics() {
     let server = tiny_server(ServeConfig::default()).await;
-    let models: Value = client()
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get_json(&server.url("/v1/models")).await;
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "tiny");
     assert_eq!(models["data"][0]["object"], "model");
@@ -735,14 +730,7 @@ async fn models_a_source_names_load_on_first_use() {
     registry.add_source(std::sync::Arc::new(OneModel));
     let state = AppState::new(ServeConfig::default(), registry, RewardPlugins::default()).unwrap();
     let server = TestServer::start_state(state).await;
-    let models: Value = client()
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = get_json(&server.url("/v1/models")).await;
     assert_eq!(models["data"][0]["id"], "later");
     assert!(models["data"][0].get("max_model_len").is_none(), "not loaded yet");
     let body = json!({"model": "later", "prompt": "x"});

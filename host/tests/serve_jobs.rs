@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use r1_backend_cpu::CpuBackend;
-use r1_host::io::checkpoint::load_checkpoint;
 use r1_host::pipeline::{Recipe, run_pipeline};
 use r1_host::progress::NoProgress;
 use r1_host::serve::jobs::{JobManager, JobPolicy, JobStatus, router};
 use r1_host::stop::StopSignal;
-use recipe_support::{GrpoStage, TinyRecipe};
+use recipe_support::{GrpoStage, TinyRecipe, WeightBits, checkpoint_bits};
 use serde_json::{Value, json};
 
 /// About 6 s on one thread, nearly all of it GRPO (24 steps of ~0.25 s, a checkpoint
@@ -54,17 +53,6 @@ const POLICY: JobPolicy = JobPolicy {
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A checkpoint's weights, bit for bit.
-type Weights = Vec<(String, Vec<u32>)>;
-
-fn weights(path: &Path) -> Weights {
-    let ckpt = load_checkpoint(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ckpt.weights
-        .iter()
-        .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
-        .collect()
-}
-
 /// Metric lines without wall-clock timings and throughputs.
 fn metrics(run_dir: &Path) -> Vec<serde_json::Map<String, Value>> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
@@ -78,8 +66,8 @@ fn metrics(run_dir: &Path) -> Vec<serde_json::Map<String, Value>> {
 }
 
 /// The uninterrupted run of [`recipe`]: its final weights and metrics.
-fn reference() -> &'static (Weights, Vec<serde_json::Map<String, Value>>) {
-    static REFERENCE: OnceLock<(Weights, Vec<serde_json::Map<String, Value>>)> = OnceLock::new();
+fn reference() -> &'static (WeightBits, Vec<serde_json::Map<String, Value>>) {
+    static REFERENCE: OnceLock<(WeightBits, Vec<serde_json::Map<String, Value>>)> = OnceLock::new();
     REFERENCE.get_or_init(|| {
         let tmp = tempfile::tempdir().expect("tempdir");
         let parsed = Recipe::from_toml(recipe()).expect("the recipe parses");
@@ -97,7 +85,7 @@ fn reference() -> &'static (Weights, Vec<serde_json::Map<String, Value>>) {
         .expect("the reference run")
         .finished()
         .expect("nothing stops it");
-        (weights(&run.join("grpo.r1ckpt")), metrics(&run))
+        (checkpoint_bits(&run.join("grpo.r1ckpt")), metrics(&run))
     })
 }
 
@@ -106,7 +94,7 @@ fn assert_matches_reference(jobs: &JobManager, id: &str) {
     let run = jobs.run_dir(id).expect("the job's run dir");
     let (want_weights, want_metrics) = reference();
     assert!(
-        weights(&run.join("grpo.r1ckpt")) == *want_weights,
+        checkpoint_bits(&run.join("grpo.r1ckpt")) == *want_weights,
         "job {id}: the final weights differ from the uninterrupted run"
     );
     let got = metrics(&run);

@@ -59,14 +59,9 @@ impl CpuBackend {
     pub fn with_config(threads: usize, level: SimdLevel) -> Result<CpuBackend, BackendError> {
         let isa =
             Isa::new(level).ok_or_else(|| BackendError::Unavailable(format!("this CPU does not support {level}")))?;
-        let n = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
         Ok(CpuBackend {
             isa,
-            threads: Threads::dedicated(n, false)?,
+            threads: Threads::dedicated(thread_count(threads), false)?,
             rope: RopeCache::default(),
         })
     }
@@ -79,14 +74,9 @@ impl CpuBackend {
     /// backend for its whole life, an engine thread; the other threads stay parked for the
     /// rest of the process once it ends (rayon cannot stop a pool it did not start all of).
     pub fn on_this_thread(threads: usize) -> Result<CpuBackend, BackendError> {
-        let n = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
         Ok(CpuBackend {
             isa: Isa::best(),
-            threads: Threads::dedicated(n, true)?,
+            threads: Threads::dedicated(thread_count(threads), true)?,
             rope: RopeCache::default(),
         })
     }
@@ -129,6 +119,15 @@ impl CpuBackend {
             isa: self.isa,
             threads: &self.threads,
         }
+    }
+}
+
+/// `threads`, or one per available core for `0`.
+fn thread_count(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
     }
 }
 

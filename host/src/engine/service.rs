@@ -208,16 +208,24 @@ struct ServiceInner {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Drop for ServiceInner {
-    fn drop(&mut self) {
+impl ServiceInner {
+    /// Tells the engine thread to stop (after its running sequences unless `abort` was
+    /// set), wakes it and waits for it.
+    fn stop_and_join(&self) {
         self.inbox.stopping.store(true, Ordering::SeqCst);
-        self.inbox.abort.store(true, Ordering::SeqCst);
         let _ = self.inbox.wake.try_send(());
         if let Ok(mut t) = self.thread.lock()
             && let Some(t) = t.take()
         {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for ServiceInner {
+    fn drop(&mut self) {
+        self.inbox.abort.store(true, Ordering::SeqCst);
+        self.stop_and_join();
     }
 }
 
@@ -368,13 +376,7 @@ impl EngineService {
             }
             inner.inbox.abort.store(true, Ordering::SeqCst);
         }
-        inner.inbox.stopping.store(true, Ordering::SeqCst);
-        let _ = inner.inbox.wake.try_send(());
-        if let Ok(mut t) = inner.thread.lock()
-            && let Some(t) = t.take()
-        {
-            let _ = t.join();
-        }
+        inner.stop_and_join();
     }
 
     /// Runs `request` to completion on the calling thread's behalf (blocking), returning

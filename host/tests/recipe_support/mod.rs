@@ -4,6 +4,18 @@
 //! stage, and GRPO stages built to order.
 #![allow(dead_code)]
 
+/// A checkpoint's weights, bit for bit: (tensor name, f32 bits) in file order.
+pub type WeightBits = Vec<(String, Vec<u32>)>;
+
+/// The weights of the checkpoint at `path`, bit for bit (panics naming the file).
+pub fn checkpoint_bits(path: &std::path::Path) -> WeightBits {
+    let ckpt = r1_host::io::checkpoint::load_checkpoint(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ckpt.weights
+        .iter()
+        .map(|t| (t.name.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
 /// The recipe up to (and with) its cold-start SFT stage.
 pub struct TinyRecipe {
     pub name: &'static str,

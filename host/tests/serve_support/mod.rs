@@ -237,6 +237,18 @@ pub fn client() -> reqwest::Client {
         .expect("http client")
 }
 
+/// GETs `url` and parses its JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 /// POSTs `body` as JSON; returns the status and the parsed body.
 pub async fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let r = client().post(url).json(&body).send().await.expect("request");
