@@ -27,7 +27,7 @@ const WEIGHTS: &[(&str, usize, usize)] = &[
     ("medium down", 1376, 512),
     ("medium lm_head", 512, 4096),
 ];
-const ROWS: &[usize] = &[1, 8, 32, 64];
+const ROWS: &[usize] = &[1, 8, 16, 32, 64];
 
 fn init(n: usize, salt: usize) -> Vec<f32> {
     (0..n)

@@ -2,7 +2,9 @@
 //! kernels run with, the threads they run on and the cached RoPE tables; `run_op` checks
 //! each op's operands (see [`crate::views`]) and calls its kernel.
 
-use r1_core::backend::{AdamWStep, Backend, BackendError, PlanTensors, TensorRef, run_plan_steps};
+use std::sync::Arc;
+
+use r1_core::backend::{AdamWStep, Backend, BackendError, Part, PlanTensors, TensorRef, run_plan_steps};
 use r1_core::{DType, Graph, GraphError, Op, Plan, TensorDesc};
 
 use crate::buffer::CpuBuffer;
@@ -23,7 +25,8 @@ use crate::views::{Access, with_views};
 pub struct CpuBackend {
     isa: Isa,
     threads: Threads,
-    rope: RopeCache,
+    /// Shared with the single-thread backends [`Backend::run_parts`] hands its parts.
+    rope: Arc<RopeCache>,
 }
 
 impl Default for CpuBackend {
@@ -44,7 +47,7 @@ impl CpuBackend {
         CpuBackend {
             isa: Isa::best(),
             threads: Threads::global(),
-            rope: RopeCache::default(),
+            rope: Arc::default(),
         }
     }
 
@@ -62,7 +65,7 @@ impl CpuBackend {
         Ok(CpuBackend {
             isa,
             threads: Threads::dedicated(thread_count(threads), false)?,
-            rope: RopeCache::default(),
+            rope: Arc::default(),
         })
     }
 
@@ -77,7 +80,7 @@ impl CpuBackend {
         Ok(CpuBackend {
             isa: Isa::best(),
             threads: Threads::dedicated(thread_count(threads), true)?,
-            rope: RopeCache::default(),
+            rope: Arc::default(),
         })
     }
 
@@ -256,6 +259,23 @@ impl Backend for CpuBackend {
     ) -> Result<(), GraphError> {
         self.threads
             .run_inside(|| run_plan_steps(self, graph, plan, steps, tensors))
+    }
+
+    fn parallel_parts(&self) -> usize {
+        self.threads.count()
+    }
+
+    /// Each part runs on one of the pool's threads with a backend of one thread (same
+    /// instruction set, same RoPE tables): its ops split nothing, and since no kernel's
+    /// result depends on the thread count, a part computes what it would alone.
+    fn run_parts(&self, parts: Vec<Part<'_, Self>>) -> Result<(), GraphError> {
+        let single = CpuBackend {
+            isa: self.isa,
+            threads: Threads::serial(),
+            rope: self.rope.clone(),
+        };
+        let results = self.threads.map_owned(parts, |part| part(&single));
+        results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
     }
 
     fn run_op(
