@@ -20,6 +20,7 @@ pub mod grpo;
 pub mod model;
 pub mod plan;
 pub mod plugin_abi;
+pub mod quant;
 pub mod reasoning;
 pub mod reward;
 pub mod sampling;
