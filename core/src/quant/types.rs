@@ -219,3 +219,64 @@ impl fmt::Display for GgmlType {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::TensorDesc;
+
+    #[test]
+    fn ids_and_sizes_are_ggmls() {
+        let table: [(GgmlType, u32, usize, usize); 8] = [
+            (GgmlType::F32, 0, 1, 4),
+            (GgmlType::F16, 1, 1, 2),
+            (GgmlType::Q4_0, 2, 32, 18),
+            (GgmlType::Q8_0, 8, 32, 34),
+            (GgmlType::Q4_K, 12, 256, 144),
+            (GgmlType::Q6_K, 14, 256, 210),
+            (GgmlType::Q8_K, 15, 256, 292),
+            (GgmlType::BF16, 30, 1, 2),
+        ];
+        for (t, id, block, size) in table {
+            assert_eq!((t.id(), t.block_size(), t.type_size()), (id, block, size), "{t}");
+            assert_eq!(GgmlType::from_id(id), Ok(t));
+            assert_eq!(GgmlType::from_dtype(t.dtype()), Some(t));
+        }
+        assert_eq!(GgmlType::from_id(13), Err(QuantError::UnknownType { id: 13 }));
+        assert_eq!(GgmlType::from_dtype(DType::I32), None);
+    }
+
+    #[test]
+    fn block_formats_size_core_tensors() {
+        assert_eq!(BLOCK_Q4_K.block_bytes, 144);
+        let d = TensorDesc::new(DType::Block(BLOCK_Q6_K), &[3, 512]);
+        assert_eq!(d.checked_bytes(), Some(3 * 2 * 210));
+        assert_eq!(GgmlType::Q6_K.tensor_bytes(&[512, 3]), Ok(3 * 2 * 210));
+        let foreign = BlockFormat {
+            block: 64,
+            ..BLOCK_Q8_0
+        };
+        assert_eq!(GgmlType::from_dtype(DType::Block(foreign)), None);
+    }
+
+    #[test]
+    fn tensor_bytes_refuses_partial_blocks_and_overflow() {
+        let t = GgmlType::Q8_0;
+        assert_eq!(t.tensor_bytes(&[4096, 11008]), Ok(4096 / 32 * 34 * 11008));
+        assert_eq!(
+            t.tensor_bytes(&[48, 2]),
+            Err(QuantError::NotWholeBlocks {
+                ty: t,
+                elements: 48,
+                block: 32
+            })
+        );
+        assert_eq!(t.tensor_bytes(&[32, u64::MAX, 2]), Err(QuantError::Overflow { ty: t }));
+        assert_eq!(t.tensor_bytes(&[32, u64::MAX, 2, 0]), Ok(0));
+        assert_eq!(
+            GgmlType::F32.tensor_bytes(&[u64::MAX]),
+            Err(QuantError::Overflow { ty: GgmlType::F32 })
+        );
+        assert_eq!(GgmlType::F16.tensor_bytes(&[]), Ok(2));
+    }
+}
