@@ -84,6 +84,11 @@ pub fn quantize_block(x: &[f32; BLOCK], b: &mut Block) {
     b[2..4].copy_from_slice(&f32_to_f16(max_min / 63.0).to_le_bytes());
     b[SCALES..QS].copy_from_slice(&packed);
     requantize(x, b, &mut levels);
+    pack_levels(&levels, b);
+}
+
+/// Writes the 4-bit `levels` into `qs`: per 64 elements, 32 bytes of (low: `l`, high: `l + 32`).
+fn pack_levels(levels: &[u8; BLOCK], b: &mut Block) {
     for (j, q) in b[QS..].chunks_exact_mut(32).enumerate() {
         for (l, q) in q.iter_mut().enumerate() {
             *q = levels[64 * j + l] | (levels[64 * j + l + 32] << 4);
