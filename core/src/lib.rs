@@ -1,8 +1,8 @@
 //! r1-core: the embeddable heart of r1. A static graph IR of tensor ops with shape
 //! inference, reverse-mode autodiff, a liveness-based memory plan and an executor over
 //! any [`Backend`]; Llama/Qwen2 graph builders; GRPO math; reward traits and rule rewards;
-//! sampling; and the reward-plugin ABI types. `no_std` + `alloc`: nothing here touches
-//! files, threads, clocks or the network.
+//! sampling; the reward-plugin ABI types; and GGML's block-quantized formats (`quant`).
+//! `no_std` + `alloc`: nothing here touches files, threads, clocks or the network.
 #![no_std]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -20,6 +20,7 @@ pub mod grpo;
 pub mod model;
 pub mod plan;
 pub mod plugin_abi;
+pub mod quant;
 pub mod reasoning;
 pub mod reward;
 pub mod sampling;
