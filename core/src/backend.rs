@@ -127,15 +127,11 @@ pub struct AdamWStep {
     pub grad_scale: f32,
 }
 
-/// One of the independent parts [`Backend::run_parts`] runs side by side: it is given the
-/// backend to run its plans on.
-pub type Part<'a, B> = alloc::boxed::Box<dyn FnOnce(&B) -> Result<(), GraphError> + Send + 'a>;
-
 /// The kernels a graph needs. See the module docs for the buffer contract.
 pub trait Backend {
     /// Device memory, opaque to core. Shared by the threads of a backend that runs a
-    /// plan on a pool, and owned by the parts [`Backend::run_parts`] runs.
-    type Buffer: Send + Sync;
+    /// plan on a pool.
+    type Buffer: Sync;
 
     /// A human-readable name ("cpu (avx512, 2 threads)", "cuda:0 NVIDIA H200").
     fn name(&self) -> String;
@@ -174,32 +170,6 @@ pub trait Backend {
         tensors: &(dyn PlanTensors<Self::Buffer> + Sync),
     ) -> Result<(), GraphError> {
         run_plan_steps(self, graph, plan, steps, tensors)
-    }
-
-    /// How many [`Part`]s [`Backend::run_parts`] runs at once; 1 (the default) when it
-    /// runs them one after another, so splitting work gains nothing.
-    fn parallel_parts(&self) -> usize {
-        1
-    }
-
-    /// Runs independent parts of one piece of work (the rows of a decode batch, each
-    /// with its own plan, arena and rows of the cache) side by side, each given the
-    /// backend to run on: a CPU backend runs every part on one of its threads, the part's
-    /// kernels on that thread alone, so the parts never wait for each other between ops.
-    /// Parts must touch disjoint output bytes. Returns the first error, after every part
-    /// ended. The default runs them in order on `self`.
-    fn run_parts(&self, parts: Vec<Part<'_, Self>>) -> Result<(), GraphError>
-    where
-        Self: Sized,
-    {
-        let mut first = Ok(());
-        for part in parts {
-            let r = part(self);
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
     }
 
     /// Computes one non-leaf, non-view op: reads `inputs` (in the order [`Op`] documents)

@@ -22,18 +22,14 @@ fn config() -> ModelConfig {
 }
 
 fn service(max_batch: usize, max_queue: usize) -> EngineService {
-    service_on(1, max_batch, max_queue)
-}
-
-fn service_on(threads: usize, max_batch: usize, max_queue: usize) -> EngineService {
     let opts = ServiceOptions {
         kv_cache_mib: 64,
         context: Some(128),
         max_batch,
         max_queue,
     };
-    EngineService::start_with("tiny", None, opts, move || {
-        let backend = CpuBackend::with_threads(threads)?;
+    EngineService::start_with("tiny", None, opts, || {
+        let backend = CpuBackend::with_threads(1)?;
         let model = Model::init(&backend, config(), 3)?;
         Ok((backend, model))
     })
@@ -116,52 +112,6 @@ fn concurrent_greedy_requests_get_what_they_get_alone() {
     let steps = svc.stats().decode_steps.load(std::sync::atomic::Ordering::Relaxed) - steps_before;
     let tokens: usize = lens.iter().sum();
     assert!(steps < tokens as u64 / 2, "{steps} decode steps for {tokens} tokens");
-}
-
-#[test]
-fn a_wide_batch_cut_into_parts_on_two_threads_changes_no_bit() {
-    // With two threads, a decode step of 16 or more rows runs as two parts side by side,
-    // each a plan of its own rows and cache rows on one thread. Every token and log-prob
-    // must equal the request's lone run (one row: never cut).
-    let svc = service_on(2, 24, 64);
-    let logprobs = |p: String, l: usize| GenRequest {
-        top_logprobs: Some(2),
-        ..request(&p, l)
-    };
-    let prompts: Vec<String> = (0..20).map(|i| format!("{i} plus {} is", 3 * i + 1)).collect();
-    let lens: Vec<usize> = (0..20).map(|i| 24 + (i * 7) % 17).collect();
-    let bits = |out: Vec<GeneratedText>| -> Vec<(u32, u32)> {
-        out[0].tokens.iter().map(|t| (t.id, t.logprob.to_bits())).collect()
-    };
-    let alone: Vec<_> = prompts
-        .iter()
-        .zip(&lens)
-        .map(|(p, &l)| bits(svc.generate_blocking(logprobs(p.clone(), l)).unwrap()))
-        .collect();
-    let steps_before = svc.stats().decode_steps.load(std::sync::atomic::Ordering::Relaxed);
-    let receivers: Vec<_> = prompts
-        .iter()
-        .zip(&lens)
-        .map(|(p, &l)| svc.submit(logprobs(p.clone(), l)).unwrap())
-        .collect();
-    let together: Vec<_> = receivers
-        .into_iter()
-        .map(|rx| {
-            collect(rx)
-                .into_iter()
-                .flat_map(|e| match e {
-                    GenEvent::Delta { tokens, .. } => tokens,
-                    _ => Vec::new(),
-                })
-                .map(|t| (t.id, t.logprob.to_bits()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    assert_eq!(together, alone);
-    // Most steps ran with 16 rows or more (cut into parts).
-    let steps = svc.stats().decode_steps.load(std::sync::atomic::Ordering::Relaxed) - steps_before;
-    let tokens: usize = lens.iter().sum();
-    assert!(steps * 16 < tokens as u64, "{steps} decode steps for {tokens} tokens");
 }
 
 #[test]

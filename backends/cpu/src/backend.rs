@@ -2,9 +2,7 @@
 //! kernels run with, the threads they run on and the cached RoPE tables; `run_op` checks
 //! each op's operands (see [`crate::views`]) and calls its kernel.
 
-use std::sync::Arc;
-
-use r1_core::backend::{AdamWStep, Backend, BackendError, Part, PlanTensors, TensorRef, run_plan_steps};
+use r1_core::backend::{AdamWStep, Backend, BackendError, PlanTensors, TensorRef, run_plan_steps};
 use r1_core::{DType, Graph, GraphError, Op, Plan, TensorDesc};
 
 use crate::buffer::CpuBuffer;
@@ -25,8 +23,7 @@ use crate::views::{Access, with_views};
 pub struct CpuBackend {
     isa: Isa,
     threads: Threads,
-    /// Shared with the single-thread backends [`Backend::run_parts`] hands its parts.
-    rope: Arc<RopeCache>,
+    rope: RopeCache,
 }
 
 impl Default for CpuBackend {
@@ -47,7 +44,7 @@ impl CpuBackend {
         CpuBackend {
             isa: Isa::best(),
             threads: Threads::global(),
-            rope: Arc::default(),
+            rope: RopeCache::default(),
         }
     }
 
@@ -65,7 +62,7 @@ impl CpuBackend {
         Ok(CpuBackend {
             isa,
             threads: Threads::dedicated(thread_count(threads), false)?,
-            rope: Arc::default(),
+            rope: RopeCache::default(),
         })
     }
 
@@ -80,7 +77,7 @@ impl CpuBackend {
         Ok(CpuBackend {
             isa: Isa::best(),
             threads: Threads::dedicated(thread_count(threads), true)?,
-            rope: Arc::default(),
+            rope: RopeCache::default(),
         })
     }
 
@@ -259,23 +256,6 @@ impl Backend for CpuBackend {
     ) -> Result<(), GraphError> {
         self.threads
             .run_inside(|| run_plan_steps(self, graph, plan, steps, tensors))
-    }
-
-    fn parallel_parts(&self) -> usize {
-        self.threads.count()
-    }
-
-    /// Each part runs on one of the pool's threads with a backend of one thread (same
-    /// instruction set, same RoPE tables): its ops split nothing, and since no kernel's
-    /// result depends on the thread count, a part computes what it would alone.
-    fn run_parts(&self, parts: Vec<Part<'_, Self>>) -> Result<(), GraphError> {
-        let single = CpuBackend {
-            isa: self.isa,
-            threads: Threads::serial(),
-            rope: self.rope.clone(),
-        };
-        let results = self.threads.map_owned(parts, |part| part(&single));
-        results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
     }
 
     fn run_op(

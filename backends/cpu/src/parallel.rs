@@ -40,19 +40,14 @@ impl Threads {
         }
     }
 
-    /// No pool: everything on the calling thread.
-    pub(crate) fn serial() -> Threads {
-        Threads {
-            mode: Mode::Serial,
-            count: 1,
-        }
-    }
-
     /// A dedicated pool of `n` threads (`n = 1`: everything on the calling thread). With
     /// `here`, the calling thread is the pool's first thread and `n - 1` are started.
     pub(crate) fn dedicated(n: usize, here: bool) -> Result<Threads, BackendError> {
         if n <= 1 {
-            return Ok(Threads::serial());
+            return Ok(Threads {
+                mode: Mode::Serial,
+                count: 1,
+            });
         }
         let mut builder = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -174,15 +169,6 @@ impl Threads {
             return;
         }
         self.install(|| jobs.into_par_iter().for_each(f));
-    }
-
-    /// Calls `f` on each job, in parallel, from a pool thread (the caller, when it is
-    /// one, takes a job itself), and returns the results in job order.
-    pub(crate) fn map_owned<T: Send, R: Send>(&self, jobs: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
-        if self.count <= 1 || jobs.len() <= 1 {
-            return jobs.into_iter().map(f).collect();
-        }
-        self.run_inside(|| jobs.into_par_iter().map(f).collect())
     }
 
     /// Calls `f(i)` for `i in 0..n`, in parallel when worth it.

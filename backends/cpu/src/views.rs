@@ -1,5 +1,5 @@
-//! Checked access to the tensors of one kernel call. [`with_views`] borrows each
-//! tensor's bytes (for writing when it is written), checks every tensor's byte range
+//! Checked access to the tensors of one kernel call. [`with_views`] borrows each buffer
+//! once (for writing when any of its tensors is written), checks every tensor's byte range
 //! against its buffer and its alignment, refuses a written range that overlaps any other
 //! range, and only then hands the kernel plain slices. This is the one place where the
 //! `Backend` trait's `&Buffer` writes become `&mut [f32]`.
@@ -116,11 +116,16 @@ pub(crate) fn with_views<R>(
             }
         }
     }
-    // One borrow per tensor, of its own bytes: other threads may use the rest of a
-    // buffer meanwhile (parts of a batch writing their own rows of one KV cache).
-    let mut borrows: Vec<Borrow<'_>> = Vec::with_capacity(tensors.len());
-    for ((t, access), range) in tensors.iter().zip(&ranges) {
-        borrows.push(t.buffer.lock_range(range.clone(), *access == Access::Write)?);
+    // One borrow per distinct buffer, for writing when any of its tensors is written.
+    let mut borrows: Vec<(&CpuBuffer, Borrow<'_>)> = Vec::with_capacity(tensors.len());
+    for (t, _) in tensors {
+        if borrows.iter().any(|(b, _)| std::ptr::eq(*b, t.buffer)) {
+            continue;
+        }
+        let write = tensors
+            .iter()
+            .any(|(u, a)| *a == Access::Write && std::ptr::eq(u.buffer, t.buffer));
+        borrows.push((t.buffer, t.buffer.lock(write)?));
     }
     let mut views = Vec::with_capacity(tensors.len());
     for ((t, access), range) in tensors.iter().zip(&ranges) {
@@ -128,8 +133,8 @@ pub(crate) fn with_views<R>(
         // SAFETY (all three arms): `range` lies inside the buffer's allocation (checked
         // above); the allocation is 64-aligned and `range.start` is a multiple of 4, so the
         // pointer is aligned for f32/i32; the bytes are initialised (zero-filled at birth)
-        // and every bit pattern is a valid f32/i32; the borrows taken above keep every
-        // other thread off these bytes (off written ones entirely), and within this call a written range overlaps no other range, so
+        // and every bit pattern is a valid f32/i32; the borrows taken above exclude every
+        // other thread, and within this call a written range overlaps no other range, so
         // no `&mut` aliases another reference. The slices live only inside `f`, while
         // `borrows` is held.
         let p = unsafe { t.buffer.base().add(range.start) };

@@ -6,19 +6,10 @@
 //!
 //! Step graphs come from [`StepPlans`]: one per `(rows, new tokens, capacity)`, built on
 //! first use and kept, so a decode step only uploads token ids and positions.
-//!
-//! A decode step with enough rows is cut into contiguous parts run side by side
-//! ([`Backend::run_parts`]: on the CPU, one thread each), each part a plan of its own rows
-//! with its own arena and its own rows of the cache. A row's result does not depend on
-//! the rows beside it, so the cut changes no bit of it; it removes the hand-offs between
-//! threads at every op of the step, which cost more than the small ops of a decode step.
 
 use std::sync::Arc;
 
-use std::ops::Range;
-
-use r1_core::GraphError;
-use r1_core::backend::{Backend, Part};
+use r1_core::backend::Backend;
 use r1_core::exec::Executor;
 use r1_core::model::ModelConfig;
 use r1_core::sampling::{Rng, Sampler, SamplingParams, top_logprobs};
@@ -29,12 +20,6 @@ use super::step_plan::{StepFeed, StepPlans};
 use super::text::TextStream;
 use super::{Detokenizer, EngineError, FinishReason};
 use crate::weights::ParamBuffer;
-
-/// Rows per part below which a decode step is not cut: every part reads all the
-/// weights, so parts of a few rows would read them several times for little arithmetic
-/// (one row is bound by memory, where splitting each product's columns over the threads
-/// reads every weight once).
-const MIN_ROWS_PER_PART: usize = 8;
 
 /// How the completions of one request are drawn (shared by its rows).
 #[derive(Clone, Debug, PartialEq)]
@@ -111,8 +96,6 @@ pub struct Batch<B: Backend> {
     cache: KvCache<B>,
     plans: StepPlans,
     executor: Executor<B>,
-    /// One arena per part of a cut decode step.
-    part_executors: Vec<Executor<B>>,
     sampler: Sampler,
     feed: Option<StepFeed<B>>,
     seqs: Vec<Seq>,
@@ -128,7 +111,6 @@ impl<B: Backend> Batch<B> {
             cache: KvCache::new(backend, cfg, slots, capacity)?,
             plans: StepPlans::default(),
             executor: Executor::new(),
-            part_executors: Vec::new(),
             sampler: Sampler::new(),
             feed: None,
             seqs: Vec::new(),
@@ -182,15 +164,17 @@ impl<B: Backend> Batch<B> {
     ) -> Result<Vec<f32>, EngineError> {
         let rows = past.len();
         let t = ids.len() / rows.max(1);
-        let parts = backend.parallel_parts().min(rows / MIN_ROWS_PER_PART);
-        let logits = if t == 1 && parts > 1 {
-            self.forward_parts(backend, params, ids, past, first_row, parts)?
-        } else {
-            let planned = self.plans.get(backend, &self.cfg, rows, t, self.capacity)?;
-            let feed = Self::feed_for(&mut self.feed, backend, rows, t)?;
-            feed.upload(backend, ids, past)?;
-            planned.run(backend, &mut self.executor, params, feed, 0, &self.cache, first_row)?
-        };
+        let planned = self.plans.get(backend, &self.cfg, rows, t, self.capacity)?;
+        if self.feed.as_ref().is_none_or(|f| !f.fits(rows, t)) {
+            self.feed = None;
+            self.feed = Some(StepFeed::new(backend, rows, t)?);
+        }
+        let feed = self
+            .feed
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("no feed buffer".into()))?;
+        feed.upload(backend, ids, past)?;
+        let logits = planned.run(backend, &mut self.executor, params, feed, &self.cache, first_row)?;
         // Sampling from NaN/inf logits would pass garbage off as text.
         if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
             return Err(EngineError::NonFinite {
@@ -198,59 +182,6 @@ impl<B: Backend> Batch<B> {
             });
         }
         Ok(logits)
-    }
-
-    /// The feed buffer, replaced by a larger one when a `rows × t` step does not fit.
-    fn feed_for<'f>(
-        feed: &'f mut Option<StepFeed<B>>,
-        backend: &B,
-        rows: usize,
-        t: usize,
-    ) -> Result<&'f StepFeed<B>, EngineError> {
-        if feed.as_ref().is_none_or(|f| !f.fits(rows, t)) {
-            *feed = None;
-            *feed = Some(StepFeed::new(backend, rows, t)?);
-        }
-        feed.as_ref()
-            .ok_or_else(|| EngineError::Internal("no feed buffer".into()))
-    }
-
-    /// [`Batch::forward`] of one token per row, cut into `parts` contiguous row ranges
-    /// run side by side; the logits come back in row order.
-    fn forward_parts(
-        &mut self,
-        backend: &B,
-        params: &ParamBuffer<B>,
-        ids: &[u32],
-        past: &[usize],
-        first_row: usize,
-        parts: usize,
-    ) -> Result<Vec<f32>, EngineError> {
-        let rows = past.len();
-        let ranges: Vec<Range<usize>> = (0..parts).map(|p| rows * p / parts..rows * (p + 1) / parts).collect();
-        for r in &ranges {
-            self.plans.get(backend, &self.cfg, r.len(), 1, self.capacity)?;
-        }
-        let feed = Self::feed_for(&mut self.feed, backend, rows, 1)?;
-        feed.upload(backend, ids, past)?;
-        while self.part_executors.len() < parts {
-            self.part_executors.push(Executor::new());
-        }
-        let (plans, cache, capacity) = (&self.plans, &self.cache, self.capacity);
-        let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); parts];
-        let mut jobs: Vec<Part<'_, B>> = Vec::with_capacity(parts);
-        for ((range, executor), out) in ranges.iter().zip(&mut self.part_executors).zip(&mut outputs) {
-            let planned = plans
-                .find(range.len(), 1, capacity)
-                .ok_or_else(|| EngineError::Internal(format!("no plan for {} rows", range.len())))?;
-            let start = range.start;
-            jobs.push(Box::new(move |b: &B| -> Result<(), GraphError> {
-                *out = planned.run(b, executor, params, feed, start, cache, first_row + start)?;
-                Ok(())
-            }));
-        }
-        backend.run_parts(jobs)?;
-        Ok(outputs.concat())
     }
 
     /// Starts `rngs.len()` completions of `prompt`: one prefill into the next free row,

@@ -51,11 +51,6 @@ impl<B: Backend> StepFeed<B> {
         TensorDesc::i32(&[self.ids]).bytes()
     }
 
-    /// Byte offsets of row `row`'s token ids (`t` per row) and position in the feed.
-    fn row_offsets(&self, row: usize, t: usize) -> (usize, usize) {
-        (4 * row * t, self.past_offset() + 4 * row)
-    }
-
     /// Uploads one step's token ids and each sequence's cached length.
     pub fn upload(&self, backend: &B, ids: &[u32], past: &[usize]) -> Result<(), EngineError> {
         let to_i32 = |v: usize| i32::try_from(v).map_err(|_| EngineError::Internal(format!("{v} exceeds i32")));
@@ -77,26 +72,23 @@ pub struct PlannedStep {
 }
 
 impl PlannedStep {
-    /// Binds weights, the feed's rows `feed_row..feed_row + batch` and cache rows
-    /// `first_row..first_row + batch`, runs the plan and returns the logits `[batch, V]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Binds weights, feed and cache rows `first_row..first_row + batch`, runs the plan
+    /// and returns the logits `[batch, V]`.
     pub fn run<B: Backend>(
         &self,
         backend: &B,
         executor: &mut Executor<B>,
         params: &ParamBuffer<B>,
         feed: &StepFeed<B>,
-        feed_row: usize,
         cache: &KvCache<B>,
         first_row: usize,
     ) -> Result<Vec<f32>, GraphError> {
         let offset = first_row * cache.row_bytes();
-        let (ids_at, past_at) = feed.row_offsets(feed_row, self.key.1);
         let mut b = Bindings::new(&self.graph);
         params.bind(&self.lm, &mut b)?;
-        b.bind(self.lm.input_ids, &feed.buffer, ids_at)?;
+        b.bind(self.lm.input_ids, &feed.buffer, 0)?;
         if let Some(p) = self.lm.past {
-            b.bind(p, &feed.buffer, past_at)?;
+            b.bind(p, &feed.buffer, feed.past_offset())?;
         }
         for (l, &(kc, vc)) in self.lm.caches.iter().enumerate() {
             let (kbuf, vbuf) = cache.layers.get(l).ok_or(GraphError::UnknownNode(kc.0))?;
@@ -120,11 +112,6 @@ impl StepPlans {
     /// Graphs built so far.
     pub fn built(&self) -> usize {
         self.built
-    }
-
-    /// The plan of a `batch × t` step over a cache of `capacity` rows if it is kept.
-    pub fn find(&self, batch: usize, t: usize, capacity: usize) -> Option<&PlannedStep> {
-        self.plans.iter().find(|p| p.key == (batch, t, capacity))
     }
 
     /// The plan of a `batch × t` step over a cache of `capacity` rows, built on first use.
