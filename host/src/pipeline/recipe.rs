@@ -2,8 +2,9 @@
 //! the data, the rewards, and the stages (sft, grpo, rejection_sampling, distill) run in
 //! order, each starting from the previous stage's checkpoint. Unknown keys anywhere are
 //! rejected with their name. The recipe's `seed` seeds every stage that does not set its
-//! own, and its `on_reward_error` is the policy of every GRPO stage that sets none and of
-//! the held-out evaluation outside GRPO stages.
+//! own, and its `on_reward_error` is the policy of every GRPO stage that sets none, of
+//! rejection sampling (`rejection_sampling` and `distill` stages) and of the held-out
+//! evaluation outside GRPO stages.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -33,8 +34,9 @@ pub struct Recipe {
     #[serde(default = "default_eval_tokens")]
     pub eval_max_new_tokens: usize,
     /// What a reward failure does (`fail`, `zero`, `skip`) where no GRPO stage says: in
-    /// the held-out evaluation before training and after SFT and distillation stages, and
-    /// in every GRPO stage whose config sets none (a GRPO stage's policy also covers the
+    /// the held-out evaluation before training and after SFT and distillation stages, in
+    /// rejection sampling (a failed group's samples are not kept), and in every GRPO
+    /// stage whose config sets none (a GRPO stage's policy also covers the
     /// evaluations it runs).
     #[serde(default)]
     pub on_reward_error: OnRewardError,

@@ -1,6 +1,9 @@
 //! Rejection sampling: sample K completions per prompt, keep those every named reward
 //! accepts (score ≥ its threshold), and write them as a new SFT set — R1's way of turning
-//! an RL checkpoint into clean supervised data, and distillation's trace writer.
+//! an RL checkpoint into clean supervised data, and distillation's trace writer. A reward
+//! that fails on a group is handled by the recipe's `on_reward_error`: `fail` stops the
+//! stage, `zero` scores the group 0 and `skip` leaves it unscored; either way a sample
+//! whose score did not reach a threshold is not kept, and the failures are counted.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,6 +21,7 @@ use crate::pipeline::context::StageContext;
 use crate::pipeline::datasets::encode_prompts;
 use crate::pipeline::recipe::RejectionConfig;
 use crate::pipeline::state::{FinishedStage, PipelineState};
+use crate::plugin::{OnRewardError, RewardFailures};
 use crate::stop::StopSignal;
 use crate::train::grpo::{GrpoPrompt, NamedReward};
 
@@ -31,19 +35,27 @@ pub struct RejectionStats {
     pub prompts_covered: usize,
     /// Fraction of samples passing each reward's threshold.
     pub pass_rate: BTreeMap<String, f64>,
-    /// Mean score of each reward over all samples.
+    /// Mean score of each reward over all samples (a sample left unscored, as `skip`
+    /// leaves a failed group, adds 0).
     pub mean_reward: BTreeMap<String, f64>,
+    /// Samples whose group each reward failed to score (handled by `on_reward_error`);
+    /// rewards that never failed are absent.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reward_failures: BTreeMap<String, u64>,
 }
 
 /// Samples, filters and writes `{"prompt","completion"}` rows to `out` (atomically).
+/// A reward that fails on a group is handled by `policy` (see the module docs).
 /// A raised `stop` ends it between prompts with [`StopRequested`], writing nothing (the
 /// stage is redone on resume).
+#[allow(clippy::too_many_arguments)]
 pub fn rejection_sample<B: Backend>(
     backend: &B,
     model: &Model<B>,
     prompts: &[GrpoPrompt],
     rewards: &[NamedReward],
     cfg: &RejectionConfig,
+    policy: OnRewardError,
     out: &Path,
     stop: &StopSignal,
 ) -> anyhow::Result<RejectionStats> {
@@ -59,6 +71,7 @@ pub fn rejection_sample<B: Backend>(
         prompts: cfg.prompts.min(prompts.len()),
         ..Default::default()
     };
+    let mut failures: BTreeMap<String, RewardFailures> = BTreeMap::new();
     let mut passes: BTreeMap<String, usize> = BTreeMap::new();
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let mut rows = Vec::new();
@@ -86,7 +99,8 @@ pub fn rejection_sample<B: Backend>(
         stats.sampled += group.len();
         let mut accepted = vec![true; group.len()];
         for r in rewards {
-            let scores = r.reward.score(&group)?;
+            let failed = failures.entry(r.name.clone()).or_default();
+            let scores = policy.apply(group.len(), r.reward.score(&group), failed)?;
             let threshold = cfg.min_reward.get(&r.name).copied();
             for (i, s) in scores.iter().enumerate() {
                 let v = s.value();
@@ -124,6 +138,11 @@ pub fn rejection_sample<B: Backend>(
             .mean_reward
             .insert(r.name.clone(), sums.get(&r.name).copied().unwrap_or(0.0) / n);
     }
+    stats.reward_failures = failures
+        .into_iter()
+        .filter(|(_, f)| f.samples > 0)
+        .map(|(name, f)| (name, f.samples))
+        .collect();
     let mut bytes = Vec::new();
     for row in rows {
         writeln!(bytes, "{row}")?;
@@ -170,8 +189,15 @@ pub(super) fn sample_training_prompts<B: Backend>(
     out: &Path,
 ) -> anyhow::Result<RejectionStats> {
     let prompts = encode_prompts(model, &run.data.train)?;
-    let stats = rejection_sample(run.backend, model, &prompts, &run.rewards, cfg, out, run.stop)
+    let policy = run.recipe.on_reward_error;
+    let stats = rejection_sample(run.backend, model, &prompts, &run.rewards, cfg, policy, out, run.stop)
         .map_err(|e| e.context(format!("stage `{stage}`")))?;
+    for (reward, samples) in &stats.reward_failures {
+        run.progress.log(&format!(
+            "stage `{stage}`: reward `{reward}` failed on {samples} samples, handled by on_reward_error = {}",
+            policy.name()
+        ));
+    }
     let stats_path: PathBuf = run.dir.root.join(format!("{stage}.stats.json"));
     write_bytes_atomically(&stats_path, &serde_json::to_vec_pretty(&stats)?)?;
     Ok(stats)
