@@ -5,15 +5,23 @@
 //!   checked; tensor bytes are slices of a memory map ([`GgufFile`]).
 //! - `types.rs`: ggml's tensor types with their block sizes ([`GgmlType`]).
 //! - `write.rs`: [`GgufWriter`], metadata and tensors written atomically.
+//! - `model.rs`: a `qwen2` or `llama` file as r1's [`ModelConfig`](r1_core::model::ModelConfig)
+//!   and Hugging Face-named f32 weights (llama's q/k row permutation undone).
+//! - `tokenizer.rs`: the `gpt2` (byte-level BPE) tokenizer of the metadata as a
+//!   `tokenizer.json`, and `tokenizer.chat_template`.
 
+pub mod model;
 pub mod read;
+pub mod tokenizer;
 pub mod types;
 pub mod write;
 
+pub use model::{GgufModel, gguf_model_from_bytes, load_gguf_model};
 pub use read::{
     DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GgufFile, GgufHeader, MetaArray, MetaValue, TensorInfo, is_gguf_file,
     parse_header, token_text,
 };
+pub use tokenizer::{gguf_chat_template, gguf_tokenizer, gguf_tokenizer_json};
 pub use types::{GGML_TYPES, GgmlType};
 pub use write::GgufWriter;
 
