@@ -10,11 +10,13 @@
 //!
 //! | `pre` | pre-tokenizer |
 //! |---|---|
-//! | `qwen2`, `deepseek-r1-qwen` | Qwen2's split regex (single digits), then byte-level; `qwen2` adds Qwen2's NFC normalizer |
+//! | `qwen2`, `deepseek-r1-qwen` | Qwen2's split regex (single digits), then byte-level |
 //! | `llama-bpe` | Llama 3's split regex (digits in threes), then byte-level; merges ignored for whole-word vocabulary hits |
 //! | `gpt-2` | GPT-2's byte-level pre-tokenizer with its own regex |
 //!
-//! Any other `pre`, or another tokenizer model, is an error naming it.
+//! No normalizer, as llama.cpp applies none for these (Qwen2's own `tokenizer.json` adds
+//! NFC: text not already in NFC form, which is rare, can encode differently there). Any
+//! other `pre`, or another tokenizer model, is an error naming it.
 
 use serde_json::{Map, Value, json};
 
@@ -144,12 +146,10 @@ pub fn gguf_tokenizer_json(header: &GgufHeader, file: &str) -> Result<Option<Str
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}
         ]})
     };
-    let (normalizer, pre_tokenizer, ignore_merges) = match pre {
-        "qwen2" => (json!({"type": "NFC"}), split(QWEN2_REGEX), false),
-        "deepseek-r1-qwen" => (Value::Null, split(QWEN2_REGEX), false),
-        "llama-bpe" => (Value::Null, split(LLAMA3_REGEX), true),
+    let (pre_tokenizer, ignore_merges) = match pre {
+        "qwen2" | "deepseek-r1-qwen" => (split(QWEN2_REGEX), false),
+        "llama-bpe" => (split(LLAMA3_REGEX), true),
         "gpt-2" => (
-            Value::Null,
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
             false,
         ),
@@ -236,7 +236,7 @@ pub fn gguf_tokenizer_json(header: &GgufHeader, file: &str) -> Result<Option<Str
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": normalizer,
+        "normalizer": null,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": null,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
