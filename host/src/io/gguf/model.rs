@@ -48,8 +48,22 @@ pub fn gguf_model_from_bytes(bytes: &[u8], label: &str) -> Result<GgufModel, IoE
 fn model_from(bytes: &[u8], header: &GgufHeader, file: &str) -> Result<GgufModel, IoError> {
     let config = gguf_config(header, file)?;
     let arch = config.architecture().map_err(|e| model_err(file, e.to_string()))?;
-    let mut collector = WeightCollector::new(&config);
-    let mut tensors = Vec::with_capacity(header.tensors.len());
+    // What is cheap to refuse is refused before any weight is converted: the tokenizer,
+    // a tensor r1 has no name for, a type it does not read.
+    let tokenizer = gguf_tokenizer(header, file, config.eos_token_id)?;
+    if let Some(t) = &tokenizer
+        && t.vocab_size() > config.vocab_size
+    {
+        return Err(model_err(
+            file,
+            format!(
+                "the tokenizer has {} ids but the embedding only {} rows",
+                t.vocab_size(),
+                config.vocab_size
+            ),
+        ));
+    }
+    let mut names = Vec::with_capacity(header.tensors.len());
     for info in &header.tensors {
         let name = hf_name(&info.name).ok_or_else(|| {
             model_err(
@@ -61,6 +75,11 @@ fn model_from(bytes: &[u8], header: &GgufHeader, file: &str) -> Result<GgufModel
                 ),
             )
         })?;
+        check_type(info, file)?;
+        names.push(name);
+    }
+    let mut tensors = Vec::with_capacity(header.tensors.len());
+    for (info, name) in header.tensors.iter().zip(names) {
         let raw = tensor_slice(bytes, header, info, file)?;
         let mut data = to_f32(info, raw, file)?;
         let dims = info.row_major_shape();
@@ -78,21 +97,9 @@ fn model_from(bytes: &[u8], header: &GgufHeader, file: &str) -> Result<GgufModel
         }
         tensors.push(NamedTensor { name, dims, data });
     }
+    let mut collector = WeightCollector::new(&config);
     collector.add_file(tensors, file)?;
     let weights = collector.finish(file)?;
-    let tokenizer = gguf_tokenizer(header, file, config.eos_token_id)?;
-    if let Some(t) = &tokenizer
-        && t.vocab_size() > config.vocab_size
-    {
-        return Err(model_err(
-            file,
-            format!(
-                "the tokenizer has {} ids but the embedding only {} rows",
-                t.vocab_size(),
-                config.vocab_size
-            ),
-        ));
-    }
     Ok(GgufModel {
         config,
         weights,
@@ -316,42 +323,41 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{module}.{kind}"))
 }
 
-/// A tensor's values as f32: F32 as is, F16 and BF16 widened (exactly); block-quantized
-/// and other types are errors naming the tensor.
-fn to_f32(info: &TensorInfo, raw: &[u8], file: &str) -> Result<Vec<f32>, IoError> {
+/// F32, F16 and BF16 are read; a block-quantized type or another plain type is an error
+/// naming the tensor and the type.
+fn check_type(info: &TensorInfo, file: &str) -> Result<(), IoError> {
     let t = info.ggml_type;
-    if t == GgmlType::F32 {
-        Ok(raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    } else if t == GgmlType::F16 {
-        Ok(raw
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect())
-    } else if t == GgmlType::BF16 {
-        Ok(raw
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect())
-    } else if t.is_block_quantized() {
-        Err(gguf_err(
-            file,
-            GgufError::Quantized {
-                tensor: info.name.clone(),
-                ggml_type: t.name.into(),
-            },
-        ))
-    } else {
-        Err(gguf_err(
-            file,
-            GgufError::UnsupportedType {
-                tensor: info.name.clone(),
-                ggml_type: t.name.into(),
-            },
-        ))
+    if [GgmlType::F32, GgmlType::F16, GgmlType::BF16].contains(&t) {
+        return Ok(());
     }
+    let (tensor, ggml_type) = (info.name.clone(), t.name.to_string());
+    Err(gguf_err(
+        file,
+        if t.is_block_quantized() {
+            GgufError::Quantized { tensor, ggml_type }
+        } else {
+            GgufError::UnsupportedType { tensor, ggml_type }
+        },
+    ))
+}
+
+/// A tensor's values as f32: F32 as is, F16 and BF16 widened (exactly).
+fn to_f32(info: &TensorInfo, raw: &[u8], file: &str) -> Result<Vec<f32>, IoError> {
+    check_type(info, file)?;
+    let t = info.ggml_type;
+    Ok(if t == GgmlType::F32 {
+        raw.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else if t == GgmlType::F16 {
+        raw.chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()
+    } else {
+        raw.chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()
+    })
 }
 
 /// Undoes `LlamaModel.permute`: within each of the `heads` blocks of `head_dim` rows,
