@@ -591,3 +591,72 @@ fn logprobs_and_generate_run_on_a_gguf_file() {
     ]);
     assert!(serde_json::from_str::<Value>(&chat).is_ok(), "{chat}");
 }
+
+/// `file` rewritten with `edit` applied to its metadata (tensors unchanged).
+fn with_metadata(file: &str, edit: impl Fn(&str, &MetaValue) -> Option<MetaValue>) -> Vec<u8> {
+    let f = GgufFile::open(&dir().join(file)).expect("open");
+    let mut w = GgufWriter::new();
+    for (k, v) in &f.header.metadata {
+        if let Some(v) = edit(k, v) {
+            w.add_metadata(k, v).expect("metadata");
+        }
+    }
+    for t in &f.header.tensors {
+        let bytes = f.tensor_bytes(t).expect("bytes").to_vec();
+        w.add_tensor(&t.name, &t.dims, t.ggml_type, bytes).expect("tensor");
+    }
+    w.to_bytes()
+}
+
+#[test]
+fn metadata_r1_cannot_use_is_named_by_key() {
+    let cases: [(&str, MetaValue, &[&str]); 4] = [
+        (
+            "tokenizer.ggml.pre",
+            MetaValue::String("falcon".into()),
+            &[
+                "tokenizer.ggml.pre",
+                "`falcon`",
+                "qwen2, deepseek-r1-qwen, llama-bpe, gpt-2",
+            ],
+        ),
+        (
+            "tokenizer.ggml.model",
+            MetaValue::String("llama".into()),
+            &["tokenizer.ggml.model", "`llama` is not read by r1 yet"],
+        ),
+        (
+            "general.architecture",
+            MetaValue::String("gemma".into()),
+            &["general.architecture", "`gemma`", "qwen2 and llama"],
+        ),
+        (
+            "qwen2.attention.head_count_kv",
+            MetaValue::U32(3),
+            &["qwen2.attention.head_count_kv", "must divide"],
+        ),
+    ];
+    for (key, value, needles) in cases {
+        let bytes = with_metadata("qwen2_tiny.f32.gguf", |k, v| {
+            Some(if k == key { value.clone() } else { v.clone() })
+        });
+        let e = gguf_model_from_bytes(&bytes, "m.gguf").expect_err(key).to_string();
+        for needle in needles {
+            assert!(e.contains(needle), "{key}: missing `{needle}` in: {e}");
+        }
+    }
+    let bytes = with_metadata("qwen2_tiny.f32.gguf", |k, v| {
+        (k != "qwen2.block_count").then(|| v.clone())
+    });
+    let e = gguf_model_from_bytes(&bytes, "m.gguf")
+        .expect_err("missing")
+        .to_string();
+    assert!(e.contains("metadata key `qwen2.block_count`: missing"), "{e}");
+    // Without tokenizer metadata the model still loads (ids only).
+    let bytes = with_metadata("qwen2_tiny.f32.gguf", |k, v| {
+        (!k.starts_with("tokenizer.")).then(|| v.clone())
+    });
+    let m = gguf_model_from_bytes(&bytes, "m.gguf").expect("loads without a tokenizer");
+    assert!(m.tokenizer.is_none());
+    assert_eq!(m.config.vocab_size, 96, "from token_embd.weight");
+}
