@@ -5,6 +5,7 @@
 //! error naming the key or tensor and the byte offset, and nothing is allocated beyond
 //! what the file itself holds.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
 
@@ -399,11 +400,13 @@ fn parse(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
         });
     }
 
+    // Sets, not scans: a hostile file may hold hundreds of thousands of entries.
+    let mut keys = HashSet::new();
     let mut metadata: Vec<(String, MetaValue)> = Vec::new();
     for i in 0..n_kv {
         let at = r.pos as u64;
         let key = r.string(&|| format!("the key of metadata entry #{i}"))?;
-        if metadata.iter().any(|(k, _)| *k == key) {
+        if !keys.insert(key.clone()) {
             return Err(GgufError::DuplicateKey { key, offset: at });
         }
         let what = || format!("the value of metadata key `{key}`");
@@ -423,11 +426,12 @@ fn parse(bytes: &[u8]) -> Result<GgufHeader, GgufError> {
         }
     };
 
+    let mut names = HashSet::new();
     let mut tensors: Vec<TensorInfo> = Vec::new();
     for i in 0..n_tensors {
         let info_at = r.pos as u64;
         let name = r.string(&|| format!("the name of tensor #{i}"))?;
-        if tensors.iter().any(|t| t.name == name) {
+        if !names.insert(name.clone()) {
             return Err(GgufError::DuplicateTensor { name, offset: info_at });
         }
         let what = |field: &str| format!("the {field} of tensor `{name}`");
