@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::chat::{ChatTemplate, RenderOptions, default_template};
 use crate::io::checkpoint::checkpoint_frame;
+use crate::io::gguf::{GgufFile, gguf_model_from_bytes, gguf_tokenizer_json};
 use crate::io::{
     ByteLevelTokenizer, DatasetFields, HfTokenizer, Tokenizer, decode_safetensors, hf_config_json,
     load_checkpoint_bytes, parse_hf_config, parse_jsonl, weights_from_safetensors_bytes,
@@ -25,7 +26,7 @@ use crate::serve::request::{GenerationBody, parse_json};
 pub type TargetBody = fn(&[u8]);
 
 /// Every target: its name (the directory of its corpus, `fuzz/corpus/<name>/`) and body.
-pub const TARGETS: [(&str, TargetBody); 8] = [
+pub const TARGETS: [(&str, TargetBody); 9] = [
     ("safetensors_load", safetensors_load),
     ("hf_config", hf_config),
     ("checkpoint_decode", checkpoint_decode),
@@ -34,6 +35,7 @@ pub const TARGETS: [(&str, TargetBody); 8] = [
     ("tokenizer_json", tokenizer_json),
     ("chat_template", chat_template),
     ("serve_request", serve_request),
+    ("gguf_read", gguf_read),
 ];
 
 /// A tiny model's `config.json`, for assembling weights from fuzzed safetensors.
@@ -200,5 +202,25 @@ pub fn serve_request(data: &[u8]) {
         && let Ok(prompts) = completion_prompts_with(tokenizer, "fuzz", prompt)
     {
         assert!(prompts.iter().all(|p| !p.tokens.is_empty()));
+    }
+}
+
+/// Any bytes as a GGUF file: the header (every count, length and offset checked against
+/// the file), each tensor's bytes (exactly its size), the metadata tokenizer as a
+/// `tokenizer.json`, and the whole model mapping — config, F32/F16/BF16 weights widened,
+/// llama's q/k rows put back, the tokenizer built and run — give a value or an error.
+pub fn gguf_read(data: &[u8]) {
+    if let Ok(file) = GgufFile::from_bytes(data.to_vec(), "fuzz") {
+        for t in &file.header.tensors {
+            let bytes = file.tensor_bytes(t);
+            assert!(bytes.is_ok_and(|b| b.len() as u64 == t.size), "tensor `{}`", t.name);
+        }
+        let _ = gguf_tokenizer_json(&file.header, "fuzz");
+    }
+    if let Ok(model) = gguf_model_from_bytes(data, "fuzz")
+        && let Some(tokenizer) = model.tokenizer
+        && let Ok(ids) = tokenizer.encode("Hello <think>world</think> 🙂")
+    {
+        let _ = tokenizer.decode(&ids);
     }
 }

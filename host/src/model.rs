@@ -1,5 +1,5 @@
 //! A model ready to run: its config, tokenizer and weights on a backend — loaded from a
-//! Hugging Face directory, from an r1 checkpoint, or created from a config (`--init`)
+//! Hugging Face directory, a GGUF file (F32/F16/BF16 weights), an r1 checkpoint, or created from a config (`--init`)
 //! with the byte-level tokenizer — and saved back as a checkpoint. A directory without
 //! `tokenizer.json` loads too: it runs on token ids, and commands that need text say so.
 
@@ -9,6 +9,7 @@ use r1_core::backend::Backend;
 use r1_core::model::ModelConfig;
 
 use crate::engine::Detokenizer;
+use crate::io::gguf::{is_gguf_file, load_gguf_model};
 use crate::io::{
     Checkpoint, IoError, OptimizerState, Tokenizer, TokenizerSpec, Weights, load_checkpoint, load_hf_model,
     save_checkpoint,
@@ -34,8 +35,9 @@ pub struct HostModel {
     pub weights: Weights,
 }
 
-/// Reads a model directory (`config.json` + safetensors [+ `tokenizer.json`]) or an r1
-/// checkpoint file, whichever `path` is.
+/// Reads a model directory (`config.json` + safetensors [+ `tokenizer.json`]), a GGUF
+/// file (told by its magic bytes; its tokenizer and chat template come from its
+/// metadata) or an r1 checkpoint file, whichever `path` is.
 pub fn read_model(path: &Path) -> Result<HostModel, ModelError> {
     let name = path.display().to_string();
     if path.is_dir() {
@@ -50,6 +52,18 @@ pub fn read_model(path: &Path) -> Result<HostModel, ModelError> {
             tokenizer,
             weights: hf.weights,
         })
+    } else if is_gguf_file(path) {
+        let gguf = load_gguf_model(path)?;
+        let tokenizer = match gguf.tokenizer {
+            Some(t) => Tokenizer::HuggingFace(Box::new(t)),
+            None => Tokenizer::missing(&name, &gguf.config),
+        };
+        tokenizer.check_fits(&gguf.config)?;
+        Ok(HostModel {
+            config: gguf.config,
+            tokenizer,
+            weights: gguf.weights,
+        })
     } else if path.exists() {
         let ckpt = load_checkpoint(path)?;
         let tokenizer = match &ckpt.tokenizer {
@@ -63,7 +77,7 @@ pub fn read_model(path: &Path) -> Result<HostModel, ModelError> {
         })
     } else {
         Err(ModelError::Invalid(format!(
-            "{name}: no such model directory or checkpoint file"
+            "{name}: no such model directory, GGUF file or checkpoint file"
         )))
     }
 }
@@ -136,7 +150,8 @@ impl Detokenizer for Tokenizer {
 }
 
 impl<B: Backend> Model<B> {
-    /// Loads a model directory or an r1 checkpoint (see [`read_model`]) onto `backend`.
+    /// Loads a model directory, a GGUF file or an r1 checkpoint (see [`read_model`]) onto
+    /// `backend`.
     pub fn load(backend: &B, path: &Path) -> Result<Self, ModelError> {
         let host = read_model(path)?;
         Self::from_weights(backend, host.config, host.tokenizer, host.weights)

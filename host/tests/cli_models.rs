@@ -151,7 +151,10 @@ fn export_of_a_missing_model_names_the_path() {
     let dir = tempfile::tempdir().expect("temp dir");
     let missing = dir.path().join("nope.ckpt");
     let out = r1host(&["export", path(&missing), "--out", path(&dir.path().join("out"))]);
-    assert_fails_with(&out, &["nope.ckpt", "no such model directory or checkpoint file"]);
+    assert_fails_with(
+        &out,
+        &["nope.ckpt", "no such model directory, GGUF file or checkpoint file"],
+    );
 }
 
 #[test]

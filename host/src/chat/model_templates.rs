@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::chat::ChatError;
+use crate::io::gguf;
 use crate::io::tokenizer::TOKENIZER_CONFIG_FILE;
 
 pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
@@ -31,15 +32,15 @@ pub struct ModelTemplates {
     pub eos_token: Option<String>,
 }
 
-/// The templates of the model at `path`; `None` for a checkpoint file or a directory
-/// without any.
+/// The templates of the model at `path`: a directory's files, or a GGUF file's
+/// `tokenizer.chat_template`; `None` for a checkpoint file or a model without any.
 pub fn read(path: &Path) -> Result<Option<ModelTemplates>, ChatError> {
     let meta = std::fs::metadata(path).map_err(|source| ChatError::File {
         path: path.to_path_buf(),
         source,
     })?;
     if !meta.is_dir() {
-        return Ok(None);
+        return gguf_templates(path);
     }
     let config_path = path.join(TOKENIZER_CONFIG_FILE);
     let config = read_json(&config_path)?;
@@ -57,6 +58,31 @@ pub fn read(path: &Path) -> Result<Option<ModelTemplates>, ChatError> {
         bos_token: token("bos_token"),
         eos_token: token("eos_token"),
         templates,
+    }))
+}
+
+/// A GGUF file's `tokenizer.chat_template` (as the `default` template) with its BOS and
+/// EOS token texts; `None` for a file that is not GGUF or has no template.
+fn gguf_templates(path: &Path) -> Result<Option<ModelTemplates>, ChatError> {
+    if !gguf::is_gguf_file(path) {
+        return Ok(None);
+    }
+    let bad = |e: crate::io::IoError| ChatError::BadConfig {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let file = gguf::GgufFile::open(path).map_err(bad)?;
+    let Some(source) = gguf::gguf_chat_template(&file.header, &file.label).map_err(bad)? else {
+        return Ok(None);
+    };
+    Ok(Some(ModelTemplates {
+        templates: vec![NamedTemplate {
+            name: DEFAULT.into(),
+            label: format!("{} (tokenizer.chat_template)", path.display()),
+            source,
+        }],
+        bos_token: gguf::token_text(&file.header, "tokenizer.ggml.bos_token_id"),
+        eos_token: gguf::token_text(&file.header, "tokenizer.ggml.eos_token_id"),
     }))
 }
 

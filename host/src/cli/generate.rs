@@ -15,7 +15,7 @@ use crate::model::Model;
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// A Hugging Face model directory or an r1 checkpoint.
+    /// A Hugging Face model directory, a GGUF file (F32/F16/BF16) or an r1 checkpoint.
     #[arg(long)]
     model: PathBuf,
     #[arg(long)]

@@ -13,7 +13,7 @@ use crate::train::lm_graph::{Feed, LmGraph, Objective};
 
 #[derive(Debug, clap::Args)]
 pub struct LogprobsArgs {
-    /// A Hugging Face model directory or an r1 checkpoint.
+    /// A Hugging Face model directory, a GGUF file (F32/F16/BF16) or an r1 checkpoint.
     #[arg(long)]
     model: PathBuf,
     /// Comma-separated token ids.

@@ -18,7 +18,7 @@ use crate::serve::{AppState, Generator, ModelLoader, ModelRegistry, RewardPlugin
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// A model directory or checkpoint to serve, optionally named (`PATH=NAME`; default
+    /// A model directory, GGUF file or checkpoint to serve, optionally named (`PATH=NAME`; default
     /// name: the directory or file stem). Repeatable; optional with `--state-dir` (a
     /// daemon for training jobs, which serves their models once they finish).
     #[arg(long = "model", value_name = "PATH[=NAME]", required_unless_present = "state_dir")]

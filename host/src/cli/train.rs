@@ -32,7 +32,7 @@ pub struct SftArgs {
     /// JSONL with one `{"prompt": …, "completion": …}` object per line.
     #[arg(long)]
     data: PathBuf,
-    /// Start from this Hugging Face directory or r1 checkpoint…
+    /// Start from this Hugging Face directory, GGUF file or r1 checkpoint…
     #[arg(long, conflicts_with = "init")]
     model: Option<PathBuf>,
     /// …or create a fresh model from this config.json (byte-level tokenizer).

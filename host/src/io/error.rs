@@ -1,5 +1,5 @@
-//! `IoError`: every way reading or writing a model directory, tokenizer, dataset or
-//! checkpoint can fail, each naming the file and the tensor, field or line at fault.
+//! `IoError`: every way reading or writing a model directory, GGUF file, tokenizer,
+//! dataset or checkpoint can fail, each naming the file and the tensor, field or line at fault.
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +113,13 @@ pub enum IoError {
     /// A checkpoint that is torn, foreign or inconsistent.
     #[error("checkpoint {file}: {kind}")]
     Checkpoint { file: String, kind: CheckpointError },
+
+    /// A GGUF file that is truncated, corrupt, or holds what r1 does not read yet.
+    #[error("GGUF {file}: {kind}")]
+    Gguf {
+        file: String,
+        kind: crate::io::gguf::GgufError,
+    },
 }
 
 /// Why a checkpoint cannot be loaded.

@@ -190,8 +190,9 @@ fn is_plain_file_name(name: &str) -> bool {
     matches!((comps.next(), comps.next()), (Some(Component::Normal(_)), None)) && !name.contains(['/', '\\'])
 }
 
-/// Slots for the weights of a config, filled from one or more files.
-struct WeightCollector {
+/// Slots for the weights of a config, filled from one or more files (safetensors shards,
+/// or a GGUF file's tensors under their Hugging Face names).
+pub(crate) struct WeightCollector {
     slots: Vec<(NamedTensor, Option<String>)>,
     index: HashMap<String, usize>,
     tied: bool,
@@ -202,7 +203,7 @@ struct WeightCollector {
 }
 
 impl WeightCollector {
-    fn new(config: &ModelConfig) -> Self {
+    pub(crate) fn new(config: &ModelConfig) -> Self {
         let specs = config.param_specs();
         let index = specs.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
         let slots = specs
@@ -228,7 +229,7 @@ impl WeightCollector {
         }
     }
 
-    fn add_file(&mut self, tensors: Vec<NamedTensor>, file: &str) -> Result<(), IoError> {
+    pub(crate) fn add_file(&mut self, tensors: Vec<NamedTensor>, file: &str) -> Result<(), IoError> {
         for t in tensors {
             // Older checkpoints store RoPE's inverse frequencies; they follow from the config.
             if t.name.ends_with("rotary_emb.inv_freq") {
@@ -274,7 +275,7 @@ impl WeightCollector {
         Ok(())
     }
 
-    fn finish(self, location: &str) -> Result<Weights, IoError> {
+    pub(crate) fn finish(self, location: &str) -> Result<Weights, IoError> {
         let mut tensors = Vec::with_capacity(self.slots.len());
         for (t, origin) in self.slots {
             if origin.is_none() {

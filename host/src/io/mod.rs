@@ -1,4 +1,5 @@
-//! Model and data I/O: Hugging Face model directories (config.json + safetensors),
+//! Model and data I/O: Hugging Face model directories (config.json + safetensors), GGUF
+//! files (llama.cpp's format),
 //! tokenizers (byte-level and `tokenizer.json`), JSONL datasets, training checkpoints and
 //! the export of a model as a Hugging Face directory.
 //! Everything read from outside is validated and every failure is an [`IoError`] naming
@@ -10,6 +11,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod error;
 pub mod export;
+pub mod gguf;
 pub mod hf;
 pub mod hf_config;
 pub mod safetensors_f32;

@@ -301,6 +301,18 @@ impl HfTokenizer {
         })
     }
 
+    /// Number of ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Sets the chat template a model file carries beside its tokenizer (a GGUF file's
+    /// `tokenizer.chat_template`).
+    pub fn with_chat_template(mut self, template: Option<Value>) -> HfTokenizer {
+        self.chat_template = template;
+        self
+    }
+
     pub fn eos_token(&self) -> &str {
         &self.eos_token
     }

@@ -1,0 +1,662 @@
+//! GGUF files (`r1_host::io::gguf`) against `tests/fixtures/gguf/`, written by gguf-py's
+//! `GGUFWriter` as llama.cpp's converter lays them out (`make_gguf_fixtures.py`):
+//! the header and shapes, the model mapping (the same tiny Qwen2 and Llama as a Hugging
+//! Face directory and as F32/F16 GGUF give the same log-probs — llama through the q/k
+//! permutation), the tokenizer of the metadata against `tokenizers`' ids, the chat
+//! template, the "not yet" error of a Q8_0 file, the writer's round trip, and truncated
+//! or corrupted files (an error naming where, never a panic).
+
+mod io_support;
+
+use std::path::PathBuf;
+
+use r1_backend_cpu::CpuBackend;
+use r1_core::model::ModelConfig;
+use r1_host::chat::{ChatTemplate, RenderOptions};
+use r1_host::io::gguf::tokenizer::gguf_tokenizer;
+use r1_host::io::gguf::{
+    GgmlType, GgufError, GgufFile, GgufWriter, MetaArray, MetaValue, gguf_model_from_bytes, parse_header,
+};
+use r1_host::io::{HfTokenizer, IoError, Weights, load_hf_model};
+use r1_host::model::{Model, read_model};
+use r1_host::train::lm_graph::{Feed, LmGraph, Objective};
+use serde_json::Value;
+
+use io_support::fixtures;
+
+fn dir() -> PathBuf {
+    fixtures().join("gguf")
+}
+
+fn expected() -> Value {
+    serde_json::from_slice(&std::fs::read(dir().join("expected.json")).expect("expected.json")).expect("json")
+}
+
+/// Ids every model fixture knows (vocab 96), long enough to cross several RoPE angles.
+const TOKENS: [u32; 20] = [0, 5, 17, 44, 95, 3, 60, 61, 62, 1, 2, 90, 33, 12, 7, 80, 94, 50, 25, 4];
+
+fn log_probs(config: &ModelConfig, weights: Weights) -> Vec<f32> {
+    let backend = CpuBackend::new();
+    let model =
+        Model::from_weights(&backend, config.clone(), r1_host::io::Tokenizer::byte_level(), weights).expect("upload");
+    let ids: Vec<i32> = TOKENS.iter().map(|&t| t as i32).collect();
+    let n = ids.len() - 1;
+    let mut graph = LmGraph::new(&backend, config, 1, n, Objective::TokenLogProbs { temperature: 1.0 }).expect("graph");
+    let (logp, _) = graph
+        .forward(
+            &backend,
+            &model.params,
+            &Feed {
+                ids: &ids[..n],
+                targets: &ids[1..],
+                weights: None,
+            },
+        )
+        .expect("forward");
+    logp
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn the_header_of_a_converter_file_reads_with_ggml_dims_innermost_first() {
+    let file = GgufFile::open(&dir().join("llama_tiny.f16.gguf")).expect("open");
+    let h = &file.header;
+    assert_eq!(h.version, 3);
+    assert_eq!(h.alignment, 32);
+    assert_eq!(h.data_start % 32, 0);
+    assert_eq!(h.get("general.architecture"), Some(&MetaValue::String("llama".into())));
+    assert_eq!(h.get("llama.embedding_length").and_then(MetaValue::as_u64), Some(24));
+    assert_eq!(
+        h.get("llama.attention.layer_norm_rms_epsilon"),
+        Some(&MetaValue::F32(1e-5))
+    );
+    let tokens = h
+        .get("tokenizer.ggml.tokens")
+        .and_then(MetaValue::as_array)
+        .expect("tokens");
+    assert_eq!(tokens.len(), 96);
+    assert_eq!(tokens.as_strings().map(|t| t[0].as_str()), Some("<|endoftext|>"));
+    // `[out, in]` = [96, 24] in PyTorch is ne = [24, 96] in GGUF.
+    let embd = h.tensor("token_embd.weight").expect("token_embd");
+    assert_eq!(embd.dims, [24, 96]);
+    assert_eq!(embd.row_major_shape(), [96, 24]);
+    assert_eq!(embd.ggml_type, GgmlType::F16);
+    assert_eq!(embd.size, 96 * 24 * 2);
+    // 1-D tensors stay F32 in an F16 file, as the converter keeps them.
+    assert_eq!(
+        h.tensor("blk.1.attn_norm.weight").map(|t| t.ggml_type),
+        Some(GgmlType::F32)
+    );
+    assert_eq!(h.tensor("blk.0.attn_q.bias").map(|t| t.dims.clone()), Some(vec![24]));
+    let down = h.tensor("blk.0.ffn_down.weight").expect("ffn_down");
+    assert_eq!(down.row_major_shape(), [24, 40]);
+    assert_eq!(file.tensor_bytes(down).expect("bytes").len(), 24 * 40 * 2);
+}
+
+#[test]
+fn gguf_models_equal_their_hugging_face_directories_f32_bit_for_bit_and_f16_rounded() {
+    let exp = expected();
+    for (name, m) in exp["models"].as_object().expect("models") {
+        let hf = load_hf_model(&dir().join(m["hf_dir"].as_str().expect("hf_dir"))).expect("hf dir");
+        let reference = log_probs(&hf.config, hf.weights.clone());
+
+        let f32_path = dir().join(m["files"]["f32"].as_str().expect("f32"));
+        let g = read_model(&f32_path).unwrap_or_else(|e| panic!("{name} f32: {e}"));
+        assert_eq!(g.config, hf.config, "{name}: the config from the metadata");
+        for (a, b) in g.weights.iter().zip(hf.weights.iter()) {
+            assert_eq!((&a.name, &a.dims), (&b.name, &b.dims));
+            assert_eq!(bits(&a.data), bits(&b.data), "{name}: {} (f32)", a.name);
+        }
+        assert_eq!(
+            bits(&log_probs(&g.config, g.weights)),
+            bits(&reference),
+            "{name}: f32 log-probs"
+        );
+
+        // F16: the HF weights rounded to f16 where the converter stored F16.
+        let f16_names: Vec<&str> = m["f16_tensors"]
+            .as_array()
+            .expect("f16_tensors")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut rounded = hf.weights.clone();
+        for t in &mut rounded.tensors {
+            if f16_names.contains(&t.name.as_str()) {
+                for v in &mut t.data {
+                    *v = half::f16::from_f32(*v).to_f32();
+                }
+            }
+        }
+        let f16_path = dir().join(m["files"]["f16"].as_str().expect("f16"));
+        let g16 = read_model(&f16_path).unwrap_or_else(|e| panic!("{name} f16: {e}"));
+        assert_eq!(g16.weights, rounded, "{name}: f16 weights");
+        let got = log_probs(&g16.config, g16.weights);
+        assert_eq!(
+            bits(&got),
+            bits(&log_probs(&hf.config, rounded)),
+            "{name}: f16 log-probs"
+        );
+        // And near the f32 model (f16 rounding moves log-probs by far less than 0.05).
+        for (a, b) in got.iter().zip(&reference) {
+            assert!((a - b).abs() < 0.05, "{name}: f16 {a} vs f32 {b}");
+        }
+    }
+}
+
+/// The llama fixture rewritten with every 2-D weight as BF16 (the F32 file's values
+/// rounded by `half`, as torch rounds them) loads as the HF weights rounded the same way.
+#[test]
+fn bf16_weights_are_widened_exactly() {
+    let file = GgufFile::open(&dir().join("llama_tiny.f32.gguf")).expect("open");
+    let mut w = GgufWriter::new();
+    for (k, v) in &file.header.metadata {
+        w.add_metadata(k, v.clone()).expect("metadata");
+    }
+    for t in &file.header.tensors {
+        let raw = file.tensor_bytes(t).expect("bytes");
+        if t.dims.len() == 2 {
+            let data = raw
+                .chunks_exact(4)
+                .flat_map(|c| half::bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+                .collect();
+            w.add_tensor(&t.name, &t.dims, GgmlType::BF16, data).expect("bf16");
+        } else {
+            w.add_tensor(&t.name, &t.dims, t.ggml_type, raw.to_vec()).expect("f32");
+        }
+    }
+    let g = gguf_model_from_bytes(&w.to_bytes(), "bf16.gguf").expect("bf16 model");
+    let mut want = load_hf_model(&dir().join("llama_tiny_hf")).expect("hf").weights;
+    for t in want.tensors.iter_mut().filter(|t| t.dims.len() == 2) {
+        for v in &mut t.data {
+            *v = half::bf16::from_f32(*v).to_f32();
+        }
+    }
+    assert_eq!(g.weights, want);
+}
+
+#[test]
+fn without_undoing_the_llama_permutation_the_log_probs_would_differ() {
+    // The permutation is not a no-op on this model: the stored q rows are not HF's.
+    let file = GgufFile::open(&dir().join("llama_tiny.f32.gguf")).expect("open");
+    let q = file.header.tensor("blk.0.attn_q.weight").expect("attn_q");
+    let stored: Vec<f32> = file
+        .tensor_bytes(q)
+        .expect("bytes")
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let hf = load_hf_model(&dir().join("llama_tiny_hf")).expect("hf");
+    let hf_q = hf
+        .weights
+        .get("model.layers.0.self_attn.q_proj.weight")
+        .expect("q_proj");
+    assert_ne!(bits(&stored), bits(&hf_q.data));
+    // Row 1 of the file (head 0, i = 1, j = 0) is HF's row 3 (= head_dim 6 / 2).
+    assert_eq!(bits(&stored[24..48]), bits(&hf_q.data[3 * 24..4 * 24]));
+}
+
+#[test]
+fn a_block_quantized_weight_is_refused_naming_the_tensor_and_type() {
+    let exp = expected();
+    let q = &exp["q8_0"];
+    let path = dir().join(q["file"].as_str().expect("file"));
+    let header = GgufFile::open(&path).expect("the header itself reads").header;
+    let t = header
+        .tensor(q["tensor"].as_str().expect("tensor"))
+        .expect("the tensor");
+    assert_eq!(t.ggml_type, GgmlType::Q8_0);
+    assert_eq!(t.dims, [32, 16]);
+    assert_eq!(t.size, 16 * 34, "16 rows of 32 values: one 34-byte block each");
+    let Err(err) = read_model(&path) else {
+        panic!("a Q8_0 weight must be refused")
+    };
+    let err = err.to_string();
+    assert!(err.contains("blk.0.ffn_down.weight") && err.contains("Q8_0"), "{err}");
+    assert!(err.contains("quantized kernels are not there yet"), "{err}");
+}
+
+fn tokenizer_of(file: &str) -> HfTokenizer {
+    let f = GgufFile::open(&dir().join(file)).expect("open");
+    gguf_tokenizer(&f.header, &f.label, Some(0))
+        .expect("tokenizer")
+        .expect("the file has one")
+}
+
+#[test]
+fn the_metadata_tokenizer_encodes_as_tokenizers_does_for_each_pre_tokenizer() {
+    let exp = expected();
+    for (pre, t) in exp["tokenizers"].as_object().expect("tokenizers") {
+        let tok = tokenizer_of(t["file"].as_str().expect("file"));
+        assert_eq!(tok.vocab_size(), 320, "{pre}");
+        assert_eq!(tok.eos_token(), "<|endoftext|>");
+        for case in t["cases"].as_array().expect("cases") {
+            let text = case["text"].as_str().expect("text");
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_u64().expect("id") as u32)
+                .collect();
+            assert_eq!(tok.encode(text).expect("encode"), want, "{pre}: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn the_gpt2_gguf_tokenizer_matches_the_tokenizer_json_it_was_made_from() {
+    let tok = tokenizer_of("tokenizer_gpt-2.gguf");
+    let json_dir = fixtures().join("tokenizer");
+    let reference = HfTokenizer::from_json_bytes(
+        &std::fs::read(json_dir.join("tokenizer.json")).expect("tokenizer.json"),
+        "tokenizer.json",
+        Some("<|endoftext|>"),
+        None,
+    )
+    .expect("reference");
+    let exp: Value =
+        serde_json::from_slice(&std::fs::read(json_dir.join("expected.json")).expect("expected")).expect("json");
+    let mut texts: Vec<String> = exp["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| c["text"].as_str().expect("text").to_string())
+        .collect();
+    texts.push("<think>x</think> <answer>  7</answer>\n\n\ttabs ünïcödé 🙂".into());
+    for case in exp["cases"].as_array().expect("cases") {
+        let text = case["text"].as_str().expect("text");
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_u64().expect("id") as u32)
+            .collect();
+        assert_eq!(tok.encode(text).expect("encode"), ids, "{text:?}");
+        assert_eq!(
+            tok.decode(&ids).expect("decode"),
+            case["decoded"].as_str().expect("decoded")
+        );
+    }
+    for text in &texts {
+        assert_eq!(
+            tok.encode(text).expect("encode"),
+            reference.encode(text).expect("encode"),
+            "{text:?}"
+        );
+    }
+    // Special tokens are control tokens in the GGUF, special again here.
+    assert_eq!(tok.encode("<think>").expect("encode"), [1]);
+}
+
+#[test]
+fn the_chat_template_comes_from_the_metadata() {
+    let path = dir().join("qwen2_tiny.f32.gguf");
+    let template = ChatTemplate::from_model_path(&path, None)
+        .expect("reads")
+        .expect("the file has one");
+    assert_eq!(template.eos_token(), Some("<|endoftext|>"));
+    let messages = vec![serde_json::json!({"role": "user", "content": "2+2?"})];
+    let text = template
+        .render(
+            &messages,
+            &RenderOptions {
+                add_generation_prompt: true,
+                ..RenderOptions::default()
+            },
+        )
+        .expect("render");
+    assert_eq!(text, "<｜User｜>2+2?<｜Assistant｜><think>\n");
+    let model = read_model(&path).expect("model");
+    let r1_host::io::Tokenizer::HuggingFace(t) = &model.tokenizer else {
+        panic!("a GGUF with tokenizer metadata has a Hugging Face tokenizer")
+    };
+    assert_eq!(
+        t.chat_template(),
+        Some(&Value::String(
+            expected()["chat_template"].as_str().expect("template").into()
+        ))
+    );
+}
+
+fn sample_writer() -> GgufWriter {
+    let mut w = GgufWriter::new();
+    let meta = [
+        ("general.architecture", MetaValue::String("qwen2".into())),
+        ("a.u8", MetaValue::U8(200)),
+        ("a.i8", MetaValue::I8(-5)),
+        ("a.u16", MetaValue::U16(60000)),
+        ("a.i16", MetaValue::I16(-30000)),
+        ("a.u32", MetaValue::U32(4_000_000_000)),
+        ("a.i32", MetaValue::I32(-2_000_000_000)),
+        ("a.u64", MetaValue::U64(u64::MAX)),
+        ("a.i64", MetaValue::I64(i64::MIN)),
+        ("a.f32", MetaValue::F32(1.5e-6)),
+        ("a.f64", MetaValue::F64(-2.25e300)),
+        ("a.bool", MetaValue::Bool(true)),
+        ("a.string", MetaValue::String("héllo 🙂".into())),
+        (
+            "a.strings",
+            MetaValue::Array(MetaArray::String(vec!["".into(), "Ġa b".into(), "東京".into()])),
+        ),
+        ("a.i32s", MetaValue::Array(MetaArray::I32(vec![1, -3, 4]))),
+        ("a.f64s", MetaValue::Array(MetaArray::F64(vec![0.5, -1.0]))),
+        ("a.bools", MetaValue::Array(MetaArray::Bool(vec![false, true]))),
+        ("a.u8s", MetaValue::Array(MetaArray::U8(vec![]))),
+        ("general.alignment", MetaValue::U32(64)),
+    ];
+    for (k, v) in meta {
+        w.add_metadata(k, v).expect("metadata");
+    }
+    w.add_f32("t.f32", &[3, 2], &[1.0, -2.0, 3.5, 0.0, -0.0, 7.25])
+        .expect("f32");
+    w.add_f16("t.f16", &[5], &[0.5, 1.0, -3.0, 65504.0, 1e-3]).expect("f16");
+    w.add_tensor("t.q8_0", &[64, 1], GgmlType::Q8_0, (0..68).collect())
+        .expect("q8_0");
+    w
+}
+
+#[test]
+fn the_writer_round_trips_every_value_type_and_tensor() {
+    let w = sample_writer();
+    let bytes = w.to_bytes();
+    let file = GgufFile::from_bytes(bytes.clone(), "<bytes>").expect("reads back");
+    let h = &file.header;
+    assert_eq!(h.alignment, 64);
+    assert_eq!(h.data_start % 64, 0);
+    assert_eq!(h.metadata.len(), 19);
+    assert_eq!(h.get("a.i64"), Some(&MetaValue::I64(i64::MIN)));
+    assert_eq!(
+        h.get("a.strings"),
+        Some(&MetaValue::Array(MetaArray::String(vec![
+            "".into(),
+            "Ġa b".into(),
+            "東京".into()
+        ])))
+    );
+    assert_eq!(h.get("a.f32"), Some(&MetaValue::F32(1.5e-6)));
+    let names: Vec<&str> = h.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["t.f32", "t.f16", "t.q8_0"]);
+    assert!(h.tensors.iter().all(|t| t.offset % 64 == 0));
+    let f32s = h.tensor("t.f32").expect("t.f32");
+    assert_eq!(f32s.dims, [2, 3]);
+    let raw = file.tensor_bytes(f32s).expect("bytes");
+    assert_eq!(&raw[8..12], &3.5f32.to_le_bytes());
+    let q = h.tensor("t.q8_0").expect("q8_0");
+    assert_eq!(file.tensor_bytes(q).expect("bytes"), (0..68).collect::<Vec<u8>>());
+
+    // Written atomically to disk, it reads back the same.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("x.gguf");
+    w.write(&path).expect("write");
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+    assert_eq!(GgufFile::open(&path).expect("open").header, file.header);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).expect("ls").count(),
+        1,
+        "no temporary left"
+    );
+}
+
+#[test]
+fn the_writer_refuses_what_it_cannot_write_consistently() {
+    let mut w = GgufWriter::new();
+    w.add_metadata("k", MetaValue::U8(1)).expect("first");
+    assert!(w.add_metadata("k", MetaValue::U8(2)).is_err());
+    assert!(w.add_metadata("general.alignment", MetaValue::U32(48)).is_err());
+    assert!(
+        w.add_tensor("q", &[48, 2], GgmlType::Q8_0, vec![0; 102]).is_err(),
+        "48 is not whole blocks"
+    );
+    assert!(w.add_tensor("f", &[2, 2], GgmlType::F32, vec![0; 15]).is_err());
+    assert!(w.add_tensor("f", &[1, 1, 1, 1, 1], GgmlType::F32, vec![0; 4]).is_err());
+}
+
+fn gguf_kind(e: IoError) -> GgufError {
+    match e {
+        IoError::Gguf { kind, .. } => kind,
+        other => panic!("not a GGUF error: {other}"),
+    }
+}
+
+/// Offset of the first tensor info's type field in `sample_writer`'s bytes.
+fn first_type_field(bytes: &[u8]) -> usize {
+    let h = parse_header(bytes, "x").expect("valid");
+    let info = h.tensors[0].info_at as usize;
+    // name (8 + 5 bytes "t.f32"), n_dims (4), 2 dims (16).
+    info + 8 + 5 + 4 + 16
+}
+
+#[test]
+fn broken_headers_are_errors_naming_the_place() {
+    let good = sample_writer().to_bytes();
+
+    let mut b = good.clone();
+    b[0] = b'X';
+    assert!(matches!(
+        gguf_kind(parse_header(&b, "x").expect_err("magic")),
+        GgufError::Magic { .. }
+    ));
+
+    let mut b = good.clone();
+    b[4..8].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(gguf_kind(parse_header(&b, "x").expect_err("v1")), GgufError::Version(1));
+    b[4..8].copy_from_slice(&3u32.to_be_bytes());
+    assert_eq!(gguf_kind(parse_header(&b, "x").expect_err("be")), GgufError::BigEndian);
+
+    let mut b = good.clone();
+    b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    let e = parse_header(&b, "x").expect_err("count").to_string();
+    assert!(e.contains("18446744073709551615 tensors"), "{e}");
+
+    let mut b = good.clone();
+    let at = first_type_field(&b);
+    b[at..at + 4].copy_from_slice(&4u32.to_le_bytes());
+    let e = parse_header(&b, "file.gguf").expect_err("type 4");
+    assert!(
+        e.to_string().contains("t.f32") && e.to_string().contains("type id 4"),
+        "{e}"
+    );
+    b[at..at + 4].copy_from_slice(&13u32.to_le_bytes()); // Q5_K: 2 is not a whole block
+    let e = parse_header(&b, "x").expect_err("Q5_K").to_string();
+    assert!(e.contains("t.f32") && e.contains("Q5_K"), "{e}");
+    b[at + 4..at + 12].copy_from_slice(&3u64.to_le_bytes());
+    b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    let e = parse_header(&b, "x").expect_err("misaligned").to_string();
+    assert!(e.contains("t.f32") && e.contains("alignment 64"), "{e}");
+
+    // Truncated inside the data: the tensor is named.
+    let e = parse_header(&good[..good.len() - 64], "x")
+        .expect_err("short")
+        .to_string();
+    assert!(e.contains("t.q8_0") && e.contains("past the end"), "{e}");
+    // Truncated inside a metadata string: the key and offset are named.
+    let cut = good.windows(9).position(|w| w == b"a.strings").expect("key") + 20;
+    let e = parse_header(&good[..cut], "x").expect_err("short").to_string();
+    assert!(
+        e.contains("a.strings") && e.contains(&format!("byte {}", cut - 3)),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_type_r1_does_not_read_is_named() {
+    let mut w = GgufWriter::new();
+    let cfg = std::fs::read(dir().join("qwen2_tiny.f32.gguf")).expect("fixture");
+    let h = parse_header(&cfg, "x").expect("header");
+    for (k, v) in &h.metadata {
+        w.add_metadata(k, v.clone()).expect("meta");
+    }
+    let file = GgufFile::from_bytes(cfg.clone(), "x").expect("file");
+    for t in &h.tensors {
+        let (ty, data) = if t.name == "blk.1.attn_k.weight" {
+            (GgmlType::from_name("I8").expect("I8"), vec![0u8; t.elems() as usize])
+        } else {
+            (t.ggml_type, file.tensor_bytes(t).expect("bytes").to_vec())
+        };
+        w.add_tensor(&t.name, &t.dims, ty, data).expect("tensor");
+    }
+    let e = gguf_model_from_bytes(&w.to_bytes(), "m.gguf")
+        .expect_err("I8")
+        .to_string();
+    assert!(
+        e.contains("tensor `blk.1.attn_k.weight` has type I8, which r1 does not read yet"),
+        "{e}"
+    );
+}
+
+/// Every truncation of a valid file is an error (up to the end of its last tensor), and
+/// every byte of its header and the start of its data, overwritten, gives `Ok` or an
+/// error — never a panic.
+#[test]
+fn every_truncation_and_corruption_of_a_valid_file_is_an_error_not_a_panic() {
+    let good = std::fs::read(dir().join("qwen2_tiny.f16.gguf")).expect("fixture");
+    let h = parse_header(&good, "x").expect("valid");
+    let end = h
+        .tensors
+        .iter()
+        .map(|t| h.data_start + t.offset + t.size)
+        .max()
+        .expect("tensors") as usize;
+    assert!(gguf_model_from_bytes(&good, "x").is_ok());
+    for cut in 0..good.len() {
+        let r = gguf_model_from_bytes(&good[..cut], "x");
+        if cut < end {
+            assert!(r.is_err(), "truncated to {cut} bytes but read");
+        }
+    }
+    let header_end = h.data_start as usize + 64;
+    for at in 0..header_end.min(good.len()) {
+        for value in [0x00, 0xff, good[at] ^ 0x01, good[at].wrapping_add(0x40)] {
+            let mut b = good.clone();
+            b[at] = value;
+            let _ = gguf_model_from_bytes(&b, "x");
+        }
+    }
+}
+
+#[test]
+fn logprobs_and_generate_run_on_a_gguf_file() {
+    let path = dir().join("llama_tiny.f16.gguf");
+    let p = path.to_str().expect("utf-8");
+    let tokens = TOKENS.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_r1host"))
+            .args(args)
+            .output()
+            .expect("run r1host");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out: Value = serde_json::from_str(&run(&["logprobs", "--model", p, "--tokens", &tokens])).expect("json");
+    let model = read_model(&path).expect("model");
+    let want = log_probs(&model.config, model.weights);
+    let got: Vec<f32> = out["logprobs"]
+        .as_array()
+        .expect("logprobs")
+        .iter()
+        .map(|v| v.as_f64().expect("f64") as f32)
+        .collect();
+    assert_eq!(bits(&got), bits(&want));
+    let text = run(&[
+        "generate",
+        "--model",
+        p,
+        "--prompt",
+        "Hi",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]);
+    assert!(!text.is_empty());
+    let chat = run(&[
+        "generate",
+        "--model",
+        p,
+        "--prompt",
+        "Hi",
+        "--chat",
+        "--max-new-tokens",
+        "3",
+        "--temperature",
+        "0",
+        "--json",
+    ]);
+    assert!(serde_json::from_str::<Value>(&chat).is_ok(), "{chat}");
+}
+
+/// `file` rewritten with `edit` applied to its metadata (tensors unchanged).
+fn with_metadata(file: &str, edit: impl Fn(&str, &MetaValue) -> Option<MetaValue>) -> Vec<u8> {
+    let f = GgufFile::open(&dir().join(file)).expect("open");
+    let mut w = GgufWriter::new();
+    for (k, v) in &f.header.metadata {
+        if let Some(v) = edit(k, v) {
+            w.add_metadata(k, v).expect("metadata");
+        }
+    }
+    for t in &f.header.tensors {
+        let bytes = f.tensor_bytes(t).expect("bytes").to_vec();
+        w.add_tensor(&t.name, &t.dims, t.ggml_type, bytes).expect("tensor");
+    }
+    w.to_bytes()
+}
+
+#[test]
+fn metadata_r1_cannot_use_is_named_by_key() {
+    let cases: [(&str, MetaValue, &[&str]); 4] = [
+        (
+            "tokenizer.ggml.pre",
+            MetaValue::String("falcon".into()),
+            &[
+                "tokenizer.ggml.pre",
+                "`falcon`",
+                "qwen2, deepseek-r1-qwen, llama-bpe, gpt-2",
+            ],
+        ),
+        (
+            "tokenizer.ggml.model",
+            MetaValue::String("llama".into()),
+            &["tokenizer.ggml.model", "`llama` is not read by r1 yet"],
+        ),
+        (
+            "general.architecture",
+            MetaValue::String("gemma".into()),
+            &["general.architecture", "`gemma`", "qwen2 and llama"],
+        ),
+        (
+            "qwen2.attention.head_count_kv",
+            MetaValue::U32(3),
+            &["qwen2.attention.head_count_kv", "must divide"],
+        ),
+    ];
+    for (key, value, needles) in cases {
+        let bytes = with_metadata("qwen2_tiny.f32.gguf", |k, v| {
+            Some(if k == key { value.clone() } else { v.clone() })
+        });
+        let e = gguf_model_from_bytes(&bytes, "m.gguf").expect_err(key).to_string();
+        for needle in needles {
+            assert!(e.contains(needle), "{key}: missing `{needle}` in: {e}");
+        }
+    }
+    let bytes = with_metadata("qwen2_tiny.f32.gguf", |k, v| {
+        (k != "qwen2.block_count").then(|| v.clone())
+    });
+    let e = gguf_model_from_bytes(&bytes, "m.gguf")
+        .expect_err("missing")
+        .to_string();
+    assert!(e.contains("metadata key `qwen2.block_count`: missing"), "{e}");
+    // Without tokenizer metadata the model still loads (ids only).
+    let bytes = with_metadata("qwen2_tiny.f32.gguf", |k, v| {
+        (!k.starts_with("tokenizer.")).then(|| v.clone())
+    });
+    let m = gguf_model_from_bytes(&bytes, "m.gguf").expect("loads without a tokenizer");
+    assert!(m.tokenizer.is_none());
+    assert_eq!(m.config.vocab_size, 96, "from token_embd.weight");
+}
