@@ -9,8 +9,8 @@
 //! avoid byte conversions on the hot paths of the host (weights, logits, gradients).
 
 use std::alloc::{self, Layout};
-use std::ptr::NonNull;
 use std::ops::Range;
+use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
 use r1_core::BackendError;
