@@ -1,0 +1,273 @@
+//! `MatMul` with a weight that is not f32: `out = a · wᵀ` for `a [.., M, K]` f32 and a
+//! stored weight `w [N, K]` (row-major, HF/GGUF layout) of type Q8_0, Q4_0, Q4_K, Q6_K,
+//! f16 or bf16, as llama.cpp computes it:
+//!
+//! - block-quantized weights: each row of `a` is quantized once per call to the weight's
+//!   `vec_dot_type` (Q8_0 for Q8_0/Q4_0, Q8_K for Q4_K/Q6_K) with core's reference
+//!   quantizer (bit-exact with ggml's `quantize_row_*_ref`); every output element is the
+//!   integer block dot product of a weight row with a quantized activation row, scaled
+//!   and summed in f32 exactly as `r1_core::quant::vec_dot` (ggml's scalar
+//!   `ggml_vec_dot_*_generic`) does. Q8_0 and Q4_0 take the integer block sums from
+//!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar) and add the per-block f32 terms in
+//!   ggml's order, so every instruction set gives the same bits as `quant::vec_dot`.
+//!   Q4_K and Q6_K call `quant::vec_dot` itself (scalar on every level for now).
+//! - f16 / bf16 weights: each weight row is converted to f32 once per call and dotted with
+//!   every activation row by `math::dot` (no rounding of the activations).
+//!
+//! Threads split the N output columns (weight rows) into tiles, so one activation row (a
+//! decode step) uses every core; each output element is computed alone, so the result
+//! does not depend on the thread count or the tiling.
+
+use r1_core::quant::{self, GgmlType, q8_0};
+use r1_core::{BackendError, DType, Shape};
+
+use super::{Ctx, size_error};
+use crate::simd::int8::{IntIsa, Q4_0_BYTES, Q8_0_BYTES};
+use crate::simd::{Simd, SimdTask, math};
+
+/// Elements per Q8_0 block (also Q4_0's).
+const QK: usize = q8_0::BLOCK;
+
+/// Weight rows per tile at least (below it, the hand-off costs more than the tile).
+const MIN_TILE_COLS: usize = 16;
+
+/// The weight type of a `b` operand this kernel takes, `None` for any other dtype (f32
+/// goes to the f32 GEMM).
+pub(crate) fn weight_type(dtype: DType) -> Option<GgmlType> {
+    GgmlType::from_dtype(dtype).filter(|t| {
+        matches!(
+            t,
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::F16 | GgmlType::BF16
+        )
+    })
+}
+
+/// `out [.., M, N] = a [.., M, K] · w [N, K]ᵀ` with `w` of type `ty` (its raw bytes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    ctx: Ctx<'_>,
+    ty: GgmlType,
+    a: &[f32],
+    sa: &Shape,
+    w: &[u8],
+    sb: &Shape,
+    out: &mut [f32],
+    so: &Shape,
+) -> Result<(), BackendError> {
+    let err = || size_error("matmul", format!("{sa} x {sb}ᵀ ({}) -> {so}", ty.name()));
+    if sa.rank() < 2 || sb.rank() != 2 {
+        return Err(err());
+    }
+    let (m, k) = (sa.dim_from_end(1), sa.dim_from_end(0));
+    let (n, kb) = (sb.dims()[0], sb.dims()[1]);
+    let lead = &sa.dims()[..sa.rank() - 2];
+    let mut want = lead.to_vec();
+    want.extend([m, n]);
+    let rows = lead.iter().product::<usize>() * m;
+    let row_bytes = ty.row_bytes(k as u64).map_err(|e| size_error("matmul", e))?;
+    if k != kb || so.dims() != want.as_slice() || a.len() != rows * k || out.len() != rows * n {
+        return Err(err());
+    }
+    if w.len() != n * row_bytes {
+        return Err(size_error(
+            "matmul",
+            format!(
+                "a {} weight {sb} takes {} bytes, got {}",
+                ty.name(),
+                n * row_bytes,
+                w.len()
+            ),
+        ));
+    }
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    let act = Activations::quantize(ctx, ty, a, rows, k)?;
+    let tile = |j0: usize, cols: usize, dst: &mut [f32]| -> Result<(), BackendError> {
+        let w = &w[j0 * row_bytes..(j0 + cols) * row_bytes];
+        match &act {
+            Activations::Q8_0 { qs, d, sum } => {
+                q8_tile(IntIsa::for_isa(ctx.isa), ty, w, row_bytes, k, qs, d, sum, cols, dst);
+                Ok(())
+            }
+            Activations::Q8K(bytes) => kq_tile(ty, w, row_bytes, k, bytes, cols, dst),
+            Activations::F32 => {
+                ctx.isa.run(FloatTile {
+                    ty,
+                    w,
+                    row_bytes,
+                    a,
+                    k,
+                    cols,
+                    dst,
+                });
+                Ok(())
+            }
+        }
+    };
+    // Tiles of weight rows, a few per thread; each writes a `rows × cols` block.
+    let cols = n.div_ceil(4 * ctx.threads.count()).max(MIN_TILE_COLS).min(n);
+    let tiles = n.div_ceil(cols);
+    let results = ctx.threads.map_tasks(tiles, cols * rows * k, |t| {
+        let j0 = t * cols;
+        let c = cols.min(n - j0);
+        let mut dst = vec![0.0f32; rows * c];
+        tile(j0, c, &mut dst).map(|()| (j0, c, dst))
+    });
+    for r in results {
+        let (j0, c, dst) = r?;
+        for (o, d) in out.chunks_exact_mut(n).zip(dst.chunks_exact(c)) {
+            o[j0..j0 + c].copy_from_slice(d);
+        }
+    }
+    Ok(())
+}
+
+/// The activation rows as the weight's dot product wants them.
+enum Activations {
+    /// Q8_0, unpacked: the quants (`rows·K`), each block's scale as f32 and its quant sum.
+    Q8_0 { qs: Vec<i8>, d: Vec<f32>, sum: Vec<i32> },
+    /// Q8_K rows as bytes (what `quant::vec_dot` takes).
+    Q8K(Vec<u8>),
+    /// f32, used as given.
+    F32,
+}
+
+impl Activations {
+    /// Quantizes each of the `rows` rows of `a` (in parallel when worth it) to `ty`'s
+    /// `vec_dot_type` with core's reference quantizer.
+    fn quantize(ctx: Ctx<'_>, ty: GgmlType, a: &[f32], rows: usize, k: usize) -> Result<Activations, BackendError> {
+        let Some(act) = ty.vec_dot_type() else {
+            return Ok(Activations::F32);
+        };
+        let row_bytes = act.row_bytes(k as u64).map_err(|e| size_error("matmul", e))?;
+        let quantized = ctx.threads.map_tasks(rows, 8 * k, |r| {
+            let mut bytes = vec![0u8; row_bytes];
+            quant::quantize_into(act, &a[r * k..(r + 1) * k], &mut bytes).map(|()| bytes)
+        });
+        let mut all = Vec::with_capacity(rows * row_bytes);
+        for q in quantized {
+            all.extend(q.map_err(|e| size_error("matmul", e))?);
+        }
+        if act != GgmlType::Q8_0 {
+            return Ok(Activations::Q8K(all));
+        }
+        let blocks = all.as_chunks::<{ q8_0::BLOCK_BYTES }>().0;
+        let qs = blocks.iter().flat_map(|b| b[2..].iter().map(|&q| q as i8)).collect();
+        let d = blocks.iter().map(q8_0::scale).collect();
+        let sum = blocks
+            .iter()
+            .map(|b| b[2..].iter().map(|&q| i32::from(q as i8)).sum())
+            .collect();
+        Ok(Activations::Q8_0 { qs, d, sum })
+    }
+}
+
+/// Q8_0 / Q4_0 weight rows `w` (`cols` rows of `row_bytes`) times every Q8_0 activation
+/// row, into `dst [rows, cols]`. The f32 scaling is `quant::vec_dot`'s, term by term.
+#[allow(clippy::too_many_arguments)]
+fn q8_tile(
+    int: IntIsa,
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    k: usize,
+    qs: &[i8],
+    d: &[f32],
+    sum: &[i32],
+    cols: usize,
+    dst: &mut [f32],
+) {
+    let nb = k / QK;
+    let block_bytes = if ty == GgmlType::Q8_0 { Q8_0_BYTES } else { Q4_0_BYTES };
+    let mut dw = vec![0.0f32; nb];
+    let mut sumi = vec![0i32; nb];
+    for j in 0..cols {
+        let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+        for (b, s) in dw.iter_mut().enumerate() {
+            let at = b * block_bytes;
+            *s = quant::float::f16_to_f32(u16::from_le_bytes([wr[at], wr[at + 1]]));
+        }
+        for r in 0..dst.len() / cols {
+            let (qa, da, sa) = (
+                &qs[r * k..(r + 1) * k],
+                &d[r * nb..(r + 1) * nb],
+                &sum[r * nb..(r + 1) * nb],
+            );
+            let mut sumf = 0.0f32;
+            if ty == GgmlType::Q8_0 {
+                int.q8_0_sums(wr, qa, sa, &mut sumi);
+                // ggml_vec_dot_q8_0_q8_0: sumi · (d_w · d_a).
+                for ((&s, &x), &y) in sumi.iter().zip(&dw).zip(da) {
+                    sumf += s as f32 * (x * y);
+                }
+            } else {
+                int.q4_0_sums(wr, qa, sa, &mut sumi);
+                // ggml_vec_dot_q4_0_q8_0: sumi · d_w · d_a, left to right.
+                for ((&s, &x), &y) in sumi.iter().zip(&dw).zip(da) {
+                    sumf += s as f32 * x * y;
+                }
+            }
+            dst[r * cols + j] = sumf;
+        }
+    }
+}
+
+/// Q4_K / Q6_K weight rows times every Q8_K activation row (`quant::vec_dot`).
+fn kq_tile(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    k: usize,
+    act: &[u8],
+    cols: usize,
+    dst: &mut [f32],
+) -> Result<(), BackendError> {
+    let act_bytes = act.len() / (dst.len() / cols).max(1);
+    for j in 0..cols {
+        let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+        for (r, ar) in act.chunks_exact(act_bytes.max(1)).enumerate() {
+            dst[r * cols + j] = quant::vec_dot(ty, wr, ar, k).map_err(|e| size_error("matmul", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// f16 / bf16 weight rows, converted to f32 one at a time, dotted with each f32 row.
+struct FloatTile<'a> {
+    ty: GgmlType,
+    w: &'a [u8],
+    row_bytes: usize,
+    a: &'a [f32],
+    k: usize,
+    cols: usize,
+    dst: &'a mut [f32],
+}
+
+impl SimdTask for FloatTile<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let FloatTile {
+            ty,
+            w,
+            row_bytes,
+            a,
+            k,
+            cols,
+            dst,
+        } = self;
+        let mut wf = vec![0.0f32; k];
+        for j in 0..cols {
+            let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+            if quant::dequantize_into(ty, wr, &mut wf).is_err() {
+                // Unreachable: the caller checked `w` is `cols` rows of `k` elements.
+                wf.fill(f32::NAN);
+            }
+            for (r, ar) in a.chunks_exact(k.max(1)).enumerate() {
+                dst[r * cols + j] = math::dot(s, ar, &wf);
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Integer block sums of 8-bit dot products: the inner loop of the quantized matmul
+//! (`kernels::quant_matmul`). For each 32-element block `b` of a Q8_0 or Q4_0 weight row
+//! and a Q8_0 activation row (its quants unpacked to `a`, its per-block quant sums to
+//! `asum`), `out[b]` is the exact i32 sum `Σ_j w_j·a_j` of the signed weight levels times
+//! the activation quants — what ggml's `ggml_vec_dot_q{8,4}_0_q8_0` computes per block
+//! before scaling. Integer sums are exact, so every instruction set returns the same
+//! numbers; the f32 scaling stays with the caller (one order for all sets).
+//!
+//! This is not the f32 [`super::Simd`] trait: those vectors have no integer lanes. The
+//! instruction set follows the backend's [`Isa`] level: AVX2 uses `maddubs` with the sign
+//! trick as ggml-cpu's x86 `quants.c` does; the AVX-512 level uses VNNI `dpbusd` on two
+//! blocks per register when the CPU has avx512vnni and avx512bw (checked at run time),
+//! else the AVX2 code. Quants are expected in ggml's ranges (activation quants in
+//! −127..=127, as core's quantizers write them; weights any i8), where no step saturates.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::Isa;
+
+/// Bytes of a Q8_0 block (f16 scale + 32 quants) and of a Q4_0 block (f16 scale + 16 bytes
+/// of nibbles); both hold 32 elements.
+pub(crate) const Q8_0_BYTES: usize = 34;
+pub(crate) const Q4_0_BYTES: usize = 18;
+const BLOCK: usize = 32;
+
+/// The integer instructions the block sums run with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum IntIsa {
+    Scalar,
+    /// AVX2 (the token proves the CPU has it).
+    #[cfg(target_arch = "x86_64")]
+    Avx2(super::Avx2),
+    /// AVX-512 F/BW with VNNI (and AVX2).
+    #[cfg(target_arch = "x86_64")]
+    Vnni(Vnni),
+}
+
+/// Proof that this CPU runs avx512f, avx512bw, avx512vnni and avx2.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Vnni(());
+
+#[cfg(target_arch = "x86_64")]
+impl Vnni {
+    fn detect() -> Option<Vnni> {
+        let ok = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx2");
+        ok.then_some(Vnni(()))
+    }
+}
+
+impl IntIsa {
+    /// The integer set for a backend's level: scalar for scalar, AVX2 for AVX2, VNNI for
+    /// AVX-512 where the CPU has it (else AVX2, which every AVX-512 CPU has).
+    pub(crate) fn for_isa(isa: Isa) -> IntIsa {
+        match isa {
+            Isa::Scalar(_) => IntIsa::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => IntIsa::Avx2(t),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(_) => Vnni::detect()
+                .map(IntIsa::Vnni)
+                .or_else(|| super::Avx2::detect().map(IntIsa::Avx2))
+                .unwrap_or(IntIsa::Scalar),
+        }
+    }
+
+    /// Per-block sums of a Q8_0 weight row `w` (`nb` blocks of 34 bytes) with activation
+    /// quants `a` (`32·nb`) whose block sums are `asum` (`nb`), into `out` (`nb`).
+    pub(crate) fn q8_0_sums(self, w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
+        let nb = out.len();
+        assert!(w.len() >= nb * Q8_0_BYTES && a.len() >= nb * BLOCK && asum.len() >= nb);
+        match self {
+            IntIsa::Scalar => q8_0_scalar(w, a, out),
+            // SAFETY: the token proves avx2; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) => unsafe { q8_0_avx2(w, a, out) },
+            // SAFETY: the token proves avx512f/bw/vnni and avx2; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => unsafe { q8_0_vnni(w, a, asum, out) },
+        }
+    }
+
+    /// As [`IntIsa::q8_0_sums`] for a Q4_0 weight row (`nb` blocks of 18 bytes); the
+    /// levels are `nibble − 8`.
+    pub(crate) fn q4_0_sums(self, w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
+        let nb = out.len();
+        assert!(w.len() >= nb * Q4_0_BYTES && a.len() >= nb * BLOCK && asum.len() >= nb);
+        match self {
+            IntIsa::Scalar => q4_0_scalar(w, a, out),
+            // SAFETY: as in `q8_0_sums`.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) => unsafe { q4_0_avx2(w, a, out) },
+            // SAFETY: as in `q8_0_sums`.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => unsafe { q4_0_vnni(w, a, out) },
+        }
+        // The SIMD paths sum `nibble · a`; the level is `nibble − 8`.
+        for (o, s) in out.iter_mut().zip(asum) {
+            *o -= 8 * s;
+        }
+    }
+}
+
+fn q8_0_scalar(w: &[u8], a: &[i8], out: &mut [i32]) {
+    for (b, o) in out.iter_mut().enumerate() {
+        let qs = &w[b * Q8_0_BYTES + 2..(b + 1) * Q8_0_BYTES];
+        let ys = &a[b * BLOCK..(b + 1) * BLOCK];
+        *o = qs
+            .iter()
+            .zip(ys)
+            .map(|(&x, &y)| i32::from(x as i8) * i32::from(y))
+            .sum();
+    }
+}
+
+/// `Σ nibble·a` (the caller subtracts `8·Σa`).
+fn q4_0_scalar(w: &[u8], a: &[i8], out: &mut [i32]) {
+    for (b, o) in out.iter_mut().enumerate() {
+        let qs = &w[b * Q4_0_BYTES + 2..(b + 1) * Q4_0_BYTES];
+        let ys = &a[b * BLOCK..(b + 1) * BLOCK];
+        let mut s = 0i32;
+        for (j, &q) in qs.iter().enumerate() {
+            s += i32::from(q & 0x0F) * i32::from(ys[j]) + i32::from(q >> 4) * i32::from(ys[j + 16]);
+        }
+        *o = s;
+    }
+}
+
+// SAFETY (every `unsafe` block below): these helpers are only inlined into the
+// `#[target_feature]` functions further down, which run only once a token proved the
+// features; pointers come from slices whose lengths the callers asserted to cover
+// `nb` blocks, and every load is unaligned.
+
+/// Eight i32 lanes whose sum is `Σ x·y` over one Q8_0 block at `w` (its quants) and 32
+/// activation quants at `a`: `|x|` times `y` with `x`'s sign (`maddubs` takes u8 × i8).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn q8_block_avx2(w: *const u8, a: *const i8) -> __m256i {
+    unsafe {
+        let x = _mm256_loadu_si256(w as *const __m256i);
+        let y = _mm256_loadu_si256(a as *const __m256i);
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    }
+}
+
+/// The 32 nibbles of a Q4_0 block's 16 bytes at `w`, in element order (low nibbles are
+/// elements 0..16, high nibbles 16..32), as u8.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn nibbles_avx2(w: *const u8) -> __m256i {
+    unsafe {
+        let t = _mm_loadu_si128(w as *const __m128i);
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(t), t), _mm256_set1_epi8(0x0F))
+    }
+}
+
+/// Eight i32 lanes summing to `Σ nibble·y` over one Q4_0 block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn q4_block_avx2(w: *const u8, a: *const i8) -> __m256i {
+    unsafe {
+        let y = _mm256_loadu_si256(a as *const __m256i);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_avx2(w), y), _mm256_set1_epi16(1))
+    }
+}
+
+/// The lane sums of eight vectors, as one vector (lane `i` = Σ lanes of `v[i]`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn reduce8(v: [__m256i; 8]) -> __m256i {
+    unsafe {
+        let h01 = _mm256_hadd_epi32(v[0], v[1]);
+        let h23 = _mm256_hadd_epi32(v[2], v[3]);
+        let h45 = _mm256_hadd_epi32(v[4], v[5]);
+        let h67 = _mm256_hadd_epi32(v[6], v[7]);
+        // Per 128-bit half: the partial sums of v0..v3 (v4..v7) over that half.
+        let h0 = _mm256_hadd_epi32(h01, h23);
+        let h1 = _mm256_hadd_epi32(h45, h67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(h0, h1),
+            _mm256_permute2x128_si256::<0x31>(h0, h1),
+        )
+    }
+}
+
+/// The sum of a vector's eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hsum(v: __m256i) -> i32 {
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_hadd_epi32(s, s);
+        let s = _mm_hadd_epi32(s, s);
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// Block sums eight blocks at a time (one reduction for eight), then one at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn sums_avx2(out: &mut [i32], block: impl Fn(usize) -> __m256i) {
+    let nb = out.len();
+    let mut b = 0;
+    while b + 8 <= nb {
+        let r = reduce8(std::array::from_fn(|i| block(b + i)));
+        unsafe { _mm256_storeu_si256(out[b..b + 8].as_mut_ptr() as *mut __m256i, r) };
+        b += 8;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(b) {
+        *o = hsum(block(i));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q8_0_avx2(w: &[u8], a: &[i8], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    sums_avx2(out, |b| {
+        q8_block_avx2(wp.wrapping_add(b * Q8_0_BYTES + 2), ap.wrapping_add(b * BLOCK))
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q4_0_avx2(w: &[u8], a: &[i8], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    sums_avx2(out, |b| {
+        q4_block_avx2(wp.wrapping_add(b * Q4_0_BYTES + 2), ap.wrapping_add(b * BLOCK))
+    });
+}
+
+/// Two blocks' sums per 512-bit register: lanes 0..8 hold block `b`'s, 8..16 block
+/// `b + 1`'s (`dpbusd`: u8 × i8, four products per i32 lane, no saturation).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dpbusd_pair(x0: __m256i, x1: __m256i, a: *const i8) -> (__m256i, __m256i) {
+    unsafe {
+        let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1);
+        let y = _mm512_loadu_si512(a as *const __m512i);
+        let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x, y);
+        (_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
+    }
+}
+
+/// Q8_0 with VNNI: `x + 128` is a u8, so `Σ x·y = Σ (x + 128)·y − 128·Σ y`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+fn q8_0_vnni(w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let nb = out.len();
+    let flip = _mm256_set1_epi8(0x80u8 as i8);
+    let quants = |b: usize| unsafe {
+        _mm256_xor_si256(
+            _mm256_loadu_si256(wp.wrapping_add(b * Q8_0_BYTES + 2) as *const __m256i),
+            flip,
+        )
+    };
+    let mut b = 0;
+    while b + 8 <= nb {
+        let mut v = [_mm256_setzero_si256(); 8];
+        for p in 0..4 {
+            let i = b + 2 * p;
+            (v[2 * p], v[2 * p + 1]) = dpbusd_pair(quants(i), quants(i + 1), ap.wrapping_add(i * BLOCK));
+        }
+        let r = reduce8(v);
+        unsafe {
+            let s = _mm256_loadu_si256(asum[b..b + 8].as_ptr() as *const __m256i);
+            let r = _mm256_sub_epi32(r, _mm256_slli_epi32::<7>(s));
+            _mm256_storeu_si256(out[b..b + 8].as_mut_ptr() as *mut __m256i, r);
+        }
+        b += 8;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(b) {
+        *o = hsum(q8_block_avx2(
+            wp.wrapping_add(i * Q8_0_BYTES + 2),
+            ap.wrapping_add(i * BLOCK),
+        ));
+    }
+}
+
+/// `Σ nibble·y` with VNNI (the caller subtracts `8·Σ y`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+fn q4_0_vnni(w: &[u8], a: &[i8], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let nb = out.len();
+    let nib = |b: usize| nibbles_avx2(wp.wrapping_add(b * Q4_0_BYTES + 2));
+    let mut b = 0;
+    while b + 8 <= nb {
+        let mut v = [_mm256_setzero_si256(); 8];
+        for p in 0..4 {
+            let i = b + 2 * p;
+            (v[2 * p], v[2 * p + 1]) = dpbusd_pair(nib(i), nib(i + 1), ap.wrapping_add(i * BLOCK));
+        }
+        let r = reduce8(v);
+        unsafe { _mm256_storeu_si256(out[b..b + 8].as_mut_ptr() as *mut __m256i, r) };
+        b += 8;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(b) {
+        *o = hsum(q4_block_avx2(
+            wp.wrapping_add(i * Q4_0_BYTES + 2),
+            ap.wrapping_add(i * BLOCK),
+        ));
+    }
+}
