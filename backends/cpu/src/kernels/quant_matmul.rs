@@ -11,7 +11,8 @@
 //!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar) and add the per-block f32 terms in
 //!   ggml's order, so every instruction set gives the same bits as `quant::vec_dot`.
 //!   Q4_K and Q6_K call `quant::vec_dot` itself (scalar on every level for now).
-//! - f16 / bf16 weights: each weight row is converted to f32 once per call and dotted with
+//! - f16 / bf16 weights: each weight row is converted to f32 once per call (f16 with F16C
+//!   where the CPU has it) and dotted with
 //!   every activation row by `math::dot` (no rounding of the activations).
 //!
 //! Threads split the N output columns (weight rows) into tiles, so one activation row (a
@@ -23,7 +24,7 @@ use r1_core::{BackendError, DType, Shape};
 
 use super::{Ctx, size_error};
 use crate::simd::int8::{IntIsa, Q4_0_BYTES, Q8_0_BYTES};
-use crate::simd::{Simd, SimdTask, math};
+use crate::simd::{Isa, Simd, SimdTask, half, math};
 
 /// Elements per Q8_0 block (also Q4_0's).
 const QK: usize = q8_0::BLOCK;
@@ -93,6 +94,7 @@ pub(crate) fn matmul(
             Activations::Q8K(bytes) => kq_tile(ty, w, row_bytes, k, bytes, cols, dst),
             Activations::F32 => {
                 ctx.isa.run(FloatTile {
+                    isa: ctx.isa,
                     ty,
                     w,
                     row_bytes,
@@ -163,8 +165,13 @@ impl Activations {
     }
 }
 
+/// Output elements whose f32 sums run side by side: each is one dependent chain of adds
+/// (ggml's order), so independent chains hide the add latency.
+const CHAINS: usize = 4;
+
 /// Q8_0 / Q4_0 weight rows `w` (`cols` rows of `row_bytes`) times every Q8_0 activation
-/// row, into `dst [rows, cols]`. The f32 scaling is `quant::vec_dot`'s, term by term.
+/// row, into `dst [rows, cols]`. The f32 scaling is `quant::vec_dot`'s, term by term; the
+/// (weight row, activation row) pairs go [`CHAINS`] at a time, weight row major.
 #[allow(clippy::too_many_arguments)]
 fn q8_tile(
     int: IntIsa,
@@ -179,37 +186,56 @@ fn q8_tile(
     dst: &mut [f32],
 ) {
     let nb = k / QK;
-    let block_bytes = if ty == GgmlType::Q8_0 { Q8_0_BYTES } else { Q4_0_BYTES };
-    let mut dw = vec![0.0f32; nb];
-    let mut sumi = vec![0i32; nb];
-    for j in 0..cols {
-        let wr = &w[j * row_bytes..(j + 1) * row_bytes];
-        for (b, s) in dw.iter_mut().enumerate() {
-            let at = b * block_bytes;
-            *s = quant::float::f16_to_f32(u16::from_le_bytes([wr[at], wr[at + 1]]));
-        }
-        for r in 0..dst.len() / cols {
-            let (qa, da, sa) = (
-                &qs[r * k..(r + 1) * k],
-                &d[r * nb..(r + 1) * nb],
-                &sum[r * nb..(r + 1) * nb],
-            );
-            let mut sumf = 0.0f32;
-            if ty == GgmlType::Q8_0 {
-                int.q8_0_sums(wr, qa, sa, &mut sumi);
-                // ggml_vec_dot_q8_0_q8_0: sumi · (d_w · d_a).
-                for ((&s, &x), &y) in sumi.iter().zip(&dw).zip(da) {
-                    sumf += s as f32 * (x * y);
-                }
+    let rows = dst.len() / cols;
+    let q8 = ty == GgmlType::Q8_0;
+    let block_bytes = if q8 { Q8_0_BYTES } else { Q4_0_BYTES };
+    // Every weight block's scale as f32, once per tile.
+    let dw: Vec<f32> = (0..cols * nb)
+        .map(|i| {
+            let at = (i / nb) * row_bytes + (i % nb) * block_bytes;
+            quant::float::f16_to_f32(u16::from_le_bytes([w[at], w[at + 1]]))
+        })
+        .collect();
+    let mut sumi = vec![0i32; CHAINS * nb];
+    let pairs = cols * rows;
+    let mut p0 = 0;
+    while p0 < pairs {
+        let g = CHAINS.min(pairs - p0);
+        let pair = |i: usize| ((p0 + i) / rows, (p0 + i) % rows);
+        for (i, s) in sumi.chunks_exact_mut(nb.max(1)).take(g).enumerate() {
+            let (j, r) = pair(i);
+            let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+            let (qa, sa) = (&qs[r * k..(r + 1) * k], &sum[r * nb..(r + 1) * nb]);
+            let s = &mut s[..nb];
+            if q8 {
+                int.q8_0_sums(wr, qa, sa, s);
             } else {
-                int.q4_0_sums(wr, qa, sa, &mut sumi);
-                // ggml_vec_dot_q4_0_q8_0: sumi · d_w · d_a, left to right.
-                for ((&s, &x), &y) in sumi.iter().zip(&dw).zip(da) {
-                    sumf += s as f32 * x * y;
+                int.q4_0_sums(wr, qa, sa, s);
+            }
+        }
+        let mut acc = [0.0f32; CHAINS];
+        let scales: [(&[f32], &[f32]); CHAINS] = std::array::from_fn(|i| {
+            let (j, r) = pair(i.min(g - 1));
+            (&dw[j * nb..(j + 1) * nb], &d[r * nb..(r + 1) * nb])
+        });
+        for b in 0..nb {
+            for (i, a) in acc.iter_mut().enumerate().take(g) {
+                let (x, y) = (scales[i].0[b], scales[i].1[b]);
+                let s = sumi[i * nb + b] as f32;
+                if q8 {
+                    // ggml_vec_dot_q8_0_q8_0: sumi · (d_w · d_a).
+                    *a += s * (x * y);
+                } else {
+                    // ggml_vec_dot_q4_0_q8_0: sumi · d_w · d_a, left to right.
+                    *a += s * x * y;
                 }
             }
-            dst[r * cols + j] = sumf;
         }
+        for (i, &a) in acc.iter().enumerate().take(g) {
+            let (j, r) = pair(i);
+            dst[r * cols + j] = a;
+        }
+        p0 += g;
     }
 }
 
@@ -235,6 +261,7 @@ fn kq_tile(
 
 /// f16 / bf16 weight rows, converted to f32 one at a time, dotted with each f32 row.
 struct FloatTile<'a> {
+    isa: Isa,
     ty: GgmlType,
     w: &'a [u8],
     row_bytes: usize,
@@ -250,6 +277,7 @@ impl SimdTask for FloatTile<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let FloatTile {
+            isa,
             ty,
             w,
             row_bytes,
@@ -261,7 +289,9 @@ impl SimdTask for FloatTile<'_> {
         let mut wf = vec![0.0f32; k];
         for j in 0..cols {
             let wr = &w[j * row_bytes..(j + 1) * row_bytes];
-            if quant::dequantize_into(ty, wr, &mut wf).is_err() {
+            if ty == GgmlType::F16 {
+                half::f16_to_f32_row(isa, wr, &mut wf);
+            } else if quant::dequantize_into(ty, wr, &mut wf).is_err() {
                 // Unreachable: the caller checked `w` is `cols` rows of `k` elements.
                 wf.fill(f32::NAN);
             }
