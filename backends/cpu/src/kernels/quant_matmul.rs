@@ -10,7 +10,8 @@
 //!   `ggml_vec_dot_*_generic`) does. Q8_0 and Q4_0 take the integer block sums from
 //!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar) and add the per-block f32 terms in
 //!   ggml's order, so every instruction set gives the same bits as `quant::vec_dot`.
-//!   Q4_K and Q6_K call `quant::vec_dot` itself (scalar on every level for now).
+//!   Q4_K and Q6_K do the same with [`IntIsa`]'s per-block lanes (AVX2 on both x86
+//!   levels: ggml's eight lanes by element index mod 8 kept apart, so no `maddubs`).
 //! - f16 / bf16 weights: each weight row is converted to f32 once per call (f16 with F16C
 //!   where the CPU has it) and dotted with
 //!   every activation row by `math::dot` (no rounding of the activations).
@@ -19,11 +20,11 @@
 //! decode step) uses every core; each output element is computed alone, so the result
 //! does not depend on the thread count or the tiling.
 
-use r1_core::quant::{self, GgmlType, q8_0};
+use r1_core::quant::{self, GgmlType, QK_K, q4_k, q6_k, q8_0, q8_k};
 use r1_core::{BackendError, DType, Shape};
 
 use super::{Ctx, size_error};
-use crate::simd::int8::{IntIsa, Q4_0_BYTES, Q8_0_BYTES};
+use crate::simd::int8::{IntIsa, Q4_0_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, Q8_K_BYTES};
 use crate::simd::{Isa, Simd, SimdTask, half, math};
 
 /// Elements per Q8_0 block (also Q4_0's).
@@ -88,10 +89,13 @@ pub(crate) fn matmul(
         let w = &w[j0 * row_bytes..(j0 + cols) * row_bytes];
         match &act {
             Activations::Q8_0 { qs, d, sum } => {
-                q8_tile(IntIsa::for_isa(ctx.isa), ty, w, row_bytes, k, qs, d, sum, cols, dst);
+                q8_tile(ctx.isa, ty, w, row_bytes, k, qs, d, sum, cols, dst);
                 Ok(())
             }
-            Activations::Q8K(bytes) => kq_tile(ty, w, row_bytes, k, bytes, cols, dst),
+            Activations::Q8K(bytes) => {
+                kq_tile(IntIsa::for_isa(ctx.isa), ty, w, row_bytes, k, bytes, cols, dst);
+                Ok(())
+            }
             Activations::F32 => {
                 ctx.isa.run(FloatTile {
                     isa: ctx.isa,
@@ -174,7 +178,7 @@ const CHAINS: usize = 4;
 /// (weight row, activation row) pairs go [`CHAINS`] at a time, weight row major.
 #[allow(clippy::too_many_arguments)]
 fn q8_tile(
-    int: IntIsa,
+    isa: Isa,
     ty: GgmlType,
     w: &[u8],
     row_bytes: usize,
@@ -185,17 +189,21 @@ fn q8_tile(
     cols: usize,
     dst: &mut [f32],
 ) {
+    let int = IntIsa::for_isa(isa);
     let nb = k / QK;
     let rows = dst.len() / cols;
     let q8 = ty == GgmlType::Q8_0;
     let block_bytes = if q8 { Q8_0_BYTES } else { Q4_0_BYTES };
-    // Every weight block's scale as f32, once per tile.
-    let dw: Vec<f32> = (0..cols * nb)
-        .map(|i| {
+    // Every weight block's scale as f32, once per tile (gathered, then widened with F16C
+    // where the CPU has it: exact either way).
+    let halves: Vec<u8> = (0..cols * nb)
+        .flat_map(|i| {
             let at = (i / nb) * row_bytes + (i % nb) * block_bytes;
-            quant::float::f16_to_f32(u16::from_le_bytes([w[at], w[at + 1]]))
+            [w[at], w[at + 1]]
         })
         .collect();
+    let mut dw = vec![0.0f32; cols * nb];
+    half::f16_to_f32_row(isa, &halves, &mut dw);
     let mut sumi = vec![0i32; CHAINS * nb];
     let pairs = cols * rows;
     let mut p0 = 0;
@@ -239,24 +247,65 @@ fn q8_tile(
     }
 }
 
-/// Q4_K / Q6_K weight rows times every Q8_K activation row (`quant::vec_dot`).
-fn kq_tile(
-    ty: GgmlType,
-    w: &[u8],
-    row_bytes: usize,
-    k: usize,
-    act: &[u8],
-    cols: usize,
-    dst: &mut [f32],
-) -> Result<(), BackendError> {
-    let act_bytes = act.len() / (dst.len() / cols).max(1);
+/// Q4_K / Q6_K weight rows times every Q8_K activation row (`act`, rows of bytes), into
+/// `dst [rows, cols]`: per block the integer lanes of [`IntIsa`], then `quant::vec_dot`'s
+/// f32 steps in its order.
+#[allow(clippy::too_many_arguments)]
+fn kq_tile(int: IntIsa, ty: GgmlType, w: &[u8], row_bytes: usize, k: usize, act: &[u8], cols: usize, dst: &mut [f32]) {
+    let act_row = k / QK_K * Q8_K_BYTES;
+    let rows = dst.len() / cols;
     for j in 0..cols {
         let wr = &w[j * row_bytes..(j + 1) * row_bytes];
-        for (r, ar) in act.chunks_exact(act_bytes.max(1)).enumerate() {
-            dst[r * cols + j] = quant::vec_dot(ty, wr, ar, k).map_err(|e| size_error("matmul", e))?;
+        for r in 0..rows {
+            let ar = act[r * act_row..(r + 1) * act_row].as_chunks().0;
+            dst[r * cols + j] = if ty == GgmlType::Q4_K {
+                q4_k_dot(int, wr.as_chunks().0, ar)
+            } else {
+                q6_k_dot(int, wr.as_chunks().0, ar)
+            };
         }
     }
-    Ok(())
+}
+
+/// `q4_k::vec_dot` with the integer lanes from `int`.
+fn q4_k_dot(int: IntIsa, w: &[[u8; Q4_K_BYTES]], a: &[[u8; Q8_K_BYTES]]) -> f32 {
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        let sm: [(u8, u8); 8] = std::array::from_fn(|j| q4_k::scale_min(x, j));
+        let lanes = int.q4_k_lanes(x, y, &sm.map(|s| s.0));
+        let summs: i32 = (0..16)
+            .map(|g| i32::from(q8_k::bsum(y, g)) * i32::from(sm[g / 2].1))
+            .sum();
+        let (d, dmin) = q4_k::super_scales(x);
+        let da = q8_k::scale(y);
+        let d = d * da;
+        for (s, &lane) in sums.iter_mut().zip(&lanes) {
+            *s += d * lane as f32;
+        }
+        sumf -= dmin * da * summs as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
+
+/// `q6_k::vec_dot` with the integer lanes from `int`.
+fn q6_k_dot(int: IntIsa, w: &[[u8; Q6_K_BYTES]], a: &[[u8; Q8_K_BYTES]]) -> f32 {
+    let mut sums = [0.0f32; 8];
+    for (x, y) in w.iter().zip(a) {
+        let lanes = int.q6_k_lanes(x, y);
+        let d = q6_k::super_scale(x) * q8_k::scale(y);
+        for (s, &lane) in sums.iter_mut().zip(&lanes) {
+            *s += d * lane as f32;
+        }
+    }
+    let mut sumf = 0.0f32;
+    for s in sums {
+        sumf += s;
+    }
+    sumf
 }
 
 /// f16 / bf16 weight rows, converted to f32 one at a time, dotted with each f32 row.

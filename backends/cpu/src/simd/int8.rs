@@ -308,3 +308,156 @@ fn q4_0_vnni(w: &[u8], a: &[i8], out: &mut [i32]) {
         ));
     }
 }
+
+/// Bytes of a Q4_K, Q6_K and Q8_K block (256 elements each).
+pub(crate) const Q4_K_BYTES: usize = 144;
+pub(crate) const Q6_K_BYTES: usize = 210;
+pub(crate) const Q8_K_BYTES: usize = 292;
+
+impl IntIsa {
+    /// The eight i32 lanes of ggml's `ggml_vec_dot_q4_K_q8_K` for one block pair: lane `l`
+    /// is `Σ sc[i / 32] · level_i · a_i` over elements `i ≡ l (mod 8)`, `sc` the block's
+    /// eight 6-bit scales. Exact on every set (the AVX-512 level uses the AVX2 code).
+    pub(crate) fn q4_k_lanes(self, w: &[u8; Q4_K_BYTES], a: &[u8; Q8_K_BYTES], sc: &[u8; 8]) -> [i32; 8] {
+        match self {
+            IntIsa::Scalar => {
+                let mut lanes = [0i32; 8];
+                for (i, &q) in a[4..260].iter().enumerate() {
+                    let level = r1_core::quant::q4_k::level(w, i);
+                    lanes[i % 8] += i32::from(sc[i / 32]) * i32::from(level) * i32::from(q as i8);
+                }
+                lanes
+            }
+            // SAFETY: an AVX2 or VNNI token proves avx2; the blocks are whole arrays.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q4_k_avx2(w, a, sc) },
+        }
+    }
+
+    /// The eight i32 lanes of ggml's `ggml_vec_dot_q6_K_q8_K` for one block pair: lane `l`
+    /// is `Σ scales[i / 16] · (level_i − 32) · a_i` over elements `i ≡ l (mod 8)`.
+    pub(crate) fn q6_k_lanes(self, w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
+        match self {
+            IntIsa::Scalar => {
+                use r1_core::quant::q6_k;
+                let mut lanes = [0i32; 8];
+                for (i, &q) in a[4..260].iter().enumerate() {
+                    let p = i32::from(q6_k::level(w, i)) * i32::from(q as i8);
+                    lanes[i % 8] += i32::from(q6_k::sub_scale(w, i / 16)) * p;
+                }
+                lanes
+            }
+            // SAFETY: as in `q4_k_lanes`.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q6_k_avx2(w, a) },
+        }
+    }
+}
+
+/// Eight i32 lanes holding, per class `l`, `Σ level·act` over the 16 elements of `lv`
+/// and `ac` (i16 each, element `p` in position `p`) whose position is `≡ l (mod 8)`:
+/// products in i16 (`|level·act| ≤ 32·127`), widened, positions `l` and `l + 8` added.
+/// No `madd`/`maddubs`: they add neighbours, which belong to different classes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn classes16(p: __m256i) -> __m256i {
+    unsafe {
+        _mm256_add_epi32(
+            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)),
+            _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)),
+        )
+    }
+}
+
+/// `lv · ac` per i16 position for 32 u8 levels and 32 i8 activations, as two vectors of
+/// 16 (elements 0..16 and 16..32), levels first shifted by `−offset`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn products16(lv: __m256i, ac: __m256i, offset: i16) -> (__m256i, __m256i) {
+    unsafe {
+        let o = _mm256_set1_epi16(offset);
+        let l0 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(lv)), o);
+        let l1 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(lv)), o);
+        let a0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(ac));
+        let a1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(ac));
+        (_mm256_mullo_epi16(l0, a0), _mm256_mullo_epi16(l1, a1))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q4_k_avx2(w: &[u8; Q4_K_BYTES], a: &[u8; Q8_K_BYTES], sc: &[u8; 8]) -> [i32; 8] {
+    let mask = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_si256();
+    for c in 0..4 {
+        // SAFETY: 32 bytes at 16 + 32c ≤ 112 of 144, and at 4 + 64c (+32) ≤ 228 of 292.
+        let (q, a_lo, a_hi) = unsafe {
+            (
+                _mm256_loadu_si256(w[16 + 32 * c..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(a[4 + 64 * c..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(a[36 + 64 * c..].as_ptr() as *const __m256i),
+            )
+        };
+        let lo = _mm256_and_si256(q, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
+        for (lv, ac, j) in [(lo, a_lo, 2 * c), (hi, a_hi, 2 * c + 1)] {
+            // Elements 32j + p and 32j + 16 + p share class p mod 8: add before widening
+            // (|sum| ≤ 2·15·127 fits i16).
+            let (p0, p1) = products16(lv, ac, 0);
+            let s = classes16(_mm256_add_epi16(p0, p1));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(s, _mm256_set1_epi32(i32::from(sc[j]))));
+        }
+    }
+    let mut lanes = [0i32; 8];
+    // SAFETY: eight i32 fit `lanes`.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+    lanes
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q6_k_avx2(w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x03);
+    let mut acc = _mm256_setzero_si256();
+    for h in 0..2 {
+        // SAFETY: 32 bytes at 64h (+32) ≤ 96 and 128 + 32h ≤ 160 of 210.
+        let (ql0, ql1, qh) = unsafe {
+            (
+                _mm256_loadu_si256(w[64 * h..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(w[64 * h + 32..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(w[128 + 32 * h..].as_ptr() as *const __m256i),
+            )
+        };
+        let high = |shift: i32| {
+            let s = match shift {
+                0 => qh,
+                2 => _mm256_srli_epi16::<2>(qh),
+                4 => _mm256_srli_epi16::<4>(qh),
+                _ => _mm256_srli_epi16::<6>(qh),
+            };
+            _mm256_slli_epi16::<4>(_mm256_and_si256(s, m2))
+        };
+        let levels = [
+            _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)),
+            _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4), high(4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), high(6)),
+        ];
+        for (q, lv) in levels.into_iter().enumerate() {
+            let e = 128 * h + 32 * q;
+            // SAFETY: 32 bytes at 4 + e ≤ 228 of 292.
+            let ac = unsafe { _mm256_loadu_si256(a[4 + e..].as_ptr() as *const __m256i) };
+            // Elements e..e+16 take scale e/16, e+16..e+32 the next one.
+            let (p0, p1) = products16(lv, ac, 32);
+            let s0 = _mm256_set1_epi32(i32::from(w[192 + e / 16] as i8));
+            let s1 = _mm256_set1_epi32(i32::from(w[193 + e / 16] as i8));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(classes16(p0), s0));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(classes16(p1), s1));
+        }
+    }
+    let mut lanes = [0i32; 8];
+    // SAFETY: eight i32 fit `lanes`.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+    lanes
+}
