@@ -108,9 +108,9 @@ fn k_quants_equal_core_vec_dot_bit_for_bit_at_every_level() {
 }
 
 #[test]
-fn q8_0_weights_with_any_quant_byte_equal_core_vec_dot() {
-    // Raw blocks: every quant byte may occur, −128 included (the AVX2 sign trick and the
-    // VNNI offset must stay exact there); scales are modest f16 values.
+fn weights_with_any_quant_byte_equal_core_vec_dot() {
+    // Raw blocks: every quant byte may occur, Q8_0's −128 included (the AVX2 sign trick
+    // and the VNNI offset must stay exact there); scales are modest f16 values.
     let (n, k) = (13, 32 * 11);
     let mut rng = Rng::new(9);
     let mut w = Vec::new();
@@ -130,6 +130,20 @@ fn q8_0_weights_with_any_quant_byte_equal_core_vec_dot() {
         w4.extend((0..16).map(|_| rng.below(256) as u8));
     }
     check_bits(GgmlType::Q4_0, &w4, &[], 3, n, k, 11);
+    // K-quants from raw bytes: every packed scale, min and level pattern.
+    let (n, k) = (5, 512);
+    let mut q4k = Vec::new();
+    let mut q6k = Vec::new();
+    for _ in 0..n * k / 256 {
+        for _ in 0..2 {
+            q4k.extend(float::f32_to_f16(rng.uniform() * 0.01).to_le_bytes());
+        }
+        q4k.extend((0..140).map(|_| rng.below(256) as u8));
+        q6k.extend((0..208).map(|_| rng.below(256) as u8));
+        q6k.extend(float::f32_to_f16(rng.uniform() * 0.01).to_le_bytes());
+    }
+    check_bits(GgmlType::Q4_K, &q4k, &[], 3, n, k, 12);
+    check_bits(GgmlType::Q6_K, &q6k, &[], 3, n, k, 13);
 }
 
 /// `Σ_j |w_j| · amax_j / 254 · 1.01`: how far rounding the activations to 8 bits can move a
