@@ -174,8 +174,9 @@ impl Activations {
 const CHAINS: usize = 4;
 
 /// Q8_0 / Q4_0 weight rows `w` (`cols` rows of `row_bytes`) times every Q8_0 activation
-/// row, into `dst [rows, cols]`. The f32 scaling is `quant::vec_dot`'s, term by term; the
-/// (weight row, activation row) pairs go [`CHAINS`] at a time, weight row major.
+/// row, into `dst [rows, cols]`. The f32 scaling is `quant::vec_dot`'s, term by term:
+/// eight weight rows at a time in SIMD lanes, the rest as (weight row, activation row)
+/// pairs [`CHAINS`] at a time, weight row major.
 #[allow(clippy::too_many_arguments)]
 fn q8_tile(
     isa: Isa,
@@ -204,12 +205,39 @@ fn q8_tile(
         .collect();
     let mut dw = vec![0.0f32; cols * nb];
     half::f16_to_f32_row(isa, &halves, &mut dw);
+    // Groups of eight weight rows, rows in SIMD lanes (`IntIsa::dot8_q8`); the rest (and
+    // everything on the scalar set) pair by pair below.
+    let simd_cols = if int.has_dot8() { cols / 8 * 8 } else { 0 };
+    let mut dw8 = vec![0.0f32; 8 * nb];
+    for j0 in (0..simd_cols).step_by(8) {
+        for (b, d8) in dw8.chunks_exact_mut(8).enumerate() {
+            for (i, x) in d8.iter_mut().enumerate() {
+                *x = dw[(j0 + i) * nb + b];
+            }
+        }
+        let wr: [&[u8]; 8] = std::array::from_fn(|i| &w[(j0 + i) * row_bytes..(j0 + i + 1) * row_bytes]);
+        for r in 0..rows {
+            let (qa, sa, da) = (
+                &qs[r * k..(r + 1) * k],
+                &sum[r * nb..(r + 1) * nb],
+                &d[r * nb..(r + 1) * nb],
+            );
+            let out = if q8 {
+                int.dot8_q8::<true>(wr, qa, sa, &dw8, da)
+            } else {
+                int.dot8_q8::<false>(wr, qa, sa, &dw8, da)
+            };
+            if let Some(out) = out {
+                dst[r * cols + j0..r * cols + j0 + 8].copy_from_slice(&out);
+            }
+        }
+    }
     let mut sumi = vec![0i32; CHAINS * nb];
-    let pairs = cols * rows;
+    let pairs = (cols - simd_cols) * rows;
     let mut p0 = 0;
     while p0 < pairs {
         let g = CHAINS.min(pairs - p0);
-        let pair = |i: usize| ((p0 + i) / rows, (p0 + i) % rows);
+        let pair = |i: usize| (simd_cols + (p0 + i) / rows, (p0 + i) % rows);
         for (i, s) in sumi.chunks_exact_mut(nb.max(1)).take(g).enumerate() {
             let (j, r) = pair(i);
             let wr = &w[j * row_bytes..(j + 1) * row_bytes];

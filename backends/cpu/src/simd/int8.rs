@@ -31,12 +31,12 @@ pub(crate) enum IntIsa {
     /// AVX2 (the token proves the CPU has it).
     #[cfg(target_arch = "x86_64")]
     Avx2(super::Avx2),
-    /// AVX-512 F/BW with VNNI (and AVX2).
+    /// AVX-512 F/BW/VL with VNNI (and AVX2).
     #[cfg(target_arch = "x86_64")]
     Vnni(Vnni),
 }
 
-/// Proof that this CPU runs avx512f, avx512bw, avx512vnni and avx2.
+/// Proof that this CPU runs avx512f, avx512bw, avx512vnni, avx512vl and avx2.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Vnni(());
@@ -47,6 +47,7 @@ impl Vnni {
         let ok = is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx2");
         ok.then_some(Vnni(()))
     }
@@ -460,4 +461,202 @@ fn q6_k_avx2(w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
     // SAFETY: eight i32 fit `lanes`.
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
     lanes
+}
+
+impl IntIsa {
+    /// Whether [`IntIsa::dot8_q8`] has a SIMD path (the scalar set uses per-pair sums).
+    pub(crate) fn has_dot8(self) -> bool {
+        !matches!(self, IntIsa::Scalar)
+    }
+
+    /// Eight outputs at once: Q8_0 (`Q8`) or Q4_0 weight rows `w[i]` with one Q8_0
+    /// activation row (quants `a`, block sums `asum`, scales `da`; `nb = da.len()`
+    /// blocks), each finished in f32 exactly as `quant::vec_dot` does it. The rows sit in
+    /// the eight lanes: per block, the integer sums of the eight rows come out of one
+    /// reduction as one vector, and each lane takes the scalar code's f32 steps in its
+    /// order (Q8_0 `acc + s·(d_w·d_a)`, Q4_0 `acc + (s·d_w)·d_a`; multiply then add, never
+    /// fused). `dw` holds the rows' scales block-major: `dw[8b + i]`. `None` on the scalar
+    /// set.
+    pub(crate) fn dot8_q8<const Q8: bool>(
+        self,
+        w: [&[u8]; 8],
+        a: &[i8],
+        asum: &[i32],
+        dw: &[f32],
+        da: &[f32],
+    ) -> Option<[f32; 8]> {
+        let nb = da.len();
+        let bytes = if Q8 { Q8_0_BYTES } else { Q4_0_BYTES };
+        assert!(
+            w.iter().all(|r| r.len() >= nb * bytes) && a.len() >= nb * BLOCK && asum.len() >= nb && dw.len() >= 8 * nb
+        );
+        match self {
+            IntIsa::Scalar => None,
+            // SAFETY: the token proves avx2; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) => Some(unsafe { dot8_avx2::<Q8>(w, a, asum, dw, da) }),
+            // SAFETY: the token proves avx512vnni and avx512vl (and avx2); lengths checked.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => Some(unsafe { dot8_vnni::<Q8>(w, a, asum, dw, da) }),
+        }
+    }
+}
+
+/// The f32 step of [`IntIsa::dot8_q8`] for one block: eight exact integer sums `s`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn finish8<const Q8: bool>(acc: __m256, s: __m256i, dw: &[f32], da: f32) -> __m256 {
+    unsafe {
+        let s = _mm256_cvtepi32_ps(s);
+        let d = _mm256_loadu_ps(dw[..8].as_ptr());
+        let t = if Q8 {
+            _mm256_mul_ps(s, _mm256_mul_ps(d, _mm256_set1_ps(da)))
+        } else {
+            _mm256_mul_ps(_mm256_mul_ps(s, d), _mm256_set1_ps(da))
+        };
+        _mm256_add_ps(acc, t)
+    }
+}
+
+/// Eight rows' lane vectors for block `b`, reduced to one vector of their sums.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dot8_body<const Q8: bool>(
+    w: [&[u8]; 8],
+    a: &[i8],
+    dw: &[f32],
+    da: &[f32],
+    block: impl Fn(*const u8, __m256i) -> __m256i,
+    correct: impl Fn(usize, __m256i) -> __m256i,
+) -> [f32; 8] {
+    let bytes = if Q8 { Q8_0_BYTES } else { Q4_0_BYTES };
+    let wp = w.map(|r| r.as_ptr());
+    let mut acc = unsafe { _mm256_setzero_ps() };
+    for (b, &da) in da.iter().enumerate() {
+        let y = unsafe { _mm256_loadu_si256(a[b * BLOCK..(b + 1) * BLOCK].as_ptr() as *const __m256i) };
+        let v = std::array::from_fn(|i| block(wp[i].wrapping_add(b * bytes + 2), y));
+        acc = finish8::<Q8>(acc, correct(b, reduce8(v)), &dw[8 * b..], da);
+    }
+    let mut out = [0.0f32; 8];
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot8_avx2<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
+    let ones = _mm256_set1_epi16(1);
+    if Q8 {
+        dot8_body::<true>(
+            w,
+            a,
+            dw,
+            da,
+            |p, y| unsafe {
+                let x = _mm256_loadu_si256(p as *const __m256i);
+                _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)),
+                    ones,
+                )
+            },
+            |_, s| s,
+        )
+    } else {
+        dot8_body::<false>(
+            w,
+            a,
+            dw,
+            da,
+            |p, y| unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_avx2(p), y), ones) },
+            |b, s| unsafe { _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])) },
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
+fn dot8_vnni<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
+    if Q8 {
+        // Σ x·y = Σ (x + 128)·y − 128·Σ y, with x + 128 a u8.
+        let flip = _mm256_set1_epi8(0x80u8 as i8);
+        dot8_body::<true>(
+            w,
+            a,
+            dw,
+            da,
+            |p, y| unsafe {
+                let x = _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), flip);
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+            },
+            |b, s| unsafe { _mm256_sub_epi32(s, _mm256_set1_epi32(128 * asum[b])) },
+        )
+    } else {
+        dot8_body::<false>(
+            w,
+            a,
+            dw,
+            da,
+            |p, y| unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx2(p), y) },
+            |b, s| unsafe { _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])) },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::SimdLevel;
+
+    /// The integer sets this CPU has, scalar first (VNNI where the AVX-512 level finds it).
+    fn sets() -> Vec<IntIsa> {
+        SimdLevel::available()
+            .into_iter()
+            .map(|l| IntIsa::for_isa(Isa::new(l).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_avx512_level_uses_vnni_where_the_cpu_has_it() {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(isa) = Isa::new(SimdLevel::Avx512) {
+            let vnni = Vnni::detect().is_some();
+            assert_eq!(matches!(IntIsa::for_isa(isa), IntIsa::Vnni(_)), vnni);
+        }
+    }
+
+    #[test]
+    fn block_sums_agree_on_every_set_with_extreme_quants() {
+        // Weights at −128 and 127, activations at ±127: the sign trick and the VNNI offset
+        // at their limits; 11 blocks cover the eight-block step and its tail.
+        let nb = 11;
+        let mut seed = 1u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        };
+        let w8: Vec<u8> = (0..nb * Q8_0_BYTES)
+            .map(|i| if i % 3 == 0 { 0x80 } else { next() })
+            .collect();
+        let w4: Vec<u8> = (0..nb * Q4_0_BYTES).map(|_| next()).collect();
+        let a: Vec<i8> = (0..nb * BLOCK)
+            .map(|i| {
+                if i % 5 == 0 {
+                    -127
+                } else {
+                    (next() % 255) as i8 / 2 * 2 + 1
+                }
+            })
+            .collect();
+        let asum: Vec<i32> = a.chunks(BLOCK).map(|b| b.iter().map(|&x| i32::from(x)).sum()).collect();
+        let (mut want8, mut want4) = (vec![0; nb], vec![0; nb]);
+        IntIsa::Scalar.q8_0_sums(&w8, &a, &asum, &mut want8);
+        IntIsa::Scalar.q4_0_sums(&w4, &a, &asum, &mut want4);
+        for set in sets() {
+            let (mut got8, mut got4) = (vec![0; nb], vec![0; nb]);
+            set.q8_0_sums(&w8, &a, &asum, &mut got8);
+            set.q4_0_sums(&w4, &a, &asum, &mut got4);
+            assert_eq!(got8, want8, "{set:?} q8_0");
+            assert_eq!(got4, want4, "{set:?} q4_0");
+        }
+    }
 }
