@@ -197,12 +197,12 @@ fn q8_tile(
     let block_bytes = if q8 { Q8_0_BYTES } else { Q4_0_BYTES };
     // Every weight block's scale as f32, once per tile (gathered, then widened with F16C
     // where the CPU has it: exact either way).
-    let halves: Vec<u8> = (0..cols * nb)
-        .flat_map(|i| {
-            let at = (i / nb) * row_bytes + (i % nb) * block_bytes;
-            [w[at], w[at + 1]]
-        })
-        .collect();
+    let mut halves = Vec::with_capacity(2 * cols * nb);
+    for row in w.chunks_exact(row_bytes.max(1)).take(cols) {
+        for block in row.chunks_exact(block_bytes) {
+            halves.extend_from_slice(&block[..2]);
+        }
+    }
     let mut dw = vec![0.0f32; cols * nb];
     half::f16_to_f32_row(isa, &halves, &mut dw);
     // Groups of eight weight rows, rows in SIMD lanes (`IntIsa::dot8_q8`); the rest (and

@@ -567,8 +567,8 @@ fn dot8_avx2<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
             a,
             dw,
             da,
-            |p, y| unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_avx2(p), y), ones) },
-            |b, s| unsafe { _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])) },
+            |p, y| _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_avx2(p), y), ones),
+            |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])),
         )
     }
 }
@@ -588,7 +588,7 @@ fn dot8_vnni<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
                 let x = _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), flip);
                 _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
             },
-            |b, s| unsafe { _mm256_sub_epi32(s, _mm256_set1_epi32(128 * asum[b])) },
+            |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(128 * asum[b])),
         )
     } else {
         dot8_body::<false>(
@@ -596,8 +596,8 @@ fn dot8_vnni<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
             a,
             dw,
             da,
-            |p, y| unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx2(p), y) },
-            |b, s| unsafe { _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])) },
+            |p, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx2(p), y),
+            |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])),
         )
     }
 }
