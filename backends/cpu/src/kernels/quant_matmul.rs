@@ -8,8 +8,9 @@
 //!   integer block dot product of a weight row with a quantized activation row, scaled
 //!   and summed in f32 exactly as `r1_core::quant::vec_dot` (ggml's scalar
 //!   `ggml_vec_dot_*_generic`) does. Q8_0 and Q4_0 take the integer block sums from
-//!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar) and add the per-block f32 terms in
-//!   ggml's order, so every instruction set gives the same bits as `quant::vec_dot`.
+//!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar; eight weight rows at a time in SIMD
+//!   lanes) and add the per-block f32 terms in ggml's order, unfused, so every
+//!   instruction set gives the same bits as `quant::vec_dot`.
 //!   Q4_K and Q6_K do the same with [`IntIsa`]'s per-block lanes (AVX2 on both x86
 //!   levels: ggml's eight lanes by element index mod 8 kept apart, so no `maddubs`).
 //! - f16 / bf16 weights: each weight row is converted to f32 once per call (f16 with F16C

@@ -6,11 +6,18 @@
 //! before scaling. Integer sums are exact, so every instruction set returns the same
 //! numbers; the f32 scaling stays with the caller (one order for all sets).
 //!
+//! [`IntIsa::dot8_q8`] goes further for eight weight rows at once: one reduction per
+//! block turns the eight rows' lane vectors into one vector of their sums, and each lane
+//! then takes `quant::vec_dot`'s f32 steps (rows in lanes, so the f32 order per output is
+//! the scalar one). Q4_K/Q6_K blocks give the eight i32 lanes of ggml's scalar K-quant
+//! dot products (elements kept apart by index mod 8).
+//!
 //! This is not the f32 [`super::Simd`] trait: those vectors have no integer lanes. The
 //! instruction set follows the backend's [`Isa`] level: AVX2 uses `maddubs` with the sign
-//! trick as ggml-cpu's x86 `quants.c` does; the AVX-512 level uses VNNI `dpbusd` on two
-//! blocks per register when the CPU has avx512vnni and avx512bw (checked at run time),
-//! else the AVX2 code. Quants are expected in ggml's ranges (activation quants in
+//! trick as ggml-cpu's x86 `quants.c` does; the AVX-512 level uses VNNI `dpbusd` (256-bit
+//! per block in `dot8_q8`, two blocks per 512-bit register in the per-row sums) when the
+//! CPU has avx512vnni, avx512bw and avx512vl (checked at run time), else the AVX2 code;
+//! the K-quants use the AVX2 code on both levels. Quants are expected in ggml's ranges (activation quants in
 //! −127..=127, as core's quantizers write them; weights any i8), where no step saturates.
 
 #[cfg(target_arch = "x86_64")]
