@@ -283,12 +283,18 @@ fn q8_tile(
 fn kq_tile(int: IntIsa, ty: GgmlType, w: &[u8], row_bytes: usize, k: usize, act: &[u8], cols: usize, dst: &mut [f32]) {
     let act_row = k / QK_K * Q8_K_BYTES;
     let rows = dst.len() / cols;
+    let mut meta = Vec::with_capacity(k / QK_K);
     for j in 0..cols {
         let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+        if ty == GgmlType::Q4_K {
+            // Unpacked once per weight row, used by every activation row.
+            meta.clear();
+            meta.extend(wr.as_chunks().0.iter().map(Q4kMeta::of));
+        }
         for r in 0..rows {
             let ar = act[r * act_row..(r + 1) * act_row].as_chunks().0;
             dst[r * cols + j] = if ty == GgmlType::Q4_K {
-                q4_k_dot(int, wr.as_chunks().0, ar)
+                q4_k_dot(int, wr.as_chunks().0, &meta, ar)
             } else {
                 q6_k_dot(int, wr.as_chunks().0, ar)
             };
@@ -296,23 +302,42 @@ fn kq_tile(int: IntIsa, ty: GgmlType, w: &[u8], row_bytes: usize, k: usize, act:
     }
 }
 
-/// `q4_k::vec_dot` with the integer lanes from `int`.
-fn q4_k_dot(int: IntIsa, w: &[[u8; Q4_K_BYTES]], a: &[[u8; Q8_K_BYTES]]) -> f32 {
+/// A Q4_K block's unpacked scales: the eight 6-bit scales and mins, `d` and `dmin`.
+struct Q4kMeta {
+    sc: [u8; 8],
+    m: [u8; 8],
+    d: f32,
+    dmin: f32,
+}
+
+impl Q4kMeta {
+    fn of(x: &[u8; Q4_K_BYTES]) -> Q4kMeta {
+        let sm: [(u8, u8); 8] = std::array::from_fn(|j| q4_k::scale_min(x, j));
+        let (d, dmin) = q4_k::super_scales(x);
+        Q4kMeta {
+            sc: sm.map(|s| s.0),
+            m: sm.map(|s| s.1),
+            d,
+            dmin,
+        }
+    }
+}
+
+/// `q4_k::vec_dot` with the integer lanes from `int` (`meta`: the blocks' scales).
+fn q4_k_dot(int: IntIsa, w: &[[u8; Q4_K_BYTES]], meta: &[Q4kMeta], a: &[[u8; Q8_K_BYTES]]) -> f32 {
     let mut sums = [0.0f32; 8];
     let mut sumf = 0.0f32;
-    for (x, y) in w.iter().zip(a) {
-        let sm: [(u8, u8); 8] = std::array::from_fn(|j| q4_k::scale_min(x, j));
-        let lanes = int.q4_k_lanes(x, y, &sm.map(|s| s.0));
+    for ((x, mt), y) in w.iter().zip(meta).zip(a) {
+        let lanes = int.q4_k_lanes(x, y, &mt.sc);
         let summs: i32 = (0..16)
-            .map(|g| i32::from(q8_k::bsum(y, g)) * i32::from(sm[g / 2].1))
+            .map(|g| i32::from(q8_k::bsum(y, g)) * i32::from(mt.m[g / 2]))
             .sum();
-        let (d, dmin) = q4_k::super_scales(x);
         let da = q8_k::scale(y);
-        let d = d * da;
+        let d = mt.d * da;
         for (s, &lane) in sums.iter_mut().zip(&lanes) {
             *s += d * lane as f32;
         }
-        sumf -= dmin * da * summs as f32;
+        sumf -= mt.dmin * da * summs as f32;
     }
     for s in sums {
         sumf += s;
