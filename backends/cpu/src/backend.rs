@@ -11,8 +11,8 @@ use crate::kernels::kv_cache::KvGeometry;
 use crate::kernels::rope::RopeCache;
 use crate::kernels::softmax::{self, RowOp};
 use crate::kernels::{
-    Ctx, Past, activation, adamw, attention, checked_past, embedding, kv_cache, matmul, norm, rope, size_error,
-    token_loss,
+    Ctx, Past, activation, adamw, attention, checked_past, embedding, kv_cache, matmul, norm, quant_matmul, rope,
+    size_error, token_loss,
 };
 use crate::parallel::Threads;
 use crate::simd::{Isa, SimdLevel};
@@ -196,6 +196,21 @@ fn norm_weight(
     Ok(())
 }
 
+/// Whether a `MatMul` with a non-f32 `b` is one `kernels::quant_matmul` computes.
+fn quant_matmul_operands(op: &Op, a: &TensorDesc, w: &TensorDesc) -> bool {
+    matches!(
+        op,
+        Op::MatMul {
+            trans_a: false,
+            trans_b: true
+        }
+    ) && a.dtype == DType::F32
+        && a.shape.rank() >= 2
+        && w.shape.rank() == 2
+        && w.rows_are_whole_blocks()
+        && quant_matmul::weight_type(w.dtype).is_some()
+}
+
 fn same_place(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> bool {
     std::ptr::eq(a.buffer, b.buffer) && a.offset == b.offset
 }
@@ -240,8 +255,14 @@ impl Backend for CpuBackend {
         if matches!(op, Op::Input | Op::Param { .. } | Op::Reshape | Op::Slice { .. }) {
             return false;
         }
-        // Every kernel computes in f32 on f32 operands (ids and positions are i32): bf16,
-        // f16 and block-quantized weights need their own kernels, refused at plan time.
+        // A stored weight that is not f32 (Q8_0, Q4_0, Q4_K, Q6_K, f16, bf16) feeds only
+        // `a · wᵀ` with `w [N, K]` 2-D and rows of whole blocks (`kernels::quant_matmul`).
+        if let (Op::MatMul { .. }, [a, w]) = (op, inputs)
+            && w.dtype != DType::F32
+        {
+            return quant_matmul_operands(op, a, w) && output.dtype == DType::F32;
+        }
+        // Every other kernel computes in f32 on f32 operands (ids and positions are i32).
         inputs.iter().all(|d| matches!(d.dtype, DType::F32 | DType::I32)) && output.dtype == DType::F32
     }
 
@@ -323,6 +344,21 @@ impl Backend for CpuBackend {
             Op::MatMul { trans_a, trans_b } => {
                 arity(op, inputs.len(), 2)?;
                 let (sa, sb, so) = (inputs[0].desc.shape, inputs[1].desc.shape, output.desc.shape);
+                if inputs[1].desc.dtype != DType::F32 {
+                    let ty = quant_matmul::weight_type(inputs[1].desc.dtype)
+                        .filter(|_| quant_matmul_operands(op, &inputs[0].desc, &inputs[1].desc))
+                        .ok_or_else(|| BackendError::Unsupported {
+                            op: name,
+                            detail: format!(
+                                "a {} weight {} feeds only a · wᵀ with a 2-D w of whole blocks \
+                                 (q8_0, q4_0, q4_k, q6_k, f16, bf16) and an f32 a",
+                                inputs[1].desc.dtype, sb
+                            ),
+                        })?;
+                    return with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                        quant_matmul::matmul(ctx, ty, v.f32(0)?, &sa, v.bytes(1)?, &sb, v.f32_mut(2)?, &so)
+                    });
+                }
                 with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
                     matmul::matmul(
                         ctx,

@@ -1,14 +1,17 @@
 //! Host memory of the CPU backend: one 64-byte aligned, zero-filled allocation per
 //! buffer, written through `&CpuBuffer` (the `Backend` trait's contract) and made sound by
-//! a run-time borrow flag: any number of readers or one writer at a time, across threads.
+//! run-time borrows of byte ranges: a range written by one thread is touched by no other
+//! at the same time, while ranges that do not overlap are free to be used side by side
+//! (threads writing their own rows of one buffer).
 //!
 //! A conflicting access is an error, never a wait, so two threads that lock buffers in
 //! different orders cannot deadlock. Typed host helpers (`upload_f32`, `with_f32`, …)
 //! avoid byte conversions on the hot paths of the host (weights, logits, gradients).
 
 use std::alloc::{self, Layout};
+use std::ops::Range;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use r1_core::BackendError;
 
@@ -19,8 +22,23 @@ pub const ALIGN: usize = 64;
 pub struct CpuBuffer {
     ptr: NonNull<u8>,
     len: usize,
-    /// 0: free; `n > 0`: `n` readers; `-1`: one writer.
-    borrow: AtomicIsize,
+    /// The byte ranges borrowed now (a handful at most: one per kernel operand).
+    borrows: Mutex<Vec<Held>>,
+}
+
+/// One live borrow: bytes `start..end`, read or written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Held {
+    start: usize,
+    end: usize,
+    write: bool,
+}
+
+impl Held {
+    /// Whether the two cannot be held at once: they share a byte and one of them writes.
+    fn conflicts(&self, other: &Held) -> bool {
+        (self.write || other.write) && self.start < other.end && other.start < self.end
+    }
 }
 
 // SAFETY: the buffer owns its allocation (no thread affinity), and every access to the
@@ -45,7 +63,7 @@ impl CpuBuffer {
             return Ok(CpuBuffer {
                 ptr,
                 len: 0,
-                borrow: AtomicIsize::new(0),
+                borrows: Mutex::new(Vec::new()),
             });
         }
         let layout = Layout::from_size_align(bytes, ALIGN).map_err(|_| BackendError::OutOfMemory { bytes })?;
@@ -55,7 +73,7 @@ impl CpuBuffer {
         Ok(CpuBuffer {
             ptr,
             len: bytes,
-            borrow: AtomicIsize::new(0),
+            borrows: Mutex::new(Vec::new()),
         })
     }
 
@@ -147,40 +165,41 @@ impl CpuBuffer {
         self.ptr.as_ptr()
     }
 
-    /// Takes a read (`write = false`) or write borrow, or fails if another thread holds
-    /// a conflicting one.
+    /// Takes a read (`write = false`) or write borrow of the whole buffer, or fails if
+    /// another thread holds a conflicting one.
     pub(crate) fn lock(&self, write: bool) -> Result<Borrow<'_>, BackendError> {
-        if write {
-            if self
-                .borrow
-                .compare_exchange(0, -1, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                return Err(busy(self.len));
+        self.lock_range(0..self.len, write)
+    }
+
+    /// Takes a read or write borrow of bytes `range`, or fails if another thread holds
+    /// a conflicting borrow (one that overlaps it, either of them writing).
+    pub(crate) fn lock_range(&self, range: Range<usize>, write: bool) -> Result<Borrow<'_>, BackendError> {
+        let held = Held {
+            start: range.start,
+            end: range.end,
+            write,
+        };
+        let mut borrows = self.held();
+        if held.start < held.end {
+            if borrows.iter().any(|h| h.conflicts(&held)) {
+                return Err(busy(self.len, range));
             }
-        } else {
-            let mut cur = self.borrow.load(Ordering::Relaxed);
-            loop {
-                if cur < 0 {
-                    return Err(busy(self.len));
-                }
-                match self
-                    .borrow
-                    .compare_exchange_weak(cur, cur + 1, Ordering::Acquire, Ordering::Relaxed)
-                {
-                    Ok(_) => break,
-                    Err(now) => cur = now,
-                }
-            }
+            borrows.push(held);
         }
-        Ok(Borrow { buf: self, write })
+        Ok(Borrow { buf: self, held })
+    }
+
+    /// The live borrows. A poisoned lock only means a thread panicked between pushing and
+    /// removing an entry (neither touches the bytes), so the list is still right.
+    fn held(&self) -> MutexGuard<'_, Vec<Held>> {
+        self.borrows.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-fn busy(len: usize) -> BackendError {
+fn busy(len: usize, range: Range<usize>) -> BackendError {
     BackendError::Device(format!(
-        "a CpuBuffer of {len} bytes is used by two threads at once with at least one writer; \
-         give each thread its own buffers or serialise the calls"
+        "bytes {range:?} of a CpuBuffer of {len} bytes are used by two threads at once with at \
+         least one writer; give each thread its own buffers or rows, or serialise the calls"
     ))
 }
 
@@ -214,18 +233,20 @@ impl Drop for CpuBuffer {
     }
 }
 
-/// A held read or write borrow of a [`CpuBuffer`]; released on drop.
+/// A held read or write borrow of bytes of a [`CpuBuffer`]; released on drop.
 pub(crate) struct Borrow<'a> {
     buf: &'a CpuBuffer,
-    write: bool,
+    held: Held,
 }
 
 impl Drop for Borrow<'_> {
     fn drop(&mut self) {
-        if self.write {
-            self.buf.borrow.store(0, Ordering::Release);
-        } else {
-            self.buf.borrow.fetch_sub(1, Ordering::Release);
+        if self.held.start >= self.held.end {
+            return;
+        }
+        let mut borrows = self.buf.held();
+        if let Some(i) = borrows.iter().position(|h| *h == self.held) {
+            borrows.swap_remove(i);
         }
     }
 }
@@ -273,5 +294,25 @@ mod tests {
         assert!(b.lock(true).is_err());
         drop((r1, r2));
         assert!(b.lock(true).is_ok());
+    }
+
+    #[test]
+    fn disjoint_ranges_are_borrowed_side_by_side_and_overlapping_ones_are_refused() {
+        let b = CpuBuffer::zeroed(64).unwrap();
+        let low = b.lock_range(0..32, true).unwrap();
+        let high = b.lock_range(32..64, true).unwrap();
+        assert!(b.lock_range(16..48, false).is_err());
+        assert!(b.lock(false).is_err());
+        drop(low);
+        let read = b.lock_range(0..16, false).unwrap();
+        let read_again = b.lock_range(8..24, false).unwrap();
+        assert!(b.lock_range(20..21, true).is_err());
+        assert!(b.lock_range(16..32, false).is_ok());
+        drop((read, read_again, high));
+        assert!(b.lock(true).is_ok());
+        // An empty range touches no byte.
+        let w = b.lock(true).unwrap();
+        assert!(b.lock_range(10..10, true).is_ok());
+        drop(w);
     }
 }

@@ -1,8 +1,10 @@
-//! Checked access to the tensors of one kernel call. [`with_views`] borrows each buffer
-//! once (for writing when any of its tensors is written), checks every tensor's byte range
+//! Checked access to the tensors of one kernel call. [`with_views`] borrows each
+//! tensor's bytes (for writing when it is written), checks every tensor's byte range
 //! against its buffer and its alignment, refuses a written range that overlaps any other
 //! range, and only then hands the kernel plain slices. This is the one place where the
-//! `Backend` trait's `&Buffer` writes become `&mut [f32]`.
+//! `Backend` trait's `&Buffer` writes become `&mut [f32]`. Stored weights that are not
+//! f32 (bf16, f16, block-quantized) are read as their raw bytes ([`Views::bytes`]); only
+//! f32 is ever written.
 
 use r1_core::{BackendError, DType, TensorRef};
 
@@ -19,6 +21,8 @@ enum View<'a> {
     F32(&'a [f32]),
     I32(&'a [i32]),
     F32Mut(&'a mut [f32]),
+    /// The raw little-endian bytes of a bf16, f16 or block-quantized tensor.
+    Bytes(&'a [u8]),
     Taken,
 }
 
@@ -45,6 +49,15 @@ impl<'a> Views<'a> {
         }
     }
 
+    /// Tensor `i` as its raw bytes: a read-only bf16, f16 or block-quantized tensor
+    /// (exactly `TensorDesc::bytes` of them).
+    pub(crate) fn bytes(&self, i: usize) -> Result<&'a [u8], BackendError> {
+        match self.views.get(i) {
+            Some(View::Bytes(s)) => Ok(s),
+            _ => Err(self.wrong(i, "a read-only bf16, f16 or block-quantized tensor")),
+        }
+    }
+
     /// Tensor `i`, written as f32 (once: the slice moves out).
     pub(crate) fn f32_mut(&mut self, i: usize) -> Result<&'a mut [f32], BackendError> {
         match self.views.get_mut(i).map(|v| std::mem::replace(v, View::Taken)) {
@@ -54,9 +67,13 @@ impl<'a> Views<'a> {
     }
 
     fn wrong(&self, i: usize, what: &str) -> BackendError {
+        let is = match self.views.get(i) {
+            Some(View::Bytes(_)) => ", not bf16/f16/block-quantized (kernels compute on f32, ids i32)",
+            _ => "",
+        };
         BackendError::Unsupported {
             op: self.op,
-            detail: format!("operand {i} must be {what}"),
+            detail: format!("operand {i} must be {what}{is}"),
         }
     }
 }
@@ -70,12 +87,18 @@ pub(crate) fn with_views<R>(
     // Byte ranges, checked against their buffers.
     let mut ranges = Vec::with_capacity(tensors.len());
     for (i, (t, access)) in tensors.iter().enumerate() {
-        if !matches!(t.desc.dtype, DType::F32 | DType::I32) || (*access == Access::Write && t.desc.dtype != DType::F32)
-        {
+        // Non-f32 weights are read as bytes by the kernels that take them (a quantized
+        // matmul); every other kernel asks for f32 and gets `Unsupported` naming the type.
+        if *access == Access::Write && t.desc.dtype != DType::F32 {
             return Err(BackendError::Unsupported {
                 op,
+                detail: format!("operand {i} is {} {}; kernels write f32", t.desc.dtype, t.desc.shape),
+            });
+        }
+        if !t.desc.rows_are_whole_blocks() {
+            return Err(BackendError::OutOfBounds {
                 detail: format!(
-                    "operand {i} is {} {}; kernels compute on f32 (ids i32)",
+                    "{op}: operand {i} ({} {}) has rows that are not whole blocks",
                     t.desc.dtype, t.desc.shape
                 ),
             });
@@ -93,7 +116,7 @@ pub(crate) fn with_views<R>(
                 ),
             });
         }
-        if t.offset % 4 != 0 {
+        if matches!(t.desc.dtype, DType::F32 | DType::I32) && t.offset % 4 != 0 {
             return Err(BackendError::OutOfBounds {
                 detail: format!("{op}: operand {i} starts at byte {}, not a multiple of 4", t.offset),
             });
@@ -116,32 +139,29 @@ pub(crate) fn with_views<R>(
             }
         }
     }
-    // One borrow per distinct buffer, for writing when any of its tensors is written.
-    let mut borrows: Vec<(&CpuBuffer, Borrow<'_>)> = Vec::with_capacity(tensors.len());
-    for (t, _) in tensors {
-        if borrows.iter().any(|(b, _)| std::ptr::eq(*b, t.buffer)) {
-            continue;
-        }
-        let write = tensors
-            .iter()
-            .any(|(u, a)| *a == Access::Write && std::ptr::eq(u.buffer, t.buffer));
-        borrows.push((t.buffer, t.buffer.lock(write)?));
+    // One borrow per tensor, of its own bytes: other threads may use the rest of a
+    // buffer meanwhile (other rows of one KV cache, say).
+    let mut borrows: Vec<Borrow<'_>> = Vec::with_capacity(tensors.len());
+    for ((t, access), range) in tensors.iter().zip(&ranges) {
+        borrows.push(t.buffer.lock_range(range.clone(), *access == Access::Write)?);
     }
     let mut views = Vec::with_capacity(tensors.len());
     for ((t, access), range) in tensors.iter().zip(&ranges) {
         let n = t.desc.numel();
-        // SAFETY (all three arms): `range` lies inside the buffer's allocation (checked
-        // above); the allocation is 64-aligned and `range.start` is a multiple of 4, so the
-        // pointer is aligned for f32/i32; the bytes are initialised (zero-filled at birth)
-        // and every bit pattern is a valid f32/i32; the borrows taken above exclude every
-        // other thread, and within this call a written range overlaps no other range, so
+        // SAFETY (all four arms): `range` lies inside the buffer's allocation (checked
+        // above); the allocation is 64-aligned and, for f32/i32, `range.start` is a multiple
+        // of 4, so the pointer is aligned for f32/i32 (bytes need no alignment; only f32 is
+        // written); the bytes are initialised (zero-filled at birth)
+        // and every bit pattern is a valid f32/i32/u8; the borrows taken above keep every
+        // other thread off these bytes (off written ones entirely), and within this call a written range overlaps no other range, so
         // no `&mut` aliases another reference. The slices live only inside `f`, while
         // `borrows` is held.
         let p = unsafe { t.buffer.base().add(range.start) };
         views.push(match (access, t.desc.dtype) {
             (Access::Write, _) => View::F32Mut(unsafe { std::slice::from_raw_parts_mut(p as *mut f32, n) }),
             (Access::Read, DType::I32) => View::I32(unsafe { std::slice::from_raw_parts(p as *const i32, n) }),
-            (Access::Read, _) => View::F32(unsafe { std::slice::from_raw_parts(p as *const f32, n) }),
+            (Access::Read, DType::F32) => View::F32(unsafe { std::slice::from_raw_parts(p as *const f32, n) }),
+            (Access::Read, _) => View::Bytes(unsafe { std::slice::from_raw_parts(p as *const u8, range.len()) }),
         });
     }
     let result = f(Views { op, views });

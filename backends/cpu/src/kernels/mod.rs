@@ -11,6 +11,7 @@ pub(crate) mod gemm;
 pub(crate) mod kv_cache;
 pub(crate) mod matmul;
 pub(crate) mod norm;
+pub(crate) mod quant_matmul;
 pub(crate) mod rope;
 pub(crate) mod softmax;
 pub(crate) mod token_loss;

@@ -8,6 +8,8 @@
 //! runs inside a task must be `#[inline(always)]`, or it would be compiled for the
 //! baseline target and call each intrinsic out of line.
 
+pub(crate) mod half;
+pub(crate) mod int8;
 pub(crate) mod math;
 mod scalar;
 #[cfg(target_arch = "x86_64")]

@@ -10,11 +10,13 @@ use r1_backend_cpu::{CpuBackend, SimdLevel};
 use r1_core::backend::{Backend, BackendError, TensorRef};
 use r1_core::{DType, Op, TensorDesc};
 
-/// An operand: f32 values or i32 ids, with its dims.
+/// An operand: f32 values, i32 ids, or the raw bytes of another dtype (a bf16, f16 or
+/// block-quantized weight), with its dims.
 #[derive(Clone, Debug)]
 pub enum T {
     F(Vec<f32>, Vec<usize>),
     I(Vec<i32>, Vec<usize>),
+    Raw(Vec<u8>, DType, Vec<usize>),
 }
 
 impl T {
@@ -22,6 +24,7 @@ impl T {
         match self {
             T::F(_, d) => TensorDesc::new(DType::F32, d),
             T::I(_, d) => TensorDesc::new(DType::I32, d),
+            T::Raw(_, t, d) => TensorDesc::new(*t, d),
         }
     }
 
@@ -29,6 +32,7 @@ impl T {
         match self {
             T::F(v, _) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             T::I(v, _) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            T::Raw(v, _, _) => v.clone(),
         }
     }
 }
@@ -61,7 +65,8 @@ pub fn run(be: &CpuBackend, op: &Op, inputs: &[T], out_dims: &[usize]) -> Result
     let mut at = GAP;
     for t in inputs {
         offsets.push(at);
-        at += t.desc().bytes() + GAP;
+        // Raw operands may take any number of bytes; f32/i32 ones stay 4-aligned.
+        at = (at + t.desc().bytes() + GAP).next_multiple_of(4);
     }
     let out_at = at;
     let total = out_at + out_desc.bytes() + GAP;

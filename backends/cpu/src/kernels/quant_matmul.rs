@@ -1,0 +1,406 @@
+//! `MatMul` with a weight that is not f32: `out = a · wᵀ` for `a [.., M, K]` f32 and a
+//! stored weight `w [N, K]` (row-major, HF/GGUF layout) of type Q8_0, Q4_0, Q4_K, Q6_K,
+//! f16 or bf16, as llama.cpp computes it:
+//!
+//! - block-quantized weights: each row of `a` is quantized once per call to the weight's
+//!   `vec_dot_type` (Q8_0 for Q8_0/Q4_0, Q8_K for Q4_K/Q6_K) with core's reference
+//!   quantizer (bit-exact with ggml's `quantize_row_*_ref`); every output element is the
+//!   integer block dot product of a weight row with a quantized activation row, scaled
+//!   and summed in f32 exactly as `r1_core::quant::vec_dot` (ggml's scalar
+//!   `ggml_vec_dot_*_generic`) does. Q8_0 and Q4_0 take the integer block sums from
+//!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar; eight weight rows at a time in SIMD
+//!   lanes) and add the per-block f32 terms in ggml's order, unfused, so every
+//!   instruction set gives the same bits as `quant::vec_dot`.
+//!   Q4_K and Q6_K do the same with [`IntIsa`]'s per-block lanes (AVX2 on both x86
+//!   levels: ggml's eight lanes by element index mod 8 kept apart, so no `maddubs`).
+//! - f16 / bf16 weights: each weight row is converted to f32 once per call (f16 with F16C
+//!   where the CPU has it) and dotted with
+//!   every activation row by `math::dot` (no rounding of the activations).
+//!
+//! Threads split the N output columns (weight rows) into tiles, so one activation row (a
+//! decode step) uses every core; each output element is computed alone, so the result
+//! does not depend on the thread count or the tiling.
+
+use r1_core::quant::{self, GgmlType, QK_K, q4_k, q6_k, q8_0, q8_k};
+use r1_core::{BackendError, DType, Shape};
+
+use super::{Ctx, size_error};
+use crate::simd::int8::{IntIsa, Q4_0_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, Q8_K_BYTES};
+use crate::simd::{Isa, Simd, SimdTask, half, math};
+
+/// Elements per Q8_0 block (also Q4_0's).
+const QK: usize = q8_0::BLOCK;
+
+/// Weight rows per tile at least (below it, the hand-off costs more than the tile).
+const MIN_TILE_COLS: usize = 16;
+
+/// The weight type of a `b` operand this kernel takes, `None` for any other dtype (f32
+/// goes to the f32 GEMM).
+pub(crate) fn weight_type(dtype: DType) -> Option<GgmlType> {
+    GgmlType::from_dtype(dtype).filter(|t| {
+        matches!(
+            t,
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::F16 | GgmlType::BF16
+        )
+    })
+}
+
+/// `out [.., M, N] = a [.., M, K] · w [N, K]ᵀ` with `w` of type `ty` (its raw bytes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    ctx: Ctx<'_>,
+    ty: GgmlType,
+    a: &[f32],
+    sa: &Shape,
+    w: &[u8],
+    sb: &Shape,
+    out: &mut [f32],
+    so: &Shape,
+) -> Result<(), BackendError> {
+    let err = || size_error("matmul", format!("{sa} x {sb}ᵀ ({}) -> {so}", ty.name()));
+    if sa.rank() < 2 || sb.rank() != 2 {
+        return Err(err());
+    }
+    let (m, k) = (sa.dim_from_end(1), sa.dim_from_end(0));
+    let (n, kb) = (sb.dims()[0], sb.dims()[1]);
+    let lead = &sa.dims()[..sa.rank() - 2];
+    let mut want = lead.to_vec();
+    want.extend([m, n]);
+    let rows = lead.iter().product::<usize>() * m;
+    let row_bytes = ty.row_bytes(k as u64).map_err(|e| size_error("matmul", e))?;
+    if k != kb || so.dims() != want.as_slice() || a.len() != rows * k || out.len() != rows * n {
+        return Err(err());
+    }
+    if w.len() != n * row_bytes {
+        return Err(size_error(
+            "matmul",
+            format!(
+                "a {} weight {sb} takes {} bytes, got {}",
+                ty.name(),
+                n * row_bytes,
+                w.len()
+            ),
+        ));
+    }
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    let act = Activations::quantize(ctx, ty, a, rows, k)?;
+    let tile = |j0: usize, cols: usize, dst: &mut [f32]| -> Result<(), BackendError> {
+        let w = &w[j0 * row_bytes..(j0 + cols) * row_bytes];
+        match &act {
+            Activations::Q8_0 { qs, d, sum } => {
+                q8_tile(ctx.isa, ty, w, row_bytes, k, qs, d, sum, cols, dst);
+                Ok(())
+            }
+            Activations::Q8K(bytes) => {
+                kq_tile(IntIsa::for_isa(ctx.isa), ty, w, row_bytes, k, bytes, cols, dst);
+                Ok(())
+            }
+            Activations::F32 => {
+                ctx.isa.run(FloatTile {
+                    isa: ctx.isa,
+                    ty,
+                    w,
+                    row_bytes,
+                    a,
+                    k,
+                    cols,
+                    dst,
+                });
+                Ok(())
+            }
+        }
+    };
+    // Tiles of weight rows, a few per thread; each writes a `rows × cols` block.
+    let cols = n.div_ceil(4 * ctx.threads.count()).max(MIN_TILE_COLS).min(n);
+    let tiles = n.div_ceil(cols);
+    let results = ctx.threads.map_tasks(tiles, cols * rows * k, |t| {
+        let j0 = t * cols;
+        let c = cols.min(n - j0);
+        let mut dst = vec![0.0f32; rows * c];
+        tile(j0, c, &mut dst).map(|()| (j0, c, dst))
+    });
+    for r in results {
+        let (j0, c, dst) = r?;
+        for (o, d) in out.chunks_exact_mut(n).zip(dst.chunks_exact(c)) {
+            o[j0..j0 + c].copy_from_slice(d);
+        }
+    }
+    Ok(())
+}
+
+/// The activation rows as the weight's dot product wants them.
+enum Activations {
+    /// Q8_0, unpacked: the quants (`rows·K`), each block's scale as f32 and its quant sum.
+    Q8_0 { qs: Vec<i8>, d: Vec<f32>, sum: Vec<i32> },
+    /// Q8_K rows as bytes (what `quant::vec_dot` takes).
+    Q8K(Vec<u8>),
+    /// f32, used as given.
+    F32,
+}
+
+impl Activations {
+    /// Quantizes each of the `rows` rows of `a` (in parallel when worth it) to `ty`'s
+    /// `vec_dot_type` with core's reference quantizer.
+    fn quantize(ctx: Ctx<'_>, ty: GgmlType, a: &[f32], rows: usize, k: usize) -> Result<Activations, BackendError> {
+        let Some(act) = ty.vec_dot_type() else {
+            return Ok(Activations::F32);
+        };
+        let row_bytes = act.row_bytes(k as u64).map_err(|e| size_error("matmul", e))?;
+        let quantized = ctx.threads.map_tasks(rows, 8 * k, |r| {
+            let mut bytes = vec![0u8; row_bytes];
+            quant::quantize_into(act, &a[r * k..(r + 1) * k], &mut bytes).map(|()| bytes)
+        });
+        let mut all = Vec::with_capacity(rows * row_bytes);
+        for q in quantized {
+            all.extend(q.map_err(|e| size_error("matmul", e))?);
+        }
+        if act != GgmlType::Q8_0 {
+            return Ok(Activations::Q8K(all));
+        }
+        let blocks = all.as_chunks::<{ q8_0::BLOCK_BYTES }>().0;
+        let qs = blocks.iter().flat_map(|b| b[2..].iter().map(|&q| q as i8)).collect();
+        let d = blocks.iter().map(q8_0::scale).collect();
+        let sum = blocks
+            .iter()
+            .map(|b| b[2..].iter().map(|&q| i32::from(q as i8)).sum())
+            .collect();
+        Ok(Activations::Q8_0 { qs, d, sum })
+    }
+}
+
+/// Output elements whose f32 sums run side by side: each is one dependent chain of adds
+/// (ggml's order), so independent chains hide the add latency.
+const CHAINS: usize = 4;
+
+/// Q8_0 / Q4_0 weight rows `w` (`cols` rows of `row_bytes`) times every Q8_0 activation
+/// row, into `dst [rows, cols]`. The f32 scaling is `quant::vec_dot`'s, term by term:
+/// eight weight rows at a time in SIMD lanes, the rest as (weight row, activation row)
+/// pairs [`CHAINS`] at a time, weight row major.
+#[allow(clippy::too_many_arguments)]
+fn q8_tile(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    k: usize,
+    qs: &[i8],
+    d: &[f32],
+    sum: &[i32],
+    cols: usize,
+    dst: &mut [f32],
+) {
+    let int = IntIsa::for_isa(isa);
+    let nb = k / QK;
+    let rows = dst.len() / cols;
+    let q8 = ty == GgmlType::Q8_0;
+    let block_bytes = if q8 { Q8_0_BYTES } else { Q4_0_BYTES };
+    // Every weight block's scale as f32, once per tile (gathered, then widened with F16C
+    // where the CPU has it: exact either way).
+    let mut halves = Vec::with_capacity(2 * cols * nb);
+    for row in w.chunks_exact(row_bytes.max(1)).take(cols) {
+        for block in row.chunks_exact(block_bytes) {
+            halves.extend_from_slice(&block[..2]);
+        }
+    }
+    let mut dw = vec![0.0f32; cols * nb];
+    half::f16_to_f32_row(isa, &halves, &mut dw);
+    // Groups of eight weight rows, rows in SIMD lanes (`IntIsa::dot8_q8`); the rest (and
+    // everything on the scalar set) pair by pair below.
+    let simd_cols = if int.has_dot8() { cols / 8 * 8 } else { 0 };
+    let mut dw8 = vec![0.0f32; 8 * nb];
+    for j0 in (0..simd_cols).step_by(8) {
+        for (b, d8) in dw8.chunks_exact_mut(8).enumerate() {
+            for (i, x) in d8.iter_mut().enumerate() {
+                *x = dw[(j0 + i) * nb + b];
+            }
+        }
+        let wr: [&[u8]; 8] = std::array::from_fn(|i| &w[(j0 + i) * row_bytes..(j0 + i + 1) * row_bytes]);
+        for r in 0..rows {
+            let (qa, sa, da) = (
+                &qs[r * k..(r + 1) * k],
+                &sum[r * nb..(r + 1) * nb],
+                &d[r * nb..(r + 1) * nb],
+            );
+            let out = if q8 {
+                int.dot8_q8::<true>(wr, qa, sa, &dw8, da)
+            } else {
+                int.dot8_q8::<false>(wr, qa, sa, &dw8, da)
+            };
+            if let Some(out) = out {
+                dst[r * cols + j0..r * cols + j0 + 8].copy_from_slice(&out);
+            }
+        }
+    }
+    let mut sumi = vec![0i32; CHAINS * nb];
+    let pairs = (cols - simd_cols) * rows;
+    let mut p0 = 0;
+    while p0 < pairs {
+        let g = CHAINS.min(pairs - p0);
+        let pair = |i: usize| (simd_cols + (p0 + i) / rows, (p0 + i) % rows);
+        for (i, s) in sumi.chunks_exact_mut(nb.max(1)).take(g).enumerate() {
+            let (j, r) = pair(i);
+            let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+            let (qa, sa) = (&qs[r * k..(r + 1) * k], &sum[r * nb..(r + 1) * nb]);
+            let s = &mut s[..nb];
+            if q8 {
+                int.q8_0_sums(wr, qa, sa, s);
+            } else {
+                int.q4_0_sums(wr, qa, sa, s);
+            }
+        }
+        let mut acc = [0.0f32; CHAINS];
+        let scales: [(&[f32], &[f32]); CHAINS] = std::array::from_fn(|i| {
+            let (j, r) = pair(i.min(g - 1));
+            (&dw[j * nb..(j + 1) * nb], &d[r * nb..(r + 1) * nb])
+        });
+        for b in 0..nb {
+            for (i, a) in acc.iter_mut().enumerate().take(g) {
+                let (x, y) = (scales[i].0[b], scales[i].1[b]);
+                let s = sumi[i * nb + b] as f32;
+                if q8 {
+                    // ggml_vec_dot_q8_0_q8_0: sumi · (d_w · d_a).
+                    *a += s * (x * y);
+                } else {
+                    // ggml_vec_dot_q4_0_q8_0: sumi · d_w · d_a, left to right.
+                    *a += s * x * y;
+                }
+            }
+        }
+        for (i, &a) in acc.iter().enumerate().take(g) {
+            let (j, r) = pair(i);
+            dst[r * cols + j] = a;
+        }
+        p0 += g;
+    }
+}
+
+/// Q4_K / Q6_K weight rows times every Q8_K activation row (`act`, rows of bytes), into
+/// `dst [rows, cols]`: per block the integer lanes of [`IntIsa`], then `quant::vec_dot`'s
+/// f32 steps in its order.
+#[allow(clippy::too_many_arguments)]
+fn kq_tile(int: IntIsa, ty: GgmlType, w: &[u8], row_bytes: usize, k: usize, act: &[u8], cols: usize, dst: &mut [f32]) {
+    let act_row = k / QK_K * Q8_K_BYTES;
+    let rows = dst.len() / cols;
+    let mut meta = Vec::with_capacity(k / QK_K);
+    for j in 0..cols {
+        let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+        if ty == GgmlType::Q4_K {
+            // Unpacked once per weight row, used by every activation row.
+            meta.clear();
+            meta.extend(wr.as_chunks().0.iter().map(Q4kMeta::of));
+        }
+        for r in 0..rows {
+            let ar = act[r * act_row..(r + 1) * act_row].as_chunks().0;
+            dst[r * cols + j] = if ty == GgmlType::Q4_K {
+                q4_k_dot(int, wr.as_chunks().0, &meta, ar)
+            } else {
+                q6_k_dot(int, wr.as_chunks().0, ar)
+            };
+        }
+    }
+}
+
+/// A Q4_K block's unpacked scales: the eight 6-bit scales and mins, `d` and `dmin`.
+struct Q4kMeta {
+    sc: [u8; 8],
+    m: [u8; 8],
+    d: f32,
+    dmin: f32,
+}
+
+impl Q4kMeta {
+    fn of(x: &[u8; Q4_K_BYTES]) -> Q4kMeta {
+        let sm: [(u8, u8); 8] = std::array::from_fn(|j| q4_k::scale_min(x, j));
+        let (d, dmin) = q4_k::super_scales(x);
+        Q4kMeta {
+            sc: sm.map(|s| s.0),
+            m: sm.map(|s| s.1),
+            d,
+            dmin,
+        }
+    }
+}
+
+/// `q4_k::vec_dot` with the integer lanes from `int` (`meta`: the blocks' scales).
+fn q4_k_dot(int: IntIsa, w: &[[u8; Q4_K_BYTES]], meta: &[Q4kMeta], a: &[[u8; Q8_K_BYTES]]) -> f32 {
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    for ((x, mt), y) in w.iter().zip(meta).zip(a) {
+        let lanes = int.q4_k_lanes(x, y, &mt.sc);
+        let summs: i32 = (0..16)
+            .map(|g| i32::from(q8_k::bsum(y, g)) * i32::from(mt.m[g / 2]))
+            .sum();
+        let da = q8_k::scale(y);
+        let d = mt.d * da;
+        for (s, &lane) in sums.iter_mut().zip(&lanes) {
+            *s += d * lane as f32;
+        }
+        sumf -= mt.dmin * da * summs as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
+
+/// `q6_k::vec_dot` with the integer lanes from `int`.
+fn q6_k_dot(int: IntIsa, w: &[[u8; Q6_K_BYTES]], a: &[[u8; Q8_K_BYTES]]) -> f32 {
+    let mut sums = [0.0f32; 8];
+    for (x, y) in w.iter().zip(a) {
+        let lanes = int.q6_k_lanes(x, y);
+        let d = q6_k::super_scale(x) * q8_k::scale(y);
+        for (s, &lane) in sums.iter_mut().zip(&lanes) {
+            *s += d * lane as f32;
+        }
+    }
+    let mut sumf = 0.0f32;
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
+
+/// f16 / bf16 weight rows, converted to f32 one at a time, dotted with each f32 row.
+struct FloatTile<'a> {
+    isa: Isa,
+    ty: GgmlType,
+    w: &'a [u8],
+    row_bytes: usize,
+    a: &'a [f32],
+    k: usize,
+    cols: usize,
+    dst: &'a mut [f32],
+}
+
+impl SimdTask for FloatTile<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let FloatTile {
+            isa,
+            ty,
+            w,
+            row_bytes,
+            a,
+            k,
+            cols,
+            dst,
+        } = self;
+        let mut wf = vec![0.0f32; k];
+        for j in 0..cols {
+            let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+            if ty == GgmlType::F16 {
+                half::f16_to_f32_row(isa, wr, &mut wf);
+            } else if quant::dequantize_into(ty, wr, &mut wf).is_err() {
+                // Unreachable: the caller checked `w` is `cols` rows of `k` elements.
+                wf.fill(f32::NAN);
+            }
+            for (r, ar) in a.chunks_exact(k.max(1)).enumerate() {
+                dst[r * cols + j] = math::dot(s, ar, &wf);
+            }
+        }
+    }
+}

@@ -1,0 +1,669 @@
+//! Integer block sums of 8-bit dot products: the inner loop of the quantized matmul
+//! (`kernels::quant_matmul`). For each 32-element block `b` of a Q8_0 or Q4_0 weight row
+//! and a Q8_0 activation row (its quants unpacked to `a`, its per-block quant sums to
+//! `asum`), `out[b]` is the exact i32 sum `Σ_j w_j·a_j` of the signed weight levels times
+//! the activation quants — what ggml's `ggml_vec_dot_q{8,4}_0_q8_0` computes per block
+//! before scaling. Integer sums are exact, so every instruction set returns the same
+//! numbers; the f32 scaling stays with the caller (one order for all sets).
+//!
+//! [`IntIsa::dot8_q8`] goes further for eight weight rows at once: one reduction per
+//! block turns the eight rows' lane vectors into one vector of their sums, and each lane
+//! then takes `quant::vec_dot`'s f32 steps (rows in lanes, so the f32 order per output is
+//! the scalar one). Q4_K/Q6_K blocks give the eight i32 lanes of ggml's scalar K-quant
+//! dot products (elements kept apart by index mod 8).
+//!
+//! This is not the f32 [`super::Simd`] trait: those vectors have no integer lanes. The
+//! instruction set follows the backend's [`Isa`] level: AVX2 uses `maddubs` with the sign
+//! trick as ggml-cpu's x86 `quants.c` does; the AVX-512 level uses VNNI `dpbusd` (256-bit
+//! per block in `dot8_q8`, two blocks per 512-bit register in the per-row sums) when the
+//! CPU has avx512vnni, avx512bw and avx512vl (checked at run time), else the AVX2 code;
+//! the K-quants use the AVX2 code on both levels. Quants are expected in ggml's ranges (activation quants in
+//! −127..=127, as core's quantizers write them; weights any i8), where no step saturates.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::Isa;
+
+/// Bytes of a Q8_0 block (f16 scale + 32 quants) and of a Q4_0 block (f16 scale + 16 bytes
+/// of nibbles); both hold 32 elements.
+pub(crate) const Q8_0_BYTES: usize = 34;
+pub(crate) const Q4_0_BYTES: usize = 18;
+const BLOCK: usize = 32;
+
+/// The integer instructions the block sums run with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum IntIsa {
+    Scalar,
+    /// AVX2 (the token proves the CPU has it).
+    #[cfg(target_arch = "x86_64")]
+    Avx2(super::Avx2),
+    /// AVX-512 F/BW/VL with VNNI (and AVX2).
+    #[cfg(target_arch = "x86_64")]
+    Vnni(Vnni),
+}
+
+/// Proof that this CPU runs avx512f, avx512bw, avx512vnni, avx512vl and avx2.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Vnni(());
+
+#[cfg(target_arch = "x86_64")]
+impl Vnni {
+    fn detect() -> Option<Vnni> {
+        let ok = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2");
+        ok.then_some(Vnni(()))
+    }
+}
+
+impl IntIsa {
+    /// The integer set for a backend's level: scalar for scalar, AVX2 for AVX2, VNNI for
+    /// AVX-512 where the CPU has it (else AVX2, which every AVX-512 CPU has).
+    pub(crate) fn for_isa(isa: Isa) -> IntIsa {
+        match isa {
+            Isa::Scalar(_) => IntIsa::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => IntIsa::Avx2(t),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(_) => Vnni::detect()
+                .map(IntIsa::Vnni)
+                .or_else(|| super::Avx2::detect().map(IntIsa::Avx2))
+                .unwrap_or(IntIsa::Scalar),
+        }
+    }
+
+    /// Per-block sums of a Q8_0 weight row `w` (`nb` blocks of 34 bytes) with activation
+    /// quants `a` (`32·nb`) whose block sums are `asum` (`nb`), into `out` (`nb`).
+    pub(crate) fn q8_0_sums(self, w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
+        let nb = out.len();
+        assert!(w.len() >= nb * Q8_0_BYTES && a.len() >= nb * BLOCK && asum.len() >= nb);
+        match self {
+            IntIsa::Scalar => q8_0_scalar(w, a, out),
+            // SAFETY: the token proves avx2; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) => unsafe { q8_0_avx2(w, a, out) },
+            // SAFETY: the token proves avx512f/bw/vnni and avx2; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => unsafe { q8_0_vnni(w, a, asum, out) },
+        }
+    }
+
+    /// As [`IntIsa::q8_0_sums`] for a Q4_0 weight row (`nb` blocks of 18 bytes); the
+    /// levels are `nibble − 8`.
+    pub(crate) fn q4_0_sums(self, w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
+        let nb = out.len();
+        assert!(w.len() >= nb * Q4_0_BYTES && a.len() >= nb * BLOCK && asum.len() >= nb);
+        match self {
+            IntIsa::Scalar => q4_0_scalar(w, a, out),
+            // SAFETY: as in `q8_0_sums`.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) => unsafe { q4_0_avx2(w, a, out) },
+            // SAFETY: as in `q8_0_sums`.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => unsafe { q4_0_vnni(w, a, out) },
+        }
+        // The SIMD paths sum `nibble · a`; the level is `nibble − 8`.
+        for (o, s) in out.iter_mut().zip(asum) {
+            *o -= 8 * s;
+        }
+    }
+}
+
+fn q8_0_scalar(w: &[u8], a: &[i8], out: &mut [i32]) {
+    for (b, o) in out.iter_mut().enumerate() {
+        let qs = &w[b * Q8_0_BYTES + 2..(b + 1) * Q8_0_BYTES];
+        let ys = &a[b * BLOCK..(b + 1) * BLOCK];
+        *o = qs
+            .iter()
+            .zip(ys)
+            .map(|(&x, &y)| i32::from(x as i8) * i32::from(y))
+            .sum();
+    }
+}
+
+/// `Σ nibble·a` (the caller subtracts `8·Σa`).
+fn q4_0_scalar(w: &[u8], a: &[i8], out: &mut [i32]) {
+    for (b, o) in out.iter_mut().enumerate() {
+        let qs = &w[b * Q4_0_BYTES + 2..(b + 1) * Q4_0_BYTES];
+        let ys = &a[b * BLOCK..(b + 1) * BLOCK];
+        let mut s = 0i32;
+        for (j, &q) in qs.iter().enumerate() {
+            s += i32::from(q & 0x0F) * i32::from(ys[j]) + i32::from(q >> 4) * i32::from(ys[j + 16]);
+        }
+        *o = s;
+    }
+}
+
+// SAFETY (every `unsafe` block below): these helpers are only inlined into the
+// `#[target_feature]` functions further down, which run only once a token proved the
+// features; pointers come from slices whose lengths the callers asserted to cover
+// `nb` blocks, and every load is unaligned.
+
+/// Eight i32 lanes whose sum is `Σ x·y` over one Q8_0 block at `w` (its quants) and 32
+/// activation quants at `a`: `|x|` times `y` with `x`'s sign (`maddubs` takes u8 × i8).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn q8_block_avx2(w: *const u8, a: *const i8) -> __m256i {
+    unsafe {
+        let x = _mm256_loadu_si256(w as *const __m256i);
+        let y = _mm256_loadu_si256(a as *const __m256i);
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    }
+}
+
+/// The 32 nibbles of a Q4_0 block's 16 bytes at `w`, in element order (low nibbles are
+/// elements 0..16, high nibbles 16..32), as u8.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn nibbles_avx2(w: *const u8) -> __m256i {
+    unsafe {
+        let t = _mm_loadu_si128(w as *const __m128i);
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(t), t), _mm256_set1_epi8(0x0F))
+    }
+}
+
+/// Eight i32 lanes summing to `Σ nibble·y` over one Q4_0 block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn q4_block_avx2(w: *const u8, a: *const i8) -> __m256i {
+    unsafe {
+        let y = _mm256_loadu_si256(a as *const __m256i);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_avx2(w), y), _mm256_set1_epi16(1))
+    }
+}
+
+/// The lane sums of eight vectors, as one vector (lane `i` = Σ lanes of `v[i]`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn reduce8(v: [__m256i; 8]) -> __m256i {
+    unsafe {
+        let h01 = _mm256_hadd_epi32(v[0], v[1]);
+        let h23 = _mm256_hadd_epi32(v[2], v[3]);
+        let h45 = _mm256_hadd_epi32(v[4], v[5]);
+        let h67 = _mm256_hadd_epi32(v[6], v[7]);
+        // Per 128-bit half: the partial sums of v0..v3 (v4..v7) over that half.
+        let h0 = _mm256_hadd_epi32(h01, h23);
+        let h1 = _mm256_hadd_epi32(h45, h67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(h0, h1),
+            _mm256_permute2x128_si256::<0x31>(h0, h1),
+        )
+    }
+}
+
+/// The sum of a vector's eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn hsum(v: __m256i) -> i32 {
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_hadd_epi32(s, s);
+        let s = _mm_hadd_epi32(s, s);
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// Block sums eight blocks at a time (one reduction for eight), then one at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn sums_avx2(out: &mut [i32], block: impl Fn(usize) -> __m256i) {
+    let nb = out.len();
+    let mut b = 0;
+    while b + 8 <= nb {
+        let r = reduce8(std::array::from_fn(|i| block(b + i)));
+        unsafe { _mm256_storeu_si256(out[b..b + 8].as_mut_ptr() as *mut __m256i, r) };
+        b += 8;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(b) {
+        *o = hsum(block(i));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q8_0_avx2(w: &[u8], a: &[i8], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    sums_avx2(out, |b| {
+        q8_block_avx2(wp.wrapping_add(b * Q8_0_BYTES + 2), ap.wrapping_add(b * BLOCK))
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q4_0_avx2(w: &[u8], a: &[i8], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    sums_avx2(out, |b| {
+        q4_block_avx2(wp.wrapping_add(b * Q4_0_BYTES + 2), ap.wrapping_add(b * BLOCK))
+    });
+}
+
+/// Two blocks' sums per 512-bit register: lanes 0..8 hold block `b`'s, 8..16 block
+/// `b + 1`'s (`dpbusd`: u8 × i8, four products per i32 lane, no saturation).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dpbusd_pair(x0: __m256i, x1: __m256i, a: *const i8) -> (__m256i, __m256i) {
+    unsafe {
+        let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1);
+        let y = _mm512_loadu_si512(a as *const __m512i);
+        let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x, y);
+        (_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
+    }
+}
+
+/// Q8_0 with VNNI: `x + 128` is a u8, so `Σ x·y = Σ (x + 128)·y − 128·Σ y`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+fn q8_0_vnni(w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let nb = out.len();
+    let flip = _mm256_set1_epi8(0x80u8 as i8);
+    let quants = |b: usize| unsafe {
+        _mm256_xor_si256(
+            _mm256_loadu_si256(wp.wrapping_add(b * Q8_0_BYTES + 2) as *const __m256i),
+            flip,
+        )
+    };
+    let mut b = 0;
+    while b + 8 <= nb {
+        let mut v = [_mm256_setzero_si256(); 8];
+        for p in 0..4 {
+            let i = b + 2 * p;
+            (v[2 * p], v[2 * p + 1]) = dpbusd_pair(quants(i), quants(i + 1), ap.wrapping_add(i * BLOCK));
+        }
+        let r = reduce8(v);
+        unsafe {
+            let s = _mm256_loadu_si256(asum[b..b + 8].as_ptr() as *const __m256i);
+            let r = _mm256_sub_epi32(r, _mm256_slli_epi32::<7>(s));
+            _mm256_storeu_si256(out[b..b + 8].as_mut_ptr() as *mut __m256i, r);
+        }
+        b += 8;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(b) {
+        *o = hsum(q8_block_avx2(
+            wp.wrapping_add(i * Q8_0_BYTES + 2),
+            ap.wrapping_add(i * BLOCK),
+        ));
+    }
+}
+
+/// `Σ nibble·y` with VNNI (the caller subtracts `8·Σ y`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+fn q4_0_vnni(w: &[u8], a: &[i8], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let nb = out.len();
+    let nib = |b: usize| nibbles_avx2(wp.wrapping_add(b * Q4_0_BYTES + 2));
+    let mut b = 0;
+    while b + 8 <= nb {
+        let mut v = [_mm256_setzero_si256(); 8];
+        for p in 0..4 {
+            let i = b + 2 * p;
+            (v[2 * p], v[2 * p + 1]) = dpbusd_pair(nib(i), nib(i + 1), ap.wrapping_add(i * BLOCK));
+        }
+        let r = reduce8(v);
+        unsafe { _mm256_storeu_si256(out[b..b + 8].as_mut_ptr() as *mut __m256i, r) };
+        b += 8;
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(b) {
+        *o = hsum(q4_block_avx2(
+            wp.wrapping_add(i * Q4_0_BYTES + 2),
+            ap.wrapping_add(i * BLOCK),
+        ));
+    }
+}
+
+/// Bytes of a Q4_K, Q6_K and Q8_K block (256 elements each).
+pub(crate) const Q4_K_BYTES: usize = 144;
+pub(crate) const Q6_K_BYTES: usize = 210;
+pub(crate) const Q8_K_BYTES: usize = 292;
+
+impl IntIsa {
+    /// The eight i32 lanes of ggml's `ggml_vec_dot_q4_K_q8_K` for one block pair: lane `l`
+    /// is `Σ sc[i / 32] · level_i · a_i` over elements `i ≡ l (mod 8)`, `sc` the block's
+    /// eight 6-bit scales. Exact on every set (the AVX-512 level uses the AVX2 code).
+    pub(crate) fn q4_k_lanes(self, w: &[u8; Q4_K_BYTES], a: &[u8; Q8_K_BYTES], sc: &[u8; 8]) -> [i32; 8] {
+        match self {
+            IntIsa::Scalar => {
+                let mut lanes = [0i32; 8];
+                for (i, &q) in a[4..260].iter().enumerate() {
+                    let level = r1_core::quant::q4_k::level(w, i);
+                    lanes[i % 8] += i32::from(sc[i / 32]) * i32::from(level) * i32::from(q as i8);
+                }
+                lanes
+            }
+            // SAFETY: an AVX2 or VNNI token proves avx2; the blocks are whole arrays.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q4_k_avx2(w, a, sc) },
+        }
+    }
+
+    /// The eight i32 lanes of ggml's `ggml_vec_dot_q6_K_q8_K` for one block pair: lane `l`
+    /// is `Σ scales[i / 16] · (level_i − 32) · a_i` over elements `i ≡ l (mod 8)`.
+    pub(crate) fn q6_k_lanes(self, w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
+        match self {
+            IntIsa::Scalar => {
+                use r1_core::quant::q6_k;
+                let mut lanes = [0i32; 8];
+                for (i, &q) in a[4..260].iter().enumerate() {
+                    let p = i32::from(q6_k::level(w, i)) * i32::from(q as i8);
+                    lanes[i % 8] += i32::from(q6_k::sub_scale(w, i / 16)) * p;
+                }
+                lanes
+            }
+            // SAFETY: as in `q4_k_lanes`.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q6_k_avx2(w, a) },
+        }
+    }
+}
+
+/// Eight i32 lanes holding, per class `l`, `Σ level·act` over the 16 elements of `lv`
+/// and `ac` (i16 each, element `p` in position `p`) whose position is `≡ l (mod 8)`:
+/// products in i16 (`|level·act| ≤ 32·127`), widened, positions `l` and `l + 8` added.
+/// No `madd`/`maddubs`: they add neighbours, which belong to different classes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn classes16(p: __m256i) -> __m256i {
+    unsafe {
+        _mm256_add_epi32(
+            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)),
+            _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)),
+        )
+    }
+}
+
+/// `lv · ac` per i16 position for 32 u8 levels and 32 i8 activations, as two vectors of
+/// 16 (elements 0..16 and 16..32), levels first shifted by `−offset`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn products16(lv: __m256i, ac: __m256i, offset: i16) -> (__m256i, __m256i) {
+    unsafe {
+        let o = _mm256_set1_epi16(offset);
+        let l0 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(lv)), o);
+        let l1 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(lv)), o);
+        let a0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(ac));
+        let a1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(ac));
+        (_mm256_mullo_epi16(l0, a0), _mm256_mullo_epi16(l1, a1))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q4_k_avx2(w: &[u8; Q4_K_BYTES], a: &[u8; Q8_K_BYTES], sc: &[u8; 8]) -> [i32; 8] {
+    let mask = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_si256();
+    for c in 0..4 {
+        // SAFETY: 32 bytes at 16 + 32c ≤ 112 of 144, and at 4 + 64c (+32) ≤ 228 of 292.
+        let (q, a_lo, a_hi) = unsafe {
+            (
+                _mm256_loadu_si256(w[16 + 32 * c..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(a[4 + 64 * c..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(a[36 + 64 * c..].as_ptr() as *const __m256i),
+            )
+        };
+        let lo = _mm256_and_si256(q, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
+        for (lv, ac, j) in [(lo, a_lo, 2 * c), (hi, a_hi, 2 * c + 1)] {
+            // Elements 32j + p and 32j + 16 + p share class p mod 8: add before widening
+            // (|sum| ≤ 2·15·127 fits i16).
+            let (p0, p1) = products16(lv, ac, 0);
+            let s = classes16(_mm256_add_epi16(p0, p1));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(s, _mm256_set1_epi32(i32::from(sc[j]))));
+        }
+    }
+    let mut lanes = [0i32; 8];
+    // SAFETY: eight i32 fit `lanes`.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+    lanes
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q6_k_avx2(w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x03);
+    let mut acc = _mm256_setzero_si256();
+    for h in 0..2 {
+        // SAFETY: 32 bytes at 64h (+32) ≤ 96 and 128 + 32h ≤ 160 of 210.
+        let (ql0, ql1, qh) = unsafe {
+            (
+                _mm256_loadu_si256(w[64 * h..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(w[64 * h + 32..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(w[128 + 32 * h..].as_ptr() as *const __m256i),
+            )
+        };
+        let high = |shift: i32| {
+            let s = match shift {
+                0 => qh,
+                2 => _mm256_srli_epi16::<2>(qh),
+                4 => _mm256_srli_epi16::<4>(qh),
+                _ => _mm256_srli_epi16::<6>(qh),
+            };
+            _mm256_slli_epi16::<4>(_mm256_and_si256(s, m2))
+        };
+        let levels = [
+            _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)),
+            _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4), high(4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), high(6)),
+        ];
+        for (q, lv) in levels.into_iter().enumerate() {
+            let e = 128 * h + 32 * q;
+            // SAFETY: 32 bytes at 4 + e ≤ 228 of 292.
+            let ac = unsafe { _mm256_loadu_si256(a[4 + e..].as_ptr() as *const __m256i) };
+            // Elements e..e+16 take scale e/16, e+16..e+32 the next one.
+            let (p0, p1) = products16(lv, ac, 32);
+            let s0 = _mm256_set1_epi32(i32::from(w[192 + e / 16] as i8));
+            let s1 = _mm256_set1_epi32(i32::from(w[193 + e / 16] as i8));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(classes16(p0), s0));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(classes16(p1), s1));
+        }
+    }
+    let mut lanes = [0i32; 8];
+    // SAFETY: eight i32 fit `lanes`.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+    lanes
+}
+
+impl IntIsa {
+    /// Whether [`IntIsa::dot8_q8`] has a SIMD path (the scalar set uses per-pair sums).
+    pub(crate) fn has_dot8(self) -> bool {
+        !matches!(self, IntIsa::Scalar)
+    }
+
+    /// Eight outputs at once: Q8_0 (`Q8`) or Q4_0 weight rows `w[i]` with one Q8_0
+    /// activation row (quants `a`, block sums `asum`, scales `da`; `nb = da.len()`
+    /// blocks), each finished in f32 exactly as `quant::vec_dot` does it. The rows sit in
+    /// the eight lanes: per block, the integer sums of the eight rows come out of one
+    /// reduction as one vector, and each lane takes the scalar code's f32 steps in its
+    /// order (Q8_0 `acc + s·(d_w·d_a)`, Q4_0 `acc + (s·d_w)·d_a`; multiply then add, never
+    /// fused). `dw` holds the rows' scales block-major: `dw[8b + i]`. `None` on the scalar
+    /// set.
+    pub(crate) fn dot8_q8<const Q8: bool>(
+        self,
+        w: [&[u8]; 8],
+        a: &[i8],
+        asum: &[i32],
+        dw: &[f32],
+        da: &[f32],
+    ) -> Option<[f32; 8]> {
+        let nb = da.len();
+        let bytes = if Q8 { Q8_0_BYTES } else { Q4_0_BYTES };
+        assert!(
+            w.iter().all(|r| r.len() >= nb * bytes) && a.len() >= nb * BLOCK && asum.len() >= nb && dw.len() >= 8 * nb
+        );
+        match self {
+            IntIsa::Scalar => None,
+            // SAFETY: the token proves avx2; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) => Some(unsafe { dot8_avx2::<Q8>(w, a, asum, dw, da) }),
+            // SAFETY: the token proves avx512vnni and avx512vl (and avx2); lengths checked.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => Some(unsafe { dot8_vnni::<Q8>(w, a, asum, dw, da) }),
+        }
+    }
+}
+
+/// The f32 step of [`IntIsa::dot8_q8`] for one block: eight exact integer sums `s`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn finish8<const Q8: bool>(acc: __m256, s: __m256i, dw: &[f32], da: f32) -> __m256 {
+    unsafe {
+        let s = _mm256_cvtepi32_ps(s);
+        let d = _mm256_loadu_ps(dw[..8].as_ptr());
+        let t = if Q8 {
+            _mm256_mul_ps(s, _mm256_mul_ps(d, _mm256_set1_ps(da)))
+        } else {
+            _mm256_mul_ps(_mm256_mul_ps(s, d), _mm256_set1_ps(da))
+        };
+        _mm256_add_ps(acc, t)
+    }
+}
+
+/// Eight rows' lane vectors for block `b`, reduced to one vector of their sums.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dot8_body<const Q8: bool>(
+    w: [&[u8]; 8],
+    a: &[i8],
+    dw: &[f32],
+    da: &[f32],
+    block: impl Fn(*const u8, __m256i) -> __m256i,
+    correct: impl Fn(usize, __m256i) -> __m256i,
+) -> [f32; 8] {
+    let bytes = if Q8 { Q8_0_BYTES } else { Q4_0_BYTES };
+    let wp = w.map(|r| r.as_ptr());
+    let mut acc = unsafe { _mm256_setzero_ps() };
+    for (b, &da) in da.iter().enumerate() {
+        let y = unsafe { _mm256_loadu_si256(a[b * BLOCK..(b + 1) * BLOCK].as_ptr() as *const __m256i) };
+        let v = std::array::from_fn(|i| block(wp[i].wrapping_add(b * bytes + 2), y));
+        acc = finish8::<Q8>(acc, correct(b, reduce8(v)), &dw[8 * b..], da);
+    }
+    let mut out = [0.0f32; 8];
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot8_avx2<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
+    let ones = _mm256_set1_epi16(1);
+    if Q8 {
+        dot8_body::<true>(
+            w,
+            a,
+            dw,
+            da,
+            |p, y| unsafe {
+                let x = _mm256_loadu_si256(p as *const __m256i);
+                _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)),
+                    ones,
+                )
+            },
+            |_, s| s,
+        )
+    } else {
+        dot8_body::<false>(
+            w,
+            a,
+            dw,
+            da,
+            |p, y| _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_avx2(p), y), ones),
+            |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])),
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
+fn dot8_vnni<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
+    if Q8 {
+        // Σ x·y = Σ (x + 128)·y − 128·Σ y, with x + 128 a u8.
+        let flip = _mm256_set1_epi8(0x80u8 as i8);
+        dot8_body::<true>(
+            w,
+            a,
+            dw,
+            da,
+            |p, y| unsafe {
+                let x = _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), flip);
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+            },
+            |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(128 * asum[b])),
+        )
+    } else {
+        dot8_body::<false>(
+            w,
+            a,
+            dw,
+            da,
+            |p, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx2(p), y),
+            |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::SimdLevel;
+
+    /// The integer sets this CPU has, scalar first (VNNI where the AVX-512 level finds it).
+    fn sets() -> Vec<IntIsa> {
+        SimdLevel::available()
+            .into_iter()
+            .map(|l| IntIsa::for_isa(Isa::new(l).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_avx512_level_uses_vnni_where_the_cpu_has_it() {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(isa) = Isa::new(SimdLevel::Avx512) {
+            let vnni = Vnni::detect().is_some();
+            assert_eq!(matches!(IntIsa::for_isa(isa), IntIsa::Vnni(_)), vnni);
+        }
+    }
+
+    #[test]
+    fn block_sums_agree_on_every_set_with_extreme_quants() {
+        // Weights at −128 and 127, activations at ±127: the sign trick and the VNNI offset
+        // at their limits; 11 blocks cover the eight-block step and its tail.
+        let nb = 11;
+        let mut seed = 1u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        };
+        let w8: Vec<u8> = (0..nb * Q8_0_BYTES)
+            .map(|i| if i % 3 == 0 { 0x80 } else { next() })
+            .collect();
+        let w4: Vec<u8> = (0..nb * Q4_0_BYTES).map(|_| next()).collect();
+        let a: Vec<i8> = (0..nb * BLOCK)
+            .map(|i| {
+                if i % 5 == 0 {
+                    -127
+                } else {
+                    (next() % 255) as i8 / 2 * 2 + 1
+                }
+            })
+            .collect();
+        let asum: Vec<i32> = a.chunks(BLOCK).map(|b| b.iter().map(|&x| i32::from(x)).sum()).collect();
+        let (mut want8, mut want4) = (vec![0; nb], vec![0; nb]);
+        IntIsa::Scalar.q8_0_sums(&w8, &a, &asum, &mut want8);
+        IntIsa::Scalar.q4_0_sums(&w4, &a, &asum, &mut want4);
+        for set in sets() {
+            let (mut got8, mut got4) = (vec![0; nb], vec![0; nb]);
+            set.q8_0_sums(&w8, &a, &asum, &mut got8);
+            set.q4_0_sums(&w4, &a, &asum, &mut got4);
+            assert_eq!(got8, want8, "{set:?} q8_0");
+            assert_eq!(got4, want4, "{set:?} q4_0");
+        }
+    }
+}
