@@ -8,6 +8,20 @@ pub(crate) fn fabsf(x: f32) -> f32 {
     f32::from_bits(x.to_bits() & 0x7fff_ffff)
 }
 
+/// The element of largest magnitude (the first one on ties; 0 for an empty or all-zero
+/// slice) and that magnitude: `(max, amax)`, as ggml's quantizers find them.
+pub(crate) fn largest_magnitude(x: &[f32]) -> (f32, f32) {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x {
+        let ax = fabsf(v);
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
 /// An IEEE binary16 (bits) as f32. Exact for every finite value and infinity; a NaN keeps
 /// its sign and payload and comes back quiet, as ggml's multiply-based conversion on x86.
 pub fn f16_to_f32(h: u16) -> f32 {

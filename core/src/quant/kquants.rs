@@ -4,7 +4,7 @@
 //! Rust never fuses `a * b + c` into one FMA; the C reference must be built the same way
 //! (`-ffp-contract=off`, or a target without FMA) to give these exact bits.
 
-use super::float::fabsf;
+use super::float::largest_magnitude;
 
 /// Below this a group's largest magnitude counts as zero (`GROUP_MAX_EPS`).
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
@@ -21,14 +21,7 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
 /// `x` and levels `L[i] ∈ [0, 2·nmax)` (stored offset by `nmax`), searching 18 scales
 /// around `nmax / max` for the best `x²`-weighted fit. Returns the scale.
 pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [u8]) -> f32 {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        let ax = fabsf(v);
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = largest_magnitude(x);
     if amax < GROUP_MAX_EPS {
         levels.fill(0);
         return 0.0;

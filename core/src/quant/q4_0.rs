@@ -7,7 +7,7 @@
 //!
 //! Element value: `(nibble − 8) · d`. Dot products pair it with a [`super::q8_0`] activation.
 
-use super::float::{f16_to_f32, f32_to_f16, fabsf};
+use super::float::{f16_to_f32, f32_to_f16, largest_magnitude};
 use super::q8_0;
 
 /// Elements per block (`QK4_0`).
@@ -41,13 +41,7 @@ pub fn dequantize_block(b: &Block, y: &mut [f32; BLOCK]) {
 /// ggml's `quantize_row_q4_0_ref` for one block: `d = max / −8` where `max` is the element
 /// of largest magnitude (the first one on ties), and level `min(15, (i8)(x·(1/d) + 8.5))`.
 pub fn quantize_block(x: &[f32; BLOCK], b: &mut Block) {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < fabsf(v) {
-            amax = fabsf(v);
-            max = v;
-        }
-    }
+    let (max, _) = largest_magnitude(x);
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     b[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());

@@ -11,7 +11,7 @@
 //! touching each quant (see [`super::q4_k::vec_dot`]).
 
 use super::QK_K;
-use super::float::fabsf;
+use super::float::largest_magnitude;
 use super::kquants::nearest_int;
 
 /// Elements per block (`QK_K`).
@@ -52,14 +52,7 @@ pub fn dequantize_block(b: &Block, y: &mut [f32; BLOCK]) {
 /// x[j]))`, `d = 1 / iscale`, and the block sums. A block whose `amax` is exactly 0 is all
 /// zeros (ggml leaves its `bsums` unwritten; they are written as the zeros they sum to).
 pub fn quantize_block(x: &[f32; BLOCK], b: &mut Block) {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        let ax = fabsf(v);
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = largest_magnitude(x);
     if amax == 0.0 {
         b.fill(0);
         return;
