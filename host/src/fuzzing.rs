@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use r1_core::quant::{self, GgmlType};
 use serde_json::Value;
 
 use crate::chat::{ChatTemplate, RenderOptions, default_template};
@@ -26,7 +27,7 @@ use crate::serve::request::{GenerationBody, parse_json};
 pub type TargetBody = fn(&[u8]);
 
 /// Every target: its name (the directory of its corpus, `fuzz/corpus/<name>/`) and body.
-pub const TARGETS: [(&str, TargetBody); 9] = [
+pub const TARGETS: [(&str, TargetBody); 10] = [
     ("safetensors_load", safetensors_load),
     ("hf_config", hf_config),
     ("checkpoint_decode", checkpoint_decode),
@@ -36,6 +37,7 @@ pub const TARGETS: [(&str, TargetBody); 9] = [
     ("chat_template", chat_template),
     ("serve_request", serve_request),
     ("gguf_read", gguf_read),
+    ("quant_blocks", quant_blocks),
 ];
 
 /// A tiny model's `config.json`, for assembling weights from fuzzed safetensors.
@@ -222,5 +224,33 @@ pub fn gguf_read(data: &[u8]) {
         && let Ok(ids) = tokenizer.encode("Hello <think>world</think> 🙂")
     {
         let _ = tokenizer.decode(&ids);
+    }
+}
+
+/// Any bytes as GGML blocks: the first byte picks a type by GGML number, the rest are
+/// dequantized as the whole blocks they hold (and once with one element too many, which
+/// must be refused), quantized back, and — for a weight type — dotted with the quantized
+/// activation row, as the CPU kernels do. Each step gives a value or an error.
+pub fn quant_blocks(data: &[u8]) {
+    let Some((&id, bytes)) = data.split_first() else {
+        return;
+    };
+    let Ok(ty) = GgmlType::from_id(u32::from(id)) else {
+        return;
+    };
+    let elements = bytes.len() / ty.type_size().max(1) * ty.block_size();
+    let whole = &bytes[..ty.row_bytes(elements as u64).unwrap_or(0).min(bytes.len())];
+    assert!(quant::dequantize(ty, whole, elements + 1).is_err(), "{} accepts a partial block", ty.name());
+    let Ok(values) = quant::dequantize(ty, whole, elements) else {
+        return;
+    };
+    assert_eq!(values.len(), elements);
+    if let Ok(again) = quant::quantize(ty, &values) {
+        assert_eq!(again.len(), whole.len(), "{}", ty.name());
+    }
+    if let Some(act) = ty.vec_dot_type()
+        && let Ok(a) = quant::quantize(act, &values)
+    {
+        let _ = quant::vec_dot(ty, whole, &a, elements);
     }
 }
