@@ -240,7 +240,11 @@ pub fn quant_blocks(data: &[u8]) {
     };
     let elements = bytes.len() / ty.type_size().max(1) * ty.block_size();
     let whole = &bytes[..ty.row_bytes(elements as u64).unwrap_or(0).min(bytes.len())];
-    assert!(quant::dequantize(ty, whole, elements + 1).is_err(), "{} accepts a partial block", ty.name());
+    assert!(
+        quant::dequantize(ty, whole, elements + 1).is_err(),
+        "{} accepts a partial block",
+        ty.name()
+    );
     let Ok(values) = quant::dequantize(ty, whole, elements) else {
         return;
     };
