@@ -364,27 +364,18 @@ fn to_f32(info: &TensorInfo, raw: &[u8], file: &str) -> Result<Vec<f32>, IoError
 /// file row `2j + i` goes back to row `i·head_dim/2 + j`. A tensor whose rows are not
 /// `heads × head_dim` is left alone (the shape check names it).
 pub fn unpermute_rows(data: &mut [f32], dims: &[usize], heads: usize, head_dim: usize) {
-    let Some(&rows) = dims.first() else { return };
-    let cols: usize = dims[1..].iter().product();
-    if heads == 0 || !head_dim.is_multiple_of(2) || rows != heads * head_dim || data.len() != rows * cols {
-        return;
-    }
-    let half = head_dim / 2;
-    let src = data.to_vec();
-    for h in 0..heads {
-        for i in 0..2 {
-            for j in 0..half {
-                let from = (h * head_dim + 2 * j + i) * cols;
-                let to = (h * head_dim + i * half + j) * cols;
-                data[to..to + cols].copy_from_slice(&src[from..from + cols]);
-            }
-        }
-    }
+    move_head_rows(data, dims, heads, head_dim, true);
 }
 
 /// What `LlamaModel.permute` does (the inverse of [`unpermute_rows`]); for writing files
 /// llama.cpp reads, and for tests.
 pub fn permute_rows(data: &mut [f32], dims: &[usize], heads: usize, head_dim: usize) {
+    move_head_rows(data, dims, heads, head_dim, false);
+}
+
+/// Within each head's `head_dim` rows, moves row `i·head_dim/2 + j` (HF order) to row
+/// `2j + i` (llama.cpp's interleaved order), or back when `to_hf`.
+fn move_head_rows(data: &mut [f32], dims: &[usize], heads: usize, head_dim: usize, to_hf: bool) {
     let Some(&rows) = dims.first() else { return };
     let cols: usize = dims[1..].iter().product();
     if heads == 0 || !head_dim.is_multiple_of(2) || rows != heads * head_dim || data.len() != rows * cols {
@@ -395,8 +386,13 @@ pub fn permute_rows(data: &mut [f32], dims: &[usize], heads: usize, head_dim: us
     for h in 0..heads {
         for i in 0..2 {
             for j in 0..half {
-                let from = (h * head_dim + i * half + j) * cols;
-                let to = (h * head_dim + 2 * j + i) * cols;
+                let interleaved = (h * head_dim + 2 * j + i) * cols;
+                let split = (h * head_dim + i * half + j) * cols;
+                let (from, to) = if to_hf {
+                    (interleaved, split)
+                } else {
+                    (split, interleaved)
+                };
                 data[to..to + cols].copy_from_slice(&src[from..from + cols]);
             }
         }
