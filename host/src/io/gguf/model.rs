@@ -126,17 +126,10 @@ fn meta_err(file: &str, key: &str, detail: String) -> IoError {
 /// `tie_word_embeddings` from the absence of `output.weight`.
 pub fn gguf_config(header: &GgufHeader, file: &str) -> Result<ModelConfig, IoError> {
     let arch_key = "general.architecture";
-    let arch_name = match header.get(arch_key) {
-        Some(MetaValue::String(s)) => s.as_str(),
-        Some(v) => {
-            return Err(meta_err(
-                file,
-                arch_key,
-                format!("expected a string, found {}", v.type_name()),
-            ));
-        }
-        None => return Err(meta_err(file, arch_key, "missing".into())),
-    };
+    let arch_name = header
+        .get_str(arch_key)
+        .map_err(|d| meta_err(file, arch_key, d))?
+        .ok_or_else(|| meta_err(file, arch_key, "missing".into()))?;
     let arch = match arch_name {
         "qwen2" => Architecture::Qwen2,
         "llama" => Architecture::Llama,

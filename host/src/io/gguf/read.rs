@@ -266,6 +266,16 @@ impl GgufHeader {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// The string value of `key` (`None` when absent); a value of another type is an
+    /// error, given as the detail to report.
+    pub fn get_str(&self, key: &str) -> Result<Option<&str>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(MetaValue::String(s)) => Ok(Some(s.as_str())),
+            Some(v) => Err(format!("expected a string, found {}", v.type_name())),
+        }
+    }
+
     /// The tensor named `name`.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)

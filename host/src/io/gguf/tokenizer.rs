@@ -110,16 +110,8 @@ fn token_list<'a>(header: &'a GgufHeader, file: &str) -> Result<&'a [String], Io
 /// has no `tokenizer.ggml.model`.
 pub fn gguf_tokenizer_json(header: &GgufHeader, file: &str) -> Result<Option<String>, IoError> {
     let model_key = "tokenizer.ggml.model";
-    let model = match header.get(model_key) {
-        None => return Ok(None),
-        Some(MetaValue::String(s)) => s.as_str(),
-        Some(v) => {
-            return Err(meta_err(
-                file,
-                model_key,
-                format!("expected a string, found {}", v.type_name()),
-            ));
-        }
+    let Some(model) = header.get_str(model_key).map_err(|d| meta_err(file, model_key, d))? else {
+        return Ok(None);
     };
     if model != "gpt2" {
         return Err(meta_err(
@@ -129,17 +121,10 @@ pub fn gguf_tokenizer_json(header: &GgufHeader, file: &str) -> Result<Option<Str
         ));
     }
     let pre_key = "tokenizer.ggml.pre";
-    let pre = match header.get(pre_key) {
-        Some(MetaValue::String(s)) => s.as_str(),
-        Some(v) => {
-            return Err(meta_err(
-                file,
-                pre_key,
-                format!("expected a string, found {}", v.type_name()),
-            ));
-        }
-        None => "(missing)",
-    };
+    let pre = header
+        .get_str(pre_key)
+        .map_err(|d| meta_err(file, pre_key, d))?
+        .unwrap_or("(missing)");
     let split = |regex: &str| {
         json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
