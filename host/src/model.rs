@@ -1,5 +1,6 @@
 //! A model ready to run: its config, tokenizer and weights on a backend — loaded from a
-//! Hugging Face directory, a GGUF file (F32/F16/BF16 weights), an r1 checkpoint, or created from a config (`--init`)
+//! Hugging Face directory, a GGUF file (F32/F16/BF16 weights widened to f32; Q8_0, Q4_0,
+//! Q4_K and Q6_K projections kept quantized), an r1 checkpoint, or created from a config (`--init`)
 //! with the byte-level tokenizer — and saved back as a checkpoint. A directory without
 //! `tokenizer.json` loads too: it runs on token ids, and commands that need text say so.
 
@@ -15,7 +16,7 @@ use crate::io::{
     save_checkpoint,
 };
 use crate::train::optim::AdamW;
-use crate::weights::{ParamBuffer, ParamLayout, WeightsError, init_weights, upload_weights};
+use crate::weights::{ParamBuffer, ParamLayout, StoredTensor, WeightsError, init_weights, upload_weights};
 
 /// A model on a backend.
 pub struct Model<B: Backend> {
@@ -31,8 +32,48 @@ pub struct Model<B: Backend> {
 pub struct HostModel {
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
-    /// In `config.param_specs()` order.
+    /// The f32 weights, in `config.param_specs()` order (without those in `stored`).
     pub weights: Weights,
+    /// Weights kept in their stored type (a GGUF file's block-quantized projections).
+    pub stored: Vec<StoredTensor>,
+}
+
+impl HostModel {
+    /// Every weight as f32, in `config.param_specs()` order: the stored ones dequantized
+    /// (with r1's reference dequantizer), for writing formats that hold f32 only.
+    pub fn into_f32_weights(self) -> Result<Weights, ModelError> {
+        if self.stored.is_empty() {
+            return Ok(self.weights);
+        }
+        let mut by_name: std::collections::HashMap<String, crate::io::tensors::NamedTensor> =
+            self.weights.tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
+        for s in self.stored {
+            let data = match r1_core::quant::GgmlType::from_dtype(s.desc.dtype) {
+                Some(ty) => r1_core::quant::dequantize(ty, &s.bytes, s.desc.shape.numel())
+                    .map_err(|e| ModelError::Invalid(format!("dequantizing `{}`: {e}", s.name)))?,
+                None => {
+                    return Err(ModelError::Invalid(format!(
+                        "weight `{}` is stored as {}, which r1 cannot widen",
+                        s.name, s.desc.dtype
+                    )));
+                }
+            };
+            let dims = s.desc.shape.dims().to_vec();
+            by_name.insert(
+                s.name.clone(),
+                crate::io::tensors::NamedTensor {
+                    name: s.name,
+                    dims,
+                    data,
+                },
+            );
+        }
+        let mut tensors = Vec::with_capacity(by_name.len());
+        for spec in self.config.param_specs() {
+            tensors.push(by_name.remove(&spec.name).ok_or(WeightsError::Missing(spec.name))?);
+        }
+        Ok(Weights { tensors })
+    }
 }
 
 /// Reads a model directory (`config.json` + safetensors [+ `tokenizer.json`]), a GGUF
@@ -51,6 +92,7 @@ pub fn read_model(path: &Path) -> Result<HostModel, ModelError> {
             config: hf.config,
             tokenizer,
             weights: hf.weights,
+            stored: Vec::new(),
         })
     } else if is_gguf_file(path) {
         let gguf = load_gguf_model(path)?;
@@ -63,6 +105,7 @@ pub fn read_model(path: &Path) -> Result<HostModel, ModelError> {
             config: gguf.config,
             tokenizer,
             weights: gguf.weights,
+            stored: gguf.stored,
         })
     } else if path.exists() {
         let ckpt = load_checkpoint(path)?;
@@ -74,6 +117,7 @@ pub fn read_model(path: &Path) -> Result<HostModel, ModelError> {
             config: ckpt.config,
             tokenizer,
             weights: ckpt.weights,
+            stored: Vec::new(),
         })
     } else {
         Err(ModelError::Invalid(format!(
@@ -154,7 +198,7 @@ impl<B: Backend> Model<B> {
     /// `backend`.
     pub fn load(backend: &B, path: &Path) -> Result<Self, ModelError> {
         let host = read_model(path)?;
-        Self::from_weights(backend, host.config, host.tokenizer, host.weights)
+        Self::from_parts(backend, host.config, host.tokenizer, host.weights, host.stored)
     }
 
     /// A fresh model of `config` with the byte-level tokenizer (transformers' initialisation).
@@ -173,18 +217,37 @@ impl<B: Backend> Model<B> {
         tokenizer: Tokenizer,
         weights: Weights,
     ) -> Result<Self, ModelError> {
+        Self::from_parts(backend, config, tokenizer, weights, Vec::new())
+    }
+
+    /// A model of f32 `weights` plus weights kept in their `stored` type (bytes uploaded
+    /// as they are, one buffer each); the f32 layout leaves the stored ones out.
+    pub fn from_parts(
+        backend: &B,
+        config: ModelConfig,
+        tokenizer: Tokenizer,
+        weights: Weights,
+        stored: Vec<StoredTensor>,
+    ) -> Result<Self, ModelError> {
         if let Some(t) = weights.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
             return Err(ModelError::Invalid(format!(
                 "weight `{}` holds a non-finite value (NaN or infinity)",
                 t.name
             )));
         }
-        let layout = ParamLayout::for_config(&config);
-        let params = upload_weights(
+        let specs: Vec<_> = config
+            .param_specs()
+            .into_iter()
+            .filter(|s| !stored.iter().any(|t| t.name == s.name))
+            .collect();
+        let mut params = upload_weights(
             backend,
-            layout,
+            ParamLayout::new(&specs),
             weights.into_triples().into_iter().map(|(n, _, v)| (n, v)),
         )?;
+        for t in &stored {
+            params.add_stored(backend, t)?;
+        }
         Ok(Model {
             config,
             tokenizer,
@@ -192,9 +255,16 @@ impl<B: Backend> Model<B> {
         })
     }
 
-    /// The weights as named host tensors.
+    /// The weights as named host tensors (f32 only: a model with weights kept in a
+    /// stored type is refused).
     pub fn weights(&self, backend: &B) -> Result<Weights, ModelError> {
+        self.params.check_trainable("downloading the weights as f32")?;
         Ok(Weights::from_triples(self.params.download_all(backend)?))
+    }
+
+    /// Bytes the weights occupy on the backend (f32 buffer plus stored weights).
+    pub fn resident_weight_bytes(&self) -> usize {
+        self.params.resident_bytes()
     }
 
     /// Writes a checkpoint (atomically), with optimizer state and trainer state if given.
@@ -205,6 +275,7 @@ impl<B: Backend> Model<B> {
         optimizer: Option<&AdamW<B>>,
         trainer_state: Vec<u8>,
     ) -> Result<(), ModelError> {
+        self.params.check_trainable("saving an r1 checkpoint")?;
         let optimizer = match optimizer {
             Some(o) => Some(OptimizerState {
                 step: o.step,

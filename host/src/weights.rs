@@ -1,13 +1,18 @@
-//! A model's weights on a backend: every parameter in one flat f32 buffer (the trainable
-//! master weights; stored-only types such as block-quantized weights get stores of
-//! their own), laid out in `ModelConfig::param_specs()` order. One buffer means one upload, one download for a
-//! checkpoint, and optimizer state (gradients, moments) with the very same layout.
+//! A model's weights on a backend: every f32 parameter in one flat buffer (the trainable
+//! master weights), laid out in `ModelConfig::param_specs()` order. One buffer means one
+//! upload, one download for a checkpoint, and optimizer state (gradients, moments) with
+//! the very same layout.
+//!
+//! Weights stored in another type (a GGUF file's Q8_0/Q4_0/Q4_K/Q6_K projections) are
+//! [`StoredWeight`]s beside it: their bytes as the file has them, one backend buffer
+//! each, bound to the graph's frozen typed params by the same [`ParamBuffer::bind`]. They
+//! are not in the f32 layout, so a model with any cannot be trained or checkpointed.
 
 use std::collections::HashMap;
 
 use r1_core::backend::{Backend, BackendError, TensorRef};
 use r1_core::exec::Bindings;
-use r1_core::model::{CausalLm, ModelConfig, ParamSpec};
+use r1_core::model::{CausalLm, ModelConfig, ParamSpec, WeightTypes};
 use r1_core::sampling::Rng;
 use r1_core::{DType, Graph, GraphError, TensorDesc};
 
@@ -109,18 +114,99 @@ impl ParamLayout {
     }
 }
 
+/// A weight kept in its stored type (not f32): its bytes, as-is, in a backend buffer of
+/// its own.
+pub struct StoredWeight<B: Backend> {
+    /// The Hugging Face name.
+    pub name: String,
+    /// Row-major `[out, in]` dims and the stored dtype.
+    pub desc: TensorDesc,
+    pub buffer: B::Buffer,
+}
+
+/// A weight's stored bytes on the host, before any backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredTensor {
+    /// The Hugging Face name.
+    pub name: String,
+    /// Row-major dims and the stored dtype; `desc.bytes() == bytes.len()`.
+    pub desc: TensorDesc,
+    pub bytes: Vec<u8>,
+}
+
 /// A flat f32 buffer on a backend with a [`ParamLayout`]: weights, gradients, or optimizer
-/// moments.
+/// moments; for weights, also the [`StoredWeight`]s of other types.
 pub struct ParamBuffer<B: Backend> {
     pub layout: ParamLayout,
     pub buffer: B::Buffer,
+    /// Weights not in the f32 layout, kept in their stored type (empty for gradients,
+    /// moments, and every model loaded from f32/f16/bf16 weights).
+    pub stored: Vec<StoredWeight<B>>,
 }
 
 impl<B: Backend> ParamBuffer<B> {
     /// A zero-filled buffer.
     pub fn zeros(backend: &B, layout: ParamLayout) -> Result<Self, BackendError> {
         let buffer = backend.alloc(layout.total_bytes())?;
-        Ok(ParamBuffer { layout, buffer })
+        Ok(ParamBuffer {
+            layout,
+            buffer,
+            stored: Vec::new(),
+        })
+    }
+
+    /// Uploads a weight kept in its stored type into a buffer of its own.
+    pub fn add_stored(&mut self, backend: &B, t: &StoredTensor) -> Result<(), WeightsError> {
+        if self.layout.get(&t.name).is_some() || self.stored.iter().any(|s| s.name == t.name) {
+            return Err(WeightsError::Duplicate(t.name.clone()));
+        }
+        if t.desc.checked_bytes() != Some(t.bytes.len()) {
+            return Err(WeightsError::StoredSize {
+                name: t.name.clone(),
+                desc: format!("{} {}", t.desc.dtype, t.desc.shape),
+                got: t.bytes.len(),
+            });
+        }
+        let buffer = backend.alloc(t.bytes.len())?;
+        backend.upload(&buffer, 0, &t.bytes)?;
+        self.stored.push(StoredWeight {
+            name: t.name.clone(),
+            desc: t.desc,
+            buffer,
+        });
+        Ok(())
+    }
+
+    /// The stored type of every weight: what the graph builder needs
+    /// (`r1_core::model::build_causal_lm_typed`).
+    pub fn weight_types(&self) -> WeightTypes {
+        let mut types = WeightTypes::all_f32();
+        for s in &self.stored {
+            types.set(&s.name, s.desc.dtype);
+        }
+        types
+    }
+
+    /// Bytes the weights occupy on the backend: the flat f32 buffer (alignment padding
+    /// included) plus every stored weight.
+    pub fn resident_bytes(&self) -> usize {
+        self.stored
+            .iter()
+            .fold(self.layout.total_bytes(), |n, s| n.saturating_add(s.desc.bytes()))
+    }
+
+    /// Refuses a model with weights kept in a stored type: they are frozen, outside the
+    /// f32 layout that gradients, optimizer moments and checkpoints share.
+    pub fn check_trainable(&self, what: &str) -> Result<(), WeightsError> {
+        match self.stored.first() {
+            None => Ok(()),
+            Some(s) => Err(WeightsError::NotF32 {
+                what: what.to_string(),
+                count: self.stored.len(),
+                example: s.name.clone(),
+                dtype: s.desc.dtype.to_string(),
+            }),
+        }
     }
 
     /// The tensor of parameter `i` (in layout order).
@@ -175,23 +261,34 @@ impl<B: Backend> ParamBuffer<B> {
     /// Binds every `Param` node of a built model to this buffer.
     pub fn bind<'a>(&'a self, lm: &CausalLm, bindings: &mut Bindings<'a, B::Buffer>) -> Result<(), GraphError> {
         for (name, id) in &lm.params {
-            let e = self.layout.get(name).ok_or_else(|| GraphError::Unbound {
-                node: id.0,
-                name: name.clone(),
-            })?;
-            bindings.bind(*id, &self.buffer, e.byte_offset())?;
+            match self.layout.get(name) {
+                Some(e) => bindings.bind(*id, &self.buffer, e.byte_offset())?,
+                None => bindings.bind(*id, &self.stored_weight(name, id.0)?.buffer, 0)?,
+            }
         }
         Ok(())
+    }
+
+    fn stored_weight(&self, name: &str, node: u32) -> Result<&StoredWeight<B>, GraphError> {
+        self.stored
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| GraphError::Unbound {
+                node,
+                name: name.to_string(),
+            })
     }
 
     /// Binds the params of an arbitrary graph by name (params not in the layout are left
     /// unbound and reported by the executor).
     pub fn bind_graph<'a>(&'a self, graph: &Graph, bindings: &mut Bindings<'a, B::Buffer>) -> Result<(), GraphError> {
         for (id, node) in graph.iter() {
-            if let (r1_core::Op::Param { .. }, Some(name)) = (&node.op, &node.name)
-                && let Some(e) = self.layout.get(name)
-            {
-                bindings.bind(id, &self.buffer, e.byte_offset())?;
+            if let (r1_core::Op::Param { .. }, Some(name)) = (&node.op, &node.name) {
+                if let Some(e) = self.layout.get(name) {
+                    bindings.bind(id, &self.buffer, e.byte_offset())?;
+                } else if let Some(s) = self.stored.iter().find(|s| &s.name == name) {
+                    bindings.bind(id, &s.buffer, 0)?;
+                }
             }
         }
         Ok(())
@@ -211,6 +308,19 @@ pub enum WeightsError {
     },
     #[error("tensor `{0}` is missing")]
     Missing(String),
+    #[error("tensor `{0}` is given twice")]
+    Duplicate(String),
+    #[error("tensor `{name}`: {desc} takes a different number of bytes than the {got} given")]
+    StoredSize { name: String, desc: String, got: usize },
+    #[error(
+        "{what} needs f32 weights, but {count} weight(s) of this model are kept in their stored type (e.g. `{example}` as {dtype}): quantized weights cannot be trained (full fine-tuning of them is not a thing; LoRA is not there yet), and r1 checkpoints hold f32 weights only — start from an f32/f16/bf16 model, or `r1host export` it (which dequantizes)"
+    )]
+    NotF32 {
+        what: String,
+        count: usize,
+        example: String,
+        dtype: String,
+    },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }

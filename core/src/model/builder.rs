@@ -9,6 +9,12 @@
 //! positions of the `past [B]` i32 input, and attends over them. The positions are data,
 //! not part of the graph, so a decode graph and its plan are built once per
 //! `(batch, capacity)` and reused at every step.
+//!
+//! Weights are f32 and trainable unless [`WeightTypes`] says a weight is stored in
+//! another type (f16, bf16, a GGML block format, as a GGUF file keeps it): such a weight
+//! becomes a frozen `param_typed` node, which the graph lets feed only a `MatMul` as its
+//! 2-D `b` — the q/k/v/o and MLP projections and an untied `lm_head.weight`. Embeddings
+//! and norms stay f32; a tied LM head is the f32 embedding itself.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -18,7 +24,7 @@ use alloc::vec::Vec;
 use crate::error::GraphError;
 use crate::graph::{Graph, NodeId};
 use crate::model::config::{ConfigError, ModelConfig, ParamSpec};
-use crate::tensor::TensorDesc;
+use crate::tensor::{DType, TensorDesc};
 
 /// Name of the token-id input (`[B, T]` i32).
 pub const INPUT_IDS: &str = "input_ids";
@@ -119,6 +125,43 @@ impl From<ConfigError> for BuildError {
     }
 }
 
+/// The stored type of each weight, by Hugging Face name: f32 (trainable) unless listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WeightTypes {
+    types: BTreeMap<String, DType>,
+}
+
+impl WeightTypes {
+    /// Every weight f32.
+    pub fn all_f32() -> WeightTypes {
+        WeightTypes::default()
+    }
+
+    /// Declares weight `name` stored as `dtype` (f32 removes it from the list).
+    pub fn set(&mut self, name: &str, dtype: DType) {
+        if dtype == DType::F32 {
+            self.types.remove(name);
+        } else {
+            self.types.insert(name.into(), dtype);
+        }
+    }
+
+    /// The stored type of weight `name`.
+    pub fn get(&self, name: &str) -> DType {
+        self.types.get(name).copied().unwrap_or(DType::F32)
+    }
+
+    /// Whether every weight is f32 (so the model can be trained).
+    pub fn is_all_f32(&self) -> bool {
+        self.types.is_empty()
+    }
+
+    /// The weights that are not f32, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, DType)> {
+        self.types.iter().map(|(n, &t)| (n.as_str(), t))
+    }
+}
+
 /// The model's weights as graph parameters, found by Hugging Face name.
 pub struct ParamTable {
     /// `(name, node)` in the family's `param_specs` order.
@@ -127,12 +170,16 @@ pub struct ParamTable {
 }
 
 impl ParamTable {
-    /// Adds every weight of `specs` to `g` as a trainable f32 parameter.
-    pub fn new(g: &mut Graph, specs: Vec<ParamSpec>) -> Result<ParamTable, GraphError> {
+    /// Adds every weight of `specs` to `g`: a trainable f32 parameter, or a frozen one of
+    /// the type `types` gives it.
+    pub fn new(g: &mut Graph, specs: Vec<ParamSpec>, types: &WeightTypes) -> Result<ParamTable, GraphError> {
         let mut list = Vec::with_capacity(specs.len());
         let mut index = BTreeMap::new();
         for s in specs {
-            let id = g.param(&s.name, &s.dims, true)?;
+            let id = match types.get(&s.name) {
+                DType::F32 => g.param(&s.name, &s.dims, true)?,
+                dtype => g.param_typed(&s.name, TensorDesc::new(dtype, &s.dims), false)?,
+            };
             index.insert(s.name.clone(), id);
             list.push((s.name, id));
         }
@@ -206,10 +253,22 @@ pub fn lm_logits(g: &mut Graph, hidden: NodeId, head: NodeId, opts: &BuildOption
 }
 
 /// Appends a causal LM forward pass to `g`, built by the module of the config's
-/// architecture. Weights are trainable `Param` nodes named as in Hugging Face
+/// architecture. Weights are trainable f32 `Param` nodes named as in Hugging Face
 /// checkpoints.
 pub fn build_causal_lm(g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) -> Result<CausalLm, BuildError> {
+    build_causal_lm_typed(g, cfg, opts, &WeightTypes::all_f32())
+}
+
+/// [`build_causal_lm`] with weights stored as `types` says (frozen where not f32). A
+/// non-f32 type on a weight that does not feed a matmul as its `b` is a graph error
+/// naming the op.
+pub fn build_causal_lm_typed(
+    g: &mut Graph,
+    cfg: &ModelConfig,
+    opts: &BuildOptions,
+    types: &WeightTypes,
+) -> Result<CausalLm, BuildError> {
     let arch = cfg.validate()?;
     check_geometry(cfg, opts)?;
-    arch.family().build(g, cfg, opts)
+    arch.family().build(g, cfg, opts, types)
 }

@@ -6,7 +6,7 @@
 use alloc::vec::Vec;
 
 use crate::graph::Graph;
-use crate::model::builder::{BuildError, BuildOptions, CausalLm};
+use crate::model::builder::{BuildError, BuildOptions, CausalLm, WeightTypes};
 use crate::model::config::{Architecture, ModelConfig, ParamSpec};
 
 /// One model architecture: config → parameter specs with HF names → graph.
@@ -18,9 +18,16 @@ pub trait Family: Sync {
     /// laid out in memory and in checkpoints).
     fn param_specs(&self, cfg: &ModelConfig) -> Vec<ParamSpec>;
 
-    /// Appends the forward graph to `g`. `cfg` is validated and `opts` checked against
-    /// it by the caller ([`crate::model::build_causal_lm`]).
-    fn build(&self, g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) -> Result<CausalLm, BuildError>;
+    /// Appends the forward graph to `g`, each weight stored as `types` says. `cfg` is
+    /// validated and `opts` checked against it by the caller
+    /// ([`crate::model::build_causal_lm_typed`]).
+    fn build(
+        &self,
+        g: &mut Graph,
+        cfg: &ModelConfig,
+        opts: &BuildOptions,
+        types: &WeightTypes,
+    ) -> Result<CausalLm, BuildError>;
 }
 
 impl Architecture {

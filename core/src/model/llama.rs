@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use crate::error::GraphError;
 use crate::graph::{AttentionSpec, Graph, NodeId, RopeSpec};
-use crate::model::builder::{BuildError, BuildOptions, CausalLm, ParamTable, graph_inputs, lm_logits};
+use crate::model::builder::{BuildError, BuildOptions, CausalLm, ParamTable, WeightTypes, graph_inputs, lm_logits};
 use crate::model::config::{Architecture, ModelConfig, ParamSpec};
 use crate::model::family::Family;
 use crate::tensor::TensorDesc;
@@ -36,8 +36,14 @@ impl Family for Llama {
         decoder_param_specs(cfg, llama_biases(cfg))
     }
 
-    fn build(&self, g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) -> Result<CausalLm, BuildError> {
-        build_decoder(g, cfg, opts, llama_biases(cfg))
+    fn build(
+        &self,
+        g: &mut Graph,
+        cfg: &ModelConfig,
+        opts: &BuildOptions,
+        types: &WeightTypes,
+    ) -> Result<CausalLm, BuildError> {
+        build_decoder(g, cfg, opts, llama_biases(cfg), types)
     }
 }
 
@@ -97,14 +103,17 @@ struct LayerCtx<'a> {
     biases: Biases,
 }
 
-/// The Llama-style decoder graph.
+/// The Llama-style decoder graph, each weight stored as `types` says (every projection
+/// and an untied LM head is `x · wᵀ` with the 2-D weight as the matmul's `b`, so any of
+/// them may be stored quantized; a tied head reuses the f32 embedding).
 pub fn build_decoder(
     g: &mut Graph,
     cfg: &ModelConfig,
     opts: &BuildOptions,
     biases: Biases,
+    types: &WeightTypes,
 ) -> Result<CausalLm, BuildError> {
-    let params = ParamTable::new(g, decoder_param_specs(cfg, biases))?;
+    let params = ParamTable::new(g, decoder_param_specs(cfg, biases), types)?;
     let (input_ids, past) = graph_inputs(g, opts)?;
     let mut x = g.embedding(params.get("model.embed_tokens.weight")?, input_ids)?;
     let ctx = LayerCtx {

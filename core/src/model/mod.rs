@@ -8,6 +8,9 @@ pub mod family;
 pub mod llama;
 pub mod qwen2;
 
-pub use builder::{BuildError, BuildOptions, CausalLm, INPUT_IDS, KvCacheSpec, LogitsFor, PAST, build_causal_lm};
+pub use builder::{
+    BuildError, BuildOptions, CausalLm, INPUT_IDS, KvCacheSpec, LogitsFor, PAST, WeightTypes, build_causal_lm,
+    build_causal_lm_typed,
+};
 pub use config::{Architecture, ConfigError, ModelConfig, ParamSpec};
 pub use family::Family;

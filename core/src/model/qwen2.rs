@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::graph::Graph;
-use crate::model::builder::{BuildError, BuildOptions, CausalLm};
+use crate::model::builder::{BuildError, BuildOptions, CausalLm, WeightTypes};
 use crate::model::config::{Architecture, ModelConfig, ParamSpec};
 use crate::model::family::Family;
 use crate::model::llama::{Biases, build_decoder, decoder_param_specs};
@@ -23,7 +23,13 @@ impl Family for Qwen2 {
         decoder_param_specs(cfg, QWEN2_BIASES)
     }
 
-    fn build(&self, g: &mut Graph, cfg: &ModelConfig, opts: &BuildOptions) -> Result<CausalLm, BuildError> {
-        build_decoder(g, cfg, opts, QWEN2_BIASES)
+    fn build(
+        &self,
+        g: &mut Graph,
+        cfg: &ModelConfig,
+        opts: &BuildOptions,
+        types: &WeightTypes,
+    ) -> Result<CausalLm, BuildError> {
+        build_decoder(g, cfg, opts, QWEN2_BIASES, types)
     }
 }

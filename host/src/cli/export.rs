@@ -20,12 +20,24 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let model = read_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
-    let written = export_hf_dir(&args.out, &model.config, &model.tokenizer, &model.weights)
+    let (config, tokenizer) = (model.config.clone(), model.tokenizer.clone());
+    if !model.stored.is_empty() {
+        eprintln!(
+            "note: {} keeps {} weights quantized; the export holds them dequantized to f32",
+            args.model.display(),
+            model.stored.len()
+        );
+    }
+    // A Hugging Face directory holds f32 here: quantized weights are dequantized.
+    let weights = model
+        .into_f32_weights()
+        .with_context(|| format!("dequantizing {}", args.model.display()))?;
+    let written = export_hf_dir(&args.out, &config, &tokenizer, &weights)
         .with_context(|| format!("exporting {} to {}", args.model.display(), args.out.display()))?;
     for path in &written {
         crate::outln!("{}", path.display())?;
     }
-    if model.tokenizer.require_text().is_err() {
+    if tokenizer.require_text().is_err() {
         eprintln!(
             "note: {} has no tokenizer, so {} has none either (it runs on token ids only)",
             args.model.display(),

@@ -65,6 +65,14 @@ impl BackendJob for GenerateArgs {
         B::Buffer: Send + Sync,
     {
         let model = Model::load(backend, &self.model).with_context(|| format!("loading {}", self.model.display()))?;
+        if !model.params.stored.is_empty() {
+            eprintln!(
+                "weights: {} bytes resident ({} of them kept quantized, f32 would take {})",
+                model.resident_weight_bytes(),
+                model.params.stored.len(),
+                model.config.num_params().saturating_mul(4)
+            );
+        }
         let prompt = if self.chat {
             let template = template_for_model(&self.model, model.text_tokenizer()?, &model.config)?;
             let message = serde_json::json!({"role": "user", "content": self.prompt});

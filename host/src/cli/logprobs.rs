@@ -68,9 +68,10 @@ fn token_logprobs<B: Backend>(backend: &B, model: &Model<B>, tokens: Vec<u32>) -
     }
     let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
     let n = ids.len() - 1;
-    let mut graph = LmGraph::new(
+    let mut graph = LmGraph::with_types(
         backend,
         &model.config,
+        &model.params.weight_types(),
         1,
         n,
         Objective::TokenLogProbs { temperature: 1.0 },

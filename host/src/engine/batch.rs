@@ -164,7 +164,7 @@ impl<B: Backend> Batch<B> {
     ) -> Result<Vec<f32>, EngineError> {
         let rows = past.len();
         let t = ids.len() / rows.max(1);
-        let planned = self.plans.get(backend, &self.cfg, rows, t, self.capacity)?;
+        let planned = self.plans.get(backend, &self.cfg, params, rows, t, self.capacity)?;
         if self.feed.as_ref().is_none_or(|f| !f.fits(rows, t)) {
             self.feed = None;
             self.feed = Some(StepFeed::new(backend, rows, t)?);

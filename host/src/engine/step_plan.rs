@@ -5,7 +5,7 @@
 
 use r1_core::backend::{Backend, BackendError, i32_bytes};
 use r1_core::exec::{Bindings, Executor};
-use r1_core::model::{BuildOptions, CausalLm, KvCacheSpec, LogitsFor, ModelConfig, build_causal_lm};
+use r1_core::model::{BuildOptions, CausalLm, KvCacheSpec, LogitsFor, ModelConfig, build_causal_lm_typed};
 use r1_core::{Graph, GraphError, Plan, TensorDesc};
 
 use super::EngineError;
@@ -114,11 +114,13 @@ impl StepPlans {
         self.built
     }
 
-    /// The plan of a `batch × t` step over a cache of `capacity` rows, built on first use.
+    /// The plan of a `batch × t` step over a cache of `capacity` rows, built on first use
+    /// with each weight of `params` in its stored type.
     pub fn get<B: Backend>(
         &mut self,
         backend: &B,
         cfg: &ModelConfig,
+        params: &ParamBuffer<B>,
         batch: usize,
         t: usize,
         capacity: usize,
@@ -128,7 +130,7 @@ impl StepPlans {
         let i = match self.plans.iter().position(|p| p.key == key) {
             Some(i) => i,
             None => {
-                let step = Self::build(backend, cfg, key)?;
+                let step = Self::build(backend, cfg, params, key)?;
                 if self.plans.len() >= MAX_PLANS
                     && let Some(oldest) = (0..self.plans.len()).min_by_key(|&i| self.plans[i].last_used)
                 {
@@ -147,6 +149,7 @@ impl StepPlans {
     fn build<B: Backend>(
         backend: &B,
         cfg: &ModelConfig,
+        params: &ParamBuffer<B>,
         key: (usize, usize, usize),
     ) -> Result<PlannedStep, EngineError> {
         let (batch, seq, capacity) = key;
@@ -157,7 +160,7 @@ impl StepPlans {
             kv_cache: Some(KvCacheSpec { capacity }),
             logits: LogitsFor::Last,
         };
-        let lm = build_causal_lm(&mut graph, cfg, &opts)?;
+        let lm = build_causal_lm_typed(&mut graph, cfg, &opts, &params.weight_types())?;
         let plan = Plan::for_backend(&graph, &[lm.logits], backend)?;
         Ok(PlannedStep {
             key,

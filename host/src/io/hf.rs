@@ -299,4 +299,28 @@ impl WeightCollector {
         }
         Ok(Weights { tensors })
     }
+
+    /// Records that weight `name` (of shape `dims`) was read from `file` but is kept
+    /// elsewhere (in its stored type): it counts as present, and
+    /// [`WeightCollector::finish_without`] leaves it out.
+    pub(crate) fn provided_elsewhere(&mut self, name: &str, dims: &[usize], file: &str) -> Result<(), IoError> {
+        let placeholder = NamedTensor {
+            name: name.to_string(),
+            dims: dims.to_vec(),
+            data: Vec::new(),
+        };
+        self.add_file(vec![placeholder], file)
+    }
+
+    /// [`WeightCollector::finish`] without the weights named in `elsewhere`.
+    pub(crate) fn finish_without<'a>(
+        self,
+        location: &str,
+        elsewhere: impl Iterator<Item = &'a str>,
+    ) -> Result<Weights, IoError> {
+        let skip: std::collections::HashSet<&str> = elsewhere.collect();
+        let mut w = self.finish(location)?;
+        w.tensors.retain(|t| !skip.contains(t.name.as_str()));
+        Ok(w)
+    }
 }

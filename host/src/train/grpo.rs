@@ -188,6 +188,8 @@ pub enum GrpoTrainError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
+    Weights(#[from] crate::weights::WeightsError),
+    #[error(transparent)]
     Graph(#[from] LmGraphError),
     #[error(transparent)]
     Backend(#[from] r1_core::BackendError),
@@ -287,6 +289,7 @@ impl<B: Backend> GrpoTrainer<B> {
         prompts: Vec<GrpoPrompt>,
     ) -> Result<Self, GrpoTrainError> {
         config.validate()?;
+        params.check_trainable("GRPO training")?;
         if prompts.is_empty() {
             return Err(GrpoTrainError::NoPrompts);
         }

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use r1_core::backend::{Backend, BackendError, TensorRef, f32_bytes, i32_bytes};
 use r1_core::exec::{Bindings, Executor};
-use r1_core::model::{BuildError, BuildOptions, CausalLm, ModelConfig, build_causal_lm};
+use r1_core::model::{BuildError, BuildOptions, CausalLm, ModelConfig, WeightTypes, build_causal_lm_typed};
 use r1_core::{Graph, GraphError, NodeId, Plan, TensorDesc, autodiff};
 
 use crate::weights::ParamBuffer;
@@ -106,6 +106,8 @@ pub struct LmGraph<B: Backend> {
     /// Gradient node per parameter, in the layout's order (`None` if unused).
     pub grads: Vec<Option<NodeId>>,
     forward_steps: usize,
+    /// A weight not stored as f32, when there is one (the graph is then forward only).
+    frozen: Option<String>,
     feed: B::Buffer,
     executor: Executor<B>,
 }
@@ -121,6 +123,8 @@ pub enum LmGraphError {
     Backend(#[from] BackendError),
     #[error("batch data: {0}")]
     Feed(String),
+    #[error("this graph scores only: the model keeps weights in a stored type (e.g. `{0}`), which cannot be trained")]
+    ForwardOnly(String),
 }
 
 impl<B: Backend> LmGraph<B> {
@@ -132,8 +136,22 @@ impl<B: Backend> LmGraph<B> {
         seq: usize,
         objective: Objective,
     ) -> Result<Self, LmGraphError> {
+        Self::with_types(backend, cfg, &WeightTypes::all_f32(), batch, seq, objective)
+    }
+
+    /// [`LmGraph::new`] for weights stored as `types` (a [`ParamBuffer::weight_types`]).
+    /// With any weight not f32 the graph is forward only (scoring: `r1host logprobs`):
+    /// there is no backward part, and [`LmGraph::backward`] refuses.
+    pub fn with_types(
+        backend: &B,
+        cfg: &ModelConfig,
+        types: &WeightTypes,
+        batch: usize,
+        seq: usize,
+        objective: Objective,
+    ) -> Result<Self, LmGraphError> {
         let mut g = Graph::new();
-        let lm = build_causal_lm(&mut g, cfg, &BuildOptions::full(batch, seq))?;
+        let lm = build_causal_lm_typed(&mut g, cfg, &BuildOptions::full(batch, seq), types)?;
         let targets = g.input("targets", TensorDesc::i32(&[batch, seq]))?;
         let (output, entropy, weights, seed_pair, seed) = match objective {
             Objective::CrossEntropy => {
@@ -163,8 +181,13 @@ impl<B: Backend> LmGraph<B> {
             }
         };
         let forward_outputs: Vec<NodeId> = std::iter::once(output).chain(entropy).collect();
-        let wrt: Vec<NodeId> = lm.params.iter().map(|(_, id)| *id).collect();
-        let grads = autodiff::backward(&mut g, &[seed_pair], &wrt)?;
+        let grads = if types.is_all_f32() {
+            let wrt: Vec<NodeId> = lm.params.iter().map(|(_, id)| *id).collect();
+            autodiff::backward(&mut g, &[seed_pair], &wrt)?
+        } else {
+            vec![None; lm.params.len()]
+        };
+        let frozen = types.iter().next().map(|(name, _)| name.to_string());
         let mut outputs = forward_outputs.clone();
         outputs.extend(grads.iter().flatten().copied());
         let plan = Plan::for_backend(&g, &outputs, backend)?;
@@ -194,6 +217,7 @@ impl<B: Backend> LmGraph<B> {
             entropy,
             grads,
             forward_steps,
+            frozen,
             feed,
             executor: Executor::new(),
         })
@@ -255,6 +279,9 @@ impl<B: Backend> LmGraph<B> {
         params: &ParamBuffer<B>,
         d_logp: Option<&[f32]>,
     ) -> Result<(), LmGraphError> {
+        if let Some(name) = &self.frozen {
+            return Err(LmGraphError::ForwardOnly(name.clone()));
+        }
         if self.slots.seed.is_some() {
             let d = d_logp.ok_or_else(|| LmGraphError::Feed("the log-prob objective needs d loss / d logp".into()))?;
             if d.len() != self.positions() {

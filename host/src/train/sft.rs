@@ -81,6 +81,8 @@ pub enum SftError {
     #[error("the training set is empty")]
     Empty,
     #[error(transparent)]
+    Weights(#[from] crate::weights::WeightsError),
+    #[error(transparent)]
     Graph(#[from] LmGraphError),
     #[error(transparent)]
     Backend(#[from] r1_core::BackendError),
@@ -171,6 +173,7 @@ pub fn train_sft<B: Backend>(
     mut on_step: impl FnMut(&SftStepMetrics) -> Result<(), String>,
 ) -> Result<Vec<SftStepMetrics>, SftError> {
     sft.validate()?;
+    params.check_trainable("SFT training")?;
     if examples.is_empty() {
         return Err(SftError::Empty);
     }

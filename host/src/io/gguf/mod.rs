@@ -86,9 +86,9 @@ pub enum GgufError {
     /// A metadata key that is missing, of the wrong type, or of a value r1 cannot use.
     #[error("metadata key `{key}`: {detail}")]
     Metadata { key: String, detail: String },
-    /// A block-quantized tensor: the formats are known, the kernels are not there yet.
+    /// A block-quantized tensor of a format r1 has no kernel for.
     #[error(
-        "tensor `{tensor}` has type {ggml_type}: block-quantized weights are not loaded yet (r1's quantized kernels are not there yet); use an F32, F16 or BF16 GGUF"
+        "tensor `{tensor}` has type {ggml_type}: r1 runs the block-quantized types Q8_0, Q4_0, Q4_K and Q6_K (and reads F32, F16, BF16); requantize the file to one of those"
     )]
     Quantized { tensor: String, ggml_type: String },
     /// A plain type r1 does not load as a weight (integers, F64).

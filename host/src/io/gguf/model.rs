@@ -1,6 +1,14 @@
 //! A `qwen2` or `llama` GGUF file (every R1-Distill model) as r1's model: the metadata
-//! as a [`ModelConfig`], the tensors under their Hugging Face names as f32, and the
-//! tokenizer of the metadata.
+//! as a [`ModelConfig`], the tensors under their Hugging Face names, and the tokenizer of
+//! the metadata.
+//!
+//! F32, F16 and BF16 tensors are read as f32 (widened exactly). A Q8_0, Q4_0, Q4_K or
+//! Q6_K projection (q/k/v/o, gate/up/down, an untied `output.weight`) stays quantized:
+//! its bytes are copied from the map as they are (never through f32) into a
+//! [`StoredTensor`], which the backend's quantized matmul reads. Any other tensor of
+//! those types (the token embedding, a norm) is dequantized to f32 with r1's reference
+//! dequantizer, since only a matmul's weight may be stored quantized; a tied LM head is
+//! therefore the f32 embedding.
 //!
 //! Two conventions differ from Hugging Face's and are undone here:
 //! - GGUF lists dims innermost first (`ne0` = columns), so an `[out, in]` weight is
@@ -11,7 +19,9 @@
 //!   Hugging Face weight (`i` ∈ {0, 1}, `j` < d/2). r1's RoPE rotates halves, as
 //!   transformers does, so the rows are put back. Qwen2 files are not permuted.
 
+use r1_core::TensorDesc;
 use r1_core::model::{Architecture, ModelConfig};
+use r1_core::quant::GgmlType as QuantType;
 
 use crate::io::error::IoError;
 use crate::io::gguf::GgufError;
@@ -21,13 +31,17 @@ use crate::io::gguf::types::GgmlType;
 use crate::io::hf::WeightCollector;
 use crate::io::tensors::{NamedTensor, Weights};
 use crate::io::tokenizer::HfTokenizer;
+use crate::weights::StoredTensor;
 
 /// A model read from a GGUF file.
 #[derive(Clone, Debug)]
 pub struct GgufModel {
     pub config: ModelConfig,
-    /// In `config.param_specs()` order, f32.
+    /// The f32 weights, in `config.param_specs()` order, without those in `stored`.
     pub weights: Weights,
+    /// The block-quantized projections, bytes as the file stores them (llama's q/k rows
+    /// un-permuted), in file order.
+    pub stored: Vec<StoredTensor>,
     /// The tokenizer of the metadata (`None` when the file has no `tokenizer.ggml.model`).
     pub tokenizer: Option<HfTokenizer>,
 }
@@ -79,30 +93,56 @@ fn model_from(bytes: &[u8], header: &GgufHeader, file: &str) -> Result<GgufModel
         names.push(name);
     }
     let mut tensors = Vec::with_capacity(header.tensors.len());
+    let mut stored = Vec::new();
     for (info, name) in header.tensors.iter().zip(names) {
         let raw = tensor_slice(bytes, header, info, file)?;
-        let mut data = to_f32(info, raw, file)?;
         let dims = info.row_major_shape();
-        if arch == Architecture::Llama {
-            let heads = if name.contains(".q_proj.") {
-                Some(config.num_attention_heads)
-            } else if name.contains(".k_proj.") {
-                Some(config.kv_heads())
-            } else {
-                None
+        let heads = if arch != Architecture::Llama {
+            None
+        } else if name.contains(".q_proj.") {
+            Some(config.num_attention_heads)
+        } else if name.contains(".k_proj.") {
+            Some(config.kv_heads())
+        } else {
+            None
+        };
+        if keeps_quantized(info, &name) {
+            // A row is whole blocks, so llama's permutation moves rows of bytes.
+            let mut data = raw.to_vec();
+            let Some(q) = run_quantized(info.ggml_type) else {
+                return Err(model_err(
+                    file,
+                    format!("tensor `{}`: not a block format r1 runs", info.name),
+                ));
             };
+            let desc = TensorDesc::new(q.dtype(), &dims);
             if let Some(heads) = heads {
-                unpermute_rows(&mut data, &dims, heads, config.head_dim());
+                let row_bytes = data.len() / dims[0].max(1);
+                unpermute_rows(&mut data, &[dims[0], row_bytes], heads, config.head_dim());
             }
+            stored.push(StoredTensor {
+                name,
+                desc,
+                bytes: data,
+            });
+            continue;
+        }
+        let mut data = to_f32(info, raw, file)?;
+        if let Some(heads) = heads {
+            unpermute_rows(&mut data, &dims, heads, config.head_dim());
         }
         tensors.push(NamedTensor { name, dims, data });
     }
     let mut collector = WeightCollector::new(&config);
     collector.add_file(tensors, file)?;
-    let weights = collector.finish(file)?;
+    for s in &stored {
+        collector.provided_elsewhere(&s.name, s.desc.shape.dims(), file)?;
+    }
+    let weights = collector.finish_without(file, stored.iter().map(|s| s.name.as_str()))?;
     Ok(GgufModel {
         config,
         weights,
+        stored,
         tokenizer,
     })
 }
@@ -316,11 +356,28 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{module}.{kind}"))
 }
 
-/// F32, F16 and BF16 are read; a block-quantized type or another plain type is an error
-/// naming the tensor and the type.
+/// The block formats r1 runs: kept quantized as a matmul's weight, dequantized elsewhere.
+const RUN_QUANTIZED: [QuantType; 4] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_K, QuantType::Q6_K];
+
+/// Core's quantizer type of a file type, when it is one of [`RUN_QUANTIZED`].
+fn run_quantized(t: GgmlType) -> Option<QuantType> {
+    QuantType::from_id(t.id).ok().filter(|q| RUN_QUANTIZED.contains(q))
+}
+
+/// Whether a tensor stays in its stored type: a 2-D projection weight (one that feeds a
+/// matmul as `x · wᵀ`) in a block format of [`RUN_QUANTIZED`].
+fn keeps_quantized(info: &TensorInfo, hf: &str) -> bool {
+    run_quantized(info.ggml_type).is_some()
+        && info.dims.len() == 2
+        && hf.ends_with(".weight")
+        && (hf == "lm_head.weight" || hf.contains("_proj."))
+}
+
+/// F32, F16, BF16 and the block formats of [`RUN_QUANTIZED`] are read; another block
+/// format or plain type is an error naming the tensor and the type.
 fn check_type(info: &TensorInfo, file: &str) -> Result<(), IoError> {
     let t = info.ggml_type;
-    if [GgmlType::F32, GgmlType::F16, GgmlType::BF16].contains(&t) {
+    if [GgmlType::F32, GgmlType::F16, GgmlType::BF16].contains(&t) || run_quantized(t).is_some() {
         return Ok(());
     }
     let (tensor, ggml_type) = (info.name.clone(), t.name.to_string());
@@ -334,10 +391,17 @@ fn check_type(info: &TensorInfo, file: &str) -> Result<(), IoError> {
     ))
 }
 
-/// A tensor's values as f32: F32 as is, F16 and BF16 widened (exactly).
+/// A tensor's values as f32: F32 as is, F16 and BF16 widened (exactly), a block format
+/// dequantized as ggml does.
 fn to_f32(info: &TensorInfo, raw: &[u8], file: &str) -> Result<Vec<f32>, IoError> {
     check_type(info, file)?;
     let t = info.ggml_type;
+    if let Some(q) = run_quantized(t) {
+        let n = usize::try_from(info.elems())
+            .map_err(|_| model_err(file, format!("tensor `{}` is too large", info.name)))?;
+        return r1_core::quant::dequantize(q, raw, n)
+            .map_err(|e| model_err(file, format!("tensor `{}`: {e}", info.name)));
+    }
     Ok(if t == GgmlType::F32 {
         raw.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -355,20 +419,21 @@ fn to_f32(info: &TensorInfo, raw: &[u8], file: &str) -> Result<Vec<f32>, IoError
 
 /// Undoes `LlamaModel.permute`: within each of the `heads` blocks of `head_dim` rows,
 /// file row `2j + i` goes back to row `i·head_dim/2 + j`. A tensor whose rows are not
-/// `heads × head_dim` is left alone (the shape check names it).
-pub fn unpermute_rows(data: &mut [f32], dims: &[usize], heads: usize, head_dim: usize) {
+/// `heads × head_dim` is left alone (the shape check names it). Generic over the element:
+/// a block-quantized tensor is permuted as `[rows, row bytes]` bytes.
+pub fn unpermute_rows<T: Copy>(data: &mut [T], dims: &[usize], heads: usize, head_dim: usize) {
     move_head_rows(data, dims, heads, head_dim, true);
 }
 
 /// What `LlamaModel.permute` does (the inverse of [`unpermute_rows`]); for writing files
 /// llama.cpp reads, and for tests.
-pub fn permute_rows(data: &mut [f32], dims: &[usize], heads: usize, head_dim: usize) {
+pub fn permute_rows<T: Copy>(data: &mut [T], dims: &[usize], heads: usize, head_dim: usize) {
     move_head_rows(data, dims, heads, head_dim, false);
 }
 
 /// Within each head's `head_dim` rows, moves row `i·head_dim/2 + j` (HF order) to row
 /// `2j + i` (llama.cpp's interleaved order), or back when `to_hf`.
-fn move_head_rows(data: &mut [f32], dims: &[usize], heads: usize, head_dim: usize, to_hf: bool) {
+fn move_head_rows<T: Copy>(data: &mut [T], dims: &[usize], heads: usize, head_dim: usize, to_hf: bool) {
     let Some(&rows) = dims.first() else { return };
     let cols: usize = dims[1..].iter().product();
     if heads == 0 || !head_dim.is_multiple_of(2) || rows != heads * head_dim || data.len() != rows * cols {
