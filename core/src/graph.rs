@@ -481,9 +481,18 @@ impl Graph {
         self.push(Op::Fill { value }, &[], TensorDesc::f32(dims))
     }
 
-    /// [`Op::Embedding`]: rows of `table [V, H]` picked by `ids [..] i32` → `[.., H]`.
+    /// [`Op::Embedding`]: rows of `table [V, H]` picked by `ids [..] i32` → `[.., H]` f32.
+    /// The table may be stored in another type (f16, bf16, a block format of whole-block
+    /// rows): the picked rows are widened.
     pub fn embedding(&mut self, table: NodeId, ids: NodeId) -> Result<NodeId, GraphError> {
-        let t = self.f32_of("embedding", table)?;
+        let td = self.desc(table)?;
+        if td.dtype == DType::I32 || !td.rows_are_whole_blocks() {
+            return Err(shape_err(
+                "embedding",
+                format!("table {} {} is not an embedding table", td.dtype, td.shape),
+            ));
+        }
+        let t = td.shape;
         let i = self.i32_of("embedding", ids)?;
         if t.rank() != 2 || i.rank() + 1 > crate::tensor::MAX_RANK {
             return Err(shape_err("embedding", format!("table {t} must be [V, H], ids {i}")));
@@ -984,6 +993,12 @@ mod tests {
             "a block format's rows run along K"
         );
         assert!(g.add(x, w).is_err(), "element-wise ops stay f32");
+        // A stored table also feeds an embedding lookup (a tied LM head's other use).
+        let ids = g.input("ids", TensorDesc::i32(&[3])).unwrap();
+        let e = g.embedding(w, ids).unwrap();
+        assert_eq!(g.desc(e).unwrap(), TensorDesc::f32(&[3, 64]));
+        let not_a_table = g.input("i", TensorDesc::i32(&[4, 64])).unwrap();
+        assert!(g.embedding(not_a_table, ids).is_err());
     }
 
     #[test]

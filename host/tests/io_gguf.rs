@@ -11,6 +11,7 @@ mod io_support;
 use std::path::PathBuf;
 
 use r1_backend_cpu::CpuBackend;
+use r1_core::DType;
 use r1_core::model::ModelConfig;
 use r1_core::quant::GgmlType as QuantType;
 use r1_host::chat::{ChatTemplate, RenderOptions};
@@ -136,13 +137,22 @@ fn gguf_models_equal_their_hugging_face_directories_f32_bit_for_bit_and_f16_roun
         }
         let f16_path = dir().join(m["files"]["f16"].as_str().expect("f16"));
         let g16 = read_model(&f16_path).unwrap_or_else(|e| panic!("{name} f16: {e}"));
-        assert_eq!(g16.weights, rounded, "{name}: f16 weights");
-        let got = log_probs(&g16.config, g16.weights);
-        assert_eq!(
-            bits(&got),
-            bits(&log_probs(&hf.config, rounded)),
-            "{name}: f16 log-probs"
+        // The F16 matrices stay f16 in memory; widened, they are the rounded HF weights.
+        assert!(
+            !g16.stored.is_empty() && g16.stored.iter().all(|s| s.desc.dtype == DType::F16),
+            "{name}: f16 matrices kept as f16"
         );
+        let widened = g16.into_f32_weights().expect("widen");
+        assert_eq!(widened, rounded, "{name}: f16 weights");
+        // Run on the f16 bytes, the log-probs equal the f32 path on the rounded weights up
+        // to the summation order of the f16 kernel (each product is exact in f32).
+        let backend = CpuBackend::new();
+        let model = Model::load(&backend, &f16_path).expect("load f16");
+        let got = quantized_log_probs(&backend, &model);
+        let want = log_probs(&hf.config, rounded);
+        let worst = max_abs_diff(&got, &want);
+        eprintln!("{name}: f16 kernel vs f32 on the rounded weights: max |Δ log-prob| = {worst:.2e}");
+        assert!(worst < HALF_TOLERANCE, "{name}: f16 log-probs {got:?} vs {want:?}");
         // And near the f32 model (f16 rounding moves log-probs by far less than 0.05).
         for (a, b) in got.iter().zip(&reference) {
             assert!((a - b).abs() < 0.05, "{name}: f16 {a} vs f32 {b}");
@@ -171,14 +181,41 @@ fn bf16_weights_are_widened_exactly() {
             w.add_tensor(&t.name, &t.dims, t.ggml_type, raw.to_vec()).expect("f32");
         }
     }
-    let g = gguf_model_from_bytes(&w.to_bytes(), "bf16.gguf").expect("bf16 model");
-    let mut want = load_hf_model(&dir().join("llama_tiny_hf")).expect("hf").weights;
+    let path = scratch("llama_tiny.bf16.gguf");
+    w.write(&path).expect("write bf16 file");
+    let g = read_model(&path).expect("bf16 model");
+    let hf = load_hf_model(&dir().join("llama_tiny_hf")).expect("hf");
+    let mut want = hf.weights;
     for t in want.tensors.iter_mut().filter(|t| t.dims.len() == 2) {
         for v in &mut t.data {
             *v = half::bf16::from_f32(*v).to_f32();
         }
     }
-    assert_eq!(g.weights, want);
+    // Every matrix stays bf16 (projections, head, embedding); widened, they are exact.
+    assert_eq!(
+        g.stored.len(),
+        want.tensors.iter().filter(|t| t.dims.len() == 2).count()
+    );
+    assert!(g.stored.iter().all(|s| s.desc.dtype == DType::BF16));
+    let config = g.config.clone();
+    assert_eq!(g.into_f32_weights().expect("widen"), want);
+    // The bf16 kernel's log-probs equal the f32 path on the rounded weights up to the
+    // summation order.
+    let backend = CpuBackend::new();
+    let model = Model::load(&backend, &path).expect("load bf16");
+    let worst = max_abs_diff(&quantized_log_probs(&backend, &model), &log_probs(&config, want));
+    eprintln!("bf16 kernel vs f32 on the rounded weights: max |Δ log-prob| = {worst:.2e}");
+    assert!(worst < HALF_TOLERANCE, "bf16 log-probs differ by {worst}");
+}
+
+/// Largest |a − b| allowed between log-probs computed on f16/bf16 weights by the typed
+/// kernel and by the f32 path on the same (widened) values: both products are exact in
+/// f32, only the summation order differs (the typed kernel sums in 8-wide lanes).
+const HALF_TOLERANCE: f32 = 1e-4;
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]
@@ -583,8 +620,9 @@ fn logprobs_and_generate_run_on_a_gguf_file() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let out: Value = serde_json::from_str(&run(&["logprobs", "--model", p, "--tokens", &tokens])).expect("json");
-    let model = read_model(&path).expect("model");
-    let want = log_probs(&model.config, model.weights);
+    // The binary computes on the f16 bytes, as the library does.
+    let backend = CpuBackend::new();
+    let want = quantized_log_probs(&backend, &Model::load(&backend, &path).expect("model"));
     let got: Vec<f32> = out["logprobs"]
         .as_array()
         .expect("logprobs")
@@ -866,16 +904,22 @@ fn quantized_models_run_with_their_weights_kept_and_match_the_dequantized_f32_mo
         let want_weights = write_quantized(&cfg, ty, embd_ty, &path);
         let host = read_model(&path).unwrap_or_else(|e| panic!("{label}: {e}"));
         assert_eq!(host.config, cfg, "{label}: config");
-        // Every projection (and an untied head) kept quantized; the embedding dequantized.
-        let projections = cfg.num_hidden_layers * 7 + usize::from(!tied);
-        assert_eq!(host.stored.len(), projections, "{label}");
-        assert!(host.stored.iter().all(|s| s.desc.dtype == ty.dtype()), "{label}");
-        let embd = host.weights.get("model.embed_tokens.weight").expect("f32 embedding");
-        let want_embd = want_weights.get("model.embed_tokens.weight").expect("embedding");
+        // Every projection, an untied head and a quantized embedding kept quantized.
+        let embd_kept = embd_ty != QuantType::F32;
+        let matrices = cfg.num_hidden_layers * 7 + usize::from(!tied) + usize::from(embd_kept);
+        assert_eq!(host.stored.len(), matrices, "{label}");
+        for s in &host.stored {
+            let want = if s.name == "model.embed_tokens.weight" {
+                embd_ty
+            } else {
+                ty
+            };
+            assert_eq!(s.desc.dtype, want.dtype(), "{label}: {}", s.name);
+        }
         assert_eq!(
-            bits(&embd.data),
-            bits(&want_embd.data),
-            "{label}: embedding dequantized as r1 does"
+            host.weights.get("model.embed_tokens.weight").is_some(),
+            !embd_kept,
+            "{label}: an f32 embedding stays in the f32 weights"
         );
         // llama's q/k rows of bytes are put back: dequantized, they are the HF rows.
         for s in &host.stored {

@@ -262,6 +262,15 @@ impl Backend for CpuBackend {
         {
             return quant_matmul_operands(op, a, w) && output.dtype == DType::F32;
         }
+        // …and an embedding lookup as its table (`kernels::embedding::embedding_typed`).
+        if let (Op::Embedding, [table, ids]) = (op, inputs)
+            && table.dtype != DType::F32
+        {
+            return quant_matmul::weight_type(table.dtype).is_some()
+                && table.rows_are_whole_blocks()
+                && ids.dtype == DType::I32
+                && output.dtype == DType::F32;
+        }
         // Every other kernel computes in f32 on f32 operands (ids and positions are i32).
         inputs.iter().all(|d| matches!(d.dtype, DType::F32 | DType::I32)) && output.dtype == DType::F32
     }
@@ -336,6 +345,19 @@ impl Backend for CpuBackend {
                         name,
                         format!("table {} and ids {} into {out}", inputs[0].desc.shape, ids),
                     ));
+                }
+                if inputs[0].desc.dtype != DType::F32 {
+                    let ty =
+                        quant_matmul::weight_type(inputs[0].desc.dtype).ok_or_else(|| BackendError::Unsupported {
+                            op: name,
+                            detail: format!(
+                                "a {} table (tables are f32, f16, bf16, q8_0, q4_0, q4_k or q6_k)",
+                                inputs[0].desc.dtype
+                            ),
+                        })?;
+                    return with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                        embedding::embedding_typed(ctx, ty, hidden, v.bytes(0)?, v.i32(1)?, v.f32_mut(2)?)
+                    });
                 }
                 with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
                     embedding::embedding(ctx, hidden, v.f32(0)?, v.i32(1)?, v.f32_mut(2)?)

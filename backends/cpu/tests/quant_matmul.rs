@@ -298,3 +298,48 @@ fn bad_quantized_operands_are_typed_errors() {
     let r = run(&be, &Op::Silu, &[raw(GgmlType::Q8_0, w, 4, 64)], &[4, 64]);
     assert!(r.unwrap_err().to_string().contains("block-quantized"));
 }
+
+/// An embedding lookup on a stored table (a quantized model's token embedding, which a
+/// tied head also multiplies by): every picked row is core's `quant::dequantize` of that
+/// row, bit for bit, at every level and thread count; an id past the table is an error.
+#[test]
+fn stored_embedding_tables_widen_the_picked_rows_exactly() {
+    let mut rng = Rng::new(11);
+    let (vocab, hidden) = (37, 256);
+    let ids = vec![0, 36, 5, 5, 17, 2, 30];
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ] {
+        let table = weight(&mut rng, ty, vocab, hidden);
+        let rows = quant::dequantize(ty, &table, vocab * hidden).unwrap();
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| rows[i as usize * hidden..(i as usize + 1) * hidden].to_vec())
+            .collect();
+        let inputs = [
+            raw(ty, table.clone(), vocab, hidden),
+            T::I(ids.clone(), vec![ids.len()]),
+        ];
+        for be in backends()
+            .into_iter()
+            .chain([CpuBackend::with_config(1, SimdLevel::Scalar).unwrap()])
+        {
+            let got = run(&be, &Op::Embedding, &inputs, &[ids.len(), hidden]).unwrap();
+            assert_bits(&format!("{} embedding on {}", ty.name(), be.name()), &got, &want);
+            let bad = [raw(ty, table.clone(), vocab, hidden), T::I(vec![1, 37], vec![2])];
+            assert!(run(&be, &Op::Embedding, &bad, &[2, hidden]).is_err(), "{}", ty.name());
+        }
+        let table_desc = TensorDesc::new(ty.dtype(), &[vocab, hidden]);
+        let out = TensorDesc::f32(&[ids.len(), hidden]);
+        assert!(CpuBackend::new().supports(&Op::Embedding, &[table_desc, TensorDesc::i32(&[ids.len()])], &out));
+    }
+    // Q8_K is an activation format, never a table.
+    let q8k = TensorDesc::new(GgmlType::Q8_K.dtype(), &[vocab, hidden]);
+    let out = TensorDesc::f32(&[1, hidden]);
+    assert!(!CpuBackend::new().supports(&Op::Embedding, &[q8k, TensorDesc::i32(&[1])], &out));
+}

@@ -13,8 +13,9 @@
 //! Weights are f32 and trainable unless [`WeightTypes`] says a weight is stored in
 //! another type (f16, bf16, a GGML block format, as a GGUF file keeps it): such a weight
 //! becomes a frozen `param_typed` node, which the graph lets feed only a `MatMul` as its
-//! 2-D `b` — the q/k/v/o and MLP projections and an untied `lm_head.weight`. Embeddings
-//! and norms stay f32; a tied LM head is the f32 embedding itself.
+//! 2-D `b` — the q/k/v/o and MLP projections and `lm_head.weight` — and an `Embedding`
+//! as its table (so a tied LM head and the embedding share one stored table). Norms and
+//! biases stay f32.
 
 use alloc::collections::BTreeMap;
 use alloc::format;

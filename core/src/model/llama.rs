@@ -104,8 +104,8 @@ struct LayerCtx<'a> {
 }
 
 /// The Llama-style decoder graph, each weight stored as `types` says (every projection
-/// and an untied LM head is `x · wᵀ` with the 2-D weight as the matmul's `b`, so any of
-/// them may be stored quantized; a tied head reuses the f32 embedding).
+/// and the LM head is `x · wᵀ` with the 2-D weight as the matmul's `b`, so any of them
+/// may be stored quantized, as may the embedding table, which a tied head reuses).
 pub fn build_decoder(
     g: &mut Graph,
     cfg: &ModelConfig,

@@ -4,6 +4,7 @@
 //! own range, in id order), so it needs no atomics and its sums do not depend on threads.
 
 use r1_core::BackendError;
+use r1_core::quant::{self, GgmlType};
 
 use super::{Ctx, check_ids, size_error};
 
@@ -34,6 +35,51 @@ pub(crate) fn embedding(
             row.copy_from_slice(&table[id * hidden..(id + 1) * hidden]);
         }
     });
+    Ok(())
+}
+
+/// [`embedding`] over a table stored as `ty` (f16, bf16, a GGML block format of
+/// whole-block rows; `table` its raw bytes): each picked row is widened with core's
+/// reference dequantizer, so a row equals `quant::dequantize` of it exactly.
+pub(crate) fn embedding_typed(
+    ctx: Ctx<'_>,
+    ty: GgmlType,
+    hidden: usize,
+    table: &[u8],
+    ids: &[i32],
+    out: &mut [f32],
+) -> Result<(), BackendError> {
+    let row_bytes = ty.row_bytes(hidden as u64).ok().filter(|&b| b > 0);
+    let Some(row_bytes) = row_bytes.filter(|&b| table.len().is_multiple_of(b) && out.len() == ids.len() * hidden)
+    else {
+        return Err(size_error(
+            "embedding",
+            format!(
+                "{} table of {} bytes in rows of {hidden}, {} ids, output {}",
+                ty.name(),
+                table.len(),
+                ids.len(),
+                out.len()
+            ),
+        ));
+    };
+    let vocab = table.len() / row_bytes;
+    check_ids("embedding", ids, vocab, false)?;
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    ctx.threads.for_rows(out, hidden, hidden, |r0, o| {
+        for (row, &id) in o.chunks_exact_mut(hidden).zip(&ids[r0..]) {
+            let id = id as usize;
+            if quant::dequantize_into(ty, &table[id * row_bytes..(id + 1) * row_bytes], row).is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    if failed.into_inner() {
+        return Err(size_error(
+            "embedding",
+            format!("{} rows of {hidden} do not dequantize", ty.name()),
+        ));
+    }
     Ok(())
 }
 

@@ -2,13 +2,12 @@
 //! as a [`ModelConfig`], the tensors under their Hugging Face names, and the tokenizer of
 //! the metadata.
 //!
-//! F32, F16 and BF16 tensors are read as f32 (widened exactly). A Q8_0, Q4_0, Q4_K or
-//! Q6_K projection (q/k/v/o, gate/up/down, an untied `output.weight`) stays quantized:
-//! its bytes are copied from the map as they are (never through f32) into a
-//! [`StoredTensor`], which the backend's quantized matmul reads. Any other tensor of
-//! those types (the token embedding, a norm) is dequantized to f32 with r1's reference
-//! dequantizer, since only a matmul's weight may be stored quantized; a tied LM head is
-//! therefore the f32 embedding.
+//! A weight matrix — a projection (q/k/v/o, gate/up/down), `output.weight` or the token
+//! embedding (which a tied LM head reuses) — in F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K stays
+//! in its stored type: its bytes are copied from the map as they are (never through f32)
+//! into a [`StoredTensor`], which the backend's typed matmul and embedding lookup read.
+//! Everything else (norms, biases, F32 tensors) is read as f32: F16/BF16 widened exactly,
+//! a block format dequantized with r1's reference dequantizer.
 //!
 //! Two conventions differ from Hugging Face's and are undone here:
 //! - GGUF lists dims innermost first (`ne0` = columns), so an `[out, in]` weight is
@@ -106,14 +105,11 @@ fn model_from(bytes: &[u8], header: &GgufHeader, file: &str) -> Result<GgufModel
         } else {
             None
         };
-        if keeps_quantized(info, &name) {
+        if keeps_stored(info, &name) {
             // A row is whole blocks, so llama's permutation moves rows of bytes.
             let mut data = raw.to_vec();
-            let Some(q) = run_quantized(info.ggml_type) else {
-                return Err(model_err(
-                    file,
-                    format!("tensor `{}`: not a block format r1 runs", info.name),
-                ));
+            let Some(q) = stored_type(info.ggml_type) else {
+                return Err(model_err(file, format!("tensor `{}`: not a type r1 runs", info.name)));
             };
             let desc = TensorDesc::new(q.dtype(), &dims);
             if let Some(heads) = heads {
@@ -356,7 +352,7 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{module}.{kind}"))
 }
 
-/// The block formats r1 runs: kept quantized as a matmul's weight, dequantized elsewhere.
+/// The block formats r1 runs: kept quantized as a weight matrix, dequantized elsewhere.
 const RUN_QUANTIZED: [QuantType; 4] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_K, QuantType::Q6_K];
 
 /// Core's quantizer type of a file type, when it is one of [`RUN_QUANTIZED`].
@@ -364,13 +360,24 @@ fn run_quantized(t: GgmlType) -> Option<QuantType> {
     QuantType::from_id(t.id).ok().filter(|q| RUN_QUANTIZED.contains(q))
 }
 
-/// Whether a tensor stays in its stored type: a 2-D projection weight (one that feeds a
-/// matmul as `x · wᵀ`) in a block format of [`RUN_QUANTIZED`].
-fn keeps_quantized(info: &TensorInfo, hf: &str) -> bool {
-    run_quantized(info.ggml_type).is_some()
+/// The type a tensor stays in when [`keeps_stored`] says so: a block format of
+/// [`RUN_QUANTIZED`], or F16/BF16 (the backend's matmul and embedding read both).
+fn stored_type(t: GgmlType) -> Option<QuantType> {
+    run_quantized(t).or(match t {
+        GgmlType::F16 => Some(QuantType::F16),
+        GgmlType::BF16 => Some(QuantType::BF16),
+        _ => None,
+    })
+}
+
+/// Whether a tensor stays in its stored type (see [`stored_type`]): a 2-D projection
+/// weight (one that feeds a matmul as `x · wᵀ`), the LM head, or the token embedding
+/// (looked up row by row, and the LM head itself when tied).
+fn keeps_stored(info: &TensorInfo, hf: &str) -> bool {
+    stored_type(info.ggml_type).is_some()
         && info.dims.len() == 2
         && hf.ends_with(".weight")
-        && (hf == "lm_head.weight" || hf.contains("_proj."))
+        && (hf == "lm_head.weight" || hf == "model.embed_tokens.weight" || hf.contains("_proj."))
 }
 
 /// F32, F16, BF16 and the block formats of [`RUN_QUANTIZED`] are read; another block
