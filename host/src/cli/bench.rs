@@ -12,6 +12,7 @@ use r1_core::backend::Backend;
 use r1_core::model::ModelConfig;
 use r1_core::sampling::{Rng, SamplingParams};
 
+use super::bench_decode::{DecodeRun, bench_decode_model};
 use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::engine::{Detokenizer, Engine, GenerationConfig};
 use crate::train::lm_graph::{Feed, LmGraph, Objective};
@@ -52,17 +53,30 @@ enum BenchWhat {
         #[arg(long, default_value = "python3")]
         python: String,
     },
-    /// Greedy decode tokens/s after a 16-token prompt (as `generate`); `--batch G` decodes
-    /// G completions of the prompt together, as a GRPO group does.
+    /// Greedy decode tokens/s after a prompt (as `generate`) and the prompt's prefill
+    /// tokens/s; `--batch G` decodes G completions of the prompt together, as a GRPO group
+    /// does. With `--model FILE` (a GGUF, HF directory or r1 checkpoint) it also reports the
+    /// load time, peak resident memory, the weight bytes one decoded token reads, the
+    /// memory read bandwidth measured in the same run, and the decode bound they give.
     Decode {
         #[command(flatten)]
         shape: Shape,
+        /// Decode this model instead of a random one of `--preset`'s shape.
+        #[arg(long)]
+        model: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         tokens: usize,
+        /// Prompt tokens before decoding (default: 128 with `--model`, 16 for a preset).
+        #[arg(long)]
+        prompt: Option<usize>,
         /// Completions decoded together (the reference runs batch 1 only).
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// Also run this reference script (bench/reference/torch_decode_train.py).
+        /// Timed runs with `--model` (after one untimed run); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Also run this reference script: bench/reference/torch_decode_train.py for a
+        /// preset, bench/reference/llamacpp_decode.py (llama.cpp) with `--model`.
         #[arg(long)]
         reference: Option<PathBuf>,
         #[arg(long, default_value = "python3")]
@@ -127,7 +141,7 @@ pub fn preset(name: &str) -> anyhow::Result<ModelConfig> {
     }))?)
 }
 
-struct NoText;
+pub(super) struct NoText;
 
 impl Detokenizer for NoText {
     fn decode(&self, tokens: &[u32]) -> String {
@@ -155,7 +169,7 @@ fn shape_args(c: &ModelConfig, extra: &[usize]) -> Vec<String> {
     .collect()
 }
 
-fn run_reference(python: &str, script: &PathBuf, args: &[String]) -> anyhow::Result<serde_json::Value> {
+pub(super) fn run_reference(python: &str, script: &PathBuf, args: &[String]) -> anyhow::Result<serde_json::Value> {
     run_reference_with(python, script, args, &[])
 }
 
@@ -245,11 +259,36 @@ impl BackendJob for BenchWhat {
             } => bench_grpo(backend, &shape, generations, completion, steps, reference, &python),
             BenchWhat::Decode {
                 shape,
+                model: Some(model),
                 tokens,
+                prompt,
+                batch,
+                rounds,
+                reference,
+                python,
+            } => bench_decode_model(
+                backend,
+                &model,
+                &shape.device,
+                DecodeRun {
+                    tokens,
+                    prompt: prompt.unwrap_or(128),
+                    batch,
+                    rounds,
+                },
+                reference,
+                &python,
+            ),
+            BenchWhat::Decode {
+                shape,
+                model: None,
+                tokens,
+                prompt,
                 batch,
                 reference,
                 python,
-            } => bench_decode(backend, &shape, tokens, batch, reference, &python),
+                ..
+            } => bench_decode(backend, &shape, tokens, prompt.unwrap_or(16), batch, reference, &python),
             BenchWhat::Serve { .. } => bail!("bench serve runs its own engine thread"),
         }
     }
@@ -326,6 +365,7 @@ fn bench_decode<B: Backend>(
     be: &B,
     shape: &Shape,
     tokens: usize,
+    prompt_len: usize,
     batch: usize,
     reference: Option<PathBuf>,
     python: &str,
@@ -333,7 +373,7 @@ fn bench_decode<B: Backend>(
     let cfg = preset(&shape.preset)?;
     let params = random_params(be, &cfg, 0)?;
     let mut engine = Engine::new(cfg.clone());
-    let prompt: Vec<u32> = (0..16).map(|i| (i * 7 % cfg.vocab_size) as u32).collect();
+    let prompt: Vec<u32> = (0..prompt_len).map(|i| (i * 7 % cfg.vocab_size) as u32).collect();
     let g = GenerationConfig {
         max_new_tokens: tokens,
         sampling: SamplingParams::greedy(),

@@ -1,6 +1,7 @@
 //! `r1host` subcommands: each file holds one subcommand's arguments and its `run`.
 
 pub mod bench;
+mod bench_decode;
 mod bench_serve;
 pub mod export;
 pub mod generate;
