@@ -394,6 +394,8 @@ impl SimdTask for FloatTile<'_> {
             let wr = &w[j * row_bytes..(j + 1) * row_bytes];
             if ty == GgmlType::F16 {
                 half::f16_to_f32_row(isa, wr, &mut wf);
+            } else if ty == GgmlType::BF16 {
+                half::bf16_to_f32_row(isa, wr, &mut wf);
             } else if quant::dequantize_into(ty, wr, &mut wf).is_err() {
                 // Unreachable: the caller checked `w` is `cols` rows of `k` elements.
                 wf.fill(f32::NAN);
