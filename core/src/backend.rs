@@ -12,6 +12,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
@@ -138,6 +139,15 @@ pub trait Backend {
 
     /// A zero-filled buffer of `bytes` bytes.
     fn alloc(&self, bytes: usize) -> Result<Self::Buffer, BackendError>;
+
+    /// A read-only buffer over `bytes` without copying them (a memory-mapped weight), where
+    /// the backend computes on host memory; `Ok(None)` where it cannot (a device backend),
+    /// and the caller uploads a copy instead. The buffer keeps `bytes` alive; writing to it
+    /// is an error.
+    fn map_bytes(&self, bytes: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Result<Option<Self::Buffer>, BackendError> {
+        let _ = bytes;
+        Ok(None)
+    }
 
     /// Size of a buffer in bytes.
     fn buffer_len(&self, buffer: &Self::Buffer) -> usize;

@@ -9,6 +9,7 @@
 //! are not in the f32 layout, so a model with any cannot be trained or checkpointed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use r1_core::backend::{Backend, BackendError, TensorRef};
 use r1_core::exec::Bindings;
@@ -131,7 +132,55 @@ pub struct StoredTensor {
     pub name: String,
     /// Row-major dims and the stored dtype; `desc.bytes() == bytes.len()`.
     pub desc: TensorDesc,
-    pub bytes: Vec<u8>,
+    pub bytes: StoredBytes,
+}
+
+/// The bytes of a [`StoredTensor`]: owned, or a range of a memory-mapped file that a
+/// host-memory backend computes on in place ([`Backend::map_bytes`]), so a model file's
+/// weights are neither copied nor widened.
+#[derive(Clone)]
+pub enum StoredBytes {
+    Owned(Vec<u8>),
+    Mapped(Arc<MappedRange>),
+}
+
+/// Bytes `range` of a memory-mapped file (kept mapped while this lives).
+pub struct MappedRange {
+    pub map: Arc<memmap2::Mmap>,
+    pub range: std::ops::Range<usize>,
+}
+
+impl AsRef<[u8]> for MappedRange {
+    fn as_ref(&self) -> &[u8] {
+        // The range was checked against the map when it was made; an empty slice
+        // otherwise (never reached).
+        self.map.get(self.range.clone()).unwrap_or(&[])
+    }
+}
+
+impl std::ops::Deref for StoredBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            StoredBytes::Owned(v) => v,
+            StoredBytes::Mapped(m) => (**m).as_ref(),
+        }
+    }
+}
+
+impl PartialEq for StoredBytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for StoredBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredBytes::Owned(v) => write!(f, "Owned({} bytes)", v.len()),
+            StoredBytes::Mapped(m) => write!(f, "Mapped({:?})", m.range),
+        }
+    }
 }
 
 /// A flat f32 buffer on a backend with a [`ParamLayout`]: weights, gradients, or optimizer
@@ -167,8 +216,19 @@ impl<B: Backend> ParamBuffer<B> {
                 got: t.bytes.len(),
             });
         }
-        let buffer = backend.alloc(t.bytes.len())?;
-        backend.upload(&buffer, 0, &t.bytes)?;
+        // Mapped bytes are lent to a backend that computes on host memory, else copied.
+        let lent = match &t.bytes {
+            StoredBytes::Mapped(m) => backend.map_bytes(m.clone())?,
+            StoredBytes::Owned(_) => None,
+        };
+        let buffer = match lent {
+            Some(b) => b,
+            None => {
+                let b = backend.alloc(t.bytes.len())?;
+                backend.upload(&b, 0, &t.bytes)?;
+                b
+            }
+        };
         self.stored.push(StoredWeight {
             name: t.name.clone(),
             desc: t.desc,

@@ -260,7 +260,7 @@ fn a_q8_0_weight_loads_quantized_and_an_unknown_block_format_is_refused() {
         .expect("kept quantized");
     assert_eq!(stored.desc.dtype, QuantType::Q8_0.dtype());
     assert_eq!(stored.desc.shape.dims(), [16, 32]);
-    assert_eq!(stored.bytes, file.tensor_bytes(t).expect("bytes"));
+    assert_eq!(&*stored.bytes, file.tensor_bytes(t).expect("bytes"));
     assert!(model.weights.get("model.layers.0.mlp.down_proj.weight").is_none());
 
     let mut w = GgufWriter::new();
@@ -965,6 +965,19 @@ fn a_q8_0_models_weights_take_about_a_quarter_of_f32_and_cannot_be_trained_or_sa
     write_quantized(&cfg, QuantType::Q8_0, QuantType::F32, &path);
     let backend = CpuBackend::new();
     let model = Model::load(&backend, &path).expect("load");
+    // A qwen2 file's weights are computed on in the file's memory map, not copied (a
+    // llama file's q/k rows are reordered, so those two are copies).
+    assert!(
+        model.params.stored.iter().all(|s| s.buffer.is_mapped()),
+        "stored weights lent from the map"
+    );
+    let llama = scratch("resident_q8_0_llama.gguf");
+    write_quantized(&quant_config("llama", false), QuantType::Q8_0, QuantType::F32, &llama);
+    let m = Model::load(&backend, &llama).expect("load llama");
+    for s in &m.params.stored {
+        let permuted = s.name.contains(".q_proj.") || s.name.contains(".k_proj.");
+        assert_eq!(s.buffer.is_mapped(), !permuted, "{}", s.name);
+    }
     let stored: usize = model.params.stored.iter().map(|s| s.desc.bytes()).sum();
     let stored_f32: usize = model.params.stored.iter().map(|s| s.desc.shape.numel() * 4).sum();
     // 32 values in 34 bytes instead of 128: 1/3.76 of f32.

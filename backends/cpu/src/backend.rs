@@ -231,6 +231,13 @@ impl Backend for CpuBackend {
         CpuBuffer::zeroed(bytes)
     }
 
+    fn map_bytes(
+        &self,
+        bytes: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>,
+    ) -> Result<Option<CpuBuffer>, BackendError> {
+        Ok(CpuBuffer::mapped(bytes))
+    }
+
     fn buffer_len(&self, buffer: &CpuBuffer) -> usize {
         buffer.len()
     }

@@ -11,17 +11,23 @@
 use std::alloc::{self, Layout};
 use std::ops::Range;
 use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use r1_core::BackendError;
 
 /// Alignment of every allocation (one cache line, the widest vector load).
 pub const ALIGN: usize = 64;
 
-/// A block of host memory owned by the CPU backend.
+/// Bytes a read-only [`CpuBuffer`] computes on in place (a memory-mapped weight).
+pub type MappedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A block of host memory owned by the CPU backend, or read-only bytes it was lent
+/// ([`CpuBuffer::mapped`]).
 pub struct CpuBuffer {
     ptr: NonNull<u8>,
     len: usize,
+    /// The owner of the bytes of a mapped buffer (never written, never freed here).
+    mapped: Option<MappedBytes>,
     /// The byte ranges borrowed now (a handful at most: one per kernel operand).
     borrows: Mutex<Vec<Held>>,
 }
@@ -63,6 +69,7 @@ impl CpuBuffer {
             return Ok(CpuBuffer {
                 ptr,
                 len: 0,
+                mapped: None,
                 borrows: Mutex::new(Vec::new()),
             });
         }
@@ -73,8 +80,32 @@ impl CpuBuffer {
         Ok(CpuBuffer {
             ptr,
             len: bytes,
+            mapped: None,
             borrows: Mutex::new(Vec::new()),
         })
+    }
+
+    /// A read-only buffer over `bytes`, without copying: kernels read them in place, a
+    /// write borrow is an error. `None` for an empty or not 4-byte aligned slice (views as
+    /// f32 need that alignment; the caller copies instead).
+    pub fn mapped(bytes: MappedBytes) -> Option<CpuBuffer> {
+        let slice: &[u8] = (*bytes).as_ref();
+        if slice.is_empty() || !slice.as_ptr().addr().is_multiple_of(4) {
+            return None;
+        }
+        let ptr = NonNull::new(slice.as_ptr().cast_mut())?;
+        let len = slice.len();
+        Some(CpuBuffer {
+            ptr,
+            len,
+            mapped: Some(bytes),
+            borrows: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether the buffer is lent read-only bytes ([`CpuBuffer::mapped`]).
+    pub fn is_mapped(&self) -> bool {
+        self.mapped.is_some()
     }
 
     /// A buffer holding `values`.
@@ -174,6 +205,12 @@ impl CpuBuffer {
     /// Takes a read or write borrow of bytes `range`, or fails if another thread holds
     /// a conflicting borrow (one that overlaps it, either of them writing).
     pub(crate) fn lock_range(&self, range: Range<usize>, write: bool) -> Result<Borrow<'_>, BackendError> {
+        if write && self.mapped.is_some() && range.start < range.end {
+            return Err(BackendError::Device(format!(
+                "bytes {range:?} of a read-only mapped CpuBuffer of {} bytes were to be written",
+                self.len
+            )));
+        }
         let held = Held {
             start: range.start,
             end: range.end,
@@ -224,6 +261,7 @@ fn checked_range_mut(all: &mut [f32], offset: usize, n: usize, bytes: usize) -> 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
         if self.len > 0
+            && self.mapped.is_none()
             && let Ok(layout) = Layout::from_size_align(self.len, ALIGN)
         {
             // SAFETY: allocated in `zeroed` with this very layout; `&mut self` proves
@@ -254,6 +292,27 @@ impl Drop for Borrow<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_buffers_read_in_place_and_refuse_writes() {
+        let owner: MappedBytes = Arc::new(vec![1u8, 2, 3, 4, 5, 6, 7, 8]);
+        let at = (*owner).as_ref().as_ptr();
+        let buf = CpuBuffer::mapped(owner.clone()).expect("aligned vec");
+        assert!(buf.is_mapped());
+        assert_eq!(buf.len(), 8);
+        buf.with_bytes(|b| {
+            assert_eq!(b.as_ptr(), at, "no copy");
+            assert_eq!(b, [1, 2, 3, 4, 5, 6, 7, 8]);
+        })
+        .unwrap();
+        assert!(buf.with_bytes_mut(|_| ()).is_err());
+        assert!(buf.upload_f32(0, &[1.0]).is_err());
+        drop(buf);
+        // The owner outlives the buffer and was never freed by it.
+        assert_eq!((*owner).as_ref(), [1, 2, 3, 4, 5, 6, 7, 8]);
+        let empty: MappedBytes = Arc::new(Vec::<u8>::new());
+        assert!(CpuBuffer::mapped(empty).is_none());
+    }
 
     #[test]
     fn allocations_are_aligned_and_zeroed() {

@@ -32,5 +32,5 @@ mod simd;
 mod views;
 
 pub use backend::CpuBackend;
-pub use buffer::CpuBuffer;
+pub use buffer::{CpuBuffer, MappedBytes};
 pub use simd::SimdLevel;

@@ -4,8 +4,10 @@
 //!
 //! A weight matrix — a projection (q/k/v/o, gate/up/down), `output.weight` or the token
 //! embedding (which a tied LM head reuses) — in F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K stays
-//! in its stored type: its bytes are copied from the map as they are (never through f32)
-//! into a [`StoredTensor`], which the backend's typed matmul and embedding lookup read.
+//! in its stored type: a [`StoredTensor`] whose bytes are the file's own — lent from the
+//! memory map to a host-memory backend, which computes on them in place (copied only
+//! where llama's q/k rows are reordered, or for a device backend) — never through f32;
+//! the backend's typed matmul and embedding lookup read them.
 //! Everything else (norms, biases, F32 tensors) is read as f32: F16/BF16 widened exactly,
 //! a block format dequantized with r1's reference dequantizer.
 //!
@@ -18,6 +20,9 @@
 //!   Hugging Face weight (`i` ∈ {0, 1}, `j` < d/2). r1's RoPE rotates halves, as
 //!   transformers does, so the rows are put back. Qwen2 files are not permuted.
 
+use std::sync::Arc;
+
+use memmap2::Mmap;
 use r1_core::TensorDesc;
 use r1_core::model::{Architecture, ModelConfig};
 use r1_core::quant::GgmlType as QuantType;
@@ -30,7 +35,7 @@ use crate::io::gguf::types::GgmlType;
 use crate::io::hf::WeightCollector;
 use crate::io::tensors::{NamedTensor, Weights};
 use crate::io::tokenizer::HfTokenizer;
-use crate::weights::StoredTensor;
+use crate::weights::{MappedRange, StoredBytes, StoredTensor};
 
 /// A model read from a GGUF file.
 #[derive(Clone, Debug)]
@@ -38,8 +43,8 @@ pub struct GgufModel {
     pub config: ModelConfig,
     /// The f32 weights, in `config.param_specs()` order, without those in `stored`.
     pub weights: Weights,
-    /// The block-quantized projections, bytes as the file stores them (llama's q/k rows
-    /// un-permuted), in file order.
+    /// The weight matrices kept in their stored type, bytes as the file stores them
+    /// (pointing into the map; llama's q/k rows un-permuted copies), in file order.
     pub stored: Vec<StoredTensor>,
     /// The tokenizer of the metadata (`None` when the file has no `tokenizer.ggml.model`).
     pub tokenizer: Option<HfTokenizer>,
@@ -48,17 +53,19 @@ pub struct GgufModel {
 /// Maps and reads a GGUF model file.
 pub fn load_gguf_model(path: &std::path::Path) -> Result<GgufModel, IoError> {
     let file = GgufFile::open(path)?;
-    model_from(file.bytes(), &file.header, &file.label)
+    model_from(file.bytes(), file.shared_map(), &file.header, &file.label)
 }
 
 /// Reads a GGUF model held in memory (the whole loading path minus the file system; the
 /// fuzz target calls this).
 pub fn gguf_model_from_bytes(bytes: &[u8], label: &str) -> Result<GgufModel, IoError> {
     let header = parse_header(bytes, label)?;
-    model_from(bytes, &header, label)
+    model_from(bytes, None, &header, label)
 }
 
-fn model_from(bytes: &[u8], header: &GgufHeader, file: &str) -> Result<GgufModel, IoError> {
+/// The model in `bytes` (the whole file); with `map` (the same bytes, memory-mapped) a
+/// stored tensor that needs no reordering points into the map instead of being copied.
+fn model_from(bytes: &[u8], map: Option<&Arc<Mmap>>, header: &GgufHeader, file: &str) -> Result<GgufModel, IoError> {
     let config = gguf_config(header, file)?;
     let arch = config.architecture().map_err(|e| model_err(file, e.to_string()))?;
     // What is cheap to refuse is refused before any weight is converted: the tokenizer,
@@ -106,21 +113,29 @@ fn model_from(bytes: &[u8], header: &GgufHeader, file: &str) -> Result<GgufModel
             None
         };
         if keeps_stored(info, &name) {
-            // A row is whole blocks, so llama's permutation moves rows of bytes.
-            let mut data = raw.to_vec();
             let Some(q) = stored_type(info.ggml_type) else {
                 return Err(model_err(file, format!("tensor `{}`: not a type r1 runs", info.name)));
             };
             let desc = TensorDesc::new(q.dtype(), &dims);
-            if let Some(heads) = heads {
-                let row_bytes = data.len() / dims[0].max(1);
-                unpermute_rows(&mut data, &[dims[0], row_bytes], heads, config.head_dim());
-            }
-            stored.push(StoredTensor {
-                name,
-                desc,
-                bytes: data,
-            });
+            let bytes = match (heads, map) {
+                // A row is whole blocks, so llama's permutation moves rows of bytes.
+                (Some(heads), _) => {
+                    let mut data = raw.to_vec();
+                    let row_bytes = data.len() / dims[0].max(1);
+                    unpermute_rows(&mut data, &[dims[0], row_bytes], heads, config.head_dim());
+                    StoredBytes::Owned(data)
+                }
+                // The map's own bytes: `raw` is a slice of `bytes`, which is the map.
+                (None, Some(map)) => {
+                    let start = raw.as_ptr().addr() - bytes.as_ptr().addr();
+                    StoredBytes::Mapped(Arc::new(MappedRange {
+                        map: map.clone(),
+                        range: start..start + raw.len(),
+                    }))
+                }
+                (None, None) => StoredBytes::Owned(raw.to_vec()),
+            };
+            stored.push(StoredTensor { name, desc, bytes });
             continue;
         }
         let mut data = to_f32(info, raw, file)?;

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -291,7 +292,7 @@ pub struct GgufFile {
 }
 
 enum Backing {
-    Map(Mmap),
+    Map(Arc<Mmap>),
     Owned(Vec<u8>),
 }
 
@@ -306,7 +307,7 @@ impl GgufFile {
         let label = path.display().to_string();
         let header = parse_header(&map, &label)?;
         Ok(GgufFile {
-            bytes: Backing::Map(map),
+            bytes: Backing::Map(Arc::new(map)),
             header,
             label,
         })
@@ -327,6 +328,15 @@ impl GgufFile {
         match &self.bytes {
             Backing::Map(m) => m,
             Backing::Owned(v) => v,
+        }
+    }
+
+    /// The memory map of a file opened with [`GgufFile::open`] (shared, so tensors can
+    /// keep pointing into it).
+    pub fn shared_map(&self) -> Option<&Arc<Mmap>> {
+        match &self.bytes {
+            Backing::Map(m) => Some(m),
+            Backing::Owned(_) => None,
         }
     }
 
