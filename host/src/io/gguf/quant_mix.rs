@@ -3,6 +3,10 @@
 //! `llama_tensor_get_type_impl` and `tensor_type_fallback` of `src/llama-quant.cpp`,
 //! restricted to the file types r1 writes and to dense `qwen2`/`llama` models (one expert,
 //! no importance matrix, no `--pure`, no per-tensor overrides).
+//!
+//! Two rules of llama.cpp are not followed, for want of the types in `core::quant`: its
+//! Q4_K → **Q5_0** fallback gives Q8_0 here ([`Q4_K_FALLBACK`]), and a 70B Llama's Q4_K
+//! `attn_v` (llama.cpp: Q5_K, `LLM_TYPE_70B`) stays Q4_K.
 
 use r1_core::quant::GgmlType as QuantType;
 
