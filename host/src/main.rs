@@ -32,6 +32,9 @@ enum Command {
     Plot(cli::plot::PlotArgs),
     /// Write a checkpoint or model directory as a Hugging Face directory (transformers loads it).
     Export(cli::export::ExportArgs),
+    /// Write a model as a GGUF file llama.cpp loads (f32, f16, bf16, q8_0, q4_0, q4_k_m with
+    /// llama-quantize's mix), or as a bf16 Hugging Face directory.
+    Quantize(cli::quantize::QuantizeArgs),
     /// Serve models over an OpenAI-compatible HTTP API (chat, completions, metrics).
     Serve(cli::serve::ServeArgs),
     /// Measure training tokens/s, decode tokens/s and GRPO step time on random models.
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Task(args) => cli::task::run(args),
         Command::Plot(args) => cli::plot::run(args),
         Command::Export(args) => cli::export::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
         Command::Serve(args) => cli::serve::run(args),
     };
     match result {

@@ -760,28 +760,7 @@ fn quant_config(arch: &str, tied: bool) -> ModelConfig {
 
 /// llama.cpp's name of a Hugging Face weight name.
 fn gguf_name(hf: &str) -> String {
-    match hf {
-        "model.embed_tokens.weight" => return "token_embd.weight".into(),
-        "model.norm.weight" => return "output_norm.weight".into(),
-        "lm_head.weight" => return "output.weight".into(),
-        _ => {}
-    }
-    let rest = hf.strip_prefix("model.layers.").expect("a layer weight");
-    let (layer, rest) = rest.split_once('.').expect("layer");
-    let (module, kind) = rest.rsplit_once('.').expect("kind");
-    let part = match module {
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        other => panic!("{other}"),
-    };
-    format!("blk.{layer}.{part}.{kind}")
+    r1_host::io::gguf::model::gguf_name(hf).expect("a weight with a llama.cpp name")
 }
 
 /// Writes `cfg` with random weights as a GGUF file whose projections (and untied head)

@@ -9,6 +9,7 @@ pub mod logprobs;
 pub mod plot;
 pub mod plugin;
 pub mod progress;
+pub mod quantize;
 pub mod run;
 pub mod serve;
 pub mod task;

@@ -1,6 +1,7 @@
 //! safetensors files ↔ f32 tensors. Reading validates the header with the `safetensors`
 //! crate (lengths, offsets, shape × dtype = bytes) and widens BF16 and F16 to f32;
-//! writing stores f32 with the `{"format": "pt"}` metadata `transformers` requires.
+//! writing stores f32 (or bf16, rounded to nearest even as torch rounds) with the
+//! `{"format": "pt"}` metadata `transformers` requires.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -71,23 +72,42 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>, IoError> {
     decode_safetensors(&bytes, &path.display().to_string())
 }
 
+/// The element type tensors are written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredDtype {
+    F32,
+    /// bfloat16, rounded to nearest even (`half::bf16::from_f32`, as torch's `.bfloat16()`).
+    BF16,
+}
+
 /// The bytes of a safetensors file holding `tensors` as F32.
 pub fn encode_safetensors(tensors: &[NamedTensor]) -> Result<Vec<u8>, IoError> {
+    encode_safetensors_as(tensors, StoredDtype::F32)
+}
+
+/// The bytes of a safetensors file holding `tensors` as `dtype`.
+pub fn encode_safetensors_as(tensors: &[NamedTensor], dtype: StoredDtype) -> Result<Vec<u8>, IoError> {
     for t in tensors {
         check_tensor_len(t, "safetensors output")?;
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(tensors.iter().map(|t| (t.name.as_str(), F32View(t))), Some(metadata)).map_err(|e| {
-        IoError::Safetensors {
-            file: "safetensors output".into(),
-            detail: e.to_string(),
-        }
+    let views = tensors
+        .iter()
+        .map(|t| (t.name.as_str(), TensorView { tensor: t, dtype }));
+    safetensors::serialize(views, Some(metadata)).map_err(|e| IoError::Safetensors {
+        file: "safetensors output".into(),
+        detail: e.to_string(),
     })
 }
 
 /// Writes `tensors` as an F32 safetensors file, atomically.
 pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<(), IoError> {
-    let bytes = encode_safetensors(tensors)?;
+    write_safetensors_as(path, tensors, StoredDtype::F32)
+}
+
+/// Writes `tensors` as a safetensors file of `dtype`, atomically.
+pub fn write_safetensors_as(path: &Path, tensors: &[NamedTensor], dtype: StoredDtype) -> Result<(), IoError> {
+    let bytes = encode_safetensors_as(tensors, dtype)?;
     write_bytes_atomically(path, &bytes)
 }
 
@@ -123,23 +143,41 @@ fn header_error(bytes: &[u8], file: &str, e: SafeTensorError) -> IoError {
     }
 }
 
-/// A tensor as the `safetensors` writer sees it: F32, converted when written.
-struct F32View<'a>(&'a NamedTensor);
+/// A tensor as the `safetensors` writer sees it: converted to `dtype` when written.
+struct TensorView<'a> {
+    tensor: &'a NamedTensor,
+    dtype: StoredDtype,
+}
 
-impl View for F32View<'_> {
+impl View for TensorView<'_> {
     fn dtype(&self) -> Dtype {
-        Dtype::F32
+        match self.dtype {
+            StoredDtype::F32 => Dtype::F32,
+            StoredDtype::BF16 => Dtype::BF16,
+        }
     }
 
     fn shape(&self) -> &[usize] {
-        &self.0.dims
+        &self.tensor.dims
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(f32_to_le_bytes(&self.0.data))
+        Cow::Owned(match self.dtype {
+            StoredDtype::F32 => f32_to_le_bytes(&self.tensor.data),
+            StoredDtype::BF16 => self
+                .tensor
+                .data
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+        })
     }
 
     fn data_len(&self) -> usize {
-        self.0.data.len() * 4
+        let width = match self.dtype {
+            StoredDtype::F32 => 4,
+            StoredDtype::BF16 => 2,
+        };
+        self.tensor.data.len() * width
     }
 }

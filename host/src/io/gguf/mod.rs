@@ -9,14 +9,22 @@
 //!   and Hugging Face-named f32 weights (llama's q/k row permutation undone).
 //! - `tokenizer.rs`: the `gpt2` (byte-level BPE) tokenizer of the metadata as a
 //!   `tokenizer.json`, and `tokenizer.chat_template`.
+//! - `quant_mix.rs`: the type of each tensor for a file type (`q4_k_m`…), as
+//!   `llama-quantize` picks it; `write_model.rs`: a model as a complete GGUF file (the
+//!   converter's metadata, tensors quantized by that mix); `write_tokenizer.rs`: a
+//!   tokenizer as `tokenizer.ggml.*` metadata (the inverse of `tokenizer.rs`).
 
 pub mod model;
+pub mod quant_mix;
 pub mod read;
 pub mod tokenizer;
 pub mod types;
 pub mod write;
+pub mod write_model;
+pub mod write_tokenizer;
 
 pub use model::{GgufModel, gguf_model_from_bytes, load_gguf_model};
+pub use quant_mix::FileType;
 pub use read::{
     DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, GgufFile, GgufHeader, MetaArray, MetaValue, TensorInfo, is_gguf_file,
     parse_header, token_text,
@@ -24,6 +32,7 @@ pub use read::{
 pub use tokenizer::{gguf_chat_template, gguf_tokenizer, gguf_tokenizer_json};
 pub use types::{GGML_TYPES, GgmlType};
 pub use write::GgufWriter;
+pub use write_model::{WrittenTensor, model_to_gguf};
 
 /// Why a GGUF file cannot be read. Each names the key or tensor at fault and, where the
 /// file is at fault, the byte offset.

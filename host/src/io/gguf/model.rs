@@ -367,6 +367,33 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{module}.{kind}"))
 }
 
+/// The llama.cpp name of a Hugging Face weight name (the inverse of [`hf_name`]).
+pub fn gguf_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let (layer, rest) = hf.strip_prefix("model.layers.")?.split_once('.')?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let part = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    let name = format!("blk.{layer}.{part}.{kind}");
+    // Only names that map back: a well-formed layer number and a weight or bias.
+    (hf_name(&name).as_deref() == Some(hf)).then_some(name)
+}
+
 /// The block formats r1 runs: kept quantized as a weight matrix, dequantized elsewhere.
 const RUN_QUANTIZED: [QuantType; 4] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_K, QuantType::Q6_K];
 
@@ -519,5 +546,14 @@ mod tests {
         assert_eq!(hf_name("blk.x.ffn_down.weight"), None);
         assert_eq!(hf_name("blk.0.ffn_norm.bias"), None);
         assert_eq!(hf_name("rope_freqs.weight"), None);
+        for name in [
+            "token_embd.weight",
+            "output.weight",
+            "blk.11.attn_q.bias",
+            "blk.3.ffn_norm.weight",
+        ] {
+            assert_eq!(hf_name(name).and_then(|h| gguf_name(&h)).as_deref(), Some(name));
+        }
+        assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
     }
 }

@@ -26,17 +26,17 @@ use crate::io::gguf::read::{GgufHeader, MetaValue, gguf_err};
 use crate::io::tokenizer::HfTokenizer;
 
 /// Qwen2's `tokenizer.json` split regex (llama.cpp runs an equivalent without `(?i:`).
-const QWEN2_REGEX: &str =
+pub(crate) const QWEN2_REGEX: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Llama 3's `tokenizer.json` split regex.
-const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The `tokenizer.ggml.pre` names r1 reads.
 pub const SUPPORTED_PRE: [&str; 4] = ["qwen2", "deepseek-r1-qwen", "llama-bpe", "gpt-2"];
 
 /// llama.cpp's token types (`enum llama_token_type`).
-const CONTROL: i64 = 3;
-const USER_DEFINED: i64 = 4;
+pub(crate) const CONTROL: i64 = 3;
+pub(crate) const USER_DEFINED: i64 = 4;
 
 fn meta_err(file: &str, key: &str, detail: String) -> IoError {
     gguf_err(
