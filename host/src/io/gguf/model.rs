@@ -2,8 +2,8 @@
 //! as a [`ModelConfig`], the tensors under their Hugging Face names, and the tokenizer of
 //! the metadata.
 //!
-//! F32, F16 and BF16 tensors are read as f32 (widened exactly). A Q8_0, Q4_0, Q4_K or
-//! Q6_K projection (q/k/v/o, gate/up/down, an untied `output.weight`) stays quantized:
+//! F32, F16 and BF16 tensors are read as f32 (widened exactly). A Q8_0, Q4_0, Q5_0, Q4_K
+//! or Q6_K projection (q/k/v/o, gate/up/down, an untied `output.weight`) stays quantized:
 //! its bytes are copied from the map as they are (never through f32) into a
 //! [`StoredTensor`], which the backend's quantized matmul reads. Any other tensor of
 //! those types (the token embedding, a norm) is dequantized to f32 with r1's reference
@@ -357,7 +357,13 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 }
 
 /// The block formats r1 runs: kept quantized as a matmul's weight, dequantized elsewhere.
-const RUN_QUANTIZED: [QuantType; 4] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_K, QuantType::Q6_K];
+const RUN_QUANTIZED: [QuantType; 5] = [
+    QuantType::Q8_0,
+    QuantType::Q4_0,
+    QuantType::Q5_0,
+    QuantType::Q4_K,
+    QuantType::Q6_K,
+];
 
 /// Core's quantizer type of a file type, when it is one of [`RUN_QUANTIZED`].
 fn run_quantized(t: GgmlType) -> Option<QuantType> {
