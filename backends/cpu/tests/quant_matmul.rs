@@ -134,7 +134,13 @@ fn weights_with_any_quant_byte_equal_core_vec_dot() {
     let mut w5 = Vec::new();
     for b in 0..n * k / 32 {
         w5.extend(float::f32_to_f16(rng.uniform() * 0.01).to_le_bytes());
-        w5.extend((0..20).map(|_| if b % 4 == 0 { 0xFF } else { rng.below(256) as u8 }));
+        w5.extend((0..20).map(|_| {
+            if b.is_multiple_of(4) {
+                0xFF
+            } else {
+                rng.below(256) as u8
+            }
+        }));
     }
     check_bits(GgmlType::Q5_0, &w5, &[], 3, n, k, 14);
     // K-quants from raw bytes: every packed scale, min and level pattern.

@@ -780,7 +780,7 @@ mod tests {
         // Q5_0: every other block at level 31 throughout (all high bits, nibbles 15).
         let w5: Vec<u8> = (0..nb * Q5_0_BYTES)
             .map(|i| {
-                if (i / Q5_0_BYTES) % 2 == 0 && i % Q5_0_BYTES >= 2 {
+                if (i / Q5_0_BYTES).is_multiple_of(2) && i % Q5_0_BYTES >= 2 {
                     0xFF
                 } else {
                     next()
