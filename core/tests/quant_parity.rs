@@ -142,7 +142,13 @@ fn dequantize_of_random_blocks_matches_ggml_bit_for_bit() {
 #[test]
 fn vec_dot_matches_ggml_scalar_dot_products_bit_for_bit() {
     let records = read_records("vec_dot.bin");
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         assert!(records.iter().any(|r| r.ty == ty), "no vec_dot fixture for {ty}");
     }
     for rec in &records {

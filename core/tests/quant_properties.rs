@@ -10,6 +10,7 @@ use r1_core::quant::{self, GgmlType, QuantError};
 ///
 /// Q8_0: half a step `amax/127` plus the f16 rounding of the scale over 127 levels.
 /// Q4_0: one step `amax/8` (the element opposite the largest clamps to level 15).
+/// Q5_0: likewise one step `amax/16` (clamped to level 31).
 /// Q8_K: half a step, its scale is f32. F16/BF16: half an ulp of the element.
 /// Q4_K, Q6_K: the sub-block fits and 6/8-bit sub-block scales have no tight closed form;
 /// 3,000 random blocks (normal, clipped Cauchy, mixed magnitudes, offset uniform) through
@@ -23,6 +24,7 @@ fn bound(ty: GgmlType, amax: f32, x: f32) -> f32 {
         GgmlType::BF16 => x.abs() * 2f32.powi(-8) + slop,
         GgmlType::Q8_0 => amax / 127.0 * (0.5 + 127.0 * 2f32.powi(-11)) + slop,
         GgmlType::Q4_0 => amax / 8.0 * (1.0 + 8.0 * 2f32.powi(-11)) + slop,
+        GgmlType::Q5_0 => amax / 16.0 * (1.0 + 16.0 * 2f32.powi(-11)) + slop,
         GgmlType::Q8_K => amax / 127.0 * 0.5 + slop,
         GgmlType::Q4_K => amax * 0.15,
         GgmlType::Q6_K => amax * 0.036,
@@ -109,7 +111,7 @@ proptest! {
 
     #[test]
     fn vec_dot_is_the_dot_product_of_the_dequantized_rows(
-        (ty, w, a) in prop::sample::select(vec![GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K])
+        (ty, w, a) in prop::sample::select(vec![GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K])
             .prop_flat_map(|t| (Just(t), row(t, 2), row(t, 2)))
     ) {
         let act = ty.vec_dot_type().unwrap();
@@ -132,6 +134,12 @@ fn zeros_quantize_to_zero_blocks_and_back() {
             assert!(
                 q.chunks(18)
                     .all(|b| b[..2] == [0x00, 0x80] && b[2..].iter().all(|&n| n == 0x88))
+            );
+        } else if ty == GgmlType::Q5_0 {
+            // d = −0 again; level 16 (zero) is nibble 0 with the high bit set.
+            assert!(
+                q.chunks(22)
+                    .all(|b| b[..2] == [0x00, 0x80] && b[2..6] == [0xFF; 4] && b[6..].iter().all(|&n| n == 0))
             );
         } else {
             assert!(q.iter().all(|&b| b == 0), "{ty}");

@@ -1,6 +1,6 @@
 //! A model ready to run: its config, tokenizer and weights on a backend — loaded from a
 //! Hugging Face directory, a GGUF file (F32/F16/BF16 weights widened to f32; Q8_0, Q4_0,
-//! Q4_K and Q6_K projections kept quantized), an r1 checkpoint, or created from a config (`--init`)
+//! Q5_0, Q4_K and Q6_K projections kept quantized), an r1 checkpoint, or created from a config (`--init`)
 //! with the byte-level tokenizer — and saved back as a checkpoint. A directory without
 //! `tokenizer.json` loads too: it runs on token ids, and commands that need text say so.
 

@@ -3,7 +3,7 @@
 //! upload, one download for a checkpoint, and optimizer state (gradients, moments) with
 //! the very same layout.
 //!
-//! Weights stored in another type (a GGUF file's Q8_0/Q4_0/Q4_K/Q6_K projections) are
+//! Weights stored in another type (a GGUF file's Q8_0/Q4_0/Q5_0/Q4_K/Q6_K projections) are
 //! [`StoredWeight`]s beside it: their bytes as the file has them, one backend buffer
 //! each, bound to the graph's frozen typed params by the same [`ParamBuffer::bind`]. They
 //! are not in the f32 layout, so a model with any cannot be trained or checkpointed.

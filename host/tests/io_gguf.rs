@@ -240,7 +240,7 @@ fn without_undoing_the_llama_permutation_the_log_probs_would_differ() {
 }
 
 /// gguf-py's Q8_0 file loads with its `ffn_down` kept quantized, byte for byte as the
-/// file stores it; a block format r1 has no kernel for (Q5_0) is refused by name.
+/// file stores it; a block format r1 has no kernel for (Q5_1) is refused by name.
 #[test]
 fn a_q8_0_weight_loads_quantized_and_an_unknown_block_format_is_refused() {
     let exp = expected();
@@ -270,18 +270,18 @@ fn a_q8_0_weight_loads_quantized_and_an_unknown_block_format_is_refused() {
     for t in &file.header.tensors {
         let raw = file.tensor_bytes(t).expect("bytes");
         if t.name == name {
-            let q5 = GgmlType::from_name("Q5_0").expect("Q5_0");
-            w.add_tensor(&t.name, &t.dims, q5, vec![0; 16 * 22]).expect("q5_0");
+            let q5 = GgmlType::from_name("Q5_1").expect("Q5_1");
+            w.add_tensor(&t.name, &t.dims, q5, vec![0; 16 * 24]).expect("q5_1");
         } else {
             w.add_tensor(&t.name, &t.dims, t.ggml_type, raw.to_vec())
                 .expect("tensor");
         }
     }
-    let err = gguf_model_from_bytes(&w.to_bytes(), "q5_0.gguf")
-        .expect_err("Q5_0 has no kernel")
+    let err = gguf_model_from_bytes(&w.to_bytes(), "q5_1.gguf")
+        .expect_err("Q5_1 has no kernel")
         .to_string();
-    assert!(err.contains(name) && err.contains("Q5_0"), "{err}");
-    assert!(err.contains("Q8_0, Q4_0, Q4_K and Q6_K"), "{err}");
+    assert!(err.contains(name) && err.contains("Q5_1"), "{err}");
+    assert!(err.contains("Q8_0, Q4_0, Q5_0, Q4_K and Q6_K"), "{err}");
 }
 
 fn tokenizer_of(file: &str) -> HfTokenizer {
@@ -873,6 +873,8 @@ fn quantized_models_run_with_their_weights_kept_and_match_the_dequantized_f32_mo
         ("llama", false, QuantType::Q8_0, QuantType::Q8_0),
         ("qwen2", true, QuantType::Q4_0, QuantType::Q4_0),
         ("llama", false, QuantType::Q4_0, QuantType::F32),
+        // llama.cpp's Q4_K_M stores rows that are not whole 256-blocks as Q5_0.
+        ("llama", false, QuantType::Q5_0, QuantType::Q5_0),
         ("qwen2", false, QuantType::Q4_K, QuantType::Q6_K),
         ("llama", true, QuantType::Q6_K, QuantType::Q4_K),
     ];

@@ -1,5 +1,5 @@
-//! Quantized matmul: `x·Wᵀ` with `W` stored N×K as f32, bf16, f16, Q8_0, Q4_0, Q4_K or
-//! Q6_K, for Qwen2.5-0.5B's MLP shapes (gate/up: K = 896, N = 4864; down: K = 4864,
+//! Quantized matmul: `x·Wᵀ` with `W` stored N×K as f32, bf16, f16, Q8_0, Q4_0, Q5_0, Q4_K
+//! or Q6_K, for Qwen2.5-0.5B's MLP shapes (gate/up: K = 896, N = 4864; down: K = 4864,
 //! N = 896) and M = 1 (a decode step) or 16 rows. Prints GFLOP/s (2·M·N·K per call, the
 //! activation quantization included in the time) and GB/s of weight bytes read, on one
 //! thread and on all, each at the backend's best SIMD level. Weights are hot (the same
@@ -24,6 +24,7 @@ const TYPES: &[GgmlType] = &[
     GgmlType::F16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
+    GgmlType::Q5_0,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
 ];

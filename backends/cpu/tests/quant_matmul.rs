@@ -1,5 +1,5 @@
-//! `MatMul` with a stored weight that is not f32 (`a · wᵀ`, `w [N, K]` Q8_0, Q4_0, Q4_K,
-//! Q6_K, f16 or bf16): at every SIMD level, every output element equals core's scalar
+//! `MatMul` with a stored weight that is not f32 (`a · wᵀ`, `w [N, K]` Q8_0, Q4_0, Q5_0,
+//! Q4_K, Q6_K, f16 or bf16): at every SIMD level, every output element equals core's scalar
 //! `quant::vec_dot` of the weight row with the activation row quantized by core, bit for
 //! bit; the result is close to the f32 product with the dequantized weight (the
 //! activations' rounding to 8 bits is the only difference, bounded per element); the
@@ -75,10 +75,10 @@ fn check_bits(ty: GgmlType, w: &[u8], lead: &[usize], m: usize, n: usize, k: usi
 }
 
 #[test]
-fn q8_0_and_q4_0_equal_core_vec_dot_bit_for_bit_at_every_level() {
+fn q8_0_q4_0_and_q5_0_equal_core_vec_dot_bit_for_bit_at_every_level() {
     // One block, a few, exactly the eight-block step of the SIMD sums, and past it with
     // tails; N not a multiple of any vector width; M = 1, 3, 17.
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
         for (i, &blocks) in [1usize, 3, 8, 9, 17, 28].iter().enumerate() {
             let k = 32 * blocks;
             for (mi, &m) in [1usize, 3, 17].iter().enumerate() {
@@ -130,6 +130,19 @@ fn weights_with_any_quant_byte_equal_core_vec_dot() {
         w4.extend((0..16).map(|_| rng.below(256) as u8));
     }
     check_bits(GgmlType::Q4_0, &w4, &[], 3, n, k, 11);
+    // Q5_0: any high bits and nibbles, every fourth block at level 31 throughout.
+    let mut w5 = Vec::new();
+    for b in 0..n * k / 32 {
+        w5.extend(float::f32_to_f16(rng.uniform() * 0.01).to_le_bytes());
+        w5.extend((0..20).map(|_| {
+            if b.is_multiple_of(4) {
+                0xFF
+            } else {
+                rng.below(256) as u8
+            }
+        }));
+    }
+    check_bits(GgmlType::Q5_0, &w5, &[], 3, n, k, 14);
     // K-quants from raw bytes: every packed scale, min and level pattern.
     let (n, k) = (5, 512);
     let mut q4k = Vec::new();
@@ -164,7 +177,13 @@ fn rounding_bound(w: &[f32], a: &[f32], block: usize) -> f64 {
 
 #[test]
 fn results_are_the_f32_product_with_the_dequantized_weight_up_to_activation_rounding() {
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         let (m, n, k) = (3, 21, 512);
         let mut rng = Rng::new(70);
         let w = weight(&mut rng, ty, n, k);
@@ -218,7 +237,13 @@ fn f16_and_bf16_weights_match_the_f32_product() {
 fn the_thread_count_and_tiling_change_no_bit() {
     // Wide enough to be cut into tiles over threads (decode: one row uses every core).
     let (n, k) = (1000, 896);
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q6_K, GgmlType::BF16] {
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q6_K,
+        GgmlType::BF16,
+    ] {
         let k = if ty == GgmlType::Q6_K { 1024 } else { k };
         let mut rng = Rng::new(90);
         let w = quant::quantize(ty, &rng.vec(n * k, 1.0)).unwrap();
@@ -246,7 +271,13 @@ fn planning_accepts_exactly_the_transposed_2d_weight_products() {
         let y = g.matmul(x, w, false, trans_b).unwrap();
         Plan::for_backend(&g, &[y], &be).map(|_| ())
     };
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16, GgmlType::BF16] {
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ] {
         assert!(plan_with(ty.dtype(), true).is_ok(), "{}", ty.name());
     }
     // K-quants need K a multiple of 256: a [.., 256] input.

@@ -3,8 +3,8 @@
 //! a quantized activation row, written to agree bit for bit with ggml's C reference
 //! (`ggml-quants.c`, and the `_generic` dot products of `ggml-cpu/quants.c`).
 //!
-//! One module per block format documents its byte layout: [`q4_0`], [`q8_0`], [`q4_k`],
-//! [`q6_k`] and [`q8_k`] (the activation format of the K-quant dot products); [`float`]
+//! One module per block format documents its byte layout: [`q4_0`], [`q5_0`], [`q8_0`],
+//! [`q4_k`], [`q6_k`] and [`q8_k`] (the activation format of the K-quant dot products); [`float`]
 //! converts f16 and bf16. [`GgmlType`] names them by their GGML type number and gives
 //! block and byte sizes ([`GgmlType::row_bytes`], [`GgmlType::tensor_bytes`]) and the
 //! core [`BlockFormat`](crate::tensor::BlockFormat) ([`BLOCK_Q4_K`] …).
@@ -17,6 +17,7 @@
 pub mod float;
 pub mod q4_0;
 pub mod q4_k;
+pub mod q5_0;
 pub mod q6_k;
 pub mod q8_0;
 pub mod q8_k;
@@ -26,7 +27,7 @@ mod kquants;
 mod types;
 
 pub use error::QuantError;
-pub use types::{BLOCK_Q4_0, BLOCK_Q4_K, BLOCK_Q6_K, BLOCK_Q8_0, BLOCK_Q8_K, GgmlType, QK_K};
+pub use types::{BLOCK_Q4_0, BLOCK_Q4_K, BLOCK_Q5_0, BLOCK_Q6_K, BLOCK_Q8_0, BLOCK_Q8_K, GgmlType, QK_K};
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -40,6 +41,7 @@ pub fn dequantize_into(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
         GgmlType::F16 => elementwise(src, dst, |b| float::f16_to_f32(u16::from_le_bytes(b))),
         GgmlType::BF16 => elementwise(src, dst, |b| float::bf16_to_f32(u16::from_le_bytes(b))),
         GgmlType::Q4_0 => per_block(src, dst, q4_0::dequantize_block),
+        GgmlType::Q5_0 => per_block(src, dst, q5_0::dequantize_block),
         GgmlType::Q8_0 => per_block(src, dst, q8_0::dequantize_block),
         GgmlType::Q4_K => per_block(src, dst, q4_k::dequantize_block),
         GgmlType::Q6_K => per_block(src, dst, q6_k::dequantize_block),
@@ -66,6 +68,7 @@ pub fn quantize_into(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qu
         GgmlType::F16 => to_bytes(src, dst, |x| float::f32_to_f16(x).to_le_bytes()),
         GgmlType::BF16 => to_bytes(src, dst, |x| float::f32_to_bf16(x).to_le_bytes()),
         GgmlType::Q4_0 => per_block_mut(src, dst, q4_0::quantize_block),
+        GgmlType::Q5_0 => per_block_mut(src, dst, q5_0::quantize_block),
         GgmlType::Q8_0 => per_block_mut(src, dst, q8_0::quantize_block),
         GgmlType::Q4_K => per_block_mut(src, dst, q4_k::quantize_block),
         GgmlType::Q6_K => per_block_mut(src, dst, q6_k::quantize_block),
@@ -82,7 +85,7 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
 }
 
 /// The dot product of a `weight`-typed row `w` with an activation row `a` quantized to
-/// `weight.vec_dot_type()` (Q8_0 for Q4_0 and Q8_0, Q8_K for Q4_K and Q6_K), both of
+/// `weight.vec_dot_type()` (Q8_0 for Q4_0, Q5_0 and Q8_0, Q8_K for Q4_K and Q6_K), both of
 /// `elements` elements, as ggml's scalar `ggml_vec_dot_<w>_<a>` computes it: integer sums
 /// per block, scaled and accumulated in f32 in ggml's order.
 pub fn vec_dot(weight: GgmlType, w: &[u8], a: &[u8], elements: usize) -> Result<f32, QuantError> {
@@ -91,6 +94,7 @@ pub fn vec_dot(weight: GgmlType, w: &[u8], a: &[u8], elements: usize) -> Result<
     check_bytes(act, "activation", elements, a.len())?;
     Ok(match weight {
         GgmlType::Q4_0 => q4_0::vec_dot(w.as_chunks().0, a.as_chunks().0),
+        GgmlType::Q5_0 => q5_0::vec_dot(w.as_chunks().0, a.as_chunks().0),
         GgmlType::Q8_0 => q8_0::vec_dot(w.as_chunks().0, a.as_chunks().0),
         GgmlType::Q4_K => q4_k::vec_dot(w.as_chunks().0, a.as_chunks().0),
         GgmlType::Q6_K => q6_k::vec_dot(w.as_chunks().0, a.as_chunks().0),

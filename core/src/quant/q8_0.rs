@@ -5,7 +5,7 @@
 //! | 0..2 | `d` | f16 scale, little-endian |
 //! | 2..34 | `qs[32]` | i8 quants; element `j` is `qs[j] · d` |
 //!
-//! Also the activation format of the Q4_0 and Q8_0 dot products.
+//! Also the activation format of the Q4_0, Q5_0 and Q8_0 dot products.
 
 use super::float::{f16_to_f32, f32_to_f16, fabsf};
 

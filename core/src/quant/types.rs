@@ -10,8 +10,8 @@ use crate::tensor::{BlockFormat, DType};
 pub const QK_K: usize = 256;
 
 /// One of the GGML tensor types this module implements, numbered as ggml's `enum ggml_type`
-/// (and GGUF's tensor-info type field). F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K are weight
-/// formats; Q8_K is what activations are quantized to for the K-quant dot products.
+/// (and GGUF's tensor-info type field). F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K and Q6_K are
+/// weight formats; Q8_K is what activations are quantized to for the K-quant dot products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)]
 pub enum GgmlType {
@@ -21,6 +21,8 @@ pub enum GgmlType {
     F16,
     /// 32 × 4-bit, one f16 scale (`GGML_TYPE_Q4_0` = 2); see [`super::q4_0`].
     Q4_0,
+    /// 32 × 5-bit, one f16 scale (`GGML_TYPE_Q5_0` = 6); see [`super::q5_0`].
+    Q5_0,
     /// 32 × 8-bit, one f16 scale (`GGML_TYPE_Q8_0` = 8); see [`super::q8_0`].
     Q8_0,
     /// 256 × 4-bit with 6-bit sub-block scales and mins (`GGML_TYPE_Q4_K` = 12); see [`super::q4_k`].
@@ -35,6 +37,8 @@ pub enum GgmlType {
 
 /// [`GgmlType::Q4_0`] as a core [`BlockFormat`]: 32 elements in 18 bytes.
 pub const BLOCK_Q4_0: BlockFormat = block_format(GgmlType::Q4_0);
+/// [`GgmlType::Q5_0`] as a core [`BlockFormat`]: 32 elements in 22 bytes.
+pub const BLOCK_Q5_0: BlockFormat = block_format(GgmlType::Q5_0);
 /// [`GgmlType::Q8_0`] as a core [`BlockFormat`]: 32 elements in 34 bytes.
 pub const BLOCK_Q8_0: BlockFormat = block_format(GgmlType::Q8_0);
 /// [`GgmlType::Q4_K`] as a core [`BlockFormat`]: 256 elements in 144 bytes.
@@ -55,10 +59,11 @@ const fn block_format(ty: GgmlType) -> BlockFormat {
 
 impl GgmlType {
     /// Every type this module implements, in id order.
-    pub const ALL: [GgmlType; 8] = [
+    pub const ALL: [GgmlType; 9] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
+        GgmlType::Q5_0,
         GgmlType::Q8_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
@@ -72,6 +77,7 @@ impl GgmlType {
             GgmlType::F32 => 0,
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
+            GgmlType::Q5_0 => 6,
             GgmlType::Q8_0 => 8,
             GgmlType::Q4_K => 12,
             GgmlType::Q6_K => 14,
@@ -95,6 +101,7 @@ impl GgmlType {
             GgmlType::F32 => "f32",
             GgmlType::F16 => "f16",
             GgmlType::Q4_0 => "q4_0",
+            GgmlType::Q5_0 => "q5_0",
             GgmlType::Q8_0 => "q8_0",
             GgmlType::Q4_K => "q4_K",
             GgmlType::Q6_K => "q6_K",
@@ -107,7 +114,7 @@ impl GgmlType {
     pub const fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q8_0 => 32,
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => 32,
             GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_K => QK_K,
         }
     }
@@ -118,6 +125,7 @@ impl GgmlType {
             GgmlType::F32 => 4,
             GgmlType::F16 | GgmlType::BF16 => 2,
             GgmlType::Q4_0 => 18,
+            GgmlType::Q5_0 => 22,
             GgmlType::Q8_0 => 34,
             GgmlType::Q4_K => 144,
             GgmlType::Q6_K => 210,
@@ -171,7 +179,7 @@ impl GgmlType {
     /// (`type_traits_cpu[..].vec_dot_type`), when [`super::vec_dot`] implements it.
     pub const fn vec_dot_type(self) -> Option<GgmlType> {
         match self {
-            GgmlType::Q4_0 | GgmlType::Q8_0 => Some(GgmlType::Q8_0),
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => Some(GgmlType::Q8_0),
             GgmlType::Q4_K | GgmlType::Q6_K => Some(GgmlType::Q8_K),
             _ => None,
         }
@@ -227,10 +235,11 @@ mod tests {
 
     #[test]
     fn ids_and_sizes_are_ggmls() {
-        let table: [(GgmlType, u32, usize, usize); 8] = [
+        let table: [(GgmlType, u32, usize, usize); 9] = [
             (GgmlType::F32, 0, 1, 4),
             (GgmlType::F16, 1, 1, 2),
             (GgmlType::Q4_0, 2, 32, 18),
+            (GgmlType::Q5_0, 6, 32, 22),
             (GgmlType::Q8_0, 8, 32, 34),
             (GgmlType::Q4_K, 12, 256, 144),
             (GgmlType::Q6_K, 14, 256, 210),

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use r1_core::model::ModelConfig;
 
-use crate::io::gguf::quant_mix::Q4_K_FALLBACK;
 use crate::io::gguf::{FileType, GgmlType, GgufFile, WrittenTensor, is_gguf_file, model_to_gguf};
 use crate::io::safetensors_f32::{StoredDtype, write_safetensors_as};
 use crate::io::tensors::Weights;
@@ -128,13 +127,8 @@ fn print_summary(out: &Path, file_type: FileType, written: &[WrittenTensor]) -> 
     }
     for t in written {
         if let Some(wanted) = t.fell_back_from {
-            let note = if wanted == r1_core::quant::GgmlType::Q4_K && t.ty == Q4_K_FALLBACK {
-                " (llama.cpp: q5_0, which r1 does not write yet)"
-            } else {
-                ""
-            };
             crate::outln!(
-                "  fallback: {} {} → {}{note} (rows are not whole {}-element blocks)",
+                "  fallback: {} {} → {} (rows are not whole {}-element blocks)",
                 t.name,
                 wanted.name(),
                 t.ty.name(),

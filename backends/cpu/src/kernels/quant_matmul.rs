@@ -1,13 +1,13 @@
 //! `MatMul` with a weight that is not f32: `out = a · wᵀ` for `a [.., M, K]` f32 and a
-//! stored weight `w [N, K]` (row-major, HF/GGUF layout) of type Q8_0, Q4_0, Q4_K, Q6_K,
-//! f16 or bf16, as llama.cpp computes it:
+//! stored weight `w [N, K]` (row-major, HF/GGUF layout) of type Q8_0, Q4_0, Q5_0, Q4_K,
+//! Q6_K, f16 or bf16, as llama.cpp computes it:
 //!
 //! - block-quantized weights: each row of `a` is quantized once per call to the weight's
-//!   `vec_dot_type` (Q8_0 for Q8_0/Q4_0, Q8_K for Q4_K/Q6_K) with core's reference
+//!   `vec_dot_type` (Q8_0 for Q8_0/Q4_0/Q5_0, Q8_K for Q4_K/Q6_K) with core's reference
 //!   quantizer (bit-exact with ggml's `quantize_row_*_ref`); every output element is the
 //!   integer block dot product of a weight row with a quantized activation row, scaled
 //!   and summed in f32 exactly as `r1_core::quant::vec_dot` (ggml's scalar
-//!   `ggml_vec_dot_*_generic`) does. Q8_0 and Q4_0 take the integer block sums from
+//!   `ggml_vec_dot_*_generic`) does. Q8_0, Q4_0 and Q5_0 take the integer block sums from
 //!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar; eight weight rows at a time in SIMD
 //!   lanes) and add the per-block f32 terms in ggml's order, unfused, so every
 //!   instruction set gives the same bits as `quant::vec_dot`.
@@ -25,10 +25,10 @@ use r1_core::quant::{self, GgmlType, QK_K, q4_k, q6_k, q8_0, q8_k};
 use r1_core::{BackendError, DType, Shape};
 
 use super::{Ctx, size_error};
-use crate::simd::int8::{IntIsa, Q4_0_BYTES, Q4_K_BYTES, Q6_K_BYTES, Q8_0_BYTES, Q8_K_BYTES};
+use crate::simd::int8::{IntIsa, Q4_K_BYTES, Q6_K_BYTES, Q8_K_BYTES, Q8Weight};
 use crate::simd::{Isa, Simd, SimdTask, half, math};
 
-/// Elements per Q8_0 block (also Q4_0's).
+/// Elements per Q8_0 block (also Q4_0's and Q5_0's).
 const QK: usize = q8_0::BLOCK;
 
 /// Weight rows per tile at least (below it, the hand-off costs more than the tile).
@@ -40,7 +40,13 @@ pub(crate) fn weight_type(dtype: DType) -> Option<GgmlType> {
     GgmlType::from_dtype(dtype).filter(|t| {
         matches!(
             t,
-            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::F16 | GgmlType::BF16
+            GgmlType::Q8_0
+                | GgmlType::Q4_0
+                | GgmlType::Q5_0
+                | GgmlType::Q4_K
+                | GgmlType::Q6_K
+                | GgmlType::F16
+                | GgmlType::BF16
         )
     })
 }
@@ -90,7 +96,9 @@ pub(crate) fn matmul(
         let w = &w[j0 * row_bytes..(j0 + cols) * row_bytes];
         match &act {
             Activations::Q8_0 { qs, d, sum } => {
-                q8_tile(ctx.isa, ty, w, row_bytes, k, qs, d, sum, cols, dst);
+                // Q8_0 activations are exactly the weights of `q8_weight`.
+                let kind = q8_weight(ty).ok_or_else(err)?;
+                q8_tile(ctx.isa, kind, w, row_bytes, k, qs, d, sum, cols, dst);
                 Ok(())
             }
             Activations::Q8K(bytes) => {
@@ -170,18 +178,28 @@ impl Activations {
     }
 }
 
+/// The weight types whose dot product takes Q8_0 activations.
+fn q8_weight(ty: GgmlType) -> Option<Q8Weight> {
+    match ty {
+        GgmlType::Q8_0 => Some(Q8Weight::Q8_0),
+        GgmlType::Q4_0 => Some(Q8Weight::Q4_0),
+        GgmlType::Q5_0 => Some(Q8Weight::Q5_0),
+        _ => None,
+    }
+}
+
 /// Output elements whose f32 sums run side by side: each is one dependent chain of adds
 /// (ggml's order), so independent chains hide the add latency.
 const CHAINS: usize = 4;
 
-/// Q8_0 / Q4_0 weight rows `w` (`cols` rows of `row_bytes`) times every Q8_0 activation
+/// Q8_0 / Q4_0 / Q5_0 weight rows `w` (`cols` rows of `row_bytes`) times every Q8_0 activation
 /// row, into `dst [rows, cols]`. The f32 scaling is `quant::vec_dot`'s, term by term:
 /// eight weight rows at a time in SIMD lanes, the rest as (weight row, activation row)
 /// pairs [`CHAINS`] at a time, weight row major.
 #[allow(clippy::too_many_arguments)]
 fn q8_tile(
     isa: Isa,
-    ty: GgmlType,
+    kind: Q8Weight,
     w: &[u8],
     row_bytes: usize,
     k: usize,
@@ -194,8 +212,7 @@ fn q8_tile(
     let int = IntIsa::for_isa(isa);
     let nb = k / QK;
     let rows = dst.len() / cols;
-    let q8 = ty == GgmlType::Q8_0;
-    let block_bytes = if q8 { Q8_0_BYTES } else { Q4_0_BYTES };
+    let block_bytes = kind.block_bytes();
     // Every weight block's scale as f32, once per tile (gathered, then widened with F16C
     // where the CPU has it: exact either way).
     let mut halves = Vec::with_capacity(2 * cols * nb);
@@ -223,12 +240,7 @@ fn q8_tile(
                 &sum[r * nb..(r + 1) * nb],
                 &d[r * nb..(r + 1) * nb],
             );
-            let out = if q8 {
-                int.dot8_q8::<true>(wr, qa, sa, &dw8, da)
-            } else {
-                int.dot8_q8::<false>(wr, qa, sa, &dw8, da)
-            };
-            if let Some(out) = out {
+            if let Some(out) = int.dot8_q8(kind, wr, qa, sa, &dw8, da) {
                 dst[r * cols + j0..r * cols + j0 + 8].copy_from_slice(&out);
             }
         }
@@ -243,12 +255,7 @@ fn q8_tile(
             let (j, r) = pair(i);
             let wr = &w[j * row_bytes..(j + 1) * row_bytes];
             let (qa, sa) = (&qs[r * k..(r + 1) * k], &sum[r * nb..(r + 1) * nb]);
-            let s = &mut s[..nb];
-            if q8 {
-                int.q8_0_sums(wr, qa, sa, s);
-            } else {
-                int.q4_0_sums(wr, qa, sa, s);
-            }
+            int.block_sums(kind, wr, qa, sa, &mut s[..nb]);
         }
         let mut acc = [0.0f32; CHAINS];
         let scales: [(&[f32], &[f32]); CHAINS] = std::array::from_fn(|i| {
@@ -259,8 +266,8 @@ fn q8_tile(
             for (i, a) in acc.iter_mut().enumerate().take(g) {
                 let (x, y) = (scales[i].0[b], scales[i].1[b]);
                 let s = sumi[i * nb + b] as f32;
-                if q8 {
-                    // ggml_vec_dot_q8_0_q8_0: sumi · (d_w · d_a).
+                if kind.scales_first() {
+                    // ggml_vec_dot_q8_0_q8_0: sumi · (d_w · d_a); q5_0's (d_w · d_a) · sumi.
                     *a += s * (x * y);
                 } else {
                     // ggml_vec_dot_q4_0_q8_0: sumi · d_w · d_a, left to right.

@@ -1,9 +1,11 @@
 //! Integer block sums of 8-bit dot products: the inner loop of the quantized matmul
-//! (`kernels::quant_matmul`). For each 32-element block `b` of a Q8_0 or Q4_0 weight row
-//! and a Q8_0 activation row (its quants unpacked to `a`, its per-block quant sums to
-//! `asum`), `out[b]` is the exact i32 sum `Σ_j w_j·a_j` of the signed weight levels times
-//! the activation quants — what ggml's `ggml_vec_dot_q{8,4}_0_q8_0` computes per block
-//! before scaling. Integer sums are exact, so every instruction set returns the same
+//! (`kernels::quant_matmul`). For each 32-element block `b` of a Q8_0, Q4_0 or Q5_0 weight
+//! row ([`Q8Weight`]) and a Q8_0 activation row (its quants unpacked to `a`, its per-block
+//! quant sums to `asum`), `out[b]` is the exact i32 sum `Σ_j w_j·a_j` of the signed weight
+//! levels times the activation quants — what ggml's `ggml_vec_dot_q{8,4,5}_0_q8_0`
+//! computes per block before scaling. Q4_0 and Q5_0 levels are unsigned (`nibble`, and
+//! `nibble | high bit << 4`) minus a bias (8, 16): the SIMD code sums `u8 level · a` and
+//! takes `bias · Σa` off. Integer sums are exact, so every instruction set returns the same
 //! numbers; the f32 scaling stays with the caller (one order for all sets).
 //!
 //! [`IntIsa::dot8_q8`] goes further for eight weight rows at once: one reduction per
@@ -25,11 +27,38 @@ use std::arch::x86_64::*;
 
 use super::Isa;
 
-/// Bytes of a Q8_0 block (f16 scale + 32 quants) and of a Q4_0 block (f16 scale + 16 bytes
-/// of nibbles); both hold 32 elements.
+/// Bytes of a Q8_0 block (f16 scale + 32 quants), a Q4_0 block (f16 scale + 16 bytes of
+/// nibbles) and a Q5_0 block (f16 scale + 4 bytes of high bits + 16 bytes of nibbles);
+/// each holds 32 elements.
 pub(crate) const Q8_0_BYTES: usize = 34;
 pub(crate) const Q4_0_BYTES: usize = 18;
+pub(crate) const Q5_0_BYTES: usize = 22;
 const BLOCK: usize = 32;
+
+/// The weight formats dotted with Q8_0 activations (32-element blocks, an f16 scale first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Q8Weight {
+    Q8_0,
+    Q4_0,
+    Q5_0,
+}
+
+impl Q8Weight {
+    /// Bytes per block.
+    pub(crate) const fn block_bytes(self) -> usize {
+        match self {
+            Q8Weight::Q8_0 => Q8_0_BYTES,
+            Q8Weight::Q4_0 => Q4_0_BYTES,
+            Q8Weight::Q5_0 => Q5_0_BYTES,
+        }
+    }
+
+    /// Whether ggml's f32 step is `acc + s·(d_w·d_a)` (Q8_0; Q5_0's `(d_w·d_a)·s` is the
+    /// same product) rather than Q4_0's `acc + (s·d_w)·d_a`.
+    pub(crate) const fn scales_first(self) -> bool {
+        !matches!(self, Q8Weight::Q4_0)
+    }
+}
 
 /// The integer instructions the block sums run with.
 #[derive(Clone, Copy, Debug)]
@@ -76,39 +105,38 @@ impl IntIsa {
         }
     }
 
-    /// Per-block sums of a Q8_0 weight row `w` (`nb` blocks of 34 bytes) with activation
-    /// quants `a` (`32·nb`) whose block sums are `asum` (`nb`), into `out` (`nb`).
-    pub(crate) fn q8_0_sums(self, w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
+    /// Per-block sums of a `kind` weight row `w` (`nb` blocks) with activation quants `a`
+    /// (`32·nb`) whose block sums are `asum` (`nb`), into `out` (`nb`).
+    pub(crate) fn block_sums(self, kind: Q8Weight, w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
         let nb = out.len();
-        assert!(w.len() >= nb * Q8_0_BYTES && a.len() >= nb * BLOCK && asum.len() >= nb);
-        match self {
-            IntIsa::Scalar => q8_0_scalar(w, a, out),
-            // SAFETY: the token proves avx2; lengths checked above.
+        assert!(w.len() >= nb * kind.block_bytes() && a.len() >= nb * BLOCK && asum.len() >= nb);
+        // SAFETY (each arm): the token proves the features the function enables (avx2;
+        // avx512f/bw/vl/vnni and avx2 for VNNI); lengths checked above.
+        match (self, kind) {
+            (IntIsa::Scalar, Q8Weight::Q8_0) => q8_0_scalar(w, a, out),
+            (IntIsa::Scalar, Q8Weight::Q4_0) => q4_0_scalar(w, a, out),
+            (IntIsa::Scalar, Q8Weight::Q5_0) => q5_0_scalar(w, a, out),
             #[cfg(target_arch = "x86_64")]
-            IntIsa::Avx2(_) => unsafe { q8_0_avx2(w, a, out) },
-            // SAFETY: the token proves avx512f/bw/vnni and avx2; lengths checked above.
+            (IntIsa::Avx2(_), Q8Weight::Q8_0) => unsafe { q8_0_avx2(w, a, out) },
             #[cfg(target_arch = "x86_64")]
-            IntIsa::Vnni(_) => unsafe { q8_0_vnni(w, a, asum, out) },
+            (IntIsa::Avx2(_), Q8Weight::Q4_0) => unsafe { q4_0_avx2(w, a, out) },
+            #[cfg(target_arch = "x86_64")]
+            (IntIsa::Avx2(_), Q8Weight::Q5_0) => unsafe { q5_0_avx2(w, a, out) },
+            #[cfg(target_arch = "x86_64")]
+            (IntIsa::Vnni(_), Q8Weight::Q8_0) => unsafe { q8_0_vnni(w, a, asum, out) },
+            #[cfg(target_arch = "x86_64")]
+            (IntIsa::Vnni(_), Q8Weight::Q4_0) => unsafe { q4_0_vnni(w, a, out) },
+            #[cfg(target_arch = "x86_64")]
+            (IntIsa::Vnni(_), Q8Weight::Q5_0) => unsafe { q5_0_vnni(w, a, out) },
         }
-    }
-
-    /// As [`IntIsa::q8_0_sums`] for a Q4_0 weight row (`nb` blocks of 18 bytes); the
-    /// levels are `nibble − 8`.
-    pub(crate) fn q4_0_sums(self, w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
-        let nb = out.len();
-        assert!(w.len() >= nb * Q4_0_BYTES && a.len() >= nb * BLOCK && asum.len() >= nb);
-        match self {
-            IntIsa::Scalar => q4_0_scalar(w, a, out),
-            // SAFETY: as in `q8_0_sums`.
-            #[cfg(target_arch = "x86_64")]
-            IntIsa::Avx2(_) => unsafe { q4_0_avx2(w, a, out) },
-            // SAFETY: as in `q8_0_sums`.
-            #[cfg(target_arch = "x86_64")]
-            IntIsa::Vnni(_) => unsafe { q4_0_vnni(w, a, out) },
-        }
-        // The SIMD paths sum `nibble · a`; the level is `nibble − 8`.
+        // The Q4_0/Q5_0 paths sum `u8 level · a`; the signed level is `level − bias`.
+        let bias = match kind {
+            Q8Weight::Q8_0 => return,
+            Q8Weight::Q4_0 => 8,
+            Q8Weight::Q5_0 => 16,
+        };
         for (o, s) in out.iter_mut().zip(asum) {
-            *o -= 8 * s;
+            *o -= bias * s;
         }
     }
 }
@@ -133,6 +161,23 @@ fn q4_0_scalar(w: &[u8], a: &[i8], out: &mut [i32]) {
         let mut s = 0i32;
         for (j, &q) in qs.iter().enumerate() {
             s += i32::from(q & 0x0F) * i32::from(ys[j]) + i32::from(q >> 4) * i32::from(ys[j + 16]);
+        }
+        *o = s;
+    }
+}
+
+/// `Σ level·a` for Q5_0, `level = nibble | high bit << 4` in 0..32 (the caller subtracts
+/// `16·Σa`).
+fn q5_0_scalar(w: &[u8], a: &[i8], out: &mut [i32]) {
+    for (b, o) in out.iter_mut().enumerate() {
+        let block = &w[b * Q5_0_BYTES..(b + 1) * Q5_0_BYTES];
+        let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+        let ys = &a[b * BLOCK..(b + 1) * BLOCK];
+        let mut s = 0i32;
+        for (j, &q) in block[6..].iter().enumerate() {
+            let l0 = i32::from(q & 0x0F) | (((qh >> j) & 1) << 4) as i32;
+            let l1 = i32::from(q >> 4) | (((qh >> (j + 16)) & 1) << 4) as i32;
+            s += l0 * i32::from(ys[j]) + l1 * i32::from(ys[j + 16]);
         }
         *o = s;
     }
@@ -167,13 +212,47 @@ fn nibbles_avx2(w: *const u8) -> __m256i {
     }
 }
 
-/// Eight i32 lanes summing to `Σ nibble·y` over one Q4_0 block.
+/// The 32 five-bit levels of a Q5_0 block whose bytes after the scale start at `w` (`qh`,
+/// then the nibbles), in element order, as u8: the nibbles with bit 4 from `qh` (byte `j`
+/// takes bit `j`: `qh` broadcast, byte `j` of the shuffle holding `qh`'s byte `j / 8`,
+/// every bit but `j mod 8` set by the mask, all ones exactly where bit `j` is set — ggml's
+/// `bytes_from_bits_32`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn q4_block_avx2(w: *const u8, a: *const i8) -> __m256i {
+fn q5_levels_avx2(w: *const u8) -> __m256i {
+    unsafe {
+        let qh = std::ptr::read_unaligned(w as *const i32);
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh),
+            _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
+        );
+        let bits = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+        let set = _mm256_cmpeq_epi8(bits, _mm256_set1_epi64x(-1));
+        _mm256_or_si256(
+            nibbles_avx2(w.wrapping_add(4)),
+            _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
+        )
+    }
+}
+
+/// As [`q5_levels_avx2`] with AVX-512 BW/VL: `qh` is the byte mask of the high bits.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn q5_levels_vnni(w: *const u8) -> __m256i {
+    unsafe {
+        let qh = std::ptr::read_unaligned(w as *const u32);
+        _mm256_or_si256(nibbles_avx2(w.wrapping_add(4)), _mm256_maskz_set1_epi8(qh, 0x10))
+    }
+}
+
+/// Eight i32 lanes summing to `Σ level·y` over one block's 32 u8 levels (< 128, so the
+/// pair sums of `maddubs` cannot saturate) and the 32 activation quants at `a`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn unsigned_block_avx2(levels: __m256i, a: *const i8) -> __m256i {
     unsafe {
         let y = _mm256_loadu_si256(a as *const __m256i);
-        _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_avx2(w), y), _mm256_set1_epi16(1))
+        _mm256_madd_epi16(_mm256_maddubs_epi16(levels, y), _mm256_set1_epi16(1))
     }
 }
 
@@ -238,7 +317,22 @@ fn q8_0_avx2(w: &[u8], a: &[i8], out: &mut [i32]) {
 fn q4_0_avx2(w: &[u8], a: &[i8], out: &mut [i32]) {
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     sums_avx2(out, |b| {
-        q4_block_avx2(wp.wrapping_add(b * Q4_0_BYTES + 2), ap.wrapping_add(b * BLOCK))
+        unsigned_block_avx2(
+            nibbles_avx2(wp.wrapping_add(b * Q4_0_BYTES + 2)),
+            ap.wrapping_add(b * BLOCK),
+        )
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q5_0_avx2(w: &[u8], a: &[i8], out: &mut [i32]) {
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    sums_avx2(out, |b| {
+        unsigned_block_avx2(
+            q5_levels_avx2(wp.wrapping_add(b * Q5_0_BYTES + 2)),
+            ap.wrapping_add(b * BLOCK),
+        )
     });
 }
 
@@ -291,30 +385,42 @@ fn q8_0_vnni(w: &[u8], a: &[i8], asum: &[i32], out: &mut [i32]) {
     }
 }
 
-/// `Σ nibble·y` with VNNI (the caller subtracts `8·Σ y`).
+/// `Σ level·y` with VNNI over blocks of `bytes` whose u8 levels `levels(p)` gives from
+/// the bytes after the scale (the caller subtracts the bias).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-fn q4_0_vnni(w: &[u8], a: &[i8], out: &mut [i32]) {
+#[inline(always)]
+fn unsigned_sums_vnni(w: &[u8], a: &[i8], out: &mut [i32], bytes: usize, levels: impl Fn(*const u8) -> __m256i) {
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
     let nb = out.len();
-    let nib = |b: usize| nibbles_avx2(wp.wrapping_add(b * Q4_0_BYTES + 2));
+    let lv = |b: usize| levels(wp.wrapping_add(b * bytes + 2));
     let mut b = 0;
     while b + 8 <= nb {
-        let mut v = [_mm256_setzero_si256(); 8];
+        let mut v = [unsafe { _mm256_setzero_si256() }; 8];
         for p in 0..4 {
             let i = b + 2 * p;
-            (v[2 * p], v[2 * p + 1]) = dpbusd_pair(nib(i), nib(i + 1), ap.wrapping_add(i * BLOCK));
+            (v[2 * p], v[2 * p + 1]) = dpbusd_pair(lv(i), lv(i + 1), ap.wrapping_add(i * BLOCK));
         }
         let r = reduce8(v);
         unsafe { _mm256_storeu_si256(out[b..b + 8].as_mut_ptr() as *mut __m256i, r) };
         b += 8;
     }
     for (i, o) in out.iter_mut().enumerate().skip(b) {
-        *o = hsum(q4_block_avx2(
-            wp.wrapping_add(i * Q4_0_BYTES + 2),
-            ap.wrapping_add(i * BLOCK),
-        ));
+        *o = hsum(unsigned_block_avx2(lv(i), ap.wrapping_add(i * BLOCK)));
     }
+}
+
+/// `Σ nibble·y` with VNNI (the caller subtracts `8·Σ y`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+fn q4_0_vnni(w: &[u8], a: &[i8], out: &mut [i32]) {
+    unsigned_sums_vnni(w, a, out, Q4_0_BYTES, nibbles_avx2);
+}
+
+/// `Σ level·y` for Q5_0 with VNNI (the caller subtracts `16·Σ y`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+fn q5_0_vnni(w: &[u8], a: &[i8], out: &mut [i32]) {
+    unsigned_sums_vnni(w, a, out, Q5_0_BYTES, q5_levels_vnni);
 }
 
 /// Bytes of a Q4_K, Q6_K and Q8_K block (256 elements each).
@@ -476,16 +582,16 @@ impl IntIsa {
         !matches!(self, IntIsa::Scalar)
     }
 
-    /// Eight outputs at once: Q8_0 (`Q8`) or Q4_0 weight rows `w[i]` with one Q8_0
-    /// activation row (quants `a`, block sums `asum`, scales `da`; `nb = da.len()`
-    /// blocks), each finished in f32 exactly as `quant::vec_dot` does it. The rows sit in
-    /// the eight lanes: per block, the integer sums of the eight rows come out of one
-    /// reduction as one vector, and each lane takes the scalar code's f32 steps in its
-    /// order (Q8_0 `acc + s·(d_w·d_a)`, Q4_0 `acc + (s·d_w)·d_a`; multiply then add, never
-    /// fused). `dw` holds the rows' scales block-major: `dw[8b + i]`. `None` on the scalar
-    /// set.
-    pub(crate) fn dot8_q8<const Q8: bool>(
+    /// Eight outputs at once: `kind` weight rows `w[i]` with one Q8_0 activation row
+    /// (quants `a`, block sums `asum`, scales `da`; `nb = da.len()` blocks), each finished
+    /// in f32 exactly as `quant::vec_dot` does it. The rows sit in the eight lanes: per
+    /// block, the integer sums of the eight rows come out of one reduction as one vector,
+    /// and each lane takes the scalar code's f32 steps in its order (Q8_0 and Q5_0
+    /// `acc + s·(d_w·d_a)`, Q4_0 `acc + (s·d_w)·d_a`; multiply then add, never fused).
+    /// `dw` holds the rows' scales block-major: `dw[8b + i]`. `None` on the scalar set.
+    pub(crate) fn dot8_q8(
         self,
+        kind: Q8Weight,
         w: [&[u8]; 8],
         a: &[i8],
         asum: &[i32],
@@ -493,18 +599,20 @@ impl IntIsa {
         da: &[f32],
     ) -> Option<[f32; 8]> {
         let nb = da.len();
-        let bytes = if Q8 { Q8_0_BYTES } else { Q4_0_BYTES };
         assert!(
-            w.iter().all(|r| r.len() >= nb * bytes) && a.len() >= nb * BLOCK && asum.len() >= nb && dw.len() >= 8 * nb
+            w.iter().all(|r| r.len() >= nb * kind.block_bytes())
+                && a.len() >= nb * BLOCK
+                && asum.len() >= nb
+                && dw.len() >= 8 * nb
         );
         match self {
             IntIsa::Scalar => None,
             // SAFETY: the token proves avx2; lengths checked above.
             #[cfg(target_arch = "x86_64")]
-            IntIsa::Avx2(_) => Some(unsafe { dot8_avx2::<Q8>(w, a, asum, dw, da) }),
-            // SAFETY: the token proves avx512vnni and avx512vl (and avx2); lengths checked.
+            IntIsa::Avx2(_) => Some(unsafe { dot8_avx2(kind, w, a, asum, dw, da) }),
+            // SAFETY: the token proves avx512f/bw/vl/vnni (and avx2); lengths checked.
             #[cfg(target_arch = "x86_64")]
-            IntIsa::Vnni(_) => Some(unsafe { dot8_vnni::<Q8>(w, a, asum, dw, da) }),
+            IntIsa::Vnni(_) => Some(unsafe { dot8_vnni(kind, w, a, asum, dw, da) }),
         }
     }
 }
@@ -512,11 +620,11 @@ impl IntIsa {
 /// The f32 step of [`IntIsa::dot8_q8`] for one block: eight exact integer sums `s`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn finish8<const Q8: bool>(acc: __m256, s: __m256i, dw: &[f32], da: f32) -> __m256 {
+fn finish8<const SCALES_FIRST: bool>(acc: __m256, s: __m256i, dw: &[f32], da: f32) -> __m256 {
     unsafe {
         let s = _mm256_cvtepi32_ps(s);
         let d = _mm256_loadu_ps(dw[..8].as_ptr());
-        let t = if Q8 {
+        let t = if SCALES_FIRST {
             _mm256_mul_ps(s, _mm256_mul_ps(d, _mm256_set1_ps(da)))
         } else {
             _mm256_mul_ps(_mm256_mul_ps(s, d), _mm256_set1_ps(da))
@@ -525,10 +633,12 @@ fn finish8<const Q8: bool>(acc: __m256, s: __m256i, dw: &[f32], da: f32) -> __m2
     }
 }
 
-/// Eight rows' lane vectors for block `b`, reduced to one vector of their sums.
+/// Eight rows' lane vectors for block `b` (`block(p, y)`, `p` the bytes after the block's
+/// scale), reduced to one vector of their sums, corrected, then scaled in f32.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn dot8_body<const Q8: bool>(
+fn dot8_body<const SCALES_FIRST: bool>(
+    bytes: usize,
     w: [&[u8]; 8],
     a: &[i8],
     dw: &[f32],
@@ -536,13 +646,12 @@ fn dot8_body<const Q8: bool>(
     block: impl Fn(*const u8, __m256i) -> __m256i,
     correct: impl Fn(usize, __m256i) -> __m256i,
 ) -> [f32; 8] {
-    let bytes = if Q8 { Q8_0_BYTES } else { Q4_0_BYTES };
     let wp = w.map(|r| r.as_ptr());
     let mut acc = unsafe { _mm256_setzero_ps() };
     for (b, &da) in da.iter().enumerate() {
         let y = unsafe { _mm256_loadu_si256(a[b * BLOCK..(b + 1) * BLOCK].as_ptr() as *const __m256i) };
         let v = std::array::from_fn(|i| block(wp[i].wrapping_add(b * bytes + 2), y));
-        acc = finish8::<Q8>(acc, correct(b, reduce8(v)), &dw[8 * b..], da);
+        acc = finish8::<SCALES_FIRST>(acc, correct(b, reduce8(v)), &dw[8 * b..], da);
     }
     let mut out = [0.0f32; 8];
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
@@ -551,10 +660,13 @@ fn dot8_body<const Q8: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dot8_avx2<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
+fn dot8_avx2(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
     let ones = _mm256_set1_epi16(1);
-    if Q8 {
-        dot8_body::<true>(
+    let unsigned = |levels: __m256i, y: __m256i| _mm256_madd_epi16(_mm256_maddubs_epi16(levels, y), ones);
+    let bytes = kind.block_bytes();
+    match kind {
+        Q8Weight::Q8_0 => dot8_body::<true>(
+            bytes,
             w,
             a,
             dw,
@@ -567,45 +679,65 @@ fn dot8_avx2<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
                 )
             },
             |_, s| s,
-        )
-    } else {
-        dot8_body::<false>(
+        ),
+        Q8Weight::Q4_0 => dot8_body::<false>(
+            bytes,
             w,
             a,
             dw,
             da,
-            |p, y| _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles_avx2(p), y), ones),
+            |p, y| unsigned(nibbles_avx2(p), y),
             |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])),
-        )
+        ),
+        Q8Weight::Q5_0 => dot8_body::<true>(
+            bytes,
+            w,
+            a,
+            dw,
+            da,
+            |p, y| unsigned(q5_levels_avx2(p), y),
+            |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(16 * asum[b])),
+        ),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
-fn dot8_vnni<const Q8: bool>(w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
-    if Q8 {
+fn dot8_vnni(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
+    let dpbusd = |levels: __m256i, y: __m256i| _mm256_dpbusd_epi32(_mm256_setzero_si256(), levels, y);
+    let bytes = kind.block_bytes();
+    match kind {
         // Σ x·y = Σ (x + 128)·y − 128·Σ y, with x + 128 a u8.
-        let flip = _mm256_set1_epi8(0x80u8 as i8);
-        dot8_body::<true>(
+        Q8Weight::Q8_0 => dot8_body::<true>(
+            bytes,
             w,
             a,
             dw,
             da,
-            |p, y| unsafe {
-                let x = _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), flip);
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+            |p, y| {
+                let x = unsafe { _mm256_loadu_si256(p as *const __m256i) };
+                dpbusd(_mm256_xor_si256(x, _mm256_set1_epi8(0x80u8 as i8)), y)
             },
             |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(128 * asum[b])),
-        )
-    } else {
-        dot8_body::<false>(
+        ),
+        Q8Weight::Q4_0 => dot8_body::<false>(
+            bytes,
             w,
             a,
             dw,
             da,
-            |p, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx2(p), y),
+            |p, y| dpbusd(nibbles_avx2(p), y),
             |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(8 * asum[b])),
-        )
+        ),
+        Q8Weight::Q5_0 => dot8_body::<true>(
+            bytes,
+            w,
+            a,
+            dw,
+            da,
+            |p, y| dpbusd(q5_levels_vnni(p), y),
+            |b, s| _mm256_sub_epi32(s, _mm256_set1_epi32(16 * asum[b])),
+        ),
     }
 }
 
@@ -645,6 +777,16 @@ mod tests {
             .map(|i| if i % 3 == 0 { 0x80 } else { next() })
             .collect();
         let w4: Vec<u8> = (0..nb * Q4_0_BYTES).map(|_| next()).collect();
+        // Q5_0: every other block at level 31 throughout (all high bits, nibbles 15).
+        let w5: Vec<u8> = (0..nb * Q5_0_BYTES)
+            .map(|i| {
+                if (i / Q5_0_BYTES).is_multiple_of(2) && i % Q5_0_BYTES >= 2 {
+                    0xFF
+                } else {
+                    next()
+                }
+            })
+            .collect();
         let a: Vec<i8> = (0..nb * BLOCK)
             .map(|i| {
                 if i % 5 == 0 {
@@ -655,15 +797,15 @@ mod tests {
             })
             .collect();
         let asum: Vec<i32> = a.chunks(BLOCK).map(|b| b.iter().map(|&x| i32::from(x)).sum()).collect();
-        let (mut want8, mut want4) = (vec![0; nb], vec![0; nb]);
-        IntIsa::Scalar.q8_0_sums(&w8, &a, &asum, &mut want8);
-        IntIsa::Scalar.q4_0_sums(&w4, &a, &asum, &mut want4);
-        for set in sets() {
-            let (mut got8, mut got4) = (vec![0; nb], vec![0; nb]);
-            set.q8_0_sums(&w8, &a, &asum, &mut got8);
-            set.q4_0_sums(&w4, &a, &asum, &mut got4);
-            assert_eq!(got8, want8, "{set:?} q8_0");
-            assert_eq!(got4, want4, "{set:?} q4_0");
+        let weights = [(Q8Weight::Q8_0, &w8), (Q8Weight::Q4_0, &w4), (Q8Weight::Q5_0, &w5)];
+        for (kind, w) in weights {
+            let mut want = vec![0; nb];
+            IntIsa::Scalar.block_sums(kind, w, &a, &asum, &mut want);
+            for set in sets() {
+                let mut got = vec![0; nb];
+                set.block_sums(kind, w, &a, &asum, &mut got);
+                assert_eq!(got, want, "{set:?} {kind:?}");
+            }
         }
     }
 }

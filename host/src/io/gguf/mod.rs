@@ -97,7 +97,7 @@ pub enum GgufError {
     Metadata { key: String, detail: String },
     /// A block-quantized tensor of a format r1 has no kernel for.
     #[error(
-        "tensor `{tensor}` has type {ggml_type}: r1 runs the block-quantized types Q8_0, Q4_0, Q4_K and Q6_K (and reads F32, F16, BF16); requantize the file to one of those"
+        "tensor `{tensor}` has type {ggml_type}: r1 runs the block-quantized types Q8_0, Q4_0, Q5_0, Q4_K and Q6_K (and reads F32, F16, BF16); requantize the file to one of those"
     )]
     Quantized { tensor: String, ggml_type: String },
     /// A plain type r1 does not load as a weight (integers, F64).

@@ -3,7 +3,7 @@
 //! the metadata.
 //!
 //! A weight matrix — a projection (q/k/v/o, gate/up/down), `output.weight` or the token
-//! embedding (which a tied LM head reuses) — in F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K stays
+//! embedding (which a tied LM head reuses) — in F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K or Q6_K stays
 //! in its stored type: a [`StoredTensor`] whose bytes are the file's own — lent from the
 //! memory map to a host-memory backend, which computes on them in place (copied only
 //! where llama's q/k rows are reordered, or for a device backend) — never through f32;
@@ -395,7 +395,13 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 }
 
 /// The block formats r1 runs: kept quantized as a weight matrix, dequantized elsewhere.
-const RUN_QUANTIZED: [QuantType; 4] = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_K, QuantType::Q6_K];
+const RUN_QUANTIZED: [QuantType; 5] = [
+    QuantType::Q8_0,
+    QuantType::Q4_0,
+    QuantType::Q5_0,
+    QuantType::Q4_K,
+    QuantType::Q6_K,
+];
 
 /// Core's quantizer type of a file type, when it is one of [`RUN_QUANTIZED`].
 fn run_quantized(t: GgmlType) -> Option<QuantType> {

@@ -4,9 +4,8 @@
 //! restricted to the file types r1 writes and to dense `qwen2`/`llama` models (one expert,
 //! no importance matrix, no `--pure`, no per-tensor overrides).
 //!
-//! Two rules of llama.cpp are not followed, for want of the types in `core::quant`: its
-//! Q4_K → **Q5_0** fallback gives Q8_0 here ([`Q4_K_FALLBACK`]), and a 70B Llama's Q4_K
-//! `attn_v` (llama.cpp: Q5_K, `LLM_TYPE_70B`) stays Q4_K.
+//! One rule of llama.cpp is not followed, for want of the type in `core::quant`: a 70B
+//! Llama's Q4_K `attn_v` (llama.cpp: Q5_K, `LLM_TYPE_70B`) stays Q4_K.
 
 use r1_core::quant::GgmlType as QuantType;
 
@@ -172,11 +171,8 @@ pub fn tensor_type(file_type: FileType, name: &str, dims: &[u64], ctx: MixContex
 /// The type llama.cpp falls back to when a row length is not whole blocks of `wanted`
 /// (`tensor_type_fallback`), for the types this mix produces: Q4_K → Q5_0, Q6_K → Q8_0,
 /// and F16 when even that block of 32 does not fit.
-///
-/// r1's `core::quant` has no Q5_0 on this branch, so where llama.cpp picks **Q5_0** this
-/// picks [`Q4_K_FALLBACK`] (Q8_0: the same 32-element blocks, so the F16 rule is
-/// unchanged, at 8.5 instead of 5.5 bits per weight). Q8_0 and Q4_0 have no fallback in
-/// llama.cpp either: a row that is not whole 32-element blocks is an error.
+/// Q8_0 and Q4_0 have no fallback in llama.cpp either: a row that is not whole
+/// 32-element blocks is an error.
 pub fn fallback(name: &str, wanted: QuantType, cols: u64) -> Result<TensorChoice, String> {
     if cols.is_multiple_of(wanted.block_size() as u64) {
         return Ok(TensorChoice {
@@ -205,9 +201,9 @@ pub fn fallback(name: &str, wanted: QuantType, cols: u64) -> Result<TensorChoice
     })
 }
 
-/// What a Q4_K tensor with rows that are not whole 256-element blocks becomes. llama.cpp
-/// picks Q5_0, which r1's `core::quant` does not implement yet; Q8_0 stands in for it.
-pub const Q4_K_FALLBACK: QuantType = QuantType::Q8_0;
+/// What a Q4_K tensor with rows that are not whole 256-element blocks becomes, as in
+/// llama.cpp.
+pub const Q4_K_FALLBACK: QuantType = QuantType::Q5_0;
 
 #[cfg(test)]
 mod tests {
@@ -331,10 +327,10 @@ mod tests {
             [("f32", 121), ("q4_K", 145), ("q6_K", 25)]
         );
         // Qwen2.5-0.5B's shapes (896 columns, FFN 4864, tied): only ffn_down has
-        // 256-blocks; llama.cpp writes 132 Q5_0 + 13 Q8_0 where r1 writes 145 Q8_0.
+        // 256-blocks; the rest falls back as llama.cpp's does, to 132 Q5_0 + 13 Q8_0.
         assert_eq!(
             q4_k_m_counts(896, 4864, true),
-            [("f32", 121), ("q4_K", 12), ("q6_K", 12), ("q8_0", 145)]
+            [("f32", 121), ("q4_K", 12), ("q5_0", 132), ("q6_K", 12), ("q8_0", 13)]
         );
     }
 }
