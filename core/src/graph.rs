@@ -392,7 +392,10 @@ impl Graph {
         if d.dtype == DType::I32 || !d.rows_are_whole_blocks() {
             return Err(shape_err(
                 op,
-                format!("{id:?} is {} {}: need f32, f16, bf16 or rows of whole blocks", d.dtype, d.shape),
+                format!(
+                    "{id:?} is {} {}: need f32, f16, bf16 or rows of whole blocks",
+                    d.dtype, d.shape
+                ),
             ));
         }
         Ok(d.shape)

@@ -60,7 +60,11 @@ fn cache_inputs_and_their_writes_take_the_chosen_types() {
         .map(|n| n.desc.dtype)
         .collect();
     assert_eq!(writes, [KvCacheType::Q8_0.dtype(), DType::BF16]);
-    let attention = g.nodes().iter().find(|n| matches!(n.op, Op::Attention(_))).expect("attention");
+    let attention = g
+        .nodes()
+        .iter()
+        .find(|n| matches!(n.op, Op::Attention(_)))
+        .expect("attention");
     assert_eq!(attention.desc.dtype, DType::F32);
 }
 
