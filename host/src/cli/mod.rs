@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod bench_serve;
+pub mod cache_types;
 pub mod export;
 pub mod generate;
 pub mod logprobs;
