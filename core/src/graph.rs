@@ -135,6 +135,8 @@ pub enum Op {
     /// With a fourth input `past [B] i32`, sequence `b`'s row `t` sits at `past[b] + t`
     /// and attends `j <= past[b] + t` (the spec has `q_offset = 0`, `kv_len = S`): each
     /// sequence of a decode batch has its own length, set per run.
+    /// `k` and `v` may be a KV cache stored in another type than f32 (each its own): the
+    /// result is that of attention over their values converted to f32.
     Attention(AttentionSpec),
     /// `[x]` → `x · sigmoid(x)`.
     Silu,
@@ -195,6 +197,9 @@ pub enum Op {
     /// `cache[b, pos + t] = new[b, t]`. The output aliases the cache buffer, so ops that
     /// read the output see the appended rows (how decode appends to a KV cache). With a
     /// third input `past [B] i32` (and `pos = 0`) sequence `b` is written at `past[b] + t`.
+    /// The cache may be stored in another type than f32 (f16, bf16, a block format whose
+    /// rows `D` are whole blocks): each new f32 row is then converted, block by block, as
+    /// that format's quantizer does (GGML's `quantize_row_*_ref` for Q8_0/Q4_0).
     KvWrite {
         /// Cache row (time position) the first new row is written to; 0 with a `past` input.
         pos: usize,
@@ -376,6 +381,22 @@ impl Graph {
         let d = self.desc(id)?;
         if d.dtype != DType::F32 {
             return Err(shape_err(op, format!("{id:?} must be f32, is {}", d.dtype)));
+        }
+        Ok(d.shape)
+    }
+
+    /// A tensor stored as f32, f16, bf16 or a block format with rows of whole blocks (a
+    /// KV cache): what attention reads and `kv_write` writes.
+    fn stored_of(&self, op: &'static str, id: NodeId) -> Result<Shape, GraphError> {
+        let d = self.desc(id)?;
+        if d.dtype == DType::I32 || !d.rows_are_whole_blocks() {
+            return Err(shape_err(
+                op,
+                format!(
+                    "{id:?} is {} {}: need f32, f16, bf16 or rows of whole blocks",
+                    d.dtype, d.shape
+                ),
+            ));
         }
         Ok(d.shape)
     }
@@ -669,8 +690,8 @@ impl Graph {
         spec: &AttentionSpec,
     ) -> Result<(Shape, Shape), GraphError> {
         let sq = self.f32_of("attention", q)?;
-        let sk = self.f32_of("attention", k)?;
-        let sv = self.f32_of("attention", v)?;
+        let sk = self.stored_of("attention", k)?;
+        let sv = self.stored_of("attention", v)?;
         let ok = sq.rank() == 3
             && sk.rank() == 3
             && sk == sv
@@ -867,7 +888,8 @@ impl Graph {
         pos: usize,
         past: Option<NodeId>,
     ) -> Result<NodeId, GraphError> {
-        let sc = self.f32_of("kv_write", cache)?;
+        let cache_desc = self.desc(cache)?;
+        let sc = self.stored_of("kv_write", cache)?;
         let sn = self.f32_of("kv_write", new)?;
         let ok = sc.rank() == 3
             && sn.rank() == 3
@@ -879,14 +901,7 @@ impl Graph {
         }
         self.check_past("kv_write", sc.dims()[0], past)?;
         let inputs: Vec<NodeId> = [cache, new].into_iter().chain(past).collect();
-        self.push(
-            Op::KvWrite { pos },
-            &inputs,
-            TensorDesc {
-                dtype: DType::F32,
-                shape: sc,
-            },
-        )
+        self.push(Op::KvWrite { pos }, &inputs, cache_desc)
     }
 
     // ---- backward ops (used by autodiff; checked lightly, their inputs come from

@@ -177,3 +177,98 @@ fn help_texts_point_at_the_repository_reference_scripts() {
         assert!(!help.contains("shared/"), "{help}");
     }
 }
+
+#[test]
+fn an_unknown_cache_type_is_refused_with_the_names_that_exist() {
+    for args in [
+        &["generate", "--model", "m", "--prompt", "p"][..],
+        &["logprobs", "--model", "m", "--tokens", "1,2"],
+        &["serve", "--model", "m"],
+    ] {
+        let out = r1host(&[args, &["--cache-type-k", "q5_1"]].concat());
+        assert_fails_with(&out, &["q5_1", "--cache-type-k", "f32, f16, bf16, q8_0, q4_0"]);
+    }
+    let out = r1host(&["logprobs", "--model", "m", "--tokens", "1,2", "--cache-type-v", "Q8_0"]);
+    assert_fails_with(&out, &["Q8_0", "--cache-type-v"]);
+}
+
+#[test]
+fn logprobs_reads_through_a_quantized_cache_when_asked() {
+    // 4 kv heads of 8: cache rows of one 32-value block.
+    let model = fixtures().join("hf/qwen2_mha_untied");
+    let tokens = "1,5,9,14,20,3,7";
+    let run = |k: &str, v: &str| {
+        let out = r1host(&[
+            "logprobs",
+            "--model",
+            path(&model),
+            "--tokens",
+            tokens,
+            "--cache-type-k",
+            k,
+            "--cache-type-v",
+            v,
+        ]);
+        assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("logprobs prints JSON")
+    };
+    let f32s = run("f32", "f32");
+    let q8 = run("q8_0", "q8_0");
+    assert_eq!(
+        (q8["cache_type_k"].as_str(), q8["cache_type_v"].as_str()),
+        (Some("q8_0"), Some("q8_0"))
+    );
+    let a: Vec<f64> = f32s["logprobs"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    let b: Vec<f64> = q8["logprobs"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    assert_eq!(a.len(), 6);
+    assert_eq!(a.len(), b.len());
+    let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    // Measured 0.032 nats; the bound is host/tests/kv_cache_types.rs' Q8_0 one.
+    assert!(d > 0.0 && d < 0.15, "q8_0 cache moved log-probs by {d}");
+}
+
+#[test]
+fn generate_reports_the_kv_cache_bytes_per_token() {
+    // GGUF with a tokenizer; 2 layers, 2 kv heads of 4 (rows of 8: any float type).
+    let model = fixtures().join("gguf/qwen2_tiny.f32.gguf");
+    let out = r1host(&[
+        "generate",
+        "--model",
+        path(&model),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "2",
+        "--cache-type-k",
+        "bf16",
+        "--cache-type-v",
+        "f16",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    // 2 layers × (keys + values) × 8 values × 2 bytes.
+    assert!(
+        stderr.contains("kv cache: keys bf16, values f16: 64 bytes per token"),
+        "{stderr}"
+    );
+    let out = r1host(&[
+        "generate",
+        "--model",
+        path(&model),
+        "--prompt",
+        "hi",
+        "--cache-type-k",
+        "q8_0",
+    ]);
+    assert_fails_with(&out, &["q8_0 key cache", "8 values"]);
+}

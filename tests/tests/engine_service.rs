@@ -27,6 +27,7 @@ fn service(max_batch: usize, max_queue: usize) -> EngineService {
         context: Some(128),
         max_batch,
         max_queue,
+        ..ServiceOptions::default()
     };
     EngineService::start_with("tiny", None, opts, || {
         let backend = CpuBackend::with_threads(1)?;

@@ -3,6 +3,9 @@
 //! each op's operands (see [`crate::views`]) and calls its kernel.
 
 use r1_core::backend::{AdamWStep, Backend, BackendError, PlanTensors, TensorRef, run_plan_steps};
+use r1_core::graph::AttentionSpec;
+use r1_core::model::KvCacheType;
+use r1_core::quant::GgmlType;
 use r1_core::{DType, Graph, GraphError, Op, Plan, TensorDesc};
 
 use crate::buffer::CpuBuffer;
@@ -16,7 +19,7 @@ use crate::kernels::{
 };
 use crate::parallel::Threads;
 use crate::simd::{Isa, SimdLevel};
-use crate::views::{Access, with_views};
+use crate::views::{Access, Views, with_views};
 
 /// Computes graphs on the host CPU: GEMM on matrixmultiply, explicit SIMD (AVX-512,
 /// AVX2+FMA or scalar, detected at run time) and threads over rows, heads and blocks.
@@ -211,8 +214,122 @@ fn quant_matmul_operands(op: &Op, a: &TensorDesc, w: &TensorDesc) -> bool {
         && quant_matmul::weight_type(w.dtype).is_some()
 }
 
+/// The type of a KV cache operand (`kernels::kv_cache`): f32, f16, bf16, Q8_0 or Q4_0 with
+/// rows of whole blocks; `None` for anything else.
+fn cache_type(d: &TensorDesc) -> Option<GgmlType> {
+    KvCacheType::from_dtype(d.dtype)
+        .filter(|_| d.rows_are_whole_blocks())
+        .map(KvCacheType::ggml)
+}
+
 fn same_place(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> bool {
     std::ptr::eq(a.buffer, b.buffer) && a.offset == b.offset
+}
+
+/// Operand `i` of `v`, a KV cache described by `d`, as the kernels read it.
+fn stored<'a>(v: &Views<'a>, i: usize, d: &TensorDesc) -> Result<kv_cache::Stored<'a>, BackendError> {
+    match cache_type(d) {
+        Some(GgmlType::F32) | None => Ok(kv_cache::Stored::F32(v.f32(i)?)),
+        Some(ty) => Ok(kv_cache::Stored::Typed(ty, v.bytes(i)?)),
+    }
+}
+
+/// `KvWrite` into a cache stored as f16, bf16, Q8_0 or Q4_0, in place (the output is the
+/// cache): each new row quantized into its slot.
+fn typed_kv_write(
+    g: KvGeometry,
+    pos: usize,
+    inputs: &[TensorRef<'_, CpuBuffer>],
+    output: TensorRef<'_, CpuBuffer>,
+) -> Result<(), BackendError> {
+    let name = "kv_write";
+    let ty = cache_type(&inputs[0].desc).ok_or_else(|| BackendError::Unsupported {
+        op: name,
+        detail: format!("a {} cache (f32, f16, bf16, q8_0, q4_0 are)", inputs[0].desc.dtype),
+    })?;
+    if !same_place(&inputs[0], &output) {
+        return Err(size_error(name, format!("a {ty} cache is written in place")));
+    }
+    if let Some(past) = inputs.get(2) {
+        return with_views(
+            name,
+            &[
+                (inputs[1], Access::Read),
+                (*past, Access::Read),
+                (output, Access::Write),
+            ],
+            |mut v| {
+                let p = checked_past(name, v.i32(1)?, g.batch, g.time, g.capacity)?;
+                kv_cache::kv_write_typed(g, Past::PerSeq(&p), ty, v.f32(0)?, v.bytes_mut(2)?)
+            },
+        );
+    }
+    with_views(name, &[(inputs[1], Access::Read), (output, Access::Write)], |mut v| {
+        kv_cache::kv_write_typed(g, Past::Fixed(pos), ty, v.f32(0)?, v.bytes_mut(1)?)
+    })
+}
+
+impl CpuBackend {
+    /// Attention whose `k` or `v` is a cache stored as f16, bf16, Q8_0 or Q4_0: the rows
+    /// each sequence uses are dequantized to f32 ([`kv_cache::rows_f32`]) and the f32
+    /// kernel runs on them, so the result is exactly attention over the dequantized cache.
+    fn typed_cache_attention(
+        &self,
+        spec: &AttentionSpec,
+        inputs: &[TensorRef<'_, CpuBuffer>],
+        output: TensorRef<'_, CpuBuffer>,
+    ) -> Result<(), BackendError> {
+        use Access::{Read as R, Write as W};
+        let name = "attention";
+        let ctx = self.ctx();
+        let [batch, time, _] = rank3(name, &inputs[0])?;
+        let [kb, keys, width] = rank3(name, &inputs[1])?;
+        if kb != batch || inputs[2].desc.shape != inputs[1].desc.shape {
+            return Err(size_error(
+                name,
+                format!(
+                    "q {}, k {}, v {}",
+                    inputs[0].desc.shape, inputs[1].desc.shape, inputs[2].desc.shape
+                ),
+            ));
+        }
+        for t in &inputs[1..3] {
+            if cache_type(&t.desc).is_none() {
+                return Err(BackendError::Unsupported {
+                    op: name,
+                    detail: format!("a {} cache (f32, f16, bf16, q8_0, q4_0 are)", t.desc.dtype),
+                });
+            }
+        }
+        let mut tensors = vec![(inputs[0], R), (inputs[1], R), (inputs[2], R)];
+        tensors.extend(inputs.get(3).map(|p| (*p, R)));
+        tensors.push((output, W));
+        with_views(name, &tensors, |mut v| {
+            let (past, used) = match inputs.get(3) {
+                Some(_) => {
+                    let p = checked_past(name, v.i32(3)?, batch, time, keys)?;
+                    let used = p.iter().map(|&p| p + time).collect::<Vec<_>>();
+                    (Some(p), used)
+                }
+                None => (None, vec![spec.kv_len.min(keys); batch]),
+            };
+            let rows = used.iter().copied().max().unwrap_or(0);
+            let mut kf = vec![0.0f32; batch * rows * width];
+            let mut vf = vec![0.0f32; batch * rows * width];
+            let geometry = (batch, keys, width);
+            kv_cache::rows_f32(ctx, stored(&v, 1, &inputs[1].desc)?, geometry, &used, &mut kf)?;
+            kv_cache::rows_f32(ctx, stored(&v, 2, &inputs[2].desc)?, geometry, &used, &mut vf)?;
+            let q = v.f32(0)?;
+            let out = v.f32_mut(3 + usize::from(past.is_some()))?;
+            match &past {
+                Some(p) => {
+                    let spec = AttentionSpec { kv_len: rows, ..*spec };
+                    attention::attention(ctx, &spec, time, Past::PerSeq(p), q, &kf, &vf, out)
+                }
+                None => attention::attention(ctx, spec, time, Past::Fixed(spec.q_offset), q, &kf, &vf, out),
+            }
+        })
+    }
 }
 
 impl Backend for CpuBackend {
@@ -277,6 +394,24 @@ impl Backend for CpuBackend {
                 && table.rows_are_whole_blocks()
                 && ids.dtype == DType::I32
                 && output.dtype == DType::F32;
+        }
+        // A KV cache may be f32, f16, bf16, Q8_0 or Q4_0: appended to in its type, read
+        // back as f32 by attention (`kernels::kv_cache`).
+        match (op, inputs) {
+            (Op::KvWrite { .. }, [cache, new, past @ ..]) => {
+                return cache_type(cache).is_some()
+                    && new.dtype == DType::F32
+                    && past.iter().all(|p| p.dtype == DType::I32)
+                    && *output == *cache;
+            }
+            (Op::Attention(_), [q, k, v, past @ ..]) => {
+                return q.dtype == DType::F32
+                    && cache_type(k).is_some()
+                    && cache_type(v).is_some()
+                    && past.iter().all(|p| p.dtype == DType::I32)
+                    && output.dtype == DType::F32;
+            }
+            _ => {}
         }
         // Every other kernel computes in f32 on f32 operands (ids and positions are i32).
         inputs.iter().all(|d| matches!(d.dtype, DType::F32 | DType::I32)) && output.dtype == DType::F32
@@ -450,6 +585,9 @@ impl Backend for CpuBackend {
                 arity_between(op, inputs.len(), 3, 4)?;
                 let [batch, time, _] = rank3(name, &inputs[0])?;
                 let [_, keys, _] = rank3(name, &inputs[1])?;
+                if inputs[1].desc.dtype != DType::F32 || inputs[2].desc.dtype != DType::F32 {
+                    return self.typed_cache_attention(spec, inputs, output);
+                }
                 if let [q, k, vv, past] = inputs {
                     return with_views(name, &[(*q, R), (*k, R), (*vv, R), (*past, R), (output, W)], |mut v| {
                         let p = checked_past(name, v.i32(3)?, batch, time, keys)?;
@@ -662,6 +800,9 @@ impl Backend for CpuBackend {
                     time,
                     row,
                 };
+                if inputs[0].desc.dtype != DType::F32 {
+                    return typed_kv_write(g, *pos, inputs, output);
+                }
                 if let Some(past) = inputs.get(2) {
                     if !same_place(&inputs[0], &output) {
                         return Err(size_error(

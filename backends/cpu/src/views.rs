@@ -2,9 +2,10 @@
 //! tensor's bytes (for writing when it is written), checks every tensor's byte range
 //! against its buffer and its alignment, refuses a written range that overlaps any other
 //! range, and only then hands the kernel plain slices. This is the one place where the
-//! `Backend` trait's `&Buffer` writes become `&mut [f32]`. Stored weights that are not
-//! f32 (bf16, f16, block-quantized) are read as their raw bytes ([`Views::bytes`]); only
-//! f32 is ever written.
+//! `Backend` trait's `&Buffer` writes become `&mut [f32]`. Stored tensors that are not
+//! f32 (bf16, f16, block-quantized weights and KV caches) are read as their raw bytes
+//! ([`Views::bytes`]); a typed KV cache is written as its raw bytes
+//! ([`Views::bytes_mut`], by `kv_write` alone); everything else written is f32.
 
 use r1_core::{BackendError, DType, TensorRef};
 
@@ -23,6 +24,8 @@ enum View<'a> {
     F32Mut(&'a mut [f32]),
     /// The raw little-endian bytes of a bf16, f16 or block-quantized tensor.
     Bytes(&'a [u8]),
+    /// The same, written (a typed KV cache being appended to).
+    BytesMut(&'a mut [u8]),
     Taken,
 }
 
@@ -58,6 +61,15 @@ impl<'a> Views<'a> {
         }
     }
 
+    /// Tensor `i` as its raw bytes, written (once: the slice moves out): a bf16, f16 or
+    /// block-quantized tensor.
+    pub(crate) fn bytes_mut(&mut self, i: usize) -> Result<&'a mut [u8], BackendError> {
+        match self.views.get_mut(i).map(|v| std::mem::replace(v, View::Taken)) {
+            Some(View::BytesMut(s)) => Ok(s),
+            _ => Err(self.wrong(i, "a written bf16, f16 or block-quantized tensor")),
+        }
+    }
+
     /// Tensor `i`, written as f32 (once: the slice moves out).
     pub(crate) fn f32_mut(&mut self, i: usize) -> Result<&'a mut [f32], BackendError> {
         match self.views.get_mut(i).map(|v| std::mem::replace(v, View::Taken)) {
@@ -68,7 +80,9 @@ impl<'a> Views<'a> {
 
     fn wrong(&self, i: usize, what: &str) -> BackendError {
         let is = match self.views.get(i) {
-            Some(View::Bytes(_)) => ", not bf16/f16/block-quantized (kernels compute on f32, ids i32)",
+            Some(View::Bytes(_) | View::BytesMut(_)) => {
+                ", not bf16/f16/block-quantized (kernels compute on f32, ids i32)"
+            }
             _ => "",
         };
         BackendError::Unsupported {
@@ -87,12 +101,16 @@ pub(crate) fn with_views<R>(
     // Byte ranges, checked against their buffers.
     let mut ranges = Vec::with_capacity(tensors.len());
     for (i, (t, access)) in tensors.iter().enumerate() {
-        // Non-f32 weights are read as bytes by the kernels that take them (a quantized
-        // matmul); every other kernel asks for f32 and gets `Unsupported` naming the type.
-        if *access == Access::Write && t.desc.dtype != DType::F32 {
+        // Non-f32 tensors are read (and a typed KV cache written) as bytes by the kernels
+        // that take them (a quantized matmul, kv_write, attention); every other kernel
+        // asks for f32 and gets `Unsupported` naming the type. Ids are never written.
+        if *access == Access::Write && t.desc.dtype == DType::I32 {
             return Err(BackendError::Unsupported {
                 op,
-                detail: format!("operand {i} is {} {}; kernels write f32", t.desc.dtype, t.desc.shape),
+                detail: format!(
+                    "operand {i} is {} {}; kernels do not write ids",
+                    t.desc.dtype, t.desc.shape
+                ),
             });
         }
         if !t.desc.rows_are_whole_blocks() {
@@ -148,17 +166,18 @@ pub(crate) fn with_views<R>(
     let mut views = Vec::with_capacity(tensors.len());
     for ((t, access), range) in tensors.iter().zip(&ranges) {
         let n = t.desc.numel();
-        // SAFETY (all four arms): `range` lies inside the buffer's allocation (checked
+        // SAFETY (all five arms): `range` lies inside the buffer's allocation (checked
         // above); the allocation is 64-aligned and, for f32/i32, `range.start` is a multiple
-        // of 4, so the pointer is aligned for f32/i32 (bytes need no alignment; only f32 is
-        // written); the bytes are initialised (zero-filled at birth)
+        // of 4, so the pointer is aligned for f32/i32 (bytes need no alignment; ids are
+        // never written); the bytes are initialised (zero-filled at birth)
         // and every bit pattern is a valid f32/i32/u8; the borrows taken above keep every
         // other thread off these bytes (off written ones entirely), and within this call a written range overlaps no other range, so
         // no `&mut` aliases another reference. The slices live only inside `f`, while
         // `borrows` is held.
         let p = unsafe { t.buffer.base().add(range.start) };
         views.push(match (access, t.desc.dtype) {
-            (Access::Write, _) => View::F32Mut(unsafe { std::slice::from_raw_parts_mut(p as *mut f32, n) }),
+            (Access::Write, DType::F32) => View::F32Mut(unsafe { std::slice::from_raw_parts_mut(p as *mut f32, n) }),
+            (Access::Write, _) => View::BytesMut(unsafe { std::slice::from_raw_parts_mut(p, range.len()) }),
             (Access::Read, DType::I32) => View::I32(unsafe { std::slice::from_raw_parts(p as *const i32, n) }),
             (Access::Read, DType::F32) => View::F32(unsafe { std::slice::from_raw_parts(p as *const f32, n) }),
             (Access::Read, _) => View::Bytes(unsafe { std::slice::from_raw_parts(p as *const u8, range.len()) }),

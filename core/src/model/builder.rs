@@ -5,7 +5,8 @@
 //!
 //! One graph shape serves training and generation: with `kv_cache` set, each layer
 //! appends its new keys/values to caller-owned cache buffers (inputs named
-//! `cache.{l}.k` / `cache.{l}.v`, shape `[B, capacity, kv_width]`) at the per-sequence
+//! `cache.{l}.k` / `cache.{l}.v`, shape `[B, capacity, kv_width]`, of the spec's
+//! [`KvCacheTypes`]: f32, f16, bf16 or GGML Q8_0/Q4_0 blocks) at the per-sequence
 //! positions of the `past [B]` i32 input, and attends over them. The positions are data,
 //! not part of the graph, so a decode graph and its plan are built once per
 //! `(batch, capacity)` and reused at every step.
@@ -25,6 +26,7 @@ use alloc::vec::Vec;
 use crate::error::GraphError;
 use crate::graph::{Graph, NodeId};
 use crate::model::config::{ConfigError, ModelConfig, ParamSpec};
+use crate::model::kv_cache::{KvCacheTypes, KvCacheWidthError};
 use crate::tensor::{DType, TensorDesc};
 
 /// Name of the token-id input (`[B, T]` i32).
@@ -34,11 +36,23 @@ pub const INPUT_IDS: &str = "input_ids";
 /// number of tokens already in sequence `b`'s cache rows, where its new tokens go.
 pub const PAST: &str = "past";
 
-/// KV-cache geometry for generation graphs.
+/// KV-cache geometry and element types for generation graphs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvCacheSpec {
     /// Rows each cache buffer holds per sequence.
     pub capacity: usize,
+    /// What the cached keys and values are stored as.
+    pub types: KvCacheTypes,
+}
+
+impl KvCacheSpec {
+    /// An f32 cache of `capacity` rows per sequence.
+    pub fn f32(capacity: usize) -> KvCacheSpec {
+        KvCacheSpec {
+            capacity,
+            types: KvCacheTypes::F32,
+        }
+    }
 }
 
 /// Which positions get logits.
@@ -100,6 +114,8 @@ pub enum BuildError {
     Config(ConfigError),
     /// The graph could not be built (bad geometry, or an op combination not supported).
     Graph(GraphError),
+    /// A quantized KV cache type on a model whose cache rows are not whole blocks.
+    KvCache(KvCacheWidthError),
 }
 
 impl core::fmt::Display for BuildError {
@@ -107,6 +123,7 @@ impl core::fmt::Display for BuildError {
         match self {
             BuildError::Config(e) => e.fmt(f),
             BuildError::Graph(e) => e.fmt(f),
+            BuildError::KvCache(e) => e.fmt(f),
         }
     }
 }
@@ -117,6 +134,12 @@ impl std::error::Error for BuildError {}
 impl From<GraphError> for BuildError {
     fn from(e: GraphError) -> Self {
         BuildError::Graph(e)
+    }
+}
+
+impl From<KvCacheWidthError> for BuildError {
+    fn from(e: KvCacheWidthError) -> Self {
+        BuildError::KvCache(e)
     }
 }
 
@@ -196,8 +219,12 @@ impl ParamTable {
     }
 }
 
-/// Checks the batch/sequence/cache geometry of `opts` against the model's positions.
+/// Checks the batch/sequence/cache geometry of `opts` against the model's positions, and
+/// that a quantized cache type can store the model's cache rows.
 pub fn check_geometry(cfg: &ModelConfig, opts: &BuildOptions) -> Result<(), BuildError> {
+    if let Some(kv) = opts.kv_cache {
+        kv.types.bytes_per_token_per_layer(cfg.kv_heads() * cfg.head_dim())?;
+    }
     let (b, t) = (opts.batch, opts.seq);
     let capacity = opts.kv_cache.map_or(t, |kv| kv.capacity);
     if t > capacity || b == 0 || t == 0 {

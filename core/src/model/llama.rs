@@ -200,9 +200,9 @@ fn self_attention(
         (Some(kv), Some(past)) => {
             let q = g.rope_at(q, rope(nh), past)?;
             let k = g.rope_at(k, rope(nkv), past)?;
-            let desc = TensorDesc::f32(&[opts.batch, kv.capacity, nkv * hd]);
-            let kc = g.input(&format!("cache.{l}.k"), desc)?;
-            let vc = g.input(&format!("cache.{l}.v"), desc)?;
+            let dims = [opts.batch, kv.capacity, nkv * hd];
+            let kc = g.input(&format!("cache.{l}.k"), TensorDesc::new(kv.types.k.dtype(), &dims))?;
+            let vc = g.input(&format!("cache.{l}.v"), TensorDesc::new(kv.types.v.dtype(), &dims))?;
             let k_all = g.kv_write_at(kc, k, past)?;
             let v_all = g.kv_write_at(vc, v, past)?;
             (g.attention_at(q, k_all, v_all, spec, past)?, Some((kc, vc)))

@@ -5,6 +5,7 @@
 pub mod builder;
 pub mod config;
 pub mod family;
+pub mod kv_cache;
 pub mod llama;
 pub mod qwen2;
 
@@ -14,3 +15,4 @@ pub use builder::{
 };
 pub use config::{Architecture, ConfigError, ModelConfig, ParamSpec};
 pub use family::Family;
+pub use kv_cache::{KvCacheType, KvCacheTypes, KvCacheWidthError, UnknownKvCacheType};

@@ -64,6 +64,7 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         context: Some(context),
         max_batch: most,
         max_queue: most,
+        ..ServiceOptions::default()
     };
     let threads = device.threads;
     let model_cfg = cfg.clone();

@@ -9,7 +9,9 @@ use r1_core::backend::Backend;
 use r1_core::sampling::{Rng, SamplingParams};
 
 use crate::chat::{RenderOptions, template_for_model};
+use crate::cli::cache_types::CacheTypeArgs;
 use crate::device::{BackendJob, DeviceArgs, with_backend};
+use crate::engine::kv_cache::KvCache;
 use crate::engine::{Completion, Detokenizer, Engine, GenerationConfig};
 use crate::model::Model;
 
@@ -49,6 +51,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    cache: CacheTypeArgs,
+    #[command(flatten)]
     device: DeviceArgs,
 }
 
@@ -73,6 +77,12 @@ impl BackendJob for GenerateArgs {
                 model.config.num_params().saturating_mul(4)
             );
         }
+        let types = self.cache.types();
+        let per_token = KvCache::<B>::bytes_per_token_for(&model.config, types)?;
+        eprintln!(
+            "kv cache: {types}: {per_token} bytes per token ({} layers)",
+            model.config.num_hidden_layers
+        );
         let prompt = if self.chat {
             let template = template_for_model(&self.model, model.text_tokenizer()?, &model.config)?;
             let message = serde_json::json!({"role": "user", "content": self.prompt});
@@ -114,7 +124,7 @@ fn sample<B: Backend>(
         },
         stop: args.stop.clone(),
     };
-    let mut engine = Engine::new(model.config.clone());
+    let mut engine = Engine::with_cache_types(model.config.clone(), args.cache.types());
     let mut rng = Rng::new(args.seed);
     let stream = !args.json && args.n == 1;
     let mut shown = 0usize;

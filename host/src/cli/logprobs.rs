@@ -1,13 +1,21 @@
 //! `r1host logprobs --model DIR --tokens 1,2,3`: the log-prob of each next token under a
 //! model, as JSON — a perplexity tool, and a way to check parity from outside. Token ids
 //! need no tokenizer, so this runs on any model directory; `--text` needs one.
+//!
+//! With the default f32 cache types the full-sequence graph scores the tokens (no cache
+//! at all); with `--cache-type-k` / `--cache-type-v` other than f32 the tokens are read
+//! through a KV cache of those types (`engine::score`), as a generation would read them,
+//! so the log-probs show what the cache's rounding costs.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use r1_core::backend::Backend;
+use r1_core::model::KvCacheTypes;
 
+use crate::cli::cache_types::CacheTypeArgs;
 use crate::device::{BackendJob, DeviceArgs, with_backend};
+use crate::engine::score::cached_token_logprobs;
 use crate::model::Model;
 use crate::train::lm_graph::{Feed, LmGraph, Objective};
 
@@ -22,6 +30,8 @@ pub struct LogprobsArgs {
     /// Text to tokenize with the model's tokenizer instead of ids.
     #[arg(long)]
     text: Option<String>,
+    #[command(flatten)]
+    cache: CacheTypeArgs,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -44,14 +54,19 @@ impl BackendJob for LogprobsArgs {
             (None, Some(text)) => model.encode(&text)?,
             (None, None) => bail!("give --tokens or --text"),
         };
-        let out = token_logprobs(backend, &model, tokens)?;
+        let out = token_logprobs(backend, &model, tokens, self.cache.types())?;
         crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
         Ok(())
     }
 }
 
 /// `log p(tokens[i+1] | tokens[..=i])` for each position, their sum and the perplexity.
-fn token_logprobs<B: Backend>(backend: &B, model: &Model<B>, tokens: Vec<u32>) -> anyhow::Result<serde_json::Value> {
+fn token_logprobs<B: Backend>(
+    backend: &B,
+    model: &Model<B>,
+    tokens: Vec<u32>,
+    cache_types: KvCacheTypes,
+) -> anyhow::Result<serde_json::Value> {
     if tokens.len() < 2 {
         bail!("need at least two tokens (the first is context only)");
     }
@@ -66,30 +81,40 @@ fn token_logprobs<B: Backend>(backend: &B, model: &Model<B>, tokens: Vec<u32>) -
             model.config.max_position_embeddings
         );
     }
-    let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-    let n = ids.len() - 1;
-    let mut graph = LmGraph::with_types(
-        backend,
-        &model.config,
-        &model.params.weight_types(),
-        1,
-        n,
-        Objective::TokenLogProbs { temperature: 1.0 },
-    )?;
-    let (logp, _) = graph.forward(
-        backend,
-        &model.params,
-        &Feed {
+    let n = tokens.len() - 1;
+    let logp = if cache_types == KvCacheTypes::F32 {
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let mut graph = LmGraph::with_types(
+            backend,
+            &model.config,
+            &model.params.weight_types(),
+            1,
+            n,
+            Objective::TokenLogProbs { temperature: 1.0 },
+        )?;
+        let feed = Feed {
             ids: &ids[..n],
             targets: &ids[1..],
             weights: None,
-        },
-    )?;
+        };
+        graph.forward(backend, &model.params, &feed)?.0
+    } else {
+        cached_token_logprobs(
+            backend,
+            &model.config,
+            &model.params,
+            cache_types,
+            &tokens[..n],
+            &tokens[1..],
+        )?
+    };
     if let Some(i) = logp.iter().position(|v| !v.is_finite()) {
         bail!("the model gave a non-finite log-prob (NaN or infinity) at position {i}");
     }
     let sum: f64 = logp.iter().map(|&v| v as f64).sum();
     Ok(serde_json::json!({
+        "cache_type_k": cache_types.k,
+        "cache_type_v": cache_types.v,
         "tokens": tokens,
         "logprobs": logp,
         "sum_logprob": sum,

@@ -3,6 +3,7 @@
 pub mod bench;
 mod bench_decode;
 mod bench_serve;
+pub mod cache_types;
 pub mod export;
 pub mod generate;
 pub mod logprobs;

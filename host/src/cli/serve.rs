@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::cli::cache_types::CacheTypeArgs;
 use crate::device::DeviceArgs;
 use crate::engine::service::{EngineService, ServiceOptions};
 use crate::plugin::{HostConfig, PluginConfig};
@@ -32,9 +33,11 @@ pub struct ServeArgs {
     /// Required as `Authorization: Bearer <key>` on every endpoint but /health.
     #[arg(long, env = "R1_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// KV-cache memory per model, MiB.
+    /// KV-cache memory per model, MiB (counted in bytes of the cache types below).
     #[arg(long, default_value_t = 512)]
     pub kv_cache_mib: usize,
+    #[command(flatten)]
+    pub cache: CacheTypeArgs,
     /// Context (prompt + completion) per sequence; default and cap: the model's.
     #[arg(long)]
     pub ctx: Option<usize>,
@@ -111,6 +114,7 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
         context: args.ctx,
         max_batch: args.max_batch,
         max_queue: args.max_queue,
+        cache_types: args.cache.types(),
     };
     let device = args.device.clone();
     let loader: ModelLoader = Arc::new(move |path: &Path, name: &str| {
@@ -119,7 +123,11 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     });
     let registry = ModelRegistry::new(Some(loader.clone()));
     for (path, name) in &models {
-        eprintln!("loading {name} from {}", path.display());
+        eprintln!(
+            "loading {name} from {} (kv cache: {})",
+            path.display(),
+            args.cache.types()
+        );
         let loader = loader.clone();
         let (path, owned) = (path.clone(), name.clone());
         let generator = tokio::task::spawn_blocking(move || loader(&path, &owned)).await??;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use r1_core::backend::Backend;
 use r1_core::exec::Executor;
-use r1_core::model::ModelConfig;
+use r1_core::model::{KvCacheTypes, ModelConfig};
 use r1_core::sampling::{Rng, Sampler, SamplingParams, top_logprobs};
 
 use super::kv_cache::KvCache;
@@ -102,14 +102,21 @@ pub struct Batch<B: Backend> {
 }
 
 impl<B: Backend> Batch<B> {
-    /// A batch of at most `slots` sequences of `capacity` positions each.
-    pub fn new(backend: &B, cfg: &ModelConfig, slots: usize, capacity: usize) -> Result<Self, EngineError> {
+    /// A batch of at most `slots` sequences of `capacity` positions each, keys and values
+    /// cached as `cache_types` says.
+    pub fn new(
+        backend: &B,
+        cfg: &ModelConfig,
+        slots: usize,
+        capacity: usize,
+        cache_types: KvCacheTypes,
+    ) -> Result<Self, EngineError> {
         Ok(Batch {
             cfg: cfg.clone(),
             slots,
             capacity,
-            cache: KvCache::new(backend, cfg, slots, capacity)?,
-            plans: StepPlans::default(),
+            cache: KvCache::new(backend, cfg, slots, capacity, cache_types)?,
+            plans: StepPlans::new(cache_types),
             executor: Executor::new(),
             sampler: Sampler::new(),
             feed: None,

@@ -1,11 +1,14 @@
 //! The KV cache: per layer, one key and one value buffer of `[batch, capacity,
-//! kv_heads·head_dim]` on the backend, of the cache's element type. Decode graphs append
-//! to it in place (`KvWrite` at each sequence's `past` position) and attend over each
-//! sequence's first `past + T` rows.
+//! kv_heads·head_dim]` on the backend, each of its own element type (`KvCacheTypes`:
+//! f32, f16, bf16, Q8_0, Q4_0 — llama.cpp's `--cache-type-k` / `--cache-type-v`). Decode
+//! graphs append to it in place (`KvWrite` at each sequence's `past` position, quantizing
+//! each new row to the cache's type) and attend over each sequence's first `past + T` rows.
 
 use r1_core::backend::{Backend, BackendError, TensorRef};
-use r1_core::model::ModelConfig;
+use r1_core::model::{BuildError, KvCacheType, KvCacheTypes, ModelConfig};
 use r1_core::{DType, TensorDesc};
+
+use super::EngineError;
 
 /// Key/value buffers for every layer.
 pub struct KvCache<B: Backend> {
@@ -15,43 +18,64 @@ pub struct KvCache<B: Backend> {
     pub capacity: usize,
     /// `kv_heads · head_dim`.
     pub width: usize,
-    /// Element type of the cached keys and values.
-    pub dtype: DType,
+    /// Element types of the cached keys and values.
+    pub types: KvCacheTypes,
     /// `(keys, values)` per layer.
     pub layers: Vec<(B::Buffer, B::Buffer)>,
 }
 
+/// One side of the cache: keys or values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Keys,
+    Values,
+}
+
 impl<B: Backend> KvCache<B> {
-    /// An f32 cache of `batch` sequences × `capacity` positions for every layer of `cfg`.
-    pub fn new(backend: &B, cfg: &ModelConfig, batch: usize, capacity: usize) -> Result<Self, BackendError> {
+    /// A cache of `batch` sequences × `capacity` positions for every layer of `cfg`, keys
+    /// and values stored as `types` says. A quantized type needs rows
+    /// (`kv_heads · head_dim`) of whole 32-value blocks.
+    pub fn new(
+        backend: &B,
+        cfg: &ModelConfig,
+        batch: usize,
+        capacity: usize,
+        types: KvCacheTypes,
+    ) -> Result<Self, EngineError> {
         let width = cfg.kv_heads() * cfg.head_dim();
-        let dtype = DType::F32;
-        let desc = TensorDesc::new(dtype, &[batch, capacity, width]);
-        let bytes = desc
-            .checked_bytes()
-            .ok_or(BackendError::OutOfMemory { bytes: usize::MAX })?;
+        types.bytes_per_token_per_layer(width).map_err(BuildError::from)?;
+        let bytes = |ty: KvCacheType| {
+            TensorDesc::new(ty.dtype(), &[batch, capacity, width])
+                .checked_bytes()
+                .ok_or(BackendError::OutOfMemory { bytes: usize::MAX })
+        };
+        let (kb, vb) = (bytes(types.k)?, bytes(types.v)?);
         let layers = (0..cfg.num_hidden_layers)
-            .map(|_| Ok((backend.alloc(bytes)?, backend.alloc(bytes)?)))
+            .map(|_| Ok((backend.alloc(kb)?, backend.alloc(vb)?)))
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(KvCache {
             batch,
             capacity,
             width,
-            dtype,
+            types,
             layers,
         })
     }
 
-    /// Bytes one cached token of a `dtype` cache for `cfg` takes over all layers, keys
-    /// and values (before any cache exists: the server sizes its rows with it).
-    pub fn bytes_per_token_for(cfg: &ModelConfig, dtype: DType) -> usize {
-        let width = cfg.kv_heads() * cfg.head_dim();
-        per_token(cfg.num_hidden_layers, dtype, width)
+    /// Bytes one cached token of a cache of `types` for `cfg` takes over all layers, keys
+    /// and values (before any cache exists: the server sizes its rows with it). An error
+    /// when a quantized type cannot store the model's rows.
+    pub fn bytes_per_token_for(cfg: &ModelConfig, types: KvCacheTypes) -> Result<usize, BuildError> {
+        let per_layer = types.bytes_per_token_per_layer(cfg.kv_heads() * cfg.head_dim())?;
+        Ok(per_layer.saturating_mul(cfg.num_hidden_layers))
     }
 
     /// Bytes one cached token takes over all layers, keys and values.
     pub fn bytes_per_token(&self) -> usize {
-        per_token(self.layers.len(), self.dtype, self.width)
+        let side = |ty: KvCacheType| TensorDesc::new(ty.dtype(), &[self.width]).bytes();
+        self.layers
+            .len()
+            .saturating_mul(side(self.types.k).saturating_add(side(self.types.v)))
     }
 
     /// Whether this cache can serve `batch` rows of `capacity` positions.
@@ -59,9 +83,16 @@ impl<B: Backend> KvCache<B> {
         self.batch == batch && self.capacity >= capacity
     }
 
+    fn dtype(&self, side: Side) -> DType {
+        match side {
+            Side::Keys => self.types.k.dtype(),
+            Side::Values => self.types.v.dtype(),
+        }
+    }
+
     /// Bytes of one row (sequence) of one layer's keys or values.
-    pub fn row_bytes(&self) -> usize {
-        TensorDesc::new(self.dtype, &[self.capacity, self.width]).bytes()
+    pub fn row_bytes(&self, side: Side) -> usize {
+        TensorDesc::new(self.dtype(side), &[self.capacity, self.width]).bytes()
     }
 
     /// Copies the first `len` positions of row `src` into each of `dst` in every layer:
@@ -74,10 +105,22 @@ impl<B: Backend> KvCache<B> {
         dst: impl Iterator<Item = usize> + Clone,
         len: usize,
     ) -> Result<(), BackendError> {
-        let row_bytes = self.row_bytes();
-        let desc = TensorDesc::new(self.dtype, &[len * self.width]);
         for (k, v) in &self.layers {
-            for buf in [k, v] {
+            for (buf, side) in [(k, Side::Keys), (v, Side::Values)] {
+                let row_bytes = self.row_bytes(side);
+                let desc = TensorDesc::new(self.dtype(side), &[len * self.width]);
+                if desc.dtype != DType::F32 {
+                    copy_bytes(
+                        backend,
+                        buf,
+                        src * row_bytes,
+                        dst.clone().map(|r| r * row_bytes),
+                        desc.bytes(),
+                    )?;
+                    continue;
+                }
+                // f32 rows go through `axpby` (1·x + 0·y) as they always have, so the
+                // default cache computes what it did before typed caches existed.
                 let from = TensorRef {
                     buffer: buf,
                     offset: src * row_bytes,
@@ -97,7 +140,20 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
-/// Keys and values of `layers` layers, `width` elements each, per token.
-fn per_token(layers: usize, dtype: DType, width: usize) -> usize {
-    2 * layers * TensorDesc::new(dtype, &[width]).bytes()
+/// Copies `bytes` bytes at `src` of `buf` to each of `dst` through the host (the
+/// `Backend` trait has no device-side copy of raw bytes; typed rows are copied once per
+/// prompt's extra completion, not per token).
+fn copy_bytes<B: Backend>(
+    backend: &B,
+    buf: &B::Buffer,
+    src: usize,
+    dst: impl Iterator<Item = usize>,
+    bytes: usize,
+) -> Result<(), BackendError> {
+    let mut row = vec![0u8; bytes];
+    backend.download(buf, src, &mut row)?;
+    for at in dst {
+        backend.upload(buf, at, &row)?;
+    }
+    Ok(())
 }

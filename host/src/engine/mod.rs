@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod kv_cache;
 mod scheduler;
+pub mod score;
 pub mod service;
 pub mod step_plan;
 pub mod text;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use r1_core::GraphError;
 use r1_core::backend::{Backend, BackendError};
-use r1_core::model::{BuildError, ModelConfig};
+use r1_core::model::{BuildError, KvCacheTypes, ModelConfig};
 use r1_core::reasoning::split_reasoning;
 use r1_core::sampling::{Rng, SamplingParams};
 
@@ -117,19 +118,34 @@ pub trait Detokenizer {
 /// sampler), re-made only when a call needs more rows or positions.
 pub struct Engine<B: Backend> {
     cfg: ModelConfig,
+    cache_types: KvCacheTypes,
     batch: Option<Batch<B>>,
     /// Graphs built by batches this engine dropped.
     plans_dropped: usize,
 }
 
 impl<B: Backend> Engine<B> {
-    /// An engine for models of `cfg` (weights are passed to each call).
+    /// An engine for models of `cfg` (weights are passed to each call), with an f32 KV
+    /// cache.
     pub fn new(cfg: ModelConfig) -> Self {
+        Engine::with_cache_types(cfg, KvCacheTypes::F32)
+    }
+
+    /// An engine whose KV cache stores keys and values as `cache_types` says (llama.cpp's
+    /// `--cache-type-k` / `--cache-type-v`). A quantized type the model's cache rows
+    /// cannot hold is refused by the first `generate`.
+    pub fn with_cache_types(cfg: ModelConfig, cache_types: KvCacheTypes) -> Self {
         Engine {
             cfg,
+            cache_types,
             batch: None,
             plans_dropped: 0,
         }
+    }
+
+    /// What the KV cache stores keys and values as.
+    pub fn cache_types(&self) -> KvCacheTypes {
+        self.cache_types
     }
 
     /// The model config this engine generates for.
@@ -194,7 +210,7 @@ impl<B: Backend> Engine<B> {
         if self.batch.as_ref().is_none_or(|b| !b.fits(n, capacity)) {
             self.plans_dropped += self.batch.as_ref().map_or(0, Batch::plans_built);
             self.batch = None;
-            self.batch = Some(Batch::new(backend, &self.cfg, n, capacity)?);
+            self.batch = Some(Batch::new(backend, &self.cfg, n, capacity, self.cache_types)?);
         }
         let batch = self
             .batch

@@ -5,13 +5,15 @@
 //! time, so a long prompt delays the running streams by one prefill.
 //!
 //! Memory: the KV cache has `slots` rows of `context` positions; `slots` is what the
-//! budget (`--kv-cache-mib`) allows, capped by `max_batch`.
+//! budget (`--kv-cache-mib`) allows, counted in bytes of the cache's types
+//! (`--cache-type-k` / `--cache-type-v`), capped by `max_batch`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 
 use r1_core::backend::Backend;
+use r1_core::model::KvCacheTypes;
 use r1_core::sampling::Rng;
 use tokio::sync::mpsc as tmpsc;
 
@@ -25,6 +27,7 @@ use crate::model::Model;
 #[derive(Clone, Debug)]
 pub(crate) struct SchedulerOptions {
     pub kv_cache_bytes: usize,
+    pub cache_types: KvCacheTypes,
     pub context: Option<usize>,
     pub max_batch: usize,
 }
@@ -47,10 +50,11 @@ pub(crate) struct Scheduler<B: Backend> {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SchedulerError {
     #[error(
-        "--kv-cache-mib {mib} holds {fits} sequence(s) of {context} positions ({per_token} bytes per token); at least 1 is needed: raise it to {need} or lower --ctx"
+        "--kv-cache-mib {mib} holds {fits} sequence(s) of {context} positions ({per_token} bytes per token, {types}); at least 1 is needed: raise it to {need}, lower --ctx or choose smaller --cache-type-k/--cache-type-v"
     )]
     Budget {
         mib: usize,
+        types: KvCacheTypes,
         fits: usize,
         context: usize,
         per_token: usize,
@@ -72,12 +76,13 @@ impl<B: Backend> Scheduler<B> {
         let context = opts.context.unwrap_or(max_pos).clamp(2, max_pos.max(2));
         // Positions per row, rounded to the plan bucket step (never past the model's).
         let capacity = context.next_multiple_of(CAPACITY_STEP).min(max_pos.max(2));
-        let per_token = KvCache::<B>::bytes_per_token_for(cfg, r1_core::DType::F32);
+        let per_token = KvCache::<B>::bytes_per_token_for(cfg, opts.cache_types).map_err(EngineError::from)?;
         let per_seq = per_token.saturating_mul(capacity).max(1);
         let fits = opts.kv_cache_bytes / per_seq;
         if fits == 0 {
             return Err(SchedulerError::Budget {
                 mib: opts.kv_cache_bytes >> 20,
+                types: opts.cache_types,
                 fits,
                 context: capacity,
                 per_token,
@@ -85,7 +90,7 @@ impl<B: Backend> Scheduler<B> {
             });
         }
         let slots = fits.min(opts.max_batch).max(1);
-        let batch = Batch::new(backend, cfg, slots, capacity)?;
+        let batch = Batch::new(backend, cfg, slots, capacity, opts.cache_types)?;
         stats.kv_tokens_total.store(slots * capacity, Ordering::Relaxed);
         stats.kv_bytes_per_token.store(per_token, Ordering::Relaxed);
         Ok(Scheduler {

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use r1_core::backend::Backend;
-use r1_core::model::ModelConfig;
+use r1_core::model::{KvCacheTypes, ModelConfig};
 use r1_core::sampling::SamplingParams;
 use tokio::sync::mpsc as tmpsc;
 
@@ -121,6 +121,8 @@ pub struct ServiceOptions {
     pub max_batch: usize,
     /// Requests waiting for room beyond those running; past that, `QueueFull`.
     pub max_queue: usize,
+    /// What the KV cache stores keys and values as; the budget counts their bytes.
+    pub cache_types: KvCacheTypes,
 }
 
 impl Default for ServiceOptions {
@@ -130,6 +132,7 @@ impl Default for ServiceOptions {
             context: None,
             max_batch: 32,
             max_queue: 64,
+            cache_types: KvCacheTypes::F32,
         }
     }
 }
@@ -269,6 +272,7 @@ impl EngineService {
         let thread_stats = stats.clone();
         let sched_opts = SchedulerOptions {
             kv_cache_bytes: opts.kv_cache_mib.saturating_mul(1 << 20),
+            cache_types: opts.cache_types,
             context: opts.context,
             max_batch: opts.max_batch.max(1),
         };

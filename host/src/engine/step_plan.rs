@@ -5,11 +5,13 @@
 
 use r1_core::backend::{Backend, BackendError, i32_bytes};
 use r1_core::exec::{Bindings, Executor};
-use r1_core::model::{BuildOptions, CausalLm, KvCacheSpec, LogitsFor, ModelConfig, build_causal_lm_typed};
+use r1_core::model::{
+    BuildOptions, CausalLm, KvCacheSpec, KvCacheTypes, LogitsFor, ModelConfig, build_causal_lm_typed,
+};
 use r1_core::{Graph, GraphError, Plan, TensorDesc};
 
 use super::EngineError;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, Side};
 use crate::weights::ParamBuffer;
 
 /// Step plans kept at once: decode plans for each batch size continuous batching passes
@@ -83,7 +85,10 @@ impl PlannedStep {
         cache: &KvCache<B>,
         first_row: usize,
     ) -> Result<Vec<f32>, GraphError> {
-        let offset = first_row * cache.row_bytes();
+        let (k_offset, v_offset) = (
+            first_row * cache.row_bytes(Side::Keys),
+            first_row * cache.row_bytes(Side::Values),
+        );
         let mut b = Bindings::new(&self.graph);
         params.bind(&self.lm, &mut b)?;
         b.bind(self.lm.input_ids, &feed.buffer, 0)?;
@@ -92,23 +97,33 @@ impl PlannedStep {
         }
         for (l, &(kc, vc)) in self.lm.caches.iter().enumerate() {
             let (kbuf, vbuf) = cache.layers.get(l).ok_or(GraphError::UnknownNode(kc.0))?;
-            b.bind(kc, kbuf, offset)?;
-            b.bind(vc, vbuf, offset)?;
+            b.bind(kc, kbuf, k_offset)?;
+            b.bind(vc, vbuf, v_offset)?;
         }
         executor.run(backend, &self.graph, &self.plan, &b)?;
         executor.read_f32(backend, &self.graph, &self.plan, &b, self.lm.logits)
     }
 }
 
-/// The kept step plans.
-#[derive(Default)]
+/// The kept step plans, all over caches of one pair of element types.
 pub struct StepPlans {
     plans: Vec<PlannedStep>,
     clock: u64,
     built: usize,
+    cache_types: KvCacheTypes,
 }
 
 impl StepPlans {
+    /// No plans yet; every plan will read and write caches of `cache_types`.
+    pub fn new(cache_types: KvCacheTypes) -> StepPlans {
+        StepPlans {
+            plans: Vec::new(),
+            clock: 0,
+            built: 0,
+            cache_types,
+        }
+    }
+
     /// Graphs built so far.
     pub fn built(&self) -> usize {
         self.built
@@ -130,7 +145,7 @@ impl StepPlans {
         let i = match self.plans.iter().position(|p| p.key == key) {
             Some(i) => i,
             None => {
-                let step = Self::build(backend, cfg, params, key)?;
+                let step = Self::build(backend, cfg, params, key, self.cache_types)?;
                 if self.plans.len() >= MAX_PLANS
                     && let Some(oldest) = (0..self.plans.len()).min_by_key(|&i| self.plans[i].last_used)
                 {
@@ -151,13 +166,14 @@ impl StepPlans {
         cfg: &ModelConfig,
         params: &ParamBuffer<B>,
         key: (usize, usize, usize),
+        types: KvCacheTypes,
     ) -> Result<PlannedStep, EngineError> {
         let (batch, seq, capacity) = key;
         let mut graph = Graph::new();
         let opts = BuildOptions {
             batch,
             seq,
-            kv_cache: Some(KvCacheSpec { capacity }),
+            kv_cache: Some(KvCacheSpec { capacity, types }),
             logits: LogitsFor::Last,
         };
         let lm = build_causal_lm_typed(&mut graph, cfg, &opts, &params.weight_types())?;

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use r1_core::backend::Backend;
 use r1_core::grpo::{Advantages, GrpoConfig, LossInputs, LossType, policy_loss};
-use r1_core::model::ModelConfig;
+use r1_core::model::{KvCacheType, KvCacheTypes, ModelConfig};
 use r1_core::reward::{Reward, RewardError, Sample, Score};
 use r1_core::sampling::{Rng, SamplingParams};
 use rayon::prelude::*;
@@ -58,6 +58,12 @@ pub struct GrpoTrainConfig {
     /// Extra generation rounds dynamic sampling may spend per step.
     pub max_resample_rounds: usize,
     pub on_reward_error: OnRewardError,
+    /// What the rollouts' KV cache stores keys as (llama.cpp's `--cache-type-k` names:
+    /// f32, f16, bf16, q8_0, q4_0). Only sampling reads the cache: the loss, old-policy
+    /// and reference log-probs are computed in f32 by the training graph.
+    pub cache_type_k: KvCacheType,
+    /// What the rollouts' KV cache stores values as.
+    pub cache_type_v: KvCacheType,
     /// Optimizer steps of this stage.
     pub max_steps: usize,
     pub seed: u64,
@@ -85,6 +91,8 @@ impl Default for GrpoTrainConfig {
             dynamic_sampling: false,
             max_resample_rounds: 3,
             on_reward_error: OnRewardError::Fail,
+            cache_type_k: KvCacheType::F32,
+            cache_type_v: KvCacheType::F32,
             max_steps: 100,
             seed: 42,
         }
@@ -92,6 +100,14 @@ impl Default for GrpoTrainConfig {
 }
 
 impl GrpoTrainConfig {
+    /// The rollouts' KV cache types.
+    pub fn cache_types(&self) -> KvCacheTypes {
+        KvCacheTypes {
+            k: self.cache_type_k,
+            v: self.cache_type_v,
+        }
+    }
+
     pub fn steps_per_generation(&self) -> usize {
         self.steps_per_generation.unwrap_or(self.gradient_accumulation_steps)
     }
@@ -335,7 +351,7 @@ impl<B: Backend> GrpoTrainer<B> {
         };
         Ok(GrpoTrainer {
             failures: rewards.iter().map(|_| RewardFailures::default()).collect(),
-            engine: Engine::new(model.clone()),
+            engine: Engine::with_cache_types(model.clone(), config.cache_types()),
             graphs: HashMap::new(),
             config,
             model,

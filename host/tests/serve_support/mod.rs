@@ -59,6 +59,7 @@ pub fn small_options() -> ServiceOptions {
         context: None,
         max_batch: 16,
         max_queue: 64,
+        ..ServiceOptions::default()
     }
 }
 
