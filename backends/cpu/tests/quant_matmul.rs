@@ -77,7 +77,8 @@ fn check_bits(ty: GgmlType, w: &[u8], lead: &[usize], m: usize, n: usize, k: usi
 #[test]
 fn q8_0_q4_0_and_q5_0_equal_core_vec_dot_bit_for_bit_at_every_level() {
     // One block, a few, exactly the eight-block step of the SIMD sums, and past it with
-    // tails; N not a multiple of any vector width; M = 1, 3, 17.
+    // tails; N not a multiple of any vector width; M = 1, 3, 17 (17: four rows at a time
+    // in the prefill path, then one).
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
         for (i, &blocks) in [1usize, 3, 8, 9, 17, 28].iter().enumerate() {
             let k = 32 * blocks;
@@ -123,13 +124,17 @@ fn weights_with_any_quant_byte_equal_core_vec_dot() {
             *q = 0x80;
         }
     }
-    check_bits(GgmlType::Q8_0, &w, &[], 3, n, k, 10);
+    for m in [3, 6] {
+        check_bits(GgmlType::Q8_0, &w, &[], m, n, k, 10);
+    }
     let mut w4 = Vec::new();
     for _ in 0..n * k / 32 {
         w4.extend(float::f32_to_f16(rng.uniform() * 0.01).to_le_bytes());
         w4.extend((0..16).map(|_| rng.below(256) as u8));
     }
-    check_bits(GgmlType::Q4_0, &w4, &[], 3, n, k, 11);
+    for m in [3, 6] {
+        check_bits(GgmlType::Q4_0, &w4, &[], m, n, k, 11);
+    }
     // Q5_0: any high bits and nibbles, every fourth block at level 31 throughout.
     let mut w5 = Vec::new();
     for b in 0..n * k / 32 {
@@ -142,7 +147,9 @@ fn weights_with_any_quant_byte_equal_core_vec_dot() {
             }
         }));
     }
-    check_bits(GgmlType::Q5_0, &w5, &[], 3, n, k, 14);
+    for m in [3, 6] {
+        check_bits(GgmlType::Q5_0, &w5, &[], m, n, k, 14);
+    }
     // K-quants from raw bytes: every packed scale, min and level pattern.
     let (n, k) = (5, 512);
     let mut q4k = Vec::new();

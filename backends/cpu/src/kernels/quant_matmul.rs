@@ -188,6 +188,10 @@ fn q8_weight(ty: GgmlType) -> Option<Q8Weight> {
     }
 }
 
+/// Activation rows [`IntIsa::dot8_rows`] takes at once (from this many rows on, a group's
+/// weight levels are decoded once for all of them).
+const ROWS_AT_ONCE: usize = 4;
+
 /// Output elements whose f32 sums run side by side: each is one dependent chain of adds
 /// (ggml's order), so independent chains hide the add latency.
 const CHAINS: usize = 4;
@@ -213,38 +217,70 @@ fn q8_tile(
     let nb = k / QK;
     let rows = dst.len() / cols;
     let block_bytes = kind.block_bytes();
-    // Every weight block's scale as f32, once per tile (gathered, then widened with F16C
-    // where the CPU has it: exact either way).
-    let mut halves = Vec::with_capacity(2 * cols * nb);
-    for row in w.chunks_exact(row_bytes.max(1)).take(cols) {
-        for block in row.chunks_exact(block_bytes) {
-            halves.extend_from_slice(&block[..2]);
-        }
-    }
-    let mut dw = vec![0.0f32; cols * nb];
-    half::f16_to_f32_row(isa, &halves, &mut dw);
     // Groups of eight weight rows, rows in SIMD lanes (`IntIsa::dot8_q8`); the rest (and
     // everything on the scalar set) pair by pair below.
     let simd_cols = if int.has_dot8() { cols / 8 * 8 } else { 0 };
     let mut dw8 = vec![0.0f32; 8 * nb];
+    let mut lv = if rows >= ROWS_AT_ONCE && int.has_dot8_rows() {
+        vec![0u8; 256 * nb]
+    } else {
+        Vec::new()
+    };
     for j0 in (0..simd_cols).step_by(8) {
-        for (b, d8) in dw8.chunks_exact_mut(8).enumerate() {
-            for (i, x) in d8.iter_mut().enumerate() {
-                *x = dw[(j0 + i) * nb + b];
+        let w8 = &w[j0 * row_bytes..(j0 + 8) * row_bytes];
+        // The bytes two groups on: eight rows side by side are more streams than the
+        // hardware prefetcher follows well (decode measured 1.3-1.5× faster with this,
+        // two groups ahead a little better than one, four worse).
+        let ahead = if j0 == 0 { 8..24 } else { j0 + 16..j0 + 24 };
+        if ahead.start < simd_cols {
+            crate::simd::prefetch(&w[ahead.start * row_bytes..ahead.end.min(simd_cols) * row_bytes]);
+        }
+        if !int.scales8(kind, w8, row_bytes, &mut dw8) {
+            break;
+        }
+        // Several activation rows (prefill): the group's levels decoded once, interleaved,
+        // and dotted with four rows at a time.
+        let mut r = 0;
+        if rows >= ROWS_AT_ONCE && int.interleave8(kind, w8, row_bytes, &mut lv) {
+            let at = |r: usize| (&qs[r * k..], &sum[r * nb..], &d[r * nb..]);
+            let mut out4 = [[0.0f32; 8]; ROWS_AT_ONCE];
+            while r + ROWS_AT_ONCE <= rows {
+                let (qa, sa, da) = at(r);
+                int.dot8_rows(kind, &lv, &dw8, qa, sa, da, &mut out4);
+                for (i, o) in out4.iter().enumerate() {
+                    dst[(r + i) * cols + j0..(r + i) * cols + j0 + 8].copy_from_slice(o);
+                }
+                r += ROWS_AT_ONCE;
+            }
+            let mut out1 = [[0.0f32; 8]; 1];
+            while r < rows {
+                let (qa, sa, da) = at(r);
+                int.dot8_rows(kind, &lv, &dw8, qa, sa, da, &mut out1);
+                dst[r * cols + j0..r * cols + j0 + 8].copy_from_slice(&out1[0]);
+                r += 1;
             }
         }
-        let wr: [&[u8]; 8] = std::array::from_fn(|i| &w[(j0 + i) * row_bytes..(j0 + i + 1) * row_bytes]);
-        for r in 0..rows {
+        for r in r..rows {
             let (qa, sa, da) = (
                 &qs[r * k..(r + 1) * k],
                 &sum[r * nb..(r + 1) * nb],
                 &d[r * nb..(r + 1) * nb],
             );
-            if let Some(out) = int.dot8_q8(kind, wr, qa, sa, &dw8, da) {
+            if let Some(out) = int.dot8_q8(kind, w8, row_bytes, qa, sa, &dw8, da) {
                 dst[r * cols + j0..r * cols + j0 + 8].copy_from_slice(&out);
             }
         }
     }
+    // The remaining rows' scales as f32 (`dw[j·nb + b]` for row `simd_cols + j`; widened
+    // with F16C where the CPU has it, exact either way).
+    let mut halves = Vec::with_capacity(2 * (cols - simd_cols) * nb);
+    for row in w.chunks_exact(row_bytes.max(1)).take(cols).skip(simd_cols) {
+        for block in row.chunks_exact(block_bytes).take(nb) {
+            halves.extend_from_slice(&block[..2]);
+        }
+    }
+    let mut dw = vec![0.0f32; halves.len() / 2];
+    half::f16_to_f32_row(isa, &halves, &mut dw);
     let mut sumi = vec![0i32; CHAINS * nb];
     let pairs = (cols - simd_cols) * rows;
     let mut p0 = 0;
@@ -260,7 +296,10 @@ fn q8_tile(
         let mut acc = [0.0f32; CHAINS];
         let scales: [(&[f32], &[f32]); CHAINS] = std::array::from_fn(|i| {
             let (j, r) = pair(i.min(g - 1));
-            (&dw[j * nb..(j + 1) * nb], &d[r * nb..(r + 1) * nb])
+            (
+                &dw[(j - simd_cols) * nb..(j - simd_cols + 1) * nb],
+                &d[r * nb..(r + 1) * nb],
+            )
         });
         for b in 0..nb {
             for (i, a) in acc.iter_mut().enumerate().take(g) {

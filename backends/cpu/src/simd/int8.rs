@@ -577,22 +577,51 @@ fn q6_k_avx2(w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
 }
 
 impl IntIsa {
-    /// Whether [`IntIsa::dot8_q8`] has a SIMD path (the scalar set uses per-pair sums).
+    /// Whether [`IntIsa::dot8_q8`] has a SIMD path (the scalar set uses per-pair sums; the
+    /// SIMD sets widen the rows' f16 scales with F16C, which every AVX2 CPU has).
     pub(crate) fn has_dot8(self) -> bool {
-        !matches!(self, IntIsa::Scalar)
+        match self {
+            IntIsa::Scalar => false,
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => is_x86_feature_detected!("f16c"),
+        }
     }
 
-    /// Eight outputs at once: `kind` weight rows `w[i]` with one Q8_0 activation row
-    /// (quants `a`, block sums `asum`, scales `da`; `nb = da.len()` blocks), each finished
-    /// in f32 exactly as `quant::vec_dot` does it. The rows sit in the eight lanes: per
-    /// block, the integer sums of the eight rows come out of one reduction as one vector,
-    /// and each lane takes the scalar code's f32 steps in its order (Q8_0 and Q5_0
-    /// `acc + s·(d_w·d_a)`, Q4_0 `acc + (s·d_w)·d_a`; multiply then add, never fused).
-    /// `dw` holds the rows' scales block-major: `dw[8b + i]`. `None` on the scalar set.
+    /// The f16 scales of the first `nb` blocks of eight consecutive `kind` weight rows `w`
+    /// (`row_bytes` each), widened to f32 block-major (`dw[8b + i]`): per block one gather
+    /// of the eight rows' scales and one F16C conversion. `false` (nothing written) where
+    /// [`IntIsa::has_dot8`] is false.
+    pub(crate) fn scales8(self, kind: Q8Weight, w: &[u8], row_bytes: usize, dw: &mut [f32]) -> bool {
+        let nb = dw.len() / 8;
+        assert!(
+            row_bytes >= nb * kind.block_bytes() && i32::try_from(8 * row_bytes).is_ok() && w.len() >= 8 * row_bytes
+        );
+        if !self.has_dot8() {
+            return false;
+        }
+        // SAFETY: an AVX2 or VNNI token proves avx2, f16c was detected (`has_dot8`); every
+        // gathered four bytes lie inside a block (lengths checked above).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            scales8_avx2(w, row_bytes, kind.block_bytes(), dw)
+        };
+        true
+    }
+
+    /// Eight outputs at once: eight consecutive `kind` weight rows `w` (`row_bytes` each)
+    /// with one Q8_0 activation row (quants `a`, block sums `asum`, scales `da`;
+    /// `nb = da.len()` blocks), each finished in f32 exactly as `quant::vec_dot` does it.
+    /// The rows sit in the eight lanes: per block, the integer sums of the eight rows come
+    /// out of one reduction as one vector, and each lane takes the scalar code's f32 steps
+    /// in its order (Q8_0 and Q5_0 `acc + s·(d_w·d_a)`, Q4_0 `acc + (s·d_w)·d_a`;
+    /// multiply then add, never fused). `dw` holds the rows' scales block-major
+    /// ([`IntIsa::scales8`]). `None` where [`IntIsa::has_dot8`] is false.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn dot8_q8(
         self,
         kind: Q8Weight,
-        w: [&[u8]; 8],
+        w: &[u8],
+        row_bytes: usize,
         a: &[i8],
         asum: &[i32],
         dw: &[f32],
@@ -600,24 +629,219 @@ impl IntIsa {
     ) -> Option<[f32; 8]> {
         let nb = da.len();
         assert!(
-            w.iter().all(|r| r.len() >= nb * kind.block_bytes())
+            row_bytes >= nb * kind.block_bytes()
+                && w.len() >= 8 * row_bytes
                 && a.len() >= nb * BLOCK
                 && asum.len() >= nb
                 && dw.len() >= 8 * nb
         );
+        if !self.has_dot8() {
+            return None;
+        }
         match self {
             IntIsa::Scalar => None,
             // SAFETY: the token proves avx2; lengths checked above.
             #[cfg(target_arch = "x86_64")]
-            IntIsa::Avx2(_) => Some(unsafe { dot8_avx2(kind, w, a, asum, dw, da) }),
+            IntIsa::Avx2(_) => Some(unsafe { dot8_avx2(kind, w, row_bytes, a, asum, dw, da) }),
             // SAFETY: the token proves avx512f/bw/vl/vnni (and avx2); lengths checked.
             #[cfg(target_arch = "x86_64")]
-            IntIsa::Vnni(_) => Some(unsafe { dot8_vnni(kind, w, a, asum, dw, da) }),
+            IntIsa::Vnni(_) => Some(unsafe { dot8_vnni(kind, w, row_bytes, a, asum, dw, da) }),
         }
     }
 }
 
-/// The f32 step of [`IntIsa::dot8_q8`] for one block: eight exact integer sums `s`.
+impl IntIsa {
+    /// Whether [`IntIsa::interleave8`] and [`IntIsa::dot8_rows`] have a path here (VNNI:
+    /// `dpbusd` takes u8 levels up to 255 without saturating, which Q8_0's offset needs).
+    pub(crate) fn has_dot8_rows(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let IntIsa::Vnni(_) = self {
+            return true;
+        }
+        false
+    }
+
+    /// The levels of the first `nb` blocks of eight consecutive `kind` weight rows `w`
+    /// (`row_bytes` each) as u8 (Q8_0: `x + 128`; Q4_0, Q5_0: the unsigned level),
+    /// interleaved for [`IntIsa::dot8_rows`]: `lv[256b + 32c + 4i + e]` is row `i`'s level
+    /// of element `32b + 4c + e` (four elements of each row per 32-bit lane). `false`
+    /// (nothing written) where [`IntIsa::has_dot8_rows`] is false.
+    pub(crate) fn interleave8(self, kind: Q8Weight, w: &[u8], row_bytes: usize, lv: &mut [u8]) -> bool {
+        let nb = lv.len() / 256;
+        assert!(row_bytes >= nb * kind.block_bytes() && w.len() >= 8 * row_bytes);
+        match self {
+            // SAFETY: the token proves avx512f/bw/vl/vnni and avx2; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => {
+                unsafe { interleave8_vnni(kind, w, row_bytes, lv) };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Eight weight rows (interleaved levels `lv` of `nb` blocks, [`IntIsa::interleave8`];
+    /// scales `dw` block-major, [`IntIsa::scales8`]) times `R` Q8_0 activation rows
+    /// (quants `a` rows of `32·nb`, block sums `asum` and scales `da` rows of `nb`), into
+    /// `out[8r + i]`: the same numbers as [`IntIsa::dot8_q8`] (the exact integer block
+    /// sums, here with no reduction: each lane is one row, its four-element products
+    /// accumulated by `dpbusd` against a broadcast of the activations; then the same f32
+    /// steps). The weights' levels are decoded once for all `R` rows (prefill). `false`
+    /// where [`IntIsa::has_dot8_rows`] is false.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dot8_rows<const R: usize>(
+        self,
+        kind: Q8Weight,
+        lv: &[u8],
+        dw: &[f32],
+        a: &[i8],
+        asum: &[i32],
+        da: &[f32],
+        out: &mut [[f32; 8]; R],
+    ) -> bool {
+        let nb = lv.len() / 256;
+        assert!(dw.len() >= 8 * nb && a.len() >= R * BLOCK * nb && asum.len() >= R * nb && da.len() >= R * nb);
+        match self {
+            // SAFETY: the token proves avx512f/bw/vl/vnni and avx2; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => {
+                *out = unsafe {
+                    match kind {
+                        Q8Weight::Q8_0 => dot8_rows_vnni::<R, true>(lv, 128, dw, a, asum, da),
+                        Q8Weight::Q4_0 => dot8_rows_vnni::<R, false>(lv, 8, dw, a, asum, da),
+                        Q8Weight::Q5_0 => dot8_rows_vnni::<R, true>(lv, 16, dw, a, asum, da),
+                    }
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// [`IntIsa::interleave8`] with AVX-512 BW/VL: per block, the eight rows' 32 levels (one
+/// vector per row, each of eight 4-level lanes), then the 8×8 transpose of those lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
+fn interleave8_vnni(kind: Q8Weight, w: &[u8], row_bytes: usize, lv: &mut [u8]) {
+    let bytes = kind.block_bytes();
+    for (b, dst) in lv.as_chunks_mut::<256>().0.iter_mut().enumerate() {
+        let v: [__m256i; 8] = std::array::from_fn(|i| {
+            // SAFETY: block b of row i lies inside `w` (caller checked); its bytes after
+            // the scale are 32 (Q8_0), 16 (Q4_0) or 20 (Q5_0), what each reader takes.
+            let p = w[i * row_bytes + b * bytes + 2..].as_ptr();
+            unsafe {
+                match kind {
+                    Q8Weight::Q8_0 => {
+                        _mm256_xor_si256(_mm256_loadu_si256(p as *const __m256i), _mm256_set1_epi8(0x80u8 as i8))
+                    }
+                    Q8Weight::Q4_0 => nibbles_avx2(p),
+                    Q8Weight::Q5_0 => q5_levels_vnni(p),
+                }
+            }
+        });
+        // t: row pairs' lanes interleaved; u: row quads'; the 128-bit halves then hold
+        // lane c (low) and c + 4 (high) of four rows each.
+        let t = [
+            _mm256_unpacklo_epi32(v[0], v[1]),
+            _mm256_unpackhi_epi32(v[0], v[1]),
+            _mm256_unpacklo_epi32(v[2], v[3]),
+            _mm256_unpackhi_epi32(v[2], v[3]),
+            _mm256_unpacklo_epi32(v[4], v[5]),
+            _mm256_unpackhi_epi32(v[4], v[5]),
+            _mm256_unpacklo_epi32(v[6], v[7]),
+            _mm256_unpackhi_epi32(v[6], v[7]),
+        ];
+        let u = [
+            _mm256_unpacklo_epi64(t[0], t[2]),
+            _mm256_unpackhi_epi64(t[0], t[2]),
+            _mm256_unpacklo_epi64(t[1], t[3]),
+            _mm256_unpackhi_epi64(t[1], t[3]),
+            _mm256_unpacklo_epi64(t[4], t[6]),
+            _mm256_unpackhi_epi64(t[4], t[6]),
+            _mm256_unpacklo_epi64(t[5], t[7]),
+            _mm256_unpackhi_epi64(t[5], t[7]),
+        ];
+        for c in 0..4 {
+            let lo = _mm256_permute2x128_si256::<0x20>(u[c], u[c + 4]);
+            let hi = _mm256_permute2x128_si256::<0x31>(u[c], u[c + 4]);
+            // SAFETY: 32 bytes at 32c and 32(c + 4) of the 256-byte chunk.
+            unsafe {
+                _mm256_storeu_si256(dst[32 * c..].as_mut_ptr() as *mut __m256i, lo);
+                _mm256_storeu_si256(dst[32 * (c + 4)..].as_mut_ptr() as *mut __m256i, hi);
+            }
+        }
+    }
+}
+
+/// [`IntIsa::dot8_rows`] with VNNI: per block the eight interleaved level vectors are
+/// loaded once; each activation row takes eight `dpbusd` against broadcasts of its four
+/// quants per lane, on two accumulators (independent chains), then `bias · Σa` off and
+/// `finish8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
+fn dot8_rows_vnni<const R: usize, const SCALES_FIRST: bool>(
+    lv: &[u8],
+    bias: i32,
+    dw: &[f32],
+    a: &[i8],
+    asum: &[i32],
+    da: &[f32],
+) -> [[f32; 8]; R] {
+    let nb = lv.len() / 256;
+    let mut acc = [_mm256_setzero_ps(); R];
+    for (b, l) in lv.as_chunks::<256>().0.iter().enumerate() {
+        // SAFETY (loads): 32 bytes at 32c of the 256-byte chunk; four bytes at 4c of row
+        // r's block b (`a` holds R rows of 32·nb, caller checked).
+        let wv: [__m256i; 8] =
+            std::array::from_fn(|c| unsafe { _mm256_loadu_si256(l[32 * c..].as_ptr() as *const __m256i) });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let ap = a[(r * nb + b) * BLOCK..].as_ptr();
+            let y = |c: usize| unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(ap.add(4 * c) as *const i32)) };
+            let mut s0 = _mm256_setzero_si256();
+            let mut s1 = _mm256_setzero_si256();
+            for c in (0..8).step_by(2) {
+                s0 = _mm256_dpbusd_epi32(s0, wv[c], y(c));
+                s1 = _mm256_dpbusd_epi32(s1, wv[c + 1], y(c + 1));
+            }
+            let s = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(bias * asum[r * nb + b]));
+            *acc = finish8::<SCALES_FIRST>(*acc, s, &dw[8 * b..], da[r * nb + b]);
+        }
+    }
+    let mut out = [[0.0f32; 8]; R];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        // SAFETY: eight f32 fit `o`.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
+    }
+    out
+}
+
+/// [`IntIsa::scales8`] on x86: per block, the eight rows' scales by one gather of four
+/// bytes per row (the scale and the block's next two bytes), the low halves packed, then
+/// F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+fn scales8_avx2(w: &[u8], row_bytes: usize, block_bytes: usize, dw: &mut [f32]) {
+    // Row offsets (the caller checked 8·row_bytes fits i32).
+    let rows = _mm256_mullo_epi32(
+        _mm256_set1_epi32(row_bytes as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    // Bytes 0, 1 of each i32 to the low eight bytes of each 128-bit half.
+    let pick = _mm256_set_epi64x(-1, 0x0d0c_0908_0504_0100, -1, 0x0d0c_0908_0504_0100);
+    for (b, d) in dw.as_chunks_mut::<8>().0.iter_mut().enumerate() {
+        // SAFETY: row i's block b starts at i·row_bytes + b·block_bytes, four bytes of it
+        // are in bounds (caller); the store writes eight f32 into `d`.
+        unsafe {
+            let g = _mm256_i32gather_epi32::<1>(w.as_ptr().wrapping_add(b * block_bytes) as *const i32, rows);
+            let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(g, pick));
+            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(_mm256_castsi256_si128(packed)));
+        }
+    }
+}
+
+/// The f32 step of [`IntIsa::dot8_q8`] for one block: eight exact integer sums `s`, the
+/// eight rows' scales `dw[..8]`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn finish8<const SCALES_FIRST: bool>(acc: __m256, s: __m256i, dw: &[f32], da: f32) -> __m256 {
@@ -639,14 +863,15 @@ fn finish8<const SCALES_FIRST: bool>(acc: __m256, s: __m256i, dw: &[f32], da: f3
 #[inline(always)]
 fn dot8_body<const SCALES_FIRST: bool>(
     bytes: usize,
-    w: [&[u8]; 8],
+    w: &[u8],
+    row_bytes: usize,
     a: &[i8],
     dw: &[f32],
     da: &[f32],
     block: impl Fn(*const u8, __m256i) -> __m256i,
     correct: impl Fn(usize, __m256i) -> __m256i,
 ) -> [f32; 8] {
-    let wp = w.map(|r| r.as_ptr());
+    let wp: [*const u8; 8] = std::array::from_fn(|i| w[i * row_bytes..].as_ptr());
     let mut acc = unsafe { _mm256_setzero_ps() };
     for (b, &da) in da.iter().enumerate() {
         let y = unsafe { _mm256_loadu_si256(a[b * BLOCK..(b + 1) * BLOCK].as_ptr() as *const __m256i) };
@@ -660,7 +885,7 @@ fn dot8_body<const SCALES_FIRST: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dot8_avx2(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
+fn dot8_avx2(kind: Q8Weight, w: &[u8], row_bytes: usize, a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
     let ones = _mm256_set1_epi16(1);
     let unsigned = |levels: __m256i, y: __m256i| _mm256_madd_epi16(_mm256_maddubs_epi16(levels, y), ones);
     let bytes = kind.block_bytes();
@@ -668,6 +893,7 @@ fn dot8_avx2(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
         Q8Weight::Q8_0 => dot8_body::<true>(
             bytes,
             w,
+            row_bytes,
             a,
             dw,
             da,
@@ -683,6 +909,7 @@ fn dot8_avx2(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
         Q8Weight::Q4_0 => dot8_body::<false>(
             bytes,
             w,
+            row_bytes,
             a,
             dw,
             da,
@@ -692,6 +919,7 @@ fn dot8_avx2(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
         Q8Weight::Q5_0 => dot8_body::<true>(
             bytes,
             w,
+            row_bytes,
             a,
             dw,
             da,
@@ -703,7 +931,8 @@ fn dot8_avx2(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
-fn dot8_vnni(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
+#[allow(clippy::too_many_arguments)]
+fn dot8_vnni(kind: Q8Weight, w: &[u8], row_bytes: usize, a: &[i8], asum: &[i32], dw: &[f32], da: &[f32]) -> [f32; 8] {
     let dpbusd = |levels: __m256i, y: __m256i| _mm256_dpbusd_epi32(_mm256_setzero_si256(), levels, y);
     let bytes = kind.block_bytes();
     match kind {
@@ -711,6 +940,7 @@ fn dot8_vnni(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
         Q8Weight::Q8_0 => dot8_body::<true>(
             bytes,
             w,
+            row_bytes,
             a,
             dw,
             da,
@@ -723,6 +953,7 @@ fn dot8_vnni(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
         Q8Weight::Q4_0 => dot8_body::<false>(
             bytes,
             w,
+            row_bytes,
             a,
             dw,
             da,
@@ -732,6 +963,7 @@ fn dot8_vnni(kind: Q8Weight, w: [&[u8]; 8], a: &[i8], asum: &[i32], dw: &[f32], 
         Q8Weight::Q5_0 => dot8_body::<true>(
             bytes,
             w,
+            row_bytes,
             a,
             dw,
             da,

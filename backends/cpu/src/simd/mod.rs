@@ -179,3 +179,19 @@ fn run_avx2<T: SimdTask>(s: Avx2, task: T) -> T::Output {
 fn run_avx512<T: SimdTask>(s: Avx512, task: T) -> T::Output {
     task.run(s)
 }
+
+/// Asks the CPU to bring `bytes` into its L2 cache ahead of use (a hint: one `prefetcht1`
+/// per 64-byte line, nothing on other architectures; measured on quantized decode, L2
+/// beat L1 (`t0`), whose fill buffers the kernel's own loads need). For weights read in an order the
+/// hardware prefetcher does not follow well, such as eight rows side by side.
+#[inline]
+pub(crate) fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: `prefetcht0` is a hint that never faults (SSE, part of x86_64's
+        // baseline); the address is inside `bytes`.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(line.as_ptr() as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
