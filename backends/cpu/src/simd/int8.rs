@@ -861,6 +861,7 @@ fn finish8<const SCALES_FIRST: bool>(acc: __m256, s: __m256i, dw: &[f32], da: f3
 /// scale), reduced to one vector of their sums, corrected, then scaled in f32.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn dot8_body<const SCALES_FIRST: bool>(
     bytes: usize,
     w: &[u8],
