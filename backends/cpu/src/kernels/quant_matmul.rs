@@ -21,11 +21,11 @@
 //! decode step) uses every core; each output element is computed alone, so the result
 //! does not depend on the thread count or the tiling.
 
-use r1_core::quant::{self, GgmlType, QK_K, q4_k, q6_k, q8_0, q8_k};
+use r1_core::quant::{self, GgmlType, QK_K, q8_0};
 use r1_core::{BackendError, DType, Shape};
 
 use super::{Ctx, size_error};
-use crate::simd::int8::{IntIsa, Q4_K_BYTES, Q6_K_BYTES, Q8_K_BYTES, Q8Weight};
+use crate::simd::int8::{self, IntIsa, Q4kMeta, Q8_K_BYTES, Q8Weight};
 use crate::simd::{Isa, Simd, SimdTask, half, math};
 
 /// Elements per Q8_0 block (also Q4_0's and Q5_0's).
@@ -101,8 +101,8 @@ pub(crate) fn matmul(
                 q8_tile(ctx.isa, kind, w, row_bytes, k, qs, d, sum, cols, dst);
                 Ok(())
             }
-            Activations::Q8K(bytes) => {
-                kq_tile(IntIsa::for_isa(ctx.isa), ty, w, row_bytes, k, bytes, cols, dst);
+            Activations::Q8K { bytes, pairs } => {
+                kq_tile(IntIsa::for_isa(ctx.isa), ty, w, row_bytes, k, bytes, pairs, cols, dst);
                 Ok(())
             }
             Activations::F32 => {
@@ -142,8 +142,9 @@ pub(crate) fn matmul(
 enum Activations {
     /// Q8_0, unpacked: the quants (`rows·K`), each block's scale as f32 and its quant sum.
     Q8_0 { qs: Vec<i8>, d: Vec<f32>, sum: Vec<i32> },
-    /// Q8_K rows as bytes (what `quant::vec_dot` takes).
-    Q8K(Vec<u8>),
+    /// Q8_K rows as bytes (what `quant::vec_dot` takes), and each block's quants in the
+    /// order the K-quant lanes take them (`int8::pair_classes`).
+    Q8K { bytes: Vec<u8>, pairs: Vec<[i8; 256]> },
     /// f32, used as given.
     F32,
 }
@@ -165,7 +166,8 @@ impl Activations {
             all.extend(q.map_err(|e| size_error("matmul", e))?);
         }
         if act != GgmlType::Q8_0 {
-            return Ok(Activations::Q8K(all));
+            let pairs = all.as_chunks::<Q8_K_BYTES>().0.iter().map(int8::pair_classes).collect();
+            return Ok(Activations::Q8K { bytes: all, pairs });
         }
         let blocks = all.as_chunks::<{ q8_0::BLOCK_BYTES }>().0;
         let qs = blocks.iter().flat_map(|b| b[2..].iter().map(|&q| q as i8)).collect();
@@ -326,8 +328,19 @@ fn q8_tile(
 /// `dst [rows, cols]`: per block the integer lanes of [`IntIsa`], then `quant::vec_dot`'s
 /// f32 steps in its order.
 #[allow(clippy::too_many_arguments)]
-fn kq_tile(int: IntIsa, ty: GgmlType, w: &[u8], row_bytes: usize, k: usize, act: &[u8], cols: usize, dst: &mut [f32]) {
-    let act_row = k / QK_K * Q8_K_BYTES;
+fn kq_tile(
+    int: IntIsa,
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    k: usize,
+    act: &[u8],
+    pairs: &[[i8; 256]],
+    cols: usize,
+    dst: &mut [f32],
+) {
+    let nb = k / QK_K;
+    let act_row = nb * Q8_K_BYTES;
     let rows = dst.len() / cols;
     let mut meta = Vec::with_capacity(k / QK_K);
     for j in 0..cols {
@@ -339,73 +352,14 @@ fn kq_tile(int: IntIsa, ty: GgmlType, w: &[u8], row_bytes: usize, k: usize, act:
         }
         for r in 0..rows {
             let ar = act[r * act_row..(r + 1) * act_row].as_chunks().0;
+            let pr = &pairs[r * nb..(r + 1) * nb];
             dst[r * cols + j] = if ty == GgmlType::Q4_K {
-                q4_k_dot(int, wr.as_chunks().0, &meta, ar)
+                int.q4_k_row(wr.as_chunks().0, &meta, ar, pr)
             } else {
-                q6_k_dot(int, wr.as_chunks().0, ar)
+                int.q6_k_row(wr.as_chunks().0, ar, pr)
             };
         }
     }
-}
-
-/// A Q4_K block's unpacked scales: the eight 6-bit scales and mins, `d` and `dmin`.
-struct Q4kMeta {
-    sc: [u8; 8],
-    m: [u8; 8],
-    d: f32,
-    dmin: f32,
-}
-
-impl Q4kMeta {
-    fn of(x: &[u8; Q4_K_BYTES]) -> Q4kMeta {
-        let sm: [(u8, u8); 8] = std::array::from_fn(|j| q4_k::scale_min(x, j));
-        let (d, dmin) = q4_k::super_scales(x);
-        Q4kMeta {
-            sc: sm.map(|s| s.0),
-            m: sm.map(|s| s.1),
-            d,
-            dmin,
-        }
-    }
-}
-
-/// `q4_k::vec_dot` with the integer lanes from `int` (`meta`: the blocks' scales).
-fn q4_k_dot(int: IntIsa, w: &[[u8; Q4_K_BYTES]], meta: &[Q4kMeta], a: &[[u8; Q8_K_BYTES]]) -> f32 {
-    let mut sums = [0.0f32; 8];
-    let mut sumf = 0.0f32;
-    for ((x, mt), y) in w.iter().zip(meta).zip(a) {
-        let lanes = int.q4_k_lanes(x, y, &mt.sc);
-        let summs: i32 = (0..16)
-            .map(|g| i32::from(q8_k::bsum(y, g)) * i32::from(mt.m[g / 2]))
-            .sum();
-        let da = q8_k::scale(y);
-        let d = mt.d * da;
-        for (s, &lane) in sums.iter_mut().zip(&lanes) {
-            *s += d * lane as f32;
-        }
-        sumf -= mt.dmin * da * summs as f32;
-    }
-    for s in sums {
-        sumf += s;
-    }
-    sumf
-}
-
-/// `q6_k::vec_dot` with the integer lanes from `int`.
-fn q6_k_dot(int: IntIsa, w: &[[u8; Q6_K_BYTES]], a: &[[u8; Q8_K_BYTES]]) -> f32 {
-    let mut sums = [0.0f32; 8];
-    for (x, y) in w.iter().zip(a) {
-        let lanes = int.q6_k_lanes(x, y);
-        let d = q6_k::super_scale(x) * q8_k::scale(y);
-        for (s, &lane) in sums.iter_mut().zip(&lanes) {
-            *s += d * lane as f32;
-        }
-    }
-    let mut sumf = 0.0f32;
-    for s in sums {
-        sumf += s;
-    }
-    sumf
 }
 
 /// f16 / bf16 weight rows, converted to f32 one at a time, dotted with each f32 row.

@@ -428,11 +428,29 @@ pub(crate) const Q4_K_BYTES: usize = 144;
 pub(crate) const Q6_K_BYTES: usize = 210;
 pub(crate) const Q8_K_BYTES: usize = 292;
 
+/// The order [`pair_classes`] puts each 16 activation quants in: positions `p` and
+/// `p + 8` (one class mod 8) side by side, so `maddubs`, which adds neighbours, adds
+/// within a class.
+const PAIRS: [usize; 16] = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15];
+
+/// A Q8_K block's 256 quants reordered for the K-quant lanes: every 16 in [`PAIRS`]
+/// order (`out[16g + i] = a[16g + PAIRS[i]]`). Made once per activation row.
+pub(crate) fn pair_classes(a: &[u8; Q8_K_BYTES]) -> [i8; 256] {
+    std::array::from_fn(|i| a[4 + (i & !15) + PAIRS[i & 15]] as i8)
+}
+
 impl IntIsa {
     /// The eight i32 lanes of ggml's `ggml_vec_dot_q4_K_q8_K` for one block pair: lane `l`
     /// is `Σ sc[i / 32] · level_i · a_i` over elements `i ≡ l (mod 8)`, `sc` the block's
-    /// eight 6-bit scales. Exact on every set (the AVX-512 level uses the AVX2 code).
-    pub(crate) fn q4_k_lanes(self, w: &[u8; Q4_K_BYTES], a: &[u8; Q8_K_BYTES], sc: &[u8; 8]) -> [i32; 8] {
+    /// eight 6-bit scales; `pairs` is `a`'s quants by [`pair_classes`]. Exact on every set
+    /// (the AVX-512 level uses the AVX2 code).
+    pub(crate) fn q4_k_lanes(
+        self,
+        w: &[u8; Q4_K_BYTES],
+        a: &[u8; Q8_K_BYTES],
+        pairs: &[i8; 256],
+        sc: &[u8; 8],
+    ) -> [i32; 8] {
         match self {
             IntIsa::Scalar => {
                 let mut lanes = [0i32; 8];
@@ -444,13 +462,14 @@ impl IntIsa {
             }
             // SAFETY: an AVX2 or VNNI token proves avx2; the blocks are whole arrays.
             #[cfg(target_arch = "x86_64")]
-            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q4_k_avx2(w, a, sc) },
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q4_k_avx2(w, pairs, sc) },
         }
     }
 
     /// The eight i32 lanes of ggml's `ggml_vec_dot_q6_K_q8_K` for one block pair: lane `l`
-    /// is `Σ scales[i / 16] · (level_i − 32) · a_i` over elements `i ≡ l (mod 8)`.
-    pub(crate) fn q6_k_lanes(self, w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
+    /// is `Σ scales[i / 16] · (level_i − 32) · a_i` over elements `i ≡ l (mod 8)`; `pairs`
+    /// is `a`'s quants by [`pair_classes`].
+    pub(crate) fn q6_k_lanes(self, w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES], pairs: &[i8; 256]) -> [i32; 8] {
         match self {
             IntIsa::Scalar => {
                 use r1_core::quant::q6_k;
@@ -463,77 +482,230 @@ impl IntIsa {
             }
             // SAFETY: as in `q4_k_lanes`.
             #[cfg(target_arch = "x86_64")]
-            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q6_k_avx2(w, a) },
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q6_k_avx2(w, pairs) },
         }
     }
 }
 
-/// Eight i32 lanes holding, per class `l`, `Σ level·act` over the 16 elements of `lv`
-/// and `ac` (i16 each, element `p` in position `p`) whose position is `≡ l (mod 8)`:
-/// products in i16 (`|level·act| ≤ 32·127`), widened, positions `l` and `l + 8` added.
-/// No `madd`/`maddubs`: they add neighbours, which belong to different classes.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn classes16(p: __m256i) -> __m256i {
-    unsafe {
-        _mm256_add_epi32(
-            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p)),
-            _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(p)),
-        )
+/// A Q4_K block's unpacked scales: the eight 6-bit scales and mins, `d` and `dmin`.
+pub(crate) struct Q4kMeta {
+    pub(crate) sc: [u8; 8],
+    pub(crate) m: [u8; 8],
+    pub(crate) d: f32,
+    pub(crate) dmin: f32,
+}
+
+impl Q4kMeta {
+    pub(crate) fn of(x: &[u8; Q4_K_BYTES]) -> Q4kMeta {
+        use r1_core::quant::q4_k;
+        let sm: [(u8, u8); 8] = std::array::from_fn(|j| q4_k::scale_min(x, j));
+        let (d, dmin) = q4_k::super_scales(x);
+        Q4kMeta {
+            sc: sm.map(|s| s.0),
+            m: sm.map(|s| s.1),
+            d,
+            dmin,
+        }
     }
 }
 
-/// `lv · ac` per i16 position for 32 u8 levels and 32 i8 activations, as two vectors of
-/// 16 (elements 0..16 and 16..32), levels first shifted by `−offset`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn products16(lv: __m256i, ac: __m256i, offset: i16) -> (__m256i, __m256i) {
-    unsafe {
-        let o = _mm256_set1_epi16(offset);
-        let l0 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(lv)), o);
-        let l1 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(lv)), o);
-        let a0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(ac));
-        let a1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(ac));
-        (_mm256_mullo_epi16(l0, a0), _mm256_mullo_epi16(l1, a1))
+impl IntIsa {
+    /// `q4_k::vec_dot` of a Q4_K weight row `w` (its blocks' scales `meta`) with a Q8_K
+    /// activation row `a` (`pairs`: its quants by [`pair_classes`]): per block the integer
+    /// lanes, then the scalar code's f32 steps in its order (`sums[l] += d·lane`, the mins
+    /// term off `sumf`, the eight sums added last), the lanes' steps side by side in one
+    /// vector (multiply, then add: never fused).
+    pub(crate) fn q4_k_row(
+        self,
+        w: &[[u8; Q4_K_BYTES]],
+        meta: &[Q4kMeta],
+        a: &[[u8; Q8_K_BYTES]],
+        pairs: &[[i8; 256]],
+    ) -> f32 {
+        match self {
+            // SAFETY: an AVX2 or VNNI token proves avx2.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q4_k_row_avx2(w, meta, a, pairs) },
+            _ => {
+                let mut sums = [0.0f32; 8];
+                let mut sumf = 0.0f32;
+                for (((x, mt), y), p) in w.iter().zip(meta).zip(a).zip(pairs) {
+                    let lanes = self.q4_k_lanes(x, y, p, &mt.sc);
+                    let (d, mins) = q4_k_block_terms(mt, y);
+                    for (s, &lane) in sums.iter_mut().zip(&lanes) {
+                        *s += d * lane as f32;
+                    }
+                    sumf -= mins;
+                }
+                sums.iter().fold(sumf, |acc, s| acc + s)
+            }
+        }
     }
+
+    /// `q6_k::vec_dot` of a Q6_K weight row with a Q8_K activation row, as
+    /// [`IntIsa::q4_k_row`] does it.
+    pub(crate) fn q6_k_row(self, w: &[[u8; Q6_K_BYTES]], a: &[[u8; Q8_K_BYTES]], pairs: &[[i8; 256]]) -> f32 {
+        match self {
+            // SAFETY: an AVX2 or VNNI token proves avx2.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2(_) | IntIsa::Vnni(_) => unsafe { q6_k_row_avx2(w, a, pairs) },
+            _ => {
+                let mut sums = [0.0f32; 8];
+                for ((x, y), p) in w.iter().zip(a).zip(pairs) {
+                    let lanes = self.q6_k_lanes(x, y, p);
+                    let d = r1_core::quant::q6_k::super_scale(x) * r1_core::quant::q8_k::scale(y);
+                    for (s, &lane) in sums.iter_mut().zip(&lanes) {
+                        *s += d * lane as f32;
+                    }
+                }
+                sums.iter().fold(0.0f32, |acc, s| acc + s)
+            }
+        }
+    }
+}
+
+/// A Q4_K block pair's f32 factors in `q4_k::vec_dot`'s order: `d·da` for the lanes and
+/// `dmin·da·Σ bsum·m` for the mins.
+#[inline(always)]
+fn q4_k_block_terms(mt: &Q4kMeta, y: &[u8; Q8_K_BYTES]) -> (f32, f32) {
+    use r1_core::quant::q8_k;
+    let summs: i32 = (0..16)
+        .map(|g| i32::from(q8_k::bsum(y, g)) * i32::from(mt.m[g / 2]))
+        .sum();
+    let da = q8_k::scale(y);
+    (mt.d * da, mt.dmin * da * summs as f32)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn q4_k_avx2(w: &[u8; Q4_K_BYTES], a: &[u8; Q8_K_BYTES], sc: &[u8; 8]) -> [i32; 8] {
-    let mask = _mm256_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_si256();
-    for c in 0..4 {
-        // SAFETY: 32 bytes at 16 + 32c ≤ 112 of 144, and at 4 + 64c (+32) ≤ 228 of 292.
-        let (q, a_lo, a_hi) = unsafe {
-            (
-                _mm256_loadu_si256(w[16 + 32 * c..].as_ptr() as *const __m256i),
-                _mm256_loadu_si256(a[4 + 64 * c..].as_ptr() as *const __m256i),
-                _mm256_loadu_si256(a[36 + 64 * c..].as_ptr() as *const __m256i),
-            )
-        };
-        let lo = _mm256_and_si256(q, mask);
-        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
-        for (lv, ac, j) in [(lo, a_lo, 2 * c), (hi, a_hi, 2 * c + 1)] {
-            // Elements 32j + p and 32j + 16 + p share class p mod 8: add before widening
-            // (|sum| ≤ 2·15·127 fits i16).
-            let (p0, p1) = products16(lv, ac, 0);
-            let s = classes16(_mm256_add_epi16(p0, p1));
-            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(s, _mm256_set1_epi32(i32::from(sc[j]))));
-        }
+fn q4_k_row_avx2(w: &[[u8; Q4_K_BYTES]], meta: &[Q4kMeta], a: &[[u8; Q8_K_BYTES]], pairs: &[[i8; 256]]) -> f32 {
+    let mut sums = _mm256_setzero_ps();
+    let mut sumf = 0.0f32;
+    for (((x, mt), y), p) in w.iter().zip(meta).zip(a).zip(pairs) {
+        let lanes = _mm256_cvtepi32_ps(q4_k_vec(x, p, &mt.sc));
+        let (d, mins) = q4_k_block_terms(mt, y);
+        sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), lanes));
+        sumf -= mins;
     }
+    let mut out = [0.0f32; 8];
+    // SAFETY: eight f32 fit `out`.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
+    out.iter().fold(sumf, |acc, s| acc + s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q6_k_row_avx2(w: &[[u8; Q6_K_BYTES]], a: &[[u8; Q8_K_BYTES]], pairs: &[[i8; 256]]) -> f32 {
+    let mut sums = _mm256_setzero_ps();
+    for ((x, y), p) in w.iter().zip(a).zip(pairs) {
+        let lanes = _mm256_cvtepi32_ps(q6_k_vec(x, p));
+        let d = r1_core::quant::q6_k::super_scale(x) * r1_core::quant::q8_k::scale(y);
+        sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), lanes));
+    }
+    let mut out = [0.0f32; 8];
+    // SAFETY: eight f32 fit `out`.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
+    out.iter().fold(0.0f32, |acc, s| acc + s)
+}
+
+/// Per class `p` of two 16-element groups of 32 u8 levels `lv` (< 128) and their
+/// activations in [`PAIRS`] order `ac`: `level_p·a_p + level_(p+8)·a_(p+8)` as i16 (lane
+/// `p` of each 128-bit half; no saturation: `2·127·127 < 2^15`). The levels take the
+/// activations' order by one byte shuffle.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn class_pairs(lv: __m256i, ac: __m256i) -> __m256i {
+    unsafe {
+        let order = _mm256_setr_epi8(
+            0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+        );
+        _mm256_maddubs_epi16(_mm256_shuffle_epi8(lv, order), ac)
+    }
+}
+
+/// The class sums of two [`class_pairs`] vectors `x`, `y` scaled by `sx`, `sy` (i16 lanes
+/// alternating the two scales, per 128-bit half), exactly in i32: `lo` gets classes 0..4,
+/// `hi` classes 4..8, in each half (halves are summed at the end).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn scaled_classes(x: __m256i, y: __m256i, s: __m256i, lo: &mut __m256i, hi: &mut __m256i) {
+    unsafe {
+        *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x, y), s));
+        *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x, y), s));
+    }
+}
+
+/// The eight class lanes from [`scaled_classes`]' accumulators: each half's classes added.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn class_lanes(lo: __m256i, hi: __m256i) -> __m256i {
+    unsafe {
+        let l = _mm_add_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256::<1>(lo));
+        let h = _mm_add_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256::<1>(hi));
+        _mm256_set_m128i(h, l)
+    }
+}
+
+/// A vector's eight i32 lanes as an array.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lanes_of(v: __m256i) -> [i32; 8] {
     let mut lanes = [0i32; 8];
     // SAFETY: eight i32 fit `lanes`.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, v) };
     lanes
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn q6_k_avx2(w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
+fn q4_k_avx2(w: &[u8; Q4_K_BYTES], pairs: &[i8; 256], sc: &[u8; 8]) -> [i32; 8] {
+    lanes_of(q4_k_vec(w, pairs, sc))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn q6_k_avx2(w: &[u8; Q6_K_BYTES], pairs: &[i8; 256]) -> [i32; 8] {
+    lanes_of(q6_k_vec(w, pairs))
+}
+
+/// [`IntIsa::q4_k_lanes`] as a vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn q4_k_vec(w: &[u8; Q4_K_BYTES], pairs: &[i8; 256], sc: &[u8; 8]) -> __m256i {
+    let mask = _mm256_set1_epi8(0x0F);
+    let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for c in 0..4 {
+        // SAFETY: 32 bytes at 16 + 32c ≤ 112 of 144, and at 64c (+32) ≤ 224 of 256.
+        let (q, a_lo, a_hi) = unsafe {
+            (
+                _mm256_loadu_si256(w[16 + 32 * c..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(pairs[64 * c..].as_ptr() as *const __m256i),
+                _mm256_loadu_si256(pairs[64 * c + 32..].as_ptr() as *const __m256i),
+            )
+        };
+        // Elements 64c..64c+32 (low nibbles, scale 2c) and 64c+32.. (high, scale 2c + 1).
+        let x = class_pairs(_mm256_and_si256(q, mask), a_lo);
+        let y = class_pairs(_mm256_and_si256(_mm256_srli_epi16::<4>(q), mask), a_hi);
+        let s = i32::from(sc[2 * c]) | (i32::from(sc[2 * c + 1]) << 16);
+        scaled_classes(x, y, _mm256_set1_epi32(s), &mut lo, &mut hi);
+    }
+    class_lanes(lo, hi)
+}
+
+/// [`IntIsa::q6_k_lanes`] as a vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn q6_k_vec(w: &[u8; Q6_K_BYTES], pairs: &[i8; 256]) -> __m256i {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x03);
-    let mut acc = _mm256_setzero_si256();
+    let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    // The sixteen i8 scales as i16, and per 16-element group `32·Σ a` of each class pair
+    // (the levels' offset: `(level − 32)·a = level·a − 32·a`).
+    // SAFETY: 16 bytes at 192 of 210.
+    let scales = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(w[192..].as_ptr() as *const __m128i)) };
+    let thirty_two = _mm256_set1_epi8(32);
     for h in 0..2 {
         // SAFETY: 32 bytes at 64h (+32) ≤ 96 and 128 + 32h ≤ 160 of 210.
         let (ql0, ql1, qh) = unsafe {
@@ -558,22 +730,59 @@ fn q6_k_avx2(w: &[u8; Q6_K_BYTES], a: &[u8; Q8_K_BYTES]) -> [i32; 8] {
             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4), high(4)),
             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), high(6)),
         ];
-        for (q, lv) in levels.into_iter().enumerate() {
-            let e = 128 * h + 32 * q;
-            // SAFETY: 32 bytes at 4 + e ≤ 228 of 292.
-            let ac = unsafe { _mm256_loadu_si256(a[4 + e..].as_ptr() as *const __m256i) };
-            // Elements e..e+16 take scale e/16, e+16..e+32 the next one.
-            let (p0, p1) = products16(lv, ac, 32);
-            let s0 = _mm256_set1_epi32(i32::from(w[192 + e / 16] as i8));
-            let s1 = _mm256_set1_epi32(i32::from(w[193 + e / 16] as i8));
-            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(classes16(p0), s0));
-            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(classes16(p1), s1));
+        // Scales 8h..8h+8 in both halves: vector q (elements 128h + 32q..) has groups
+        // 8h + 2q (low half) and 8h + 2q + 1 (high half).
+        let sh = if h == 0 {
+            _mm256_permute4x64_epi64::<0b0100_0100>(scales)
+        } else {
+            _mm256_permute4x64_epi64::<0b1110_1110>(scales)
+        };
+        let m: [__m256i; 4] = std::array::from_fn(|q| {
+            // SAFETY: 32 bytes at 128h + 32q ≤ 224 of 256.
+            let ac = unsafe { _mm256_loadu_si256(pairs[128 * h + 32 * q..].as_ptr() as *const __m256i) };
+            _mm256_sub_epi16(class_pairs(levels[q], ac), _mm256_maddubs_epi16(thirty_two, ac))
+        });
+        // Vectors (0, 1) and (2, 3) together: i16 lanes alternate the two vectors' scales,
+        // groups 2q and 2(q + 1) in the low half, 2q + 1 and 2q + 3 in the high half.
+        for q in [0, 2] {
+            let pick = _mm256_setr_epi8(
+                (4 * q) as i8,
+                (4 * q + 1) as i8,
+                (4 * q + 4) as i8,
+                (4 * q + 5) as i8,
+                (4 * q) as i8,
+                (4 * q + 1) as i8,
+                (4 * q + 4) as i8,
+                (4 * q + 5) as i8,
+                (4 * q) as i8,
+                (4 * q + 1) as i8,
+                (4 * q + 4) as i8,
+                (4 * q + 5) as i8,
+                (4 * q) as i8,
+                (4 * q + 1) as i8,
+                (4 * q + 4) as i8,
+                (4 * q + 5) as i8,
+                (4 * q + 2) as i8,
+                (4 * q + 3) as i8,
+                (4 * q + 6) as i8,
+                (4 * q + 7) as i8,
+                (4 * q + 2) as i8,
+                (4 * q + 3) as i8,
+                (4 * q + 6) as i8,
+                (4 * q + 7) as i8,
+                (4 * q + 2) as i8,
+                (4 * q + 3) as i8,
+                (4 * q + 6) as i8,
+                (4 * q + 7) as i8,
+                (4 * q + 2) as i8,
+                (4 * q + 3) as i8,
+                (4 * q + 6) as i8,
+                (4 * q + 7) as i8,
+            );
+            scaled_classes(m[q], m[q + 1], _mm256_shuffle_epi8(sh, pick), &mut lo, &mut hi);
         }
     }
-    let mut lanes = [0i32; 8];
-    // SAFETY: eight i32 fit `lanes`.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
-    lanes
+    class_lanes(lo, hi)
 }
 
 impl IntIsa {
@@ -1038,6 +1247,54 @@ mod tests {
                 let mut got = vec![0; nb];
                 set.block_sums(kind, w, &a, &asum, &mut got);
                 assert_eq!(got, want, "{set:?} {kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn k_quant_lanes_agree_on_every_set_at_the_extremes() {
+        // Levels at both ends (Q6_K 0 and 63, Q4_K 15), scales at ±127 / −128 and 63,
+        // activations at ±127 and mixed: the i16 class sums at their largest.
+        let mut seed = 3u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        };
+        for case in 0..6 {
+            let mut a = [0u8; Q8_K_BYTES];
+            for (i, q) in a[4..260].iter_mut().enumerate() {
+                *q = match case % 3 {
+                    0 => 127,
+                    1 => (-127i8) as u8,
+                    _ => {
+                        if i % 3 == 0 {
+                            (-127i8) as u8
+                        } else {
+                            next() % 255
+                        }
+                    }
+                };
+            }
+            let pairs = pair_classes(&a);
+            let mut w6 = [0u8; Q6_K_BYTES];
+            for (i, b) in w6.iter_mut().enumerate() {
+                *b = match (case, i) {
+                    (_, 192..208) => [127u8, 0x80, 0x81, 1][(i + case) % 4],
+                    (0 | 3, _) => 0xFF,
+                    (1 | 4, _) => 0,
+                    _ => next(),
+                };
+            }
+            let mut w4 = [0u8; Q4_K_BYTES];
+            for b in w4.iter_mut() {
+                *b = if case < 3 { 0xFF } else { next() };
+            }
+            let sc = [63u8, 0, 63, 1, 62, 63, 63, 17];
+            let want6 = IntIsa::Scalar.q6_k_lanes(&w6, &a, &pairs);
+            let want4 = IntIsa::Scalar.q4_k_lanes(&w4, &a, &pairs, &sc);
+            for set in sets() {
+                assert_eq!(set.q6_k_lanes(&w6, &a, &pairs), want6, "{set:?} q6_k case {case}");
+                assert_eq!(set.q4_k_lanes(&w4, &a, &pairs, &sc), want4, "{set:?} q4_k case {case}");
             }
         }
     }
