@@ -254,7 +254,8 @@ fn the_thread_count_and_tiling_change_no_bit() {
         let k = if ty == GgmlType::Q6_K { 1024 } else { k };
         let mut rng = Rng::new(90);
         let w = quant::quantize(ty, &rng.vec(n * k, 1.0)).unwrap();
-        for m in [1, 4] {
+        // m = 17: the prefill paths (four rows at a time; f16/bf16 through the GEMM).
+        for m in [1, 4, 17] {
             let a = rng.vec(m * k, 1.0);
             let inputs = [f(a, &[m, k]), raw(ty, w.clone(), n, k)];
             let level = SimdLevel::detect();

@@ -8,14 +8,20 @@
 //!   integer block dot product of a weight row with a quantized activation row, scaled
 //!   and summed in f32 exactly as `r1_core::quant::vec_dot` (ggml's scalar
 //!   `ggml_vec_dot_*_generic`) does. Q8_0, Q4_0 and Q5_0 take the integer block sums from
-//!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar; eight weight rows at a time in SIMD
-//!   lanes) and add the per-block f32 terms in ggml's order, unfused, so every
-//!   instruction set gives the same bits as `quant::vec_dot`.
+//!   [`IntIsa`] (AVX2 or AVX-512 VNNI, else scalar) for eight weight rows at a time:
+//!   one activation row (decode) reduces eight rows' lane vectors per block, reading the
+//!   weights once with the next groups prefetched; from four activation rows on (prefill)
+//!   with VNNI, the group's levels are decoded once into an interleaved copy (one row per
+//!   32-bit lane) and `dpbusd` sums them against broadcast activations with no reduction.
+//!   The per-block f32 terms follow in ggml's order, unfused, so every path gives the
+//!   same bits as `quant::vec_dot`.
 //!   Q4_K and Q6_K do the same with [`IntIsa`]'s per-block lanes (AVX2 on both x86
-//!   levels: ggml's eight lanes by element index mod 8 kept apart, so no `maddubs`).
+//!   levels: ggml's eight lanes by element index mod 8 kept apart, the activations
+//!   reordered once per row so that `maddubs` adds within a lane).
 //! - f16 / bf16 weights: each weight row is converted to f32 once per call (f16 with F16C
-//!   where the CPU has it) and dotted with
-//!   every activation row by `math::dot` (no rounding of the activations).
+//!   where the CPU has it) and dotted with every activation row by `math::dot`; past
+//!   `gemm::SMALL_M_DOT` activation rows, chunks of converted rows go through the f32
+//!   GEMM instead (no rounding of the activations either way).
 //!
 //! Threads split the N output columns (weight rows) into tiles, so one activation row (a
 //! decode step) uses every core; each output element is computed alone, so the result
@@ -24,7 +30,7 @@
 use r1_core::quant::{self, GgmlType, QK_K, q8_0};
 use r1_core::{BackendError, DType, Shape};
 
-use super::{Ctx, size_error};
+use super::{Ctx, gemm, size_error};
 use crate::simd::int8::{self, IntIsa, Q4kMeta, Q8_K_BYTES, Q8Weight};
 use crate::simd::{Isa, Simd, SimdTask, half, math};
 
@@ -362,6 +368,9 @@ fn kq_tile(
     }
 }
 
+/// Weight rows an f16 / bf16 prefill widens at once for the GEMM.
+const FLOAT_CHUNK_ROWS: usize = 64;
+
 /// f16 / bf16 weight rows, converted to f32 one at a time, dotted with each f32 row.
 struct FloatTile<'a> {
     isa: Isa,
@@ -389,17 +398,41 @@ impl SimdTask for FloatTile<'_> {
             cols,
             dst,
         } = self;
-        let mut wf = vec![0.0f32; k];
-        for j in 0..cols {
-            let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+        let widen = |wr: &[u8], wf: &mut [f32]| {
             if ty == GgmlType::F16 {
-                half::f16_to_f32_row(isa, wr, &mut wf);
+                half::f16_to_f32_row(isa, wr, wf);
             } else if ty == GgmlType::BF16 {
-                half::bf16_to_f32_row(isa, wr, &mut wf);
-            } else if quant::dequantize_into(ty, wr, &mut wf).is_err() {
+                half::bf16_to_f32_row(isa, wr, wf);
+            } else if quant::dequantize_into(ty, wr, wf).is_err() {
                 // Unreachable: the caller checked `w` is `cols` rows of `k` elements.
                 wf.fill(f32::NAN);
             }
+        };
+        let rows = a.len() / k.max(1);
+        if rows > gemm::SMALL_M_DOT && k > 0 {
+            // Prefill: weight rows widened a chunk at a time, then the f32 GEMM (packed,
+            // cache-blocked) on the chunk; each output's sum is the GEMM's, whatever the
+            // chunk or tile it falls in.
+            let mut wf = vec![0.0f32; FLOAT_CHUNK_ROWS * k];
+            for j0 in (0..cols).step_by(FLOAT_CHUNK_ROWS) {
+                let c = FLOAT_CHUNK_ROWS.min(cols - j0);
+                for (i, wf) in wf.chunks_exact_mut(k).take(c).enumerate() {
+                    widen(&w[(j0 + i) * row_bytes..(j0 + i + 1) * row_bytes], wf);
+                }
+                gemm::gemm(
+                    isa,
+                    1.0,
+                    gemm::Mat::row_major(a, rows, k),
+                    gemm::Mat::row_major(&wf[..c * k], c, k).t(),
+                    0.0,
+                    gemm::MatMut::new(&mut dst[j0..], rows, c, cols),
+                );
+            }
+            return;
+        }
+        let mut wf = vec![0.0f32; k];
+        for j in 0..cols {
+            widen(&w[j * row_bytes..(j + 1) * row_bytes], &mut wf);
             for (r, ar) in a.chunks_exact(k.max(1)).enumerate() {
                 dst[r * cols + j] = math::dot(s, ar, &wf);
             }
