@@ -11,7 +11,9 @@
 //! [`IntIsa::dot8_q8`] goes further for eight weight rows at once: one reduction per
 //! block turns the eight rows' lane vectors into one vector of their sums, and each lane
 //! then takes `quant::vec_dot`'s f32 steps (rows in lanes, so the f32 order per output is
-//! the scalar one). Q4_K/Q6_K blocks give the eight i32 lanes of ggml's scalar K-quant
+//! the scalar one). [`IntIsa::dot8_rows`] (VNNI) needs no reduction: the eight rows'
+//! levels are first interleaved four elements per 32-bit lane ([`IntIsa::interleave8`]),
+//! so `dpbusd` against broadcast activations sums each row in its own lane. Q4_K/Q6_K blocks give the eight i32 lanes of ggml's scalar K-quant
 //! dot products (elements kept apart by index mod 8).
 //!
 //! This is not the f32 [`super::Simd`] trait: those vectors have no integer lanes. The
@@ -824,7 +826,7 @@ impl IntIsa {
     /// out of one reduction as one vector, and each lane takes the scalar code's f32 steps
     /// in its order (Q8_0 and Q5_0 `acc + s·(d_w·d_a)`, Q4_0 `acc + (s·d_w)·d_a`;
     /// multiply then add, never fused). `dw` holds the rows' scales block-major
-    /// ([`IntIsa::scales8`]). `None` where [`IntIsa::has_dot8`] is false.
+    /// ([`IntIsa::scales8`], which is what needs F16C). `None` on the scalar set.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dot8_q8(
         self,
@@ -844,9 +846,6 @@ impl IntIsa {
                 && asum.len() >= nb
                 && dw.len() >= 8 * nb
         );
-        if !self.has_dot8() {
-            return None;
-        }
         match self {
             IntIsa::Scalar => None,
             // SAFETY: the token proves avx2; lengths checked above.
