@@ -360,6 +360,8 @@ async fn a_cancelled_job_checkpoints_stays_cancelled_on_restart_and_resumes_exac
     assert!(!run.join("grpo.r1ckpt").exists(), "the job finished before the cancel");
 
     // A new manager on the same state leaves a cancelled job alone…
+    let j = Arc::clone(&jobs);
+    blocking(move || j.shutdown()).await;
     drop(jobs);
     let jobs = Arc::new(JobManager::open(state.path(), POLICY).expect("reopen"));
     assert_eq!(jobs.status(&id), Some(JobStatus::Cancelled));
@@ -481,4 +483,21 @@ async fn a_killed_daemon_resumes_its_job_on_restart_with_the_same_weights() {
         .await
         .expect("reopen");
     blocking(move || assert_matches_reference(&jobs, &id)).await;
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused_until_the_first_shuts_down() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let first = JobManager::open(state.path(), POLICY).expect("open");
+    let err = match JobManager::open(state.path(), POLICY) {
+        Ok(_) => panic!("a second manager opened a locked state directory"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("another r1host daemon"), "{err}");
+    assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    assert!(err.contains("--state-dir"), "{err}");
+    first.shutdown();
+    let second = JobManager::open(state.path(), POLICY).expect("open after the first shut down");
+    second.shutdown();
+    drop(first);
 }

@@ -78,6 +78,9 @@ pub struct JobManager {
 
 struct Shared {
     jobs_dir: PathBuf,
+    /// `STATE/lock`, held (an exclusive advisory lock) from `open` to `shutdown`: a second
+    /// daemon on the same state would resume the same jobs into the same run directories.
+    lock: Mutex<Option<std::fs::File>>,
     policy: JobPolicy,
     table: Mutex<Table>,
     /// Notified whenever a job's status changes.
@@ -110,9 +113,45 @@ impl Job {
     }
 }
 
+/// Takes `state_dir/lock` (created if missing) for this process, or says which process
+/// holds it. The lock is the operating system's (`flock`): it goes with the process, so
+/// a daemon that was killed leaves nothing to clean up.
+fn lock_state(state_dir: &Path) -> Result<std::fs::File, JobError> {
+    use std::io::Write;
+    let path = state_dir.join("lock");
+    let io = |source| JobError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(JobError::Locked {
+                path,
+                holder: holder.trim().chars().take(64).collect(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    // Who holds it, for the message a second daemon prints (advice only: the lock is
+    // what counts).
+    file.set_len(0).map_err(io)?;
+    writeln!(file, "pid {}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
 impl JobManager {
-    /// Opens `state_dir` (creating it) and resumes every job left queued, running or
-    /// interrupted — from its last checkpoint when its run had started.
+    /// Opens `state_dir` (creating it), takes its lock (a second daemon on the same state
+    /// is refused until [`JobManager::shutdown`]) and resumes every job left queued,
+    /// running or interrupted — from its last checkpoint when its run had started.
     pub fn open(state_dir: &Path, policy: JobPolicy) -> Result<JobManager, JobError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -121,6 +160,7 @@ impl JobManager {
         let jobs_dir = state_dir.join("jobs");
         std::fs::create_dir_all(&jobs_dir).map_err(io(&jobs_dir))?;
         let jobs_dir = std::fs::canonicalize(&jobs_dir).map_err(io(&jobs_dir))?;
+        let lock = lock_state(state_dir)?;
         let mut table = Table::default();
         for entry in std::fs::read_dir(&jobs_dir).map_err(io(&jobs_dir))? {
             let dir = entry.map_err(io(&jobs_dir))?.path();
@@ -138,6 +178,7 @@ impl JobManager {
         }
         let shared = Arc::new(Shared {
             jobs_dir,
+            lock: Mutex::new(Some(lock)),
             policy: JobPolicy {
                 threads_per_job: policy.threads_per_job.max(1),
                 max_running: policy.max_running.max(1),
@@ -321,6 +362,11 @@ impl JobManager {
         for t in threads {
             // A job thread catches its pipeline's panics; a join error cannot carry news.
             let _ = t.join();
+        }
+        // Nothing runs any more: another daemon may take the state (closing the file
+        // releases the lock).
+        if let Ok(mut lock) = self.shared.lock.lock() {
+            lock.take();
         }
     }
 

@@ -45,6 +45,12 @@ pub enum JobError {
     Corrupt { path: PathBuf, detail: String },
     #[error("cannot start the job's thread: {0}")]
     Thread(String),
+    #[error(
+        "another r1host daemon uses this state directory ({} is locked{}); stop it or pass another --state-dir",
+        path.display(),
+        if holder.is_empty() { String::new() } else { format!(" by {holder}") }
+    )]
+    Locked { path: PathBuf, holder: String },
 }
 
 /// Bytes read from the end of a file to find its last line.

@@ -191,9 +191,11 @@ impl From<JobError> for ApiError {
             JobError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found_error", message),
             JobError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict_error", message),
             JobError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message),
-            JobError::Io { .. } | JobError::Write { .. } | JobError::Corrupt { .. } | JobError::Thread(_) => {
-                ApiError::internal(message)
-            }
+            JobError::Io { .. }
+            | JobError::Write { .. }
+            | JobError::Corrupt { .. }
+            | JobError::Thread(_)
+            | JobError::Locked { .. } => ApiError::internal(message),
         }
     }
 }
