@@ -11,9 +11,12 @@ measures:
 - peak_rss_mb: the process's peak resident set (`ru_maxrss`).
 
 Usage:
-    llamacpp_decode.py FILE.gguf [TOKENS=64] [PROMPT=128] [THREADS=all] [ROUNDS=3]
+    llamacpp_decode.py FILE.gguf [TOKENS=64] [PROMPT=128] [THREADS=all] [ROUNDS=3] [TYPE_K] [TYPE_V]
 
-The argument order is the one `r1host bench decode --model` passes. Prints one JSON line.
+The argument order is the one `r1host bench decode --model` passes. TYPE_K / TYPE_V are
+the KV cache's types (f32, f16, bf16, q8_0, q4_0; llama.cpp's default, f16, when not
+given); a quantized value cache needs flash attention in llama.cpp, which is then turned
+on. Prints one JSON line.
 """
 
 import json
@@ -32,6 +35,17 @@ def main():
     prompt_len = int(sys.argv[3]) if len(sys.argv) > 3 else 128
     threads = int(sys.argv[4]) if len(sys.argv) > 4 else os.cpu_count()
     rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
+    # ggml's type ids (ggml.h: GGML_TYPE_F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, BF16 = 30).
+    ggml_types = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+    cache = {}
+    for key, i in (("type_k", 6), ("type_v", 7)):
+        if len(sys.argv) > i:
+            name = sys.argv[i]
+            if name not in ggml_types:
+                sys.exit(f"unknown KV cache type {name!r} (one of {', '.join(ggml_types)})")
+            cache[key] = ggml_types[name]
+    if cache.get("type_v", 1) not in (0, 1, 30):
+        cache["flash_attn"] = True
 
     t = time.perf_counter()
     llm = Llama(
@@ -42,6 +56,7 @@ def main():
         n_batch=max(512, prompt_len),
         verbose=False,
         logits_all=False,
+        **cache,
     )
     load_s = time.perf_counter() - t
     vocab = llm.n_vocab()
@@ -71,6 +86,8 @@ def main():
                 "llama_cpp_python": __import__("llama_cpp").__version__,
                 "model": path,
                 "threads": threads,
+                "cache_type_k": sys.argv[6] if len(sys.argv) > 6 else "f16",
+                "cache_type_v": sys.argv[7] if len(sys.argv) > 7 else "f16",
                 "load_s": round(load_s, 2),
                 "prefill_tok_s": round(prefill[mid], 1),
                 "decode_tok_s": round(results[mid][1], 1),

@@ -184,12 +184,51 @@ fn an_unknown_cache_type_is_refused_with_the_names_that_exist() {
         &["generate", "--model", "m", "--prompt", "p"][..],
         &["logprobs", "--model", "m", "--tokens", "1,2"],
         &["serve", "--model", "m"],
+        &["bench", "decode", "--model", "m"],
     ] {
         let out = r1host(&[args, &["--cache-type-k", "q5_1"]].concat());
         assert_fails_with(&out, &["q5_1", "--cache-type-k", "f32, f16, bf16, q8_0, q4_0"]);
     }
     let out = r1host(&["logprobs", "--model", "m", "--tokens", "1,2", "--cache-type-v", "Q8_0"]);
     assert_fails_with(&out, &["Q8_0", "--cache-type-v"]);
+}
+
+#[test]
+fn bench_decode_runs_with_the_cache_types_asked_for_and_reports_their_bytes() {
+    // 4 kv heads of 8: cache rows of one 32-value block (f32: 128 bytes; q8_0: 34; q4_0: 18).
+    let model = fixtures().join("hf/qwen2_mha_untied");
+    let run = |k: &str, v: &str| {
+        let out = r1host(&[
+            "bench",
+            "decode",
+            "--model",
+            path(&model),
+            "--tokens",
+            "3",
+            "--prompt",
+            "4",
+            "--rounds",
+            "1",
+            "--cache-type-k",
+            k,
+            "--cache-type-v",
+            v,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let line = stdout.lines().last().expect("a JSON line");
+        serde_json::from_str::<serde_json::Value>(line).expect("json")
+    };
+    let full = run("f32", "f32");
+    let small = run("q8_0", "q4_0");
+    assert_eq!(full["cache_type_k"], "f32", "{full}");
+    assert_eq!(
+        (small["cache_type_k"].as_str(), small["cache_type_v"].as_str()),
+        (Some("q8_0"), Some("q4_0"))
+    );
+    let bytes = |v: &serde_json::Value| v["kv_bytes_per_token"].as_u64().expect("kv bytes");
+    assert!(bytes(&full) > 0, "{full}");
+    assert_eq!(bytes(&small) * (128 + 128), bytes(&full) * (34 + 18), "{full} {small}");
 }
 
 #[test]

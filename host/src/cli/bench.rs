@@ -75,6 +75,9 @@ enum BenchWhat {
         /// Timed runs with `--model` (after one untimed run); the median is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// The KV cache's types with `--model` (the reference gets the same ones).
+        #[command(flatten)]
+        cache: super::cache_types::CacheTypeArgs,
         /// Also run this reference script: bench/reference/torch_decode_train.py for a
         /// preset, bench/reference/llamacpp_decode.py (llama.cpp) with `--model`.
         #[arg(long)]
@@ -264,6 +267,7 @@ impl BackendJob for BenchWhat {
                 prompt,
                 batch,
                 rounds,
+                cache,
                 reference,
                 python,
             } => bench_decode_model(
@@ -275,6 +279,7 @@ impl BackendJob for BenchWhat {
                     prompt: prompt.unwrap_or(128),
                     batch,
                     rounds,
+                    cache: cache.types(),
                 },
                 reference,
                 &python,

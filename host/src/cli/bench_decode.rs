@@ -1,6 +1,7 @@
 //! `r1host bench decode --model FILE`: decode and prefill tokens/s of a real model file
 //! (GGUF, Hugging Face directory, r1 checkpoint) beside the memory-bandwidth bound,
-//! optionally beside llama.cpp on the same file (bench/reference/llamacpp_decode.py).
+//! optionally beside llama.cpp on the same file (bench/reference/llamacpp_decode.py, given
+//! the same threads, rounds and KV cache types).
 //!
 //! Figures, all from one process:
 //! - `load_s`: `Model::load` (read, convert, upload);
@@ -12,7 +13,9 @@
 //! - `read_gb_s`: memory read bandwidth, every thread summing its share of a buffer far
 //!   larger than the caches (best of several passes);
 //! - `bytes_per_token`: the weight bytes one decoded token reads (every weight but an
-//!   untied embedding, of which one row is read) plus the KV cache at the mean context;
+//!   untied embedding, of which one row is read) plus the KV cache at the mean context
+//!   (in the `--cache-type-k`/`--cache-type-v` types, default f32; `kv_bytes_per_token`
+//!   is one position's, every layer);
 //! - `bound_tok_s` = `read_gb_s` ÷ `bytes_per_token`, and `of_bound` = decode ÷ bound.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +23,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use r1_core::backend::Backend;
+use r1_core::model::KvCacheTypes;
 use r1_core::sampling::{Rng, SamplingParams};
 
 use super::bench::{NoText, run_reference};
@@ -38,6 +42,8 @@ pub struct DecodeRun {
     pub batch: usize,
     /// Timed runs (the median is reported).
     pub rounds: usize,
+    /// What the KV cache stores keys and values as.
+    pub cache: KvCacheTypes,
 }
 
 /// One timed generation: prefill seconds (to the first sampled token) and decode
@@ -79,7 +85,7 @@ pub fn bench_decode_model<B: Backend>(
         sampling: SamplingParams::greedy(),
         stop: vec![],
     };
-    let mut engine = Engine::new(cfg.clone());
+    let mut engine = Engine::with_cache_types(cfg.clone(), run.cache);
     let mut rng = Rng::new(0);
     let mut timed = |engine: &mut Engine<B>| -> anyhow::Result<Timing> {
         let start = Instant::now();
@@ -112,7 +118,8 @@ pub fn bench_decode_model<B: Backend>(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let bandwidth = read_bandwidth(threads);
-    let kv = engine.kv_bytes_per_token().unwrap_or(0) * run.batch * (run.prompt + run.tokens / 2);
+    let kv_per_token = engine.kv_bytes_per_token().unwrap_or(0);
+    let kv = kv_per_token * run.batch * (run.prompt + run.tokens / 2);
     let per_token = decode_weight_bytes(&model) + kv;
     let bound = bandwidth / per_token as f64;
 
@@ -120,6 +127,8 @@ pub fn bench_decode_model<B: Backend>(
     let mut line = serde_json::json!({
         "bench": "decode", "model": path.display().to_string(), "backend": be.name(),
         "threads": threads, "batch": run.batch, "prompt": run.prompt, "tokens": run.tokens,
+        "cache_type_k": run.cache.k.name(), "cache_type_v": run.cache.v.name(),
+        "kv_bytes_per_token": kv_per_token,
         "load_s": (load_s * 100.0).round() / 100.0,
         "weights_mb": round1(model.resident_weight_bytes() as f64 / 1e6),
         "peak_rss_mb": peak_rss.map(|b| round1(b as f64 / 1e6)),
@@ -137,6 +146,9 @@ pub fn bench_decode_model<B: Backend>(
             run.tokens.to_string(),
             run.prompt.to_string(),
             threads.to_string(),
+            run.rounds.to_string(),
+            run.cache.k.name().to_string(),
+            run.cache.v.name().to_string(),
         ];
         let r = run_reference(python, &script, &args)?;
         let ratio = |ours: f64, key: &str| {
