@@ -185,6 +185,7 @@ fn an_unknown_cache_type_is_refused_with_the_names_that_exist() {
         &["logprobs", "--model", "m", "--tokens", "1,2"],
         &["serve", "--model", "m"],
         &["bench", "decode", "--model", "m"],
+        &["bench", "serve"],
     ] {
         let out = r1host(&[args, &["--cache-type-k", "q5_1"]].concat());
         assert_fails_with(&out, &["q5_1", "--cache-type-k", "f32, f16, bf16, q8_0, q4_0"]);

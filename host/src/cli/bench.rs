@@ -124,6 +124,9 @@ enum BenchWhat {
         /// Seconds of rounds to run per client count (at least 3 rounds).
         #[arg(long, default_value_t = 2.0)]
         min_secs: f64,
+        /// The KV cache's types.
+        #[command(flatten)]
+        cache: super::cache_types::CacheTypeArgs,
     },
 }
 
@@ -208,6 +211,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         tokens,
         prompt,
         min_secs,
+        cache,
     } = &args.what
     {
         return super::bench_serve::bench_serve(
@@ -218,6 +222,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 tokens: *tokens,
                 prompt: *prompt,
                 min_secs: *min_secs,
+                cache: cache.types(),
             },
         );
     }

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use r1_core::model::KvCacheTypes;
 use r1_core::sampling::SamplingParams;
 
 use super::bench::preset;
@@ -32,6 +33,8 @@ pub(super) struct Load {
     pub prompt: usize,
     /// Seconds of rounds per client count (at least [`MIN_ROUNDS`]).
     pub min_secs: f64,
+    /// What the KV cache stores keys and values as.
+    pub cache: KvCacheTypes,
 }
 
 /// Rounds per client count at the least: one round of a single stream lasts tens of
@@ -43,6 +46,7 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         tokens,
         prompt,
         min_secs,
+        cache,
     } = load;
     if device.device != Device::Cpu {
         bail!(
@@ -64,6 +68,7 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         context: Some(context),
         max_batch: most,
         max_queue: most,
+        cache_types: cache,
         ..ServiceOptions::default()
     };
     let threads = device.threads;
@@ -112,7 +117,7 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         let tps = percentile(&mut rounds, 0.5);
         let line = serde_json::json!({
             "bench": "serve", "preset": preset_name, "clients": c, "tokens_per_client": tokens,
-            "prompt_tokens": prompt, "rounds": n_rounds, "aggregate_tok_s": round1(tps),
+            "prompt_tokens": prompt, "cache_type_k": cache.k.name(), "cache_type_v": cache.v.name(), "rounds": n_rounds, "aggregate_tok_s": round1(tps),
             "aggregate_tok_s_range": [round1(rounds[0]), round1(rounds[n_rounds - 1])],
             "ttft_ms": {"p50": round2(percentile(&mut ttft, 0.5)), "p99": round2(percentile(&mut ttft, 0.99))},
             "itl_ms": {"p50": round2(percentile(&mut gaps, 0.5)), "p99": round2(percentile(&mut gaps, 0.99))},
