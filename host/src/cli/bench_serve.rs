@@ -69,7 +69,6 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         max_batch: most,
         max_queue: most,
         cache_types: cache,
-        ..ServiceOptions::default()
     };
     let threads = device.threads;
     let model_cfg = cfg.clone();
