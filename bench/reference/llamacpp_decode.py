@@ -37,14 +37,15 @@ def main():
     rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
     # ggml's type ids (ggml.h: GGML_TYPE_F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, BF16 = 30).
     ggml_types = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
-    cache = {}
+    # llama.cpp's defaults unless given.
+    cache_names = {"type_k": "f16", "type_v": "f16"}
     for key, i in (("type_k", 6), ("type_v", 7)):
         if len(sys.argv) > i:
-            name = sys.argv[i]
-            if name not in ggml_types:
-                sys.exit(f"unknown KV cache type {name!r} (one of {', '.join(ggml_types)})")
-            cache[key] = ggml_types[name]
-    if cache.get("type_v", 1) not in (0, 1, 30):
+            if sys.argv[i] not in ggml_types:
+                sys.exit(f"unknown KV cache type {sys.argv[i]!r} (one of {', '.join(ggml_types)})")
+            cache_names[key] = sys.argv[i]
+    cache = {key: ggml_types[name] for key, name in cache_names.items()}
+    if cache_names["type_v"].startswith("q"):
         cache["flash_attn"] = True
 
     t = time.perf_counter()
@@ -86,8 +87,8 @@ def main():
                 "llama_cpp_python": __import__("llama_cpp").__version__,
                 "model": path,
                 "threads": threads,
-                "cache_type_k": sys.argv[6] if len(sys.argv) > 6 else "f16",
-                "cache_type_v": sys.argv[7] if len(sys.argv) > 7 else "f16",
+                "cache_type_k": cache_names["type_k"],
+                "cache_type_v": cache_names["type_v"],
                 "load_s": round(load_s, 2),
                 "prefill_tok_s": round(prefill[mid], 1),
                 "decode_tok_s": round(results[mid][1], 1),

@@ -13,8 +13,9 @@
 //! then takes `quant::vec_dot`'s f32 steps (rows in lanes, so the f32 order per output is
 //! the scalar one). [`IntIsa::dot8_rows`] (VNNI) needs no reduction: the eight rows'
 //! levels are first interleaved four elements per 32-bit lane ([`IntIsa::interleave8`]),
-//! so `dpbusd` against broadcast activations sums each row in its own lane. Q4_K/Q6_K blocks give the eight i32 lanes of ggml's scalar K-quant
-//! dot products (elements kept apart by index mod 8).
+//! so `dpbusd` against broadcast activations sums each row in its own lane. Q4_K/Q6_K
+//! blocks give the eight i32 lanes of ggml's scalar K-quant dot products (elements kept
+//! apart by index mod 8).
 //!
 //! This is not the f32 [`super::Simd`] trait: those vectors have no integer lanes. The
 //! instruction set follows the backend's [`Isa`] level: AVX2 uses `maddubs` with the sign
