@@ -207,3 +207,83 @@ fn decoding_reuses_one_planned_graph_per_shape_bucket() {
     // Keys and values of every layer, f32: 2 × layers × kv_heads × head_dim × 4 bytes.
     assert_eq!(engine.kv_bytes_per_token(), Some(2 * 2 * 2 * 8 * 4));
 }
+
+/// Each `(owner, index)`'s first `steps + 1` tokens with their log-probs.
+type Drawn = Vec<((u64, usize), Vec<r1_host::engine::TokenLogprob>)>;
+
+/// Starts `requests` (prompt, completions) on a fresh batch, together or one batch each,
+/// and decodes `steps` more tokens.
+fn drawn(
+    backend: &CpuBackend,
+    cfg: &ModelConfig,
+    params: &ParamBuffer<CpuBackend>,
+    requests: &[(Vec<u32>, usize)],
+    together: bool,
+    steps: usize,
+) -> Drawn {
+    use r1_host::engine::batch::{Admission, Batch, SeqConfig};
+    use std::collections::BTreeMap;
+    let config = std::sync::Arc::new(SeqConfig {
+        sampling: SamplingParams::greedy(),
+        max_new_tokens: 1000,
+        stop: vec![],
+        top_logprobs: Some(4),
+        ignore_eos: true,
+    });
+    let admission = |owner: usize, (prompt, n): &(Vec<u32>, usize)| Admission {
+        prompt: prompt.clone(),
+        owner: owner as u64,
+        config: config.clone(),
+        rngs: (0..*n).map(|i| Rng::new(i as u64)).collect(),
+    };
+    let types = r1_core::model::KvCacheTypes::default();
+    let mut out: BTreeMap<(u64, usize), Vec<_>> = BTreeMap::new();
+    let mut run = |admissions: Vec<Admission>| {
+        let rows = admissions.iter().map(|a| a.rngs.len()).sum();
+        let mut batch = Batch::new(backend, cfg, rows, 128, types).unwrap();
+        let mut step = batch.admit_many(backend, params, &Ids, admissions).unwrap();
+        for s in 0..=steps {
+            for t in std::mem::take(&mut step) {
+                out.entry((t.owner, t.index)).or_default().push(t.token);
+            }
+            if s < steps {
+                step = batch.decode(backend, params, &Ids).unwrap();
+            }
+        }
+    };
+    if together {
+        run(requests.iter().enumerate().map(|(o, r)| admission(o, r)).collect());
+    } else {
+        for (o, r) in requests.iter().enumerate() {
+            run(vec![admission(o, r)]);
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[test]
+fn prompts_prefilled_together_get_the_logits_each_gets_alone() {
+    let backend = CpuBackend::with_threads(2).unwrap();
+    let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 600,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50,
+        "tie_word_embeddings": false, "max_position_embeddings": 128,
+    }))
+    .unwrap();
+    let weights = init_weights(&cfg, 9).into_iter().map(|(n, _, v)| (n, v));
+    let params = upload_weights(&backend, ParamLayout::for_config(&cfg), weights).unwrap();
+    let prompt = |len: usize, salt: u32| (0..len as u32).map(|i| (i * 7 + salt) % 50).collect::<Vec<_>>();
+    // Three prompts of 5 tokens (as the scheduler groups them: one product of 15 rows, the
+    // prompt of two completions prefilled once) and of 21 (63 rows, the most one group runs).
+    for (len, counts) in [(5, [1, 2, 1]), (21, [2, 1, 1])] {
+        let requests: Vec<_> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (prompt(len, i as u32), n))
+            .collect();
+        let together = drawn(&backend, &cfg, &params, &requests, true, 3);
+        let alone = drawn(&backend, &cfg, &params, &requests, false, 3);
+        assert_eq!(together.len(), 4);
+        assert_eq!(together, alone, "prompts of {len} tokens");
+    }
+}

@@ -32,6 +32,16 @@ use crate::tensor::{DType, TensorDesc};
 /// Name of the token-id input (`[B, T]` i32).
 pub const INPUT_IDS: &str = "input_ids";
 
+/// Name of the input that picks each sequence's last row out of `[B·T, H]` (`[B]` i32,
+/// `b·T + T − 1`), in graphs of several multi-token sequences with [`LogitsFor::Last`]
+/// (a shared prefill); [`last_rows`] gives its values.
+pub const LAST_ROWS: &str = "last_rows";
+
+/// The values of the [`LAST_ROWS`] input of a `batch × seq` graph.
+pub fn last_rows(batch: usize, seq: usize) -> impl Iterator<Item = usize> {
+    (0..batch).map(move |b| b * seq + seq - 1)
+}
+
 /// Name of the per-sequence cached-length input of KV-cache graphs (`[B]` i32): the
 /// number of tokens already in sequence `b`'s cache rows, where its new tokens go.
 pub const PAST: &str = "past";
@@ -99,6 +109,9 @@ pub struct CausalLm {
     pub past: Option<NodeId>,
     /// Every weight as `(HF name, node)` in [`ModelConfig::param_specs`] order.
     pub params: Vec<(alloc::string::String, NodeId)>,
+    /// `[B]` i32 row of each sequence's last position (see [`LAST_ROWS`]), in graphs of
+    /// several multi-token sequences with [`LogitsFor::Last`].
+    pub last_rows: Option<NodeId>,
     /// Per layer `(k_cache, v_cache)` inputs when built with a KV cache.
     pub caches: Vec<(NodeId, NodeId)>,
     /// The final normed hidden state, `[B, T, H]`.
@@ -258,7 +271,8 @@ pub fn graph_inputs(g: &mut Graph, opts: &BuildOptions) -> Result<(NodeId, Optio
 }
 
 /// The logits of `hidden [B, T, H]` through `head [V, H]` at the positions `opts` asks
-/// for.
+/// for. Last-position logits of several multi-token sequences pick their rows with a
+/// [`LAST_ROWS`] input this adds.
 pub fn lm_logits(g: &mut Graph, hidden: NodeId, head: NodeId, opts: &BuildOptions) -> Result<NodeId, GraphError> {
     let (b, t) = (opts.batch, opts.seq);
     let h = g.shape(hidden)?.last();
@@ -270,10 +284,9 @@ pub fn lm_logits(g: &mut Graph, hidden: NodeId, head: NodeId, opts: &BuildOption
             } else if b == 1 {
                 g.slice(hidden, (t - 1) * h, &[1, h])?
             } else {
-                return Err(GraphError::Unsupported {
-                    op: "build_causal_lm",
-                    detail: format!("last-position logits of a batch of {b} multi-token sequences"),
-                });
+                let rows = g.input(LAST_ROWS, TensorDesc::i32(&[b]))?;
+                let flat = g.reshape(hidden, &[b * t, h])?;
+                g.embedding(flat, rows)?
             };
             g.matmul(last, head, false, true)
         }

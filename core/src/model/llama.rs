@@ -144,6 +144,7 @@ pub fn build_decoder(
     Ok(CausalLm {
         input_ids,
         past,
+        last_rows: g.find(super::builder::LAST_ROWS),
         params: params.list,
         caches,
         hidden,

@@ -10,8 +10,8 @@ pub mod llama;
 pub mod qwen2;
 
 pub use builder::{
-    BuildError, BuildOptions, CausalLm, INPUT_IDS, KvCacheSpec, LogitsFor, PAST, WeightTypes, build_causal_lm,
-    build_causal_lm_typed,
+    BuildError, BuildOptions, CausalLm, INPUT_IDS, KvCacheSpec, LAST_ROWS, LogitsFor, PAST, WeightTypes,
+    build_causal_lm, build_causal_lm_typed, last_rows,
 };
 pub use config::{Architecture, ConfigError, ModelConfig, ParamSpec};
 pub use family::Family;

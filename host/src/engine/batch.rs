@@ -75,6 +75,15 @@ impl Seq {
     }
 }
 
+/// A request to start: its prompt, the caller's key, how its completions are drawn, and
+/// one random stream per completion.
+pub struct Admission {
+    pub prompt: Vec<u32>,
+    pub owner: u64,
+    pub config: Arc<SeqConfig>,
+    pub rngs: Vec<Rng>,
+}
+
 /// What one sequence produced in a step.
 #[derive(Debug)]
 pub struct StepToken {
@@ -205,40 +214,87 @@ impl<B: Backend> Batch<B> {
         config: Arc<SeqConfig>,
         rngs: Vec<Rng>,
     ) -> Result<Vec<StepToken>, EngineError> {
-        let n = rngs.len();
+        let request = Admission {
+            prompt: prompt.to_vec(),
+            owner,
+            config,
+            rngs,
+        };
+        self.admit_many(backend, params, tok, vec![request])
+    }
+
+    /// Starts several requests whose prompts have the same length with one prefill of
+    /// all of them (one row each, at batch `requests.len()`); each request's prompt is
+    /// then copied to the rows of its other completions, and every row's first token is
+    /// sampled. Rows are `[each request's first completion…, the other completions…]`.
+    /// A prompt's logits are those of its prefill alone wherever the backend computes a
+    /// row independently of the others (see [`SHARED_PREFILL_TOKENS`]).
+    ///
+    /// [`SHARED_PREFILL_TOKENS`]: super::SHARED_PREFILL_TOKENS
+    pub fn admit_many(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+        requests: Vec<Admission>,
+    ) -> Result<Vec<StepToken>, EngineError> {
         let row0 = self.seqs.len();
-        if n == 0 || row0 + n > self.slots || prompt.is_empty() || prompt.len() >= self.capacity {
+        let rows: usize = requests.iter().map(|r| r.rngs.len()).sum();
+        let len = requests.first().map_or(0, |r| r.prompt.len());
+        let fits = !requests.is_empty()
+            && requests.iter().all(|r| !r.rngs.is_empty() && r.prompt.len() == len)
+            && len > 0
+            && len < self.capacity
+            && row0 + rows <= self.slots;
+        if !fits {
             return Err(EngineError::Internal(format!(
-                "cannot start {n} sequences of a {}-token prompt in {} free rows of {} positions",
-                prompt.len(),
+                "cannot start {rows} sequences of {} prompt(s) of lengths {:?} in {} free rows of {} positions",
+                requests.len(),
+                requests.iter().map(|r| r.prompt.len()).collect::<Vec<_>>(),
                 self.free_slots(),
                 self.capacity
             )));
         }
-        let logits = self.forward(backend, params, prompt, &[0], row0)?;
-        if n > 1 {
-            self.cache.copy_rows(backend, row0, row0 + 1..row0 + n, prompt.len())?;
+        let k = requests.len();
+        let ids: Vec<u32> = requests.iter().flat_map(|r| r.prompt.iter().copied()).collect();
+        let logits = self.forward(backend, params, &ids, &vec![0; k], row0)?;
+        let vocab = self.cfg.vocab_size;
+        // Each request's other completions take the rows after the first completions.
+        let mut extra_row = row0 + k;
+        let mut extras = Vec::new();
+        let mut out = Vec::with_capacity(rows);
+        for (j, (request, row_logits)) in requests.into_iter().zip(logits.chunks_exact(vocab)).enumerate() {
+            let n = request.rngs.len();
+            if n > 1 {
+                self.cache
+                    .copy_rows(backend, row0 + j, extra_row..extra_row + n - 1, len)?;
+                extra_row += n - 1;
+            }
+            for (index, rng) in request.rngs.into_iter().enumerate() {
+                let mut seq = Seq {
+                    owner: request.owner,
+                    index,
+                    config: request.config.clone(),
+                    history: request.prompt.clone(),
+                    prompt_len: len,
+                    past: len,
+                    next: 0,
+                    sampled: 0,
+                    logprobs: Vec::new(),
+                    rng,
+                    text: TextStream::new(),
+                    finish: None,
+                };
+                let mut row = row_logits.to_vec();
+                out.push(self.sample(tok, &mut seq, &mut row));
+                if index == 0 {
+                    self.seqs.push(seq);
+                } else {
+                    extras.push(seq);
+                }
+            }
         }
-        let mut out = Vec::with_capacity(n);
-        for (index, rng) in rngs.into_iter().enumerate() {
-            let mut seq = Seq {
-                owner,
-                index,
-                config: config.clone(),
-                history: prompt.to_vec(),
-                prompt_len: prompt.len(),
-                past: prompt.len(),
-                next: 0,
-                sampled: 0,
-                logprobs: Vec::new(),
-                rng,
-                text: TextStream::new(),
-                finish: None,
-            };
-            let mut row = logits.clone();
-            out.push(self.sample(tok, &mut seq, &mut row));
-            self.seqs.push(seq);
-        }
+        self.seqs.append(&mut extras);
         Ok(out)
     }
 

@@ -3,8 +3,9 @@
 //! until EOS, a stop string, or the token budget, with text streamed in whole characters
 //! ([`text`]).
 //!
-//! The completions of one prompt share its prefill: the prompt runs once at batch 1, its
-//! keys/values are copied into the other rows. Sequences join and leave the running batch
+//! The completions of one prompt share its prefill: the prompt runs once, its keys/values
+//! are copied into the other rows. Requests that start at one step with prompts of one
+//! length share one forward. Sequences join and leave the running batch
 //! at every step. Graphs and their memory plans are built once per shape bucket `(rows,
 //! new tokens, cache capacity)` and kept ([`step_plan`]): a decode step only uploads its
 //! token ids and each sequence's cached length (the `past` input) and runs a kept plan.
@@ -32,6 +33,14 @@ use crate::weights::ParamBuffer;
 use batch::{Batch, Seq, SeqConfig};
 
 pub use service::{EngineService, GenEvent, GenRequest, ServiceOptions, SubmitError, TokenLogprob};
+
+/// Prompt tokens one shared prefill of several prompts runs at most. The CPU backend
+/// computes a weight product of up to 64 rows without packing, each row on its own, so
+/// prompts prefilled together within this budget get, bit for bit, the logits each gets
+/// alone (`tests/tests/engine.rs` checks it). Longer prompts are prefilled one request at
+/// a time: the packed product they take is already efficient, and it does not promise
+/// the same bits for a row whatever rows surround it.
+const SHARED_PREFILL_TOKENS: usize = 64;
 
 /// KV-cache capacities are rounded up to a multiple of this many positions.
 const CAPACITY_STEP: usize = 64;

@@ -1,8 +1,9 @@
 //! The engine thread's loop: admit queued requests while KV rows are free (first come,
 //! first served; a request starts when all its completions fit), run one decode step for
 //! every running sequence, send each token to its request, and retire the sequences that
-//! ended or whose client went away. Prefills run between decode steps, one request at a
-//! time, so a long prompt delays the running streams by one prefill.
+//! ended or whose client went away. Prefills run between decode steps, so a long prompt
+//! delays the running streams by one prefill. Requests admitted together whose prompts
+//! have one length share a prefill (see [`prefill_groups`]).
 //!
 //! Memory: the KV cache has `slots` rows of `context` positions; `slots` is what the
 //! budget (`--kv-cache-mib`) allows, counted in bytes of the cache's types
@@ -17,10 +18,10 @@ use r1_core::model::KvCacheTypes;
 use r1_core::sampling::Rng;
 use tokio::sync::mpsc as tmpsc;
 
-use super::batch::{Batch, SeqConfig, StepToken};
+use super::batch::{Admission, Batch, SeqConfig, StepToken};
 use super::kv_cache::KvCache;
 use super::service::{GenEvent, IDLE_POLL, Inbox, ServiceStats, Submission};
-use super::{CAPACITY_STEP, EngineError};
+use super::{CAPACITY_STEP, EngineError, SHARED_PREFILL_TOKENS};
 use crate::model::Model;
 
 /// Sizes the scheduler works within.
@@ -118,8 +119,8 @@ impl<B: Backend> Scheduler<B> {
                 self.fail_all("the server is shutting down");
                 return;
             }
-            for s in self.take_admissible(inbox) {
-                self.start(backend, model, s);
+            for group in prefill_groups(self.take_admissible(inbox)) {
+                self.start(backend, model, group);
             }
             self.publish();
             if self.batch.is_empty() {
@@ -177,45 +178,57 @@ impl<B: Backend> Scheduler<B> {
         out
     }
 
-    /// Prefills a request and sends its first tokens.
-    fn start(&mut self, backend: &B, model: &Model<B>, s: Submission) {
-        let r = s.request;
-        let n = r.n.max(1);
+    /// Prefills a group of requests whose prompts have one length (one forward) and
+    /// sends their first tokens; if that fails, each of them gets the error.
+    fn start(&mut self, backend: &B, model: &Model<B>, group: Vec<Submission>) {
         let context = self.batch.capacity();
-        // `EngineService::submit` refused prompts that do not fit; `Batch::admit` checks again.
-        let config = Arc::new(SeqConfig {
-            sampling: r.sampling,
-            max_new_tokens: r.max_new_tokens.max(1).min(context.saturating_sub(r.prompt.len())),
-            stop: r.stop,
-            top_logprobs: r.top_logprobs,
-            ignore_eos: r.ignore_eos,
-        });
-        let mut seed = Rng::new(r.seed);
-        let rngs = (0..n).map(|_| seed.fork()).collect();
-        let id = self.next_id;
-        self.next_id += 1;
+        let mut admissions = Vec::with_capacity(group.len());
+        let mut events = Vec::with_capacity(group.len());
+        for s in group {
+            let r = s.request;
+            let n = r.n.max(1);
+            // `EngineService::submit` refused prompts that do not fit; `Batch::admit_many`
+            // checks again.
+            let config = Arc::new(SeqConfig {
+                sampling: r.sampling,
+                max_new_tokens: r.max_new_tokens.max(1).min(context.saturating_sub(r.prompt.len())),
+                stop: r.stop,
+                top_logprobs: r.top_logprobs,
+                ignore_eos: r.ignore_eos,
+            });
+            let mut seed = Rng::new(r.seed);
+            let rngs = (0..n).map(|_| seed.fork()).collect();
+            let owner = self.next_id;
+            self.next_id += 1;
+            admissions.push(Admission {
+                prompt: r.prompt,
+                owner,
+                config,
+                rngs,
+            });
+            events.push((owner, n, s.events));
+        }
+        let prompt_tokens: usize = admissions.iter().map(|a| a.prompt.len()).sum();
         match self
             .batch
-            .admit(backend, &model.params, &model.tokenizer, &r.prompt, id, config, rngs)
+            .admit_many(backend, &model.params, &model.tokenizer, admissions)
         {
             Ok(tokens) => {
                 self.stats
                     .prompt_tokens
-                    .fetch_add(r.prompt.len() as u64, Ordering::Relaxed);
-                self.live.insert(
-                    id,
-                    Live {
-                        events: s.events,
-                        open: n,
-                    },
-                );
+                    .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+                for (owner, open, events) in events {
+                    self.live.insert(owner, Live { events, open });
+                }
                 self.dispatch(tokens);
                 if let Err(e) = self.retire(backend) {
                     self.fail_all(&format!("generation failed: {e}"));
                 }
             }
             Err(e) => {
-                let _ = s.events.send(GenEvent::Failed(format!("generation failed: {e}")));
+                for (_, _, events) in events {
+                    let _ = events.send(GenEvent::Failed(format!("generation failed: {e}")));
+                }
             }
         }
     }
@@ -293,4 +306,23 @@ impl<B: Backend> Scheduler<B> {
         let used: usize = seqs.iter().map(|s| s.cached()).sum();
         self.stats.kv_tokens_used.store(used, Ordering::Relaxed);
     }
+}
+
+/// Splits the requests admitted at one step into prefill groups: requests whose prompts
+/// have one length share a forward, in the order their first member came, while the
+/// group stays within [`SHARED_PREFILL_TOKENS`] prompt tokens; a longer prompt is a group
+/// of its own.
+fn prefill_groups(subs: Vec<Submission>) -> Vec<Vec<Submission>> {
+    let mut groups: Vec<Vec<Submission>> = Vec::new();
+    for s in subs {
+        let len = s.request.prompt.len();
+        let open = groups.iter_mut().find(|g| {
+            g.first().is_some_and(|f| f.request.prompt.len() == len) && (g.len() + 1) * len <= SHARED_PREFILL_TOKENS
+        });
+        match open {
+            Some(g) => g.push(s),
+            None => groups.push(vec![s]),
+        }
+    }
+    groups
 }

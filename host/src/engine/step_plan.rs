@@ -1,12 +1,13 @@
 //! Planned step graphs: a forward graph and its memory plan per shape bucket
 //! `(batch, new tokens, cache capacity)`, built on first use and kept (least recently
 //! used first out), so decoding N tokens builds one graph, not N. The cached lengths are
-//! an input (`past [B]`), uploaded with the token ids into one small feed buffer.
+//! an input (`past [B]`), uploaded with the token ids (and, for a shared prefill, each
+//! sequence's last row) into one small feed buffer.
 
 use r1_core::backend::{Backend, BackendError, i32_bytes};
 use r1_core::exec::{Bindings, Executor};
 use r1_core::model::{
-    BuildOptions, CausalLm, KvCacheSpec, KvCacheTypes, LogitsFor, ModelConfig, build_causal_lm_typed,
+    BuildOptions, CausalLm, KvCacheSpec, KvCacheTypes, LogitsFor, ModelConfig, build_causal_lm_typed, last_rows,
 };
 use r1_core::{Graph, GraphError, Plan, TensorDesc};
 
@@ -18,7 +19,7 @@ use crate::weights::ParamBuffer;
 /// through, plus recent prefill lengths.
 const MAX_PLANS: usize = 48;
 
-/// The per-step inputs: `[ids (rows × tokens) i32 | past (rows) i32]`.
+/// The per-step inputs: `[ids (rows × tokens) i32 | past (rows) i32 | last rows (rows) i32]`.
 pub struct StepFeed<B: Backend> {
     buffer: B::Buffer,
     /// Token ids it has room for.
@@ -35,7 +36,7 @@ impl<B: Backend> StepFeed<B> {
         let rows = batch.max(64);
         let bytes = TensorDesc::i32(&[ids])
             .bytes()
-            .saturating_add(TensorDesc::i32(&[rows]).bytes());
+            .saturating_add(2 * TensorDesc::i32(&[rows]).bytes());
         Ok(StepFeed {
             buffer: backend.alloc(bytes)?,
             ids,
@@ -53,13 +54,28 @@ impl<B: Backend> StepFeed<B> {
         TensorDesc::i32(&[self.ids]).bytes()
     }
 
-    /// Uploads one step's token ids and each sequence's cached length.
+    /// Byte offset of the last-rows region.
+    fn last_rows_offset(&self) -> usize {
+        self.past_offset() + TensorDesc::i32(&[self.rows]).bytes()
+    }
+
+    /// Uploads one step's token ids (`past.len()` rows of equal length), each sequence's
+    /// cached length, and, for several multi-token rows, where each row's last token is.
     pub fn upload(&self, backend: &B, ids: &[u32], past: &[usize]) -> Result<(), EngineError> {
         let to_i32 = |v: usize| i32::try_from(v).map_err(|_| EngineError::Internal(format!("{v} exceeds i32")));
+        let (rows, t) = (past.len(), ids.len() / past.len().max(1));
+        let last: Vec<i32> = if rows > 1 && t > 1 {
+            last_rows(rows, t).map(to_i32).collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         let ids: Vec<i32> = ids.iter().map(|&x| to_i32(x as usize)).collect::<Result<_, _>>()?;
         let past: Vec<i32> = past.iter().map(|&x| to_i32(x)).collect::<Result<_, _>>()?;
         backend.upload(&self.buffer, 0, &i32_bytes(&ids))?;
         backend.upload(&self.buffer, self.past_offset(), &i32_bytes(&past))?;
+        if !last.is_empty() {
+            backend.upload(&self.buffer, self.last_rows_offset(), &i32_bytes(&last))?;
+        }
         Ok(())
     }
 }
@@ -94,6 +110,9 @@ impl PlannedStep {
         b.bind(self.lm.input_ids, &feed.buffer, 0)?;
         if let Some(p) = self.lm.past {
             b.bind(p, &feed.buffer, feed.past_offset())?;
+        }
+        if let Some(r) = self.lm.last_rows {
+            b.bind(r, &feed.buffer, feed.last_rows_offset())?;
         }
         for (l, &(kc, vc)) in self.lm.caches.iter().enumerate() {
             let (kbuf, vbuf) = cache.layers.get(l).ok_or(GraphError::UnknownNode(kc.0))?;
