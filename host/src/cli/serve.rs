@@ -22,7 +22,7 @@ pub struct ServeArgs {
     /// A model directory, GGUF file or checkpoint to serve, optionally named (`PATH=NAME`; default
     /// name: the directory or file stem). Repeatable; optional with `--state-dir` (a
     /// daemon for training jobs, which serves their models once they finish).
-    #[arg(long = "model", value_name = "PATH[=NAME]", required_unless_present = "state_dir")]
+    #[arg(long = "model", value_name = "PATH[=NAME]", required_unless_present_any = ["state_dir", "runs"])]
     pub models: Vec<String>,
     /// Address to listen on. Anything but a loopback address needs an API key.
     #[arg(long, default_value = "127.0.0.1")]
@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// the compiled-plugin cache (`plugins/`). Unfinished jobs resume when the server starts.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// A folder of run directories (`r1host run --out …`, `runs/`) the dashboard at `/`
+    /// shows beside the jobs. Repeatable.
+    #[arg(long = "runs", value_name = "DIR")]
+    pub runs: Vec<PathBuf>,
     /// CPU threads of each training job (default: half the cores, at least 1; inference
     /// keeps the rest).
     #[arg(long)]
@@ -141,6 +145,7 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
     };
     let state = AppState::new(config, registry, rewards)?;
+    let mut job_manager = None;
     if let Some(dir) = &args.state_dir {
         let mut policy = JobPolicy::default();
         if let Some(t) = args.job_threads {
@@ -154,9 +159,15 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
         let jobs = Arc::new(jobs);
         state.add_routes(crate::serve::jobs::router(jobs.clone()));
         state.models().add_source(jobs.clone());
+        job_manager = Some(jobs.clone());
         // Running jobs checkpoint and stop (`interrupted`); they resume on the next start.
         state.on_shutdown(move || jobs.shutdown());
     }
+    let runs = crate::serve::dashboard::RunSources {
+        jobs: job_manager,
+        dirs: args.runs.clone(),
+    };
+    state.add_routes(crate::serve::dashboard::router(state.clone(), Arc::new(runs)));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -166,6 +177,7 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{local}")?;
         out.flush()?;
     }
+    eprintln!("dashboard: http://{local}/");
     crate::serve::serve(listener, state, shutdown_signal()).await?;
     eprintln!("stopped");
     Ok(())

@@ -166,15 +166,12 @@ impl<'a, B: Backend> StageContext<'a, B> {
     }
 
     /// Writes a rollout to `samples.jsonl` under the current step.
-    pub fn write_sample(
-        &mut self,
-        stage: &str,
-        (prompt, completion, reward, advantage): &(String, String, f32, f32),
-    ) -> anyhow::Result<()> {
-        self.samples.write(&serde_json::json!({
-            "stage": stage, "global_step": self.global_step, "prompt": prompt,
-            "completion": completion, "reward": reward, "advantage": advantage,
-        }))?;
+    pub fn write_sample(&mut self, stage: &str, sample: &crate::train::grpo::RolloutSample) -> anyhow::Result<()> {
+        self.samples.write(&SampleLine {
+            sample,
+            stage,
+            global_step: self.global_step,
+        })?;
         Ok(())
     }
 
@@ -229,4 +226,13 @@ impl<'a, B: Backend> StageContext<'a, B> {
         model.save(self.backend, &path, None, Vec::new())?;
         Ok(path)
     }
+}
+
+/// A line of `samples.jsonl`: a rollout tagged with its stage and the pipeline step.
+#[derive(serde::Serialize)]
+struct SampleLine<'a> {
+    stage: &'a str,
+    global_step: usize,
+    #[serde(flatten)]
+    sample: &'a crate::train::grpo::RolloutSample,
 }

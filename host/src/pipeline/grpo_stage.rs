@@ -13,10 +13,27 @@ use crate::pipeline::StopRequested;
 use crate::pipeline::context::StageContext;
 use crate::pipeline::datasets::encode_prompts;
 use crate::pipeline::state::FinishedStage;
-use crate::train::grpo::{GrpoStepReport, GrpoTrainConfig, GrpoTrainer, NamedReward};
+use crate::train::grpo::{GrpoStepReport, GrpoTrainConfig, GrpoTrainer, NamedReward, RolloutSample};
 
-/// Completions per step written to `samples.jsonl`.
-const LOGGED_SAMPLES: usize = 4;
+/// Completions per step written to `samples.jsonl`, in whole groups (at least one).
+const LOGGED_SAMPLES: usize = 32;
+
+/// The first groups of a step's rollouts, whole, up to [`LOGGED_SAMPLES`] completions
+/// (one group even when it alone has more).
+fn logged_samples(samples: &[RolloutSample]) -> Vec<RolloutSample> {
+    // Groups are contiguous: cut at the first group boundary past the budget.
+    let mut cut = 0;
+    for (i, s) in samples.iter().enumerate() {
+        let ends_group = samples.get(i + 1).is_none_or(|next| next.group != s.group);
+        if ends_group {
+            if i + 1 > LOGGED_SAMPLES && cut > 0 {
+                break;
+            }
+            cut = i + 1;
+        }
+    }
+    samples[..cut].to_vec()
+}
 
 /// A GRPO stage of the recipe.
 pub(super) struct GrpoStage<'s> {
@@ -70,7 +87,7 @@ pub(super) fn run_grpo_stage<B: Backend>(
                 // Only the first few samples are logged: copy only those.
                 reports.push(GrpoStepReport {
                     metrics: r.metrics.clone(),
-                    samples: r.samples.iter().take(LOGGED_SAMPLES).cloned().collect(),
+                    samples: logged_samples(&r.samples),
                 });
                 Ok(())
             })
@@ -191,4 +208,39 @@ fn log_generation<B: Backend>(
         run.progress.step(&format!("reward {reward:.3}{acc}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(groups: usize, size: usize) -> Vec<RolloutSample> {
+        (0..groups * size)
+            .map(|i| RolloutSample {
+                group: i / size,
+                prompt: String::new(),
+                completion: String::new(),
+                reward: None,
+                advantage: 0.0,
+                rewards: Default::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn whole_groups_are_logged_within_the_budget() {
+        assert_eq!(logged_samples(&samples(16, 8)).len(), 32, "four groups of 8");
+        assert_eq!(
+            logged_samples(&samples(16, 5)).len(),
+            30,
+            "six groups of 5, not a part of the 7th"
+        );
+        assert_eq!(
+            logged_samples(&samples(2, 40)).len(),
+            40,
+            "one group even past the budget"
+        );
+        assert_eq!(logged_samples(&samples(3, 4)).len(), 12, "all of a small step");
+        assert!(logged_samples(&[]).is_empty());
+    }
 }

@@ -1,5 +1,6 @@
-//! API-key authentication: with a key configured, every request but `GET /health` must
-//! carry `Authorization: Bearer <key>`. Keys are compared as SHA-256 digests in constant
+//! API-key authentication: with a key configured, every request but `GET /health` and
+//! the dashboard's page and assets (no data in them) must carry `Authorization: Bearer
+//! <key>`. Keys are compared as SHA-256 digests in constant
 //! time, so neither the key's bytes nor its length leak through timing.
 
 use axum::extract::{Request, State};
@@ -12,15 +13,21 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::state::AppState;
 
-/// Paths served without a key (load balancers' health checks).
-pub const OPEN_PATHS: [&str; 1] = ["/health"];
+/// Paths served without a key: load balancers' health checks and the dashboard's page
+/// and assets (the page asks for the key and sends it with every API call it makes).
+pub const OPEN_PATHS: [&str; 4] = [
+    "/health",
+    super::dashboard::ASSET_PATHS[0],
+    super::dashboard::ASSET_PATHS[1],
+    super::dashboard::ASSET_PATHS[2],
+];
 
 /// The middleware.
 pub async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(key) = state.config().api_key.as_deref() else {
         return next.run(request).await;
     };
-    if OPEN_PATHS.contains(&request.uri().path()) {
+    if request.method() == axum::http::Method::GET && OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let presented = request

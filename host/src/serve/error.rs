@@ -82,6 +82,11 @@ impl ApiError {
         .with_code("model_not_found")
     }
 
+    /// 404: the thing asked for (a run, a set) does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message).with_code("not_found")
+    }
+
     /// 404 for a path the server does not have.
     pub fn no_route(method: &str, path: &str) -> Self {
         ApiError::new(

@@ -14,6 +14,7 @@
 mod auth;
 mod best_of;
 mod choice;
+pub mod dashboard;
 mod error;
 mod events;
 mod generate;

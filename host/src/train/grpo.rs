@@ -960,8 +960,23 @@ pub fn copy_params<B: Backend>(backend: &B, params: &ParamBuffer<B>) -> Result<P
 #[derive(Clone, Debug)]
 pub struct GrpoStepReport {
     pub metrics: GrpoStepMetrics,
-    /// `(prompt, completion, combined reward, advantage)` of this generation's rollouts.
-    pub samples: Vec<(String, String, f32, f32)>,
+    /// This generation's rollouts, group after group.
+    pub samples: Vec<RolloutSample>,
+}
+
+/// One rollout as `samples.jsonl` logs it: the prompt, the completion, each reward's
+/// score (`None`: not applicable or failed), their weighted sum and the advantage.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RolloutSample {
+    /// The rollout's group (its prompt) within the generation batch.
+    pub group: usize,
+    pub prompt: String,
+    pub completion: String,
+    /// The combined reward (`None` where no reward applied).
+    pub reward: Option<f32>,
+    pub advantage: f32,
+    /// Each reward's score, by reward name.
+    pub rewards: std::collections::BTreeMap<String, Option<f32>>,
 }
 
 /// Sums over one optimizer step's micro-batches, turned into [`GrpoStepMetrics`] at its end.
@@ -1067,16 +1082,22 @@ impl StepTally {
             step_time: started.elapsed().as_secs_f64() + batch.generation_time,
             eval_accuracy: None,
         };
+        let g = trainer.config.grpo.num_generations.max(1);
         let samples = rollouts
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                (
-                    trainer.prompts[r.prompt_index].sample.prompt.clone(),
-                    r.completion.text.clone(),
-                    adv.rewards.get(i).copied().unwrap_or(f32::NAN),
-                    r.advantage,
-                )
+            .map(|(i, r)| RolloutSample {
+                group: i / g,
+                prompt: trainer.prompts[r.prompt_index].sample.prompt.clone(),
+                completion: r.completion.text.clone(),
+                reward: adv.rewards.get(i).copied().filter(|x| x.is_finite()),
+                advantage: r.advantage,
+                rewards: trainer
+                    .rewards
+                    .iter()
+                    .zip(&r.rewards)
+                    .map(|(reward, &x)| (reward.name.clone(), x.is_finite().then_some(x)))
+                    .collect(),
             })
             .collect();
         GrpoStepReport { metrics, samples }

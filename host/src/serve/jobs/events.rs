@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// run replaces the file with a trimmed copy before appending again; the lines the
 /// copy still holds are not sent twice, and those it dropped are sent again as the run
 /// rewrites them.
-pub(super) struct LineTail {
+pub(crate) struct LineTail {
     path: PathBuf,
     /// Bytes of the file consumed (complete lines and `partial`).
     offset: u64,

@@ -62,6 +62,8 @@ pub struct JobView {
     pub stage: Option<String>,
     pub step: Option<u64>,
     pub total_steps: Option<u64>,
+    /// Seconds the running stage still needs at its pace so far.
+    pub eta_seconds: Option<u64>,
     /// The last line of the run's `metrics.jsonl`, parsed.
     pub metrics: Option<serde_json::Value>,
     /// The name the trained model is served under, once the job succeeded.
@@ -536,6 +538,9 @@ impl JobSnapshot {
             metrics,
         } = self;
         let metrics: Option<serde_json::Value> = last_line(&metrics).and_then(|l| serde_json::from_str(&l).ok());
+        let eta_seconds = (r.status == JobStatus::Running)
+            .then(|| position.eta_seconds())
+            .flatten();
         // A job this daemon has not run reports where its metrics left off.
         let (stage, step, total_steps) = match position.stage {
             Some(stage) => (Some(stage), Some(position.step), Some(position.total_steps)),
@@ -558,6 +563,7 @@ impl JobSnapshot {
             stage,
             step,
             total_steps,
+            eta_seconds,
             metrics,
             model: (r.status == JobStatus::Succeeded && r.model_path.is_some()).then(|| model_name(&r.id)),
             error: r.error,

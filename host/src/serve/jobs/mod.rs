@@ -22,6 +22,8 @@ pub use progress::{JobPosition, JobProgress};
 pub use record::{JobRecord, JobStatus};
 pub use routes::router;
 
+pub(crate) use events::LineTail;
+
 /// Why a job operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -57,7 +59,7 @@ pub enum JobError {
 const TAIL_BYTES: u64 = 64 * 1024;
 
 /// The last complete (newline-terminated) line of `path`, if any.
-fn last_line(path: &Path) -> Option<String> {
+pub(crate) fn last_line(path: &Path) -> Option<String> {
     let mut file = std::fs::File::open(path).ok()?;
     let len = file.metadata().ok()?.len();
     let start = len.saturating_sub(TAIL_BYTES);

@@ -16,6 +16,20 @@ pub struct JobPosition {
     pub total_steps: u64,
     /// The pipeline's last log line ("stage `grpo1`: resumed at step 10").
     pub last_log: Option<String>,
+    /// When this daemon began the stage, and at which step (for the ETA).
+    #[serde(skip)]
+    pub began: Option<(std::time::Instant, u64)>,
+}
+
+impl JobPosition {
+    /// Seconds the stage still needs at the pace of its steps since this daemon began it
+    /// (`None` before its first step here, or once it is done).
+    pub fn eta_seconds(&self) -> Option<u64> {
+        let (at, from) = self.began?;
+        let done = self.step.checked_sub(from).filter(|&d| d > 0)?;
+        let left = self.total_steps.checked_sub(self.step).filter(|&l| l > 0)?;
+        Some((at.elapsed().as_secs_f64() / done as f64 * left as f64).round() as u64)
+    }
 }
 
 /// A [`Progress`] that keeps the latest [`JobPosition`].
@@ -44,6 +58,7 @@ impl Progress for JobProgress {
             p.stage = Some(label.to_string());
             p.total_steps = total;
             p.step = done;
+            p.began = Some((std::time::Instant::now(), done));
         });
     }
 
@@ -64,13 +79,17 @@ mod tests {
         progress.begin("grpo1", 24, 10);
         progress.step("reward 0.5");
         progress.log("hello");
+        let position = progress.position();
+        assert_eq!(position.began.map(|b| b.1), Some(10));
+        assert!(position.eta_seconds().is_some(), "one step done, 13 to go");
         assert_eq!(
-            progress.position(),
+            position,
             JobPosition {
                 stage: Some("grpo1".into()),
                 step: 11,
                 total_steps: 24,
                 last_log: Some("hello".into()),
+                began: position.began,
             }
         );
     }
