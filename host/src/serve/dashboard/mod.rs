@@ -37,7 +37,7 @@ use futures_util::Stream;
 
 pub use runs::{MAX_LINES, RunSources, RunView};
 
-use crate::serve::jobs::LineTail;
+use crate::serve::jobs::follow_lines;
 use crate::serve::{ApiError, AppState};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -166,45 +166,9 @@ async fn validate_recipe(body: Bytes) -> Result<Json<serde_json::Value>, ApiErro
 }
 
 /// A run's metric lines as events: those written, then each new one; a job's stream
-/// ends (`event: end`) once the job is final, a run directory's is followed until the
-/// client leaves.
+/// ends (`event: end` with the run's id) once the job is final, a run directory's is
+/// followed until the client leaves.
 fn metric_events(runs: Arc<RunSources>, run: RunView) -> impl Stream<Item = Result<Event, Infallible>> {
-    struct Follow {
-        runs: Arc<RunSources>,
-        run: RunView,
-        tail: LineTail,
-        pending: std::collections::VecDeque<Event>,
-        done: bool,
-    }
-    let tail = LineTail::new(run.dir.join("metrics.jsonl"));
-    let state = Follow {
-        runs,
-        run,
-        tail,
-        pending: Default::default(),
-        done: false,
-    };
-    futures_util::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(event) = s.pending.pop_front() {
-                return Some((Ok(event), s));
-            }
-            if s.done {
-                return None;
-            }
-            // The status before the file, so every line written before a job ended
-            // comes before its `end`.
-            let finished = s.runs.job_finished(&s.run);
-            for line in s.tail.read_new() {
-                s.pending.push_back(Event::default().data(line));
-            }
-            if finished {
-                s.pending
-                    .push_back(Event::default().event("end").data(s.run.id.clone()));
-                s.done = true;
-            } else if s.pending.is_empty() {
-                tokio::time::sleep(runs::POLL).await;
-            }
-        }
-    })
+    let path = run.dir.join("metrics.jsonl");
+    follow_lines(path, move || runs.job_finished(&run).then(|| run.id.clone()))
 }

@@ -13,8 +13,6 @@ use crate::serve::jobs::{JobManager, JobView, last_line};
 pub const MAX_LINES: usize = 5000;
 /// Bytes read from the end of a JSONL file at most.
 const MAX_READ_BYTES: u64 = 32 << 20;
-/// How often a followed metrics file is checked for new lines.
-pub(super) const POLL: Duration = Duration::from_millis(250);
 /// A run directory whose metrics changed this recently counts as `active`.
 const ACTIVE_WITHIN: Duration = Duration::from_secs(60);
 

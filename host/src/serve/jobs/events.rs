@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// run replaces the file with a trimmed copy before appending again; the lines the
 /// copy still holds are not sent twice, and those it dropped are sent again as the run
 /// rewrites them.
-pub(crate) struct LineTail {
+pub(super) struct LineTail {
     path: PathBuf,
     /// Bytes of the file consumed (complete lines and `partial`).
     offset: u64,
@@ -101,24 +101,23 @@ fn file_identity(_meta: &std::fs::Metadata) -> Option<u64> {
     None
 }
 
-struct EventsState {
-    jobs: Arc<JobManager>,
-    id: String,
-    tail: LineTail,
-    pending: VecDeque<Event>,
-    done: bool,
-}
-
-/// The event stream of job `id`, whose metrics are at `metrics`.
-pub(super) fn job_events(
-    jobs: Arc<JobManager>,
-    id: String,
-    metrics: PathBuf,
+/// A JSONL file as server-sent events: every line written, then each new one as it is
+/// appended (checked every [`POLL`]), until `end` returns the data of a final `end`
+/// event. `end` is asked before the file is read, so every line written before the
+/// writer finished is sent before the `end`.
+pub(crate) fn follow_lines(
+    path: PathBuf,
+    end: impl FnMut() -> Option<String> + Send + 'static,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let state = EventsState {
-        jobs,
-        id,
-        tail: LineTail::new(metrics),
+    struct Follow<F> {
+        tail: LineTail,
+        end: F,
+        pending: VecDeque<Event>,
+        done: bool,
+    }
+    let state = Follow {
+        tail: LineTail::new(path),
+        end,
         pending: VecDeque::new(),
         done: false,
     };
@@ -130,28 +129,35 @@ pub(super) fn job_events(
             if s.done {
                 return None;
             }
-            // The status is read before the file, so every line written before the job
-            // ended is sent before its `end`.
-            let status = s.jobs.status(&s.id);
+            let end = (s.end)();
             for line in s.tail.read_new() {
                 s.pending.push_back(Event::default().data(line));
             }
-            match status {
-                Some(status) if !status.is_final() => {
-                    if s.pending.is_empty() {
-                        tokio::time::sleep(POLL).await;
-                    }
-                }
-                _ => {
-                    let job = s.jobs.get(&s.id);
-                    let data = job
-                        .and_then(|j| serde_json::to_string(&j).ok())
-                        .unwrap_or_else(|| "null".to_string());
+            match end {
+                Some(data) => {
                     s.pending.push_back(Event::default().event("end").data(data));
                     s.done = true;
                 }
+                None if s.pending.is_empty() => tokio::time::sleep(POLL).await,
+                None => {}
             }
         }
+    })
+}
+
+/// The event stream of job `id`, whose metrics are at `metrics`; its `end` carries the job.
+pub(super) fn job_events(
+    jobs: Arc<JobManager>,
+    id: String,
+    metrics: PathBuf,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    follow_lines(metrics, move || match jobs.status(&id) {
+        Some(status) if !status.is_final() => None,
+        _ => Some(
+            jobs.get(&id)
+                .and_then(|j| serde_json::to_string(&j).ok())
+                .unwrap_or_else(|| "null".to_string()),
+        ),
     })
 }
 

@@ -22,7 +22,7 @@ pub use progress::{JobPosition, JobProgress};
 pub use record::{JobRecord, JobStatus};
 pub use routes::router;
 
-pub(crate) use events::LineTail;
+pub(crate) use events::follow_lines;
 
 /// Why a job operation failed.
 #[derive(Debug, thiserror::Error)]
