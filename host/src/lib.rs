@@ -1,6 +1,7 @@
 //! r1-host: everything `r1host` does, as a library: model and data I/O, training,
 //! generation, the plugin host and the CLI's subcommands.
 
+pub mod adapter;
 pub mod chat;
 pub mod cli;
 pub mod device;

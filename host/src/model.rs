@@ -256,10 +256,18 @@ impl<B: Backend> Model<B> {
     }
 
     /// The weights as named host tensors (f32 only: a model with weights kept in a
-    /// stored type is refused).
+    /// stored type is refused); with a LoRA adapter, the base with the adapter merged in.
     pub fn weights(&self, backend: &B) -> Result<Weights, ModelError> {
-        self.params.check_trainable("downloading the weights as f32")?;
-        Ok(Weights::from_triples(self.params.download_all(backend)?))
+        let Some(base) = &self.params.base else {
+            self.params.check_trainable("downloading the weights as f32")?;
+            return Ok(Weights::from_triples(self.params.download_all(backend)?));
+        };
+        base.params.check_trainable("merging a LoRA adapter into its base")?;
+        let mut weights = Weights::from_triples(base.params.download_all(backend)?);
+        if let Some(adapter) = self.adapter(backend, None)? {
+            crate::adapter::merge_adapter(&mut weights, &adapter)?;
+        }
+        Ok(weights)
     }
 
     /// Bytes the weights occupy on the backend (f32 buffer plus stored weights).
@@ -276,6 +284,11 @@ impl<B: Backend> Model<B> {
         trainer_state: Vec<u8>,
     ) -> Result<(), ModelError> {
         self.params.check_trainable("saving an r1 checkpoint")?;
+        if optimizer.is_some() && self.params.base.is_some() {
+            return Err(ModelError::Invalid(
+                "an r1 checkpoint holds a whole model: a LoRA adapter's optimizer state has no place in it".into(),
+            ));
+        }
         let optimizer = match optimizer {
             Some(o) => Some(OptimizerState {
                 step: o.step,

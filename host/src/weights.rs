@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use r1_core::backend::{Backend, BackendError, TensorRef};
 use r1_core::exec::Bindings;
-use r1_core::model::{CausalLm, ModelConfig, ParamSpec, WeightTypes};
+use r1_core::model::{CausalLm, LoraSpec, ModelConfig, ParamSpec, WeightTypes};
 use r1_core::sampling::Rng;
 use r1_core::{DType, Graph, GraphError, TensorDesc};
 
@@ -97,6 +97,11 @@ impl ParamLayout {
 
     pub fn get(&self, name: &str) -> Option<&ParamEntry> {
         self.index.get(name).map(|&i| &self.entries[i])
+    }
+
+    /// The position of parameter `name` in [`ParamLayout::entries`].
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
     }
 
     /// Floats in the flat buffer (with alignment padding).
@@ -184,13 +189,23 @@ impl std::fmt::Debug for StoredBytes {
 }
 
 /// A flat f32 buffer on a backend with a [`ParamLayout`]: weights, gradients, or optimizer
-/// moments; for weights, also the [`StoredWeight`]s of other types.
+/// moments; for weights, also the [`StoredWeight`]s of other types, and for a LoRA adapter
+/// the frozen model under it.
 pub struct ParamBuffer<B: Backend> {
     pub layout: ParamLayout,
     pub buffer: B::Buffer,
     /// Weights not in the f32 layout, kept in their stored type (empty for gradients,
     /// moments, and every model loaded from f32/f16/bf16 weights).
     pub stored: Vec<StoredWeight<B>>,
+    /// For an adapter's weights (`layout` then holds `lora_A`/`lora_B` only): the frozen
+    /// model they adapt, shared (GRPO's reference model is this base, not a copy).
+    pub base: Option<AdapterBase<B>>,
+}
+
+/// The frozen model under a LoRA adapter, and the adapter's settings.
+pub struct AdapterBase<B: Backend> {
+    pub params: Arc<ParamBuffer<B>>,
+    pub lora: LoraSpec,
 }
 
 impl<B: Backend> ParamBuffer<B> {
@@ -201,7 +216,64 @@ impl<B: Backend> ParamBuffer<B> {
             layout,
             buffer,
             stored: Vec::new(),
+            base: None,
         })
+    }
+
+    /// A LoRA adapter over `base` for a model of config `cfg`, initialised as PEFT does
+    /// (`init_lora_weights=True`): `lora_A` from Kaiming-uniform with `a = √5`, i.e.
+    /// U(−1/√in, 1/√in), `lora_B` zero — so the adapted model starts as the base.
+    pub fn new_adapter(
+        backend: &B,
+        base: Arc<ParamBuffer<B>>,
+        cfg: &ModelConfig,
+        lora: LoraSpec,
+        seed: u64,
+    ) -> Result<Self, WeightsError> {
+        if base.base.is_some() {
+            return Err(WeightsError::Lora(
+                "an adapter cannot sit on another adapter; merge it first".into(),
+            ));
+        }
+        lora.validate().map_err(|e| WeightsError::Lora(e.to_string()))?;
+        let specs = lora.adapter_specs(&cfg.param_specs());
+        let mut rng = Rng::new(seed);
+        let values: Vec<(String, Vec<f32>)> = specs
+            .iter()
+            .map(|s| {
+                let values = if s.name.ends_with(".lora_A.weight") {
+                    let bound = 1.0 / (s.dims[1] as f64).sqrt();
+                    (0..s.numel())
+                        .map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32)
+                        .collect()
+                } else {
+                    vec![0.0; s.numel()]
+                };
+                (s.name.clone(), values)
+            })
+            .collect();
+        Self::adapter(backend, base, cfg, lora, values)
+    }
+
+    /// A LoRA adapter over `base` with the given weights (every `lora_A`/`lora_B` of
+    /// `lora`'s targets, by name).
+    pub fn adapter(
+        backend: &B,
+        base: Arc<ParamBuffer<B>>,
+        cfg: &ModelConfig,
+        lora: LoraSpec,
+        weights: impl IntoIterator<Item = (String, Vec<f32>)>,
+    ) -> Result<Self, WeightsError> {
+        let specs = lora.adapter_specs(&cfg.param_specs());
+        if specs.is_empty() {
+            return Err(WeightsError::Lora(format!(
+                "none of the target modules ({}) is a weight of this model",
+                lora.targets.names().join(", ")
+            )));
+        }
+        let mut adapter = upload_weights(backend, ParamLayout::new(&specs), weights)?;
+        adapter.base = Some(AdapterBase { params: base, lora });
+        Ok(adapter)
     }
 
     /// Uploads a weight kept in its stored type into a buffer of its own.
@@ -240,6 +312,9 @@ impl<B: Backend> ParamBuffer<B> {
     /// The stored type of every weight: what the graph builder needs
     /// (`r1_core::model::build_causal_lm_typed`).
     pub fn weight_types(&self) -> WeightTypes {
+        if let Some(base) = &self.base {
+            return base.params.weight_types().with_lora(base.lora);
+        }
         let mut types = WeightTypes::all_f32();
         for s in &self.stored {
             types.set(&s.name, s.desc.dtype);
@@ -248,11 +323,29 @@ impl<B: Backend> ParamBuffer<B> {
     }
 
     /// Bytes the weights occupy on the backend: the flat f32 buffer (alignment padding
-    /// included) plus every stored weight.
+    /// included) plus every stored weight, and the base under an adapter.
     pub fn resident_bytes(&self) -> usize {
-        self.stored
+        let own = self
+            .stored
             .iter()
-            .fold(self.layout.total_bytes(), |n, s| n.saturating_add(s.desc.bytes()))
+            .fold(self.layout.total_bytes(), |n, s| n.saturating_add(s.desc.bytes()));
+        own.saturating_add(self.base.as_ref().map_or(0, |b| b.params.resident_bytes()))
+    }
+
+    /// The LoRA adapter's settings, when these are an adapter's weights.
+    pub fn lora(&self) -> Option<&LoraSpec> {
+        self.base.as_ref().map(|b| &b.lora)
+    }
+
+    /// Where weight `name` lives: this buffer's layout, a stored weight, or the base.
+    fn find(&self, name: &str) -> Option<(&B::Buffer, usize)> {
+        if let Some(e) = self.layout.get(name) {
+            return Some((&self.buffer, e.byte_offset()));
+        }
+        if let Some(s) = self.stored.iter().find(|s| s.name == name) {
+            return Some((&s.buffer, 0));
+        }
+        self.base.as_ref().and_then(|b| b.params.find(name))
     }
 
     /// Refuses a model with weights kept in a stored type: they are frozen, outside the
@@ -321,34 +414,23 @@ impl<B: Backend> ParamBuffer<B> {
     /// Binds every `Param` node of a built model to this buffer.
     pub fn bind<'a>(&'a self, lm: &CausalLm, bindings: &mut Bindings<'a, B::Buffer>) -> Result<(), GraphError> {
         for (name, id) in &lm.params {
-            match self.layout.get(name) {
-                Some(e) => bindings.bind(*id, &self.buffer, e.byte_offset())?,
-                None => bindings.bind(*id, &self.stored_weight(name, id.0)?.buffer, 0)?,
-            }
+            let (buffer, offset) = self.find(name).ok_or_else(|| GraphError::Unbound {
+                node: id.0,
+                name: name.to_string(),
+            })?;
+            bindings.bind(*id, buffer, offset)?;
         }
         Ok(())
-    }
-
-    fn stored_weight(&self, name: &str, node: u32) -> Result<&StoredWeight<B>, GraphError> {
-        self.stored
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| GraphError::Unbound {
-                node,
-                name: name.to_string(),
-            })
     }
 
     /// Binds the params of an arbitrary graph by name (params not in the layout are left
     /// unbound and reported by the executor).
     pub fn bind_graph<'a>(&'a self, graph: &Graph, bindings: &mut Bindings<'a, B::Buffer>) -> Result<(), GraphError> {
         for (id, node) in graph.iter() {
-            if let (r1_core::Op::Param { .. }, Some(name)) = (&node.op, &node.name) {
-                if let Some(e) = self.layout.get(name) {
-                    bindings.bind(id, &self.buffer, e.byte_offset())?;
-                } else if let Some(s) = self.stored.iter().find(|s| &s.name == name) {
-                    bindings.bind(id, &s.buffer, 0)?;
-                }
+            if let (r1_core::Op::Param { .. }, Some(name)) = (&node.op, &node.name)
+                && let Some((buffer, offset)) = self.find(name)
+            {
+                bindings.bind(id, buffer, offset)?;
             }
         }
         Ok(())
@@ -381,6 +463,8 @@ pub enum WeightsError {
         example: String,
         dtype: String,
     },
+    #[error("LoRA: {0}")]
+    Lora(String),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }

@@ -27,6 +27,7 @@ use crate::error::GraphError;
 use crate::graph::{Graph, NodeId};
 use crate::model::config::{ConfigError, ModelConfig, ParamSpec};
 use crate::model::kv_cache::{KvCacheTypes, KvCacheWidthError};
+use crate::model::lora::{LoraError, LoraSpec};
 use crate::tensor::{DType, TensorDesc};
 
 /// Name of the token-id input (`[B, T]` i32).
@@ -129,6 +130,8 @@ pub enum BuildError {
     Graph(GraphError),
     /// A quantized KV cache type on a model whose cache rows are not whole blocks.
     KvCache(KvCacheWidthError),
+    /// A LoRA adapter setting out of range.
+    Lora(LoraError),
 }
 
 impl core::fmt::Display for BuildError {
@@ -137,6 +140,7 @@ impl core::fmt::Display for BuildError {
             BuildError::Config(e) => e.fmt(f),
             BuildError::Graph(e) => e.fmt(f),
             BuildError::KvCache(e) => e.fmt(f),
+            BuildError::Lora(e) => e.fmt(f),
         }
     }
 }
@@ -156,16 +160,25 @@ impl From<KvCacheWidthError> for BuildError {
     }
 }
 
+impl From<LoraError> for BuildError {
+    fn from(e: LoraError) -> Self {
+        BuildError::Lora(e)
+    }
+}
+
 impl From<ConfigError> for BuildError {
     fn from(e: ConfigError) -> Self {
         BuildError::Config(e)
     }
 }
 
-/// The stored type of each weight, by Hugging Face name: f32 (trainable) unless listed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The stored type of each weight, by Hugging Face name: f32 (trainable) unless listed;
+/// and the LoRA adapter on top, when there is one (then every base weight is frozen and
+/// only the adapter trains).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct WeightTypes {
     types: BTreeMap<String, DType>,
+    lora: Option<LoraSpec>,
 }
 
 impl WeightTypes {
@@ -188,9 +201,26 @@ impl WeightTypes {
         self.types.get(name).copied().unwrap_or(DType::F32)
     }
 
-    /// Whether every weight is f32 (so the model can be trained).
+    /// Whether every weight is f32.
     pub fn is_all_f32(&self) -> bool {
         self.types.is_empty()
+    }
+
+    /// Adds a LoRA adapter over the (then frozen) weights.
+    pub fn with_lora(mut self, lora: LoraSpec) -> WeightTypes {
+        self.lora = Some(lora);
+        self
+    }
+
+    /// The LoRA adapter, when the model has one.
+    pub fn lora(&self) -> Option<&LoraSpec> {
+        self.lora.as_ref()
+    }
+
+    /// Whether the graph has weights to train: the adapter's, or every weight when all
+    /// are f32 and there is no adapter.
+    pub fn trains(&self) -> bool {
+        self.lora.is_some() || self.is_all_f32()
     }
 
     /// The weights that are not f32, by name.
@@ -208,19 +238,32 @@ pub struct ParamTable {
 
 impl ParamTable {
     /// Adds every weight of `specs` to `g`: a trainable f32 parameter, or a frozen one of
-    /// the type `types` gives it.
+    /// the type `types` gives it; with a LoRA adapter, every weight of `specs` frozen and
+    /// the adapter's `lora_A`/`lora_B` after them, trainable.
     pub fn new(g: &mut Graph, specs: Vec<ParamSpec>, types: &WeightTypes) -> Result<ParamTable, GraphError> {
-        let mut list = Vec::with_capacity(specs.len());
+        let adapters = types.lora().map(|l| l.adapter_specs(&specs)).unwrap_or_default();
+        let base_trains = types.lora().is_none();
+        let mut list = Vec::with_capacity(specs.len() + adapters.len());
         let mut index = BTreeMap::new();
         for s in specs {
             let id = match types.get(&s.name) {
-                DType::F32 => g.param(&s.name, &s.dims, true)?,
+                DType::F32 => g.param(&s.name, &s.dims, base_trains)?,
                 dtype => g.param_typed(&s.name, TensorDesc::new(dtype, &s.dims), false)?,
             };
             index.insert(s.name.clone(), id);
             list.push((s.name, id));
         }
+        for s in adapters {
+            let id = g.param(&s.name, &s.dims, true)?;
+            index.insert(s.name.clone(), id);
+            list.push((s.name, id));
+        }
         Ok(ParamTable { list, index })
+    }
+
+    /// Whether the parameter `name` exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.index.contains_key(name)
     }
 
     /// The parameter named `name`.
@@ -229,6 +272,34 @@ impl ParamTable {
             node: u32::MAX,
             name: name.into(),
         })
+    }
+}
+
+/// A linear layer `x [.., in] · wᵀ (+ b)` → `[.., out]` of the weights `{prefix}.weight`
+/// (and `{prefix}.bias` when `bias`), plus `s · (x · Aᵀ) · Bᵀ` when the table has a LoRA
+/// adapter on it (`{prefix}.lora_A.weight`, `{prefix}.lora_B.weight`), added after the
+/// bias as PEFT's `Linear.forward` adds it.
+pub fn linear(
+    g: &mut Graph,
+    params: &ParamTable,
+    types: &WeightTypes,
+    x: NodeId,
+    prefix: &str,
+    bias: bool,
+) -> Result<NodeId, GraphError> {
+    let mut y = g.matmul(x, params.get(&format!("{prefix}.weight"))?, false, true)?;
+    if bias {
+        y = g.add(y, params.get(&format!("{prefix}.bias"))?)?;
+    }
+    let a_name = format!("{prefix}.lora_A.weight");
+    match types.lora() {
+        Some(lora) if params.has(&a_name) => {
+            let down = g.matmul(x, params.get(&a_name)?, false, true)?;
+            let up = g.matmul(down, params.get(&format!("{prefix}.lora_B.weight"))?, false, true)?;
+            let scaled = g.scale(up, lora.scaling())?;
+            g.add(y, scaled)
+        }
+        _ => Ok(y),
     }
 }
 
@@ -311,5 +382,8 @@ pub fn build_causal_lm_typed(
 ) -> Result<CausalLm, BuildError> {
     let arch = cfg.validate()?;
     check_geometry(cfg, opts)?;
+    if let Some(lora) = types.lora() {
+        lora.validate()?;
+    }
     arch.family().build(g, cfg, opts, types)
 }

@@ -10,7 +10,9 @@ use alloc::vec::Vec;
 
 use crate::error::GraphError;
 use crate::graph::{AttentionSpec, Graph, NodeId, RopeSpec};
-use crate::model::builder::{BuildError, BuildOptions, CausalLm, ParamTable, WeightTypes, graph_inputs, lm_logits};
+use crate::model::builder::{
+    BuildError, BuildOptions, CausalLm, ParamTable, WeightTypes, graph_inputs, linear, lm_logits,
+};
 use crate::model::config::{Architecture, ModelConfig, ParamSpec};
 use crate::model::family::Family;
 use crate::tensor::TensorDesc;
@@ -95,12 +97,29 @@ pub fn decoder_param_specs(cfg: &ModelConfig, biases: Biases) -> Vec<ParamSpec> 
     out
 }
 
-/// What one layer's attention reads besides its input: the cache and positions.
+/// What one layer reads besides its input: the weights, the cache and positions.
 struct LayerCtx<'a> {
     cfg: &'a ModelConfig,
     opts: &'a BuildOptions,
+    params: &'a ParamTable,
+    types: &'a WeightTypes,
     past: Option<NodeId>,
     biases: Biases,
+}
+
+impl LayerCtx<'_> {
+    /// Linear layer `module` (e.g. `self_attn.q_proj`) of layer `l`, with its LoRA adapter
+    /// when it has one.
+    fn linear(&self, g: &mut Graph, l: usize, module: &str, x: NodeId, bias: bool) -> Result<NodeId, GraphError> {
+        linear(
+            g,
+            self.params,
+            self.types,
+            x,
+            &format!("model.layers.{l}.{module}"),
+            bias,
+        )
+    }
 }
 
 /// The Llama-style decoder graph, each weight stored as `types` says (every projection
@@ -119,6 +138,8 @@ pub fn build_decoder(
     let ctx = LayerCtx {
         cfg,
         opts,
+        params: &params,
+        types,
         past,
         biases,
     };
@@ -127,11 +148,11 @@ pub fn build_decoder(
         let pre = format!("model.layers.{l}.");
         let w = |s: &str| params.get(&format!("{pre}{s}"));
         let xn = g.rms_norm(x, w("input_layernorm.weight")?, cfg.rms_norm_eps)?;
-        let (o, cache) = self_attention(g, &ctx, l, &w, xn)?;
+        let (o, cache) = self_attention(g, &ctx, l, xn)?;
         caches.extend(cache);
         x = g.add(x, o)?;
         let xn = g.rms_norm(x, w("post_attention_layernorm.weight")?, cfg.rms_norm_eps)?;
-        let down = swiglu_mlp(g, &w, xn)?;
+        let down = swiglu_mlp(g, &ctx, l, xn)?;
         x = g.add(x, down)?;
     }
     let hidden = g.rms_norm(x, params.get("model.norm.weight")?, cfg.rms_norm_eps)?;
@@ -152,37 +173,20 @@ pub fn build_decoder(
     })
 }
 
-/// `x [B, T, H] · wᵀ (+ bias)`.
-fn projection(
-    g: &mut Graph,
-    w: &dyn Fn(&str) -> Result<NodeId, GraphError>,
-    x: NodeId,
-    name: &str,
-    bias: bool,
-) -> Result<NodeId, GraphError> {
-    let y = g.matmul(x, w(&format!("{name}.weight"))?, false, true)?;
-    if bias {
-        g.add(y, w(&format!("{name}.bias"))?)
-    } else {
-        Ok(y)
-    }
-}
-
 /// Grouped-query self-attention of layer `l` with RoPE, appending to the KV cache when
 /// the graph has one. Returns the o_proj output and the layer's `(k, v)` cache inputs.
 fn self_attention(
     g: &mut Graph,
     ctx: &LayerCtx<'_>,
     l: usize,
-    w: &dyn Fn(&str) -> Result<NodeId, GraphError>,
     xn: NodeId,
 ) -> Result<(NodeId, Option<(NodeId, NodeId)>), GraphError> {
     let (cfg, opts) = (ctx.cfg, ctx.opts);
     let hd = cfg.head_dim();
     let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
-    let q = projection(g, w, xn, "self_attn.q_proj", ctx.biases.qkv)?;
-    let k = projection(g, w, xn, "self_attn.k_proj", ctx.biases.qkv)?;
-    let v = projection(g, w, xn, "self_attn.v_proj", ctx.biases.qkv)?;
+    let q = ctx.linear(g, l, "self_attn.q_proj", xn, ctx.biases.qkv)?;
+    let k = ctx.linear(g, l, "self_attn.k_proj", xn, ctx.biases.qkv)?;
+    let v = ctx.linear(g, l, "self_attn.v_proj", xn, ctx.biases.qkv)?;
     let rope = |n_heads| RopeSpec {
         n_heads,
         head_dim: hd,
@@ -214,14 +218,14 @@ fn self_attention(
             (g.attention(q, k, v, spec)?, None)
         }
     };
-    let o = projection(g, w, a, "self_attn.o_proj", ctx.biases.o)?;
+    let o = ctx.linear(g, l, "self_attn.o_proj", a, ctx.biases.o)?;
     Ok((o, cache))
 }
 
 /// `down(silu(gate(x)) * up(x))`.
-fn swiglu_mlp(g: &mut Graph, w: &dyn Fn(&str) -> Result<NodeId, GraphError>, xn: NodeId) -> Result<NodeId, GraphError> {
-    let gate = g.matmul(xn, w("mlp.gate_proj.weight")?, false, true)?;
-    let up = g.matmul(xn, w("mlp.up_proj.weight")?, false, true)?;
+fn swiglu_mlp(g: &mut Graph, ctx: &LayerCtx<'_>, l: usize, xn: NodeId) -> Result<NodeId, GraphError> {
+    let gate = ctx.linear(g, l, "mlp.gate_proj", xn, false)?;
+    let up = ctx.linear(g, l, "mlp.up_proj", xn, false)?;
     let act = g.swiglu(gate, up)?;
-    g.matmul(act, w("mlp.down_proj.weight")?, false, true)
+    ctx.linear(g, l, "mlp.down_proj", act, false)
 }

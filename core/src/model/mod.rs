@@ -7,12 +7,14 @@ pub mod config;
 pub mod family;
 pub mod kv_cache;
 pub mod llama;
+pub mod lora;
 pub mod qwen2;
 
 pub use builder::{
-    BuildError, BuildOptions, CausalLm, INPUT_IDS, KvCacheSpec, LAST_ROWS, LogitsFor, PAST, WeightTypes,
-    build_causal_lm, build_causal_lm_typed, last_rows,
+    BuildError, BuildOptions, CausalLm, INPUT_IDS, KvCacheSpec, LAST_ROWS, LogitsFor, PAST, ParamTable, WeightTypes,
+    build_causal_lm, build_causal_lm_typed, last_rows, linear,
 };
 pub use config::{Architecture, ConfigError, ModelConfig, ParamSpec};
 pub use family::Family;
 pub use kv_cache::{KvCacheType, KvCacheTypes, KvCacheWidthError, UnknownKvCacheType};
+pub use lora::{LoraError, LoraModule, LoraSpec, LoraTargets};

@@ -71,7 +71,7 @@ pub(super) fn run_grpo_stage<B: Backend>(
     let latest = run.dir.checkpoint(&format!("{name}.latest"));
     if resume && latest.is_file() {
         restore_trainer(run, model, &mut trainer, name)?;
-    } else if trainer.reference.is_some() {
+    } else if trainer.reference_is_copy(&model.params) {
         // The frozen reference is the model as this stage starts.
         model.save(run.backend, &reference_path(run, name), None, Vec::new())?;
     }
@@ -173,7 +173,11 @@ fn restore_trainer<B: Backend>(
         restore_optimizer(backend, &mut trainer.optimizer, opt)?;
     }
     trainer.resume_from(postcard::from_bytes(&ckpt.trainer_state).context("GRPO trainer state in the checkpoint")?);
-    if let Some(reference) = &trainer.reference {
+    if let Some(reference) = trainer
+        .reference
+        .as_ref()
+        .filter(|_| trainer.reference_is_copy(&model.params))
+    {
         let r = load_checkpoint(&reference_path(run, name))?;
         for t in r.weights.iter() {
             reference.upload(backend, &t.name, &t.data)?;

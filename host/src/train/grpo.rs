@@ -257,12 +257,15 @@ pub struct GrpoTrainer<B: Backend> {
     pub config: GrpoTrainConfig,
     pub model: ModelConfig,
     pub optimizer: AdamW<B>,
-    pub reference: Option<ParamBuffer<B>>,
+    /// The frozen reference model (when β ≠ 0): a copy of the weights as the stage starts,
+    /// or, when training a LoRA adapter, the base under it (shared, never copied).
+    pub reference: Option<Arc<ParamBuffer<B>>>,
     pub rewards: Vec<NamedReward>,
     pub state: GrpoState,
     failures: Vec<RewardFailures>,
     engine: Engine<B>,
-    graphs: HashMap<(usize, usize), LmGraph<B>>,
+    /// Scoring graphs by `(rows, seq, with the LoRA adapter)`.
+    graphs: HashMap<(usize, usize, bool), LmGraph<B>>,
     prompts: Vec<GrpoPrompt>,
 }
 
@@ -336,10 +339,10 @@ impl<B: Backend> GrpoTrainer<B> {
                 });
             }
         }
-        let reference = if config.grpo.beta != 0.0 {
-            Some(copy_params(backend, params)?)
-        } else {
-            None
+        let reference = match (&params.base, config.grpo.beta != 0.0) {
+            (_, false) => None,
+            (Some(base), true) => Some(base.params.clone()),
+            (None, true) => Some(Arc::new(copy_params(backend, params)?)),
         };
         let optimizer = AdamW::new(backend, &params.layout, config.optim.clone())?;
         let state = GrpoState {
@@ -476,15 +479,28 @@ impl<B: Backend> GrpoTrainer<B> {
     }
 
     /// Scoring graph for a micro-batch shape (built on first use).
-    fn graph(&mut self, backend: &B, rows: usize, seq: usize) -> Result<&mut LmGraph<B>, GrpoTrainError> {
+    fn graph(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        rows: usize,
+        seq: usize,
+    ) -> Result<&mut LmGraph<B>, GrpoTrainError> {
         scoring_graph(
             &mut self.graphs,
             backend,
             &self.model,
+            params,
             self.config.temperature,
             rows,
             seq,
         )
+    }
+
+    /// Whether the reference model is a copy made when the stage started (it is then
+    /// saved beside the stage's checkpoints), not the base under a LoRA adapter.
+    pub fn reference_is_copy(&self, params: &ParamBuffer<B>) -> bool {
+        self.reference.is_some() && params.base.is_none()
     }
 
     fn pack(&self, rows: &[&Rollout], pad: u32) -> Packed {
@@ -535,7 +551,7 @@ impl<B: Backend> GrpoTrainer<B> {
         rows: usize,
     ) -> Result<(Vec<f32>, Vec<f32>), GrpoTrainError> {
         let l = self.config.grpo.max_completion_length;
-        let graph = self.graph(backend, rows, packed.seq)?;
+        let graph = self.graph(backend, params, rows, packed.seq)?;
         let (logp, ent) = graph.forward(
             backend,
             params,
@@ -691,10 +707,8 @@ impl<B: Backend> GrpoTrainer<B> {
             if self.config.needs_old_logp() {
                 old[m] = Some(self.completion_logp(backend, params, p, micro[m].len())?.0);
             }
-            if let Some(refp) = self.reference.take() {
-                let r = self.completion_logp(backend, &refp, p, micro[m].len());
-                self.reference = Some(refp);
-                reference[m] = Some(r?.0);
+            if let Some(refp) = self.reference.clone() {
+                reference[m] = Some(self.completion_logp(backend, &refp, p, micro[m].len())?.0);
             }
         }
         Ok(PreparedBatch {
@@ -807,7 +821,7 @@ impl<B: Backend> GrpoTrainer<B> {
             }
         }
         let temperature = self.config.temperature;
-        let graph = scoring_graph(&mut self.graphs, backend, &self.model, temperature, rows, seq)?;
+        let graph = scoring_graph(&mut self.graphs, backend, &self.model, params, temperature, rows, seq)?;
         graph.backward(backend, params, Some(&d))?;
         let opt = &self.optimizer;
         graph.for_each_grad(params, |i, gt| opt.accumulate(backend, i, gt, first))?;
@@ -933,18 +947,20 @@ pub fn evaluate<B: Backend>(
 /// The cached graph scoring `[rows × seq]` micro-batches with log-probs at `temperature`
 /// (built on first use; a field-level borrow so the optimizer stays usable beside it).
 fn scoring_graph<'a, B: Backend>(
-    graphs: &'a mut HashMap<(usize, usize), LmGraph<B>>,
+    graphs: &'a mut HashMap<(usize, usize, bool), LmGraph<B>>,
     backend: &B,
     model: &ModelConfig,
+    params: &ParamBuffer<B>,
     temperature: f32,
     rows: usize,
     seq: usize,
 ) -> Result<&'a mut LmGraph<B>, GrpoTrainError> {
-    match graphs.entry((rows, seq)) {
+    match graphs.entry((rows, seq, params.lora().is_some())) {
         Entry::Occupied(e) => Ok(e.into_mut()),
         Entry::Vacant(e) => {
             let objective = Objective::TokenLogProbs { temperature };
-            Ok(e.insert(LmGraph::new(backend, model, rows, seq, objective)?))
+            let types = params.weight_types();
+            Ok(e.insert(LmGraph::with_types(backend, model, &types, rows, seq, objective)?))
         }
     }
 }

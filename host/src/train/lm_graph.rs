@@ -103,10 +103,11 @@ pub struct LmGraph<B: Backend> {
     pub output: NodeId,
     /// `[B, T]` entropies (token log-probs objective only).
     pub entropy: Option<NodeId>,
-    /// Gradient node per parameter, in the layout's order (`None` if unused).
-    pub grads: Vec<Option<NodeId>>,
+    /// Gradient node of every trainable parameter that gets one, by name (the whole model,
+    /// or a LoRA adapter's weights).
+    pub grads: Vec<(String, NodeId)>,
     forward_steps: usize,
-    /// A weight not stored as f32, when there is one (the graph is then forward only).
+    /// A weight not stored as f32 when nothing trains (the graph is then forward only).
     frozen: Option<String>,
     feed: B::Buffer,
     executor: Executor<B>,
@@ -140,7 +141,8 @@ impl<B: Backend> LmGraph<B> {
     }
 
     /// [`LmGraph::new`] for weights stored as `types` (a [`ParamBuffer::weight_types`]).
-    /// With any weight not f32 the graph is forward only (scoring: `r1host logprobs`):
+    /// With a LoRA adapter, the backward part reaches the adapter's weights only. Without
+    /// one, any weight not f32 makes the graph forward only (scoring: `r1host logprobs`):
     /// there is no backward part, and [`LmGraph::backward`] refuses.
     pub fn with_types(
         backend: &B,
@@ -181,15 +183,28 @@ impl<B: Backend> LmGraph<B> {
             }
         };
         let forward_outputs: Vec<NodeId> = std::iter::once(output).chain(entropy).collect();
-        let grads = if types.is_all_f32() {
-            let wrt: Vec<NodeId> = lm.params.iter().map(|(_, id)| *id).collect();
-            autodiff::backward(&mut g, &[seed_pair], &wrt)?
+        let grads = if types.trains() {
+            let trained: Vec<&(String, NodeId)> = lm
+                .params
+                .iter()
+                .filter(|(_, id)| matches!(g.nodes()[id.index()].op, r1_core::Op::Param { trainable: true }))
+                .collect();
+            let wrt: Vec<NodeId> = trained.iter().map(|(_, id)| *id).collect();
+            let d = autodiff::backward(&mut g, &[seed_pair], &wrt)?;
+            trained
+                .iter()
+                .zip(d)
+                .filter_map(|((name, _), d)| d.map(|d| (name.clone(), d)))
+                .collect()
         } else {
-            vec![None; lm.params.len()]
+            Vec::new()
         };
-        let frozen = types.iter().next().map(|(name, _)| name.to_string());
+        let frozen = match types.trains() {
+            true => None,
+            false => types.iter().next().map(|(name, _)| name.to_string()),
+        };
         let mut outputs = forward_outputs.clone();
-        outputs.extend(grads.iter().flatten().copied());
+        outputs.extend(grads.iter().map(|(_, d)| *d));
         let plan = Plan::for_backend(&g, &outputs, backend)?;
         let forward_steps = forward_outputs
             .iter()
@@ -303,19 +318,21 @@ impl<B: Backend> LmGraph<B> {
         Ok(())
     }
 
-    /// Calls `f(param_index, gradient)` for every parameter that received a gradient
-    /// (valid after [`LmGraph::backward`]).
+    /// Calls `f(param_index, gradient)` for every parameter that received a gradient, by
+    /// its index in `params.layout` (valid after [`LmGraph::backward`]).
     pub fn for_each_grad(
         &self,
         params: &ParamBuffer<B>,
         mut f: impl FnMut(usize, TensorRef<'_, B::Buffer>) -> Result<(), BackendError>,
     ) -> Result<(), LmGraphError> {
         let b = bind_all(&self.graph, &self.lm, &self.slots, &self.feed, params)?;
-        for (i, g) in self.grads.iter().enumerate() {
-            if let Some(g) = g {
-                let t = self.executor.tensor(&self.graph, &self.plan, &b, *g)?;
-                f(i, t)?;
-            }
+        for (name, g) in &self.grads {
+            let i = params
+                .layout
+                .index_of(name)
+                .ok_or_else(|| LmGraphError::Feed(format!("trained weight `{name}` is not in the parameter buffer")))?;
+            let t = self.executor.tensor(&self.graph, &self.plan, &b, *g)?;
+            f(i, t)?;
         }
         Ok(())
     }

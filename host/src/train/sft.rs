@@ -209,6 +209,7 @@ pub fn train_sft<B: Backend>(
     let total = sft.total_steps(examples.len());
     let mut opt = AdamW::new(backend, &params.layout, sft.optim.clone())?;
     let mut graphs: HashMap<(usize, usize), LmGraph<B>> = HashMap::new();
+    let types = params.weight_types();
     let mut rng = Rng::new(sft.seed);
     let mut order: Vec<usize> = Vec::new();
     let mut cursor = 0usize;
@@ -260,7 +261,14 @@ pub fn train_sft<B: Backend>(
         for (k, (ids, targets, _, seq)) in packed.iter().enumerate() {
             let key = (bs, *seq);
             if let std::collections::hash_map::Entry::Vacant(e) = graphs.entry(key) {
-                e.insert(LmGraph::new(backend, cfg, bs, *seq, Objective::CrossEntropy)?);
+                e.insert(LmGraph::with_types(
+                    backend,
+                    cfg,
+                    &types,
+                    bs,
+                    *seq,
+                    Objective::CrossEntropy,
+                )?);
             }
             let graph = graphs
                 .get_mut(&key)

@@ -1,0 +1,124 @@
+//! LoRA adapters on a loaded model: attach a fresh or PEFT-read adapter to a [`Model`]
+//! (its weights become the frozen base, shared), take the adapter back out as a
+//! [`PeftAdapter`], and merge it into the base weights (`W + s · B · A`, as PEFT's
+//! `merge_and_unload`).
+
+use std::sync::Arc;
+
+use ndarray::ArrayView2;
+use r1_core::backend::Backend;
+use r1_core::model::{LoraSpec, ModelConfig};
+
+use crate::io::{NamedTensor, PeftAdapter, Weights};
+use crate::model::{Model, ModelError};
+use crate::weights::{ParamBuffer, ParamLayout, WeightsError};
+
+impl<B: Backend> Model<B> {
+    /// Puts a fresh adapter (PEFT's initialisation, `seed`) on this model: the current
+    /// weights become its frozen base and only the adapter trains.
+    pub fn attach_new_adapter(&mut self, backend: &B, lora: LoraSpec, seed: u64) -> Result<(), ModelError> {
+        self.replace_params(backend, |b, base, cfg| {
+            ParamBuffer::new_adapter(b, base, cfg, lora, seed)
+        })
+    }
+
+    /// Puts `adapter` (read from a PEFT directory) on this model.
+    pub fn attach_adapter(&mut self, backend: &B, adapter: &PeftAdapter) -> Result<(), ModelError> {
+        adapter.check_for(&self.config, "the adapter")?;
+        let weights = adapter.weights.iter().map(|t| (t.name.clone(), t.data.clone()));
+        self.replace_params(backend, |b, base, cfg| {
+            ParamBuffer::adapter(b, base, cfg, adapter.spec, weights)
+        })
+    }
+
+    fn replace_params(
+        &mut self,
+        backend: &B,
+        make: impl FnOnce(&B, Arc<ParamBuffer<B>>, &ModelConfig) -> Result<ParamBuffer<B>, WeightsError>,
+    ) -> Result<(), ModelError> {
+        if self.params.base.is_some() {
+            return Err(ModelError::Invalid(
+                "the model already has a LoRA adapter; merge it before adding another".into(),
+            ));
+        }
+        // A placeholder holds the slot while the base moves into its Arc.
+        let placeholder = ParamBuffer::zeros(backend, ParamLayout::new(&[]))?;
+        let base = Arc::new(std::mem::replace(&mut self.params, placeholder));
+        match make(backend, base.clone(), &self.config) {
+            Ok(adapter) => {
+                self.params = adapter;
+                Ok(())
+            }
+            Err(e) => {
+                // `make` dropped its handle: put the base back as it was.
+                if let Ok(params) = Arc::try_unwrap(base) {
+                    self.params = params;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The adapter as a [`PeftAdapter`] (its current weights), when the model has one.
+    pub fn adapter(&self, backend: &B, base_model: Option<String>) -> Result<Option<PeftAdapter>, ModelError> {
+        let Some(spec) = self.params.lora().copied() else {
+            return Ok(None);
+        };
+        let weights = Weights::from_triples(self.params.download_all(backend)?).tensors;
+        Ok(Some(PeftAdapter {
+            spec,
+            base_model,
+            weights,
+        }))
+    }
+}
+
+/// Adds `s · B · A` of every adapted module of `adapter` to its weight in `base`, in f32 as
+/// PEFT's `merge_and_unload` does; returns the number of weights changed.
+pub fn merge_adapter(base: &mut Weights, adapter: &PeftAdapter) -> Result<usize, ModelError> {
+    let s = adapter.spec.scaling();
+    let find = |name: &str| -> Result<&NamedTensor, ModelError> {
+        adapter
+            .weights
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| ModelError::Invalid(format!("adapter weight `{name}` is missing")))
+    };
+    let mut merged = 0;
+    for w in base.tensors.iter_mut() {
+        let Some(prefix) = adapter.spec.target_of(&w.name) else {
+            continue;
+        };
+        let (a, b) = (
+            find(&format!("{prefix}.lora_A.weight"))?,
+            find(&format!("{prefix}.lora_B.weight"))?,
+        );
+        let (a, b) = (matrix(a)?, matrix(b)?);
+        let delta = b.dot(&a);
+        if delta.dim() != (w.dims[0], w.dims.get(1).copied().unwrap_or(0)) {
+            return Err(ModelError::Invalid(format!(
+                "adapter of `{}` makes a {:?} update for a {:?} weight",
+                w.name,
+                delta.dim(),
+                w.dims
+            )));
+        }
+        for (x, d) in w.data.iter_mut().zip(delta.iter()) {
+            *x += d * s;
+        }
+        merged += 1;
+    }
+    Ok(merged)
+}
+
+/// A 2-D tensor as an ndarray view.
+fn matrix(t: &NamedTensor) -> Result<ArrayView2<'_, f32>, ModelError> {
+    match t.dims[..] {
+        [rows, cols] => ArrayView2::from_shape((rows, cols), &t.data)
+            .map_err(|e| ModelError::Invalid(format!("adapter weight `{}`: {e}", t.name))),
+        _ => Err(ModelError::Invalid(format!(
+            "adapter weight `{}` is not a matrix",
+            t.name
+        ))),
+    }
+}
