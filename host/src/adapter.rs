@@ -59,6 +59,18 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// Merges the adapter into the weights (`W + s·B·A`) and drops it: the model is a
+    /// plain one again, with one f32 buffer. Returns whether there was an adapter.
+    pub fn merge_adapter(&mut self, backend: &B) -> Result<bool, ModelError> {
+        if self.params.base.is_none() {
+            return Ok(false);
+        }
+        let merged = self.weights(backend)?;
+        let plain = Model::from_weights(backend, self.config.clone(), self.tokenizer.clone(), merged)?;
+        self.params = plain.params;
+        Ok(true)
+    }
+
     /// The adapter as a [`PeftAdapter`] (its current weights), when the model has one.
     pub fn adapter(&self, backend: &B, base_model: Option<String>) -> Result<Option<PeftAdapter>, ModelError> {
         let Some(spec) = self.params.lora().copied() else {

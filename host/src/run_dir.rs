@@ -47,6 +47,17 @@ impl RunDir {
         self.root.join("models").join(stage)
     }
 
+    /// The PEFT directory a LoRA stage's adapter is written to (`adapters/<stage>/`).
+    pub fn adapter(&self, stage: &str) -> PathBuf {
+        self.root.join("adapters").join(stage)
+    }
+
+    /// The directory a LoRA GRPO stage keeps its latest adapter, optimizer and trainer
+    /// state in, for a resume.
+    pub fn adapter_state(&self, stage: &str) -> PathBuf {
+        self.root.join(format!("{stage}.latest.lora"))
+    }
+
     /// Writes the config the run uses as pretty JSON (atomically).
     pub fn write_config<T: serde::Serialize>(&self, name: &str, config: &T) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(config)?;

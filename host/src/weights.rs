@@ -351,6 +351,11 @@ impl<B: Backend> ParamBuffer<B> {
     /// Refuses a model with weights kept in a stored type: they are frozen, outside the
     /// f32 layout that gradients, optimizer moments and checkpoints share.
     pub fn check_trainable(&self, what: &str) -> Result<(), WeightsError> {
+        if let Some(base) = &self.base {
+            base.lora
+                .check_trainable()
+                .map_err(|e| WeightsError::Lora(format!("{what}: {e}")))?;
+        }
         match self.stored.first() {
             None => Ok(()),
             Some(s) => Err(WeightsError::NotF32 {
@@ -455,7 +460,7 @@ pub enum WeightsError {
     #[error("tensor `{name}`: {desc} takes a different number of bytes than the {got} given")]
     StoredSize { name: String, desc: String, got: usize },
     #[error(
-        "{what} needs f32 weights, but {count} weight(s) of this model are kept in their stored type (e.g. `{example}` as {dtype}): quantized weights cannot be trained (full fine-tuning of them is not a thing; LoRA is not there yet), and r1 checkpoints hold f32 weights only — start from an f32/f16/bf16 model, or `r1host export` it (which dequantizes)"
+        "{what} needs f32 weights, but {count} weight(s) of this model are kept in their stored type (e.g. `{example}` as {dtype}): quantized weights cannot be trained in full (train a LoRA adapter on them instead: `lora` in the stage), and r1 checkpoints hold f32 weights only — start from an f32/f16/bf16 model, or `r1host export` it (which dequantizes)"
     )]
     NotF32 {
         what: String,

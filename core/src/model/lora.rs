@@ -5,8 +5,9 @@
 //! as PEFT names them without the `base_model.model.` prefix and the adapter name:
 //! `model.layers.0.self_attn.q_proj.lora_A.weight`.
 //!
-//! Dropout on the adapter's input (PEFT's `lora_dropout`) is not there yet: a spec with
-//! `dropout > 0` is refused by [`LoraSpec::validate`].
+//! Graphs compute the adapter as PEFT does in `eval()` mode: without dropout on its input
+//! (PEFT's `lora_dropout`), which r1's trainers do not implement yet and refuse
+//! ([`LoraSpec::check_trainable`]).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -173,14 +174,23 @@ impl LoraSpec {
                 format!("{} is not in [0, 1)", self.dropout),
             ));
         }
+
+        if self.targets.0 == 0 {
+            return Err(LoraError::new("target_modules", "no module to adapt".into()));
+        }
+        Ok(())
+    }
+
+    /// Refuses what r1 cannot train yet: dropout on the adapter's input.
+    pub fn check_trainable(&self) -> Result<(), LoraError> {
         if self.dropout != 0.0 {
             return Err(LoraError::new(
                 "lora_dropout",
-                format!("{}: r1 trains adapters without dropout for now (set 0)", self.dropout),
+                format!(
+                    "{}: r1 trains adapters without dropout for now (set 0; an adapter trained with dropout elsewhere loads and runs)",
+                    self.dropout
+                ),
             ));
-        }
-        if self.targets.0 == 0 {
-            return Err(LoraError::new("target_modules", "no module to adapt".into()));
         }
         Ok(())
     }
@@ -322,6 +332,9 @@ mod tests {
         s.rank = 4;
         s.dropout = 1.0;
         assert_eq!(s.validate().expect_err("dropout 1").field, "lora_dropout");
+        s.dropout = 0.05;
+        assert!(s.validate().is_ok(), "an adapter trained with dropout runs");
+        assert_eq!(s.check_trainable().expect_err("dropout").field, "lora_dropout");
         s.dropout = 0.0;
         s.alpha = f32::NAN;
         assert_eq!(s.validate().expect_err("alpha").field, "lora_alpha");

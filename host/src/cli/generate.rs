@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use r1_core::backend::Backend;
 use r1_core::sampling::{Rng, SamplingParams};
 
 use crate::chat::{RenderOptions, template_for_model};
+use crate::cli::adapter_arg::AdapterArgs;
 use crate::cli::cache_types::CacheTypeArgs;
 use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::engine::kv_cache::KvCache;
@@ -51,6 +51,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    adapter: AdapterArgs,
+    #[command(flatten)]
     cache: CacheTypeArgs,
     #[command(flatten)]
     device: DeviceArgs,
@@ -68,7 +70,7 @@ impl BackendJob for GenerateArgs {
     where
         B::Buffer: Send + Sync,
     {
-        let model = Model::load(backend, &self.model).with_context(|| format!("loading {}", self.model.display()))?;
+        let model = self.adapter.load(backend, &self.model)?;
         if !model.params.stored.is_empty() {
             eprintln!(
                 "weights: {} bytes resident ({} of them kept quantized, f32 would take {})",

@@ -9,10 +9,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use r1_core::backend::Backend;
 use r1_core::model::KvCacheTypes;
 
+use crate::cli::adapter_arg::AdapterArgs;
 use crate::cli::cache_types::CacheTypeArgs;
 use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::engine::score::cached_token_logprobs;
@@ -31,6 +32,8 @@ pub struct LogprobsArgs {
     #[arg(long)]
     text: Option<String>,
     #[command(flatten)]
+    adapter: AdapterArgs,
+    #[command(flatten)]
     cache: CacheTypeArgs,
     #[command(flatten)]
     device: DeviceArgs,
@@ -48,7 +51,7 @@ impl BackendJob for LogprobsArgs {
     where
         B::Buffer: Send + Sync,
     {
-        let model = Model::load(backend, &self.model).with_context(|| format!("loading {}", self.model.display()))?;
+        let model = self.adapter.load(backend, &self.model)?;
         let tokens = match (self.tokens, self.text) {
             (Some(t), _) => t,
             (None, Some(text)) => model.encode(&text)?,

@@ -1,5 +1,6 @@
 //! `r1host` subcommands: each file holds one subcommand's arguments and its `run`.
 
+pub mod adapter_arg;
 pub mod bench;
 mod bench_decode;
 mod bench_serve;

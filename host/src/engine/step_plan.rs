@@ -7,7 +7,8 @@
 use r1_core::backend::{Backend, BackendError, i32_bytes};
 use r1_core::exec::{Bindings, Executor};
 use r1_core::model::{
-    BuildOptions, CausalLm, KvCacheSpec, KvCacheTypes, LogitsFor, ModelConfig, build_causal_lm_typed, last_rows,
+    BuildOptions, CausalLm, KvCacheSpec, KvCacheTypes, LogitsFor, LoraSpec, ModelConfig, build_causal_lm_typed,
+    last_rows,
 };
 use r1_core::{Graph, GraphError, Plan, TensorDesc};
 
@@ -83,6 +84,9 @@ impl<B: Backend> StepFeed<B> {
 /// One bucket's graph, plan and node ids.
 pub struct PlannedStep {
     key: (usize, usize, usize),
+    /// The LoRA adapter the graph computes (a model gains or loses one between stages;
+    /// its stored weight types are fixed for its life).
+    lora: Option<LoraSpec>,
     graph: Graph,
     plan: Plan,
     lm: CausalLm,
@@ -161,7 +165,8 @@ impl StepPlans {
     ) -> Result<&PlannedStep, EngineError> {
         self.clock += 1;
         let key = (batch, t, capacity);
-        let i = match self.plans.iter().position(|p| p.key == key) {
+        let lora = params.lora().copied();
+        let i = match self.plans.iter().position(|p| p.key == key && p.lora == lora) {
             Some(i) => i,
             None => {
                 let step = Self::build(backend, cfg, params, key, self.cache_types)?;
@@ -199,6 +204,7 @@ impl StepPlans {
         let plan = Plan::for_backend(&graph, &[lm.logits], backend)?;
         Ok(PlannedStep {
             key,
+            lora: params.lora().copied(),
             graph,
             plan,
             lm,

@@ -9,7 +9,7 @@ use r1_core::backend::Backend;
 use anyhow::Context;
 
 use crate::engine::{Completion, Engine};
-use crate::io::export_hf_dir;
+use crate::io::{export_hf_dir, write_peft_adapter};
 use crate::model::Model;
 use crate::pipeline::datasets::{Datasets, encode_prompts};
 use crate::pipeline::recipe::Recipe;
@@ -43,6 +43,9 @@ pub(super) struct StageContext<'a, B: Backend> {
     eval_prompts: Vec<GrpoPrompt>,
     /// Answers the held-out prompts (rebuilt when distillation swaps the model).
     eval_engine: Engine<B>,
+    /// Where the model the current stage starts from lives outside r1 (a LoRA adapter's
+    /// `base_model_name_or_path`), when it does.
+    pub base_model: Option<PathBuf>,
 }
 
 impl<'a, B: Backend> StageContext<'a, B> {
@@ -88,6 +91,7 @@ impl<'a, B: Backend> StageContext<'a, B> {
             samples,
             global_step,
             eval_engine: Engine::new(model.config.clone()),
+            base_model: None,
         })
     }
 
@@ -194,6 +198,15 @@ impl<'a, B: Backend> StageContext<'a, B> {
         let weights = model.weights(self.backend)?;
         export_hf_dir(&hf_dir, &model.config, &model.tokenizer, &weights)
             .with_context(|| format!("exporting stage `{name}` to {}", hf_dir.display()))?;
+        // A LoRA stage's adapter too, in PEFT's format, over the model the stage started from.
+        let base = self.base_model.as_ref().map(|p| p.display().to_string());
+        if let Some(adapter) = model.adapter(self.backend, base)? {
+            let dir = self.dir.adapter(name);
+            write_peft_adapter(&dir, &adapter)
+                .with_context(|| format!("writing stage `{name}`'s adapter to {}", dir.display()))?;
+            self.progress
+                .log(&format!("stage `{name}`: LoRA adapter written to {}", dir.display()));
+        }
         let accuracy = match known_accuracy {
             Some(a) => Some(a),
             None => {

@@ -10,6 +10,7 @@ use r1_core::backend::Backend;
 use crate::io::load_checkpoint;
 use crate::model::{Model, restore_optimizer};
 use crate::pipeline::StopRequested;
+use crate::pipeline::adapter_state::{AdapterState, load_adapter_state, save_adapter_state};
 use crate::pipeline::context::StageContext;
 use crate::pipeline::datasets::encode_prompts;
 use crate::pipeline::state::FinishedStage;
@@ -69,7 +70,14 @@ pub(super) fn run_grpo_stage<B: Backend>(
     )
     .with_context(|| format!("stage `{name}`"))?;
     let latest = run.dir.checkpoint(&format!("{name}.latest"));
-    if resume && latest.is_file() {
+    let adapter_state = run.dir.adapter_state(name);
+    let lora = model.params.lora().is_some();
+    if resume
+        && lora
+        && let Some(saved) = load_adapter_state(&adapter_state)?
+    {
+        restore_adapter(run, model, &mut trainer, name, saved)?;
+    } else if resume && !lora && latest.is_file() {
         restore_trainer(run, model, &mut trainer, name)?;
     } else if trainer.reference_is_copy(&model.params) {
         // The frozen reference is the model as this stage starts.
@@ -102,7 +110,11 @@ pub(super) fn run_grpo_stage<B: Backend>(
         let stopping = run.stop.is_requested() && step < max;
         if (stage.save_steps > 0 && step.is_multiple_of(stage.save_steps)) || step >= max || stopping {
             let state = postcard::to_allocvec(&trainer.state)?;
-            model.save(run.backend, &latest, Some(&trainer.optimizer), state)?;
+            if lora {
+                save_adapter_state(run.backend, &adapter_state, model, &trainer.optimizer, &state)?;
+            } else {
+                model.save(run.backend, &latest, Some(&trainer.optimizer), state)?;
+            }
         }
         if stopping {
             run.progress.end();
@@ -185,6 +197,32 @@ fn restore_trainer<B: Backend>(
     }
     run.progress
         .log(&format!("stage `{name}`: resumed at step {}", trainer.state.step));
+    Ok(())
+}
+
+/// Puts an interrupted LoRA stage back as it was at its last checkpoint: the adapter's
+/// weights, their optimizer moments and the trainer state (the base never moved).
+fn restore_adapter<B: Backend>(
+    run: &StageContext<'_, B>,
+    model: &mut Model<B>,
+    trainer: &mut GrpoTrainer<B>,
+    name: &str,
+    saved: AdapterState,
+) -> anyhow::Result<()> {
+    let backend = run.backend;
+    if model.params.lora() != Some(&saved.adapter.spec) {
+        anyhow::bail!("stage `{name}`: the saved adapter's settings differ from the recipe's; start the run afresh");
+    }
+    saved.adapter.check_for(&model.config, "the stage's saved adapter")?;
+    for t in &saved.adapter.weights {
+        model.params.upload(backend, &t.name, &t.data)?;
+    }
+    restore_optimizer(backend, &mut trainer.optimizer, &saved.optimizer)?;
+    trainer.resume_from(postcard::from_bytes(&saved.trainer_state).context("GRPO trainer state of the saved adapter")?);
+    run.progress.log(&format!(
+        "stage `{name}`: resumed the LoRA adapter at step {}",
+        trainer.state.step
+    ));
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! work (they are redone, identically, on resume), and the run returns
 //! [`PipelineOutcome::Stopped`]; resuming it ends with the weights of an uninterrupted run.
 
+mod adapter_state;
 mod context;
 mod datasets;
 mod distill;
@@ -22,7 +23,7 @@ mod rewards;
 mod sft_stage;
 mod state;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -122,6 +123,7 @@ pub fn run_pipeline<B: Backend>(
             return Ok(stopped(progress, name, 0));
         }
         let started = Instant::now();
+        run.base_model = base_model_path(&run, recipe, &state);
         let finished = match run_stage(&mut run, &mut model, &state, stage, resume) {
             Ok(finished) => finished,
             Err(e) => match e.downcast_ref::<StopRequested>() {
@@ -175,9 +177,50 @@ fn starting_model<B: Backend>(backend: &B, recipe: &Recipe, state: &PipelineStat
     })
 }
 
-/// Runs one stage on the pipeline's model (which GRPO and SFT train in place and
-/// distillation replaces with its student).
+/// Where the model the next stage starts from lives outside r1 (what a LoRA adapter's
+/// `base_model_name_or_path` names): the last finished training stage's Hugging Face
+/// export, or the recipe's model.
+fn base_model_path<B: Backend>(run: &StageContext<'_, B>, recipe: &Recipe, state: &PipelineState) -> Option<PathBuf> {
+    match state.finished.last() {
+        Some(last) => Some(run.dir.hf_model(&last.name)).filter(|p| p.is_dir()),
+        None => recipe.model.path.clone(),
+    }
+}
+
+/// Runs one stage on the pipeline's model (which GRPO and SFT train in place — in full,
+/// or through a LoRA adapter merged in when the stage ends — and distillation replaces
+/// with its student).
 fn run_stage<B: Backend>(
+    run: &mut StageContext<'_, B>,
+    model: &mut Model<B>,
+    state: &PipelineState,
+    stage: &StageSpec,
+    resume: bool,
+) -> anyhow::Result<FinishedStage> {
+    let name = stage.name();
+    let lora = stage.lora().map_err(|e| anyhow::anyhow!("stage `{name}`: {e}"))?;
+    if let Some(spec) = lora {
+        model
+            .attach_new_adapter(run.backend, spec, run.recipe.seed)
+            .with_context(|| format!("stage `{name}`"))?;
+        run.progress.log(&format!(
+            "stage `{name}`: training a LoRA adapter (r={}, alpha={}, {}: {} weights) over the frozen model",
+            spec.rank,
+            spec.alpha,
+            spec.targets.names().join(", "),
+            model.params.layout.num_params()
+        ));
+    }
+    let finished = run_stage_kind(run, model, state, stage, resume)?;
+    if lora.is_some() {
+        model
+            .merge_adapter(run.backend)
+            .with_context(|| format!("stage `{name}`: merging the adapter"))?;
+    }
+    Ok(finished)
+}
+
+fn run_stage_kind<B: Backend>(
     run: &mut StageContext<'_, B>,
     model: &mut Model<B>,
     state: &PipelineState,

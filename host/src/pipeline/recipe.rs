@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use r1_core::model::ModelConfig;
+use r1_core::model::{LoraError, LoraSpec, LoraTargets, ModelConfig};
 use r1_core::reward::BuiltinRewardConfig;
 
 use crate::plugin::{OnRewardError, PluginConfig};
@@ -133,6 +133,9 @@ pub enum StageSpec {
         /// traces) and/or `cold_start`; default: the cold-start examples.
         #[serde(default)]
         data: Vec<String>,
+        /// Train a LoRA adapter instead of every weight.
+        #[serde(default)]
+        lora: Option<LoraSettings>,
     },
     Grpo {
         name: String,
@@ -147,6 +150,10 @@ pub enum StageSpec {
         /// Checkpoint every this many steps (0: only at the end).
         #[serde(default)]
         save_steps: usize,
+        /// Train a LoRA adapter instead of every weight (the reference model is then the
+        /// base under it, never a copy).
+        #[serde(default)]
+        lora: Option<LoraSettings>,
     },
     RejectionSampling {
         name: String,
@@ -160,8 +167,19 @@ pub enum StageSpec {
 }
 
 impl StageSpec {
+    /// The stage's LoRA adapter, when it trains one.
+    pub fn lora(&self) -> Result<Option<LoraSpec>, String> {
+        match self {
+            StageSpec::Sft { lora: Some(l), .. } | StageSpec::Grpo { lora: Some(l), .. } => {
+                l.spec().map(Some).map_err(|e| format!("lora: {e}"))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Checks the stage's own settings (what its trainer would refuse when it starts).
     pub fn validate_config(&self) -> Result<(), String> {
+        self.lora()?;
         match self {
             StageSpec::Sft { sft, .. } => sft.validate().map_err(|e| e.to_string()),
             StageSpec::Grpo { grpo, .. } => grpo.validate().map_err(|e| e.to_string()),
@@ -183,6 +201,50 @@ impl StageSpec {
             | StageSpec::RejectionSampling { name, .. }
             | StageSpec::Distill { name, .. } => name,
         }
+    }
+}
+
+/// A stage's LoRA adapter, under PEFT's `LoraConfig` names (`[stages.lora]`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSettings {
+    /// The adapter's rank.
+    pub r: usize,
+    pub lora_alpha: f32,
+    /// Only 0 for now: r1's trainers do not drop the adapter's input yet.
+    pub lora_dropout: f32,
+    /// Module names (`q_proj`, …, `down_proj`) or `all-linear`.
+    pub target_modules: Vec<String>,
+    /// Scale by `alpha / √r` instead of `alpha / r`.
+    pub use_rslora: bool,
+}
+
+impl Default for LoraSettings {
+    /// PEFT's defaults (r 8, alpha 8, q_proj and v_proj for Llama and Qwen2), dropout 0.
+    fn default() -> Self {
+        LoraSettings {
+            r: 8,
+            lora_alpha: 8.0,
+            lora_dropout: 0.0,
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            use_rslora: false,
+        }
+    }
+}
+
+impl LoraSettings {
+    /// The adapter these settings describe, checked (trainable by r1).
+    pub fn spec(&self) -> Result<LoraSpec, LoraError> {
+        let spec = LoraSpec {
+            rank: self.r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            rslora: self.use_rslora,
+            targets: LoraTargets::from_names(self.target_modules.iter().map(String::as_str))?,
+        };
+        spec.validate()?;
+        spec.check_trainable()?;
+        Ok(spec)
     }
 }
 
