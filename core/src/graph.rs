@@ -97,8 +97,9 @@ pub enum Op {
     /// `a` is `[.., M, K]` (`[.., K, M]` if `trans_a`); `b` is `[K, N]` (`[N, K]` if
     /// `trans_b`) shared over `a`'s leading dims, or has the same leading dims as `a`
     /// (batched). Output `[.., M, N]` f32. `a` is f32; a shared 2-D weight `b` may be
-    /// stored as bf16, f16 or a block format (then `trans_b`: its rows run along `K`),
-    /// which a backend supports or refuses at plan time.
+    /// stored as bf16, f16 or a block format (rows of whole blocks), read as `x · wᵀ`
+    /// (the forward) or `dy · w` (the input gradient of a frozen weight), which a backend
+    /// supports or refuses at plan time.
     MatMul {
         /// Transpose `a`'s last two dims before multiplying.
         trans_a: bool,
@@ -530,13 +531,10 @@ impl Graph {
         let db = self.desc(b)?;
         let sb = db.shape;
         let stored_weight = matches!(db.dtype, DType::BF16 | DType::F16 | DType::Block(_));
-        if db.dtype == DType::I32 || (stored_weight && (sb.rank() != 2 || (db.dtype.is_block() && !trans_b))) {
+        if db.dtype == DType::I32 || (stored_weight && sb.rank() != 2) {
             return Err(shape_err(
                 "matmul",
-                format!(
-                    "{b:?} is {} {sb}: a non-f32 operand must be a 2-D weight (transposed if block-quantized)",
-                    db.dtype
-                ),
+                format!("{b:?} is {} {sb}: a non-f32 operand must be a 2-D weight", db.dtype),
             ));
         }
         let err = || {
@@ -1003,9 +1001,12 @@ mod tests {
         let w = g.param_typed("w", TensorDesc::new(q8, &[4, 64]), false).unwrap();
         let y = g.matmul(x, w, false, true).unwrap();
         assert_eq!(g.desc(y).unwrap(), TensorDesc::f32(&[2, 4]));
-        assert!(
-            g.matmul(x, w, false, false).is_err(),
-            "a block format's rows run along K"
+        let dy = g.input("dy", TensorDesc::f32(&[2, 4])).unwrap();
+        let dx = g.matmul(dy, w, false, false).unwrap();
+        assert_eq!(
+            g.desc(dx).unwrap(),
+            TensorDesc::f32(&[2, 64]),
+            "the input gradient through w"
         );
         assert!(g.add(x, w).is_err(), "element-wise ops stay f32");
         // A stored table also feeds an embedding lookup (a tied LM head's other use).

@@ -262,8 +262,8 @@ impl<B: Backend> Model<B> {
             self.params.check_trainable("downloading the weights as f32")?;
             return Ok(Weights::from_triples(self.params.download_all(backend)?));
         };
-        base.params.check_trainable("merging a LoRA adapter into its base")?;
-        let mut weights = Weights::from_triples(base.params.download_all(backend)?);
+        // A quantized base (QLoRA) is widened: the merge is an f32 model.
+        let mut weights = Weights::from_triples(base.params.download_widened(backend, &self.config)?);
         if let Some(adapter) = self.adapter(backend, None)? {
             crate::adapter::merge_adapter(&mut weights, &adapter)?;
         }

@@ -416,6 +416,41 @@ impl<B: Backend> ParamBuffer<B> {
             .collect())
     }
 
+    /// Every weight of a model of `cfg` as f32, in `param_specs` order: the f32 layout's
+    /// values and the stored weights dequantized with core's reference dequantizer (what
+    /// merging an adapter into a quantized base starts from).
+    pub fn download_widened(&self, backend: &B, cfg: &ModelConfig) -> Result<Vec<NamedParam>, WeightsError> {
+        let mut f32s: HashMap<String, NamedParam> = self
+            .download_all(backend)?
+            .into_iter()
+            .map(|p| (p.0.clone(), p))
+            .collect();
+        let mut out = Vec::new();
+        for spec in cfg.param_specs() {
+            if let Some(p) = f32s.remove(&spec.name) {
+                out.push(p);
+                continue;
+            }
+            let s = self
+                .stored
+                .iter()
+                .find(|s| s.name == spec.name)
+                .ok_or_else(|| WeightsError::Missing(spec.name.clone()))?;
+            let mut bytes = vec![0u8; s.desc.bytes()];
+            backend.download(&s.buffer, 0, &mut bytes)?;
+            let ty = r1_core::quant::GgmlType::from_dtype(s.desc.dtype).ok_or_else(|| {
+                WeightsError::Lora(format!(
+                    "`{}` is stored as {}, which r1 cannot widen",
+                    s.name, s.desc.dtype
+                ))
+            })?;
+            let values = r1_core::quant::dequantize(ty, &bytes, s.desc.shape.numel())
+                .map_err(|e| WeightsError::Lora(format!("dequantizing `{}`: {e}", s.name)))?;
+            out.push((spec.name, spec.dims, values));
+        }
+        Ok(out)
+    }
+
     /// Binds every `Param` node of a built model to this buffer.
     pub fn bind<'a>(&'a self, lm: &CausalLm, bindings: &mut Bindings<'a, B::Buffer>) -> Result<(), GraphError> {
         for (name, id) in &lm.params {

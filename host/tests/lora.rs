@@ -359,3 +359,101 @@ fn sft_with_an_adapter_lowers_the_loss_and_leaves_the_base_untouched() {
     assert_eq!(config["r"], 4);
     assert_eq!(config["lora_alpha"], 8);
 }
+
+/// A PEFT-style adapter over every linear layer of `cfg` with random weights (B too).
+fn random_adapter(cfg: &r1_core::model::ModelConfig, seed: u64) -> PeftAdapter {
+    let spec = LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: LoraTargets::all_linear(),
+    };
+    let mut rng = r1_core::sampling::Rng::new(seed);
+    let weights = spec
+        .adapter_specs(&cfg.param_specs())
+        .into_iter()
+        .map(|s| r1_host::io::NamedTensor {
+            data: (0..s.numel()).map(|_| (rng.normal() * 0.2) as f32).collect(),
+            name: s.name,
+            dims: s.dims,
+        })
+        .collect();
+    PeftAdapter {
+        spec,
+        base_model: None,
+        weights,
+    }
+}
+
+/// Loss and adapter gradients (by name) of a cross-entropy step on `tokens`.
+fn loss_and_grads(backend: &CpuBackend, model: &Model<CpuBackend>, tokens: &[i32]) -> (f32, Vec<(String, Vec<f32>)>) {
+    let n = tokens.len() - 1;
+    let types = model.params.weight_types();
+    let mut graph = LmGraph::with_types(backend, &model.config, &types, 1, n, Objective::CrossEntropy).expect("graph");
+    let weights = vec![1.0 / n as f32; n];
+    let feed = Feed {
+        ids: &tokens[..n],
+        targets: &tokens[1..],
+        weights: Some(&weights),
+    };
+    let loss = graph.forward(backend, &model.params, &feed).expect("forward").0[0];
+    graph.backward(backend, &model.params, None).expect("backward");
+    let mut grads = Vec::new();
+    graph
+        .for_each_grad(&model.params, |i, g| {
+            let mut bytes = vec![0u8; g.desc.bytes()];
+            r1_core::backend::Backend::download(backend, g.buffer, g.offset, &mut bytes)?;
+            grads.push((
+                model.params.layout.entries()[i].name.clone(),
+                r1_core::backend::f32_from_bytes(&bytes),
+            ));
+            Ok(())
+        })
+        .expect("gradients");
+    (loss, grads)
+}
+
+#[test]
+fn an_adapter_over_quantized_weights_trains_like_one_over_their_dequantized_values() {
+    let backend = CpuBackend::new();
+    let gguf = fixtures().join("gguf/qwen2_tiny.q8_0.gguf");
+    let mut quantized = Model::load(&backend, &gguf).expect("Q8_0 model");
+    assert!(!quantized.params.stored.is_empty(), "projections stay Q8_0");
+    let host = read_model(&gguf).expect("read");
+    let (config, tokenizer) = (host.config.clone(), host.tokenizer.clone());
+    let mut widened = Model::from_weights(
+        &backend,
+        config,
+        tokenizer,
+        host.into_f32_weights().expect("dequantize"),
+    )
+    .expect("f32 model");
+    let adapter = random_adapter(&quantized.config, 3);
+    quantized.attach_adapter(&backend, &adapter).expect("QLoRA");
+    widened.attach_adapter(&backend, &adapter).expect("LoRA");
+
+    let tokens: Vec<i32> = (0..20)
+        .map(|i| ((i * 37 + 11) % quantized.config.vocab_size) as i32)
+        .collect();
+    let (lq, gq) = loss_and_grads(&backend, &quantized, &tokens);
+    let (lf, gf) = loss_and_grads(&backend, &widened, &tokens);
+    // The quantized forward rounds activations to 8 bits (llama.cpp's Q8_0 dot products):
+    // the only difference, small against the adapter's own effect.
+    assert!((lq - lf).abs() < 2e-3 * lf.abs(), "loss {lq} vs {lf}");
+    assert_eq!(gq.len(), gf.len());
+    for ((name, a), (name_f, b)) in gq.iter().zip(&gf) {
+        assert_eq!(name, name_f);
+        let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+        let diff = max_abs_diff(a, b);
+        assert!(
+            diff / scale < 3e-2,
+            "{name}: gradient differs by {diff} (scale {scale})"
+        );
+    }
+
+    // Merged, the quantized base is widened: the same merge as over the f32 model.
+    let merged_q = quantized.weights(&backend).expect("merge over Q8_0");
+    let merged_f = widened.weights(&backend).expect("merge over f32");
+    assert_eq!(merged_q, merged_f);
+}

@@ -201,13 +201,8 @@ fn norm_weight(
 
 /// Whether a `MatMul` with a non-f32 `b` is one `kernels::quant_matmul` computes.
 fn quant_matmul_operands(op: &Op, a: &TensorDesc, w: &TensorDesc) -> bool {
-    matches!(
-        op,
-        Op::MatMul {
-            trans_a: false,
-            trans_b: true
-        }
-    ) && a.dtype == DType::F32
+    matches!(op, Op::MatMul { trans_a: false, .. })
+        && a.dtype == DType::F32
         && a.shape.rank() >= 2
         && w.shape.rank() == 2
         && w.rows_are_whole_blocks()
@@ -514,13 +509,19 @@ impl Backend for CpuBackend {
                         .ok_or_else(|| BackendError::Unsupported {
                             op: name,
                             detail: format!(
-                                "a {} weight {} feeds only a · wᵀ with a 2-D w of whole blocks \
-                                 (q8_0, q4_0, q4_k, q6_k, f16, bf16) and an f32 a",
+                                "a {} weight {} feeds only a · wᵀ or a · w with a 2-D w of whole \
+                                 blocks (q8_0, q4_0, q4_k, q6_k, f16, bf16) and an f32 a",
                                 inputs[1].desc.dtype, sb
                             ),
                         })?;
+                    // `a · wᵀ` (forward) or `a · w` (the input gradient of a frozen weight).
+                    let kernel = if *trans_b {
+                        quant_matmul::matmul
+                    } else {
+                        quant_matmul::matmul_w
+                    };
                     return with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
-                        quant_matmul::matmul(ctx, ty, v.f32(0)?, &sa, v.bytes(1)?, &sb, v.f32_mut(2)?, &so)
+                        kernel(ctx, ty, v.f32(0)?, &sa, v.bytes(1)?, &sb, v.f32_mut(2)?, &so)
                     });
                 }
                 with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {

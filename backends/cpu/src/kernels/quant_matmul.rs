@@ -439,3 +439,73 @@ impl SimdTask for FloatTile<'_> {
         }
     }
 }
+
+/// Weight rows dequantized per step of [`matmul_w`]: a few MiB of f32 for the widest rows.
+const BACKWARD_CHUNK_ROWS: usize = 256;
+
+/// `out [.., M, K] = a [.., M, N] · w [N, K]` with `w` of type `ty` (its raw bytes): the
+/// input gradient of `x · wᵀ` through a frozen stored weight (LoRA over a quantized or
+/// bf16 base). Chunks of weight rows are dequantized with core's reference dequantizer
+/// (the values the forward's integer dot products stand for) and accumulated with the f32
+/// GEMM, `out += a[:, n0..n1] · w[n0..n1]`, chunk after chunk in a fixed order, so the
+/// result does not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_w(
+    ctx: Ctx<'_>,
+    ty: GgmlType,
+    a: &[f32],
+    sa: &Shape,
+    w: &[u8],
+    sb: &Shape,
+    out: &mut [f32],
+    so: &Shape,
+) -> Result<(), BackendError> {
+    let err = || size_error("matmul", format!("{sa} x {sb} ({}) -> {so}", ty.name()));
+    if sa.rank() < 2 || sb.rank() != 2 {
+        return Err(err());
+    }
+    let (n, k) = (sb.dims()[0], sb.dims()[1]);
+    let m: usize = sa.dims()[..sa.rank() - 1].iter().product();
+    let mut want = sa.dims()[..sa.rank() - 1].to_vec();
+    want.push(k);
+    let row_bytes = ty.row_bytes(k as u64).map_err(|_| err())?;
+    if sa.dim_from_end(0) != n
+        || so.dims() != want.as_slice()
+        || a.len() != m * n
+        || out.len() != m * k
+        || Some(w.len()) != row_bytes.checked_mul(n)
+    {
+        return Err(err());
+    }
+    out.fill(0.0);
+    let mut rows = vec![0.0f32; BACKWARD_CHUNK_ROWS.min(n) * k];
+    for n0 in (0..n).step_by(BACKWARD_CHUNK_ROWS) {
+        let c = BACKWARD_CHUNK_ROWS.min(n - n0);
+        let chunk = &mut rows[..c * k];
+        // Dequantize the chunk's rows over the pool, a few rows per task.
+        let src = &w[n0 * row_bytes..(n0 + c) * row_bytes];
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        ctx.threads.for_rows(chunk, k, k, |r0, dst| {
+            let count = dst.len() / k;
+            if quant::dequantize_into(ty, &src[r0 * row_bytes..(r0 + count) * row_bytes], dst).is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        if failed.into_inner() {
+            return Err(err());
+        }
+        let a_cols = gemm::Mat::new(&a[n0..], m, c, n, 1);
+        let b_rows = gemm::Mat::row_major(chunk, c, k);
+        gemm::gemm_par(
+            ctx.threads,
+            ctx.isa,
+            gemm::WEIGHT_DOT_ROWS,
+            1.0,
+            a_cols,
+            b_rows,
+            1.0,
+            gemm::MatMut::new(out, m, k, k),
+        );
+    }
+    Ok(())
+}
