@@ -6,18 +6,24 @@ reward and an accuracy reward, beta = 0.04 (so the frozen reference model is sco
 AdamW at a constant learning rate of 1e-5. STEPS steps are timed after one warm-up step.
 
 Usage:
-    G=8 L=64 STEPS=3 trl_grpo_step.py [hidden layers heads kv_heads ffn vocab]
+    G=8 L=64 STEPS=3 [LORA_R=16] trl_grpo_step.py [hidden layers heads kv_heads ffn vocab]
+
+With LORA_R set, the policy is a PEFT LoRA adapter of that rank (alpha 2r, every linear
+layer of the decoder, no dropout) over the frozen model, as `r1host bench grpo --lora R`
+trains it; TRL then scores the reference with the adapter disabled (no copy).
 
 The shape arguments are in the order `r1host bench` passes them (its `shape_args`;
 default: the `small` preset), G, L and STEPS come from the environment as it sets them.
 Nothing is downloaded: the tokenizer is a byte-level BPE trained here on the prompts.
-Prints one JSON line; `r1host bench` reads `step_s_median` from it.
+Prints one JSON line (with the process's peak resident memory); `r1host bench` reads
+`step_s_median` from it.
 """
 
 import argparse
 import json
 import os
 import random
+import resource
 import tempfile
 import time
 
@@ -161,6 +167,14 @@ def main():
         params = save_random_qwen2(a, tokenizer, model_dir)
         rows = [dict(zip(("prompt", "answer"), addition_problem(rng))) for _ in range(PROMPTS)]
         timer = StepTimer()
+        lora_r = int(os.environ.get("LORA_R", "0"))
+        peft_config = None
+        if lora_r > 0:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(
+                r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+            )
         trainer = GRPOTrainer(
             model=model_dir,
             reward_funcs=[think_format_reward, accuracy_reward],
@@ -168,6 +182,7 @@ def main():
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             callbacks=[timer],
+            peft_config=peft_config,
         )
         trainer.train()
     timed = timer.seconds[1:]
@@ -183,6 +198,8 @@ def main():
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
                 "trl": trl.__version__,
+                "lora_r": lora_r,
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1),
                 "steps_s": [round(s, 4) for s in timed],
                 "step_s_median": round(median, 4),
             }

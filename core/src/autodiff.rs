@@ -140,6 +140,11 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
                 let packed = g.packed(Op::AttentionBackward(spec), &[ins[0], ins[1], ins[2], dy], total)?;
                 split_packed(g, &mut grad, &requires, packed, &[ins[0], ins[1], ins[2]])?;
             }
+            Op::Dropout { p, salt } => {
+                // The mask times 1/(1−p) is diagonal: its transpose is itself.
+                let d = g.dropout(dy, ins[1], p, salt)?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
             Op::Silu => {
                 let d = g.same_shape(Op::SiluBackward, &[ins[0], dy], ins[0])?;
                 accumulate(g, &mut grad, ins[0], d)?;

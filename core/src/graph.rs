@@ -61,6 +61,19 @@ pub struct RopeSpec {
     pub inverse: bool,
 }
 
+/// Whether [`Op::Dropout`] keeps element `index` of the tensor it masks: a splitmix64
+/// hash of `(seed, salt)` and the index, read as a uniform draw in `[0, 1)` and compared
+/// with `p`. Every backend computes the same mask from it.
+pub fn dropout_keeps(seed: u32, salt: u32, index: u64, p: f32) -> bool {
+    let mut z = ((seed as u64) << 32 | salt as u64) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    // The top 24 bits as a float in [0, 1): exact, so the comparison is the same everywhere.
+    ((z >> 40) as f32) * (1.0 / (1u32 << 24) as f32) >= p
+}
+
 /// One tensor operation. Inputs are listed in [`Node::inputs`] in the order given here.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -109,6 +122,15 @@ pub enum Op {
     },
     /// `[x, y]` → `x + y`; `y`'s shape is a suffix of `x`'s and repeats over the rest.
     Add,
+    /// `[x, seed [1] i32]` → `x` with element `i` zeroed unless [`dropout_keeps`]`(seed,
+    /// salt, i, p)`, the kept ones scaled by `1 / (1 − p)` (inverted dropout, as torch's).
+    /// The mask is a pure function of its arguments, so the op is its own backward.
+    Dropout {
+        /// Probability of zeroing an element, in `(0, 1)`.
+        p: f32,
+        /// Tells apart the masks of dropouts fed by one seed (one per LoRA module).
+        salt: u32,
+    },
     /// `[x, y]` → `x * y` element-wise, with `Add`'s broadcast rule.
     Mul,
     /// `[x]` → `factor * x`.
@@ -225,6 +247,7 @@ impl Op {
             Op::Rope(_) => "rope",
             Op::Attention(_) => "attention",
             Op::Silu => "silu",
+            Op::Dropout { .. } => "dropout",
             Op::SwiGlu => "swiglu",
             Op::Softmax => "softmax",
             Op::LogSoftmax => "log_softmax",
@@ -765,6 +788,30 @@ impl Graph {
             TensorDesc {
                 dtype: DType::F32,
                 shape: s,
+            },
+        )
+    }
+
+    /// [`Op::Dropout`] of `x` with probability `p`, its mask drawn from `seed [1] i32` and
+    /// `salt`.
+    pub fn dropout(&mut self, x: NodeId, seed: NodeId, p: f32, salt: u32) -> Result<NodeId, GraphError> {
+        let sx = self.f32_of("dropout", x)?;
+        let ds = self.desc(seed)?;
+        if ds != TensorDesc::i32(&[1]) {
+            return Err(shape_err(
+                "dropout",
+                format!("the seed is {} {}, not i32 [1]", ds.dtype, ds.shape),
+            ));
+        }
+        if !(p > 0.0 && p < 1.0) {
+            return Err(shape_err("dropout", format!("probability {p} is not in (0, 1)")));
+        }
+        self.push(
+            Op::Dropout { p, salt },
+            &[x, seed],
+            TensorDesc {
+                dtype: DType::F32,
+                shape: sx,
             },
         )
     }

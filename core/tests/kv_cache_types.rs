@@ -36,6 +36,7 @@ fn decode_opts(types: KvCacheTypes) -> BuildOptions {
         seq: 1,
         kv_cache: Some(KvCacheSpec { capacity: 16, types }),
         logits: LogitsFor::Last,
+        train: false,
     }
 }
 

@@ -27,7 +27,7 @@ use crate::serve::request::{GenerationBody, parse_json};
 pub type TargetBody = fn(&[u8]);
 
 /// Every target: its name (the directory of its corpus, `fuzz/corpus/<name>/`) and body.
-pub const TARGETS: [(&str, TargetBody); 10] = [
+pub const TARGETS: [(&str, TargetBody); 11] = [
     ("safetensors_load", safetensors_load),
     ("hf_config", hf_config),
     ("checkpoint_decode", checkpoint_decode),
@@ -38,6 +38,7 @@ pub const TARGETS: [(&str, TargetBody); 10] = [
     ("serve_request", serve_request),
     ("gguf_read", gguf_read),
     ("quant_blocks", quant_blocks),
+    ("peft_adapter_config", peft_adapter_config),
 ];
 
 /// A tiny model's `config.json`, for assembling weights from fuzzed safetensors.
@@ -256,5 +257,25 @@ pub fn quant_blocks(data: &[u8]) {
         && let Ok(a) = quant::quantize(act, &values)
     {
         let _ = quant::vec_dot(ty, whole, &a, elements);
+    }
+}
+
+/// Any bytes as a PEFT `adapter_config.json`: a LoRA spec or an error naming the field; a
+/// spec that parses lists its weights for a tiny model and writes back as a config that
+/// parses to the same spec.
+pub fn peft_adapter_config(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Ok((spec, base)) = crate::io::peft::parse_adapter_config(&value, "fuzz") else {
+        return;
+    };
+    if let Ok(config) = parse_hf_config(TINY_CONFIG, "tiny") {
+        let _ = spec.adapter_specs(&config.param_specs());
+    }
+    let written = crate::io::peft::adapter_config_json(&spec, base.as_deref());
+    match crate::io::peft::parse_adapter_config(&written, "fuzz (written)") {
+        Ok((reread, _)) => assert_eq!(reread, spec, "a written adapter config reads back equal"),
+        Err(e) => panic!("a written adapter config does not read back: {e}"),
     }
 }

@@ -351,11 +351,6 @@ impl<B: Backend> ParamBuffer<B> {
     /// Refuses a model with weights kept in a stored type: they are frozen, outside the
     /// f32 layout that gradients, optimizer moments and checkpoints share.
     pub fn check_trainable(&self, what: &str) -> Result<(), WeightsError> {
-        if let Some(base) = &self.base {
-            base.lora
-                .check_trainable()
-                .map_err(|e| WeightsError::Lora(format!("{what}: {e}")))?;
-        }
         match self.stored.first() {
             None => Ok(()),
             Some(s) => Err(WeightsError::NotF32 {

@@ -457,3 +457,62 @@ fn an_adapter_over_quantized_weights_trains_like_one_over_their_dequantized_valu
     let merged_f = widened.weights(&backend).expect("merge over f32");
     assert_eq!(merged_q, merged_f);
 }
+
+#[test]
+fn lora_dropout_drops_in_training_graphs_only_with_masks_from_the_seed() {
+    let backend = CpuBackend::new();
+    let fx = fixture("qwen2_q_v_gate_down");
+    let mut adapter = read_peft_adapter(&fx.dir).expect("adapter");
+    adapter.spec.dropout = 0.1;
+    let mut model = Model::load(&backend, &fx.base).expect("base");
+    model.attach_adapter(&backend, &adapter).expect("attach");
+    let n = fx.tokens.len() - 1;
+    let types = model.params.weight_types();
+    let objective = Objective::TokenLogProbs { temperature: 1.0 };
+    let feed = Feed {
+        ids: &fx.tokens[..n],
+        targets: &fx.tokens[1..],
+        weights: None,
+    };
+    // Scoring is PEFT's eval(): no dropout, PEFT's log-probs.
+    let mut eval = LmGraph::with_types(&backend, &model.config, &types, 1, n, objective).expect("graph");
+    let scored = eval.forward(&backend, &model.params, &feed).expect("forward").0;
+    assert!(max_abs_diff(&scored, &fx.logprobs) < 2e-5);
+    // Training drops: the same seed gives the same pass, another seed another one.
+    let mut train = LmGraph::for_training(&backend, &model.config, &types, 1, n, objective).expect("graph");
+    let mut pass = |seed: u32| {
+        train.set_dropout_seed(&backend, seed).expect("seed");
+        train.forward(&backend, &model.params, &feed).expect("forward").0
+    };
+    let (a, again, b) = (pass(1), pass(1), pass(2));
+    assert_eq!(a, again, "a seed fixes the masks");
+    assert_ne!(a, b, "another seed, other masks");
+    assert!(max_abs_diff(&a, &scored) > 1e-4, "training drops the adapter's input");
+
+    // SFT trains through the dropout and still lowers the loss.
+    let mut fresh = Model::load(&backend, &fx.base).expect("base");
+    let mut spec = adapter.spec;
+    spec.targets = LoraTargets::all_linear();
+    fresh.attach_new_adapter(&backend, spec, 5).expect("adapter");
+    let mut sft = SftConfig::default();
+    sft.optim.learning_rate = 5e-3;
+    sft.num_train_epochs = 8.0;
+    sft.per_device_train_batch_size = 4;
+    sft.max_seq_length = 16;
+    let m = train_sft(
+        &backend,
+        &fresh.config,
+        &fresh.params,
+        &tiny_sft_examples(),
+        &sft,
+        0,
+        |_| Ok(()),
+    )
+    .expect("SFT with dropout");
+    assert!(
+        m[m.len() - 1].loss < m[0].loss * 0.8,
+        "loss {} → {}",
+        m[0].loss,
+        m[m.len() - 1].loss
+    );
+}

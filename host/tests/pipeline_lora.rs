@@ -1,7 +1,7 @@
 //! LoRA stages in the pipeline: a GRPO stage with `[stages.lora]` trains an adapter over
-//! the frozen cold-start model (β > 0, so its reference is that base), writes it in PEFT's
-//! format, hands the next stage the merged model, and resumes after a stop to exactly the
-//! adapter and weights of an uninterrupted run.
+//! the frozen cold-start model (β > 0, so its reference is that base; dropout 0.05 on the
+//! adapter's input), writes it in PEFT's format, hands the next stage the merged model,
+//! and resumes after a stop to exactly the adapter and weights of an uninterrupted run.
 
 mod recipe_support;
 
@@ -24,7 +24,7 @@ fn recipe() -> &'static str {
         // Partial credit per tag, so groups have reward spread from the first step.
         let tags = "\n[[rewards]]\nname = \"tags\"\nbuiltin = { type = \"tag_count\", strict_newlines = false }\n";
         format!(
-            "{}{tags}{grpo}beta = 0.04\n[stages.grpo.optim]\nlearning_rate = 2e-3\n[stages.lora]\nr = 4\nlora_alpha = 8\ntarget_modules = [\"all-linear\"]\n",
+            "{}{tags}{grpo}beta = 0.04\n[stages.grpo.optim]\nlearning_rate = 2e-3\n[stages.lora]\nr = 4\nlora_alpha = 8\nlora_dropout = 0.05\ntarget_modules = [\"all-linear\"]\n",
             TinyRecipe::one_layer("tiny-lora", 11).toml()
         )
     })

@@ -440,6 +440,7 @@ impl Backend for CpuBackend {
             Op::Add
                 | Op::Mul
                 | Op::Scale { .. }
+                | Op::Dropout { .. }
                 | Op::RmsNorm { .. }
                 | Op::Rope(_)
                 | Op::Attention(_)
@@ -559,6 +560,13 @@ impl Backend for CpuBackend {
                 arity(op, inputs.len(), 1)?;
                 with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
                     elementwise::scale(ctx, *factor, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
+            Op::Dropout { p, salt } => {
+                arity(op, inputs.len(), 2)?;
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    let seed = *v.i32(1)?.first().ok_or_else(|| size_error(name, "an empty seed"))?;
+                    elementwise::dropout(ctx, *p, *salt, seed as u32, v.f32(0)?, v.f32_mut(2)?)
                 })
             }
             Op::RmsNorm { eps } => {

@@ -169,8 +169,8 @@ fn kv_write_at_puts_each_sequence_at_its_own_length() {
 fn an_op_the_backend_lacks_fails_when_the_plan_is_built() {
     let be = CpuBackend::new();
     let mut g = Graph::new();
-    // A bf16 weight is supported as `x · wᵀ` only; stored K × N (`x · w`) it is not.
-    let x = g.input("x", TensorDesc::f32(&[2, 4])).unwrap();
+    // A bf16 weight is supported as `x · wᵀ` or `x · w`, never against a transposed `x`.
+    let x = g.input("x", TensorDesc::f32(&[4, 2])).unwrap();
     let w = g
         .param_typed(
             "model.layers.0.mlp.up_proj.weight",
@@ -178,7 +178,7 @@ fn an_op_the_backend_lacks_fails_when_the_plan_is_built() {
             false,
         )
         .unwrap();
-    let y = g.matmul(x, w, false, false).unwrap();
+    let y = g.matmul(x, w, true, false).unwrap();
     let err = Plan::for_backend(&g, &[y], &be).unwrap_err().to_string();
     assert!(err.contains("matmul") && err.contains("bf16"), "{err}");
     // The same graph with an f32 weight plans.

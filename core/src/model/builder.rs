@@ -87,19 +87,34 @@ pub struct BuildOptions {
     pub kv_cache: Option<KvCacheSpec>,
     /// Which positions get logits.
     pub logits: LogitsFor,
+    /// A graph that trains: a LoRA adapter with `dropout > 0` drops its input, the masks
+    /// drawn from the [`DROPOUT_SEED`] input (in PEFT's terms, `train()` rather than `eval()`).
+    pub train: bool,
 }
 
 impl BuildOptions {
-    /// A full-sequence graph (training, scoring): logits at every position.
+    /// A full-sequence graph (scoring): logits at every position.
     pub fn full(batch: usize, seq: usize) -> Self {
         BuildOptions {
             batch,
             seq,
             kv_cache: None,
             logits: LogitsFor::All,
+            train: false,
+        }
+    }
+
+    /// [`BuildOptions::full`] for a graph that trains (see [`BuildOptions::train`]).
+    pub fn training(batch: usize, seq: usize) -> Self {
+        BuildOptions {
+            train: true,
+            ..BuildOptions::full(batch, seq)
         }
     }
 }
+
+/// Name of the `[1]` i32 input that seeds LoRA dropout masks in training graphs.
+pub const DROPOUT_SEED: &str = "dropout_seed";
 
 /// Node ids of a built causal LM.
 #[derive(Clone, Debug)]
@@ -283,6 +298,7 @@ pub fn linear(
     g: &mut Graph,
     params: &ParamTable,
     types: &WeightTypes,
+    opts: &BuildOptions,
     x: NodeId,
     prefix: &str,
     bias: bool,
@@ -294,6 +310,17 @@ pub fn linear(
     let a_name = format!("{prefix}.lora_A.weight");
     match types.lora() {
         Some(lora) if params.has(&a_name) => {
+            // PEFT's `lora_dropout` on the adapter's input, in training graphs only; each
+            // module its own mask (the salt is a hash of its name).
+            let x = if opts.train && lora.dropout > 0.0 {
+                let seed = match g.find(DROPOUT_SEED) {
+                    Some(s) => s,
+                    None => g.input(DROPOUT_SEED, TensorDesc::i32(&[1]))?,
+                };
+                g.dropout(x, seed, lora.dropout, fnv1a(prefix))?
+            } else {
+                x
+            };
             let down = g.matmul(x, params.get(&a_name)?, false, true)?;
             let up = g.matmul(down, params.get(&format!("{prefix}.lora_B.weight"))?, false, true)?;
             let scaled = g.scale(up, lora.scaling())?;
@@ -301,6 +328,12 @@ pub fn linear(
         }
         _ => Ok(y),
     }
+}
+
+/// FNV-1a of `s`, 32 bits.
+fn fnv1a(s: &str) -> u32 {
+    s.bytes()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
 /// Checks the batch/sequence/cache geometry of `opts` against the model's positions, and

@@ -115,6 +115,7 @@ impl LayerCtx<'_> {
             g,
             self.params,
             self.types,
+            self.opts,
             x,
             &format!("model.layers.{l}.{module}"),
             bias,

@@ -5,9 +5,9 @@
 //! as PEFT names them without the `base_model.model.` prefix and the adapter name:
 //! `model.layers.0.self_attn.q_proj.lora_A.weight`.
 //!
-//! Graphs compute the adapter as PEFT does in `eval()` mode: without dropout on its input
-//! (PEFT's `lora_dropout`), which r1's trainers do not implement yet and refuse
-//! ([`LoraSpec::check_trainable`]).
+//! PEFT's `lora_dropout` drops the adapter's input in training graphs
+//! ([`crate::model::BuildOptions::train`], an [`crate::graph::Op::Dropout`] per module);
+//! generation and scoring graphs compute the adapter as PEFT's `eval()` does.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -181,20 +181,6 @@ impl LoraSpec {
         Ok(())
     }
 
-    /// Refuses what r1 cannot train yet: dropout on the adapter's input.
-    pub fn check_trainable(&self) -> Result<(), LoraError> {
-        if self.dropout != 0.0 {
-            return Err(LoraError::new(
-                "lora_dropout",
-                format!(
-                    "{}: r1 trains adapters without dropout for now (set 0; an adapter trained with dropout elsewhere loads and runs)",
-                    self.dropout
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     /// The adapter weights for a model whose weights are `base` (a family's
     /// `param_specs`): `lora_A [r, in]` and `lora_B [out, r]` for every 2-D
     /// `model.layers.{l}.{module}.weight` of a targeted module, in `base` order.
@@ -333,8 +319,7 @@ mod tests {
         s.dropout = 1.0;
         assert_eq!(s.validate().expect_err("dropout 1").field, "lora_dropout");
         s.dropout = 0.05;
-        assert!(s.validate().is_ok(), "an adapter trained with dropout runs");
-        assert_eq!(s.check_trainable().expect_err("dropout").field, "lora_dropout");
+        assert!(s.validate().is_ok());
         s.dropout = 0.0;
         s.alpha = f32::NAN;
         assert_eq!(s.validate().expect_err("alpha").field, "lora_alpha");

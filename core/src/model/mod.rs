@@ -11,8 +11,8 @@ pub mod lora;
 pub mod qwen2;
 
 pub use builder::{
-    BuildError, BuildOptions, CausalLm, INPUT_IDS, KvCacheSpec, LAST_ROWS, LogitsFor, PAST, ParamTable, WeightTypes,
-    build_causal_lm, build_causal_lm_typed, last_rows, linear,
+    BuildError, BuildOptions, CausalLm, DROPOUT_SEED, INPUT_IDS, KvCacheSpec, LAST_ROWS, LogitsFor, PAST, ParamTable,
+    WeightTypes, build_causal_lm, build_causal_lm_typed, last_rows, linear,
 };
 pub use config::{Architecture, ConfigError, ModelConfig, ParamSpec};
 pub use family::Family;

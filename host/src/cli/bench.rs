@@ -100,6 +100,15 @@ enum BenchWhat {
         /// Timed steps after one warm-up step.
         #[arg(long, default_value_t = 3)]
         steps: usize,
+        /// Train a LoRA adapter of this rank (alpha 2r, every linear layer) over the frozen
+        /// model instead of every weight; the reference script gets `LORA_R` (TRL + PEFT).
+        #[arg(long)]
+        lora: Option<usize>,
+        /// With `--lora`: keep the frozen model's matrices (projections, embedding) in this
+        /// type — f32, bf16, q8_0, q4_0 or q4_k (QLoRA-style) — made from the random f32
+        /// values one tensor at a time.
+        #[arg(long, default_value = "f32", requires = "lora")]
+        base_type: String,
         /// Also run this reference script (bench/reference/trl_grpo_step.py).
         #[arg(long)]
         reference: Option<PathBuf>,
@@ -136,7 +145,8 @@ pub fn preset(name: &str) -> anyhow::Result<ModelConfig> {
         "small" => (256, 4, 4, 2, 688, 512),
         "medium" => (512, 8, 8, 2, 1376, 4096),
         "qwen2.5-0.5b" => (896, 24, 14, 2, 4864, 151936),
-        other => bail!("unknown preset `{other}` (small, medium, qwen2.5-0.5b)"),
+        "r1-distill-qwen-1.5b" => (1536, 28, 12, 2, 8960, 151936),
+        other => bail!("unknown preset `{other}` (small, medium, qwen2.5-0.5b, r1-distill-qwen-1.5b)"),
     };
     Ok(serde_json::from_value(serde_json::json!({
         "architectures": ["Qwen2ForCausalLM"],
@@ -262,9 +272,23 @@ impl BackendJob for BenchWhat {
                 generations,
                 completion,
                 steps,
+                lora,
+                base_type,
                 reference,
                 python,
-            } => bench_grpo(backend, &shape, generations, completion, steps, reference, &python),
+            } => bench_grpo(
+                backend,
+                &shape,
+                GrpoBench {
+                    generations,
+                    completion,
+                    steps,
+                    lora,
+                    base_type: &base_type,
+                },
+                reference,
+                &python,
+            ),
             BenchWhat::Decode {
                 shape,
                 model: Some(model),
@@ -415,15 +439,69 @@ fn bench_decode<B: Backend>(
 
 /// `r1host bench grpo`: see [`BenchWhat::Grpo`].
 #[allow(clippy::too_many_arguments)]
-fn bench_grpo<B: Backend>(
-    be: &B,
-    shape: &Shape,
+/// What `bench grpo` trains.
+struct GrpoBench<'a> {
     generations: usize,
     completion: Option<usize>,
     steps: usize,
+    lora: Option<usize>,
+    base_type: &'a str,
+}
+
+/// Random weights of `cfg` (transformers' initialisation) with every 2-D matrix whose rows
+/// are whole blocks stored as `ty` (the others stay f32): each tensor drawn in f32 and
+/// converted before the next is drawn, so the f32 model never exists whole.
+fn random_stored_params<B: Backend>(
+    be: &B,
+    cfg: &ModelConfig,
+    ty: r1_core::quant::GgmlType,
+) -> anyhow::Result<crate::weights::ParamBuffer<B>> {
+    use crate::weights::{StoredBytes, StoredTensor, upload_weights};
+    let mut rng = Rng::new(0);
+    let mut f32s = Vec::new();
+    let mut stored = Vec::new();
+    for s in cfg.param_specs() {
+        let n = s.numel();
+        let values: Vec<f32> = if s.name.ends_with("norm.weight") {
+            vec![1.0; n]
+        } else if s.name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
+        };
+        if s.dims.len() == 2 && s.dims[1].is_multiple_of(ty.block_size()) {
+            let bytes = r1_core::quant::quantize(ty, &values).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
+            stored.push(StoredTensor {
+                desc: r1_core::TensorDesc::new(ty.dtype(), &s.dims),
+                name: s.name,
+                bytes: StoredBytes::Owned(bytes),
+            });
+        } else {
+            f32s.push((s, values));
+        }
+    }
+    let layout = ParamLayout::new(&f32s.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>());
+    let mut params = upload_weights(be, layout, f32s.into_iter().map(|(s, v)| (s.name, v)))?;
+    for t in &stored {
+        params.add_stored(be, t)?;
+    }
+    Ok(params)
+}
+
+fn bench_grpo<B: Backend>(
+    be: &B,
+    shape: &Shape,
+    bench: GrpoBench<'_>,
     reference: Option<PathBuf>,
     python: &str,
 ) -> anyhow::Result<()> {
+    let GrpoBench {
+        generations,
+        completion,
+        steps,
+        lora,
+        base_type,
+    } = bench;
     use std::sync::Arc;
 
     use r1_core::reward::{Accuracy, AccuracyConfig, Sample, ThinkFormat, ThinkFormatConfig};
@@ -433,7 +511,33 @@ fn bench_grpo<B: Backend>(
 
     let cfg = preset(&shape.preset)?;
     let l = completion.unwrap_or(if shape.preset == "small" { 64 } else { 128 });
-    let params = random_params(be, &cfg, 0)?;
+    let params = match lora {
+        None => random_params(be, &cfg, 0)?,
+        Some(rank) => {
+            use r1_core::quant::GgmlType;
+            let ty = match base_type {
+                "f32" => GgmlType::F32,
+                "bf16" => GgmlType::BF16,
+                "q8_0" => GgmlType::Q8_0,
+                "q4_0" => GgmlType::Q4_0,
+                "q4_k" => GgmlType::Q4_K,
+                other => bail!("--base-type {other}: use f32, bf16, q8_0, q4_0 or q4_k"),
+            };
+            let base = if ty == GgmlType::F32 {
+                random_params(be, &cfg, 0)?
+            } else {
+                random_stored_params(be, &cfg, ty)?
+            };
+            let spec = r1_core::model::LoraSpec {
+                rank,
+                alpha: 2.0 * rank as f32,
+                dropout: 0.0,
+                rslora: false,
+                targets: r1_core::model::LoraTargets::all_linear(),
+            };
+            crate::weights::ParamBuffer::new_adapter(be, Arc::new(base), &cfg, spec, 0)?
+        }
+    };
     // 64 prompts of 20 tokens (TRL's arithmetic prompts are about that long).
     let mut rng = Rng::new(1);
     let prompts: Vec<GrpoPrompt> = (0..64)
@@ -502,14 +606,21 @@ fn bench_grpo<B: Backend>(
         "r1_step_s_median": (step_s * 1e4).round() / 1e4, "r1_steps_s": times,
         "r1_generation_s_median": (median(&mut generation) * 1e4).round() / 1e4,
         "completions_mean_length": tokens,
+        "lora_r": lora, "base_type": lora.map(|_| base_type),
+        "trained_params": params.layout.num_params(),
+        "weights_resident_mb": (params.resident_bytes() as f64 / 1e5).round() / 10.0,
+        "r1_peak_rss_mb": super::bench_decode::peak_rss_bytes().map(|b| (b as f64 / 1e5).round() / 10.0),
     });
     if let Some(script) = reference {
         let args = shape_args(&cfg, &[]);
-        let envs = [
+        let mut envs = vec![
             ("G", generations.to_string()),
             ("L", l.to_string()),
             ("STEPS", steps.to_string()),
         ];
+        if let Some(rank) = lora {
+            envs.push(("LORA_R", rank.to_string()));
+        }
         let r = run_reference_with(python, &script, &args, &envs)?;
         let reference_s = r.get("step_s_median").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         line["reference"] = r;

@@ -50,6 +50,7 @@ pub fn cached_token_logprobs<B: Backend>(
         seq: n,
         kv_cache: Some(KvCacheSpec { capacity, types }),
         logits: LogitsFor::All,
+        train: false,
     };
     let lm = build_causal_lm_typed(&mut graph, cfg, &opts, &params.weight_types())?;
     let target_ids = graph.input("targets", TensorDesc::i32(&[1, n]))?;

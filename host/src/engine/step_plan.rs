@@ -199,6 +199,7 @@ impl StepPlans {
             seq,
             kv_cache: Some(KvCacheSpec { capacity, types }),
             logits: LogitsFor::Last,
+            train: false,
         };
         let lm = build_causal_lm_typed(&mut graph, cfg, &opts, &params.weight_types())?;
         let plan = Plan::for_backend(&graph, &[lm.logits], backend)?;

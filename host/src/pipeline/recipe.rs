@@ -211,7 +211,7 @@ pub struct LoraSettings {
     /// The adapter's rank.
     pub r: usize,
     pub lora_alpha: f32,
-    /// Only 0 for now: r1's trainers do not drop the adapter's input yet.
+    /// Probability of dropping an element of the adapter's input while training.
     pub lora_dropout: f32,
     /// Module names (`q_proj`, …, `down_proj`) or `all-linear`.
     pub target_modules: Vec<String>,
@@ -233,7 +233,7 @@ impl Default for LoraSettings {
 }
 
 impl LoraSettings {
-    /// The adapter these settings describe, checked (trainable by r1).
+    /// The adapter these settings describe, checked.
     pub fn spec(&self) -> Result<LoraSpec, LoraError> {
         let spec = LoraSpec {
             rank: self.r,
@@ -243,7 +243,6 @@ impl LoraSettings {
             targets: LoraTargets::from_names(self.target_modules.iter().map(String::as_str))?,
         };
         spec.validate()?;
-        spec.check_trainable()?;
         Ok(spec)
     }
 }

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
 use crate::plugin::{OnRewardError, RewardFailures};
-use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective};
+use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective, dropout_seed};
 use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
 use crate::train::optim::{AdamW, NonFiniteQuantity, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
@@ -497,6 +497,12 @@ impl<B: Backend> GrpoTrainer<B> {
         )
     }
 
+    /// The LoRA dropout seed of micro-batch `m`'s forward pass at this step: `phase` 0
+    /// scores the policy that sampled it, 1 is the pass a gradient flows through.
+    fn dropout_seed(&self, m: usize, phase: u64) -> u32 {
+        dropout_seed(&[self.config.seed, self.state.step as u64, m as u64, phase])
+    }
+
     /// Whether the reference model is a copy made when the stage started (it is then
     /// saved beside the stage's checkpoints), not the base under a LoRA adapter.
     pub fn reference_is_copy(&self, params: &ParamBuffer<B>) -> bool {
@@ -549,9 +555,11 @@ impl<B: Backend> GrpoTrainer<B> {
         params: &ParamBuffer<B>,
         packed: &Packed,
         rows: usize,
+        dropout: u32,
     ) -> Result<(Vec<f32>, Vec<f32>), GrpoTrainError> {
         let l = self.config.grpo.max_completion_length;
         let graph = self.graph(backend, params, rows, packed.seq)?;
+        graph.set_dropout_seed(backend, dropout)?;
         let (logp, ent) = graph.forward(
             backend,
             params,
@@ -705,10 +713,12 @@ impl<B: Backend> GrpoTrainer<B> {
         let mut reference: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
         for (m, p) in packed.iter().enumerate() {
             if self.config.needs_old_logp() {
-                old[m] = Some(self.completion_logp(backend, params, p, micro[m].len())?.0);
+                let dropout = self.dropout_seed(m, 0);
+                old[m] = Some(self.completion_logp(backend, params, p, micro[m].len(), dropout)?.0);
             }
             if let Some(refp) = self.reference.clone() {
-                reference[m] = Some(self.completion_logp(backend, &refp, p, micro[m].len())?.0);
+                // The reference has no adapter, so no dropout.
+                reference[m] = Some(self.completion_logp(backend, &refp, p, micro[m].len(), 0)?.0);
             }
         }
         Ok(PreparedBatch {
@@ -747,7 +757,8 @@ impl<B: Backend> GrpoTrainer<B> {
         for (k, &m) in chunk.iter().enumerate() {
             let rows = batch.micro[m].len();
             let packed = &batch.packed[m];
-            let (logp, ent) = self.completion_logp(backend, params, packed, rows)?;
+            let dropout = self.dropout_seed(m, 1);
+            let (logp, ent) = self.completion_logp(backend, params, packed, rows, dropout)?;
             if untouched {
                 let rs: Vec<&Rollout> = batch.micro[m].iter().map(|&i| &batch.rollouts[i]).collect();
                 tally.add_sampler_drift(&logp, &rs, l, &packed.mask);
@@ -960,7 +971,7 @@ fn scoring_graph<'a, B: Backend>(
         Entry::Vacant(e) => {
             let objective = Objective::TokenLogProbs { temperature };
             let types = params.weight_types();
-            Ok(e.insert(LmGraph::with_types(backend, model, &types, rows, seq, objective)?))
+            Ok(e.insert(LmGraph::for_training(backend, model, &types, rows, seq, objective)?))
         }
     }
 }

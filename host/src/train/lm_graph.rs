@@ -13,10 +13,25 @@ use std::ops::Range;
 
 use r1_core::backend::{Backend, BackendError, TensorRef, f32_bytes, i32_bytes};
 use r1_core::exec::{Bindings, Executor};
-use r1_core::model::{BuildError, BuildOptions, CausalLm, ModelConfig, WeightTypes, build_causal_lm_typed};
+use r1_core::model::{
+    BuildError, BuildOptions, CausalLm, DROPOUT_SEED, ModelConfig, WeightTypes, build_causal_lm_typed,
+};
 use r1_core::{Graph, GraphError, NodeId, Plan, TensorDesc, autodiff};
 
 use crate::weights::ParamBuffer;
+
+/// A dropout seed from the numbers that name one forward pass (a trainer's seed, step,
+/// micro-batch, …): a splitmix64 chain, so a resumed run draws the masks it would have.
+pub fn dropout_seed(parts: &[u64]) -> u32 {
+    let mut z = 0x9e37_79b9_7f4a_7c15u64;
+    for &p in parts {
+        z = (z ^ p).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+    }
+    (z >> 32) as u32
+}
 
 /// What the graph computes from the logits.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,17 +55,21 @@ struct FeedSlots {
     weights: Option<NodeId>,
     /// The `[B, T]` d loss / d logp input (token log-probs objective only).
     seed: Option<NodeId>,
+    /// The `[1]` i32 seed of the LoRA dropout masks (training graphs of an adapter with
+    /// dropout only).
+    dropout_seed: Option<NodeId>,
     /// Where each input lives in the feed buffer.
     at: FeedOffsets,
 }
 
 /// Byte offsets of the feed buffer's regions `[ids i32 | targets i32 | weights f32 |
-/// seed f32]`, one value per position each, and its size.
+/// seed f32]`, one value per position each, then the dropout seed (one i32), and its size.
 #[derive(Clone, Copy, Debug)]
 struct FeedOffsets {
     targets: usize,
     weights: usize,
     seed: usize,
+    dropout_seed: usize,
     total: usize,
 }
 
@@ -60,11 +79,13 @@ impl FeedOffsets {
         let targets = ids;
         let weights = targets + TensorDesc::i32(&[positions]).bytes();
         let seed = weights + TensorDesc::f32(&[positions]).bytes();
+        let dropout_seed = seed + TensorDesc::f32(&[positions]).bytes();
         FeedOffsets {
             targets,
             weights,
             seed,
-            total: seed + TensorDesc::f32(&[positions]).bytes(),
+            dropout_seed,
+            total: dropout_seed + TensorDesc::i32(&[1]).bytes(),
         }
     }
 }
@@ -86,6 +107,9 @@ fn bind_all<'a, B: Backend>(
     }
     if let Some(s) = slots.seed {
         b.bind(s, feed, slots.at.seed)?;
+    }
+    if let Some(s) = slots.dropout_seed {
+        b.bind(s, feed, slots.at.dropout_seed)?;
     }
     Ok(b)
 }
@@ -143,7 +167,8 @@ impl<B: Backend> LmGraph<B> {
     /// [`LmGraph::new`] for weights stored as `types` (a [`ParamBuffer::weight_types`]).
     /// With a LoRA adapter, the backward part reaches the adapter's weights only. Without
     /// one, any weight not f32 makes the graph forward only (scoring: `r1host logprobs`):
-    /// there is no backward part, and [`LmGraph::backward`] refuses.
+    /// there is no backward part, and [`LmGraph::backward`] refuses. A LoRA adapter's
+    /// dropout does not apply (scoring); trainers build with [`LmGraph::for_training`].
     pub fn with_types(
         backend: &B,
         cfg: &ModelConfig,
@@ -152,8 +177,33 @@ impl<B: Backend> LmGraph<B> {
         seq: usize,
         objective: Objective,
     ) -> Result<Self, LmGraphError> {
+        Self::build(backend, cfg, types, BuildOptions::full(batch, seq), objective)
+    }
+
+    /// [`LmGraph::with_types`] for a trainer: a LoRA adapter's dropout applies, its masks
+    /// drawn from the seed [`LmGraph::set_dropout_seed`] sets (0 until then).
+    pub fn for_training(
+        backend: &B,
+        cfg: &ModelConfig,
+        types: &WeightTypes,
+        batch: usize,
+        seq: usize,
+        objective: Objective,
+    ) -> Result<Self, LmGraphError> {
+        Self::build(backend, cfg, types, BuildOptions::training(batch, seq), objective)
+    }
+
+    fn build(
+        backend: &B,
+        cfg: &ModelConfig,
+        types: &WeightTypes,
+        opts: BuildOptions,
+        objective: Objective,
+    ) -> Result<Self, LmGraphError> {
+        let (batch, seq) = (opts.batch, opts.seq);
         let mut g = Graph::new();
-        let lm = build_causal_lm_typed(&mut g, cfg, &BuildOptions::full(batch, seq), types)?;
+        let lm = build_causal_lm_typed(&mut g, cfg, &opts, types)?;
+        let dropout_seed = g.find(DROPOUT_SEED);
         let targets = g.input("targets", TensorDesc::i32(&[batch, seq]))?;
         let (output, entropy, weights, seed_pair, seed) = match objective {
             Objective::CrossEntropy => {
@@ -215,6 +265,7 @@ impl<B: Backend> LmGraph<B> {
             .unwrap_or(0);
         let at = FeedOffsets::new(batch * seq);
         let feed = backend.alloc(at.total)?;
+        backend.upload(&feed, at.dropout_seed, &i32_bytes(&[0]))?;
         Ok(LmGraph {
             graph: g,
             lm,
@@ -226,6 +277,7 @@ impl<B: Backend> LmGraph<B> {
                 targets,
                 weights,
                 seed,
+                dropout_seed,
                 at,
             },
             output,
@@ -236,6 +288,14 @@ impl<B: Backend> LmGraph<B> {
             feed,
             executor: Executor::new(),
         })
+    }
+
+    /// Seeds the LoRA dropout masks of the next runs (no-op for a graph without dropout).
+    pub fn set_dropout_seed(&self, backend: &B, seed: u32) -> Result<(), LmGraphError> {
+        if self.slots.dropout_seed.is_some() {
+            backend.upload(&self.feed, self.slots.at.dropout_seed, &i32_bytes(&[seed as i32]))?;
+        }
+        Ok(())
     }
 
     fn positions(&self) -> usize {

@@ -13,7 +13,7 @@ use r1_core::backend::Backend;
 use r1_core::model::ModelConfig;
 use r1_core::sampling::Rng;
 
-use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective};
+use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective, dropout_seed};
 use crate::train::optim::{AdamW, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
 
@@ -261,7 +261,7 @@ pub fn train_sft<B: Backend>(
         for (k, (ids, targets, _, seq)) in packed.iter().enumerate() {
             let key = (bs, *seq);
             if let std::collections::hash_map::Entry::Vacant(e) = graphs.entry(key) {
-                e.insert(LmGraph::with_types(
+                e.insert(LmGraph::for_training(
                     backend,
                     cfg,
                     &types,
@@ -274,6 +274,7 @@ pub fn train_sft<B: Backend>(
                 .get_mut(&key)
                 .ok_or_else(|| SftError::Stopped("graph cache".into()))?;
             let weights: Vec<f32> = targets.iter().map(|&t| if t >= 0 { inv } else { 0.0 }).collect();
+            graph.set_dropout_seed(backend, dropout_seed(&[sft.seed, step as u64, k as u64]))?;
             let (out, _) = graph.forward(
                 backend,
                 params,

@@ -124,6 +124,32 @@ impl SimdTask for ScaleTask<'_> {
     }
 }
 
+/// `out = x · mask / (1 − p)` with the mask of `r1_core::graph::dropout_keeps` (forward and
+/// backward alike).
+pub(crate) fn dropout(
+    ctx: Ctx<'_>,
+    p: f32,
+    salt: u32,
+    seed: u32,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), BackendError> {
+    if x.len() != out.len() {
+        return Err(size_error(
+            "dropout",
+            format!("{} inputs for {} outputs", x.len(), out.len()),
+        ));
+    }
+    let keep_scale = 1.0 / (1.0 - p);
+    ctx.threads.for_rows(out, 1, 8, |i, o| {
+        for (j, (y, &v)) in o.iter_mut().zip(&x[i..]).enumerate() {
+            let kept = r1_core::graph::dropout_keeps(seed, salt, (i + j) as u64, p);
+            *y = if kept { v * keep_scale } else { 0.0 };
+        }
+    });
+    Ok(())
+}
+
 /// `out = factor · x`.
 pub(crate) fn scale(ctx: Ctx<'_>, factor: f32, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
     if x.len() != out.len() {

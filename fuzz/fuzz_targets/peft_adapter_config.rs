@@ -1,0 +1,7 @@
+//! Any bytes as a PEFT `adapter_config.json` (`r1_host::fuzzing::peft_adapter_config`).
+//! The body lives in the library so that `host/tests/fuzz_replay.rs` runs it on stable.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| r1_host::fuzzing::peft_adapter_config(data));
