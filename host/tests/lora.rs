@@ -60,6 +60,21 @@ fn adapted_model(backend: &CpuBackend, fx: &Fixture) -> Model<CpuBackend> {
     model
 }
 
+/// `log p(tokens[i+1] | tokens[..=i])` through `model` (an adapter included) as scoring
+/// computes them.
+fn scored(backend: &CpuBackend, model: &Model<CpuBackend>, tokens: &[i32]) -> Vec<f32> {
+    let n = tokens.len() - 1;
+    let types = model.params.weight_types();
+    let objective = Objective::TokenLogProbs { temperature: 1.0 };
+    let mut graph = LmGraph::with_types(backend, &model.config, &types, 1, n, objective).expect("graph");
+    let feed = Feed {
+        ids: &tokens[..n],
+        targets: &tokens[1..],
+        weights: None,
+    };
+    graph.forward(backend, &model.params, &feed).expect("forward").0
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
@@ -71,24 +86,16 @@ fn peft_adapters_give_pefts_log_probs() {
     for name in FIXTURES {
         let fx = fixture(name);
         let model = adapted_model(&backend, &fx);
-        let n = fx.tokens.len() - 1;
-        let types = model.params.weight_types();
-        assert!(types.lora().is_some(), "{name}: the graph sees the adapter");
-        let objective = Objective::TokenLogProbs { temperature: 1.0 };
-        let mut graph = LmGraph::with_types(&backend, &model.config, &types, 1, n, objective).expect("graph");
-        let feed = Feed {
-            ids: &fx.tokens[..n],
-            targets: &fx.tokens[1..],
-            weights: None,
-        };
-        let got = graph.forward(&backend, &model.params, &feed).expect("forward").0;
-        let diff = max_abs_diff(&got, &fx.logprobs);
+        assert!(
+            model.params.weight_types().lora().is_some(),
+            "{name}: the graph sees the adapter"
+        );
+        let diff = max_abs_diff(&scored(&backend, &model, &fx.tokens), &fx.logprobs);
         assert!(diff < 2e-5, "{name}: log-probs differ from PEFT's by {diff}");
 
         // The same tokens without the adapter are far from these: the adapter counts.
         let base = Model::load(&backend, &fx.base).expect("base");
-        let mut plain = LmGraph::new(&backend, &base.config, 1, n, objective).expect("graph");
-        let without = plain.forward(&backend, &base.params, &feed).expect("forward").0;
+        let without = scored(&backend, &base, &fx.tokens);
         assert!(
             max_abs_diff(&without, &fx.logprobs) > 0.05,
             "{name}: the adapter changes nothing"
@@ -102,54 +109,29 @@ fn adapter_gradients_match_pefts_and_reach_no_base_weight() {
     for name in FIXTURES {
         let fx = fixture(name);
         let model = adapted_model(&backend, &fx);
-        let n = fx.tokens.len() - 1;
-        let types = model.params.weight_types();
-        let mut graph =
-            LmGraph::with_types(&backend, &model.config, &types, 1, n, Objective::CrossEntropy).expect("graph");
-        let weights = vec![1.0 / n as f32; n];
-        let feed = Feed {
-            ids: &fx.tokens[..n],
-            targets: &fx.tokens[1..],
-            weights: Some(&weights),
-        };
-        let loss = graph.forward(&backend, &model.params, &feed).expect("forward").0[0];
+        let (loss, grads) = loss_and_grads(&backend, &model, &fx.tokens);
         assert!(
             (loss - fx.loss).abs() < 2e-5,
             "{name}: loss {loss} vs PEFT's {}",
             fx.loss
         );
-        graph.backward(&backend, &model.params, None).expect("backward");
-
         let expected = read_safetensors(&fx.dir.join("grads.safetensors")).expect("grads");
-        let layout = &model.params.layout;
-        let mut seen = vec![false; layout.entries().len()];
-        graph
-            .for_each_grad(&model.params, |i, g| {
-                let entry = &layout.entries()[i];
-                let mut bytes = vec![0u8; g.desc.bytes()];
-                r1_core::backend::Backend::download(&backend, g.buffer, g.offset, &mut bytes)?;
-                let got = r1_core::backend::f32_from_bytes(&bytes);
-                let want = expected
-                    .iter()
-                    .find(|t| t.name == entry.name)
-                    .unwrap_or_else(|| panic!("{name}: PEFT has no gradient for {}", entry.name));
-                let scale = want.data.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
-                let diff = max_abs_diff(&got, &want.data);
-                assert!(
-                    diff / scale < 1e-4,
-                    "{name}: {} differs by {diff} (scale {scale})",
-                    entry.name
-                );
-                seen[i] = true;
-                Ok(())
-            })
-            .expect("gradients");
-        assert!(seen.iter().all(|&s| s), "{name}: every adapter weight gets a gradient");
-        assert_eq!(
-            graph.grads.len(),
-            layout.entries().len(),
-            "{name}: gradients reach the adapter only, not the base"
-        );
+        // Exactly the adapter's weights get a gradient, none of the base's.
+        let names: Vec<&str> = grads.iter().map(|(n, _)| n.as_str()).collect();
+        let adapter: Vec<&str> = model.params.layout.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, adapter, "{name}: gradients reach the adapter only");
+        for (weight, got) in &grads {
+            let want = expected
+                .iter()
+                .find(|t| &t.name == weight)
+                .unwrap_or_else(|| panic!("{name}: PEFT has no gradient for {weight}"));
+            let scale = want.data.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+            let diff = max_abs_diff(got, &want.data);
+            assert!(
+                diff / scale < 1e-4,
+                "{name}: {weight} differs by {diff} (scale {scale})"
+            );
+        }
     }
 }
 
@@ -179,21 +161,7 @@ fn merging_gives_pefts_merged_weights_and_the_adapted_log_probs() {
         }
         let host = read_model(&fx.base).expect("base");
         let plain = Model::from_weights(&backend, host.config, host.tokenizer, downloaded).expect("merged model");
-        let n = fx.tokens.len() - 1;
-        let mut graph = LmGraph::new(
-            &backend,
-            &plain.config,
-            1,
-            n,
-            Objective::TokenLogProbs { temperature: 1.0 },
-        )
-        .expect("graph");
-        let feed = Feed {
-            ids: &fx.tokens[..n],
-            targets: &fx.tokens[1..],
-            weights: None,
-        };
-        let got = graph.forward(&backend, &plain.params, &feed).expect("forward").0;
+        let got = scored(&backend, &plain, &fx.tokens);
         assert!(max_abs_diff(&got, &fx.logprobs) < 5e-5, "{name}: merged log-probs");
     }
 }
@@ -475,8 +443,7 @@ fn lora_dropout_drops_in_training_graphs_only_with_masks_from_the_seed() {
         weights: None,
     };
     // Scoring is PEFT's eval(): no dropout, PEFT's log-probs.
-    let mut eval = LmGraph::with_types(&backend, &model.config, &types, 1, n, objective).expect("graph");
-    let scored = eval.forward(&backend, &model.params, &feed).expect("forward").0;
+    let scored = scored(&backend, &model, &fx.tokens);
     assert!(max_abs_diff(&scored, &fx.logprobs) < 2e-5);
     // Training drops: the same seed gives the same pass, another seed another one.
     let mut train = LmGraph::for_training(&backend, &model.config, &types, 1, n, objective).expect("graph");

@@ -449,18 +449,23 @@ struct GrpoBench<'a> {
 }
 
 /// Random weights of `cfg` (transformers' initialisation) with every 2-D matrix whose rows
-/// are whole blocks stored as `ty` (the others stay f32): each tensor drawn in f32 and
-/// converted before the next is drawn, so the f32 model never exists whole.
+/// are whole blocks stored as `ty` (f32: all in the flat buffer): each tensor drawn in f32
+/// and uploaded or converted before the next is drawn, so the f32 model never exists whole
+/// on the host (the peak memory measured is the run's, not the set-up's).
 fn random_stored_params<B: Backend>(
     be: &B,
     cfg: &ModelConfig,
     ty: r1_core::quant::GgmlType,
 ) -> anyhow::Result<crate::weights::ParamBuffer<B>> {
-    use crate::weights::{StoredBytes, StoredTensor, upload_weights};
+    use crate::weights::{ParamBuffer, StoredBytes, StoredTensor};
+    let stored_as_ty = |s: &r1_core::model::ParamSpec| {
+        ty != r1_core::quant::GgmlType::F32 && s.dims.len() == 2 && s.dims[1].is_multiple_of(ty.block_size())
+    };
+    let specs = cfg.param_specs();
+    let f32_specs: Vec<_> = specs.iter().filter(|s| !stored_as_ty(s)).cloned().collect();
+    let mut params = ParamBuffer::zeros(be, ParamLayout::new(&f32_specs))?;
     let mut rng = Rng::new(0);
-    let mut f32s = Vec::new();
-    let mut stored = Vec::new();
-    for s in cfg.param_specs() {
+    for s in specs {
         let n = s.numel();
         let values: Vec<f32> = if s.name.ends_with("norm.weight") {
             vec![1.0; n]
@@ -469,21 +474,17 @@ fn random_stored_params<B: Backend>(
         } else {
             (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
         };
-        if s.dims.len() == 2 && s.dims[1].is_multiple_of(ty.block_size()) {
+        if stored_as_ty(&s) {
             let bytes = r1_core::quant::quantize(ty, &values).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
-            stored.push(StoredTensor {
+            let t = StoredTensor {
                 desc: r1_core::TensorDesc::new(ty.dtype(), &s.dims),
                 name: s.name,
                 bytes: StoredBytes::Owned(bytes),
-            });
+            };
+            params.add_stored(be, &t)?;
         } else {
-            f32s.push((s, values));
+            params.upload(be, &s.name, &values)?;
         }
-    }
-    let layout = ParamLayout::new(&f32s.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>());
-    let mut params = upload_weights(be, layout, f32s.into_iter().map(|(s, v)| (s.name, v)))?;
-    for t in &stored {
-        params.add_stored(be, t)?;
     }
     Ok(params)
 }
@@ -523,11 +524,7 @@ fn bench_grpo<B: Backend>(
                 "q4_k" => GgmlType::Q4_K,
                 other => bail!("--base-type {other}: use f32, bf16, q8_0, q4_0 or q4_k"),
             };
-            let base = if ty == GgmlType::F32 {
-                random_params(be, &cfg, 0)?
-            } else {
-                random_stored_params(be, &cfg, ty)?
-            };
+            let base = random_stored_params(be, &cfg, ty)?;
             let spec = r1_core::model::LoraSpec {
                 rank,
                 alpha: 2.0 * rank as f32,

@@ -87,7 +87,7 @@ fn token_logprobs<B: Backend>(
     let n = tokens.len() - 1;
     let logp = if cache_types == KvCacheTypes::F32 {
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        let mut graph = LmGraph::with_types(
+        let mut graph = LmGraph::scoring(
             backend,
             &model.config,
             &model.params.weight_types(),

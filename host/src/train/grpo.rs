@@ -264,8 +264,8 @@ pub struct GrpoTrainer<B: Backend> {
     pub state: GrpoState,
     failures: Vec<RewardFailures>,
     engine: Engine<B>,
-    /// Scoring graphs by `(rows, seq, with the LoRA adapter)`.
-    graphs: HashMap<(usize, usize, bool), LmGraph<B>>,
+    /// Scoring graphs by `(rows, seq, the policy's or the reference's)`.
+    graphs: HashMap<(usize, usize, Scored), LmGraph<B>>,
     prompts: Vec<GrpoPrompt>,
 }
 
@@ -483,6 +483,7 @@ impl<B: Backend> GrpoTrainer<B> {
         &mut self,
         backend: &B,
         params: &ParamBuffer<B>,
+        scored: Scored,
         rows: usize,
         seq: usize,
     ) -> Result<&mut LmGraph<B>, GrpoTrainError> {
@@ -490,7 +491,7 @@ impl<B: Backend> GrpoTrainer<B> {
             &mut self.graphs,
             backend,
             &self.model,
-            params,
+            (params, scored),
             self.config.temperature,
             rows,
             seq,
@@ -552,13 +553,13 @@ impl<B: Backend> GrpoTrainer<B> {
     fn completion_logp(
         &mut self,
         backend: &B,
-        params: &ParamBuffer<B>,
+        (params, scored): (&ParamBuffer<B>, Scored),
         packed: &Packed,
         rows: usize,
         dropout: u32,
     ) -> Result<(Vec<f32>, Vec<f32>), GrpoTrainError> {
         let l = self.config.grpo.max_completion_length;
-        let graph = self.graph(backend, params, rows, packed.seq)?;
+        let graph = self.graph(backend, params, scored, rows, packed.seq)?;
         graph.set_dropout_seed(backend, dropout)?;
         let (logp, ent) = graph.forward(
             backend,
@@ -714,11 +715,15 @@ impl<B: Backend> GrpoTrainer<B> {
         for (m, p) in packed.iter().enumerate() {
             if self.config.needs_old_logp() {
                 let dropout = self.dropout_seed(m, 0);
-                old[m] = Some(self.completion_logp(backend, params, p, micro[m].len(), dropout)?.0);
+                old[m] = Some(
+                    self.completion_logp(backend, (params, Scored::Policy), p, micro[m].len(), dropout)?
+                        .0,
+                );
             }
             if let Some(refp) = self.reference.clone() {
                 // The reference has no adapter, so no dropout.
-                reference[m] = Some(self.completion_logp(backend, &refp, p, micro[m].len(), 0)?.0);
+                let scored = (&*refp, Scored::Reference);
+                reference[m] = Some(self.completion_logp(backend, scored, p, micro[m].len(), 0)?.0);
             }
         }
         Ok(PreparedBatch {
@@ -758,7 +763,7 @@ impl<B: Backend> GrpoTrainer<B> {
             let rows = batch.micro[m].len();
             let packed = &batch.packed[m];
             let dropout = self.dropout_seed(m, 1);
-            let (logp, ent) = self.completion_logp(backend, params, packed, rows, dropout)?;
+            let (logp, ent) = self.completion_logp(backend, (params, Scored::Policy), packed, rows, dropout)?;
             if untouched {
                 let rs: Vec<&Rollout> = batch.micro[m].iter().map(|&i| &batch.rollouts[i]).collect();
                 tally.add_sampler_drift(&logp, &rs, l, &packed.mask);
@@ -832,7 +837,8 @@ impl<B: Backend> GrpoTrainer<B> {
             }
         }
         let temperature = self.config.temperature;
-        let graph = scoring_graph(&mut self.graphs, backend, &self.model, params, temperature, rows, seq)?;
+        let policy = (params, Scored::Policy);
+        let graph = scoring_graph(&mut self.graphs, backend, &self.model, policy, temperature, rows, seq)?;
         graph.backward(backend, params, Some(&d))?;
         let opt = &self.optimizer;
         graph.for_each_grad(params, |i, gt| opt.accumulate(backend, i, gt, first))?;
@@ -958,22 +964,36 @@ pub fn evaluate<B: Backend>(
 /// The cached graph scoring `[rows × seq]` micro-batches with log-probs at `temperature`
 /// (built on first use; a field-level borrow so the optimizer stays usable beside it).
 fn scoring_graph<'a, B: Backend>(
-    graphs: &'a mut HashMap<(usize, usize, bool), LmGraph<B>>,
+    graphs: &'a mut HashMap<(usize, usize, Scored), LmGraph<B>>,
     backend: &B,
     model: &ModelConfig,
-    params: &ParamBuffer<B>,
+    (params, scored): (&ParamBuffer<B>, Scored),
     temperature: f32,
     rows: usize,
     seq: usize,
 ) -> Result<&'a mut LmGraph<B>, GrpoTrainError> {
-    match graphs.entry((rows, seq, params.lora().is_some())) {
+    match graphs.entry((rows, seq, scored)) {
         Entry::Occupied(e) => Ok(e.into_mut()),
         Entry::Vacant(e) => {
             let objective = Objective::TokenLogProbs { temperature };
             let types = params.weight_types();
-            Ok(e.insert(LmGraph::for_training(backend, model, &types, rows, seq, objective)?))
+            let graph = match scored {
+                Scored::Policy => LmGraph::for_training(backend, model, &types, rows, seq, objective)?,
+                // Forward only: no gradient buffers for a model that never trains.
+                Scored::Reference => LmGraph::scoring(backend, model, &types, rows, seq, objective)?,
+            };
+            Ok(e.insert(graph))
         }
     }
+}
+
+/// Which model a scoring graph computes log-probs for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Scored {
+    /// The trained policy (its graph also back-propagates).
+    Policy,
+    /// The frozen reference (a copy, or the base under a LoRA adapter).
+    Reference,
 }
 
 /// A copy of a parameter buffer (the frozen reference model).

@@ -114,6 +114,15 @@ fn bind_all<'a, B: Backend>(
     Ok(b)
 }
 
+/// Why an [`LmGraph`] has no backward part.
+#[derive(Clone, Debug)]
+enum Frozen {
+    /// A weight kept in a stored type and no adapter: nothing can train.
+    Stored(String),
+    /// Built with [`LmGraph::scoring`].
+    Scoring,
+}
+
 /// A planned forward + backward graph for one `[B, T]` shape.
 pub struct LmGraph<B: Backend> {
     pub graph: Graph,
@@ -131,8 +140,8 @@ pub struct LmGraph<B: Backend> {
     /// or a LoRA adapter's weights).
     pub grads: Vec<(String, NodeId)>,
     forward_steps: usize,
-    /// A weight not stored as f32 when nothing trains (the graph is then forward only).
-    frozen: Option<String>,
+    /// Why the graph has no backward part, when it has none.
+    frozen: Option<Frozen>,
     feed: B::Buffer,
     executor: Executor<B>,
 }
@@ -150,6 +159,8 @@ pub enum LmGraphError {
     Feed(String),
     #[error("this graph scores only: the model keeps weights in a stored type (e.g. `{0}`), which cannot be trained")]
     ForwardOnly(String),
+    #[error("this graph was built to score only (LmGraph::scoring): it has no backward part")]
+    ScoringOnly,
 }
 
 impl<B: Backend> LmGraph<B> {
@@ -177,7 +188,20 @@ impl<B: Backend> LmGraph<B> {
         seq: usize,
         objective: Objective,
     ) -> Result<Self, LmGraphError> {
-        Self::build(backend, cfg, types, BuildOptions::full(batch, seq), objective)
+        Self::build(backend, cfg, types, BuildOptions::full(batch, seq), objective, true)
+    }
+
+    /// A forward-only graph (no backward part, so no gradient buffers in its arena): what
+    /// scores a frozen model — GRPO's reference, `r1host logprobs`.
+    pub fn scoring(
+        backend: &B,
+        cfg: &ModelConfig,
+        types: &WeightTypes,
+        batch: usize,
+        seq: usize,
+        objective: Objective,
+    ) -> Result<Self, LmGraphError> {
+        Self::build(backend, cfg, types, BuildOptions::full(batch, seq), objective, false)
     }
 
     /// [`LmGraph::with_types`] for a trainer: a LoRA adapter's dropout applies, its masks
@@ -190,7 +214,7 @@ impl<B: Backend> LmGraph<B> {
         seq: usize,
         objective: Objective,
     ) -> Result<Self, LmGraphError> {
-        Self::build(backend, cfg, types, BuildOptions::training(batch, seq), objective)
+        Self::build(backend, cfg, types, BuildOptions::training(batch, seq), objective, true)
     }
 
     fn build(
@@ -199,6 +223,7 @@ impl<B: Backend> LmGraph<B> {
         types: &WeightTypes,
         opts: BuildOptions,
         objective: Objective,
+        backward: bool,
     ) -> Result<Self, LmGraphError> {
         let (batch, seq) = (opts.batch, opts.seq);
         let mut g = Graph::new();
@@ -233,7 +258,7 @@ impl<B: Backend> LmGraph<B> {
             }
         };
         let forward_outputs: Vec<NodeId> = std::iter::once(output).chain(entropy).collect();
-        let grads = if types.trains() {
+        let grads = if backward && types.trains() {
             let trained: Vec<&(String, NodeId)> = lm
                 .params
                 .iter()
@@ -249,9 +274,10 @@ impl<B: Backend> LmGraph<B> {
         } else {
             Vec::new()
         };
-        let frozen = match types.trains() {
-            true => None,
-            false => types.iter().next().map(|(name, _)| name.to_string()),
+        let frozen = match (backward, types.trains()) {
+            (false, _) => Some(Frozen::Scoring),
+            (true, true) => None,
+            (true, false) => types.iter().next().map(|(name, _)| Frozen::Stored(name.to_string())),
         };
         let mut outputs = forward_outputs.clone();
         outputs.extend(grads.iter().map(|(_, d)| *d));
@@ -354,8 +380,10 @@ impl<B: Backend> LmGraph<B> {
         params: &ParamBuffer<B>,
         d_logp: Option<&[f32]>,
     ) -> Result<(), LmGraphError> {
-        if let Some(name) = &self.frozen {
-            return Err(LmGraphError::ForwardOnly(name.clone()));
+        match &self.frozen {
+            Some(Frozen::Stored(name)) => return Err(LmGraphError::ForwardOnly(name.clone())),
+            Some(Frozen::Scoring) => return Err(LmGraphError::ScoringOnly),
+            None => {}
         }
         if self.slots.seed.is_some() {
             let d = d_logp.ok_or_else(|| LmGraphError::Feed("the log-prob objective needs d loss / d logp".into()))?;
