@@ -11,7 +11,7 @@ use r1_core::model::{LoraSpec, ModelConfig};
 
 use crate::io::{NamedTensor, PeftAdapter, Weights};
 use crate::model::{Model, ModelError};
-use crate::weights::{ParamBuffer, ParamLayout, WeightsError};
+use crate::weights::{AdapterBase, ParamBuffer, ParamLayout, WeightsError};
 
 impl<B: Backend> Model<B> {
     /// Puts a fresh adapter (PEFT's initialisation, `seed`) on this model: the current
@@ -61,13 +61,54 @@ impl<B: Backend> Model<B> {
 
     /// Merges the adapter into the weights (`W + s·B·A`) and drops it: the model is a
     /// plain one again, with one f32 buffer. Returns whether there was an adapter.
+    ///
+    /// An f32 base held by nothing else is merged in place, one adapted weight at a time
+    /// (no second copy of the model); a quantized base is widened into a new f32 model.
     pub fn merge_adapter(&mut self, backend: &B) -> Result<bool, ModelError> {
-        if self.params.base.is_none() {
+        let Some(adapter) = self.adapter(backend, None)? else {
             return Ok(false);
+        };
+        let in_place = self
+            .params
+            .base
+            .as_ref()
+            .is_some_and(|b| b.params.stored.is_empty() && Arc::strong_count(&b.params) == 1);
+        if !in_place {
+            let merged = self.weights(backend)?;
+            let plain = Model::from_weights(backend, self.config.clone(), self.tokenizer.clone(), merged)?;
+            self.params = plain.params;
+            return Ok(true);
         }
-        let merged = self.weights(backend)?;
-        let plain = Model::from_weights(backend, self.config.clone(), self.tokenizer.clone(), merged)?;
-        self.params = plain.params;
+        let Some(AdapterBase { params, lora }) = self.params.base.take() else {
+            return Ok(false);
+        };
+        let base = match Arc::try_unwrap(params) {
+            Ok(base) => base,
+            Err(params) => {
+                self.params.base = Some(AdapterBase { params, lora });
+                return Err(ModelError::Invalid(
+                    "the adapter's base is shared; it cannot be merged in place".into(),
+                ));
+            }
+        };
+        for i in 0..base.layout.entries().len() {
+            let e = &base.layout.entries()[i];
+            if adapter.spec.target_of(&e.name).is_none() {
+                continue;
+            }
+            let mut bytes = vec![0u8; e.desc().bytes()];
+            backend.download(&base.buffer, e.byte_offset(), &mut bytes)?;
+            let mut one = Weights {
+                tensors: vec![NamedTensor {
+                    name: e.name.clone(),
+                    dims: e.dims.clone(),
+                    data: r1_core::backend::f32_from_bytes(&bytes),
+                }],
+            };
+            merge_adapter(&mut one, &adapter)?;
+            base.upload(backend, &e.name, &one.tensors[0].data)?;
+        }
+        self.params = base;
         Ok(true)
     }
 

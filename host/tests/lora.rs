@@ -326,6 +326,14 @@ fn sft_with_an_adapter_lowers_the_loss_and_leaves_the_base_untouched() {
     let config = adapter_config_json(&adapter.spec, None);
     assert_eq!(config["r"], 4);
     assert_eq!(config["lora_alpha"], 8);
+
+    // Merged in place (the base is held by nothing else): the same weights as the merge
+    // `weights()` computes, and a plain model again.
+    let merged = model.weights(&backend).expect("merge");
+    assert!(model.merge_adapter(&backend).expect("merge in place"));
+    assert!(model.params.base.is_none() && model.params.lora().is_none());
+    assert_eq!(model.weights(&backend).expect("weights"), merged);
+    assert!(!model.merge_adapter(&backend).expect("nothing to merge"));
 }
 
 /// A PEFT-style adapter over every linear layer of `cfg` with random weights (B too).
