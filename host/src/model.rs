@@ -48,16 +48,8 @@ impl HostModel {
         let mut by_name: std::collections::HashMap<String, crate::io::tensors::NamedTensor> =
             self.weights.tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
         for s in self.stored {
-            let data = match r1_core::quant::GgmlType::from_dtype(s.desc.dtype) {
-                Some(ty) => r1_core::quant::dequantize(ty, &s.bytes, s.desc.shape.numel())
-                    .map_err(|e| ModelError::Invalid(format!("dequantizing `{}`: {e}", s.name)))?,
-                None => {
-                    return Err(ModelError::Invalid(format!(
-                        "weight `{}` is stored as {}, which r1 cannot widen",
-                        s.name, s.desc.dtype
-                    )));
-                }
-            };
+            let data = crate::weights::widen_stored(&s.name, &s.desc, &s.bytes)
+                .map_err(|e| ModelError::Invalid(e.to_string()))?;
             let dims = s.desc.shape.dims().to_vec();
             by_name.insert(
                 s.name.clone(),

@@ -433,15 +433,7 @@ impl<B: Backend> ParamBuffer<B> {
                 .ok_or_else(|| WeightsError::Missing(spec.name.clone()))?;
             let mut bytes = vec![0u8; s.desc.bytes()];
             backend.download(&s.buffer, 0, &mut bytes)?;
-            let ty = r1_core::quant::GgmlType::from_dtype(s.desc.dtype).ok_or_else(|| {
-                WeightsError::Lora(format!(
-                    "`{}` is stored as {}, which r1 cannot widen",
-                    s.name, s.desc.dtype
-                ))
-            })?;
-            let values = r1_core::quant::dequantize(ty, &bytes, s.desc.shape.numel())
-                .map_err(|e| WeightsError::Lora(format!("dequantizing `{}`: {e}", s.name)))?;
-            out.push((spec.name, spec.dims, values));
+            out.push((spec.name, spec.dims, widen_stored(&s.name, &s.desc, &bytes)?));
         }
         Ok(out)
     }
@@ -500,6 +492,8 @@ pub enum WeightsError {
     },
     #[error("LoRA: {0}")]
     Lora(String),
+    #[error("{0}")]
+    Widen(String),
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -507,22 +501,37 @@ pub enum WeightsError {
 /// Fresh weights the way `transformers` initialises a Llama/Qwen2 model: matrices and
 /// embeddings from N(0, 0.02²), biases 0, norm weights 1.
 pub fn init_weights(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    const INITIALIZER_RANGE: f64 = 0.02;
     let mut rng = Rng::new(seed);
     cfg.param_specs()
         .into_iter()
         .map(|s| {
-            let n = s.numel();
-            let values = if s.name.ends_with("norm.weight") {
-                vec![1.0; n]
-            } else if s.name.ends_with(".bias") {
-                vec![0.0; n]
-            } else {
-                (0..n).map(|_| (rng.normal() * INITIALIZER_RANGE) as f32).collect()
-            };
+            let values = init_values(&s, &mut rng);
             (s.name, s.dims, values)
         })
         .collect()
+}
+
+/// One weight's values as [`init_weights`] draws them, from `rng` in spec order (for
+/// callers that convert or upload each weight before drawing the next).
+pub fn init_values(spec: &ParamSpec, rng: &mut Rng) -> Vec<f32> {
+    const INITIALIZER_RANGE: f64 = 0.02;
+    let n = spec.numel();
+    if spec.name.ends_with("norm.weight") {
+        vec![1.0; n]
+    } else if spec.name.ends_with(".bias") {
+        vec![0.0; n]
+    } else {
+        (0..n).map(|_| (rng.normal() * INITIALIZER_RANGE) as f32).collect()
+    }
+}
+
+/// A stored weight's bytes as f32, with core's reference dequantizer (`what` names it in
+/// the error).
+pub fn widen_stored(what: &str, desc: &TensorDesc, bytes: &[u8]) -> Result<Vec<f32>, WeightsError> {
+    let ty = r1_core::quant::GgmlType::from_dtype(desc.dtype)
+        .ok_or_else(|| WeightsError::Widen(format!("`{what}` is stored as {}, which r1 cannot widen", desc.dtype)))?;
+    r1_core::quant::dequantize(ty, bytes, desc.shape.numel())
+        .map_err(|e| WeightsError::Widen(format!("dequantizing `{what}`: {e}")))
 }
 
 /// [`init_weights`] uploaded into a fresh [`ParamBuffer`] laid out for `cfg`.

@@ -466,14 +466,7 @@ fn random_stored_params<B: Backend>(
     let mut params = ParamBuffer::zeros(be, ParamLayout::new(&f32_specs))?;
     let mut rng = Rng::new(0);
     for s in specs {
-        let n = s.numel();
-        let values: Vec<f32> = if s.name.ends_with("norm.weight") {
-            vec![1.0; n]
-        } else if s.name.ends_with(".bias") {
-            vec![0.0; n]
-        } else {
-            (0..n).map(|_| (rng.normal() * 0.02) as f32).collect()
-        };
+        let values = crate::weights::init_values(&s, &mut rng);
         if stored_as_ty(&s) {
             let bytes = r1_core::quant::quantize(ty, &values).map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
             let t = StoredTensor {
