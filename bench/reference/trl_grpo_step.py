@@ -6,11 +6,13 @@ reward and an accuracy reward, beta = 0.04 (so the frozen reference model is sco
 AdamW at a constant learning rate of 1e-5. STEPS steps are timed after one warm-up step.
 
 Usage:
-    G=8 L=64 STEPS=3 [LORA_R=16] trl_grpo_step.py [hidden layers heads kv_heads ffn vocab]
+    G=8 L=64 STEPS=3 [LORA_R=16] [GRADIENT_CHECKPOINTING=1] trl_grpo_step.py [hidden layers heads kv_heads ffn vocab]
 
 With LORA_R set, the policy is a PEFT LoRA adapter of that rank (alpha 2r, every linear
 layer of the decoder, no dropout) over the frozen model, as `r1host bench grpo --lora R`
-trains it; TRL then scores the reference with the adapter disabled (no copy).
+trains it; TRL then scores the reference with the adapter disabled (no copy). With
+GRADIENT_CHECKPOINTING=1, GRPOConfig's `gradient_checkpointing` is on (every decoder layer
+recomputed in the backward pass), as `r1host bench grpo --gradient-checkpointing` runs.
 
 The shape arguments are in the order `r1host bench` passes them (its `shape_args`;
 default: the `small` preset), G, L and STEPS come from the environment as it sets them.
@@ -135,6 +137,7 @@ class StepTimer(TrainerCallback):
 
 def grpo_config(out_dir, generations, completion_length, steps):
     return GRPOConfig(
+        gradient_checkpointing=os.environ.get("GRADIENT_CHECKPOINTING", "0") == "1",
         output_dir=out_dir,
         per_device_train_batch_size=generations,
         num_generations=generations,
@@ -199,6 +202,7 @@ def main():
                 "torch": torch.__version__,
                 "trl": trl.__version__,
                 "lora_r": lora_r,
+                "gradient_checkpointing": os.environ.get("GRADIENT_CHECKPOINTING", "0") == "1",
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1),
                 "steps_s": [round(s, 4) for s in timed],
                 "step_s_median": round(median, 4),

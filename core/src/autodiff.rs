@@ -9,6 +9,7 @@
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use crate::error::GraphError;
 use crate::graph::{Graph, NodeId, Op};
@@ -24,7 +25,46 @@ fn unsupported(op: &'static str, detail: &str) -> GraphError {
 /// Appends gradient nodes to `g` and returns, for each node of `wrt`, the node holding
 /// d loss / d wrt (`None` when the seeds do not depend on it).
 pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Result<Vec<Option<NodeId>>, GraphError> {
+    backward_checkpointed(g, seeds, wrt, &[])
+}
+
+/// [`backward`] with gradient checkpointing: each of `segments` (ranges of node indices,
+/// e.g. one decoder layer each, disjoint) is computed again just before its gradients,
+/// from the values that enter it, and its backward reads the copies. The forward values
+/// inside a segment are then dead once the forward pass has used them, so the memory
+/// plan ([`crate::plan::Plan`]) reuses their storage; what stays live from the forward
+/// pass to the backward pass is only what crosses segment boundaries. The copies run the
+/// same kernels on the same operands, so the gradients are bit for bit those of
+/// [`backward`]; the cost is one more forward pass through the segments.
+pub fn backward_checkpointed(
+    g: &mut Graph,
+    seeds: &[(NodeId, NodeId)],
+    wrt: &[NodeId],
+    segments: &[Range<usize>],
+) -> Result<Vec<Option<NodeId>>, GraphError> {
     let n = g.len();
+    // Which segment each forward node belongs to.
+    let mut segment_of: Vec<Option<usize>> = vec![None; n];
+    for (k, seg) in segments.iter().enumerate() {
+        if seg.end > n || seg.start > seg.end {
+            return Err(GraphError::Shape {
+                op: "backward",
+                detail: format!("checkpoint segment {seg:?} outside the graph's {n} nodes"),
+            });
+        }
+        for slot in &mut segment_of[seg.clone()] {
+            if slot.is_some() {
+                return Err(GraphError::Shape {
+                    op: "backward",
+                    detail: format!("checkpoint segment {seg:?} overlaps another"),
+                });
+            }
+            *slot = Some(k);
+        }
+    }
+    // The recomputed copy of each checkpointed node, once its segment was recomputed.
+    let mut copy: Vec<Option<NodeId>> = vec![None; n];
+    let mut recomputed = vec![false; segments.len()];
     for &(out, grad) in seeds {
         let (d_out, d_grad) = (g.desc(out)?, g.desc(grad)?);
         if d_out != d_grad {
@@ -59,9 +99,19 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
         if !requires[i] {
             continue;
         }
-        let y = NodeId(i as u32);
+        if let Some(k) = segment_of[i]
+            && !recomputed[k]
+        {
+            recompute(g, segments[k].clone(), &mut copy)?;
+            recomputed[k] = true;
+        }
+        // Gradients are keyed by the forward nodes; operands of the gradient ops are the
+        // recomputed copies where there are some.
+        let value = |x: NodeId| copy[x.index()].unwrap_or(x);
+        let y = value(NodeId(i as u32));
         let node = g.nodes()[i].clone();
         let ins = &node.inputs;
+        let vals: Vec<NodeId> = ins.iter().map(|&x| value(x)).collect();
         let needs = |k: usize| requires[ins[k].index()];
         match node.op {
             Op::Input | Op::Param { .. } => {}
@@ -73,13 +123,20 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
             }
             Op::Embedding => {
                 if needs(0) {
-                    let d = g.same_shape(Op::EmbeddingBackward, &[ins[1], dy], ins[0])?;
+                    let d = g.same_shape(Op::EmbeddingBackward, &[vals[1], dy], ins[0])?;
                     accumulate(g, &mut grad, ins[0], d)?;
                 }
             }
-            Op::MatMul { trans_a, trans_b } => {
-                matmul_backward(g, &mut grad, &requires, ins[0], ins[1], trans_a, trans_b, dy)?
-            }
+            Op::MatMul { trans_a, trans_b } => matmul_backward(
+                g,
+                &mut grad,
+                &requires,
+                [ins[0], ins[1]],
+                [vals[0], vals[1]],
+                trans_a,
+                trans_b,
+                dy,
+            )?,
             Op::Add => {
                 if needs(0) {
                     accumulate(g, &mut grad, ins[0], dy)?;
@@ -92,12 +149,12 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
             }
             Op::Mul => {
                 if needs(0) {
-                    let d = g.mul(dy, ins[1])?;
+                    let d = g.mul(dy, vals[1])?;
                     accumulate(g, &mut grad, ins[0], d)?;
                 }
                 if needs(1) {
                     let s = g.shape(ins[1])?;
-                    let p = g.mul(dy, ins[0])?;
+                    let p = g.mul(dy, vals[0])?;
                     let d = g.reduce_to_shape(p, s)?;
                     accumulate(g, &mut grad, ins[1], d)?;
                 }
@@ -110,7 +167,7 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
                 let (x, w) = (ins[0], ins[1]);
                 let nx = g.shape(x)?.numel();
                 let nw = g.shape(w)?.numel();
-                let packed = g.packed(Op::RmsNormBackward { eps }, &[x, w, dy], nx + nw)?;
+                let packed = g.packed(Op::RmsNormBackward { eps }, &[vals[0], vals[1], dy], nx + nw)?;
                 split_packed(g, &mut grad, &requires, packed, &[x, w])?;
             }
             Op::Rope(spec) => {
@@ -118,7 +175,7 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
                 inv.inverse = !spec.inverse;
                 // The transpose of a rotation is the rotation by the negative angle, at the
                 // same positions (fixed, or read from the `past` input).
-                let d = match ins.get(1) {
+                let d = match vals.get(1) {
                     Some(&past) => g.rope_at(dy, inv, past)?,
                     None => g.rope(dy, inv)?,
                 };
@@ -137,21 +194,21 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
                     .iter()
                     .map(|&t| g.shape(t).map(|s| s.numel()))
                     .sum::<Result<usize, _>>()?;
-                let packed = g.packed(Op::AttentionBackward(spec), &[ins[0], ins[1], ins[2], dy], total)?;
+                let packed = g.packed(Op::AttentionBackward(spec), &[vals[0], vals[1], vals[2], dy], total)?;
                 split_packed(g, &mut grad, &requires, packed, &[ins[0], ins[1], ins[2]])?;
             }
             Op::Dropout { p, salt } => {
                 // The mask times 1/(1−p) is diagonal: its transpose is itself.
-                let d = g.dropout(dy, ins[1], p, salt)?;
+                let d = g.dropout(dy, vals[1], p, salt)?;
                 accumulate(g, &mut grad, ins[0], d)?;
             }
             Op::Silu => {
-                let d = g.same_shape(Op::SiluBackward, &[ins[0], dy], ins[0])?;
+                let d = g.same_shape(Op::SiluBackward, &[vals[0], dy], ins[0])?;
                 accumulate(g, &mut grad, ins[0], d)?;
             }
             Op::SwiGlu => {
                 let ne = g.shape(ins[0])?.numel();
-                let packed = g.packed(Op::SwiGluBackward, &[ins[0], ins[1], dy], 2 * ne)?;
+                let packed = g.packed(Op::SwiGluBackward, &[vals[0], vals[1], dy], 2 * ne)?;
                 split_packed(g, &mut grad, &requires, packed, &[ins[0], ins[1]])?;
             }
             Op::Softmax => {
@@ -163,18 +220,18 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
                 accumulate(g, &mut grad, ins[0], d)?;
             }
             Op::GatherLastDim => {
-                let d = g.same_shape(Op::ScatterLastDim, &[ins[1], dy], ins[0])?;
+                let d = g.same_shape(Op::ScatterLastDim, &[vals[1], dy], ins[0])?;
                 accumulate(g, &mut grad, ins[0], d)?;
             }
             Op::TokenLogProbs => {
-                let d = g.same_shape(Op::TokenLogProbsBackward, &[ins[0], ins[1], dy], ins[0])?;
+                let d = g.same_shape(Op::TokenLogProbsBackward, &[vals[0], vals[1], dy], ins[0])?;
                 accumulate(g, &mut grad, ins[0], d)?;
             }
             Op::CrossEntropy => {
                 if needs(2) {
                     return Err(unsupported("cross_entropy", "with respect to the weights input"));
                 }
-                let d = g.same_shape(Op::CrossEntropyBackward, &[ins[0], ins[1], ins[2], dy], ins[0])?;
+                let d = g.same_shape(Op::CrossEntropyBackward, &[vals[0], vals[1], vals[2], dy], ins[0])?;
                 accumulate(g, &mut grad, ins[0], d)?;
             }
             Op::SumAll => {
@@ -207,6 +264,20 @@ pub fn backward(g: &mut Graph, seeds: &[(NodeId, NodeId)], wrt: &[NodeId]) -> Re
     Ok(wrt.iter().map(|w| grad[w.index()]).collect())
 }
 
+/// Appends a copy of every computed node of `seg`, in order, reading the copies of the
+/// segment's own nodes and the forward values of everything else (leaves are not copied).
+fn recompute(g: &mut Graph, seg: Range<usize>, copy: &mut [Option<NodeId>]) -> Result<(), GraphError> {
+    for j in seg {
+        let node = g.nodes()[j].clone();
+        if node.op.is_leaf() {
+            continue;
+        }
+        let inputs: Vec<NodeId> = node.inputs.iter().map(|&x| copy[x.index()].unwrap_or(x)).collect();
+        copy[j] = Some(g.push(node.op, &inputs, node.desc)?);
+    }
+    Ok(())
+}
+
 /// Adds `d` to the gradient of `x`.
 fn accumulate(g: &mut Graph, grad: &mut [Option<NodeId>], x: NodeId, d: NodeId) -> Result<(), GraphError> {
     let slot = &mut grad[x.index()];
@@ -237,7 +308,8 @@ fn split_packed(
     Ok(())
 }
 
-/// Gradients of `C = op(A)·op(B)` (see [`Op::MatMul`]):
+/// Gradients of `C = op(A)·op(B)` (see [`Op::MatMul`]) for the forward nodes `A`, `B`
+/// whose values are `a`, `b` (themselves, or their recomputed copies):
 /// `dA = dC·op(B)ᵀ` (or its transpose), `dB = op(A)ᵀ·dC` (or its transpose); a rank-2
 /// `B` shared over `A`'s batch dims gets the sum over the batch, computed by flattening
 /// the batch into the rows of one GEMM.
@@ -246,8 +318,8 @@ fn matmul_backward(
     g: &mut Graph,
     grad: &mut [Option<NodeId>],
     requires: &[bool],
-    a: NodeId,
-    b: NodeId,
+    [a_node, b_node]: [NodeId; 2],
+    [a, b]: [NodeId; 2],
     ta: bool,
     tb: bool,
     dc: NodeId,
@@ -255,7 +327,7 @@ fn matmul_backward(
     let sa = g.shape(a)?;
     let sb = g.shape(b)?;
     let shared_b = sb.rank() == 2 && sa.rank() > 2;
-    if requires[a.index()] {
+    if requires[a_node.index()] {
         let da = if !ta {
             g.matmul(dc, b, false, !tb)?
         } else if !shared_b {
@@ -263,9 +335,9 @@ fn matmul_backward(
         } else {
             return Err(unsupported("matmul", "transposed batched A with a shared B"));
         };
-        accumulate(g, grad, a, da)?;
+        accumulate(g, grad, a_node, da)?;
     }
-    if requires[b.index()] {
+    if requires[b_node.index()] {
         let db = if shared_b {
             if ta {
                 return Err(unsupported("matmul", "transposed batched A with a shared B"));
@@ -284,7 +356,59 @@ fn matmul_backward(
         } else {
             g.matmul(a, dc, !ta, false)?
         };
-        accumulate(g, grad, b, db)?;
+        accumulate(g, grad, b_node, db)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sum(silu(w) · w)`: one segment of two computed nodes between a param and a loss.
+    fn graph() -> (Graph, NodeId, NodeId, NodeId) {
+        let mut g = Graph::new();
+        let w = g.param("w", &[4], true).expect("param");
+        let s = g.silu(w).expect("silu");
+        let m = g.mul(s, w).expect("mul");
+        let loss = g.sum_all(m).expect("sum");
+        let one = g.fill(1.0, &[]).expect("seed");
+        (g, w, loss, one)
+    }
+
+    #[test]
+    fn a_checkpointed_segment_is_recomputed_and_its_copies_feed_the_gradient() {
+        let (mut g, w, loss, one) = graph();
+        let before = g.len();
+        let d = backward_checkpointed(&mut g, &[(loss, one)], &[w], &[1..3]).expect("backward");
+        let dw = d[0].expect("gradient");
+        // The copies of silu and mul come once the backward pass reaches the segment
+        // (after sum's gradient); the gradient of mul's w operand reads the copy of silu.
+        let nodes = g.nodes();
+        let silu = (before..nodes.len())
+            .find(|&i| nodes[i].op == Op::Silu)
+            .expect("silu copy");
+        assert_eq!(nodes[silu].inputs, [w]);
+        assert_eq!(nodes[silu + 1].op, Op::Mul);
+        assert_eq!(nodes[silu + 1].inputs, [NodeId(silu as u32), w]);
+        let reads_copy = nodes[silu + 2..]
+            .iter()
+            .any(|n| n.op == Op::Mul && n.inputs.contains(&NodeId(silu as u32)));
+        assert!(reads_copy, "the gradient of mul's w input reads the recomputed silu");
+        assert!(
+            !nodes[before..].iter().any(|n| n.inputs.contains(&NodeId(1))),
+            "nothing reads the forward silu"
+        );
+        assert!(dw.index() > silu + 1);
+    }
+
+    #[test]
+    fn segments_outside_the_graph_or_overlapping_are_refused() {
+        let (mut g, w, loss, one) = graph();
+        let n = g.len();
+        let err = backward_checkpointed(&mut g, &[(loss, one)], &[w], &[1..n + 1]).expect_err("outside");
+        assert!(format!("{err}").contains("outside"), "{err}");
+        let err = backward_checkpointed(&mut g, &[(loss, one)], &[w], &[1..3, 2..4]).expect_err("overlap");
+        assert!(format!("{err}").contains("overlaps"), "{err}");
+    }
 }

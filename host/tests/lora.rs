@@ -15,7 +15,7 @@ use r1_host::adapter::merge_adapter;
 use r1_host::io::peft::{ADAPTER_CONFIG_FILE, adapter_config_json};
 use r1_host::io::{IoError, PeftAdapter, read_peft_adapter, read_safetensors, write_peft_adapter};
 use r1_host::model::{Model, read_model};
-use r1_host::train::lm_graph::{Feed, LmGraph, Objective};
+use r1_host::train::lm_graph::{Checkpointing, Feed, LmGraph, Objective};
 use r1_host::train::sft::{SftConfig, SftExample, train_sft};
 
 const FIXTURES: [&str; 2] = ["qwen2_q_v_gate_down", "llama_all_linear_rslora"];
@@ -454,7 +454,8 @@ fn lora_dropout_drops_in_training_graphs_only_with_masks_from_the_seed() {
     let scored = scored(&backend, &model, &fx.tokens);
     assert!(max_abs_diff(&scored, &fx.logprobs) < 2e-5);
     // Training drops: the same seed gives the same pass, another seed another one.
-    let mut train = LmGraph::for_training(&backend, &model.config, &types, 1, n, objective).expect("graph");
+    let mut train =
+        LmGraph::for_training(&backend, &model.config, &types, 1, n, objective, Checkpointing::OFF).expect("graph");
     let mut pass = |seed: u32| {
         train.set_dropout_seed(&backend, seed).expect("seed");
         train.forward(&backend, &model.params, &feed).expect("forward").0

@@ -134,6 +134,9 @@ pub struct CausalLm {
     pub hidden: NodeId,
     /// Logits, `[B, T, V]` or `[B, V]` (see [`LogitsFor`]).
     pub logits: NodeId,
+    /// The nodes of each decoder layer, in order (the segments gradient checkpointing
+    /// recomputes: [`crate::autodiff::backward_checkpointed`]).
+    pub layers: Vec<core::ops::Range<usize>>,
 }
 
 /// Errors of building a model graph.

@@ -145,7 +145,9 @@ pub fn build_decoder(
         biases,
     };
     let mut caches = Vec::new();
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for l in 0..cfg.num_hidden_layers {
+        let first = g.len();
         let pre = format!("model.layers.{l}.");
         let w = |s: &str| params.get(&format!("{pre}{s}"));
         let xn = g.rms_norm(x, w("input_layernorm.weight")?, cfg.rms_norm_eps)?;
@@ -155,6 +157,7 @@ pub fn build_decoder(
         let xn = g.rms_norm(x, w("post_attention_layernorm.weight")?, cfg.rms_norm_eps)?;
         let down = swiglu_mlp(g, &ctx, l, xn)?;
         x = g.add(x, down)?;
+        layers.push(first..g.len());
     }
     let hidden = g.rms_norm(x, params.get("model.norm.weight")?, cfg.rms_norm_eps)?;
     let head = if cfg.tie_word_embeddings {
@@ -171,6 +174,7 @@ pub fn build_decoder(
         caches,
         hidden,
         logits,
+        layers,
     })
 }
 

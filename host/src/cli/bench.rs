@@ -109,6 +109,10 @@ enum BenchWhat {
         /// values one tensor at a time.
         #[arg(long, default_value = "f32", requires = "lora")]
         base_type: String,
+        /// Recompute every decoder layer in the backward pass (`gradient_checkpointing`);
+        /// the reference script gets `GRADIENT_CHECKPOINTING=1`.
+        #[arg(long)]
+        gradient_checkpointing: bool,
         /// Also run this reference script (bench/reference/trl_grpo_step.py).
         #[arg(long)]
         reference: Option<PathBuf>,
@@ -274,6 +278,7 @@ impl BackendJob for BenchWhat {
                 steps,
                 lora,
                 base_type,
+                gradient_checkpointing,
                 reference,
                 python,
             } => bench_grpo(
@@ -285,6 +290,7 @@ impl BackendJob for BenchWhat {
                     steps,
                     lora,
                     base_type: &base_type,
+                    gradient_checkpointing,
                 },
                 reference,
                 &python,
@@ -446,6 +452,7 @@ struct GrpoBench<'a> {
     steps: usize,
     lora: Option<usize>,
     base_type: &'a str,
+    gradient_checkpointing: bool,
 }
 
 /// Random weights of `cfg` (transformers' initialisation) with every 2-D matrix whose rows
@@ -495,6 +502,7 @@ fn bench_grpo<B: Backend>(
         steps,
         lora,
         base_type,
+        gradient_checkpointing,
     } = bench;
     use std::sync::Arc;
 
@@ -543,6 +551,7 @@ fn bench_grpo<B: Backend>(
     let mut config = GrpoTrainConfig {
         per_device_train_batch_size: generations,
         max_steps: steps + 1,
+        gradient_checkpointing,
         optim: OptimConfig {
             learning_rate: 1e-5,
             lr_scheduler_type: LrSchedule::Constant,
@@ -596,7 +605,7 @@ fn bench_grpo<B: Backend>(
         "r1_step_s_median": (step_s * 1e4).round() / 1e4, "r1_steps_s": times,
         "r1_generation_s_median": (median(&mut generation) * 1e4).round() / 1e4,
         "completions_mean_length": tokens,
-        "lora_r": lora, "base_type": lora.map(|_| base_type),
+        "lora_r": lora, "base_type": lora.map(|_| base_type), "gradient_checkpointing": gradient_checkpointing,
         "trained_params": params.layout.num_params(),
         "weights_resident_mb": (params.resident_bytes() as f64 / 1e5).round() / 10.0,
         "r1_peak_rss_mb": super::bench_decode::peak_rss_bytes().map(|b| (b as f64 / 1e5).round() / 10.0),
@@ -610,6 +619,9 @@ fn bench_grpo<B: Backend>(
         ];
         if let Some(rank) = lora {
             envs.push(("LORA_R", rank.to_string()));
+        }
+        if gradient_checkpointing {
+            envs.push(("GRADIENT_CHECKPOINTING", "1".into()));
         }
         let r = run_reference_with(python, &script, &args, &envs)?;
         let reference_s = r.get("step_s_median").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
 use crate::plugin::{OnRewardError, RewardFailures};
-use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective, dropout_seed};
+use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed};
 use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
 use crate::train::optim::{AdamW, NonFiniteQuantity, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
@@ -67,6 +67,13 @@ pub struct GrpoTrainConfig {
     /// Optimizer steps of this stage.
     pub max_steps: usize,
     pub seed: u64,
+    /// Recompute decoder layers in the backward pass instead of keeping their activations
+    /// from the forward pass (TrainingArguments' name): less memory, the same gradients,
+    /// one more forward pass through the recomputed layers.
+    pub gradient_checkpointing: bool,
+    /// How many decoder layers, from the first, `gradient_checkpointing` recomputes (all
+    /// when unset).
+    pub gradient_checkpointing_layers: Option<usize>,
 }
 
 impl Default for GrpoTrainConfig {
@@ -95,6 +102,8 @@ impl Default for GrpoTrainConfig {
             cache_type_v: KvCacheType::F32,
             max_steps: 100,
             seed: 42,
+            gradient_checkpointing: false,
+            gradient_checkpointing_layers: None,
         }
     }
 }
@@ -492,7 +501,7 @@ impl<B: Backend> GrpoTrainer<B> {
             backend,
             &self.model,
             (params, scored),
-            self.config.temperature,
+            &self.config,
             rows,
             seq,
         )
@@ -836,9 +845,8 @@ impl<B: Backend> GrpoTrainer<B> {
                 }
             }
         }
-        let temperature = self.config.temperature;
         let policy = (params, Scored::Policy);
-        let graph = scoring_graph(&mut self.graphs, backend, &self.model, policy, temperature, rows, seq)?;
+        let graph = scoring_graph(&mut self.graphs, backend, &self.model, policy, &self.config, rows, seq)?;
         graph.backward(backend, params, Some(&d))?;
         let opt = &self.optimizer;
         graph.for_each_grad(params, |i, gt| opt.accumulate(backend, i, gt, first))?;
@@ -961,24 +969,29 @@ pub fn evaluate<B: Backend>(
     })
 }
 
-/// The cached graph scoring `[rows × seq]` micro-batches with log-probs at `temperature`
-/// (built on first use; a field-level borrow so the optimizer stays usable beside it).
+/// The cached graph scoring `[rows × seq]` micro-batches with log-probs at the config's
+/// temperature, its policy graph checkpointed as the config says (built on first use; a
+/// field-level borrow so the optimizer stays usable beside it).
 fn scoring_graph<'a, B: Backend>(
     graphs: &'a mut HashMap<(usize, usize, Scored), LmGraph<B>>,
     backend: &B,
     model: &ModelConfig,
     (params, scored): (&ParamBuffer<B>, Scored),
-    temperature: f32,
+    config: &GrpoTrainConfig,
     rows: usize,
     seq: usize,
 ) -> Result<&'a mut LmGraph<B>, GrpoTrainError> {
     match graphs.entry((rows, seq, scored)) {
         Entry::Occupied(e) => Ok(e.into_mut()),
         Entry::Vacant(e) => {
-            let objective = Objective::TokenLogProbs { temperature };
+            let objective = Objective::TokenLogProbs {
+                temperature: config.temperature,
+            };
+            let checkpoint =
+                Checkpointing::from_settings(config.gradient_checkpointing, config.gradient_checkpointing_layers);
             let types = params.weight_types();
             let graph = match scored {
-                Scored::Policy => LmGraph::for_training(backend, model, &types, rows, seq, objective)?,
+                Scored::Policy => LmGraph::for_training(backend, model, &types, rows, seq, objective, checkpoint)?,
                 // Forward only: no gradient buffers for a model that never trains.
                 Scored::Reference => LmGraph::scoring(backend, model, &types, rows, seq, objective)?,
             };

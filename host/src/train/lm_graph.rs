@@ -33,6 +33,32 @@ pub fn dropout_seed(parts: &[u64]) -> u32 {
     (z >> 32) as u32
 }
 
+/// Gradient checkpointing of a training graph: the first `layers` decoder layers are
+/// computed again in the backward pass instead of keeping their activations from the
+/// forward pass (0: off). What stays live between the passes is then each recomputed
+/// layer's input alone; the gradients are bit for bit the same, for one more forward pass
+/// through those layers. All layers is what `gradient_checkpointing = true` does in
+/// transformers; fewer trade memory back for time (Megatron's `recompute_num_layers`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Checkpointing {
+    pub layers: usize,
+}
+
+impl Checkpointing {
+    /// No recomputation.
+    pub const OFF: Checkpointing = Checkpointing { layers: 0 };
+
+    /// From a trainer's settings (TrainingArguments' `gradient_checkpointing`, and r1's
+    /// `gradient_checkpointing_layers`: how many layers, all when unset).
+    pub fn from_settings(enabled: bool, layers: Option<usize>) -> Checkpointing {
+        match (enabled, layers) {
+            (false, _) => Checkpointing::OFF,
+            (true, None) => Checkpointing { layers: usize::MAX },
+            (true, Some(n)) => Checkpointing { layers: n },
+        }
+    }
+}
+
 /// What the graph computes from the logits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Objective {
@@ -205,7 +231,9 @@ impl<B: Backend> LmGraph<B> {
     }
 
     /// [`LmGraph::with_types`] for a trainer: a LoRA adapter's dropout applies, its masks
-    /// drawn from the seed [`LmGraph::set_dropout_seed`] sets (0 until then).
+    /// drawn from the seed [`LmGraph::set_dropout_seed`] sets (0 until then); the layers
+    /// `checkpoint` names are recomputed in the backward pass.
+    #[allow(clippy::too_many_arguments)]
     pub fn for_training(
         backend: &B,
         cfg: &ModelConfig,
@@ -213,8 +241,10 @@ impl<B: Backend> LmGraph<B> {
         batch: usize,
         seq: usize,
         objective: Objective,
+        checkpoint: Checkpointing,
     ) -> Result<Self, LmGraphError> {
-        Self::build(backend, cfg, types, BuildOptions::training(batch, seq), objective, true)
+        let opts = BuildOptions::training(batch, seq);
+        Self::build_checkpointed(backend, cfg, types, opts, objective, true, checkpoint)
     }
 
     fn build(
@@ -224,6 +254,19 @@ impl<B: Backend> LmGraph<B> {
         opts: BuildOptions,
         objective: Objective,
         backward: bool,
+    ) -> Result<Self, LmGraphError> {
+        Self::build_checkpointed(backend, cfg, types, opts, objective, backward, Checkpointing::OFF)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_checkpointed(
+        backend: &B,
+        cfg: &ModelConfig,
+        types: &WeightTypes,
+        opts: BuildOptions,
+        objective: Objective,
+        backward: bool,
+        checkpoint: Checkpointing,
     ) -> Result<Self, LmGraphError> {
         let (batch, seq) = (opts.batch, opts.seq);
         let mut g = Graph::new();
@@ -265,7 +308,8 @@ impl<B: Backend> LmGraph<B> {
                 .filter(|(_, id)| matches!(g.nodes()[id.index()].op, r1_core::Op::Param { trainable: true }))
                 .collect();
             let wrt: Vec<NodeId> = trained.iter().map(|(_, id)| *id).collect();
-            let d = autodiff::backward(&mut g, &[seed_pair], &wrt)?;
+            let recomputed = &lm.layers[..checkpoint.layers.min(lm.layers.len())];
+            let d = autodiff::backward_checkpointed(&mut g, &[seed_pair], &wrt, recomputed)?;
             trained
                 .iter()
                 .zip(d)

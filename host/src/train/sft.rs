@@ -13,7 +13,7 @@ use r1_core::backend::Backend;
 use r1_core::model::ModelConfig;
 use r1_core::sampling::Rng;
 
-use crate::train::lm_graph::{Feed, LmGraph, LmGraphError, Objective, dropout_seed};
+use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed};
 use crate::train::optim::{AdamW, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
 
@@ -32,6 +32,13 @@ pub struct SftConfig {
     /// Sequences are padded to a multiple of this (fewer distinct graph shapes).
     pub pad_to_multiple_of: usize,
     pub seed: u64,
+    /// Recompute decoder layers in the backward pass instead of keeping their activations
+    /// from the forward pass (TrainingArguments' name): less memory, the same gradients,
+    /// one more forward pass through the recomputed layers.
+    pub gradient_checkpointing: bool,
+    /// How many decoder layers, from the first, `gradient_checkpointing` recomputes (all
+    /// when unset).
+    pub gradient_checkpointing_layers: Option<usize>,
 }
 
 impl Default for SftConfig {
@@ -45,6 +52,8 @@ impl Default for SftConfig {
             max_seq_length: 512,
             pad_to_multiple_of: 16,
             seed: 42,
+            gradient_checkpointing: false,
+            gradient_checkpointing_layers: None,
         }
     }
 }
@@ -268,6 +277,7 @@ pub fn train_sft<B: Backend>(
                     bs,
                     *seq,
                     Objective::CrossEntropy,
+                    Checkpointing::from_settings(sft.gradient_checkpointing, sft.gradient_checkpointing_layers),
                 )?);
             }
             let graph = graphs
