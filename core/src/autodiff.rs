@@ -380,7 +380,7 @@ mod tests {
     fn a_checkpointed_segment_is_recomputed_and_its_copies_feed_the_gradient() {
         let (mut g, w, loss, one) = graph();
         let before = g.len();
-        let d = backward_checkpointed(&mut g, &[(loss, one)], &[w], &[1..3]).expect("backward");
+        let d = backward_checkpointed(&mut g, &[(loss, one)], &[w], core::slice::from_ref(&(1..3))).expect("backward");
         let dw = d[0].expect("gradient");
         // The copies of silu and mul come once the backward pass reaches the segment
         // (after sum's gradient); the gradient of mul's w operand reads the copy of silu.
@@ -406,7 +406,8 @@ mod tests {
     fn segments_outside_the_graph_or_overlapping_are_refused() {
         let (mut g, w, loss, one) = graph();
         let n = g.len();
-        let err = backward_checkpointed(&mut g, &[(loss, one)], &[w], &[1..n + 1]).expect_err("outside");
+        let err = backward_checkpointed(&mut g, &[(loss, one)], &[w], core::slice::from_ref(&(1..n + 1)))
+            .expect_err("outside");
         assert!(format!("{err}").contains("outside"), "{err}");
         let err = backward_checkpointed(&mut g, &[(loss, one)], &[w], &[1..3, 2..4]).expect_err("overlap");
         assert!(format!("{err}").contains("overlaps"), "{err}");

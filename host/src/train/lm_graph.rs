@@ -214,7 +214,8 @@ impl<B: Backend> LmGraph<B> {
         seq: usize,
         objective: Objective,
     ) -> Result<Self, LmGraphError> {
-        Self::build(backend, cfg, types, BuildOptions::full(batch, seq), objective, true)
+        let backward = Some(Checkpointing::OFF);
+        Self::build(backend, cfg, types, BuildOptions::full(batch, seq), objective, backward)
     }
 
     /// A forward-only graph (no backward part, so no gradient buffers in its arena): what
@@ -227,7 +228,7 @@ impl<B: Backend> LmGraph<B> {
         seq: usize,
         objective: Objective,
     ) -> Result<Self, LmGraphError> {
-        Self::build(backend, cfg, types, BuildOptions::full(batch, seq), objective, false)
+        Self::build(backend, cfg, types, BuildOptions::full(batch, seq), objective, None)
     }
 
     /// [`LmGraph::with_types`] for a trainer: a LoRA adapter's dropout applies, its masks
@@ -244,29 +245,18 @@ impl<B: Backend> LmGraph<B> {
         checkpoint: Checkpointing,
     ) -> Result<Self, LmGraphError> {
         let opts = BuildOptions::training(batch, seq);
-        Self::build_checkpointed(backend, cfg, types, opts, objective, true, checkpoint)
+        Self::build(backend, cfg, types, opts, objective, Some(checkpoint))
     }
 
+    /// The graph of `opts` with `objective`, and a backward part (checkpointed as it
+    /// says) unless `backward` is `None`.
     fn build(
         backend: &B,
         cfg: &ModelConfig,
         types: &WeightTypes,
         opts: BuildOptions,
         objective: Objective,
-        backward: bool,
-    ) -> Result<Self, LmGraphError> {
-        Self::build_checkpointed(backend, cfg, types, opts, objective, backward, Checkpointing::OFF)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn build_checkpointed(
-        backend: &B,
-        cfg: &ModelConfig,
-        types: &WeightTypes,
-        opts: BuildOptions,
-        objective: Objective,
-        backward: bool,
-        checkpoint: Checkpointing,
+        backward: Option<Checkpointing>,
     ) -> Result<Self, LmGraphError> {
         let (batch, seq) = (opts.batch, opts.seq);
         let mut g = Graph::new();
@@ -301,7 +291,7 @@ impl<B: Backend> LmGraph<B> {
             }
         };
         let forward_outputs: Vec<NodeId> = std::iter::once(output).chain(entropy).collect();
-        let grads = if backward && types.trains() {
+        let grads = if let Some(checkpoint) = backward.filter(|_| types.trains()) {
             let trained: Vec<&(String, NodeId)> = lm
                 .params
                 .iter()
@@ -319,9 +309,9 @@ impl<B: Backend> LmGraph<B> {
             Vec::new()
         };
         let frozen = match (backward, types.trains()) {
-            (false, _) => Some(Frozen::Scoring),
-            (true, true) => None,
-            (true, false) => types.iter().next().map(|(name, _)| Frozen::Stored(name.to_string())),
+            (None, _) => Some(Frozen::Scoring),
+            (Some(_), true) => None,
+            (Some(_), false) => types.iter().next().map(|(name, _)| Frozen::Stored(name.to_string())),
         };
         let mut outputs = forward_outputs.clone();
         outputs.extend(grads.iter().map(|(_, d)| *d));
