@@ -107,7 +107,7 @@ pub fn backward_checkpointed(
         }
         // Gradients are keyed by the forward nodes; operands of the gradient ops are the
         // recomputed copies where there are some.
-        let value = |x: NodeId| copy[x.index()].unwrap_or(x);
+        let value = |x: NodeId| value_of(&copy, x);
         let y = value(NodeId(i as u32));
         let node = g.nodes()[i].clone();
         let ins = &node.inputs;
@@ -272,10 +272,16 @@ fn recompute(g: &mut Graph, seg: Range<usize>, copy: &mut [Option<NodeId>]) -> R
         if node.op.is_leaf() {
             continue;
         }
-        let inputs: Vec<NodeId> = node.inputs.iter().map(|&x| copy[x.index()].unwrap_or(x)).collect();
+        let inputs: Vec<NodeId> = node.inputs.iter().map(|&x| value_of(copy, x)).collect();
         copy[j] = Some(g.push(node.op, &inputs, node.desc)?);
     }
     Ok(())
+}
+
+/// The value of forward node `x` for the backward pass: its recomputed copy when its
+/// segment has one, else the node itself.
+fn value_of(copy: &[Option<NodeId>], x: NodeId) -> NodeId {
+    copy[x.index()].unwrap_or(x)
 }
 
 /// Adds `d` to the gradient of `x`.
