@@ -214,6 +214,18 @@ pub trait Backend {
         v: TensorRef<'_, Self::Buffer>,
         step: &AdamWStep,
     ) -> Result<(), BackendError>;
+
+    /// [`Backend::adamw`] with 8-bit moments: `m` and `v` are blockwise states of
+    /// `param`'s element count in [`crate::optim8::SIGNED_FORMAT`] and
+    /// [`crate::optim8::UNSIGNED_FORMAT`], updated as [`crate::optim8::adamw_block`] does.
+    fn adamw_8bit(
+        &self,
+        param: TensorRef<'_, Self::Buffer>,
+        grad: TensorRef<'_, Self::Buffer>,
+        m: TensorRef<'_, Self::Buffer>,
+        v: TensorRef<'_, Self::Buffer>,
+        step: &AdamWStep,
+    ) -> Result<(), BackendError>;
 }
 
 /// Walks the steps `steps` of `plan` one op at a time through [`Backend::run_op`],

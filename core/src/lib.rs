@@ -18,6 +18,7 @@ pub mod exec;
 pub mod graph;
 pub mod grpo;
 pub mod model;
+pub mod optim8;
 pub mod plan;
 pub mod plugin_abi;
 pub mod quant;

@@ -15,6 +15,7 @@ use crate::io::{
     Checkpoint, IoError, OptimizerState, Tokenizer, TokenizerSpec, Weights, load_checkpoint, load_hf_model,
     save_checkpoint,
 };
+use crate::train::moments::Moment;
 use crate::train::optim::AdamW;
 use crate::weights::{ParamBuffer, ParamLayout, StoredTensor, WeightsError, init_weights, upload_weights};
 
@@ -282,11 +283,14 @@ impl<B: Backend> Model<B> {
             ));
         }
         let optimizer = match optimizer {
-            Some(o) => Some(OptimizerState {
-                step: o.step,
-                m: Weights::from_triples(o.m.download_all(backend)?),
-                v: Weights::from_triples(o.v.download_all(backend)?),
-            }),
+            Some(o) => {
+                let (m, v) = o.moments.download_all(backend)?;
+                Some(OptimizerState {
+                    step: o.step,
+                    m: Weights::from_triples(m),
+                    v: Weights::from_triples(v),
+                })
+            }
             None => None,
         };
         let ckpt = Checkpoint {
@@ -318,9 +322,9 @@ pub fn restore_optimizer<B: Backend>(
     opt: &mut AdamW<B>,
     state: &OptimizerState,
 ) -> Result<(), ModelError> {
-    for (dst, src) in [(&opt.m, &state.m), (&opt.v, &state.v)] {
+    for (which, src) in [(Moment::First, &state.m), (Moment::Second, &state.v)] {
         for t in src.iter() {
-            dst.upload(backend, &t.name, &t.data)?;
+            opt.moments.upload(backend, &t.name, which, &t.data)?;
         }
     }
     opt.step = state.step;

@@ -5,6 +5,7 @@
 use r1_core::backend::{AdamWStep, Backend, BackendError, PlanTensors, TensorRef, run_plan_steps};
 use r1_core::graph::AttentionSpec;
 use r1_core::model::KvCacheType;
+use r1_core::optim8;
 use r1_core::quant::GgmlType;
 use r1_core::{DType, Graph, GraphError, Op, Plan, TensorDesc};
 
@@ -897,6 +898,41 @@ impl Backend for CpuBackend {
             let g = views.f32(1)?;
             let (p, m, v) = (views.f32_mut(0)?, views.f32_mut(2)?, views.f32_mut(3)?);
             adamw::adamw(ctx, step, p, g, m, v)
+        })
+    }
+
+    fn adamw_8bit(
+        &self,
+        param: TensorRef<'_, CpuBuffer>,
+        grad: TensorRef<'_, CpuBuffer>,
+        m: TensorRef<'_, CpuBuffer>,
+        v: TensorRef<'_, CpuBuffer>,
+        step: &AdamWStep,
+    ) -> Result<(), BackendError> {
+        let n = param.desc.numel();
+        for (t, code) in [(&m, optim8::Code::Signed), (&v, optim8::Code::Unsigned)] {
+            let want = optim8::state_desc(code, n);
+            if t.desc != want {
+                return Err(BackendError::InvalidInput {
+                    op: "adamw_8bit",
+                    detail: format!(
+                        "the moment of {n} values must be {} {}, not {} {}",
+                        want.dtype, want.shape, t.desc.dtype, t.desc.shape
+                    ),
+                });
+            }
+        }
+        let ctx = self.ctx();
+        let tensors = [
+            (param, Access::Write),
+            (grad, Access::Read),
+            (m, Access::Write),
+            (v, Access::Write),
+        ];
+        with_views("adamw_8bit", &tensors, |mut views| {
+            let g = views.f32(1)?;
+            let (p, m, v) = (views.f32_mut(0)?, views.bytes_mut(2)?, views.bytes_mut(3)?);
+            adamw::adamw_8bit(ctx, step, p, g, m, v)
         })
     }
 }

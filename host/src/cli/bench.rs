@@ -16,7 +16,7 @@ use super::bench_decode::{DecodeRun, bench_decode_model};
 use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::engine::{Detokenizer, Engine, GenerationConfig};
 use crate::train::lm_graph::{Feed, LmGraph, Objective};
-use crate::train::optim::{AdamW, OptimConfig};
+use crate::train::optim::{AdamW, OptimConfig, OptimizerType};
 use crate::weights::{ParamLayout, random_params};
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +47,10 @@ enum BenchWhat {
         seq: usize,
         #[arg(long, default_value_t = 3)]
         steps: usize,
+        /// `adamw` or `adamw_8bit` (8-bit moments; the reference keeps torch's f32 AdamW).
+        /// The line reports the moments' bytes and the optimizer's share of the step.
+        #[arg(long, default_value = "adamw", value_parser = parse_optimizer)]
+        optimizer: OptimizerType,
         /// Also run this reference script (bench/reference/torch_decode_train.py).
         #[arg(long)]
         reference: Option<PathBuf>,
@@ -268,9 +272,10 @@ impl BackendJob for BenchWhat {
                 batch,
                 seq,
                 steps,
+                optimizer,
                 reference,
                 python,
-            } => bench_train(backend, &shape, batch, seq, steps, reference, &python),
+            } => bench_train(backend, &shape, [batch, seq, steps], optimizer, reference, &python),
             BenchWhat::Grpo {
                 shape,
                 generations,
@@ -334,13 +339,17 @@ impl BackendJob for BenchWhat {
     }
 }
 
+/// `--optimizer`'s value, by the recipe's names.
+fn parse_optimizer(name: &str) -> Result<OptimizerType, String> {
+    serde_json::from_value(serde_json::Value::String(name.into())).map_err(|e| e.to_string())
+}
+
 /// `r1host bench train`: see [`BenchWhat::Train`].
 fn bench_train<B: Backend>(
     be: &B,
     shape: &Shape,
-    batch: usize,
-    seq: usize,
-    steps: usize,
+    [batch, seq, steps]: [usize; 3],
+    optimizer: OptimizerType,
     reference: Option<PathBuf>,
     python: &str,
 ) -> anyhow::Result<()> {
@@ -351,6 +360,7 @@ fn bench_train<B: Backend>(
         be,
         &layout,
         OptimConfig {
+            optimizer,
             learning_rate: 1e-4,
             ..Default::default()
         },
@@ -362,7 +372,7 @@ fn bench_train<B: Backend>(
         .collect();
     let targets: Vec<i32> = ids.iter().skip(1).copied().chain([-1]).collect();
     let w = vec![1.0 / (batch * seq) as f32; batch * seq];
-    let mut step = |graph: &mut LmGraph<B>| -> anyhow::Result<f32> {
+    let mut step = |graph: &mut LmGraph<B>| -> anyhow::Result<f64> {
         let (loss, _) = graph.forward(
             be,
             &params,
@@ -374,13 +384,16 @@ fn bench_train<B: Backend>(
         )?;
         graph.backward(be, &params, None)?;
         graph.for_each_grad(&params, |i, g| opt.accumulate(be, i, g, true))?;
+        let t = Instant::now();
         opt.step(be, &params, 1e-4, 1.0, f64::from(loss[0]))?;
-        Ok(loss[0])
+        // The optimizer's own time (the step's other part is forward and backward).
+        Ok(t.elapsed().as_secs_f64())
     };
     step(&mut graph)?; // warm-up: arena, caches
     let t = Instant::now();
+    let mut optimizer_secs = 0.0;
     for _ in 0..steps {
-        step(&mut graph)?;
+        optimizer_secs += step(&mut graph)?;
     }
     let secs = t.elapsed().as_secs_f64();
     let tps = (steps * batch * seq) as f64 / secs;
@@ -388,6 +401,9 @@ fn bench_train<B: Backend>(
         "bench": "train", "preset": shape.preset, "params": layout.num_params(), "backend": be.name(),
         "batch": [batch, seq], "r1_train_tok_s": (tps * 10.0).round() / 10.0,
         "activation_mb": graph.arena_bytes() as f64 / 1e6,
+        "optimizer": optimizer, "optimizer_state_mb": (opt.moments.bytes() as f64 / 1e5).round() / 10.0,
+        "optimizer_share": ((optimizer_secs / secs) * 1000.0).round() / 1000.0,
+        "r1_peak_rss_mb": super::bench_decode::peak_rss_bytes().map(|b| (b as f64 / 1e5).round() / 10.0),
     });
     if let Some(script) = reference {
         let a = shape_args(&cfg, &[4, seq, batch]);

@@ -43,8 +43,9 @@ pub(super) fn save_adapter_state<B: Backend>(
     }
     write_peft_adapter(&staging, &adapter)?;
     let mut moments = Vec::new();
-    for (prefix, buffer) in [("m.", &optimizer.m), ("v.", &optimizer.v)] {
-        for (name, dims, data) in buffer.download_all(backend)? {
+    let (m, v) = optimizer.moments.download_all(backend)?;
+    for (prefix, moment) in [("m.", m), ("v.", v)] {
+        for (name, dims, data) in moment {
             moments.push(NamedTensor {
                 name: format!("{prefix}{name}"),
                 dims,

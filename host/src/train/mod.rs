@@ -4,5 +4,6 @@
 pub mod grpo;
 pub mod lm_graph;
 pub mod metrics;
+pub mod moments;
 pub mod optim;
 pub mod sft;

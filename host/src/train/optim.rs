@@ -1,15 +1,19 @@
-//! AdamW with decoupled weight decay and bias correction (as `torch.optim.AdamW`), the
-//! learning-rate schedules of `transformers` (linear warmup, then cosine / linear /
-//! constant), global-norm gradient clipping and gradient accumulation, on any backend.
+//! AdamW with decoupled weight decay and bias correction (as `torch.optim.AdamW`), with
+//! f32 or 8-bit moments, the learning-rate schedules of `transformers` (linear warmup,
+//! then cosine / linear / constant), global-norm gradient clipping and gradient
+//! accumulation, on any backend.
 
 use r1_core::backend::{AdamWStep, Backend, BackendError, TensorRef};
 
+use crate::train::moments::Moments;
 use crate::weights::{ParamBuffer, ParamLayout};
 
 /// Optimizer settings, under the `transformers` `TrainingArguments` names.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
+    /// `adamw` (f32 moments) or `adamw_8bit` (transformers' `optim` names).
+    pub optimizer: OptimizerType,
     pub learning_rate: f32,
     pub weight_decay: f32,
     pub adam_beta1: f32,
@@ -28,6 +32,7 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         OptimConfig {
+            optimizer: OptimizerType::Adamw,
             learning_rate: 1e-3,
             weight_decay: 0.0,
             adam_beta1: 0.9,
@@ -40,6 +45,18 @@ impl Default for OptimConfig {
             min_lr_ratio: 0.0,
         }
     }
+}
+
+/// How AdamW keeps its moments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OptimizerType {
+    /// f32 moments: 8 bytes of state per trained weight.
+    #[serde(rename = "adamw", alias = "adamw_torch")]
+    Adamw,
+    /// Blockwise 8-bit moments (`r1_core::optim8`, after bitsandbytes' `AdamW8bit`) for
+    /// tensors of 4096 values or more: 2 bytes of state per weight.
+    #[serde(rename = "adamw_8bit")]
+    Adamw8bit,
 }
 
 /// Learning-rate schedule after warmup.
@@ -165,19 +182,18 @@ pub struct StepStats {
 pub struct AdamW<B: Backend> {
     pub config: OptimConfig,
     pub grads: ParamBuffer<B>,
-    pub m: ParamBuffer<B>,
-    pub v: ParamBuffer<B>,
+    pub moments: Moments<B>,
     /// Optimizer steps taken so far.
     pub step: u64,
 }
 
 impl<B: Backend> AdamW<B> {
     pub fn new(backend: &B, layout: &ParamLayout, config: OptimConfig) -> Result<Self, BackendError> {
+        let moments = Moments::zeros(backend, layout, config.optimizer == OptimizerType::Adamw8bit)?;
         Ok(AdamW {
             config,
             grads: ParamBuffer::zeros(backend, layout.clone())?,
-            m: ParamBuffer::zeros(backend, layout.clone())?,
-            v: ParamBuffer::zeros(backend, layout.clone())?,
+            moments,
             step: 0,
         })
     }
@@ -240,13 +256,8 @@ impl<B: Backend> AdamW<B> {
                 step: self.step,
                 grad_scale: grad_scale * clip,
             };
-            backend.adamw(
-                params.tensor(i),
-                self.grads.tensor(i),
-                self.m.tensor(i),
-                self.v.tensor(i),
-                &hp,
-            )?;
+            self.moments
+                .adamw(backend, i, params.tensor(i), self.grads.tensor(i), &hp)?;
         }
         Ok(StepStats {
             grad_norm,

@@ -4,44 +4,14 @@
 //! `g ← s·g; p ← p·(1 − lr·wd); m ← m + (1−β1)·(g − m); v ← v·β2 + (1−β2)·g·g;`
 //! `p ← p + (−lr/(1−β1^t))·m / (sqrt(v)/sqrt(1−β2^t) + eps)`.
 
+use r1_core::optim8::{self, AdamWCoefs};
 use r1_core::{AdamWStep, BackendError};
 
 use super::{Ctx, size_error};
 use crate::simd::{Simd, SimdTask, math};
 
-/// Per-step constants, computed in f64 from the step's f32 hyper-parameters.
-#[derive(Clone, Copy)]
-struct Coefs {
-    grad_scale: f32,
-    decay: f32,
-    one_minus_beta1: f32,
-    beta2: f32,
-    one_minus_beta2: f32,
-    neg_step_size: f32,
-    bias2_sqrt: f32,
-    eps: f32,
-}
-
-impl Coefs {
-    fn new(st: &AdamWStep) -> Coefs {
-        let t = st.step.max(1).min(i32::MAX as u64) as i32;
-        let bias1 = 1.0 - (st.beta1 as f64).powi(t);
-        let bias2 = 1.0 - (st.beta2 as f64).powi(t);
-        Coefs {
-            grad_scale: st.grad_scale,
-            decay: (1.0 - st.lr as f64 * st.weight_decay as f64) as f32,
-            one_minus_beta1: (1.0 - st.beta1 as f64) as f32,
-            beta2: st.beta2,
-            one_minus_beta2: (1.0 - st.beta2 as f64) as f32,
-            neg_step_size: (-(st.lr as f64) / bias1) as f32,
-            bias2_sqrt: bias2.sqrt() as f32,
-            eps: st.eps,
-        }
-    }
-}
-
 struct Update<'a> {
-    c: Coefs,
+    c: AdamWCoefs,
     p: &'a mut [f32],
     g: &'a [f32],
     m: &'a mut [f32],
@@ -99,7 +69,7 @@ pub(crate) fn adamw(
             format!("param {n}, grad {}, m {}, v {} elements", g.len(), m.len(), v.len()),
         ));
     }
-    let c = Coefs::new(step);
+    let c = AdamWCoefs::new(step);
     let chunk = n.div_ceil(4 * ctx.threads.count()).max(8192);
     let jobs: Vec<_> = p
         .chunks_mut(chunk)
@@ -120,6 +90,59 @@ pub(crate) fn adamw(
         });
     };
     if ctx.threads.worth_splitting(12 * n) {
+        ctx.threads.for_each_owned(jobs, run);
+    } else {
+        jobs.into_iter().for_each(run);
+    }
+    Ok(())
+}
+
+/// One AdamW step with 8-bit moments ([`r1_core::optim8`]): `m` and `v` are the blockwise
+/// states of `p` (`state_bytes(p.len())` bytes each); blocks are split over the threads,
+/// each updated by core's reference [`optim8::adamw_block`] (the per-block dequantize →
+/// update → requantize is short enough that its scalar loop is not worth a SIMD twin).
+pub(crate) fn adamw_8bit(
+    ctx: Ctx<'_>,
+    step: &AdamWStep,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [u8],
+    v: &mut [u8],
+) -> Result<(), BackendError> {
+    let n = p.len();
+    let state = optim8::state_bytes(n);
+    if g.len() != n || m.len() != state || v.len() != state {
+        return Err(size_error(
+            "adamw_8bit",
+            format!(
+                "param {n}, grad {} elements, m {} and v {} bytes (expected {state})",
+                g.len(),
+                m.len(),
+                v.len()
+            ),
+        ));
+    }
+    let c = AdamWCoefs::new(step);
+    let blocks_per_job = n.div_ceil(optim8::BLOCK * 4 * ctx.threads.count()).max(16);
+    let (elems, bytes) = (blocks_per_job * optim8::BLOCK, blocks_per_job * optim8::BLOCK_BYTES);
+    let jobs: Vec<_> = p
+        .chunks_mut(elems)
+        .zip(g.chunks(elems))
+        .zip(m.chunks_mut(bytes))
+        .zip(v.chunks_mut(bytes))
+        .collect();
+    type Job<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [u8]), &'a mut [u8]);
+    let run = |(((p, g), m), v): Job<'_>| {
+        let blocks = p
+            .chunks_mut(optim8::BLOCK)
+            .zip(g.chunks(optim8::BLOCK))
+            .zip(m.as_chunks_mut::<{ optim8::BLOCK_BYTES }>().0)
+            .zip(v.as_chunks_mut::<{ optim8::BLOCK_BYTES }>().0);
+        for (((p, g), m), v) in blocks {
+            optim8::adamw_block(&c, p, g, m, v);
+        }
+    };
+    if ctx.threads.worth_splitting(40 * n) {
         ctx.threads.for_each_owned(jobs, run);
     } else {
         jobs.into_iter().for_each(run);
