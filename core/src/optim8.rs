@@ -104,35 +104,90 @@ impl Code {
     pub fn quantize(self, y: f32) -> u8 {
         match self {
             Code::Signed => {
-                let mag = nearest(&SIGNED_MIDPOINTS, if y < 0.0 { -y } else { y });
+                let mag = SIGNED_NEAREST.index(if y < 0.0 { -y } else { y });
                 if y < 0.0 && mag != 0 { mag | 0x80 } else { mag }
             }
-            Code::Unsigned => nearest(&UNSIGNED_MIDPOINTS, y),
+            Code::Unsigned => UNSIGNED_NEAREST.index(y),
         }
     }
 }
 
-/// Index of the first midpoint `≥ y` (the number of midpoints below `y`): a branch-free
-/// binary search over a table padded with +∞ to a power of two.
-#[inline]
-fn nearest<const N: usize>(mids: &[f32; N], y: f32) -> u8 {
-    let mut i = 0usize;
-    let mut step = N / 2;
-    while step > 0 {
-        if mids[i + step - 1] < y {
-            i += step;
+/// Finds the nearest code by the float's bits: a table indexed by the exponent and the
+/// top 5 mantissa bits of `y ∈ [0, 1]` (buckets 3% wide) holds the number of midpoints
+/// below the bucket; at most [`SCAN`] more lie inside it (checked by a test), counted
+/// with independent comparisons — no dependent chain of loads as a binary search has.
+struct Nearest {
+    /// Midpoints between consecutive code values, padded with +∞.
+    mids: [f32; MIDS],
+    /// Per bucket: the number of midpoints below its lower end.
+    start: [u8; KEYS],
+    /// The index of the code 1.
+    last: u8,
+}
+
+const KEY_SHIFT: u32 = 18;
+/// Buckets up to and including the one of 1.0.
+const KEYS: usize = (0x3f80_0000 >> KEY_SHIFT) + 1;
+/// Midpoints a bucket may hold.
+const SCAN: usize = 4;
+const MIDS: usize = 256 + SCAN;
+
+impl Nearest {
+    const fn new(values: &[f32]) -> Nearest {
+        let n = values.len();
+        let mut mids = [f32::INFINITY; MIDS];
+        let mut i = 0;
+        while i + 1 < n {
+            mids[i] = ((values[i] as f64 + values[i + 1] as f64) / 2.0) as f32;
+            i += 1;
         }
-        step /= 2;
+        let mut start = [0u8; KEYS];
+        let mut key = 0;
+        while key < KEYS {
+            let lo = f32::from_bits((key as u32) << KEY_SHIFT);
+            // Binary search: the number of midpoints below `lo`.
+            let (mut a, mut b) = (0usize, n - 1);
+            while a < b {
+                let mid = (a + b) / 2;
+                if mids[mid] < lo {
+                    a = mid + 1;
+                } else {
+                    b = mid;
+                }
+            }
+            start[key] = a as u8;
+            key += 1;
+        }
+        Nearest {
+            mids,
+            start,
+            last: (n - 1) as u8,
+        }
     }
-    i as u8
+
+    /// The number of midpoints below `y`: the index of the code nearest to `y` (ties to
+    /// the smaller; NaN and values ≤ 0 give 0, values > 1 the code 1).
+    #[inline]
+    fn index(&self, y: f32) -> u8 {
+        if !(y > 0.0 && y <= 1.0) {
+            return if y > 1.0 { self.last } else { 0 };
+        }
+        let key = (y.to_bits() >> KEY_SHIFT) as usize;
+        let s = self.start[key.min(KEYS - 1)] as usize;
+        let mut i = s;
+        for j in 0..SCAN {
+            i += usize::from(self.mids[(s + j).min(MIDS - 1)] < y);
+        }
+        i as u8
+    }
 }
 
 /// The 128 magnitudes of the signed code, ascending (0 first, 1 last).
-pub const SIGNED_MAGNITUDES: [f32; 128] = dynamic_code::<128>(1);
+pub static SIGNED_MAGNITUDES: [f32; 128] = dynamic_code::<128>(1);
 /// The 256 values of the unsigned code, ascending (0 first, 1 last).
-pub const UNSIGNED_VALUES: [f32; 256] = dynamic_code::<256>(0);
-const SIGNED_MIDPOINTS: [f32; 128] = midpoints(&SIGNED_MAGNITUDES);
-const UNSIGNED_MIDPOINTS: [f32; 256] = midpoints(&UNSIGNED_VALUES);
+pub static UNSIGNED_VALUES: [f32; 256] = dynamic_code::<256>(0);
+static SIGNED_NEAREST: Nearest = Nearest::new(&SIGNED_MAGNITUDES);
+static UNSIGNED_NEAREST: Nearest = Nearest::new(&UNSIGNED_VALUES);
 
 /// 0, then for each decade `10^(k-6)`, `k = first..7`, the midpoints of `N/128 · 2^k`
 /// equal steps of `[0.1, 1]` times it, then 1: bitsandbytes' `create_dynamic_map`.
@@ -157,17 +212,6 @@ const fn dynamic_code<const N: usize>(first: usize) -> [f32; N] {
     out
 }
 
-/// Midpoints between consecutive values, padded with +∞ to the table's length.
-const fn midpoints<const N: usize>(values: &[f32; N]) -> [f32; N] {
-    let mut out = [f32::INFINITY; N];
-    let mut i = 0;
-    while i + 1 < N {
-        out[i] = ((values[i] as f64 + values[i + 1] as f64) / 2.0) as f32;
-        i += 1;
-    }
-    out
-}
-
 /// Bytes a state tensor of `n` values takes.
 pub const fn state_bytes(n: usize) -> usize {
     n.div_ceil(BLOCK) * BLOCK_BYTES
@@ -186,7 +230,7 @@ pub fn absmax(block: &[u8; BLOCK_BYTES]) -> f32 {
 }
 
 /// Quantizes `x` (at most [`BLOCK`] values) into `block`: absmax is `max |x|` (zero when
-/// below [`Code::flush_below`]); code `j` is the nearest to `x[j] / absmax`; codes past `x`
+/// below [`Code::flush_below`]); code `j` is the nearest to `x[j] · (1 / absmax)`; codes past `x`
 /// are 0. NaN values (never produced by a finite step) quantize to 0.
 pub fn quantize_block(code: Code, x: &[f32], block: &mut [u8; BLOCK_BYTES]) {
     let mut amax = 0.0f32;
@@ -202,8 +246,11 @@ pub fn quantize_block(code: Code, x: &[f32], block: &mut [u8; BLOCK_BYTES]) {
     if amax == 0.0 {
         head.fill(0);
     } else {
+        // A reciprocal, not a division per value: `x / absmax` moves by an ulp or two, far
+        // less than the gap between codes, so the round trip stays exact.
+        let inv = 1.0 / amax;
         for (q, &v) in head.iter_mut().zip(x) {
-            *q = code.quantize(v / amax);
+            *q = code.quantize(v * inv);
         }
     }
     tail.fill(0);
@@ -432,6 +479,37 @@ mod tests {
             quantize_moments(&m2, &v2, &mut ms2, &mut rs2);
             assert!(ms == ms2, "trial {trial}: m");
             assert!(rs == rs2, "trial {trial}: v");
+        }
+    }
+
+    #[test]
+    fn no_bucket_holds_more_midpoints_than_are_scanned() {
+        for t in [&SIGNED_NEAREST, &UNSIGNED_NEAREST] {
+            for key in 0..KEYS {
+                let lo = f32::from_bits((key as u32) << KEY_SHIFT);
+                let hi = f32::from_bits(((key as u32) + 1) << KEY_SHIFT);
+                let inside = t.mids.iter().filter(|&&m| m >= lo && m < hi).count();
+                assert!(inside <= SCAN, "bucket {key} [{lo}, {hi}) holds {inside}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_bucket_search_counts_the_midpoints_below() {
+        // Every 997th float in [0, 1] (all exponents, subnormals included), each midpoint and
+        // its neighbours, and the edge cases.
+        let mut ys: Vec<f32> = (0..=0x3f80_0000u32).step_by(997).map(f32::from_bits).collect();
+        for t in [&SIGNED_NEAREST, &UNSIGNED_NEAREST] {
+            for &m in t.mids.iter().filter(|m| m.is_finite()) {
+                ys.extend([m, f32::from_bits(m.to_bits() - 1), f32::from_bits(m.to_bits() + 1)]);
+            }
+        }
+        ys.extend([0.0, -0.0, 1.0, 1.0000001, 2.0, f32::NAN, -0.5]);
+        for (t, n) in [(&SIGNED_NEAREST, 128), (&UNSIGNED_NEAREST, 256)] {
+            for &y in &ys {
+                let want = t.mids[..n - 1].iter().filter(|&&m| m < y).count();
+                assert_eq!(t.index(y) as usize, want, "{y:e} ({:#x})", y.to_bits());
+            }
         }
     }
 

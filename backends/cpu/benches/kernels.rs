@@ -187,9 +187,12 @@ fn kernels(c: &mut Criterion) {
         b.iter(|| case.run(&be, &Op::Attention(dspec)))
     });
 
-    // AdamW over 4M parameters: reads p, g, m, v and writes p, m, v.
+    // AdamW over 4M parameters: reads p, g, m, v and writes p, m, v. Gradients of mixed
+    // signs and sizes, so the 8-bit codes below are not all zero.
     let n = 4 << 20;
     let buf = be.alloc_f32(4 * n).unwrap();
+    let grads: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3).collect();
+    be.upload_f32(&buf, n, &grads).unwrap();
     let t = |k: usize| TensorRef {
         buffer: &buf,
         offset: k * n * 4,
@@ -207,6 +210,22 @@ fn kernels(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(7 * 4 * n as u64));
     group.bench_function("adamw 4M", |b| {
         b.iter(|| be.adamw(t(0), t(1), t(2), t(3), &step).unwrap())
+    });
+    // The same step with 8-bit moments: reads p, g and both states, writes p and them.
+    let state = r1_core::optim8::state_bytes(n);
+    let states = be.alloc(2 * state).unwrap();
+    let q = |code, at| TensorRef {
+        buffer: &states,
+        offset: at,
+        desc: r1_core::optim8::state_desc(code, n),
+    };
+    let (m8, r8) = (
+        q(r1_core::optim8::Code::Signed, 0),
+        q(r1_core::optim8::Code::Unsigned, state),
+    );
+    group.throughput(Throughput::Bytes((5 * 4 * n + 4 * state) as u64));
+    group.bench_function("adamw_8bit 4M", |b| {
+        b.iter(|| be.adamw_8bit(t(0), t(1), m8, r8, &step).unwrap())
     });
     group.throughput(Throughput::Bytes(3 * 4 * n as u64));
     group.bench_function("axpby 4M", |b| b.iter(|| be.axpby(t(0), 0.5, t(1), 0.9).unwrap()));
