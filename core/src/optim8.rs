@@ -230,17 +230,21 @@ pub fn absmax(block: &[u8; BLOCK_BYTES]) -> f32 {
 }
 
 /// Quantizes `x` (at most [`BLOCK`] values) into `block`: absmax is `max |x|` (zero when
-/// below [`Code::flush_below`]); code `j` is the nearest to `x[j] · (1 / absmax)`; codes past `x`
-/// are 0. NaN values (never produced by a finite step) quantize to 0.
+/// below [`Code::flush_below`]); code `j` is the nearest to `x[j] · (1 / absmax)`; codes
+/// past `x` are 0. NaN values (never produced by a finite step) quantize to 0.
 pub fn quantize_block(code: Code, x: &[f32], block: &mut [u8; BLOCK_BYTES]) {
     let mut amax = 0.0f32;
     for &v in x {
         let a = if v < 0.0 { -v } else { v };
         amax = if a > amax { a } else { amax };
     }
-    if amax < code.flush_below() {
-        amax = 0.0;
-    }
+    quantize_block_with(code, x, amax, block);
+}
+
+/// [`quantize_block`] with `max |x|` computed by the caller (a SIMD kernel that has it
+/// from the update).
+pub fn quantize_block_with(code: Code, x: &[f32], max_abs: f32, block: &mut [u8; BLOCK_BYTES]) {
+    let amax = if max_abs < code.flush_below() { 0.0 } else { max_abs };
     block[..4].copy_from_slice(&amax.to_le_bytes());
     let (head, tail) = block[4..].split_at_mut(x.len().min(BLOCK));
     if amax == 0.0 {

@@ -4,7 +4,7 @@
 //! `g ← s·g; p ← p·(1 − lr·wd); m ← m + (1−β1)·(g − m); v ← v·β2 + (1−β2)·g·g;`
 //! `p ← p + (−lr/(1−β1^t))·m / (sqrt(v)/sqrt(1−β2^t) + eps)`.
 
-use r1_core::optim8::{self, AdamWCoefs};
+use r1_core::optim8::{self, AdamWCoefs, Code};
 use r1_core::{AdamWStep, BackendError};
 
 use super::{Ctx, size_error};
@@ -15,14 +15,17 @@ struct Update<'a> {
     p: &'a mut [f32],
     g: &'a [f32],
     m: &'a mut [f32],
+    /// `v`, or with `root` its square root (8-bit state): read as `r²`, written as `sqrt(v)`.
     v: &'a mut [f32],
+    root: bool,
 }
 
 impl SimdTask for Update<'_> {
-    type Output = ();
+    /// `max |m|` and `max v` (or `max r`) after the update.
+    type Output = (f32, f32);
     #[inline(always)]
-    fn run<S: Simd>(self, s: S) {
-        let Update { c, p, g, m, v } = self;
+    fn run<S: Simd>(self, s: S) -> (f32, f32) {
+        let Update { c, p, g, m, v, root } = self;
         let k = |x: f32| s.splat(x);
         let (gs, decay, omb1, b2, omb2, nss, b2s, eps) = (
             k(c.grad_scale),
@@ -34,6 +37,7 @@ impl SimdTask for Update<'_> {
             k(c.bias2_sqrt),
             k(c.eps),
         );
+        let (zero, mut max_m, mut max_v) = (k(0.0), k(0.0), k(0.0));
         let n = p.len();
         let mut i = 0;
         while i < n {
@@ -42,14 +46,22 @@ impl SimdTask for Update<'_> {
             let pv = s.mul(math::load_n(s, p, i, len), decay);
             let mv = math::load_n(s, m, i, len);
             let mv = s.add(mv, s.mul(omb1, s.sub(gv, mv)));
-            let vv = s.add(s.mul(math::load_n(s, v, i, len), b2), s.mul(s.mul(omb2, gv), gv));
-            let denom = s.add(s.div(s.sqrt(vv), b2s), eps);
+            let v_old = math::load_n(s, v, i, len);
+            let v_old = if root { s.mul(v_old, v_old) } else { v_old };
+            let vv = s.add(s.mul(v_old, b2), s.mul(s.mul(omb2, gv), gv));
+            let rv = s.sqrt(vv);
+            let denom = s.add(s.div(rv, b2s), eps);
             let pv = s.add(pv, s.div(s.mul(nss, mv), denom));
+            let vv = if root { rv } else { vv };
             math::store_n(s, pv, p, i, len);
             math::store_n(s, mv, m, i, len);
             math::store_n(s, vv, v, i, len);
+            // Lanes past `len` hold zeros (loaded as 0, updated to 0).
+            max_m = s.max(max_m, s.max(mv, s.sub(zero, mv)));
+            max_v = s.max(max_v, vv);
             i += len;
         }
+        (s.reduce_max(max_m), s.reduce_max(max_v))
     }
 }
 
@@ -87,6 +99,7 @@ pub(crate) fn adamw(
             g: &g[at..at + len],
             m,
             v,
+            root: false,
         });
     };
     if ctx.threads.worth_splitting(12 * n) {
@@ -98,9 +111,10 @@ pub(crate) fn adamw(
 }
 
 /// One AdamW step with 8-bit moments ([`r1_core::optim8`]): `m` and `v` are the blockwise
-/// states of `p` (`state_bytes(p.len())` bytes each); blocks are split over the threads,
-/// each updated by core's reference [`optim8::adamw_block`] (the per-block dequantize →
-/// update → requantize is short enough that its scalar loop is not worth a SIMD twin).
+/// states of `p` and `sqrt(v)` (`state_bytes(p.len())` bytes each); blocks are split over
+/// the threads. Per block, as core's reference [`optim8::adamw_block`] and bit for bit with
+/// it: the scalar dequantize, the SIMD update (the same IEEE operations in the same order,
+/// which also gives both absmaxes), the scalar nearest-code search.
 pub(crate) fn adamw_8bit(
     ctx: Ctx<'_>,
     step: &AdamWStep,
@@ -138,8 +152,22 @@ pub(crate) fn adamw_8bit(
             .zip(g.chunks(optim8::BLOCK))
             .zip(m.as_chunks_mut::<{ optim8::BLOCK_BYTES }>().0)
             .zip(v.as_chunks_mut::<{ optim8::BLOCK_BYTES }>().0);
-        for (((p, g), m), v) in blocks {
-            optim8::adamw_block(&c, p, g, m, v);
+        let (mut mf, mut rf) = ([0.0f32; optim8::BLOCK], [0.0f32; optim8::BLOCK]);
+        for (((p, g), m), r) in blocks {
+            let n = p.len();
+            let (mf, rf) = (&mut mf[..n], &mut rf[..n]);
+            optim8::dequantize_block(Code::Signed, m, mf);
+            optim8::dequantize_block(Code::Unsigned, r, rf);
+            let (max_m, max_r) = ctx.isa.run(Update {
+                c,
+                p,
+                g,
+                m: mf,
+                v: rf,
+                root: true,
+            });
+            optim8::quantize_block_with(Code::Signed, mf, max_m, m);
+            optim8::quantize_block_with(Code::Unsigned, rf, max_r, r);
         }
     };
     if ctx.threads.worth_splitting(40 * n) {
