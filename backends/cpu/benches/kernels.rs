@@ -186,6 +186,21 @@ fn kernels(c: &mut Criterion) {
     group.bench_function("attention decode 8x1 over 1024 cached", |b| {
         b.iter(|| case.run(&be, &Op::Attention(dspec)))
     });
+    // Decode as the server batches it: 32 streams of the small preset (4 heads, 2 kv
+    // heads) a couple of hundred tokens in.
+    let sspec = AttentionSpec {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 64,
+        q_offset: 191,
+        kv_len: 192,
+    };
+    let (sq, skv) = (f(&[32, 1, 256]), f(&[32, 192, 128]));
+    let case = Case::new(&be, vec![sq, skv, skv, sq], vocab);
+    group.throughput(Throughput::Bytes(case.bytes()));
+    group.bench_function("attention decode 32x1 over 192 cached h4 kv2", |b| {
+        b.iter(|| case.run(&be, &Op::Attention(sspec)))
+    });
 
     // AdamW over 4M parameters: reads p, g, m, v and writes p, m, v. Gradients of mixed
     // signs and sizes, so the 8-bit codes below are not all zero.
