@@ -28,7 +28,9 @@ pub struct BenchArgs {
 /// A random Qwen2 shape (defaults: the small shape).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Shape {
-    /// `small` = h256/L4/heads4/kv2/ffn688/vocab512, `medium` = h512/L8/heads8/kv2/ffn1376/vocab4096.
+    /// `small` = h256/L4/heads4/kv2/ffn688/vocab512, `medium` = h512/L8/heads8/kv2/ffn1376/vocab4096,
+    /// `qwen2.5-0.5b`, `r1-distill-qwen-1.5b`, `default-job` = h128/L4/heads4/kv2/ffn344/vocab261
+    /// (the default job's model).
     #[arg(long, default_value = "small")]
     preset: String,
     #[command(flatten)]
@@ -98,7 +100,8 @@ enum BenchWhat {
         /// Completions per prompt (`num_generations`).
         #[arg(long, default_value_t = 8)]
         generations: usize,
-        /// `max_completion_length` (default: 64 for `small`, 128 otherwise).
+        /// `max_completion_length` (default: 64 for `small`, 48 for `default-job` as its
+        /// recipe has it, 128 otherwise).
         #[arg(long)]
         completion: Option<usize>,
         /// Timed steps after one warm-up step.
@@ -154,7 +157,10 @@ pub fn preset(name: &str) -> anyhow::Result<ModelConfig> {
         "medium" => (512, 8, 8, 2, 1376, 4096),
         "qwen2.5-0.5b" => (896, 24, 14, 2, 4864, 151936),
         "r1-distill-qwen-1.5b" => (1536, 28, 12, 2, 8960, 151936),
-        other => bail!("unknown preset `{other}` (small, medium, qwen2.5-0.5b, r1-distill-qwen-1.5b)"),
+        // The default job's model (its recipe's `[model.init]`: 0.76M parameters, byte-level
+        // vocabulary); its GRPO stage draws 128 completions of ≤ 48 tokens per step.
+        "default-job" => (128, 4, 4, 2, 344, 261),
+        other => bail!("unknown preset `{other}` (small, medium, qwen2.5-0.5b, r1-distill-qwen-1.5b, default-job)"),
     };
     Ok(serde_json::from_value(serde_json::json!({
         "architectures": ["Qwen2ForCausalLM"],
@@ -528,7 +534,11 @@ fn bench_grpo<B: Backend>(
     use crate::train::optim::LrSchedule;
 
     let cfg = preset(&shape.preset)?;
-    let l = completion.unwrap_or(if shape.preset == "small" { 64 } else { 128 });
+    let l = completion.unwrap_or(match shape.preset.as_str() {
+        "small" => 64,
+        "default-job" => 48,
+        _ => 128,
+    });
     let params = match lora {
         None => random_params(be, &cfg, 0)?,
         Some(rank) => {
