@@ -10,22 +10,24 @@ use r1_core::{AdamWStep, BackendError};
 use super::{Ctx, size_error};
 use crate::simd::{Simd, SimdTask, math};
 
-struct Update<'a> {
+/// One AdamW update over f32 slices. With `ROOT` (the 8-bit state's block) `v` holds the
+/// square root of the second moment and the task returns both absmaxes for requantizing;
+/// without it (f32 moments) none of that extra work is compiled in.
+struct Update<'a, const ROOT: bool> {
     c: AdamWCoefs,
     p: &'a mut [f32],
     g: &'a [f32],
     m: &'a mut [f32],
-    /// `v`, or with `root` its square root (8-bit state): read as `r²`, written as `sqrt(v)`.
+    /// `v`, or with `ROOT` its square root: read as `r²`, written as `sqrt(v)`.
     v: &'a mut [f32],
-    root: bool,
 }
 
-impl SimdTask for Update<'_> {
-    /// `max |m|` and `max v` (or `max r`) after the update.
+impl<const ROOT: bool> SimdTask for Update<'_, ROOT> {
+    /// With `ROOT`, `max |m|` and `max r` after the update; `(0, 0)` otherwise.
     type Output = (f32, f32);
     #[inline(always)]
     fn run<S: Simd>(self, s: S) -> (f32, f32) {
-        let Update { c, p, g, m, v, root } = self;
+        let Update { c, p, g, m, v } = self;
         let k = |x: f32| s.splat(x);
         let (gs, decay, omb1, b2, omb2, nss, b2s, eps) = (
             k(c.grad_scale),
@@ -47,18 +49,20 @@ impl SimdTask for Update<'_> {
             let mv = math::load_n(s, m, i, len);
             let mv = s.add(mv, s.mul(omb1, s.sub(gv, mv)));
             let v_old = math::load_n(s, v, i, len);
-            let v_old = if root { s.mul(v_old, v_old) } else { v_old };
+            let v_old = if ROOT { s.mul(v_old, v_old) } else { v_old };
             let vv = s.add(s.mul(v_old, b2), s.mul(s.mul(omb2, gv), gv));
             let rv = s.sqrt(vv);
             let denom = s.add(s.div(rv, b2s), eps);
             let pv = s.add(pv, s.div(s.mul(nss, mv), denom));
-            let vv = if root { rv } else { vv };
+            let vv = if ROOT { rv } else { vv };
             math::store_n(s, pv, p, i, len);
             math::store_n(s, mv, m, i, len);
             math::store_n(s, vv, v, i, len);
-            // Lanes past `len` hold zeros (loaded as 0, updated to 0).
-            max_m = s.max(max_m, s.max(mv, s.sub(zero, mv)));
-            max_v = s.max(max_v, vv);
+            if ROOT {
+                // Lanes past `len` hold zeros (loaded as 0, updated to 0).
+                max_m = s.max(max_m, s.max(mv, s.sub(zero, mv)));
+                max_v = s.max(max_v, vv);
+            }
             i += len;
         }
         (s.reduce_max(max_m), s.reduce_max(max_v))
@@ -93,13 +97,12 @@ pub(crate) fn adamw(
     let run = |(i, ((p, m), v)): Job<'_>| {
         let at = i * chunk;
         let len = p.len();
-        ctx.isa.run(Update {
+        ctx.isa.run(Update::<false> {
             c,
             p,
             g: &g[at..at + len],
             m,
             v,
-            root: false,
         });
     };
     if ctx.threads.worth_splitting(12 * n) {
@@ -158,14 +161,7 @@ pub(crate) fn adamw_8bit(
             let (mf, rf) = (&mut mf[..n], &mut rf[..n]);
             optim8::dequantize_block(Code::Signed, m, mf);
             optim8::dequantize_block(Code::Unsigned, r, rf);
-            let (max_m, max_r) = ctx.isa.run(Update {
-                c,
-                p,
-                g,
-                m: mf,
-                v: rf,
-                root: true,
-            });
+            let (max_m, max_r) = ctx.isa.run(Update::<true> { c, p, g, m: mf, v: rf });
             optim8::quantize_block_with(Code::Signed, mf, max_m, m);
             optim8::quantize_block_with(Code::Unsigned, rf, max_r, r);
         }
