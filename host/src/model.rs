@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use r1_core::DType;
 use r1_core::backend::Backend;
 use r1_core::model::ModelConfig;
 
@@ -43,12 +44,29 @@ impl HostModel {
     /// Every weight as f32, in `config.param_specs()` order: the stored ones dequantized
     /// (with r1's reference dequantizer), for writing formats that hold f32 only.
     pub fn into_f32_weights(self) -> Result<Weights, ModelError> {
-        if self.stored.is_empty() {
-            return Ok(self.weights);
+        Ok(self.widen(|_| true)?.weights)
+    }
+
+    /// The model as training takes it: weights stored as f32 (a GGUF file's F32 matrices,
+    /// lent in place for inference) moved into the trainable f32 layout. Weights of other
+    /// stored types stay as they are (frozen: a LoRA base, or refused for full training).
+    pub fn trainable(self) -> Result<HostModel, ModelError> {
+        self.widen(|s| s.desc.dtype == DType::F32)
+    }
+
+    /// The model with the stored weights `which` picks widened into the f32 weights.
+    fn widen(self, which: impl Fn(&StoredTensor) -> bool) -> Result<HostModel, ModelError> {
+        if !self.stored.iter().any(&which) {
+            return Ok(self);
         }
         let mut by_name: std::collections::HashMap<String, crate::io::tensors::NamedTensor> =
             self.weights.tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let mut kept = Vec::new();
         for s in self.stored {
+            if !which(&s) {
+                kept.push(s);
+                continue;
+            }
             let data = crate::weights::widen_stored(&s.name, &s.desc, &s.bytes)
                 .map_err(|e| ModelError::Invalid(e.to_string()))?;
             let dims = s.desc.shape.dims().to_vec();
@@ -63,9 +81,17 @@ impl HostModel {
         }
         let mut tensors = Vec::with_capacity(by_name.len());
         for spec in self.config.param_specs() {
+            if kept.iter().any(|s| s.name == spec.name) {
+                continue;
+            }
             tensors.push(by_name.remove(&spec.name).ok_or(WeightsError::Missing(spec.name))?);
         }
-        Ok(Weights { tensors })
+        Ok(HostModel {
+            config: self.config,
+            tokenizer: self.tokenizer,
+            weights: Weights { tensors },
+            stored: kept,
+        })
     }
 }
 
@@ -191,6 +217,13 @@ impl<B: Backend> Model<B> {
     /// `backend`.
     pub fn load(backend: &B, path: &Path) -> Result<Self, ModelError> {
         let host = read_model(path)?;
+        Self::from_parts(backend, host.config, host.tokenizer, host.weights, host.stored)
+    }
+
+    /// [`Model::load`] for training: f32 weights a file lends in place are copied into the
+    /// trainable layout ([`HostModel::trainable`]).
+    pub fn load_trainable(backend: &B, path: &Path) -> Result<Self, ModelError> {
+        let host = read_model(path)?.trainable()?;
         Self::from_parts(backend, host.config, host.tokenizer, host.weights, host.stored)
     }
 

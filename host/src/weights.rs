@@ -351,7 +351,14 @@ impl<B: Backend> ParamBuffer<B> {
     /// Refuses a model with weights kept in a stored type: they are frozen, outside the
     /// f32 layout that gradients, optimizer moments and checkpoints share.
     pub fn check_trainable(&self, what: &str) -> Result<(), WeightsError> {
-        match self.stored.first() {
+        // Name a weight of a type training cannot widen (f32 ones are widened when the
+        // model is loaded to train, `Model::load_trainable`).
+        let example = self
+            .stored
+            .iter()
+            .find(|s| s.desc.dtype != DType::F32)
+            .or(self.stored.first());
+        match example {
             None => Ok(()),
             Some(s) => Err(WeightsError::NotF32 {
                 what: what.to_string(),

@@ -312,3 +312,34 @@ fn generate_reports_the_kv_cache_bytes_per_token() {
     ]);
     assert_fails_with(&out, &["q8_0 key cache", "8 values"]);
 }
+
+#[test]
+fn sft_trains_from_an_f32_gguf() {
+    // An F32 GGUF's matrices are lent from the file for inference; training copies them
+    // into the trainable layout, so SFT runs and its checkpoint holds every weight.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"1+1\", \"completion\": \"2\"}\n").expect("write data");
+    let run_dir = dir.path().join("run");
+    let out = {
+        let model = fixtures().join("gguf/qwen2_tiny.f32.gguf");
+        r1host(&[
+            "train",
+            "sft",
+            "--data",
+            path(&data),
+            "--model",
+            path(&model),
+            "--run-dir",
+            path(&run_dir),
+            "--max-steps",
+            "2",
+        ])
+    };
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let checkpoint = run_dir.join("final.r1ckpt");
+    assert!(checkpoint.is_file(), "no checkpoint in {}", run_dir.display());
+    assert!(text(&out.stderr).contains("loss "), "{}", text(&out.stderr));
+    let lp = r1host(&["logprobs", "--model", path(&checkpoint), "--tokens", "1,2,3"]);
+    assert!(lp.status.success(), "stderr: {}", text(&lp.stderr));
+}

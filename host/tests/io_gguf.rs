@@ -110,6 +110,14 @@ fn gguf_models_equal_their_hugging_face_directories_f32_bit_for_bit_and_f16_roun
         let f32_path = dir().join(m["files"]["f32"].as_str().expect("f32"));
         let g = read_model(&f32_path).unwrap_or_else(|e| panic!("{name} f32: {e}"));
         assert_eq!(g.config, hf.config, "{name}: the config from the metadata");
+        // The F32 matrices stay in the file (lent in place, not copied into the layout);
+        // training takes them into the f32 layout.
+        assert!(
+            !g.stored.is_empty() && g.stored.iter().all(|s| s.desc.dtype == DType::F32),
+            "{name}: f32 matrices kept stored"
+        );
+        let g = g.trainable().expect("trainable");
+        assert!(g.stored.is_empty(), "{name}: training widens every f32 matrix");
         for (a, b) in g.weights.iter().zip(hf.weights.iter()) {
             assert_eq!((&a.name, &a.dims), (&b.name, &b.dims));
             assert_eq!(bits(&a.data), bits(&b.data), "{name}: {} (f32)", a.name);
@@ -119,6 +127,21 @@ fn gguf_models_equal_their_hugging_face_directories_f32_bit_for_bit_and_f16_roun
             bits(&reference),
             "{name}: f32 log-probs"
         );
+        // Run on the file's own F32 bytes: the same kernels, the same bits.
+        let backend = CpuBackend::new();
+        let in_place = Model::load(&backend, &f32_path).expect("load f32");
+        assert!(!in_place.params.stored.is_empty(), "{name}: f32 matrices not copied");
+        assert_eq!(
+            bits(&quantized_log_probs(&backend, &in_place)),
+            bits(&reference),
+            "{name}: f32 log-probs computed in place"
+        );
+        let trainable = Model::load_trainable(&backend, &f32_path).expect("load f32 to train");
+        assert!(trainable.params.stored.is_empty(), "{name}: trainable layout");
+        trainable
+            .params
+            .check_trainable("SFT training")
+            .expect("f32 GGUF trains");
 
         // F16: the HF weights rounded to f16 where the converter stored F16.
         let f16_names: Vec<&str> = m["f16_tensors"]
@@ -885,9 +908,8 @@ fn quantized_models_run_with_their_weights_kept_and_match_the_dequantized_f32_mo
         let want_weights = write_quantized(&cfg, ty, embd_ty, &path);
         let host = read_model(&path).unwrap_or_else(|e| panic!("{label}: {e}"));
         assert_eq!(host.config, cfg, "{label}: config");
-        // Every projection, an untied head and a quantized embedding kept quantized.
-        let embd_kept = embd_ty != QuantType::F32;
-        let matrices = cfg.num_hidden_layers * 7 + usize::from(!tied) + usize::from(embd_kept);
+        // Every projection, an untied head and the embedding (F32 too) kept as stored.
+        let matrices = cfg.num_hidden_layers * 7 + usize::from(!tied) + 1;
         assert_eq!(host.stored.len(), matrices, "{label}");
         for s in &host.stored {
             let want = if s.name == "model.embed_tokens.weight" {
@@ -897,10 +919,9 @@ fn quantized_models_run_with_their_weights_kept_and_match_the_dequantized_f32_mo
             };
             assert_eq!(s.desc.dtype, want.dtype(), "{label}: {}", s.name);
         }
-        assert_eq!(
-            host.weights.get("model.embed_tokens.weight").is_some(),
-            !embd_kept,
-            "{label}: an f32 embedding stays in the f32 weights"
+        assert!(
+            host.weights.get("model.embed_tokens.weight").is_none(),
+            "{label}: the embedding is not in the f32 layout"
         );
         // llama's q/k rows of bytes are put back: dequantized, they are the HF rows.
         for s in &host.stored {
@@ -959,13 +980,28 @@ fn a_q8_0_models_weights_take_about_a_quarter_of_f32_and_cannot_be_trained_or_sa
         let permuted = s.name.contains(".q_proj.") || s.name.contains(".k_proj.");
         assert_eq!(s.buffer.is_mapped(), !permuted, "{}", s.name);
     }
-    let stored: usize = model.params.stored.iter().map(|s| s.desc.bytes()).sum();
-    let stored_f32: usize = model.params.stored.iter().map(|s| s.desc.shape.numel() * 4).sum();
+    let q8: Vec<_> = model
+        .params
+        .stored
+        .iter()
+        .filter(|s| s.desc.dtype != DType::F32)
+        .collect();
+    let stored: usize = q8.iter().map(|s| s.desc.bytes()).sum();
+    let stored_f32: usize = q8.iter().map(|s| s.desc.shape.numel() * 4).sum();
     // 32 values in 34 bytes instead of 128: 1/3.76 of f32.
     assert_eq!(stored * 128, stored_f32 * 34);
+    // The F32 embedding is lent from the file as well.
+    let embedding: usize = model
+        .params
+        .stored
+        .iter()
+        .filter(|s| s.desc.dtype == DType::F32)
+        .map(|s| s.desc.bytes())
+        .sum();
+    assert_eq!(embedding, cfg.vocab_size * cfg.hidden_size * 4);
     assert_eq!(
         model.resident_weight_bytes(),
-        model.params.layout.total_bytes() + stored
+        model.params.layout.total_bytes() + stored + embedding
     );
     let f32_model = Model::from_weights(
         &backend,

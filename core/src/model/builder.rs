@@ -190,9 +190,11 @@ impl From<ConfigError> for BuildError {
     }
 }
 
-/// The stored type of each weight, by Hugging Face name: f32 (trainable) unless listed;
-/// and the LoRA adapter on top, when there is one (then every base weight is frozen and
-/// only the adapter trains).
+/// The weights kept in a stored type, by Hugging Face name: each a frozen parameter of
+/// that type (bf16, a block format, or f32 lent in place from a model file) outside the
+/// trainable f32 layout; every weight not listed is a trainable f32 parameter. And the
+/// LoRA adapter on top, when there is one (then every base weight is frozen and only the
+/// adapter trains).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WeightTypes {
     types: BTreeMap<String, DType>,
@@ -200,26 +202,27 @@ pub struct WeightTypes {
 }
 
 impl WeightTypes {
-    /// Every weight f32.
+    /// Every weight f32 and trainable.
     pub fn all_f32() -> WeightTypes {
         WeightTypes::default()
     }
 
-    /// Declares weight `name` stored as `dtype` (f32 removes it from the list).
+    /// Declares weight `name` kept (frozen) in its stored type `dtype`, f32 included.
     pub fn set(&mut self, name: &str, dtype: DType) {
-        if dtype == DType::F32 {
-            self.types.remove(name);
-        } else {
-            self.types.insert(name.into(), dtype);
-        }
+        self.types.insert(name.into(), dtype);
     }
 
-    /// The stored type of weight `name`.
+    /// The element type of weight `name`: its stored type, or f32.
     pub fn get(&self, name: &str) -> DType {
-        self.types.get(name).copied().unwrap_or(DType::F32)
+        self.stored(name).unwrap_or(DType::F32)
     }
 
-    /// Whether every weight is f32.
+    /// The stored type of weight `name` when it is kept in one (a frozen parameter).
+    pub fn stored(&self, name: &str) -> Option<DType> {
+        self.types.get(name).copied()
+    }
+
+    /// Whether every weight is a trainable f32 parameter (none kept in a stored type).
     pub fn is_all_f32(&self) -> bool {
         self.types.is_empty()
     }
@@ -241,7 +244,7 @@ impl WeightTypes {
         self.lora.is_some() || self.is_all_f32()
     }
 
-    /// The weights that are not f32, by name.
+    /// The weights kept in a stored type, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, DType)> {
         self.types.iter().map(|(n, &t)| (n.as_str(), t))
     }
@@ -264,9 +267,9 @@ impl ParamTable {
         let mut list = Vec::with_capacity(specs.len() + adapters.len());
         let mut index = BTreeMap::new();
         for s in specs {
-            let id = match types.get(&s.name) {
-                DType::F32 => g.param(&s.name, &s.dims, base_trains)?,
-                dtype => g.param_typed(&s.name, TensorDesc::new(dtype, &s.dims), false)?,
+            let id = match types.stored(&s.name) {
+                None => g.param(&s.name, &s.dims, base_trains)?,
+                Some(dtype) => g.param_typed(&s.name, TensorDesc::new(dtype, &s.dims), false)?,
             };
             index.insert(s.name.clone(), id);
             list.push((s.name, id));

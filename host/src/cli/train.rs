@@ -82,7 +82,7 @@ impl BackendJob for SftArgs {
     {
         let cfg = self.sft_config()?;
         let model = match (&self.model, &self.init) {
-            (Some(p), _) => Model::load(backend, p).with_context(|| format!("loading {}", p.display()))?,
+            (Some(p), _) => Model::load_trainable(backend, p).with_context(|| format!("loading {}", p.display()))?,
             (None, Some(c)) => Model::init(backend, read_hf_config(c)?, cfg.seed)?,
             (None, None) => bail!("give --model DIR|CHECKPOINT or --init CONFIG.json"),
         };

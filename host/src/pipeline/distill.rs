@@ -36,7 +36,7 @@ pub(super) fn run_distill_stage<B: Backend>(
             cfg.clone(),
             run.recipe.seed.wrapping_add(STUDENT_SEED_OFFSET),
         )?,
-        (None, Some(p)) => Model::load(run.backend, p)?,
+        (None, Some(p)) => Model::load_trainable(run.backend, p)?,
         (None, None) => anyhow::bail!("stage `{name}`: no student"),
     };
     let examples = sft_examples(&student, &read_sft_pairs(&out)?)?;

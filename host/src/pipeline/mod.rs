@@ -168,10 +168,10 @@ fn stopped(progress: &dyn Progress, stage: &str, step: usize) -> PipelineOutcome
 /// recipe's starting point.
 fn starting_model<B: Backend>(backend: &B, recipe: &Recipe, state: &PipelineState) -> anyhow::Result<Model<B>> {
     Ok(match state.finished.last() {
-        Some(last) => Model::load(backend, &last.checkpoint)?,
+        Some(last) => Model::load_trainable(backend, &last.checkpoint)?,
         None => match (&recipe.model.init, &recipe.model.path) {
             (Some(cfg), _) => Model::init(backend, cfg.clone(), recipe.seed)?,
-            (None, Some(p)) => Model::load(backend, p).with_context(|| format!("loading {}", p.display()))?,
+            (None, Some(p)) => Model::load_trainable(backend, p).with_context(|| format!("loading {}", p.display()))?,
             (None, None) => anyhow::bail!("[model] needs `init` or `path`"),
         },
     })

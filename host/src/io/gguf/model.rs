@@ -3,13 +3,16 @@
 //! the metadata.
 //!
 //! A weight matrix — a projection (q/k/v/o, gate/up/down), `output.weight` or the token
-//! embedding (which a tied LM head reuses) — in F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K or Q6_K stays
-//! in its stored type: a [`StoredTensor`] whose bytes are the file's own — lent from the
-//! memory map to a host-memory backend, which computes on them in place (copied only
-//! where llama's q/k rows are reordered, or for a device backend) — never through f32;
-//! the backend's typed matmul and embedding lookup read them.
-//! Everything else (norms, biases, F32 tensors) is read as f32: F16/BF16 widened exactly,
-//! a block format dequantized with r1's reference dequantizer.
+//! embedding (which a tied LM head reuses) — in F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K or
+//! Q6_K stays in its stored type: a [`StoredTensor`] whose bytes are the file's own — lent
+//! from the memory map to a host-memory backend, which computes on them in place (copied
+//! only where llama's q/k rows are reordered, or for a device backend) — never copied
+//! into (or widened to) r1's f32 layout; the backend's matmul and embedding lookup read
+//! them. Training widens the F32 ones into the layout ([`HostModel::trainable`]).
+//! Everything else (norms, biases) is read as f32: F16/BF16 widened exactly, a block
+//! format dequantized with r1's reference dequantizer.
+//!
+//! [`HostModel::trainable`]: crate::model::HostModel::trainable
 //!
 //! Two conventions differ from Hugging Face's and are undone here:
 //! - GGUF lists dims innermost first (`ne0` = columns), so an `[out, in]` weight is
@@ -409,9 +412,14 @@ fn run_quantized(t: GgmlType) -> Option<QuantType> {
 }
 
 /// The type a tensor stays in when [`keeps_stored`] says so: a block format of
-/// [`RUN_QUANTIZED`], or F16/BF16 (the backend's matmul and embedding read both).
+/// [`RUN_QUANTIZED`], F16/BF16 (the backend's matmul and embedding read both), or F32
+/// (computed on in place, lent from the file's map rather than copied into the f32
+/// layout; training widens it into the layout, see [`HostModel::trainable`]).
+///
+/// [`HostModel::trainable`]: crate::model::HostModel::trainable
 fn stored_type(t: GgmlType) -> Option<QuantType> {
     run_quantized(t).or(match t {
+        GgmlType::F32 => Some(QuantType::F32),
         GgmlType::F16 => Some(QuantType::F16),
         GgmlType::BF16 => Some(QuantType::BF16),
         _ => None,
