@@ -119,20 +119,27 @@ fn text_commands_on_a_model_without_a_tokenizer_say_they_need_text() {
         &needles,
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data.jsonl");
+    assert_fails_with(&sft_one_example(dir.path(), &model, &[]), &needles);
+}
+
+/// `r1host train sft` from `model` on a one-example dataset written under `dir`, run
+/// directory `dir/run`, plus `extra` arguments.
+fn sft_one_example(dir: &Path, model: &Path, extra: &[&str]) -> Output {
+    let data = dir.join("data.jsonl");
     std::fs::write(&data, "{\"prompt\": \"1+1\", \"completion\": \"2\"}\n").expect("write data");
-    let run_dir = dir.path().join("run");
-    let args = [
+    let run_dir = dir.join("run");
+    let mut args = vec![
         "train",
         "sft",
         "--data",
         path(&data),
         "--model",
-        path(&model),
+        path(model),
         "--run-dir",
         path(&run_dir),
     ];
-    assert_fails_with(&r1host(&args), &needles);
+    args.extend_from_slice(extra);
+    r1host(&args)
 }
 
 #[test]
@@ -318,24 +325,9 @@ fn sft_trains_from_an_f32_gguf() {
     // An F32 GGUF's matrices are lent from the file for inference; training copies them
     // into the trainable layout, so SFT runs and its checkpoint holds every weight.
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data.jsonl");
-    std::fs::write(&data, "{\"prompt\": \"1+1\", \"completion\": \"2\"}\n").expect("write data");
+    let model = fixtures().join("gguf/qwen2_tiny.f32.gguf");
+    let out = sft_one_example(dir.path(), &model, &["--max-steps", "2"]);
     let run_dir = dir.path().join("run");
-    let out = {
-        let model = fixtures().join("gguf/qwen2_tiny.f32.gguf");
-        r1host(&[
-            "train",
-            "sft",
-            "--data",
-            path(&data),
-            "--model",
-            path(&model),
-            "--run-dir",
-            path(&run_dir),
-            "--max-steps",
-            "2",
-        ])
-    };
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let checkpoint = run_dir.join("final.r1ckpt");
     assert!(checkpoint.is_file(), "no checkpoint in {}", run_dir.display());
