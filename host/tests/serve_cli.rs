@@ -5,84 +5,37 @@
 
 mod serve_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::json;
+use serve_support::ServeProcess;
 
-/// A running `r1host serve` and the URL it printed.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(model: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_r1host"))
-            .arg("serve")
-            .arg("--model")
-            .arg(format!("{}=tiny", model.display()))
-            .args([
-                "--port",
-                "0",
-                "--threads",
-                "1",
-                "--kv-cache-mib",
-                "16",
-                "--drain-timeout-s",
-                "10",
-            ])
-            .args(extra)
-            .env_remove("R1_API_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start r1host serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        Server { child, url }
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "r1host serve did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `r1host serve` of `model` (as `tiny`) on a free port with one thread, a 16 MiB KV
+/// cache and a 10 s drain, plus `extra` arguments.
+fn start_server(model: &Path, extra: &[&str]) -> ServeProcess {
+    let model = format!("{}=tiny", model.display());
+    let mut args = vec![
+        "--model",
+        &model,
+        "--port",
+        "0",
+        "--threads",
+        "1",
+        "--kv-cache-mib",
+        "16",
+        "--drain-timeout-s",
+        "10",
+    ];
+    args.extend_from_slice(extra);
+    ServeProcess::start(args)
 }
 
 #[test]
 fn the_binary_serves_and_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let model = serve_support::tiny_checkpoint(dir.path());
-    let server = Server::start(&model, &[]);
+    let server = start_server(&model, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let health = serve_support::client()
@@ -128,7 +81,7 @@ fn the_openai_python_client_works_unchanged() {
     };
     let dir = tempfile::tempdir().unwrap();
     let model = serve_support::tiny_checkpoint(dir.path());
-    let server = Server::start(&model, &["--api-key", "e2e-key"]);
+    let server = start_server(&model, &["--api-key", "e2e-key"]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/openai_client.py");
     let output = Command::new(python)
         .arg(&script)

@@ -8,9 +8,8 @@
 mod recipe_support;
 mod serve_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,38 +231,6 @@ async fn recipes_are_validated_without_starting() {
 }
 
 /// A running `r1host serve` and the URL it printed.
-struct Daemon {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_daemon(args: &[&std::ffi::OsStr]) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_r1host"))
-        .arg("serve")
-        .args(args)
-        .env_remove("R1_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start r1host serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("the listening line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    Daemon { child, url }
-}
-
 /// Where Debian puts Chromium and its driver (override with `R1_CHROMIUM` / `R1_CHROMEDRIVER`).
 fn browser() -> Option<(PathBuf, PathBuf)> {
     let pick = |var: &str, default: &str| {
@@ -336,7 +303,7 @@ fn the_dashboard_in_a_browser_while_a_job_trains() {
         "5".as_ref(),
     ]
     .to_vec();
-    let daemon = start_daemon(&args);
+    let daemon = serve_support::ServeProcess::start(&args);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     // Screenshots of this run only (a failed check leaves `failed-<check>.png`).
     let _ = std::fs::remove_dir_all(&shots);

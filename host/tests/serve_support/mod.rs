@@ -1,12 +1,15 @@
 //! Shared by the `serve` tests: a tiny random model (a checkpoint on disk and a running
-//! engine), a scripted engine whose text the test chooses, and the server started
-//! in-process on 127.0.0.1:0.
+//! engine), a scripted engine whose text the test chooses, the server started
+//! in-process on 127.0.0.1:0, and the `r1host serve` binary run as a process.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use r1_backend_cpu::CpuBackend;
 use r1_core::model::ModelConfig;
@@ -283,4 +286,60 @@ pub fn chunks(data: &[String]) -> Vec<serde_json::Value> {
         .iter()
         .map(|d| serde_json::from_str(d).expect("chunk is JSON"))
         .collect()
+}
+
+/// A running `r1host serve` process and the URL it printed; killed when dropped.
+pub struct ServeProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl ServeProcess {
+    /// Starts `r1host serve ARGS` (without `R1_API_KEY` from the test's environment) and
+    /// reads the `listening on URL` line.
+    pub fn start<A: AsRef<OsStr>>(args: impl IntoIterator<Item = A>) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_r1host"))
+            .arg("serve")
+            .args(args)
+            .env_remove("R1_API_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start r1host serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        ServeProcess { child, url }
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "r1host serve did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
