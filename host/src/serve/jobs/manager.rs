@@ -365,10 +365,14 @@ impl JobManager {
             // A job thread catches its pipeline's panics; a join error cannot carry news.
             let _ = t.join();
         }
-        // Nothing runs any more: another daemon may take the state (closing the file
-        // releases the lock).
-        if let Ok(mut lock) = self.shared.lock.lock() {
-            lock.take();
+        // Nothing runs any more: another daemon may take the state. Unlocked explicitly:
+        // closing our descriptor alone would leave the lock held while a child process
+        // forked meanwhile (a plugin, a test's `Command`) still has a copy before its exec.
+        if let Ok(mut lock) = self.shared.lock.lock()
+            && let Some(file) = lock.take()
+        {
+            // An unlock error leaves the lock to the close below.
+            let _ = file.unlock();
         }
     }
 
