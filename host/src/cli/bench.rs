@@ -159,7 +159,18 @@ pub fn preset(name: &str) -> anyhow::Result<ModelConfig> {
         "r1-distill-qwen-1.5b" => (1536, 28, 12, 2, 8960, 151936),
         // The default job's model (its recipe's `[model.init]`: 0.76M parameters, byte-level
         // vocabulary); its GRPO stage draws 128 completions of ≤ 48 tokens per step.
-        "default-job" => (128, 4, 4, 2, 344, 261),
+        "default-job" => {
+            let (m, _) = default_job()?;
+            let kv = m.kv_heads();
+            (
+                m.hidden_size,
+                m.num_hidden_layers,
+                m.num_attention_heads,
+                kv,
+                m.intermediate_size,
+                m.vocab_size,
+            )
+        }
         other => bail!("unknown preset `{other}` (small, medium, qwen2.5-0.5b, r1-distill-qwen-1.5b, default-job)"),
     };
     Ok(serde_json::from_value(serde_json::json!({
@@ -169,6 +180,25 @@ pub fn preset(name: &str) -> anyhow::Result<ModelConfig> {
         "tie_word_embeddings": true, "max_position_embeddings": 4096, "rope_theta": 1000000.0,
         "rms_norm_eps": 1e-6,
     }))?)
+}
+
+/// The default job (`r1host run` without a recipe, `pipeline::DEFAULT_RECIPE`): the model
+/// of its `[model.init]` and the `max_completion_length` of its first GRPO stage.
+fn default_job() -> anyhow::Result<(ModelConfig, usize)> {
+    use crate::pipeline::recipe::{Recipe, StageSpec};
+
+    let recipe =
+        Recipe::from_toml(crate::pipeline::DEFAULT_RECIPE).map_err(|e| anyhow::anyhow!("the default recipe: {e}"))?;
+    let completion = recipe
+        .stages
+        .iter()
+        .find_map(|s| match s {
+            StageSpec::Grpo { grpo, .. } => Some(grpo.grpo.max_completion_length),
+            _ => None,
+        })
+        .context("the default recipe has no GRPO stage")?;
+    let model = recipe.model.init.context("the default recipe has no [model.init]")?;
+    Ok((model, completion))
 }
 
 pub(super) struct NoText;
@@ -534,11 +564,12 @@ fn bench_grpo<B: Backend>(
     use crate::train::optim::LrSchedule;
 
     let cfg = preset(&shape.preset)?;
-    let l = completion.unwrap_or(match shape.preset.as_str() {
-        "small" => 64,
-        "default-job" => 48,
-        _ => 128,
-    });
+    let l = match (completion, shape.preset.as_str()) {
+        (Some(l), _) => l,
+        (None, "small") => 64,
+        (None, "default-job") => default_job()?.1,
+        (None, _) => 128,
+    };
     let params = match lora {
         None => random_params(be, &cfg, 0)?,
         Some(rank) => {
@@ -656,4 +687,32 @@ fn bench_grpo<B: Backend>(
     }
     crate::outln!("{line}")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_job_preset_is_the_default_recipes_model_and_completion_length() {
+        let (model, completion) = default_job().expect("default job");
+        let p = preset("default-job").expect("preset");
+        assert_eq!(
+            (p.hidden_size, p.num_hidden_layers, p.num_attention_heads, p.kv_heads()),
+            (
+                model.hidden_size,
+                model.num_hidden_layers,
+                model.num_attention_heads,
+                model.kv_heads()
+            )
+        );
+        assert_eq!(
+            (p.intermediate_size, p.vocab_size),
+            (model.intermediate_size, model.vocab_size)
+        );
+        assert_eq!(
+            (p.hidden_size, p.intermediate_size, p.vocab_size, completion),
+            (128, 344, 261, 48)
+        );
+    }
 }
