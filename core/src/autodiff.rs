@@ -211,6 +211,42 @@ pub fn backward_checkpointed(
                 let packed = g.packed(Op::SwiGluBackward, &[vals[0], vals[1], dy], 2 * ne)?;
                 split_packed(g, &mut grad, &requires, packed, &[ins[0], ins[1]])?;
             }
+            Op::HeadSlice { width, start, len } => {
+                let d = g.same_shape(Op::HeadSliceBackward { width, start, len }, &[dy], ins[0])?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
+            Op::ConcatHeads { heads, b_shared } => {
+                let (wa, wb) = (g.shape(ins[0])?.last() / heads, g.shape(ins[1])?.last());
+                let wb = if b_shared { wb } else { wb / heads };
+                if needs(0) {
+                    let d = g.head_slice(dy, wa + wb, 0, wa)?;
+                    accumulate(g, &mut grad, ins[0], d)?;
+                }
+                if needs(1) {
+                    let mut d = g.head_slice(dy, wa + wb, wa, wb)?;
+                    if b_shared {
+                        d = g.sum_heads(d, heads)?;
+                    }
+                    accumulate(g, &mut grad, ins[1], d)?;
+                }
+            }
+            Op::MoeGate(routing) => {
+                // The bias only picks experts: no gradient reaches it.
+                if needs(0) {
+                    let d = g.same_shape(Op::MoeGateBackward(routing), &[vals[0], vals[1], dy], ins[0])?;
+                    accumulate(g, &mut grad, ins[0], d)?;
+                }
+            }
+            Op::MoeExperts => {
+                let total: usize = ins
+                    .iter()
+                    .map(|&t| g.shape(t).map(|s| s.numel()))
+                    .sum::<Result<usize, _>>()?;
+                let mut operands = vals.clone();
+                operands.push(dy);
+                let packed = g.packed(Op::MoeExpertsBackward, &operands, total)?;
+                split_packed(g, &mut grad, &requires, packed, ins)?;
+            }
             Op::Softmax => {
                 let d = g.same_shape(Op::SoftmaxBackward, &[y, dy], ins[0])?;
                 accumulate(g, &mut grad, ins[0], d)?;
@@ -252,6 +288,10 @@ pub fn backward_checkpointed(
             | Op::SoftmaxBackward
             | Op::LogSoftmaxBackward
             | Op::ScatterLastDim
+            | Op::SumHeads { .. }
+            | Op::HeadSliceBackward { .. }
+            | Op::MoeGateBackward(_)
+            | Op::MoeExpertsBackward
             | Op::TokenLogProbsBackward
             | Op::CrossEntropyBackward
             | Op::KvWrite { .. }) => {

@@ -8,6 +8,7 @@
 
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -59,7 +60,197 @@ pub struct RopeSpec {
     pub pos_offset: usize,
     /// Rotate by the negative angle (the transpose of the rotation: RoPE's backward).
     pub inverse: bool,
+    /// Pair `(2i, 2i + 1)` instead of `(i, i + head_dim/2)` (DeepSeek's `rope_interleave`:
+    /// the pairs rotate in place; transformers writes them de-interleaved, which only
+    /// permutes the dims that query and key share, so every dot product is the same).
+    pub interleaved: bool,
+    /// YaRN frequency scaling and its cos/sin magnitude; `None` for plain RoPE.
+    pub yarn: Option<Yarn>,
 }
+
+/// YaRN RoPE scaling as transformers' `_compute_yarn_parameters` computes it: frequency
+/// `i` blends the interpolated `1 / (factor · theta^(2i/d))` and the original
+/// `1 / theta^(2i/d)` with the ramp `clamp((i − low) / (high − low), 0, 1)` (1 = all
+/// interpolated), and cos/sin are multiplied by `attention_factor`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    /// The context extension factor (HF `factor`).
+    pub factor: f32,
+    /// Start of the ramp, in frequency indices (HF's corrected `low`).
+    pub low: f32,
+    /// End of the ramp (HF's corrected `high`).
+    pub high: f32,
+    /// What cos and sin are multiplied by (HF `attention_factor`, from `mscale` and
+    /// `mscale_all_dim` when not given).
+    pub attention_factor: f32,
+}
+
+impl RopeSpec {
+    /// Plain rotate-half RoPE of `n_heads` heads of `head_dim` at positions from 0.
+    pub fn new(n_heads: usize, head_dim: usize, theta: f32) -> RopeSpec {
+        RopeSpec {
+            n_heads,
+            head_dim,
+            theta,
+            pos_offset: 0,
+            inverse: false,
+            interleaved: false,
+            yarn: None,
+        }
+    }
+
+    /// The `head_dim / 2` inverse frequencies, in f32 as transformers computes them:
+    /// `1 / theta^(2i/d)` (the exponent and the power rounded to f32), blended as YaRN says.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim;
+        (0..d / 2)
+            .map(|i| {
+                let e = (2 * i) as f32 / d as f32;
+                let pos_freq = libm::pow(self.theta as f64, e as f64) as f32;
+                let extrapolated = 1.0f32 / pos_freq;
+                match self.yarn {
+                    None => extrapolated,
+                    Some(y) => {
+                        let interpolated = 1.0f32 / (y.factor * pos_freq);
+                        let span = if y.low == y.high { 0.001 } else { y.high - y.low };
+                        let ramp = ((i as f32 - y.low) / span).clamp(0.0, 1.0);
+                        let keep = 1.0 - ramp;
+                        interpolated * (1.0 - keep) + extrapolated * keep
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// What cos and sin are multiplied by (1 without YaRN).
+    pub fn magnitude(&self) -> f32 {
+        self.yarn.map_or(1.0, |y| y.attention_factor)
+    }
+}
+
+/// How DeepSeek-V3's router picks experts ([`Op::MoeGate`]), with HF's names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MoeRouting {
+    /// Expert groups (`n_group`); the experts divide evenly into them.
+    pub n_group: usize,
+    /// Groups a token may use (`topk_group`).
+    pub topk_group: usize,
+    /// Experts per token (`num_experts_per_tok`).
+    pub top_k: usize,
+    /// Divide the chosen weights by their sum (`norm_topk_prob`).
+    pub norm_topk_prob: bool,
+    /// Multiplies the weights (`routed_scaling_factor`).
+    pub scaling: f32,
+}
+
+impl MoeRouting {
+    /// The experts `DeepseekV3TopkRouter` selects for one token: `scores = sigmoid(logits)`,
+    /// choice scores `scores + bias`; each group is scored by the sum of its two best choice
+    /// scores, the best `topk_group` groups are kept, and the `top_k` best choice scores of
+    /// their experts win (ties go to the lower index). Writes the winners' indices to
+    /// `chosen` (ascending) and returns how many (`top_k`); `scores` receives the sigmoid.
+    pub fn select(&self, logits: &[f32], bias: &[f32], scores: &mut [f32], chosen: &mut [usize]) -> usize {
+        let e = logits.len();
+        for (s, &l) in scores.iter_mut().zip(logits) {
+            *s = 1.0 / (1.0 + libm::expf(-l));
+        }
+        let per_group = e / self.n_group.max(1);
+        let choice = |i: usize| scores[i] + bias[i];
+        // Groups allowed: all when every group is kept, else the best by top-2 sum.
+        let mut allowed = [true; MAX_GROUPS];
+        if self.topk_group < self.n_group {
+            let mut group_score = [0f32; MAX_GROUPS];
+            for (g, gs) in group_score.iter_mut().enumerate().take(self.n_group) {
+                let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+                for i in g * per_group..(g + 1) * per_group {
+                    let c = choice(i);
+                    if c > a {
+                        b = a;
+                        a = c;
+                    } else if c > b {
+                        b = c;
+                    }
+                }
+                *gs = a + if per_group > 1 { b } else { 0.0 };
+            }
+            allowed = [false; MAX_GROUPS];
+            for _ in 0..self.topk_group {
+                let mut best = usize::MAX;
+                for g in 0..self.n_group {
+                    if !allowed[g] && (best == usize::MAX || group_score[g] > group_score[best]) {
+                        best = g;
+                    }
+                }
+                if best != usize::MAX {
+                    allowed[best] = true;
+                }
+            }
+        }
+        let k = self.top_k.min(e).min(chosen.len());
+        let mut n = 0;
+        while n < k {
+            let mut best = usize::MAX;
+            for i in 0..e {
+                if !allowed[i / per_group.max(1)] || chosen[..n].contains(&i) {
+                    continue;
+                }
+                if best == usize::MAX || choice(i) > choice(best) {
+                    best = i;
+                }
+            }
+            if best == usize::MAX {
+                break;
+            }
+            chosen[n] = best;
+            n += 1;
+        }
+        chosen[..n].sort_unstable();
+        n
+    }
+
+    /// The dense routing weights of one token (what [`Op::MoeGate`] outputs): zero except
+    /// at the chosen experts, where `scaling · s_i` (divided by `Σ s_chosen + 1e-20`
+    /// when `norm_topk_prob`).
+    pub fn weights(&self, logits: &[f32], bias: &[f32], scores: &mut [f32], out: &mut [f32]) {
+        let mut chosen = [0usize; MAX_TOP_K];
+        let n = self.select(logits, bias, scores, &mut chosen);
+        out.fill(0.0);
+        let denom = if self.norm_topk_prob {
+            chosen[..n].iter().map(|&i| scores[i]).sum::<f32>() + 1e-20
+        } else {
+            1.0
+        };
+        for &i in &chosen[..n] {
+            out[i] = scores[i] / denom * self.scaling;
+        }
+    }
+
+    /// The gradient of [`MoeRouting::weights`] with respect to the logits, given `dy`
+    /// (the bias gets none: it only picks).
+    pub fn weights_backward(&self, logits: &[f32], bias: &[f32], dy: &[f32], scores: &mut [f32], dx: &mut [f32]) {
+        let mut chosen = [0usize; MAX_TOP_K];
+        let n = self.select(logits, bias, scores, &mut chosen);
+        dx.fill(0.0);
+        let c = self.scaling;
+        if self.norm_topk_prob {
+            let denom = chosen[..n].iter().map(|&i| scores[i]).sum::<f32>() + 1e-20;
+            let dot: f32 = chosen[..n].iter().map(|&i| dy[i] * scores[i]).sum();
+            for &i in &chosen[..n] {
+                let ds = c * (dy[i] / denom - dot / (denom * denom));
+                dx[i] = ds * scores[i] * (1.0 - scores[i]);
+            }
+        } else {
+            for &i in &chosen[..n] {
+                dx[i] = c * dy[i] * scores[i] * (1.0 - scores[i]);
+            }
+        }
+    }
+}
+
+/// Most expert groups a router may have (DeepSeek-V3: 8).
+pub const MAX_GROUPS: usize = 64;
+/// Most experts a token may use (DeepSeek-V3: 8).
+pub const MAX_TOP_K: usize = 64;
 
 /// Whether [`Op::Dropout`] keeps element `index` of the tensor it masks: a splitmix64
 /// hash of `(seed, salt)` and the index, read as a uniform draw in `[0, 1)` and compared
@@ -165,6 +356,39 @@ pub enum Op {
     Silu,
     /// `[gate, up]` (same shape) → `silu(gate) * up`.
     SwiGlu,
+    /// `[x [.., H·width]]` → `[.., H·len]`: columns `start .. start + len` of each of the
+    /// `H` heads of `width` values (how multi-head latent attention splits a projection
+    /// into its parts).
+    HeadSlice {
+        /// Width of one head of `x`.
+        width: usize,
+        /// First column taken from each head.
+        start: usize,
+        /// Columns taken from each head.
+        len: usize,
+    },
+    /// `[a [.., H·da], b [.., Hb·db]]` → `[.., H·(da + db)]`: head `h` is `a`'s head `h`
+    /// followed by `b`'s head `h` — or by `b`'s only head when `b_shared` (a key part
+    /// every head shares, as MLA's rotary key).
+    ConcatHeads {
+        /// `H`, the heads of `a` and of the output.
+        heads: usize,
+        /// `b` has one head, repeated for every head of the output.
+        b_shared: bool,
+    },
+    /// `[x [.., H·d]]` → `[.., d]`: the sum of the `H` heads.
+    SumHeads {
+        /// `H`.
+        heads: usize,
+    },
+    /// `[logits [.., E], bias [E]]` → `[.., E]`: DeepSeek-V3's routing weights of each row
+    /// ([`MoeRouting::weights`]): zero except at the experts the row is routed to.
+    MoeGate(MoeRouting),
+    /// `[x [.., H], gates [.., E]]` then per expert `e` its `gate_e [F, H]`, `up_e [F, H]`,
+    /// `down_e [H, F]` → `[.., H]`: `Σ_e gates[r, e] · down_e(silu(gate_e·x_r) ⊙ up_e·x_r)`
+    /// over the experts whose weight for row `r` is nonzero. Each expert multiplies the
+    /// rows routed to it as one matrix (gathered, then scattered back).
+    MoeExperts,
     /// `[x [.., V]]` → softmax over the last dim.
     Softmax,
     /// `[x [.., V]]` → log-softmax over the last dim.
@@ -209,6 +433,22 @@ pub enum Op {
     LogSoftmaxBackward,
     /// `[idx [..] i32, dy [..]]` → `[.., V]` zeros except `dy[r]` at `idx[r]`.
     ScatterLastDim,
+    /// `[dy [.., H·len]]` → `[.., H·width]`: `dy`'s heads at columns `start .. start + len`
+    /// of each head, zeros elsewhere (the transpose of [`Op::HeadSlice`]).
+    HeadSliceBackward {
+        /// Width of one output head.
+        width: usize,
+        /// Column where each head of `dy` goes.
+        start: usize,
+        /// Width of one head of `dy`.
+        len: usize,
+    },
+    /// `[logits, bias, dy]` → d logits of [`Op::MoeGate`] ([`MoeRouting::weights_backward`]).
+    MoeGateBackward(MoeRouting),
+    /// `[x, gates, expert weights…, dy]` → packed flat
+    /// `[dx | dgates | d gate_0 | d up_0 | d down_0 | d gate_1 | …]` of [`Op::MoeExperts`]
+    /// (`dgates` is nonzero only where the gates are).
+    MoeExpertsBackward,
     /// `[logits, targets, dy]` → `dy[r] · (onehot(target) − softmax(logits_r))`.
     TokenLogProbsBackward,
     /// `[logits, targets, weights, dy (scalar)]` →
@@ -249,6 +489,14 @@ impl Op {
             Op::Silu => "silu",
             Op::Dropout { .. } => "dropout",
             Op::SwiGlu => "swiglu",
+            Op::HeadSlice { .. } => "head_slice",
+            Op::ConcatHeads { .. } => "concat_heads",
+            Op::SumHeads { .. } => "sum_heads",
+            Op::MoeGate(_) => "moe_gate",
+            Op::MoeExperts => "moe_experts",
+            Op::HeadSliceBackward { .. } => "head_slice_backward",
+            Op::MoeGateBackward(_) => "moe_gate_backward",
+            Op::MoeExpertsBackward => "moe_experts_backward",
             Op::Softmax => "softmax",
             Op::LogSoftmax => "log_softmax",
             Op::GatherLastDim => "gather_last_dim",
@@ -836,6 +1084,114 @@ impl Graph {
                 shape: sg,
             },
         )
+    }
+
+    /// [`Op::HeadSlice`]: columns `start .. start + len` of each head of `width` values.
+    pub fn head_slice(&mut self, x: NodeId, width: usize, start: usize, len: usize) -> Result<NodeId, GraphError> {
+        let s = self.f32_of("head_slice", x)?;
+        let last = s.last();
+        if s.rank() == 0 || width == 0 || len == 0 || !last.is_multiple_of(width) || start + len > width {
+            return Err(shape_err(
+                "head_slice",
+                format!("columns {start}..{} of heads of {width} in {s}", start + len),
+            ));
+        }
+        let mut dims = s.dims().to_vec();
+        dims[s.rank() - 1] = last / width * len;
+        self.push(Op::HeadSlice { width, start, len }, &[x], TensorDesc::f32(&dims))
+    }
+
+    /// [`Op::ConcatHeads`]: each of `a`'s `heads` heads followed by `b`'s head of the same
+    /// index, or by `b`'s only head when `b_heads` is 1.
+    pub fn concat_heads(&mut self, a: NodeId, b: NodeId, heads: usize, b_heads: usize) -> Result<NodeId, GraphError> {
+        let sa = self.f32_of("concat_heads", a)?;
+        let sb = self.f32_of("concat_heads", b)?;
+        let lead = |s: &Shape| s.dims()[..s.rank().saturating_sub(1)].to_vec();
+        let ok = sa.rank() > 0
+            && sb.rank() == sa.rank()
+            && lead(&sa) == lead(&sb)
+            && heads > 0
+            && (b_heads == heads || b_heads == 1)
+            && sa.last().is_multiple_of(heads)
+            && sb.last().is_multiple_of(b_heads);
+        if !ok {
+            return Err(shape_err(
+                "concat_heads",
+                format!("a {sa} ({heads} heads) with b {sb} ({b_heads} heads)"),
+            ));
+        }
+        let width = sa.last() / heads + sb.last() / b_heads;
+        let mut dims = lead(&sa);
+        dims.push(heads * width);
+        let b_shared = b_heads == 1 && heads > 1;
+        self.push(Op::ConcatHeads { heads, b_shared }, &[a, b], TensorDesc::f32(&dims))
+    }
+
+    /// [`Op::SumHeads`]: the sum of `x`'s `heads` heads.
+    pub fn sum_heads(&mut self, x: NodeId, heads: usize) -> Result<NodeId, GraphError> {
+        let s = self.f32_of("sum_heads", x)?;
+        if s.rank() == 0 || heads == 0 || !s.last().is_multiple_of(heads) {
+            return Err(shape_err("sum_heads", format!("{s} into {heads} heads")));
+        }
+        let mut dims = s.dims().to_vec();
+        dims[s.rank() - 1] = s.last() / heads;
+        self.push(Op::SumHeads { heads }, &[x], TensorDesc::f32(&dims))
+    }
+
+    /// [`Op::MoeGate`]: routing weights of `logits [.., E]` with the choice `bias [E]`.
+    pub fn moe_gate(&mut self, logits: NodeId, bias: NodeId, routing: MoeRouting) -> Result<NodeId, GraphError> {
+        let sl = self.f32_of("moe_gate", logits)?;
+        let sb = self.f32_of("moe_gate", bias)?;
+        let e = sl.last();
+        let r = routing;
+        let per_group = e.checked_div(r.n_group).unwrap_or(0);
+        let ok = sl.rank() > 0
+            && sb.dims() == [e]
+            && r.n_group > 0
+            && r.n_group <= MAX_GROUPS
+            && e.is_multiple_of(r.n_group)
+            && (r.topk_group == r.n_group || per_group >= 2)
+            && r.topk_group > 0
+            && r.topk_group <= r.n_group
+            && r.top_k > 0
+            && r.top_k <= MAX_TOP_K
+            && r.top_k <= r.topk_group * per_group;
+        if !ok {
+            return Err(shape_err("moe_gate", format!("logits {sl}, bias {sb}, routing {r:?}")));
+        }
+        self.push(Op::MoeGate(routing), &[logits, bias], TensorDesc::f32(sl.dims()))
+    }
+
+    /// [`Op::MoeExperts`]: `x [.., H]` through the experts `[gate, up, down]` weighted by
+    /// `gates [.., E]` (one expert per gates column).
+    pub fn moe_experts(&mut self, x: NodeId, gates: NodeId, experts: &[[NodeId; 3]]) -> Result<NodeId, GraphError> {
+        let sx = self.f32_of("moe_experts", x)?;
+        let sg = self.f32_of("moe_experts", gates)?;
+        let h = sx.last();
+        let lead = |s: &Shape| s.dims()[..s.rank().saturating_sub(1)].to_vec();
+        if sx.rank() == 0 || sg.rank() != sx.rank() || lead(&sx) != lead(&sg) || sg.last() != experts.len() {
+            return Err(shape_err(
+                "moe_experts",
+                format!("x {sx}, gates {sg} for {} experts", experts.len()),
+            ));
+        }
+        let mut inputs = vec![x, gates];
+        for (e, &[gate, up, down]) in experts.iter().enumerate() {
+            let (wg, wu, wd) = (
+                self.f32_of("moe_experts", gate)?,
+                self.f32_of("moe_experts", up)?,
+                self.f32_of("moe_experts", down)?,
+            );
+            let f = wg.dims().first().copied().unwrap_or(0);
+            if wg.dims() != [f, h] || wu.dims() != [f, h] || wd.dims() != [h, f] || f == 0 {
+                return Err(shape_err(
+                    "moe_experts",
+                    format!("expert {e}: gate {wg}, up {wu}, down {wd} for hidden {h}"),
+                ));
+            }
+            inputs.extend([gate, up, down]);
+        }
+        self.push(Op::MoeExperts, &inputs, TensorDesc::f32(sx.dims()))
     }
 
     /// [`Op::Softmax`] over the last dim.

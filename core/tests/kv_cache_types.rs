@@ -27,6 +27,7 @@ fn config(head_dim: usize) -> ModelConfig {
         bos_token_id: None,
         eos_token_id: None,
         pad_token_id: None,
+        deepseek_v3: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn config(tied: bool) -> ModelConfig {
         bos_token_id: None,
         eos_token_id: None,
         pad_token_id: None,
+        deepseek_v3: None,
     }
 }
 

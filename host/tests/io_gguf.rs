@@ -778,6 +778,7 @@ fn quant_config(arch: &str, tied: bool) -> ModelConfig {
         bos_token_id: None,
         eos_token_id: Some(0),
         pad_token_id: None,
+        deepseek_v3: None,
     }
 }
 

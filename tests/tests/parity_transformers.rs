@@ -1,5 +1,8 @@
 //! Parity with Hugging Face `transformers`: small random Qwen2 and Llama models built and
-//! saved by `tests/fixtures/gen_hf_parity.py` are loaded from their HF directories and
+//! saved by `tests/fixtures/gen_hf_parity.py`, and DeepSeek-V3 models (MLA with and without
+//! the q LoRA, YaRN, interleaved and rotate-half RoPE, DeepSeekMoE with group-limited
+//! routing, dense first layers, shared experts, tied and untied, f32 and bf16) saved by
+//! `tests/fixtures/gen_deepseek_v3_parity.py`, are loaded from their HF directories and
 //! run by r1; per-position log-probs, logits, the cross-entropy loss and parameter
 //! gradients must match what torch computed (within 1e-4).
 
@@ -13,13 +16,16 @@ use r1_host::io::{load_hf_model, read_safetensors};
 use r1_host::train::lm_graph::{Feed, LmGraph, Objective};
 use r1_host::weights::{ParamBuffer, ParamLayout, upload_weights};
 
-const MODELS: [&str; 6] = [
+const MODELS: [&str; 9] = [
     "qwen2_gqa_tied",
     "qwen2_mha_untied",
     "qwen2_bf16",
     "llama_gqa_untied",
     "llama_tied_sharded",
     "llama_f16",
+    "deepseek_v3_qlora_yarn",
+    "deepseek_v3_plain_tied",
+    "deepseek_v3_bf16",
 ];
 
 fn fixture(name: &str) -> PathBuf {

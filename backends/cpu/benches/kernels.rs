@@ -116,6 +116,8 @@ fn kernels(c: &mut Criterion) {
                 theta: 1e6,
                 pos_offset: 0,
                 inverse: false,
+                interleaved: false,
+                yarn: None,
             }),
             vec![f(&[8, 128, h]), f(&[8, 128, h])],
         ),

@@ -15,7 +15,7 @@ use crate::kernels::kv_cache::KvGeometry;
 use crate::kernels::rope::RopeCache;
 use crate::kernels::softmax::{self, RowOp};
 use crate::kernels::{
-    Ctx, Past, activation, adamw, attention, checked_past, embedding, kv_cache, matmul, norm, quant_matmul, rope,
+    Ctx, Past, activation, adamw, attention, checked_past, embedding, kv_cache, matmul, moe, norm, quant_matmul, rope,
     size_error, token_loss,
 };
 use crate::parallel::Threads;
@@ -789,6 +789,76 @@ impl Backend for CpuBackend {
                         v.f32(3)?,
                         v.f32_mut(4)?,
                     )
+                })
+            }
+            Op::HeadSlice { width, start, len } | Op::HeadSliceBackward { width, start, len } => {
+                arity(op, inputs.len(), 1)?;
+                let backward = matches!(op, Op::HeadSliceBackward { .. });
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    let (x, o) = (v.f32(0)?, v.f32_mut(1)?);
+                    if backward {
+                        moe::head_slice_backward(*width, *start, *len, x, o)
+                    } else {
+                        moe::head_slice(*width, *start, *len, x, o)
+                    }
+                })
+            }
+            Op::ConcatHeads { heads, b_shared } => {
+                arity(op, inputs.len(), 2)?;
+                let wa = last(0) / (*heads).max(1);
+                let wb = if *b_shared { last(1) } else { last(1) / (*heads).max(1) };
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    moe::concat_heads(*heads, wa, wb, *b_shared, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::SumHeads { heads } => {
+                arity(op, inputs.len(), 1)?;
+                let d = output.desc.shape.last();
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    moe::sum_heads(*heads, d, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
+            Op::MoeGate(routing) => {
+                arity(op, inputs.len(), 2)?;
+                with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                    moe::moe_gate(routing, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
+                })
+            }
+            Op::MoeGateBackward(routing) => {
+                arity(op, inputs.len(), 3)?;
+                with_views(
+                    name,
+                    &[(inputs[0], R), (inputs[1], R), (inputs[2], R), (output, W)],
+                    |mut v| moe::moe_gate_backward(routing, v.f32(0)?, v.f32(1)?, v.f32(2)?, v.f32_mut(3)?),
+                )
+            }
+            Op::MoeExperts | Op::MoeExpertsBackward => {
+                let backward = matches!(op, Op::MoeExpertsBackward);
+                let n_weights = inputs.len().saturating_sub(if backward { 3 } else { 2 });
+                if inputs.len() < 5 || !n_weights.is_multiple_of(3) {
+                    return Err(size_error(name, format!("{} operands", inputs.len())));
+                }
+                let h = last(0);
+                let mut tensors: Vec<_> = inputs.iter().map(|t| (*t, R)).collect();
+                tensors.push((output, W));
+                with_views(name, &tensors, |mut v| {
+                    let experts = (0..n_weights / 3)
+                        .map(|e| {
+                            Ok(moe::Expert {
+                                gate: v.f32(2 + 3 * e)?,
+                                up: v.f32(3 + 3 * e)?,
+                                down: v.f32(4 + 3 * e)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, BackendError>>()?;
+                    let (x, gates) = (v.f32(0)?, v.f32(1)?);
+                    let last_in = inputs.len();
+                    if backward {
+                        let dy = v.f32(last_in - 1)?;
+                        moe::moe_experts_backward(ctx, h, x, gates, &experts, dy, v.f32_mut(last_in)?)
+                    } else {
+                        moe::moe_experts(ctx, h, x, gates, &experts, v.f32_mut(last_in)?)
+                    }
                 })
             }
             Op::KvWrite { pos } => {

@@ -252,6 +252,8 @@ fn rope_inverse_is_the_gradient_of_rope() {
             theta: 10_000.0,
             pos_offset: off,
             inverse: true,
+            interleaved: false,
+            yarn: None,
         };
         let out = run(
             &be,

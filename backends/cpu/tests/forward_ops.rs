@@ -132,6 +132,8 @@ fn rope_rotates_pairs_by_position_times_frequency_in_the_rotate_half_layout() {
                 theta,
                 pos_offset: off,
                 inverse,
+                interleaved: false,
+                yarn: None,
             };
             let want = refk::rope(&to64(&x), t, heads, hd, theta as f64, off, inverse);
             for be in backends() {
@@ -166,6 +168,8 @@ fn rope_then_its_inverse_gives_back_the_input() {
             theta: 10_000.0,
             pos_offset: 4,
             inverse: false,
+            interleaved: false,
+            yarn: None,
         };
         let y = run(
             &be,

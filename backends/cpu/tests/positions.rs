@@ -26,6 +26,8 @@ fn rope_at_per_sequence_positions_matches_each_sequence_alone() {
         theta: 10000.0,
         pos_offset: 0,
         inverse: false,
+        interleaved: false,
+        yarn: None,
     };
     let mut want = Vec::new();
     for (s, &p) in PAST.iter().enumerate() {

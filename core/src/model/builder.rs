@@ -250,6 +250,13 @@ impl WeightTypes {
     }
 }
 
+/// Whether weight `name` is a buffer in HF (saved with the model, never trained): DeepSeek-V3's
+/// router bias `e_score_correction_bias`, which only picks experts (an optimizer updates it
+/// by its own rule, not by gradient).
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with(".e_score_correction_bias")
+}
+
 /// The model's weights as graph parameters, found by Hugging Face name.
 pub struct ParamTable {
     /// `(name, node)` in the family's `param_specs` order.
@@ -268,6 +275,7 @@ impl ParamTable {
         let mut index = BTreeMap::new();
         for s in specs {
             let id = match types.stored(&s.name) {
+                None if is_buffer(&s.name) => g.param(&s.name, &s.dims, false)?,
                 None => g.param(&s.name, &s.dims, base_trains)?,
                 Some(dtype) => g.param_typed(&s.name, TensorDesc::new(dtype, &s.dims), false)?,
             };

@@ -13,6 +13,9 @@ pub enum Architecture {
     Llama,
     /// `Qwen2ForCausalLM`: q/k/v projections carry a bias, o_proj does not.
     Qwen2,
+    /// `DeepseekV3ForCausalLM` (DeepSeek-V3, R1 and R1-Zero): multi-head latent attention
+    /// and DeepSeekMoE, set by [`ModelConfig::deepseek_v3`].
+    DeepseekV3,
 }
 
 impl Architecture {
@@ -21,6 +24,7 @@ impl Architecture {
         match self {
             Architecture::Llama => "LlamaForCausalLM",
             Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::DeepseekV3 => "DeepseekV3ForCausalLM",
         }
     }
 
@@ -29,6 +33,7 @@ impl Architecture {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
+            Architecture::DeepseekV3 => "deepseek_v3",
         }
     }
 }
@@ -122,6 +127,250 @@ pub struct ModelConfig {
     /// Padding token id, if the model declares one.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    /// DeepSeek-V3's attention and MoE settings (present exactly for `DeepseekV3ForCausalLM`;
+    /// HF writes them at the top level of `config.json`, the host's reader gathers them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deepseek_v3: Option<DeepseekV3Config>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_one() -> usize {
+    1
+}
+
+fn default_scaling() -> f32 {
+    1.0
+}
+
+/// The `config.json` fields of `DeepseekV3ForCausalLM` beyond a Llama's, under HF's names
+/// and with `DeepseekV3Config`'s defaults where HF has one that r1 can assume.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeepseekV3Config {
+    /// Rank of the query's low-rank projection (`q_a_proj` → norm → `q_b_proj`); `None`:
+    /// one `q_proj`.
+    #[serde(default)]
+    pub q_lora_rank: Option<usize>,
+    /// Width of the compressed key/value latent (`kv_a_proj_with_mqa`'s first part).
+    pub kv_lora_rank: usize,
+    /// Per-head query/key dims without position (`qk_nope_head_dim`).
+    pub qk_nope_head_dim: usize,
+    /// Per-head query/key dims with RoPE (`qk_rope_head_dim`); the rotary key is shared by
+    /// every head.
+    pub qk_rope_head_dim: usize,
+    /// Per-head value width (`v_head_dim`).
+    pub v_head_dim: usize,
+    /// Routed experts per MoE layer (`n_routed_experts`).
+    pub n_routed_experts: usize,
+    /// Shared experts, one SwiGLU MLP of `n_shared_experts · moe_intermediate_size`.
+    #[serde(default = "default_one")]
+    pub n_shared_experts: usize,
+    /// Width of one expert's hidden layer (`moe_intermediate_size`).
+    pub moe_intermediate_size: usize,
+    /// Experts per token (`num_experts_per_tok`).
+    pub num_experts_per_tok: usize,
+    /// Expert groups (`n_group`, `null` = 1).
+    #[serde(default, deserialize_with = "null_as_one")]
+    pub n_group: usize,
+    /// Groups a token may use (`topk_group`, `null` = 1).
+    #[serde(default, deserialize_with = "null_as_one")]
+    pub topk_group: usize,
+    /// The first layers keep a dense SwiGLU MLP of `intermediate_size`
+    /// (`first_k_dense_replace`).
+    #[serde(default)]
+    pub first_k_dense_replace: usize,
+    /// Normalise the chosen experts' weights (`norm_topk_prob`).
+    #[serde(default = "default_true")]
+    pub norm_topk_prob: bool,
+    /// Multiplies the routed experts' weights (`routed_scaling_factor`).
+    #[serde(default = "default_scaling")]
+    pub routed_scaling_factor: f32,
+    /// Rotary pairs interleaved (`rope_interleave`, transformers' default true).
+    #[serde(default = "default_true")]
+    pub rope_interleave: bool,
+    /// YaRN scaling (`rope_scaling` / `rope_parameters` with type `yarn`).
+    #[serde(default)]
+    pub rope_scaling: Option<YarnConfig>,
+}
+
+fn null_as_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v: Option<usize> = serde::Deserialize::deserialize(d)?;
+    Ok(v.unwrap_or(1))
+}
+
+fn default_beta_fast() -> f32 {
+    32.0
+}
+
+/// HF's YaRN `rope_scaling` fields.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct YarnConfig {
+    /// Context extension factor.
+    pub factor: f32,
+    /// Context length the model was trained with before extension.
+    pub original_max_position_embeddings: usize,
+    /// Fast boundary of the ramp (default 32).
+    #[serde(default = "default_beta_fast")]
+    pub beta_fast: f32,
+    /// Slow boundary of the ramp (default 1).
+    #[serde(default = "default_scaling")]
+    pub beta_slow: f32,
+    /// YaRN `mscale` (numerator of the cos/sin magnitude).
+    #[serde(default)]
+    pub mscale: Option<f32>,
+    /// YaRN `mscale_all_dim` (denominator of the magnitude; also scales the softmax).
+    #[serde(default)]
+    pub mscale_all_dim: Option<f32>,
+    /// The cos/sin magnitude when given outright.
+    #[serde(default)]
+    pub attention_factor: Option<f32>,
+    /// Round the ramp's ends outward (default true).
+    #[serde(default = "default_true")]
+    pub truncate: bool,
+}
+
+/// YaRN's `0.1 · mscale · ln(scale) + 1` (1 for `scale <= 1`).
+pub fn yarn_get_mscale(scale: f64, mscale: f64) -> f64 {
+    if scale <= 1.0 {
+        1.0
+    } else {
+        0.1 * mscale * libm::log(scale) + 1.0
+    }
+}
+
+impl YarnConfig {
+    /// The graph's [`crate::graph::Yarn`] for rotary dims of width `dim` and base `theta`,
+    /// computed as transformers' `_compute_yarn_parameters` does (in f64, as Python).
+    pub fn spec(&self, dim: usize, theta: f32) -> crate::graph::Yarn {
+        let factor = self.factor as f64;
+        let attention_factor = match (self.attention_factor, self.mscale, self.mscale_all_dim) {
+            (Some(a), _, _) => a as f64,
+            (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+                yarn_get_mscale(factor, m as f64) / yarn_get_mscale(factor, all as f64)
+            }
+            _ => yarn_get_mscale(factor, 1.0),
+        };
+        let base = theta as f64;
+        let orig = self.original_max_position_embeddings as f64;
+        let correction = |rotations: f64| {
+            (dim as f64 * libm::log(orig / (rotations * 2.0 * core::f64::consts::PI))) / (2.0 * libm::log(base))
+        };
+        let (mut low, mut high) = (correction(self.beta_fast as f64), correction(self.beta_slow as f64));
+        if self.truncate {
+            low = libm::floor(low);
+            high = libm::ceil(high);
+        }
+        crate::graph::Yarn {
+            factor: self.factor,
+            low: low.max(0.0) as f32,
+            high: high.min(dim as f64 - 1.0) as f32,
+            attention_factor: attention_factor as f32,
+        }
+    }
+
+    /// The factor MLA's softmax scale is multiplied by: `mscale(factor, mscale_all_dim)²`
+    /// when `mscale_all_dim` is set (transformers' `yarn_apply_mscale`), else 1.
+    pub fn softmax_factor(&self) -> f32 {
+        match self.mscale_all_dim {
+            Some(all) if all != 0.0 => {
+                let m = yarn_get_mscale(self.factor as f64, all as f64);
+                (m * m) as f32
+            }
+            _ => 1.0,
+        }
+    }
+}
+
+impl DeepseekV3Config {
+    /// Checks the fields the graph relies on (sizes are bounded as the others are).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field: &'static str, detail: String| Err(ConfigError { field, detail });
+        let sizes = [
+            ("kv_lora_rank", self.kv_lora_rank),
+            ("qk_nope_head_dim", self.qk_nope_head_dim),
+            ("qk_rope_head_dim", self.qk_rope_head_dim),
+            ("v_head_dim", self.v_head_dim),
+            ("n_routed_experts", self.n_routed_experts),
+            ("moe_intermediate_size", self.moe_intermediate_size),
+            ("num_experts_per_tok", self.num_experts_per_tok),
+            ("n_group", self.n_group),
+            ("topk_group", self.topk_group),
+            ("q_lora_rank", self.q_lora_rank.unwrap_or(1)),
+        ];
+        for (field, v) in sizes {
+            if v == 0 || v > MAX_WIDTH {
+                return err(field, format!("{v} must be between 1 and {MAX_WIDTH}"));
+            }
+        }
+        if self.n_shared_experts > MAX_WIDTH {
+            return err(
+                "n_shared_experts",
+                format!("{} is beyond any real model", self.n_shared_experts),
+            );
+        }
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
+            return err(
+                "qk_rope_head_dim",
+                format!("{} must be even (RoPE)", self.qk_rope_head_dim),
+            );
+        }
+        let e = self.n_routed_experts;
+        if !e.is_multiple_of(self.n_group) || self.n_group > crate::graph::MAX_GROUPS {
+            return err(
+                "n_group",
+                format!(
+                    "{} groups must divide the {e} experts (at most {})",
+                    self.n_group,
+                    crate::graph::MAX_GROUPS
+                ),
+            );
+        }
+        let per_group = e / self.n_group;
+        if self.topk_group > self.n_group || (self.topk_group < self.n_group && per_group < 2) {
+            return err(
+                "topk_group",
+                format!("{} of {} groups of {per_group} experts", self.topk_group, self.n_group),
+            );
+        }
+        let k = self.num_experts_per_tok;
+        if k > crate::graph::MAX_TOP_K || k > self.topk_group * per_group {
+            return err(
+                "num_experts_per_tok",
+                format!("{k} experts from {} groups of {per_group}", self.topk_group),
+            );
+        }
+        if !(self.routed_scaling_factor.is_finite() && self.routed_scaling_factor > 0.0) {
+            return err(
+                "routed_scaling_factor",
+                format!("{} must be a positive number", self.routed_scaling_factor),
+            );
+        }
+        if let Some(y) = &self.rope_scaling {
+            let fine = |v: Option<f32>| v.is_none_or(|v| v.is_finite() && v >= 0.0);
+            if !(y.factor.is_finite() && y.factor >= 1.0)
+                || y.original_max_position_embeddings == 0
+                || !(y.beta_fast.is_finite() && y.beta_slow.is_finite() && y.beta_fast > 0.0 && y.beta_slow > 0.0)
+                || !fine(y.mscale)
+                || !fine(y.mscale_all_dim)
+                || !y.attention_factor.is_none_or(|a| a.is_finite() && a > 0.0)
+            {
+                return err("rope_scaling", format!("YaRN settings out of range: {y:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Query/key width of one head: `qk_nope_head_dim + qk_rope_head_dim`.
+    pub fn qk_head_dim(&self) -> usize {
+        self.qk_nope_head_dim + self.qk_rope_head_dim
+    }
+
+    /// Whether layer `l` has the MoE (else the dense MLP).
+    pub fn is_moe_layer(&self, l: usize) -> bool {
+        l >= self.first_k_dense_replace
+    }
 }
 
 /// Name and shape of one weight, under its Hugging Face tensor name.
@@ -146,18 +395,21 @@ impl ModelConfig {
         let from_name = |s: &str| match s {
             "LlamaForCausalLM" | "llama" => Some(Architecture::Llama),
             "Qwen2ForCausalLM" | "qwen2" => Some(Architecture::Qwen2),
+            "DeepseekV3ForCausalLM" | "deepseek_v3" => Some(Architecture::DeepseekV3),
             _ => None,
         };
         if let Some(first) = self.architectures.first() {
             return from_name(first).ok_or_else(|| ConfigError {
                 field: "architectures",
-                detail: format!("`{first}` is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM)"),
+                detail: format!(
+                    "`{first}` is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM, DeepseekV3ForCausalLM)"
+                ),
             });
         }
         match &self.model_type {
             Some(t) => from_name(t).ok_or_else(|| ConfigError {
                 field: "model_type",
-                detail: format!("`{t}` is not supported (supported: llama, qwen2)"),
+                detail: format!("`{t}` is not supported (supported: llama, qwen2, deepseek_v3)"),
             }),
             None => Err(ConfigError {
                 field: "architectures",
@@ -166,13 +418,23 @@ impl ModelConfig {
         }
     }
 
-    /// Number of key/value heads: `num_key_value_heads`, or `num_attention_heads` when absent.
+    /// Number of key/value heads: `num_key_value_heads`, or `num_attention_heads` when absent
+    /// (always `num_attention_heads` for DeepSeek-V3, whose expanded keys have every head).
     pub fn kv_heads(&self) -> usize {
+        if self.deepseek_v3.is_some() {
+            return self.num_attention_heads;
+        }
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
 
     /// Width of one attention head: `head_dim`, or `hidden_size / num_attention_heads`.
+    /// For DeepSeek-V3 the width its attention runs at, `max(qk_head_dim, v_head_dim)`
+    /// (the narrower side padded with zeros), which is also the width of one head of its
+    /// full key/value cache rows.
     pub fn head_dim(&self) -> usize {
+        if let Some(ds) = &self.deepseek_v3 {
+            return ds.qk_head_dim().max(ds.v_head_dim);
+        }
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
@@ -196,6 +458,22 @@ impl ModelConfig {
                 });
             }
         }
+        match (arch, &self.deepseek_v3) {
+            (Architecture::DeepseekV3, Some(ds)) => ds.validate()?,
+            (Architecture::DeepseekV3, None) => {
+                return Err(ConfigError {
+                    field: "kv_lora_rank",
+                    detail: "a DeepseekV3ForCausalLM config needs its attention and MoE fields".into(),
+                });
+            }
+            (_, Some(_)) => {
+                return Err(ConfigError {
+                    field: "architectures",
+                    detail: format!("DeepSeek-V3 fields on a {} config", arch.hf_class()),
+                });
+            }
+            (_, None) => {}
+        }
         let kv = self.kv_heads();
         if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return Err(ConfigError {
@@ -210,7 +488,10 @@ impl ModelConfig {
                 detail: format!("{hd} must be positive and even (RoPE)"),
             });
         }
-        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.head_dim.is_none()
+            && self.deepseek_v3.is_none()
+            && !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(ConfigError {
                 field: "hidden_size",
                 detail: format!(
@@ -272,21 +553,42 @@ impl ModelConfig {
     /// specs: what a loader compares with a file before allocating anything.
     pub fn checked_num_params(&self) -> Option<usize> {
         let arch = self.architecture().ok()?;
-        let one_layer = ModelConfig {
+        // Layers come in at most two kinds (DeepSeek-V3: dense, then MoE): count one of each.
+        let dense = match &self.deepseek_v3 {
+            Some(ds) => ds.first_k_dense_replace.min(self.num_hidden_layers),
+            None => self.num_hidden_layers,
+        };
+        let one_layer = |dense: bool| ModelConfig {
             num_hidden_layers: 1,
+            deepseek_v3: self.deepseek_v3.clone().map(|ds| DeepseekV3Config {
+                first_k_dense_replace: usize::from(dense),
+                ..ds
+            }),
             ..self.clone()
         };
-        let (mut per_layer, mut rest) = (0usize, 0usize);
-        for spec in arch.family().param_specs(&one_layer) {
-            let n = spec.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
-            let sum = if spec.name.starts_with("model.layers.0.") {
-                &mut per_layer
-            } else {
-                &mut rest
-            };
-            *sum = sum.checked_add(n)?;
-        }
-        per_layer.checked_mul(self.num_hidden_layers)?.checked_add(rest)
+        let count = |cfg: &ModelConfig| -> Option<(usize, usize)> {
+            let (mut per_layer, mut rest) = (0usize, 0usize);
+            for spec in arch.family().param_specs(cfg) {
+                let n = spec.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+                let sum = if spec.name.starts_with("model.layers.0.") {
+                    &mut per_layer
+                } else {
+                    &mut rest
+                };
+                *sum = sum.checked_add(n)?;
+            }
+            Some((per_layer, rest))
+        };
+        let (dense_layer, rest) = count(&one_layer(true))?;
+        let moe_layer = if dense < self.num_hidden_layers {
+            count(&one_layer(false))?.0
+        } else {
+            0
+        };
+        dense_layer
+            .checked_mul(dense)?
+            .checked_add(moe_layer.checked_mul(self.num_hidden_layers - dense)?)?
+            .checked_add(rest)
     }
 
     /// Every weight of the model with its HF name and shape, in its architecture's
@@ -329,6 +631,7 @@ mod tests {
             bos_token_id: None,
             eos_token_id: None,
             pad_token_id: None,
+            deepseek_v3: None,
         }
     }
 

@@ -36,6 +36,7 @@ impl Architecture {
         match self {
             Architecture::Llama => &crate::model::llama::Llama,
             Architecture::Qwen2 => &crate::model::qwen2::Qwen2,
+            Architecture::DeepseekV3 => &crate::model::deepseek_v3::DeepseekV3,
         }
     }
 }

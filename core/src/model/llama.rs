@@ -198,6 +198,8 @@ fn self_attention(
         theta: cfg.rope_theta,
         pos_offset: 0,
         inverse: false,
+        interleaved: false,
+        yarn: None,
     };
     let spec = AttentionSpec {
         n_heads: nh,

@@ -4,6 +4,7 @@
 
 pub mod builder;
 pub mod config;
+pub mod deepseek_v3;
 pub mod family;
 pub mod kv_cache;
 pub mod llama;

@@ -35,6 +35,11 @@ pub fn hf_config_json(config: &ModelConfig) -> Result<String, IoError> {
         Ok(Value::Object(m)) => m,
         _ => return Err(field_err("config", "(root)", "does not serialize to a JSON object")),
     };
+    // DeepSeek-V3's settings are top-level keys in HF's layout.
+    let deepseek = match v.remove("deepseek_v3") {
+        Some(Value::Object(ds)) => Some(ds),
+        _ => None,
+    };
     v.insert("architectures".into(), Value::from(vec![arch.hf_class()]));
     v.insert("model_type".into(), Value::from(arch.model_type()));
     v.insert("num_key_value_heads".into(), Value::from(config.kv_heads()));
@@ -52,6 +57,30 @@ pub fn hf_config_json(config: &ModelConfig) -> Result<String, IoError> {
     let mut rope = Map::new();
     rope.insert("rope_type".into(), Value::from("default"));
     rope.insert("rope_theta".into(), Value::from(theta));
+    if let (Some(mut ds), Some(settings)) = (deepseek, &config.deepseek_v3) {
+        if let Some(Value::Object(yarn)) = ds.remove("rope_scaling") {
+            let mut scaling = Map::new();
+            scaling.insert("type".into(), Value::from("yarn"));
+            for (k, val) in yarn {
+                if !val.is_null() {
+                    scaling.insert(k, val);
+                }
+            }
+            let mut params = scaling.clone();
+            params.remove("type");
+            params.insert("rope_type".into(), Value::from("yarn"));
+            params.insert("rope_theta".into(), Value::from(theta));
+            v.insert("rope_scaling".into(), Value::Object(scaling));
+            rope = params;
+        }
+        v.extend(ds);
+        // HF's `head_dim` for this model is the rotary width; `qk_head_dim` the full one.
+        v.insert("head_dim".into(), Value::from(settings.qk_rope_head_dim));
+        v.insert("qk_head_dim".into(), Value::from(settings.qk_head_dim()));
+        v.insert("scoring_func".into(), Value::from("sigmoid"));
+        v.insert("topk_method".into(), Value::from("noaux_tc"));
+        v.insert("num_nextn_predict_layers".into(), Value::from(0));
+    }
     v.insert("rope_parameters".into(), Value::Object(rope));
     if arch == Architecture::Qwen2 {
         v.insert("use_sliding_window".into(), Value::from(false));
@@ -82,6 +111,8 @@ fn field_err(file: &str, field: &str, detail: &str) -> IoError {
 /// Brings the v5 layout to the field names `ModelConfig` reads and rejects settings r1
 /// does not implement.
 fn normalize(obj: &mut Map<String, Value>, file: &str) -> Result<(), IoError> {
+    let deepseek = is_deepseek_v3(obj);
+    let mut yarn = None;
     for key in ["rope_scaling", "rope_parameters"] {
         match obj.get(key) {
             None | Some(Value::Null) => {}
@@ -90,17 +121,23 @@ fn normalize(obj: &mut Map<String, Value>, file: &str) -> Result<(), IoError> {
                 match kind {
                     None | Some(Value::Null) => {}
                     Some(Value::String(s)) if s == "default" => {}
+                    Some(Value::String(s)) if s == "yarn" && deepseek => yarn = Some(rope.clone()),
                     Some(other) => {
                         return Err(field_err(
                             file,
                             &format!("{key}.rope_type"),
-                            &format!("{other} is not supported (r1 implements the default RoPE only)"),
+                            &format!(
+                                "{other} is not supported (r1 implements the default RoPE, and YaRN for DeepSeek-V3)"
+                            ),
                         ));
                     }
                 }
             }
             Some(other) => return Err(field_err(file, key, &format!("expected an object, found {other}"))),
         }
+    }
+    if deepseek {
+        gather_deepseek_v3(obj, yarn, file)?;
     }
     if !obj.contains_key("rope_theta")
         && let Some(theta) = obj.get("rope_parameters").and_then(|r| r.get("rope_theta")).cloned()
@@ -126,6 +163,82 @@ fn normalize(obj: &mut Map<String, Value>, file: &str) -> Result<(), IoError> {
         let first = ids.first().cloned().unwrap_or(Value::Null);
         obj.insert("eos_token_id".into(), first);
     }
+    Ok(())
+}
+
+/// The `config.json` keys of `DeepseekV3Config` that `ModelConfig::deepseek_v3` holds.
+const DEEPSEEK_V3_KEYS: [&str; 15] = [
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
+    "n_routed_experts",
+    "n_shared_experts",
+    "moe_intermediate_size",
+    "num_experts_per_tok",
+    "n_group",
+    "topk_group",
+    "first_k_dense_replace",
+    "norm_topk_prob",
+    "routed_scaling_factor",
+    "rope_interleave",
+];
+
+fn is_deepseek_v3(obj: &Map<String, Value>) -> bool {
+    match obj
+        .get("architectures")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+    {
+        Some(first) => first.as_str() == Some("DeepseekV3ForCausalLM"),
+        None => obj.get("model_type").and_then(Value::as_str) == Some("deepseek_v3"),
+    }
+}
+
+/// Moves DeepSeek-V3's top-level keys (and its YaRN settings) into the `deepseek_v3`
+/// object `ModelConfig` reads, refusing the variants r1 does not compute (DeepSeek-V2's
+/// softmax router or greedy top-k, MoE on a subset of layers).
+fn gather_deepseek_v3(
+    obj: &mut Map<String, Value>,
+    yarn: Option<Map<String, Value>>,
+    file: &str,
+) -> Result<(), IoError> {
+    let expect = |key: &str, allowed: &[&str]| -> Result<(), IoError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
+            Some(other) => Err(field_err(
+                file,
+                key,
+                &format!("{other} is not supported (r1 implements {})", allowed.join(" or ")),
+            )),
+        }
+    };
+    expect("scoring_func", &["sigmoid"])?;
+    expect("topk_method", &["noaux_tc"])?;
+    if let Some(freq) = obj.get("moe_layer_freq")
+        && freq.as_u64() != Some(1)
+    {
+        return Err(field_err(
+            file,
+            "moe_layer_freq",
+            &format!("{freq} is not supported (r1 implements 1)"),
+        ));
+    }
+    let mut ds = Map::new();
+    for key in DEEPSEEK_V3_KEYS {
+        if let Some(v) = obj.remove(key) {
+            ds.insert(key.into(), v);
+        }
+    }
+    if let Some(mut y) = yarn {
+        y.remove("type");
+        y.remove("rope_type");
+        y.remove("rope_theta");
+        ds.insert("rope_scaling".into(), Value::Object(y));
+    }
+    obj.insert("deepseek_v3".into(), Value::Object(ds));
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod embedding;
 pub(crate) mod gemm;
 pub(crate) mod kv_cache;
 pub(crate) mod matmul;
+pub(crate) mod moe;
 pub(crate) mod norm;
 pub(crate) mod quant_matmul;
 pub(crate) mod rope;

@@ -307,6 +307,7 @@ pub fn gguf_config(header: &GgufHeader, file: &str) -> Result<ModelConfig, IoErr
         bos_token_id: token_id("tokenizer.ggml.bos_token_id")?,
         eos_token_id: token_id("tokenizer.ggml.eos_token_id")?,
         pad_token_id: token_id("tokenizer.ggml.padding_token_id")?,
+        deepseek_v3: None,
     };
     config.validate().map_err(|e| {
         meta_err(
