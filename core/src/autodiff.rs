@@ -230,6 +230,10 @@ pub fn backward_checkpointed(
                     accumulate(g, &mut grad, ins[1], d)?;
                 }
             }
+            Op::SwapDims01 => {
+                let d = g.swap_dims01(dy)?;
+                accumulate(g, &mut grad, ins[0], d)?;
+            }
             Op::MoeGate(routing) => {
                 // The bias only picks experts: no gradient reaches it.
                 if needs(0) {

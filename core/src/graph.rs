@@ -376,6 +376,9 @@ pub enum Op {
         /// `b` has one head, repeated for every head of the output.
         b_shared: bool,
     },
+    /// `[x [A, B, C]]` → `[B, A, C]`: the first two dims swapped (heads to the front, so
+    /// a batched matmul multiplies each head by its own matrix). Its own transpose.
+    SwapDims01,
     /// `[x [.., H·d]]` → `[.., d]`: the sum of the `H` heads.
     SumHeads {
         /// `H`.
@@ -492,6 +495,7 @@ impl Op {
             Op::HeadSlice { .. } => "head_slice",
             Op::ConcatHeads { .. } => "concat_heads",
             Op::SumHeads { .. } => "sum_heads",
+            Op::SwapDims01 => "swap_dims01",
             Op::MoeGate(_) => "moe_gate",
             Op::MoeExperts => "moe_experts",
             Op::HeadSliceBackward { .. } => "head_slice_backward",
@@ -1125,6 +1129,15 @@ impl Graph {
         dims.push(heads * width);
         let b_shared = b_heads == 1 && heads > 1;
         self.push(Op::ConcatHeads { heads, b_shared }, &[a, b], TensorDesc::f32(&dims))
+    }
+
+    /// [`Op::SwapDims01`]: `x [A, B, C]` → `[B, A, C]`.
+    pub fn swap_dims01(&mut self, x: NodeId) -> Result<NodeId, GraphError> {
+        let s = self.f32_of("swap_dims01", x)?;
+        let [a, b, c] = s.dims() else {
+            return Err(shape_err("swap_dims01", format!("{s} is not [A, B, C]")));
+        };
+        self.push(Op::SwapDims01, &[x], TensorDesc::f32(&[*b, *a, *c]))
     }
 
     /// [`Op::SumHeads`]: the sum of `x`'s `heads` heads.

@@ -50,6 +50,7 @@ fn cache_inputs_and_their_writes_take_the_chosen_types() {
     let mut g = Graph::new();
     let lm = build_causal_lm(&mut g, &config(32), &decode_opts(types)).expect("graph");
     let (kc, vc) = lm.caches[0];
+    let vc = vc.expect("a value cache");
     assert_eq!(
         g.desc(kc).expect("k"),
         TensorDesc::new(KvCacheType::Q8_0.dtype(), &[2, 16, 32])

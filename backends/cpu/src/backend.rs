@@ -811,6 +811,13 @@ impl Backend for CpuBackend {
                     moe::concat_heads(*heads, wa, wb, *b_shared, v.f32(0)?, v.f32(1)?, v.f32_mut(2)?)
                 })
             }
+            Op::SwapDims01 => {
+                arity(op, inputs.len(), 1)?;
+                let [a, b, c] = rank3(name, &inputs[0])?;
+                with_views(name, &[(inputs[0], R), (output, W)], |mut v| {
+                    moe::swap_dims01(a, b, c, v.f32(0)?, v.f32_mut(1)?)
+                })
+            }
             Op::SumHeads { heads } => {
                 arity(op, inputs.len(), 1)?;
                 let d = output.desc.shape.last();

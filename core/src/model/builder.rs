@@ -128,8 +128,9 @@ pub struct CausalLm {
     /// `[B]` i32 row of each sequence's last position (see [`LAST_ROWS`]), in graphs of
     /// several multi-token sequences with [`LogitsFor::Last`].
     pub last_rows: Option<NodeId>,
-    /// Per layer `(k_cache, v_cache)` inputs when built with a KV cache.
-    pub caches: Vec<(NodeId, NodeId)>,
+    /// Per layer `(k_cache, v_cache)` inputs when built with a KV cache (no value cache
+    /// where [`ModelConfig::kv_cache_widths`] gives it width 0).
+    pub caches: Vec<LayerCache>,
     /// The final normed hidden state, `[B, T, H]`.
     pub hidden: NodeId,
     /// Logits, `[B, T, V]` or `[B, V]` (see [`LogitsFor`]).
@@ -138,6 +139,10 @@ pub struct CausalLm {
     /// recomputes: [`crate::autodiff::backward_checkpointed`]).
     pub layers: Vec<core::ops::Range<usize>>,
 }
+
+/// One layer's cache inputs: the key cache, and the value cache unless the model's
+/// value rows have width 0 ([`ModelConfig::kv_cache_widths`]).
+pub type LayerCache = (NodeId, Option<NodeId>);
 
 /// Errors of building a model graph.
 #[derive(Clone, Debug, PartialEq)]
@@ -354,7 +359,7 @@ fn fnv1a(s: &str) -> u32 {
 /// that a quantized cache type can store the model's cache rows.
 pub fn check_geometry(cfg: &ModelConfig, opts: &BuildOptions) -> Result<(), BuildError> {
     if let Some(kv) = opts.kv_cache {
-        kv.types.bytes_per_token_per_layer(cfg.kv_heads() * cfg.head_dim())?;
+        kv.types.bytes_per_token_per_layer_of(cfg.kv_cache_widths())?;
     }
     let (b, t) = (opts.batch, opts.seq);
     let capacity = opts.kv_cache.map_or(t, |kv| kv.capacity);

@@ -193,6 +193,12 @@ pub struct DeepseekV3Config {
     /// YaRN scaling (`rope_scaling` / `rope_parameters` with type `yarn`).
     #[serde(default)]
     pub rope_scaling: Option<YarnConfig>,
+    /// r1's own switch, never read from or written to `config.json`: decode graphs cache
+    /// full per-head keys and values (`heads · head_dim()` each) instead of the compressed
+    /// latent (`kv_lora_rank + qk_rope_head_dim` per token and layer, the default) — the
+    /// baseline the compressed cache is measured against.
+    #[serde(skip)]
+    pub full_kv_cache: bool,
 }
 
 fn null_as_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -437,6 +443,20 @@ impl ModelConfig {
         }
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Values per token of one layer's key cache and value cache: `kv_heads · head_dim`
+    /// each, or for DeepSeek-V3's compressed cache one row of `kv_lora_rank +
+    /// qk_rope_head_dim` (the normed latent and the rotated key part) and no value cache
+    /// (width 0): attention reads the latent row as key and value.
+    pub fn kv_cache_widths(&self) -> (usize, usize) {
+        match &self.deepseek_v3 {
+            Some(ds) if !ds.full_kv_cache => (ds.kv_lora_rank + ds.qk_rope_head_dim, 0),
+            _ => {
+                let w = self.kv_heads() * self.head_dim();
+                (w, w)
+            }
+        }
     }
 
     /// Checks every field the graph builder relies on.

@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use crate::error::GraphError;
 use crate::graph::{AttentionSpec, Graph, MoeRouting, NodeId, RopeSpec};
 use crate::model::builder::{
-    BuildError, BuildOptions, CausalLm, ParamTable, WeightTypes, graph_inputs, linear, lm_logits,
+    BuildError, BuildOptions, CausalLm, LayerCache, ParamTable, WeightTypes, graph_inputs, linear, lm_logits,
 };
 use crate::model::config::{Architecture, ConfigError, DeepseekV3Config, ModelConfig, ParamSpec};
 use crate::model::family::Family;
@@ -231,19 +231,35 @@ fn pad_heads(g: &mut Graph, x: NodeId, heads: usize, extra: usize) -> Result<Nod
     g.concat_heads(x, zeros, heads, heads)
 }
 
+/// The parts of one layer's MLA projections that every path shares.
+struct Projected {
+    /// `[B, T, heads·qk_nope_head_dim]`.
+    q_nope: NodeId,
+    /// `[B, T, heads·qk_rope_head_dim]`, rotated.
+    q_pe: NodeId,
+    /// The normed latent, `[B, T, kv_lora_rank]`.
+    latent: NodeId,
+    /// The shared key part, `[B, T, qk_rope_head_dim]`, rotated.
+    k_pe: NodeId,
+}
+
+/// HF's softmax scale: `qk_head_dim^-0.5`, times `mscale(factor, mscale_all_dim)²` with YaRN.
+fn softmax_scale(ds: &DeepseekV3Config) -> f32 {
+    1.0 / libm::sqrtf(ds.qk_head_dim() as f32) * ds.rope_scaling.as_ref().map_or(1.0, |y| y.softmax_factor())
+}
+
 /// Multi-head latent attention of layer `l` (HF `DeepseekV3Attention`). Returns the
-/// o_proj output and the layer's `(k, v)` cache inputs when the graph has a cache.
+/// o_proj output and the layer's cache inputs when the graph has a cache.
 fn latent_attention(
     g: &mut Graph,
     ctx: &LayerCtx<'_>,
     l: usize,
     xn: NodeId,
-) -> Result<(NodeId, Option<(NodeId, NodeId)>), GraphError> {
+) -> Result<(NodeId, Option<LayerCache>), GraphError> {
     let (cfg, ds, opts) = (ctx.cfg, ctx.ds, ctx.opts);
     let nh = cfg.num_attention_heads;
-    let (nope, rope, vd) = (ds.qk_nope_head_dim, ds.qk_rope_head_dim, ds.v_head_dim);
+    let (nope, rope) = (ds.qk_nope_head_dim, ds.qk_rope_head_dim);
     let qk = ds.qk_head_dim();
-    let d = cfg.head_dim();
     let bias = cfg.attention_bias;
 
     let q = match ds.q_lora_rank {
@@ -277,38 +293,157 @@ fn latent_attention(
         ),
         None => (g.rope(q_pe, rope_spec(nh))?, g.rope(k_pe, rope_spec(1))?),
     };
-    let kv = ctx.linear(g, l, "self_attn.kv_b_proj", latent, false)?;
-    let k_nope = g.head_slice(kv, nope + vd, 0, nope)?;
-    let v = g.head_slice(kv, nope + vd, nope, vd)?;
-    let q = g.concat_heads(q_nope, q_pe, nh, nh)?;
-    let k = g.concat_heads(k_nope, k_pe, nh, 1)?;
-    let q = pad_heads(g, q, nh, d - qk)?;
-    let k = pad_heads(g, k, nh, d - qk)?;
-    let v = pad_heads(g, v, nh, d - vd)?;
-    // HF scores are `q·k · qk_head_dim^-0.5 · mscale²`; the op divides by sqrt(d).
-    let softmax_scale = 1.0 / libm::sqrtf(qk as f32) * ds.rope_scaling.as_ref().map_or(1.0, |y| y.softmax_factor());
-    let q = g.scale(q, softmax_scale * libm::sqrtf(d as f32))?;
-    let spec = AttentionSpec {
-        n_heads: nh,
-        n_kv_heads: nh,
-        head_dim: d,
-        q_offset: 0,
-        kv_len: opts.seq,
+    let p = Projected {
+        q_nope,
+        q_pe,
+        latent,
+        k_pe,
     };
     let (a, cache) = match (opts.kv_cache, ctx.past) {
+        (Some(kv), Some(past)) if !ds.full_kv_cache => {
+            let dims = [opts.batch, kv.capacity, kv_a_width];
+            let kc = g.input(&format!("cache.{l}.k"), TensorDesc::new(kv.types.k.dtype(), &dims))?;
+            (absorbed_attention(g, ctx, l, &p, kc, past)?, Some((kc, None)))
+        }
         (Some(kv), Some(past)) => {
-            let dims = [opts.batch, kv.capacity, nh * d];
+            let (q, k, v) = expanded(g, ctx, l, &p)?;
+            let dims = [opts.batch, kv.capacity, nh * cfg.head_dim()];
             let kc = g.input(&format!("cache.{l}.k"), TensorDesc::new(kv.types.k.dtype(), &dims))?;
             let vc = g.input(&format!("cache.{l}.v"), TensorDesc::new(kv.types.v.dtype(), &dims))?;
             let k_all = g.kv_write_at(kc, k, past)?;
             let v_all = g.kv_write_at(vc, v, past)?;
-            (g.attention_at(q, k_all, v_all, spec, past)?, Some((kc, vc)))
+            let spec = expanded_spec(cfg, opts);
+            let a = g.attention_at(q, k_all, v_all, spec, past)?;
+            (cut_value_padding(g, cfg, ds, a)?, Some((kc, Some(vc))))
         }
-        _ => (g.attention(q, k, v, spec)?, None),
+        _ => {
+            let (q, k, v) = expanded(g, ctx, l, &p)?;
+            let a = g.attention(q, k, v, expanded_spec(cfg, opts))?;
+            (cut_value_padding(g, cfg, ds, a)?, None)
+        }
     };
-    let a = if vd < d { g.head_slice(a, d, 0, vd)? } else { a };
     let o = ctx.linear(g, l, "self_attn.o_proj", a, bias)?;
     Ok((o, cache))
+}
+
+/// Attention geometry of the expanded path: every head its own key and value of width
+/// `head_dim()`.
+fn expanded_spec(cfg: &ModelConfig, opts: &BuildOptions) -> AttentionSpec {
+    let nh = cfg.num_attention_heads;
+    AttentionSpec {
+        n_heads: nh,
+        n_kv_heads: nh,
+        head_dim: cfg.head_dim(),
+        q_offset: 0,
+        kv_len: opts.seq,
+    }
+}
+
+/// HF's computation: per-head keys and values from `kv_b_proj(latent)`, the rotary key
+/// part repeated for every head, all padded to `head_dim()`; the query pre-scaled.
+fn expanded(
+    g: &mut Graph,
+    ctx: &LayerCtx<'_>,
+    l: usize,
+    p: &Projected,
+) -> Result<(NodeId, NodeId, NodeId), GraphError> {
+    let (cfg, ds) = (ctx.cfg, ctx.ds);
+    let nh = cfg.num_attention_heads;
+    let (nope, vd, qk, d) = (ds.qk_nope_head_dim, ds.v_head_dim, ds.qk_head_dim(), cfg.head_dim());
+    let kv = ctx.linear(g, l, "self_attn.kv_b_proj", p.latent, false)?;
+    let k_nope = g.head_slice(kv, nope + vd, 0, nope)?;
+    let v = g.head_slice(kv, nope + vd, nope, vd)?;
+    let q = g.concat_heads(p.q_nope, p.q_pe, nh, nh)?;
+    let k = g.concat_heads(k_nope, p.k_pe, nh, 1)?;
+    let q = pad_heads(g, q, nh, d - qk)?;
+    let k = pad_heads(g, k, nh, d - qk)?;
+    let v = pad_heads(g, v, nh, d - vd)?;
+    // HF scores are `q·k · softmax_scale`; the op divides by sqrt(d).
+    let q = g.scale(q, softmax_scale(ds) * libm::sqrtf(d as f32))?;
+    Ok((q, k, v))
+}
+
+/// The attention output of the expanded path without its value padding.
+fn cut_value_padding(g: &mut Graph, cfg: &ModelConfig, ds: &DeepseekV3Config, a: NodeId) -> Result<NodeId, GraphError> {
+    let d = cfg.head_dim();
+    if ds.v_head_dim < d {
+        g.head_slice(a, d, 0, ds.v_head_dim)
+    } else {
+        Ok(a)
+    }
+}
+
+/// `kv_b_proj`'s weight as decode reads it, `[heads·(nope + v), kv_lora_rank]`: the
+/// stored weight, plus `s · B·A` when a LoRA adapter sits on it (what PEFT's eval-mode
+/// forward adds, folded into the weight).
+fn kv_b_weight(g: &mut Graph, ctx: &LayerCtx<'_>, l: usize) -> Result<NodeId, GraphError> {
+    let prefix = format!("model.layers.{l}.self_attn.kv_b_proj");
+    let w = ctx.params.get(&format!("{prefix}.weight"))?;
+    let a_name = format!("{prefix}.lora_A.weight");
+    match ctx.types.lora() {
+        Some(lora) if ctx.params.has(&a_name) => {
+            let a = ctx.params.get(&a_name)?;
+            let b = ctx.params.get(&format!("{prefix}.lora_B.weight"))?;
+            let ba = g.matmul(b, a, false, false)?;
+            let ba = g.scale(ba, lora.scaling())?;
+            g.add(w, ba)
+        }
+        _ => Ok(w),
+    }
+}
+
+/// Decode over the compressed cache (DeepSeek's "absorbed" MLA): each cached row is the
+/// latent and the rotary key, `kv_lora_rank + qk_rope_head_dim` values for all heads.
+/// `kv_b_proj`'s key half is multiplied into the query (`q_nope_h · W_UK_h`, so scores
+/// are taken against the latent directly) and its value half into the output
+/// (`(Σ_j p_j · latent_j) · W_UV_hᵀ`): the same scores and outputs as the expanded path,
+/// with one shared key/value row per token instead of `heads` of each.
+fn absorbed_attention(
+    g: &mut Graph,
+    ctx: &LayerCtx<'_>,
+    l: usize,
+    p: &Projected,
+    cache: NodeId,
+    past: NodeId,
+) -> Result<NodeId, GraphError> {
+    let (cfg, ds, opts) = (ctx.cfg, ctx.ds, ctx.opts);
+    let nh = cfg.num_attention_heads;
+    let (nope, vd, r) = (ds.qk_nope_head_dim, ds.v_head_dim, ds.kv_lora_rank);
+    let width = r + ds.qk_rope_head_dim;
+    let rows = opts.batch * opts.seq;
+    let row = g.concat_heads(p.latent, p.k_pe, 1, 1)?;
+    let all = g.kv_write_at(cache, row, past)?;
+    // W [heads·(nope + v), r] per head: the first `nope` rows (keys), then `v` (values).
+    let w = kv_b_weight(g, ctx, l)?;
+    let per_head = (nope + vd) * r;
+    let w = g.reshape(w, &[nh, per_head])?;
+    let w_uk = g.head_slice(w, per_head, 0, nope * r)?;
+    let w_uk = g.reshape(w_uk, &[nh, nope, r])?;
+    let w_uv = g.head_slice(w, per_head, nope * r, vd * r)?;
+    let w_uv = g.reshape(w_uv, &[nh, vd, r])?;
+    // q_abs [heads, rows, r] = q_nope_h [rows, nope] · W_UK_h [nope, r].
+    let q = g.reshape(p.q_nope, &[rows, nh, nope])?;
+    let q = g.swap_dims01(q)?;
+    let q = g.matmul(q, w_uk, false, false)?;
+    let q = g.swap_dims01(q)?;
+    let q = g.reshape(q, &[opts.batch, opts.seq, nh * r])?;
+    let q = g.concat_heads(q, p.q_pe, nh, nh)?;
+    let q = g.scale(q, softmax_scale(ds) * libm::sqrtf(width as f32))?;
+    let spec = AttentionSpec {
+        n_heads: nh,
+        n_kv_heads: 1,
+        head_dim: width,
+        q_offset: 0,
+        kv_len: opts.seq,
+    };
+    // Keys and values are the same cached rows; the rotary part of the output is unused.
+    let a = g.attention_at(q, all, all, spec, past)?;
+    let a = g.head_slice(a, width, 0, r)?;
+    let a = g.reshape(a, &[rows, nh, r])?;
+    let a = g.swap_dims01(a)?;
+    let o = g.matmul(a, w_uv, false, true)?;
+    let o = g.swap_dims01(o)?;
+    g.reshape(o, &[opts.batch, opts.seq, nh * vd])
 }
 
 /// `down(silu(gate(x)) * up(x))` of the module `{module}.gate_proj` etc. of layer `l`.

@@ -132,12 +132,18 @@ impl KvCacheTypes {
     /// (`kv_heads · head_dim`) values, `row_bytes(k) + row_bytes(v)`. An error when a
     /// quantized side's rows are not whole blocks.
     pub fn bytes_per_token_per_layer(self, width: usize) -> Result<usize, KvCacheWidthError> {
-        let side = |ty: KvCacheType, side| ty.row_bytes(width).ok_or(KvCacheWidthError { side, ty, width });
-        let (k, v) = (side(self.k, "key")?, side(self.v, "value")?);
+        self.bytes_per_token_per_layer_of((width, width))
+    }
+
+    /// [`KvCacheTypes::bytes_per_token_per_layer`] for key and value rows of their own
+    /// widths (`ModelConfig::kv_cache_widths`; a value width of 0 is no value cache).
+    pub fn bytes_per_token_per_layer_of(self, (kw, vw): (usize, usize)) -> Result<usize, KvCacheWidthError> {
+        let side = |ty: KvCacheType, side, width| ty.row_bytes(width).ok_or(KvCacheWidthError { side, ty, width });
+        let (k, v) = (side(self.k, "key", kw)?, side(self.v, "value", vw)?);
         k.checked_add(v).ok_or(KvCacheWidthError {
             side: "key",
             ty: self.k,
-            width,
+            width: kw,
         })
     }
 }

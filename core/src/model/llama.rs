@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use crate::error::GraphError;
 use crate::graph::{AttentionSpec, Graph, NodeId, RopeSpec};
 use crate::model::builder::{
-    BuildError, BuildOptions, CausalLm, ParamTable, WeightTypes, graph_inputs, linear, lm_logits,
+    BuildError, BuildOptions, CausalLm, LayerCache, ParamTable, WeightTypes, graph_inputs, linear, lm_logits,
 };
 use crate::model::config::{Architecture, ModelConfig, ParamSpec};
 use crate::model::family::Family;
@@ -185,7 +185,7 @@ fn self_attention(
     ctx: &LayerCtx<'_>,
     l: usize,
     xn: NodeId,
-) -> Result<(NodeId, Option<(NodeId, NodeId)>), GraphError> {
+) -> Result<(NodeId, Option<LayerCache>), GraphError> {
     let (cfg, opts) = (ctx.cfg, ctx.opts);
     let hd = cfg.head_dim();
     let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
@@ -217,7 +217,7 @@ fn self_attention(
             let vc = g.input(&format!("cache.{l}.v"), TensorDesc::new(kv.types.v.dtype(), &dims))?;
             let k_all = g.kv_write_at(kc, k, past)?;
             let v_all = g.kv_write_at(vc, v, past)?;
-            (g.attention_at(q, k_all, v_all, spec, past)?, Some((kc, vc)))
+            (g.attention_at(q, k_all, v_all, spec, past)?, Some((kc, Some(vc))))
         }
         _ => {
             let q = g.rope(q, rope(nh))?;

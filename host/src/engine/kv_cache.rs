@@ -1,5 +1,6 @@
-//! The KV cache: per layer, one key and one value buffer of `[batch, capacity,
-//! kv_heads·head_dim]` on the backend, each of its own element type (`KvCacheTypes`:
+//! The KV cache: per layer, one key and one value buffer of `[batch, capacity, width]` on
+//! the backend (`ModelConfig::kv_cache_widths`: `kv_heads·head_dim` each, or DeepSeek-V3's
+//! compressed latent rows and no value buffer), each of its own element type (`KvCacheTypes`:
 //! f32, f16, bf16, Q8_0, Q4_0 — llama.cpp's `--cache-type-k` / `--cache-type-v`). Decode
 //! graphs append to it in place (`KvWrite` at each sequence's `past` position, quantizing
 //! each new row to the cache's type) and attend over each sequence's first `past + T` rows.
@@ -16,12 +17,13 @@ pub struct KvCache<B: Backend> {
     pub batch: usize,
     /// Positions per sequence.
     pub capacity: usize,
-    /// `kv_heads · head_dim`.
-    pub width: usize,
+    /// Values per cached row of keys and of values (`ModelConfig::kv_cache_widths`; a
+    /// value width of 0: no value buffers).
+    pub widths: (usize, usize),
     /// Element types of the cached keys and values.
     pub types: KvCacheTypes,
-    /// `(keys, values)` per layer.
-    pub layers: Vec<(B::Buffer, B::Buffer)>,
+    /// `(keys, values)` per layer (no values when their width is 0).
+    pub layers: Vec<(B::Buffer, Option<B::Buffer>)>,
 }
 
 /// One side of the cache: keys or values.
@@ -33,8 +35,8 @@ pub enum Side {
 
 impl<B: Backend> KvCache<B> {
     /// A cache of `batch` sequences × `capacity` positions for every layer of `cfg`, keys
-    /// and values stored as `types` says. A quantized type needs rows
-    /// (`kv_heads · head_dim`) of whole 32-value blocks.
+    /// and values stored as `types` says. A quantized type needs rows of whole 32-value
+    /// blocks.
     pub fn new(
         backend: &B,
         cfg: &ModelConfig,
@@ -42,21 +44,24 @@ impl<B: Backend> KvCache<B> {
         capacity: usize,
         types: KvCacheTypes,
     ) -> Result<Self, EngineError> {
-        let width = cfg.kv_heads() * cfg.head_dim();
-        types.bytes_per_token_per_layer(width).map_err(BuildError::from)?;
-        let bytes = |ty: KvCacheType| {
+        let widths = cfg.kv_cache_widths();
+        types.bytes_per_token_per_layer_of(widths).map_err(BuildError::from)?;
+        let bytes = |ty: KvCacheType, width: usize| {
             TensorDesc::new(ty.dtype(), &[batch, capacity, width])
                 .checked_bytes()
                 .ok_or(BackendError::OutOfMemory { bytes: usize::MAX })
         };
-        let (kb, vb) = (bytes(types.k)?, bytes(types.v)?);
+        let (kb, vb) = (bytes(types.k, widths.0)?, bytes(types.v, widths.1)?);
         let layers = (0..cfg.num_hidden_layers)
-            .map(|_| Ok((backend.alloc(kb)?, backend.alloc(vb)?)))
+            .map(|_| {
+                let values = if widths.1 > 0 { Some(backend.alloc(vb)?) } else { None };
+                Ok((backend.alloc(kb)?, values))
+            })
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(KvCache {
             batch,
             capacity,
-            width,
+            widths,
             types,
             layers,
         })
@@ -66,16 +71,17 @@ impl<B: Backend> KvCache<B> {
     /// and values (before any cache exists: the server sizes its rows with it). An error
     /// when a quantized type cannot store the model's rows.
     pub fn bytes_per_token_for(cfg: &ModelConfig, types: KvCacheTypes) -> Result<usize, BuildError> {
-        let per_layer = types.bytes_per_token_per_layer(cfg.kv_heads() * cfg.head_dim())?;
+        let per_layer = types.bytes_per_token_per_layer_of(cfg.kv_cache_widths())?;
         Ok(per_layer.saturating_mul(cfg.num_hidden_layers))
     }
 
     /// Bytes one cached token takes over all layers, keys and values.
     pub fn bytes_per_token(&self) -> usize {
-        let side = |ty: KvCacheType| TensorDesc::new(ty.dtype(), &[self.width]).bytes();
+        let side = |ty: KvCacheType, width: usize| TensorDesc::new(ty.dtype(), &[width]).bytes();
+        let (kw, vw) = self.widths;
         self.layers
             .len()
-            .saturating_mul(side(self.types.k).saturating_add(side(self.types.v)))
+            .saturating_mul(side(self.types.k, kw).saturating_add(side(self.types.v, vw)))
     }
 
     /// Whether this cache can serve `batch` rows of `capacity` positions.
@@ -90,9 +96,17 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
+    /// Values per cached position of one side.
+    pub fn width(&self, side: Side) -> usize {
+        match side {
+            Side::Keys => self.widths.0,
+            Side::Values => self.widths.1,
+        }
+    }
+
     /// Bytes of one row (sequence) of one layer's keys or values.
     pub fn row_bytes(&self, side: Side) -> usize {
-        TensorDesc::new(self.dtype(side), &[self.capacity, self.width]).bytes()
+        TensorDesc::new(self.dtype(side), &[self.capacity, self.width(side)]).bytes()
     }
 
     /// Copies the first `len` positions of row `src` into each of `dst` in every layer:
@@ -106,9 +120,10 @@ impl<B: Backend> KvCache<B> {
         len: usize,
     ) -> Result<(), BackendError> {
         for (k, v) in &self.layers {
-            for (buf, side) in [(k, Side::Keys), (v, Side::Values)] {
+            let sides = std::iter::once((k, Side::Keys)).chain(v.as_ref().map(|v| (v, Side::Values)));
+            for (buf, side) in sides {
                 let row_bytes = self.row_bytes(side);
-                let desc = TensorDesc::new(self.dtype(side), &[len * self.width]);
+                let desc = TensorDesc::new(self.dtype(side), &[len * self.width(side)]);
                 if desc.dtype != DType::F32 {
                     copy_bytes(
                         backend,

@@ -82,7 +82,9 @@ pub fn cached_token_logprobs<B: Backend>(
             .get(l)
             .ok_or_else(|| EngineError::Internal(format!("no cache for layer {l}")))?;
         b.bind(kc, kbuf, 0)?;
-        b.bind(vc, vbuf, 0)?;
+        if let (Some(vc), Some(vbuf)) = (vc, vbuf) {
+            b.bind(vc, vbuf, 0)?;
+        }
     }
     let mut executor = Executor::new();
     executor.run(backend, &graph, &plan, &b)?;

@@ -121,7 +121,9 @@ impl PlannedStep {
         for (l, &(kc, vc)) in self.lm.caches.iter().enumerate() {
             let (kbuf, vbuf) = cache.layers.get(l).ok_or(GraphError::UnknownNode(kc.0))?;
             b.bind(kc, kbuf, k_offset)?;
-            b.bind(vc, vbuf, v_offset)?;
+            if let (Some(vc), Some(vbuf)) = (vc, vbuf) {
+                b.bind(vc, vbuf, v_offset)?;
+            }
         }
         executor.run(backend, &self.graph, &self.plan, &b)?;
         executor.read_f32(backend, &self.graph, &self.plan, &b, self.lm.logits)

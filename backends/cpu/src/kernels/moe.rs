@@ -102,6 +102,22 @@ pub(crate) fn concat_heads(
     Ok(())
 }
 
+/// `out [B, A, C] = x [A, B, C]` with its first two dims swapped.
+pub(crate) fn swap_dims01(a: usize, b: usize, c: usize, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
+    if x.len() != a * b * c || out.len() != x.len() {
+        return Err(size_error(
+            "swap_dims01",
+            format!("{} values as [{a}, {b}, {c}]", x.len()),
+        ));
+    }
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * c..(j * a + i + 1) * c].copy_from_slice(&x[(i * b + j) * c..(i * b + j + 1) * c]);
+        }
+    }
+    Ok(())
+}
+
 /// `out[r] = Σ_h x[r, h]` for `heads` heads of `d` values.
 pub(crate) fn sum_heads(heads: usize, d: usize, x: &[f32], out: &mut [f32]) -> Result<(), BackendError> {
     let rows = out.len().checked_div(d).unwrap_or(0);
