@@ -505,8 +505,9 @@ pub enum WeightsError {
     Backend(#[from] BackendError),
 }
 
-/// Fresh weights the way `transformers` initialises a Llama/Qwen2 model: matrices and
-/// embeddings from N(0, 0.02²), biases 0, norm weights 1.
+/// Fresh weights the way `transformers` initialises a Llama/Qwen2/DeepSeek-V3 model:
+/// matrices and embeddings from N(0, 0.02²), biases (and DeepSeek's router bias) 0, norm
+/// weights 1.
 pub fn init_weights(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut rng = Rng::new(seed);
     cfg.param_specs()
@@ -525,7 +526,7 @@ pub fn init_values(spec: &ParamSpec, rng: &mut Rng) -> Vec<f32> {
     let n = spec.numel();
     if spec.name.ends_with("norm.weight") {
         vec![1.0; n]
-    } else if spec.name.ends_with(".bias") {
+    } else if spec.name.ends_with(".bias") || r1_core::model::builder::is_buffer(&spec.name) {
         vec![0.0; n]
     } else {
         (0..n).map(|_| (rng.normal() * INITIALIZER_RANGE) as f32).collect()

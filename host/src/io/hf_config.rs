@@ -226,7 +226,11 @@ fn gather_deepseek_v3(
             &format!("{freq} is not supported (r1 implements 1)"),
         ));
     }
-    let mut ds = Map::new();
+    // r1's own serde form (a checkpoint's config) has them nested already.
+    let mut ds = match obj.remove("deepseek_v3") {
+        Some(Value::Object(nested)) => nested,
+        _ => Map::new(),
+    };
     for key in DEEPSEEK_V3_KEYS {
         if let Some(v) = obj.remove(key) {
             ds.insert(key.into(), v);

@@ -183,3 +183,108 @@ pub fn cross_entropy(x: &[f64], vocab: usize, targets: &[i32], weights: &[f64]) 
         .map(|((r, &t), w)| -w * log_softmax_row(r)[t as usize])
         .sum()
 }
+
+/// DeepSeek-V3's router for one row, as `DeepseekV3TopkRouter.forward` reads: sigmoid
+/// scores, choice scores `s + bias`, groups scored by their two best choice scores, the
+/// best `topk_group` groups kept, the `top_k` best choice scores among their experts, the
+/// chosen weights `s` (over their sum + 1e-20 when `norm`) times `scaling`. Dense `[E]`.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_route_row(
+    logits: &[f64],
+    bias: &[f64],
+    n_group: usize,
+    topk_group: usize,
+    top_k: usize,
+    norm: bool,
+    scaling: f64,
+) -> Vec<f64> {
+    let e = logits.len();
+    let per = e / n_group;
+    let s: Vec<f64> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
+    let choice: Vec<f64> = s.iter().zip(bias).map(|(a, b)| a + b).collect();
+    let mut groups: Vec<(f64, usize)> = (0..n_group)
+        .map(|g| {
+            let mut c: Vec<f64> = choice[g * per..(g + 1) * per].to_vec();
+            c.sort_by(|a, b| b.total_cmp(a));
+            (c.iter().take(2).sum(), g)
+        })
+        .collect();
+    groups.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let kept: Vec<usize> = groups.iter().take(topk_group).map(|g| g.1).collect();
+    let mut cand: Vec<(f64, usize)> = (0..e).filter(|i| kept.contains(&(i / per))).map(|i| (choice[i], i)).collect();
+    cand.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let chosen: Vec<usize> = cand.iter().take(top_k).map(|c| c.1).collect();
+    let denom = if norm { chosen.iter().map(|&i| s[i]).sum::<f64>() + 1e-20 } else { 1.0 };
+    let mut out = vec![0.0; e];
+    for &i in &chosen {
+        out[i] = s[i] / denom * scaling;
+    }
+    out
+}
+
+/// `Σ_e gates[r, e] · down_e(silu(gate_e·x_r) ⊙ up_e·x_r)` over the nonzero gates, row by
+/// row: `x [rows, H]`, `gates [rows, E]`, experts `(gate [F, H], up [F, H], down [H, F])`.
+pub fn moe_experts(h: usize, x: &[f64], gates: &[f64], experts: &[(Vec<f64>, Vec<f64>, Vec<f64>)]) -> Vec<f64> {
+    let rows = x.len() / h;
+    let e = experts.len();
+    let x = ArrayView2::from_shape((rows, h), x).expect("x");
+    let gates = ArrayView2::from_shape((rows, e), gates).expect("gates");
+    let mut out = Array2::<f64>::zeros((rows, h));
+    for r in 0..rows {
+        for (ex, (wg, wu, wd)) in experts.iter().enumerate() {
+            let g = gates[[r, ex]];
+            if g == 0.0 {
+                continue;
+            }
+            let f = wg.len() / h;
+            let (wg, wu) = (
+                ArrayView2::from_shape((f, h), wg).expect("gate"),
+                ArrayView2::from_shape((f, h), wu).expect("up"),
+            );
+            let wd = ArrayView2::from_shape((h, f), wd).expect("down");
+            let xr = x.row(r);
+            let act: Vec<f64> = (0..f)
+                .map(|j| silu(dot(wg.row(j), xr)) * dot(wu.row(j), xr))
+                .collect();
+            let act = ArrayView1::from(&act);
+            for i in 0..h {
+                out[[r, i]] += g * dot(wd.row(i), act);
+            }
+        }
+    }
+    out.iter().copied().collect()
+}
+
+fn dot(a: ArrayView1<'_, f64>, b: ArrayView1<'_, f64>) -> f64 {
+    a.iter().zip(b.iter()).map(|(p, q)| p * q).sum()
+}
+
+/// RoPE with explicit inverse frequencies and cos/sin magnitude, pairs `(2i, 2i + 1)`
+/// when `interleaved`, else `(i, i + hd/2)`; `x [rows, heads·hd]`, row `r` at position
+/// `pos_offset + r % time`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_with(
+    x: &[f64],
+    time: usize,
+    heads: usize,
+    hd: usize,
+    inv_freq: &[f64],
+    magnitude: f64,
+    interleaved: bool,
+    pos_offset: usize,
+) -> Vec<f64> {
+    let half = hd / 2;
+    let mut out = vec![0.0; x.len()];
+    for (r, (xr, or)) in x.chunks(heads * hd).zip(out.chunks_mut(heads * hd)).enumerate() {
+        let pos = (pos_offset + r % time) as f64;
+        for (xh, oh) in xr.chunks(hd).zip(or.chunks_mut(hd)) {
+            for i in 0..half {
+                let (c, s) = ((pos * inv_freq[i]).cos() * magnitude, (pos * inv_freq[i]).sin() * magnitude);
+                let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                oh[a] = xh[a] * c - xh[b] * s;
+                oh[b] = xh[b] * c + xh[a] * s;
+            }
+        }
+    }
+    out
+}

@@ -47,6 +47,12 @@ pub fn model_to_gguf(
 ) -> Result<(GgufWriter, Vec<WrittenTensor>), IoError> {
     weights.validate_for(config, "weights to quantize")?;
     let arch = config.architecture().map_err(|e| model_err(e.to_string()))?;
+    if arch == Architecture::DeepseekV3 {
+        return Err(model_err(
+            "DeepseekV3ForCausalLM cannot be written as GGUF yet (llama.cpp's deepseek2 tensor layout is not mapped)"
+                .into(),
+        ));
+    }
     let mut w = GgufWriter::new();
     for (key, value) in model_metadata(config, arch, file_type, name) {
         w.add_metadata(&key, value)?;
