@@ -37,6 +37,12 @@ pub enum IoError {
     #[error("{file}: tensor `{name}` has dtype {dtype}; r1 loads F32, BF16 and F16 weights")]
     Dtype { file: String, name: String, dtype: String },
 
+    /// An FP8 (F8_E4M3) weight or its block scale that cannot be loaded: no scale, a scale
+    /// of the wrong shape or for a weight that is not FP8, NaN values, no fp8
+    /// `quantization_config`, or FP8 where no scale is expected.
+    #[error("{file}: tensor `{name}` {detail}")]
+    Fp8 { file: String, name: String, detail: String },
+
     /// A weight the config calls for is absent.
     #[error("tensor `{name}` is missing from {location}")]
     MissingTensor { name: String, location: String },

@@ -1,6 +1,7 @@
 //! Hugging Face model directories: `config.json` plus `model.safetensors`, or shards listed
 //! by `model.safetensors.index.json`. Loading checks every tensor against
-//! `ModelConfig::param_specs()` (names, shapes, dtypes, nothing missing, nothing extra);
+//! `ModelConfig::param_specs()` (names, shapes, dtypes, nothing missing, nothing extra) —
+//! block-scaled FP8 weights (`fp8.rs`) are dequantized to f32 first, their scales consumed;
 //! saving writes a directory `transformers` `from_pretrained` loads.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,8 +12,9 @@ use serde_json::Value;
 
 use crate::io::atomic::write_bytes_atomically;
 use crate::io::error::IoError;
-use crate::io::hf_config::{hf_config_json, read_hf_config};
-use crate::io::safetensors_f32::{decode_safetensors, write_safetensors};
+use crate::io::fp8::{DecodedTensor, Fp8Pairing, parse_fp8_config};
+use crate::io::hf_config::{hf_config_json, parse_hf_config};
+use crate::io::safetensors_f32::{decode_safetensors, decode_safetensors_with_fp8, write_safetensors};
 use crate::io::tensors::{NamedTensor, Weights};
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -28,18 +30,26 @@ pub struct HfModel {
 }
 
 /// Loads `dir/config.json` and its safetensors weights (single file preferred over an
-/// index, as `transformers` does).
+/// index, as `transformers` does). With an fp8 `quantization_config` (DeepSeek-V3/R1's
+/// block-scaled FP8), each F8_E4M3 weight is dequantized with its `…_scale_inv` to f32.
 pub fn load_hf_model(dir: &Path) -> Result<HfModel, IoError> {
-    let config = read_hf_config(&dir.join(CONFIG_FILE))?;
+    let config_path = dir.join(CONFIG_FILE);
+    let config_bytes = std::fs::read(&config_path).map_err(|e| IoError::file(&config_path, e))?;
+    let config_label = config_path.display().to_string();
+    let config = parse_hf_config(&config_bytes, &config_label)?;
+    let fp8 = parse_fp8_config(&config_bytes, &config_label)?;
     let single = dir.join(WEIGHTS_FILE);
     let index = dir.join(INDEX_FILE);
-    let mut collector = WeightCollector::new(&config);
+    let mut weights = DirWeights {
+        collector: WeightCollector::new(&config),
+        fp8: Fp8Pairing::new(fp8),
+    };
     if single.is_file() {
         let bytes = std::fs::read(&single).map_err(|e| IoError::file(&single, e))?;
         let label = single.display().to_string();
-        collector.add_file(decode_safetensors(&bytes, &label)?, &label)?;
+        weights.add_file(decode_safetensors_with_fp8(&bytes, &label)?, &label)?;
     } else if index.is_file() {
-        load_shards(dir, &index, &mut collector)?;
+        load_shards(dir, &index, &mut weights)?;
     } else {
         let hint = if dir.join("pytorch_model.bin").is_file() {
             " (PyTorch .bin weights are not read: convert them to safetensors)"
@@ -53,16 +63,46 @@ pub fn load_hf_model(dir: &Path) -> Result<HfModel, IoError> {
     }
     // Before naming a missing tensor: a config too large for its files says so, with the
     // memory the model would need.
-    check_weight_bytes(dir, &config, &single, &index)?;
-    let weights = collector.finish(&dir.display().to_string())?;
+    let bytes_per_weight = if fp8.is_some() { 1 } else { 2 };
+    check_weight_bytes(dir, &config, bytes_per_weight, [&single, &index])?;
+    let weights = weights.finish(&dir.display().to_string())?;
     Ok(HfModel { config, weights })
 }
 
+/// A model directory's weights as its files are read: FP8 weights paired with their scales
+/// and dequantized, every f32 weight handed to the collector under the file that holds it.
+struct DirWeights {
+    collector: WeightCollector,
+    fp8: Fp8Pairing,
+}
+
+impl DirWeights {
+    fn add_file(&mut self, tensors: Vec<DecodedTensor>, file: &str) -> Result<(), IoError> {
+        for t in tensors {
+            if let Some((tensor, origin)) = self.fp8.route(t, file)? {
+                self.collector.add_file(vec![tensor], &origin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An unpaired FP8 weight or scale first, then what the collector misses.
+    fn finish(self, location: &str) -> Result<Weights, IoError> {
+        self.fp8.finish()?;
+        self.collector.finish(location)
+    }
+}
+
 /// Refuses a config whose weights cannot be in the directory's safetensors files (each
-/// weight takes at least 2 bytes, as BF16/F16), saying how much memory the model would
-/// need. (`ModelConfig::validate` already bounds the sizes, so nothing before this step
-/// allocates more than the files hold.)
-fn check_weight_bytes(dir: &Path, config: &ModelConfig, single: &Path, index: &Path) -> Result<(), IoError> {
+/// weight takes at least `bytes_per_weight` bytes: 2 as BF16/F16, 1 as FP8), saying how
+/// much memory the model would need. (`ModelConfig::validate` already bounds the sizes, so
+/// nothing before this step allocates more than the files hold.)
+fn check_weight_bytes(
+    dir: &Path,
+    config: &ModelConfig,
+    bytes_per_weight: u64,
+    [single, index]: [&Path; 2],
+) -> Result<(), IoError> {
     let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let on_disk = if single.is_file() {
         file_len(single)
@@ -77,7 +117,7 @@ fn check_weight_bytes(dir: &Path, config: &ModelConfig, single: &Path, index: &P
         return Ok(());
     };
     let params = config.checked_num_params().map_or(u64::MAX, |n| n as u64);
-    if params.saturating_mul(2) > on_disk {
+    if params.saturating_mul(bytes_per_weight) > on_disk {
         let gib = params.saturating_mul(4) as f64 / (1u64 << 30) as f64;
         return Err(IoError::Field {
             file: dir.join(CONFIG_FILE).display().to_string(),
@@ -113,7 +153,7 @@ pub fn save_hf_model(dir: &Path, config: &ModelConfig, weights: &Weights) -> Res
 
 /// Reads the index and every shard it names, checking that each tensor is where the index
 /// says it is.
-fn load_shards(dir: &Path, index: &Path, collector: &mut WeightCollector) -> Result<(), IoError> {
+fn load_shards(dir: &Path, index: &Path, weights: &mut DirWeights) -> Result<(), IoError> {
     let index_label = index.display().to_string();
     let text = std::fs::read(index).map_err(|e| IoError::file(index, e))?;
     let value: Value = serde_json::from_slice(&text).map_err(|e| IoError::json(&index_label, &e))?;
@@ -157,11 +197,11 @@ fn load_shards(dir: &Path, index: &Path, collector: &mut WeightCollector) -> Res
         }
         let bytes = std::fs::read(&path).map_err(|e| IoError::file(&path, e))?;
         let label = path.display().to_string();
-        let tensors = decode_safetensors(&bytes, &label)?;
+        let tensors = decode_safetensors_with_fp8(&bytes, &label)?;
         for t in &tensors {
-            found_in.insert(t.name.clone(), shard.to_string());
+            found_in.insert(t.name().to_string(), shard.to_string());
         }
-        collector.add_file(tensors, &label)?;
+        weights.add_file(tensors, &label)?;
     }
     for (tensor, shard) in placement {
         match found_in.get(tensor) {

@@ -1,4 +1,5 @@
-//! Model and data I/O: Hugging Face model directories (config.json + safetensors), GGUF
+//! Model and data I/O: Hugging Face model directories (config.json + safetensors, FP8
+//! block-scaled checkpoints dequantized on load), GGUF
 //! files (llama.cpp's format),
 //! tokenizers (byte-level and `tokenizer.json`), JSONL datasets, training checkpoints and
 //! the export of a model as a Hugging Face directory.
@@ -11,6 +12,7 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod error;
 pub mod export;
+pub mod fp8;
 pub mod gguf;
 pub mod hf;
 pub mod hf_config;

@@ -1,5 +1,6 @@
 //! safetensors files ↔ f32 tensors. Reading validates the header with the `safetensors`
-//! crate (lengths, offsets, shape × dtype = bytes) and widens BF16 and F16 to f32;
+//! crate (lengths, offsets, shape × dtype = bytes) and widens BF16 and F16 to f32 (F8_E4M3
+//! codes are kept as bytes for the model-directory loader, which scales them: `fp8.rs`);
 //! writing stores f32 (or bf16, rounded to nearest even as torch rounds) with the
 //! `{"format": "pt"}` metadata `transformers` requires.
 
@@ -11,10 +12,31 @@ use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
 
 use crate::io::atomic::write_bytes_atomically;
 use crate::io::error::IoError;
-use crate::io::tensors::{NamedTensor, check_tensor_len, f32_from_le_bytes, f32_to_le_bytes};
+use crate::io::fp8::{DecodedTensor, E4m3Tensor};
+use crate::io::tensors::{NamedTensor, check_tensor_len, check_value_count, f32_from_le_bytes, f32_to_le_bytes};
 
-/// Every tensor of a safetensors file, widened to f32, in file (offset) order.
+/// Every tensor of a safetensors file, widened to f32, in file (offset) order. An F8_E4M3
+/// tensor is refused by name: FP8 weights are read only with their block scales, by
+/// [`crate::io::load_hf_model`] for a model directory with an fp8 `quantization_config`.
 pub fn decode_safetensors(bytes: &[u8], file: &str) -> Result<Vec<NamedTensor>, IoError> {
+    decode_safetensors_with_fp8(bytes, file)?
+        .into_iter()
+        .map(|t| match t {
+            DecodedTensor::Float { tensor, .. } => Ok(tensor),
+            DecodedTensor::E4m3(q) => Err(IoError::Fp8 {
+                file: file.to_string(),
+                name: q.name,
+                detail: "is F8_E4M3 (FP8), which r1 reads only as a block-scaled weight with its \
+                         `…_scale_inv`, in a model directory whose config.json has an fp8 quantization_config"
+                    .into(),
+            }),
+        })
+        .collect()
+}
+
+/// Every tensor of a safetensors file in file (offset) order: floats widened to f32,
+/// F8_E4M3 kept as codes for [`crate::io::fp8`] to scale.
+pub(crate) fn decode_safetensors_with_fp8(bytes: &[u8], file: &str) -> Result<Vec<DecodedTensor>, IoError> {
     // `read_metadata` checks the header length, the JSON, that offsets are contiguous and
     // cover the data exactly, and that each tensor's byte length fits its shape and dtype.
     let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| header_error(bytes, file, e))?;
@@ -29,41 +51,60 @@ pub fn decode_safetensors(bytes: &[u8], file: &str) -> Result<Vec<NamedTensor>, 
                 detail: format!("tensor `{name}`: offsets {start}..{end} are outside the data section"),
             });
         };
-        let data = match info.dtype {
-            Dtype::F32 => f32_from_le_bytes(raw),
-            Dtype::BF16 => even(raw).map(|r| {
-                r.chunks_exact(2)
-                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect()
-            }),
-            Dtype::F16 => even(raw).map(|r| {
-                r.chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect()
-            }),
-            other => {
-                return Err(IoError::Dtype {
-                    file: file.to_string(),
-                    name,
-                    dtype: other.to_string(),
-                });
-            }
-        };
-        let Some(data) = data else {
-            return Err(IoError::Safetensors {
-                file: file.to_string(),
-                detail: format!("tensor `{name}`: odd byte length"),
-            });
-        };
-        let t = NamedTensor {
-            name,
-            dims: info.shape.clone(),
-            data,
-        };
-        check_tensor_len(&t, file)?;
-        out.push(t);
+        out.push(decode_tensor(name, info.dtype, &info.shape, raw, file)?);
     }
     Ok(out)
+}
+
+/// One tensor's bytes as f32 values (F32, BF16, F16) or E4M3 codes.
+fn decode_tensor(
+    name: String,
+    dtype: Dtype,
+    shape: &[usize],
+    raw: &[u8],
+    file: &str,
+) -> Result<DecodedTensor, IoError> {
+    let data = match dtype {
+        Dtype::F8_E4M3 => {
+            check_value_count(&name, shape, raw.len(), file)?;
+            return Ok(DecodedTensor::E4m3(E4m3Tensor {
+                name,
+                dims: shape.to_vec(),
+                codes: raw.to_vec(),
+            }));
+        }
+        Dtype::F32 => f32_from_le_bytes(raw),
+        Dtype::BF16 => even(raw).map(|r| {
+            r.chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect()
+        }),
+        Dtype::F16 => even(raw).map(|r| {
+            r.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect()
+        }),
+        other => {
+            return Err(IoError::Dtype {
+                file: file.to_string(),
+                name,
+                dtype: other.to_string(),
+            });
+        }
+    };
+    let Some(data) = data else {
+        return Err(IoError::Safetensors {
+            file: file.to_string(),
+            detail: format!("tensor `{name}`: odd byte length"),
+        });
+    };
+    let tensor = NamedTensor {
+        name,
+        dims: shape.to_vec(),
+        data,
+    };
+    check_tensor_len(&tensor, file)?;
+    Ok(DecodedTensor::Float { tensor, dtype })
 }
 
 /// Reads and decodes one safetensors file.

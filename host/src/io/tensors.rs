@@ -16,7 +16,7 @@ pub struct NamedTensor {
 impl NamedTensor {
     /// Element count implied by `dims` (`None` on overflow).
     pub fn numel(&self) -> Option<usize> {
-        self.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+        element_count(&self.dims)
     }
 }
 
@@ -114,14 +114,24 @@ impl Weights {
 
 /// A tensor whose value count is not the product of its dims.
 pub(crate) fn check_tensor_len(t: &NamedTensor, file: &str) -> Result<(), IoError> {
-    if t.numel() != Some(t.data.len()) {
+    check_value_count(&t.name, &t.dims, t.data.len(), file)
+}
+
+/// `count` values that are not the product of `dims` (tensor `name` of `file`).
+pub(crate) fn check_value_count(name: &str, dims: &[usize], count: usize, file: &str) -> Result<(), IoError> {
+    if element_count(dims) != Some(count) {
         return Err(IoError::Field {
             file: file.to_string(),
-            field: t.name.clone(),
-            detail: format!("shape {:?} does not hold the {} values given", t.dims, t.data.len()),
+            field: name.to_string(),
+            detail: format!("shape {dims:?} does not hold the {count} values given"),
         });
     }
     Ok(())
+}
+
+/// The product of `dims` (`None` on overflow).
+fn element_count(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 /// Little-endian bytes of f32 values.
