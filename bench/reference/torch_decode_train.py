@@ -1,6 +1,8 @@
 """PyTorch / transformers figures beside `r1host bench decode` and `r1host bench train`.
 
-For a random Qwen2 model of the given shape, on CPU, in float32:
+For a random Qwen2 model of the given shape (or, when `R1_MODEL_CONFIG` holds a
+`config.json` text, a random model of that config: how `r1host bench` passes its
+DeepSeek-V3 presets), on CPU, in float32:
 
 - decode tokens/s: transformers greedy `generate` with its KV cache, batch 1, after a
   16-token prompt (the prompt's prefill is inside the timing, as in r1's figure);
@@ -16,6 +18,7 @@ line; `r1host bench` reads `decode_tok_s` and `train_tok_s` from it.
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -52,6 +55,17 @@ def random_qwen2(a):
         tie_word_embeddings=True,
     )
     return Qwen2ForCausalLM(config).to(torch.float32)
+
+
+def random_model(a):
+    """The preset's model: `R1_MODEL_CONFIG` (any architecture transformers knows, eager
+    attention) or the Qwen2 shape of the arguments."""
+    text = os.environ.get("R1_MODEL_CONFIG")
+    if not text:
+        return random_qwen2(a)
+    config = transformers.AutoConfig.for_model(**json.loads(text))
+    config._attn_implementation = "eager"
+    return transformers.AutoModelForCausalLM.from_config(config).to(torch.float32)
 
 
 def greedy_decode_tok_s(model, vocab, new_tokens):
@@ -103,7 +117,7 @@ def train_tok_s(model, vocab, seq, batch):
 def main():
     a = parse_args()
     torch.manual_seed(0)
-    model = random_qwen2(a)
+    model = random_model(a)
     decode = greedy_decode_tok_s(model, a.vocab, a.decode_tokens)
     train = train_tok_s(model, a.vocab, a.train_seq, a.train_batch)
     print(

@@ -132,7 +132,15 @@ fn a_tiny_deepseek_v3_model_runs_sft_and_grpo_through_the_binary() {
     assert_eq!(config["architectures"][0], "DeepseekV3ForCausalLM");
     assert_eq!(config["kv_lora_rank"], 16);
     assert_eq!(config["n_routed_experts"], 4);
-    let out = r1host(&["generate", "--model", path(&model), "--prompt", "3+4=", "--max-new-tokens", "6"]);
+    let out = r1host(&[
+        "generate",
+        "--model",
+        path(&model),
+        "--prompt",
+        "3+4=",
+        "--max-new-tokens",
+        "6",
+    ]);
     assert!(out.status.success(), "generate failed: {}", text(&out.stderr));
     assert!(!text(&out.stdout).trim().is_empty());
 }

@@ -153,3 +153,28 @@ fn the_compressed_cache_decodes_as_the_full_kv_cache_in_fewer_bytes() {
         assert!(small < big);
     }
 }
+
+#[test]
+fn multi_token_prediction_layers_are_skipped_on_load_only_when_the_config_declares_them() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf/deepseek_v3_plain_tied");
+    let model = load_hf_model(&src).expect("fixture");
+    let layers = model.config.num_hidden_layers;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut tensors = model.weights.tensors.clone();
+    // DeepSeek ships its MTP module as the layer after the decoder.
+    tensors.push(r1_host::io::NamedTensor {
+        name: format!("model.layers.{layers}.eh_proj.weight"),
+        dims: vec![2, 2],
+        data: vec![1.0, 2.0, 3.0, 4.0],
+    });
+    r1_host::io::write_safetensors(&tmp.path().join("model.safetensors"), &tensors).expect("weights");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).expect("config")).expect("json");
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).expect("config");
+    let err = load_hf_model(tmp.path()).expect_err("an undeclared extra layer");
+    assert!(err.to_string().contains("eh_proj"), "{err}");
+    config["num_nextn_predict_layers"] = 1.into();
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).expect("config");
+    let loaded = load_hf_model(tmp.path()).expect("MTP layer skipped");
+    assert_eq!(loaded.weights, model.weights);
+}

@@ -18,8 +18,17 @@ fn head_slices_concats_sums_and_swaps_move_the_right_values() {
     let b = rng.vec(rows * 5, 1.0);
     for be in backends() {
         let lvl = be.simd_level();
-        let got = run(&be, &Op::HeadSlice { width, start, len }, &[f(x.clone(), &[rows, heads * width])], &[rows, heads * len]).unwrap();
-        let want: Vec<f64> = x.chunks(width).flat_map(|h| h[start..start + len].iter().map(|&v| v as f64)).collect();
+        let got = run(
+            &be,
+            &Op::HeadSlice { width, start, len },
+            &[f(x.clone(), &[rows, heads * width])],
+            &[rows, heads * len],
+        )
+        .unwrap();
+        let want: Vec<f64> = x
+            .chunks(width)
+            .flat_map(|h| h[start..start + len].iter().map(|&v| v as f64))
+            .collect();
         assert_close(&format!("head_slice on {lvl}"), &got, &want, 0.0, 0.0);
         let back = run(
             &be,
@@ -30,7 +39,15 @@ fn head_slices_concats_sums_and_swaps_move_the_right_values() {
         .unwrap();
         let want_back: Vec<f64> = x
             .chunks(width)
-            .flat_map(|h| (0..width).map(move |i| if (start..start + len).contains(&i) { h[i] as f64 } else { 0.0 }))
+            .flat_map(|h| {
+                (0..width).map(move |i| {
+                    if (start..start + len).contains(&i) {
+                        h[i] as f64
+                    } else {
+                        0.0
+                    }
+                })
+            })
             .collect();
         assert_close(&format!("head_slice_backward on {lvl}"), &back, &want_back, 0.0, 0.0);
         // a: 4 heads of 7, b: one shared head of 5.
@@ -50,7 +67,13 @@ fn head_slices_concats_sums_and_swaps_move_the_right_values() {
             }
         }
         assert_close(&format!("concat_heads shared on {lvl}"), &cat, &want_cat, 0.0, 0.0);
-        let sum = run(&be, &Op::SumHeads { heads }, &[f(x.clone(), &[rows, heads * width])], &[rows, width]).unwrap();
+        let sum = run(
+            &be,
+            &Op::SumHeads { heads },
+            &[f(x.clone(), &[rows, heads * width])],
+            &[rows, width],
+        )
+        .unwrap();
         let want_sum: Vec<f64> = (0..rows)
             .flat_map(|r| {
                 let x = &x;
@@ -58,7 +81,13 @@ fn head_slices_concats_sums_and_swaps_move_the_right_values() {
             })
             .collect();
         assert_close(&format!("sum_heads on {lvl}"), &sum, &want_sum, 1e-6, 1e-6);
-        let swapped = run(&be, &Op::SwapDims01, &[f(x.clone(), &[rows, heads, width])], &[heads, rows, width]).unwrap();
+        let swapped = run(
+            &be,
+            &Op::SwapDims01,
+            &[f(x.clone(), &[rows, heads, width])],
+            &[heads, rows, width],
+        )
+        .unwrap();
         for r in 0..rows {
             for h in 0..heads {
                 assert_eq!(
@@ -90,7 +119,9 @@ fn routing_case(rng: &mut Rng, rows: usize, e: usize) -> (Vec<f32>, Vec<f32>) {
 fn moe_gate_picks_and_weights_experts_as_the_hf_router() {
     let mut rng = Rng::new(2);
     let (rows, e) = (9, 8);
-    for (n_group, topk_group, top_k, norm, scaling) in [(4, 2, 2, true, 2.5), (1, 1, 3, false, 1.0), (2, 1, 2, true, 1.0)] {
+    for (n_group, topk_group, top_k, norm, scaling) in
+        [(4, 2, 2, true, 2.5), (1, 1, 3, false, 1.0), (2, 1, 2, true, 1.0)]
+    {
         let (logits, bias) = routing_case(&mut rng, rows, e);
         let routing = MoeRouting {
             n_group,
@@ -101,7 +132,9 @@ fn moe_gate_picks_and_weights_experts_as_the_hf_router() {
         };
         let route = |l: &[f64]| -> Vec<f64> {
             l.chunks(e)
-                .flat_map(|row| refk::moe_route_row(row, &to64(&bias), n_group, topk_group, top_k, norm, scaling as f64))
+                .flat_map(|row| {
+                    refk::moe_route_row(row, &to64(&bias), n_group, topk_group, top_k, norm, scaling as f64)
+                })
                 .collect()
         };
         let want = route(&to64(&logits));
@@ -115,9 +148,19 @@ fn moe_gate_picks_and_weights_experts_as_the_hf_router() {
             for row in got.chunks(e) {
                 assert_eq!(row.iter().filter(|&&w| w != 0.0).count(), top_k);
             }
-            let inputs = [f(logits.clone(), &[rows, e]), f(bias.clone(), &[e]), f(dy.clone(), &[rows, e])];
+            let inputs = [
+                f(logits.clone(), &[rows, e]),
+                f(bias.clone(), &[e]),
+                f(dy.clone(), &[rows, e]),
+            ];
             let grad = run(&be, &Op::MoeGateBackward(routing), &inputs, &[rows, e]).unwrap();
-            assert_close(&format!("moe_gate_backward {routing:?} on {lvl}"), &grad, &want_grad, 1e-5, 1e-3);
+            assert_close(
+                &format!("moe_gate_backward {routing:?} on {lvl}"),
+                &grad,
+                &want_grad,
+                1e-5,
+                1e-3,
+            );
         }
     }
 }
@@ -136,13 +179,20 @@ fn moe_experts_and_their_backward_match_the_row_by_row_reference() {
         gates[r * e + b] = 0.3 + rng.uniform();
     }
     let experts: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..e)
-        .map(|_| (rng.vec(f_dim * h, 0.5), rng.vec(f_dim * h, 0.5), rng.vec(h * f_dim, 0.5)))
+        .map(|_| {
+            (
+                rng.vec(f_dim * h, 0.5),
+                rng.vec(f_dim * h, 0.5),
+                rng.vec(h * f_dim, 0.5),
+            )
+        })
         .collect();
     let experts64: Vec<_> = experts.iter().map(|(a, b, c)| (to64(a), to64(b), to64(c))).collect();
     let want = refk::moe_experts(h, &to64(&x), &to64(&gates), &experts64);
     let dy = rng.vec(rows * h, 1.0);
     let dy64 = to64(&dy);
-    let loss = |x: &[f64], g: &[f64], ws: &[(Vec<f64>, Vec<f64>, Vec<f64>)]| dot64(&dy64, &refk::moe_experts(h, x, g, ws));
+    let loss =
+        |x: &[f64], g: &[f64], ws: &[(Vec<f64>, Vec<f64>, Vec<f64>)]| dot64(&dy64, &refk::moe_experts(h, x, g, ws));
     let (x64, g64) = (to64(&x), to64(&gates));
     let mut want_grad = numeric_grad(&x64, |v| loss(v, &g64, &experts64));
     // Gates: only the nonzero ones are routed (a zero gate stays unrouted).
@@ -171,7 +221,11 @@ fn moe_experts_and_their_backward_match_the_row_by_row_reference() {
     }
     let mut inputs = vec![f(x.clone(), &[rows, h]), f(gates.clone(), &[rows, e])];
     for (g, u, d) in &experts {
-        inputs.extend([f(g.clone(), &[f_dim, h]), f(u.clone(), &[f_dim, h]), f(d.clone(), &[h, f_dim])]);
+        inputs.extend([
+            f(g.clone(), &[f_dim, h]),
+            f(u.clone(), &[f_dim, h]),
+            f(d.clone(), &[h, f_dim]),
+        ]);
     }
     for be in backends() {
         let lvl = be.simd_level();
@@ -219,8 +273,20 @@ fn interleaved_and_yarn_rope_rotate_as_the_reference_and_invert() {
         let want = refk::rope_with(&to64(&x), t, heads, hd, &inv, magnitude, interleaved, off);
         for be in backends() {
             let lvl = be.simd_level();
-            let got = run(&be, &Op::Rope(spec), &[f(x.clone(), &[b, t, heads * hd])], &[b, t, heads * hd]).unwrap();
-            assert_close(&format!("rope {interleaved} {yarn:?} on {lvl}"), &got, &want, 1e-5, 1e-5);
+            let got = run(
+                &be,
+                &Op::Rope(spec),
+                &[f(x.clone(), &[b, t, heads * hd])],
+                &[b, t, heads * hd],
+            )
+            .unwrap();
+            assert_close(
+                &format!("rope {interleaved} {yarn:?} on {lvl}"),
+                &got,
+                &want,
+                1e-5,
+                1e-5,
+            );
             // The backward (inverse) is the transpose: rotating back and scaling again
             // gives x times the magnitude squared.
             let back = run(

@@ -193,6 +193,11 @@ pub struct DeepseekV3Config {
     /// YaRN scaling (`rope_scaling` / `rope_parameters` with type `yarn`).
     #[serde(default)]
     pub rope_scaling: Option<YarnConfig>,
+    /// Multi-token-prediction modules shipped after the decoder (`num_nextn_predict_layers`,
+    /// stored as layers `num_hidden_layers..`): not part of the causal LM, their weights
+    /// are skipped on load as transformers skips them.
+    #[serde(default)]
+    pub num_nextn_predict_layers: usize,
     /// r1's own switch, never read from or written to `config.json`: decode graphs cache
     /// full per-head keys and values (`heads · head_dim()` each) instead of the compressed
     /// latent (`kv_lora_rank + qk_rope_head_dim` per token and layer, the default) — the

@@ -30,7 +30,8 @@ pub struct BenchArgs {
 pub struct Shape {
     /// `small` = h256/L4/heads4/kv2/ffn688/vocab512, `medium` = h512/L8/heads8/kv2/ffn1376/vocab4096,
     /// `qwen2.5-0.5b`, `r1-distill-qwen-1.5b`, `default-job` = h128/L4/heads4/kv2/ffn344/vocab261
-    /// (the default job's model).
+    /// (the default job's model), `deepseek-v3-100m` (a ~100M DeepSeek-V3: MLA + MoE,
+    /// compressed cache) and `deepseek-v3-100m-full-kv` (the same, full per-head KV cache).
     #[arg(long, default_value = "small")]
     preset: String,
     #[command(flatten)]
@@ -150,9 +151,36 @@ enum BenchWhat {
     },
 }
 
+/// The ~100M-parameter DeepSeek-V3 shape of the `deepseek-v3-100m` presets: h512/L8/
+/// heads8, q LoRA 192, kv LoRA 128, q/k dims 64 + 32 rotary, v 64, one dense layer
+/// (ffn 1536), then 7 MoE layers of 20 routed experts (4 groups, 2 kept, 4 experts per
+/// token) of width 384 plus one shared expert; vocab 16384, tied.
+fn deepseek_v3_100m(full_kv_cache: bool) -> anyhow::Result<ModelConfig> {
+    let mut cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8,
+        "num_attention_heads": 8, "vocab_size": 16384, "tie_word_embeddings": true,
+        "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+        "deepseek_v3": {
+            "q_lora_rank": 192, "kv_lora_rank": 128, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32,
+            "v_head_dim": 64, "n_routed_experts": 20, "n_shared_experts": 1, "moe_intermediate_size": 384,
+            "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2, "first_k_dense_replace": 1,
+            "norm_topk_prob": true, "routed_scaling_factor": 2.5, "rope_interleave": true,
+        },
+    }))?;
+    if let Some(ds) = cfg.deepseek_v3.as_mut() {
+        ds.full_kv_cache = full_kv_cache;
+    }
+    Ok(cfg)
+}
+
 /// The model config of a preset.
 pub fn preset(name: &str) -> anyhow::Result<ModelConfig> {
     let (h, l, heads, kv, ffn, vocab) = match name {
+        "deepseek-v3-100m" => return deepseek_v3_100m(false),
+        // The same model decoding over expanded per-head keys and values (the baseline
+        // the compressed MLA cache is measured against).
+        "deepseek-v3-100m-full-kv" => return deepseek_v3_100m(true),
         "small" => (256, 4, 4, 2, 688, 512),
         "medium" => (512, 8, 8, 2, 1376, 4096),
         "qwen2.5-0.5b" => (896, 24, 14, 2, 4864, 151936),
@@ -171,7 +199,10 @@ pub fn preset(name: &str) -> anyhow::Result<ModelConfig> {
                 m.vocab_size,
             )
         }
-        other => bail!("unknown preset `{other}` (small, medium, qwen2.5-0.5b, r1-distill-qwen-1.5b, default-job)"),
+        other => bail!(
+            "unknown preset `{other}` (small, medium, qwen2.5-0.5b, r1-distill-qwen-1.5b, default-job, \
+             deepseek-v3-100m, deepseek-v3-100m-full-kv)"
+        ),
     };
     Ok(serde_json::from_value(serde_json::json!({
         "architectures": ["Qwen2ForCausalLM"],
@@ -231,6 +262,21 @@ fn shape_args(c: &ModelConfig, extra: &[usize]) -> Vec<String> {
 
 pub(super) fn run_reference(python: &str, script: &PathBuf, args: &[String]) -> anyhow::Result<serde_json::Value> {
     run_reference_with(python, script, args, &[])
+}
+
+/// [`run_reference`] for a preset: a DeepSeek-V3 preset's whole `config.json` goes to the
+/// script in `R1_MODEL_CONFIG` (the shape arguments cannot describe MLA and the experts).
+fn run_reference_for(
+    python: &str,
+    script: &PathBuf,
+    cfg: &ModelConfig,
+    args: &[String],
+) -> anyhow::Result<serde_json::Value> {
+    let mut envs = Vec::new();
+    if cfg.deepseek_v3.is_some() {
+        envs.push(("R1_MODEL_CONFIG", crate::io::hf_config::hf_config_json(cfg)?));
+    }
+    run_reference_with(python, script, args, &envs)
 }
 
 /// Runs a reference script with `envs` set and returns the last JSON line it printed.
@@ -443,7 +489,7 @@ fn bench_train<B: Backend>(
     });
     if let Some(script) = reference {
         let a = shape_args(&cfg, &[4, seq, batch]);
-        let r = run_reference(python, &script, &a)?;
+        let r = run_reference_for(python, &script, &cfg, &a)?;
         let reference_tps = r.get("train_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         line["reference"] = r;
         line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
@@ -482,11 +528,15 @@ fn bench_decode<B: Backend>(
     let secs = t.elapsed().as_secs_f64();
     let n: usize = out.iter().map(|c| c.tokens.len()).sum();
     let tps = n as f64 / secs;
-    let mut line = serde_json::json!({"bench": "decode", "preset": shape.preset, "backend": be.name(), "batch": batch, "tokens": n, "r1_decode_tok_s": (tps * 10.0).round() / 10.0});
+    let mut line = serde_json::json!({
+        "bench": "decode", "preset": shape.preset, "backend": be.name(), "batch": batch, "tokens": n,
+        "r1_decode_tok_s": (tps * 10.0).round() / 10.0, "params": cfg.num_params(),
+        "kv_bytes_per_token": engine.kv_bytes_per_token(),
+    });
     if let Some(script) = reference {
         // Decode only: the script's training part runs one tiny step.
         let a = shape_args(&cfg, &[tokens, 16, 1]);
-        let r = run_reference(python, &script, &a)?;
+        let r = run_reference_for(python, &script, &cfg, &a)?;
         let reference_tps = r.get("decode_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         line["reference"] = r;
         line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);

@@ -240,6 +240,8 @@ pub(crate) struct WeightCollector {
     /// A stored `lm_head.weight` of a tied model, checked against the embeddings.
     tied_head: Option<(NamedTensor, String)>,
     seen_head: Option<String>,
+    /// Layers of DeepSeek-V3's multi-token-prediction modules, skipped.
+    mtp_layers: std::ops::Range<usize>,
 }
 
 impl WeightCollector {
@@ -266,13 +268,25 @@ impl WeightCollector {
             arch: config.architecture().map(|a| a.hf_class()).unwrap_or("unknown"),
             tied_head: None,
             seen_head: None,
+            mtp_layers: config.deepseek_v3.as_ref().map_or(0..0, |ds| {
+                config.num_hidden_layers..config.num_hidden_layers + ds.num_nextn_predict_layers
+            }),
         }
+    }
+
+    /// Whether `name` is a weight of a multi-token-prediction module (`model.layers.N.…`
+    /// with `N` past the decoder), which the causal LM does not use.
+    fn is_mtp(&self, name: &str) -> bool {
+        name.strip_prefix("model.layers.")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(layer, _)| layer.parse::<usize>().ok())
+            .is_some_and(|l| self.mtp_layers.contains(&l))
     }
 
     pub(crate) fn add_file(&mut self, tensors: Vec<NamedTensor>, file: &str) -> Result<(), IoError> {
         for t in tensors {
             // Older checkpoints store RoPE's inverse frequencies; they follow from the config.
-            if t.name.ends_with("rotary_emb.inv_freq") {
+            if t.name.ends_with("rotary_emb.inv_freq") || self.is_mtp(&t.name) {
                 continue;
             }
             if self.tied && t.name == "lm_head.weight" {

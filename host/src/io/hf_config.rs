@@ -1,7 +1,10 @@
 //! Hugging Face `config.json` ↔ `ModelConfig`. Reading accepts both layouts transformers
-//! writes (v4: top-level `rope_theta`; v5: `rope_parameters.rope_theta`) and refuses
-//! settings that change the math r1 implements (RoPE scaling, another activation, MLP
-//! biases, sliding-window attention) instead of silently computing something else.
+//! writes (v4: top-level `rope_theta`, DeepSeek's `rope_scaling`; v5:
+//! `rope_parameters`) and refuses settings that change the math r1 implements (RoPE
+//! scaling other than DeepSeek-V3's YaRN, another activation, MLP biases, sliding-window
+//! attention, DeepSeek-V2's routers) instead of silently computing something else.
+//! DeepSeek-V3's top-level MLA/MoE keys are gathered into `ModelConfig::deepseek_v3` and
+//! written back at the top level.
 
 use std::path::Path;
 
@@ -167,7 +170,7 @@ fn normalize(obj: &mut Map<String, Value>, file: &str) -> Result<(), IoError> {
 }
 
 /// The `config.json` keys of `DeepseekV3Config` that `ModelConfig::deepseek_v3` holds.
-const DEEPSEEK_V3_KEYS: [&str; 15] = [
+const DEEPSEEK_V3_KEYS: [&str; 16] = [
     "q_lora_rank",
     "kv_lora_rank",
     "qk_nope_head_dim",
@@ -183,6 +186,7 @@ const DEEPSEEK_V3_KEYS: [&str; 15] = [
     "norm_topk_prob",
     "routed_scaling_factor",
     "rope_interleave",
+    "num_nextn_predict_layers",
 ];
 
 fn is_deepseek_v3(obj: &Map<String, Value>) -> bool {
@@ -226,6 +230,10 @@ fn gather_deepseek_v3(
             &format!("{freq} is not supported (r1 implements 1)"),
         ));
     }
+    // HF's `head_dim` here is the rotary width (`qk_rope_head_dim` says it), `qk_head_dim`
+    // a derived value: `ModelConfig::head_dim` is the attention width, from the MLA sizes.
+    obj.remove("head_dim");
+    obj.remove("qk_head_dim");
     // r1's own serde form (a checkpoint's config) has them nested already.
     let mut ds = match obj.remove("deepseek_v3") {
         Some(Value::Object(nested)) => nested,
@@ -280,6 +288,82 @@ fn key_at_line(pretty: &str, line: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DeepSeek-V3 `config.json` as DeepSeek ships it (trimmed to a tiny size): top-level
+    /// `rope_theta`, `rope_scaling` with `type: yarn`, its router keys, one MTP layer.
+    const DEEPSEEK_SHIPPED: &str = r#"{
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
+        "num_hidden_layers": 3, "num_nextn_predict_layers": 1, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "n_shared_experts": 1, "n_routed_experts": 8,
+        "routed_scaling_factor": 2.5, "kv_lora_rank": 32, "q_lora_rank": 48,
+        "qk_rope_head_dim": 8, "v_head_dim": 16, "qk_nope_head_dim": 16,
+        "topk_method": "noaux_tc", "n_group": 4, "topk_group": 2, "num_experts_per_tok": 2,
+        "moe_layer_freq": 1, "first_k_dense_replace": 1, "norm_topk_prob": true,
+        "scoring_func": "sigmoid", "hidden_act": "silu", "max_position_embeddings": 1024,
+        "rms_norm_eps": 1e-06, "rope_theta": 10000, "vocab_size": 256,
+        "tie_word_embeddings": false, "attention_bias": false,
+        "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0,
+                         "mscale_all_dim": 1.0, "original_max_position_embeddings": 64, "type": "yarn"},
+        "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
+                                "quant_method": "fp8", "weight_block_size": [128, 128]}
+    }"#;
+
+    #[test]
+    fn deepseeks_shipped_config_reads_and_round_trips_through_the_v5_layout() {
+        let c = parse_hf_config(DEEPSEEK_SHIPPED.as_bytes(), "config.json").expect("parses");
+        assert_eq!(c.architecture(), Ok(Architecture::DeepseekV3));
+        let ds = c.deepseek_v3.as_ref().expect("DeepSeek fields");
+        assert_eq!((ds.kv_lora_rank, ds.q_lora_rank, ds.n_group), (32, Some(48), 4));
+        assert_eq!(ds.num_nextn_predict_layers, 1);
+        assert!(ds.rope_interleave, "transformers' default");
+        let yarn = ds.rope_scaling.as_ref().expect("yarn");
+        assert_eq!((yarn.factor, yarn.original_max_position_embeddings), (40.0, 64));
+        assert_eq!(c.rope_theta, 10000.0);
+        // Attention runs at max(16 + 8, 16) per head; the compressed cache row is 32 + 8.
+        assert_eq!(c.head_dim(), 24);
+        assert_eq!(c.kv_cache_widths(), (40, 0));
+        let text = hf_config_json(&c).expect("writes");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["kv_lora_rank"], 32);
+        assert_eq!(v["head_dim"], 8, "HF's head_dim is the rotary width");
+        assert_eq!(v["rope_parameters"]["rope_type"], "yarn");
+        assert_eq!(v["rope_scaling"]["type"], "yarn");
+        assert_eq!(v["num_nextn_predict_layers"], 0, "r1 keeps no MTP weights");
+        let back = parse_hf_config(text.as_bytes(), "written").expect("reads back");
+        let mut want = c.clone();
+        if let Some(ds) = want.deepseek_v3.as_mut() {
+            ds.num_nextn_predict_layers = 0;
+        }
+        assert_eq!(back, want);
+        // r1's own serde form (a checkpoint's config) reads back too.
+        let own = serde_json::to_string(&c).expect("serde");
+        assert_eq!(parse_hf_config(own.as_bytes(), "checkpoint").expect("own form"), c);
+    }
+
+    #[test]
+    fn deepseek_variants_r1_does_not_compute_are_refused_by_field() {
+        for (key, value) in [
+            ("scoring_func", "\"softmax\""),
+            ("topk_method", "\"greedy\""),
+            ("moe_layer_freq", "2"),
+            ("n_group", "3"),
+        ] {
+            let text = DEEPSEEK_SHIPPED.replacen("\"hidden_act\"", &format!("\"{key}\": {value}, \"hidden_act\""), 1);
+            // The later key wins in serde_json: drop the original first.
+            let mut obj: Map<String, Value> = serde_json::from_str(&text).expect("json");
+            obj.insert(key.into(), serde_json::from_str(value).expect("value"));
+            let text = serde_json::to_string(&obj).expect("json");
+            let err = parse_hf_config(text.as_bytes(), "config.json").expect_err(key);
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+        // YaRN stays refused for the Llama family.
+        let llama = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "intermediate_size": 8,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 8,
+            "rope_scaling": {"type": "yarn", "factor": 4}}"#;
+        let err = parse_hf_config(llama.as_bytes(), "config.json").expect_err("yarn on llama");
+        assert!(err.to_string().contains("rope_scaling"), "{err}");
+    }
 
     #[test]
     fn key_at_line_finds_the_enclosing_top_level_key() {

@@ -211,10 +211,17 @@ pub fn moe_route_row(
         .collect();
     groups.sort_by(|a, b| b.0.total_cmp(&a.0));
     let kept: Vec<usize> = groups.iter().take(topk_group).map(|g| g.1).collect();
-    let mut cand: Vec<(f64, usize)> = (0..e).filter(|i| kept.contains(&(i / per))).map(|i| (choice[i], i)).collect();
+    let mut cand: Vec<(f64, usize)> = (0..e)
+        .filter(|i| kept.contains(&(i / per)))
+        .map(|i| (choice[i], i))
+        .collect();
     cand.sort_by(|a, b| b.0.total_cmp(&a.0));
     let chosen: Vec<usize> = cand.iter().take(top_k).map(|c| c.1).collect();
-    let denom = if norm { chosen.iter().map(|&i| s[i]).sum::<f64>() + 1e-20 } else { 1.0 };
+    let denom = if norm {
+        chosen.iter().map(|&i| s[i]).sum::<f64>() + 1e-20
+    } else {
+        1.0
+    };
     let mut out = vec![0.0; e];
     for &i in &chosen {
         out[i] = s[i] / denom * scaling;
@@ -243,9 +250,7 @@ pub fn moe_experts(h: usize, x: &[f64], gates: &[f64], experts: &[(Vec<f64>, Vec
             );
             let wd = ArrayView2::from_shape((h, f), wd).expect("down");
             let xr = x.row(r);
-            let act: Vec<f64> = (0..f)
-                .map(|j| silu(dot(wg.row(j), xr)) * dot(wu.row(j), xr))
-                .collect();
+            let act: Vec<f64> = (0..f).map(|j| silu(dot(wg.row(j), xr)) * dot(wu.row(j), xr)).collect();
             let act = ArrayView1::from(&act);
             for i in 0..h {
                 out[[r, i]] += g * dot(wd.row(i), act);
@@ -278,8 +283,8 @@ pub fn rope_with(
     for (r, (xr, or)) in x.chunks(heads * hd).zip(out.chunks_mut(heads * hd)).enumerate() {
         let pos = (pos_offset + r % time) as f64;
         for (xh, oh) in xr.chunks(hd).zip(or.chunks_mut(hd)) {
-            for i in 0..half {
-                let (c, s) = ((pos * inv_freq[i]).cos() * magnitude, (pos * inv_freq[i]).sin() * magnitude);
+            for (i, &freq) in inv_freq.iter().enumerate().take(half) {
+                let (c, s) = ((pos * freq).cos() * magnitude, (pos * freq).sin() * magnitude);
                 let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
                 oh[a] = xh[a] * c - xh[b] * s;
                 oh[b] = xh[b] * c + xh[a] * s;
