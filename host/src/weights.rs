@@ -405,6 +405,17 @@ impl<B: Backend> ParamBuffer<B> {
         Ok(())
     }
 
+    /// Downloads the f32 parameter `name`.
+    pub fn download(&self, backend: &B, name: &str) -> Result<Vec<f32>, WeightsError> {
+        let e = self
+            .layout
+            .get(name)
+            .ok_or_else(|| WeightsError::UnknownTensor(name.to_string()))?;
+        let mut bytes = vec![0u8; e.desc().bytes()];
+        backend.download(&self.buffer, e.byte_offset(), &mut bytes)?;
+        Ok(r1_core::backend::f32_from_bytes(&bytes))
+    }
+
     /// Downloads every parameter as `(name, dims, values)` in layout order.
     pub fn download_all(&self, backend: &B) -> Result<Vec<NamedParam>, WeightsError> {
         let mut bytes = vec![0u8; self.layout.total_bytes()];

@@ -1,7 +1,8 @@
 //! DeepSeek-V3 through the real binary: `r1host logprobs` on a transformers-made V3
 //! directory gives transformers' log-probs, and `r1host run` takes a tiny random V3 model
 //! (MLA with a q LoRA, a dense first layer, then DeepSeekMoE with group-limited routing)
-//! through cold-start SFT and a few GRPO steps, exports it as a Hugging Face directory
+//! through cold-start SFT (with auxiliary-loss-free load balancing) and a few GRPO steps,
+//! exports it as a Hugging Face directory
 //! whose config reads back as DeepSeek-V3, and `r1host generate` answers from it.
 
 use std::path::{Path, PathBuf};
@@ -95,8 +96,10 @@ kind = "sft"
 name = "cold_start"
 [stages.sft]
 per_device_train_batch_size = 4
-max_steps = 4
+max_steps = 3
 max_seq_length = 80
+[stages.sft.optim]
+bias_update_speed = 0.25
 
 [[stages]]
 kind = "grpo"
@@ -132,6 +135,25 @@ fn a_tiny_deepseek_v3_model_runs_sft_and_grpo_through_the_binary() {
     assert_eq!(config["architectures"][0], "DeepseekV3ForCausalLM");
     assert_eq!(config["kv_lora_rank"], 16);
     assert_eq!(config["n_routed_experts"], 4);
+    // Load balancing moved the router biases (from 0) in whole steps of 0.25 during the
+    // 3 SFT steps (an odd count: an expert off the mean every step cannot be back at 0),
+    // and GRPO (no `bias_update_speed`) left them there.
+    let bias_of = |stage: &str| {
+        let tensors =
+            r1_host::io::read_safetensors(&run.join("models").join(stage).join("model.safetensors")).expect("weights");
+        tensors
+            .into_iter()
+            .find(|t| t.name == "model.layers.1.mlp.gate.e_score_correction_bias")
+            .expect("router bias")
+            .data
+    };
+    let (sft_bias, grpo_bias) = (bias_of("cold_start"), bias_of("grpo"));
+    assert!(sft_bias.iter().any(|&b| b != 0.0), "{sft_bias:?}");
+    for b in &sft_bias {
+        let steps = b / 0.25;
+        assert!(steps.fract() == 0.0 && steps.abs() <= 3.0, "{sft_bias:?}");
+    }
+    assert_eq!(sft_bias, grpo_bias);
     let out = r1host(&[
         "generate",
         "--model",

@@ -138,6 +138,10 @@ pub struct CausalLm {
     /// The nodes of each decoder layer, in order (the segments gradient checkpointing
     /// recomputes: [`crate::autodiff::backward_checkpointed`]).
     pub layers: Vec<core::ops::Range<usize>>,
+    /// Per MoE layer, its router's selection bias (the HF name of the buffer) and its
+    /// routing weights `[B, T, E]` (nonzero where a token goes): what DeepSeek-V3's
+    /// auxiliary-loss-free load balancing reads. Empty for dense models.
+    pub routers: Vec<(alloc::string::String, NodeId)>,
 }
 
 /// One layer's cache inputs: the key cache, and the value cache unless the model's

@@ -193,6 +193,7 @@ fn build(
         past,
     };
     let mut caches = Vec::new();
+    let mut routers = Vec::new();
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for l in 0..cfg.num_hidden_layers {
         let first = g.len();
@@ -202,7 +203,9 @@ fn build(
         x = g.add(x, o)?;
         let xn = g.rms_norm(x, ctx.weight(l, "post_attention_layernorm.weight")?, cfg.rms_norm_eps)?;
         let mlp = if ds.is_moe_layer(l) {
-            moe(g, &ctx, l, xn)?
+            let (out, gates) = moe(g, &ctx, l, xn)?;
+            routers.push((format!("model.layers.{l}.mlp.gate.e_score_correction_bias"), gates));
+            out
         } else {
             swiglu(g, &ctx, l, "mlp", xn)?
         };
@@ -225,6 +228,7 @@ fn build(
         hidden,
         logits,
         layers,
+        routers,
     })
 }
 
@@ -446,8 +450,8 @@ fn swiglu(g: &mut Graph, ctx: &LayerCtx<'_>, l: usize, module: &str, xn: NodeId)
 }
 
 /// DeepSeekMoE of layer `l` (HF `DeepseekV3MoE`): the routed experts weighted by the
-/// router, plus the shared experts.
-fn moe(g: &mut Graph, ctx: &LayerCtx<'_>, l: usize, xn: NodeId) -> Result<NodeId, GraphError> {
+/// router, plus the shared experts. Returns the output and the routing weights.
+fn moe(g: &mut Graph, ctx: &LayerCtx<'_>, l: usize, xn: NodeId) -> Result<(NodeId, NodeId), GraphError> {
     let ds = ctx.ds;
     let logits = g.matmul(xn, ctx.weight(l, "mlp.gate.weight")?, false, true)?;
     let routing = MoeRouting {
@@ -466,8 +470,8 @@ fn moe(g: &mut Graph, ctx: &LayerCtx<'_>, l: usize, xn: NodeId) -> Result<NodeId
         .collect::<Result<Vec<_>, GraphError>>()?;
     let routed = g.moe_experts(xn, gates, &experts)?;
     if ds.n_shared_experts == 0 {
-        return Ok(routed);
+        return Ok((routed, gates));
     }
     let shared = swiglu(g, ctx, l, "mlp.shared_experts", xn)?;
-    g.add(routed, shared)
+    Ok((g.add(routed, shared)?, gates))
 }

@@ -175,6 +175,7 @@ pub fn build_decoder(
         hidden,
         logits,
         layers,
+        routers: Vec::new(),
     })
 }
 

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
 use crate::plugin::{OnRewardError, RewardFailures};
+use crate::train::expert_balance::ExpertBalance;
 use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed};
 use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
 use crate::train::optim::{AdamW, NonFiniteQuantity, NonFiniteStep, OptimConfig, OptimError};
@@ -276,6 +277,8 @@ pub struct GrpoTrainer<B: Backend> {
     /// Scoring graphs by `(rows, seq, the policy's or the reference's)`.
     graphs: HashMap<(usize, usize, Scored), LmGraph<B>>,
     prompts: Vec<GrpoPrompt>,
+    /// DeepSeek-V3's router-bias balancing (`optim.bias_update_speed` > 0).
+    balance: Option<ExpertBalance>,
 }
 
 /// Rows of one micro-batch packed for the scoring graph.
@@ -354,6 +357,7 @@ impl<B: Backend> GrpoTrainer<B> {
             (None, true) => Some(Arc::new(copy_params(backend, params)?)),
         };
         let optimizer = AdamW::new(backend, &params.layout, config.optim.clone())?;
+        let config_bias_speed = config.optim.bias_update_speed;
         let state = GrpoState {
             step: 0,
             rng: Rng::new(config.seed),
@@ -372,6 +376,7 @@ impl<B: Backend> GrpoTrainer<B> {
             rewards,
             state,
             prompts,
+            balance: ExpertBalance::new(config_bias_speed),
         })
     }
 
@@ -773,6 +778,13 @@ impl<B: Backend> GrpoTrainer<B> {
             let packed = &batch.packed[m];
             let dropout = self.dropout_seed(m, 1);
             let (logp, ent) = self.completion_logp(backend, (params, Scored::Policy), packed, rows, dropout)?;
+            if let Some(mut balance) = self.balance.take() {
+                let observed = self
+                    .graph(backend, params, Scored::Policy, rows, packed.seq)
+                    .and_then(|graph| Ok(balance.observe(graph, backend, params, &packed.targets)?));
+                self.balance = Some(balance);
+                observed?;
+            }
             if untouched {
                 let rs: Vec<&Rollout> = batch.micro[m].iter().map(|&i| &batch.rollouts[i]).collect();
                 tally.add_sampler_drift(&logp, &rs, l, &packed.mask);
@@ -794,6 +806,9 @@ impl<B: Backend> GrpoTrainer<B> {
         let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
         let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
         let stats = self.optimizer.step(backend, params, lr, scale, tally.loss_sum)?;
+        if let Some(balance) = self.balance.as_mut() {
+            balance.update(backend, params)?;
+        }
         self.state.step += 1;
         Ok(tally.finish(self, batch, stats.grad_norm, lr, step_started))
     }

@@ -315,6 +315,8 @@ impl<B: Backend> LmGraph<B> {
         };
         let mut outputs = forward_outputs.clone();
         outputs.extend(grads.iter().map(|(_, d)| *d));
+        // MoE routing weights stay readable after the pass (expert loads).
+        outputs.extend(lm.routers.iter().map(|(_, gates)| *gates));
         let plan = Plan::for_backend(&g, &outputs, backend)?;
         let forward_steps = forward_outputs
             .iter()
@@ -404,6 +406,41 @@ impl<B: Backend> LmGraph<B> {
             None => None,
         };
         Ok((out, ent))
+    }
+
+    /// Tokens each expert of each MoE layer was routed in the last [`LmGraph::forward`],
+    /// counting the positions whose target is not negative (the ones the batch trains
+    /// on): `(router bias name, tokens per expert)`. Empty for a dense model.
+    pub fn expert_loads(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        targets: &[i32],
+    ) -> Result<Vec<(String, Vec<u64>)>, LmGraphError> {
+        if self.lm.routers.is_empty() {
+            return Ok(Vec::new());
+        }
+        if targets.len() != self.positions() {
+            return Err(LmGraphError::Feed(format!(
+                "{} targets for {} positions",
+                targets.len(),
+                self.positions()
+            )));
+        }
+        let b = bind_all(&self.graph, &self.lm, &self.slots, &self.feed, params)?;
+        let mut loads = Vec::with_capacity(self.lm.routers.len());
+        for (name, gates) in &self.lm.routers {
+            let w = self.executor.read_f32(backend, &self.graph, &self.plan, &b, *gates)?;
+            let experts = w.len() / targets.len().max(1);
+            let mut count = vec![0u64; experts];
+            for (row, _) in w.chunks_exact(experts.max(1)).zip(targets).filter(|(_, t)| **t >= 0) {
+                for (c, g) in count.iter_mut().zip(row) {
+                    *c += u64::from(*g != 0.0);
+                }
+            }
+            loads.push((name.clone(), count));
+        }
+        Ok(loads)
     }
 
     /// Runs the backward part (after [`LmGraph::forward`] on the same batch), seeded with

@@ -27,6 +27,12 @@ pub struct OptimConfig {
     pub lr_scheduler_type: LrSchedule,
     /// The cosine schedule decays to `min_lr_ratio × learning_rate`.
     pub min_lr_ratio: f32,
+    /// DeepSeek-V3's auxiliary-loss-free load balancing (γ, the paper's bias update speed,
+    /// 0.001 in its pre-training): after each optimizer step every MoE layer's
+    /// `e_score_correction_bias` moves by this much per expert, up for experts that took
+    /// fewer tokens than the layer's mean in the step, down for those that took more.
+    /// 0 (the default) leaves the biases as loaded; dense models ignore it.
+    pub bias_update_speed: f32,
 }
 
 impl Default for OptimConfig {
@@ -43,6 +49,7 @@ impl Default for OptimConfig {
             warmup_ratio: 0.0,
             lr_scheduler_type: LrSchedule::Cosine,
             min_lr_ratio: 0.0,
+            bias_update_speed: 0.0,
         }
     }
 }
@@ -70,7 +77,11 @@ pub enum LrSchedule {
 
 impl OptimConfig {
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, bool); 6] = [
+        let checks: [(&str, bool); 7] = [
+            (
+                "bias_update_speed",
+                self.bias_update_speed.is_finite() && self.bias_update_speed >= 0.0,
+            ),
             (
                 "learning_rate",
                 self.learning_rate.is_finite() && self.learning_rate >= 0.0,

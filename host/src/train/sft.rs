@@ -13,6 +13,7 @@ use r1_core::backend::Backend;
 use r1_core::model::ModelConfig;
 use r1_core::sampling::Rng;
 
+use crate::train::expert_balance::ExpertBalance;
 use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed};
 use crate::train::optim::{AdamW, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
@@ -217,6 +218,7 @@ pub fn train_sft<B: Backend>(
     }
     let total = sft.total_steps(examples.len());
     let mut opt = AdamW::new(backend, &params.layout, sft.optim.clone())?;
+    let mut balance = ExpertBalance::new(sft.optim.bias_update_speed);
     let mut graphs: HashMap<(usize, usize), LmGraph<B>> = HashMap::new();
     let types = params.weight_types();
     let mut rng = Rng::new(sft.seed);
@@ -295,11 +297,17 @@ pub fn train_sft<B: Backend>(
                 },
             )?;
             loss += out.first().copied().unwrap_or(f32::NAN) as f64;
+            if let Some(b) = balance.as_mut() {
+                b.observe(graph, backend, params, targets)?;
+            }
             graph.backward(backend, params, None)?;
             graph.for_each_grad(params, |i, g| opt.accumulate(backend, i, g, k == 0))?;
         }
         let lr = sft.optim.lr_at(step, total);
         let stats = opt.step(backend, params, lr, 1.0, loss)?;
+        if let Some(b) = balance.as_mut() {
+            b.update(backend, params)?;
+        }
         seen += micro.iter().map(Vec::len).sum::<usize>();
         let secs = started.elapsed().as_secs_f64();
         let m = SftStepMetrics {
