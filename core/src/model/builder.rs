@@ -420,6 +420,51 @@ pub fn lm_logits(g: &mut Graph, hidden: NodeId, head: NodeId, opts: &BuildOption
     }
 }
 
+/// What a family's decoder stack built, for [`finish_causal_lm`].
+pub struct Decoded {
+    /// The residual stream after the last layer, `[B, T, H]`.
+    pub x: NodeId,
+    /// The token-id input and the cache positions input ([`graph_inputs`]).
+    pub inputs: (NodeId, Option<NodeId>),
+    /// Per layer cache inputs (decode graphs).
+    pub caches: Vec<LayerCache>,
+    /// Node ranges of the layers.
+    pub layers: Vec<core::ops::Range<usize>>,
+    /// MoE routers (see [`CausalLm::routers`]).
+    pub routers: Vec<(String, NodeId)>,
+}
+
+/// The end every family shares: the final RMSNorm (`model.norm.weight`), the LM head
+/// (`lm_head.weight`, or the embedding table when tied) at the positions `opts` asks for,
+/// and the [`CausalLm`] handles.
+pub fn finish_causal_lm(
+    g: &mut Graph,
+    cfg: &ModelConfig,
+    opts: &BuildOptions,
+    params: ParamTable,
+    d: Decoded,
+) -> Result<CausalLm, GraphError> {
+    let hidden = g.rms_norm(d.x, params.get("model.norm.weight")?, cfg.rms_norm_eps)?;
+    let head = if cfg.tie_word_embeddings {
+        params.get("model.embed_tokens.weight")?
+    } else {
+        params.get("lm_head.weight")?
+    };
+    let logits = lm_logits(g, hidden, head, opts)?;
+    let (input_ids, past) = d.inputs;
+    Ok(CausalLm {
+        input_ids,
+        past,
+        last_rows: g.find(LAST_ROWS),
+        params: params.list,
+        caches: d.caches,
+        hidden,
+        logits,
+        layers: d.layers,
+        routers: d.routers,
+    })
+}
+
 /// Appends a causal LM forward pass to `g`, built by the module of the config's
 /// architecture. Weights are trainable f32 `Param` nodes named as in Hugging Face
 /// checkpoints.

@@ -675,6 +675,70 @@ mod tests {
     }
 
     #[test]
+    fn yarn_frequencies_and_softmax_scale_match_transformers_for_deepseek_v3s_settings() {
+        // DeepSeek-V3's `rope_scaling`; the values are what transformers 5.25 computes
+        // (`ROPE_INIT_FUNCTIONS["yarn"]` with qk_rope_head_dim 64, `yarn_apply_mscale`
+        // with qk_head_dim 192), including the ramp between the two regimes (i = 11..22).
+        let yarn = YarnConfig {
+            factor: 40.0,
+            original_max_position_embeddings: 4096,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            mscale: Some(1.0),
+            mscale_all_dim: Some(1.0),
+            attention_factor: None,
+            truncate: true,
+        };
+        let spec = crate::graph::RopeSpec {
+            yarn: Some(yarn.spec(64, 10000.0)),
+            ..crate::graph::RopeSpec::new(1, 64, 10000.0)
+        };
+        let hf: [f64; 32] = [
+            1.0,
+            0.7498942017555237,
+            0.5623413324356079,
+            0.4216965138912201,
+            0.3162277638912201,
+            0.23713736236095428,
+            0.17782793939113617,
+            0.1333521455526352,
+            0.10000000149011612,
+            0.07498941570520401,
+            0.05623412877321243,
+            0.039006926119327545,
+            0.026879360899329185,
+            0.01837814413011074,
+            0.012447956018149853,
+            0.0083345090970397,
+            0.005500000435858965,
+            0.0035619973205029964,
+            0.002249365206807852,
+            0.0013705134624615312,
+            0.0007905694073997438,
+            0.0004149904125370085,
+            0.00017782794020604342,
+            3.333803397254087e-05,
+            2.499999936844688e-05,
+            1.8747354260995053e-05,
+            1.4058532542549074e-05,
+            1.0542412383074407e-05,
+            7.905694474175107e-06,
+            5.928434347879374e-06,
+            4.445698323252145e-06,
+            3.3338035336782923e-06,
+        ];
+        for (i, (got, want)) in spec.inv_freq().iter().zip(hf).enumerate() {
+            assert!(
+                (*got as f64 - want).abs() <= 1e-6 * want,
+                "inv_freq[{i}]: {got} vs {want}"
+            );
+        }
+        assert_eq!(spec.magnitude(), 1.0);
+        let scale = yarn.softmax_factor() as f64 / libm::sqrt(192.0);
+        assert!((scale - 0.1352337788608801).abs() < 1e-7, "{scale}");
+    }
+
+    #[test]
     fn kv_heads_must_divide_heads() {
         let mut c = qwen();
         c.num_key_value_heads = Some(3);

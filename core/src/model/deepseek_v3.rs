@@ -20,7 +20,8 @@ use alloc::vec::Vec;
 use crate::error::GraphError;
 use crate::graph::{AttentionSpec, Graph, MoeRouting, NodeId, RopeSpec};
 use crate::model::builder::{
-    BuildError, BuildOptions, CausalLm, LayerCache, ParamTable, WeightTypes, graph_inputs, linear, lm_logits,
+    BuildError, BuildOptions, CausalLm, Decoded, LayerCache, ParamTable, WeightTypes, finish_causal_lm, graph_inputs,
+    linear,
 };
 use crate::model::config::{Architecture, ConfigError, DeepseekV3Config, ModelConfig, ParamSpec};
 use crate::model::family::Family;
@@ -212,24 +213,14 @@ fn build(
         x = g.add(x, mlp)?;
         layers.push(first..g.len());
     }
-    let hidden = g.rms_norm(x, params.get("model.norm.weight")?, cfg.rms_norm_eps)?;
-    let head = if cfg.tie_word_embeddings {
-        params.get("model.embed_tokens.weight")?
-    } else {
-        params.get("lm_head.weight")?
-    };
-    let logits = lm_logits(g, hidden, head, opts)?;
-    Ok(CausalLm {
-        input_ids,
-        past,
-        last_rows: g.find(super::builder::LAST_ROWS),
-        params: params.list,
+    let decoded = Decoded {
+        x,
+        inputs: (input_ids, past),
         caches,
-        hidden,
-        logits,
         layers,
         routers,
-    })
+    };
+    Ok(finish_causal_lm(g, cfg, opts, params, decoded)?)
 }
 
 /// `x` with `extra` zero columns appended to each of its `heads` heads (none: `x`).
