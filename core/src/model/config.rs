@@ -60,6 +60,9 @@ impl std::error::Error for ConfigError {}
 pub const MAX_LAYERS: usize = 4096;
 /// Most a width (hidden, MLP, heads, head dim) may be (Llama 3.1 405B's MLP: 53,248).
 pub const MAX_WIDTH: usize = 1 << 20;
+/// Most routed experts a MoE layer may have (DeepSeek-V3: 256): each is three named
+/// weights, so the bound keeps a hostile config from naming millions of tensors.
+pub const MAX_EXPERTS: usize = 4096;
 /// Most weights a model may have (2^40, about 1.1 trillion).
 pub const MAX_PARAMS: u64 = 1 << 40;
 
@@ -172,10 +175,10 @@ pub struct DeepseekV3Config {
     /// Experts per token (`num_experts_per_tok`).
     pub num_experts_per_tok: usize,
     /// Expert groups (`n_group`, `null` = 1).
-    #[serde(default, deserialize_with = "null_as_one")]
+    #[serde(default = "default_one", deserialize_with = "null_as_one")]
     pub n_group: usize,
     /// Groups a token may use (`topk_group`, `null` = 1).
-    #[serde(default, deserialize_with = "null_as_one")]
+    #[serde(default = "default_one", deserialize_with = "null_as_one")]
     pub topk_group: usize,
     /// The first layers keep a dense SwiGLU MLP of `intermediate_size`
     /// (`first_k_dense_replace`).
@@ -314,6 +317,15 @@ impl DeepseekV3Config {
             if v == 0 || v > MAX_WIDTH {
                 return err(field, format!("{v} must be between 1 and {MAX_WIDTH}"));
             }
+        }
+        if self.n_routed_experts > MAX_EXPERTS {
+            return err(
+                "n_routed_experts",
+                format!(
+                    "{} is beyond any real model (at most {MAX_EXPERTS})",
+                    self.n_routed_experts
+                ),
+            );
         }
         if self.n_shared_experts > MAX_WIDTH {
             return err(
@@ -736,6 +748,22 @@ mod tests {
         assert_eq!(spec.magnitude(), 1.0);
         let scale = yarn.softmax_factor() as f64 / libm::sqrt(192.0);
         assert!((scale - 0.1352337788608801).abs() < 1e-7, "{scale}");
+    }
+
+    #[test]
+    fn a_config_naming_millions_of_experts_is_refused_before_any_weight_is_listed() {
+        let text = r#"{"architectures": ["DeepseekV3ForCausalLM"], "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "vocab_size": 8,
+            "deepseek_v3": {"kv_lora_rank": 4, "qk_nope_head_dim": 2, "qk_rope_head_dim": 2,
+            "v_head_dim": 2, "n_routed_experts": 1000000, "moe_intermediate_size": 2,
+            "num_experts_per_tok": 1}}"#;
+        let mut c: ModelConfig = serde_json::from_str(text).expect("json");
+        assert_eq!(c.validate().unwrap_err().field, "n_routed_experts");
+        // Absent routing groups are one group, as in HF (`null` too).
+        let ds = c.deepseek_v3.as_mut().expect("deepseek");
+        ds.n_routed_experts = 4;
+        assert_eq!((ds.n_group, ds.topk_group), (1, 1));
+        assert_eq!(c.validate(), Ok(Architecture::DeepseekV3));
     }
 
     #[test]
