@@ -4,7 +4,7 @@
 //! the whole sequence gives — for the transformers-made parity fixtures (q LoRA + YaRN +
 //! interleaved RoPE + dense first layer; plain q + tied + rotate-half RoPE + v wider than
 //! q/k; bf16) — and the same tokens as the expanded full-KV cache, in a fraction of its
-//! bytes.
+//! bytes; and an FP8 block-scaled V3 checkpoint gives transformers' log-probs.
 
 use std::path::Path;
 
@@ -177,4 +177,47 @@ fn multi_token_prediction_layers_are_skipped_on_load_only_when_the_config_declar
     std::fs::write(tmp.path().join("config.json"), config.to_string()).expect("config");
     let loaded = load_hf_model(tmp.path()).expect("MTP layer skipped");
     assert_eq!(loaded.weights, model.weights);
+}
+
+#[test]
+fn an_fp8_block_scaled_deepseek_v3_checkpoint_gives_transformers_log_probs() {
+    // Made by tests/fixtures/make_deepseek_v3_fp8_fixture.py: every decoder projection and
+    // expert as float8_e4m3fn with 128×128 `weight_scale_inv` blocks, as DeepSeek ships.
+    let backend = CpuBackend::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf/deepseek_v3_fp8");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).expect("expected.json")).expect("json");
+    let tokens: Vec<i32> = expected["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|v| v.as_i64().expect("id") as i32)
+        .collect();
+    let (cfg, params) = load(&backend, "deepseek_v3_fp8");
+    let n = tokens.len() - 1;
+    let mut g = LmGraph::new(&backend, &cfg, 1, n, Objective::TokenLogProbs { temperature: 1.0 }).unwrap();
+    let (logp, _) = g
+        .forward(
+            &backend,
+            &params,
+            &Feed {
+                ids: &tokens[..n],
+                targets: &tokens[1..],
+                weights: None,
+            },
+        )
+        .unwrap();
+    let want: Vec<f32> = expected["logprobs"]
+        .as_array()
+        .expect("logprobs")
+        .iter()
+        .map(|v| v.as_f64().expect("number") as f32)
+        .collect();
+    assert_eq!(logp.len(), want.len());
+    for (i, (a, b)) in logp.iter().zip(&want).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "position {i}: r1 {a} vs transformers {b}"
+        );
+    }
 }
