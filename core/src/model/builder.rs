@@ -363,7 +363,7 @@ fn fnv1a(s: &str) -> u32 {
 /// that a quantized cache type can store the model's cache rows.
 pub fn check_geometry(cfg: &ModelConfig, opts: &BuildOptions) -> Result<(), BuildError> {
     if let Some(kv) = opts.kv_cache {
-        kv.types.bytes_per_token_per_layer_of(cfg.kv_cache_widths())?;
+        kv.types.bytes_per_token_per_layer(cfg.kv_cache_widths())?;
     }
     let (b, t) = (opts.batch, opts.seq);
     let capacity = opts.kv_cache.map_or(t, |kv| kv.capacity);

@@ -298,6 +298,14 @@ impl YarnConfig {
 }
 
 impl DeepseekV3Config {
+    /// The error of a `DeepseekV3ForCausalLM` config without these fields.
+    pub fn missing() -> ConfigError {
+        ConfigError {
+            field: "kv_lora_rank",
+            detail: "a DeepseekV3ForCausalLM config needs its attention and MoE fields".into(),
+        }
+    }
+
     /// Checks the fields the graph relies on (sizes are bounded as the others are).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |field: &'static str, detail: String| Err(ConfigError { field, detail });
@@ -497,12 +505,7 @@ impl ModelConfig {
         }
         match (arch, &self.deepseek_v3) {
             (Architecture::DeepseekV3, Some(ds)) => ds.validate()?,
-            (Architecture::DeepseekV3, None) => {
-                return Err(ConfigError {
-                    field: "kv_lora_rank",
-                    detail: "a DeepseekV3ForCausalLM config needs its attention and MoE fields".into(),
-                });
-            }
+            (Architecture::DeepseekV3, None) => return Err(DeepseekV3Config::missing()),
             (_, Some(_)) => {
                 return Err(ConfigError {
                     field: "architectures",

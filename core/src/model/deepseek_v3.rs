@@ -36,10 +36,7 @@ pub struct DeepseekV3;
 const LATENT_NORM_EPS: f32 = 1e-6;
 
 fn settings(cfg: &ModelConfig) -> Result<&DeepseekV3Config, ConfigError> {
-    cfg.deepseek_v3.as_ref().ok_or_else(|| ConfigError {
-        field: "kv_lora_rank",
-        detail: "a DeepseekV3ForCausalLM config needs its attention and MoE fields".into(),
-    })
+    cfg.deepseek_v3.as_ref().ok_or_else(DeepseekV3Config::missing)
 }
 
 impl Family for DeepseekV3 {

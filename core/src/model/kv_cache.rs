@@ -128,16 +128,11 @@ impl KvCacheTypes {
         v: KvCacheType::F32,
     };
 
-    /// Bytes one cached token takes in one layer: a key row and a value row of `width`
-    /// (`kv_heads · head_dim`) values, `row_bytes(k) + row_bytes(v)`. An error when a
-    /// quantized side's rows are not whole blocks.
-    pub fn bytes_per_token_per_layer(self, width: usize) -> Result<usize, KvCacheWidthError> {
-        self.bytes_per_token_per_layer_of((width, width))
-    }
-
-    /// [`KvCacheTypes::bytes_per_token_per_layer`] for key and value rows of their own
-    /// widths (`ModelConfig::kv_cache_widths`; a value width of 0 is no value cache).
-    pub fn bytes_per_token_per_layer_of(self, (kw, vw): (usize, usize)) -> Result<usize, KvCacheWidthError> {
+    /// Bytes one cached token takes in one layer: a key row and a value row of their
+    /// widths (`ModelConfig::kv_cache_widths`: `kv_heads · head_dim` each, or a value width
+    /// of 0 for no value cache), `row_bytes(k) + row_bytes(v)`. An error when a quantized
+    /// side's rows are not whole blocks.
+    pub fn bytes_per_token_per_layer(self, (kw, vw): (usize, usize)) -> Result<usize, KvCacheWidthError> {
         let side = |ty: KvCacheType, side, width| ty.row_bytes(width).ok_or(KvCacheWidthError { side, ty, width });
         let (k, v) = (side(self.k, "key", kw)?, side(self.v, "value", vw)?);
         k.checked_add(v).ok_or(KvCacheWidthError {
@@ -200,18 +195,18 @@ mod tests {
     fn bytes_per_token_count_both_sides_in_their_types() {
         // Qwen2.5-0.5B: 2 kv heads × 64 = 128 values per row.
         let w = 128;
-        let f32s = KvCacheTypes::F32.bytes_per_token_per_layer(w);
+        let f32s = KvCacheTypes::F32.bytes_per_token_per_layer((w, w));
         assert_eq!(f32s, Ok(2 * 128 * 4));
         let mixed = KvCacheTypes {
             k: KvCacheType::Q8_0,
             v: KvCacheType::Q4_0,
         };
-        assert_eq!(mixed.bytes_per_token_per_layer(w), Ok(4 * 34 + 4 * 18));
+        assert_eq!(mixed.bytes_per_token_per_layer((w, w)), Ok(4 * 34 + 4 * 18));
         let bf16 = KvCacheTypes {
             k: KvCacheType::BF16,
             v: KvCacheType::F16,
         };
-        assert_eq!(bf16.bytes_per_token_per_layer(w), Ok(2 * 128 * 2));
+        assert_eq!(bf16.bytes_per_token_per_layer((w, w)), Ok(2 * 128 * 2));
     }
 
     #[test]
@@ -220,7 +215,7 @@ mod tests {
             k: KvCacheType::F32,
             v: KvCacheType::Q8_0,
         };
-        let e = t.bytes_per_token_per_layer(48).unwrap_err();
+        let e = t.bytes_per_token_per_layer((48, 48)).unwrap_err();
         assert_eq!((e.side, e.ty, e.width), ("value", KvCacheType::Q8_0, 48));
         assert!(e.to_string().contains("32-value blocks"), "{e}");
     }

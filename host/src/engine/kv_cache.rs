@@ -45,7 +45,7 @@ impl<B: Backend> KvCache<B> {
         types: KvCacheTypes,
     ) -> Result<Self, EngineError> {
         let widths = cfg.kv_cache_widths();
-        types.bytes_per_token_per_layer_of(widths).map_err(BuildError::from)?;
+        types.bytes_per_token_per_layer(widths).map_err(BuildError::from)?;
         let bytes = |ty: KvCacheType, width: usize| {
             TensorDesc::new(ty.dtype(), &[batch, capacity, width])
                 .checked_bytes()
@@ -71,7 +71,7 @@ impl<B: Backend> KvCache<B> {
     /// and values (before any cache exists: the server sizes its rows with it). An error
     /// when a quantized type cannot store the model's rows.
     pub fn bytes_per_token_for(cfg: &ModelConfig, types: KvCacheTypes) -> Result<usize, BuildError> {
-        let per_layer = types.bytes_per_token_per_layer_of(cfg.kv_cache_widths())?;
+        let per_layer = types.bytes_per_token_per_layer(cfg.kv_cache_widths())?;
         Ok(per_layer.saturating_mul(cfg.num_hidden_layers))
     }
 

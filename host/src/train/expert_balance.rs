@@ -17,12 +17,6 @@ pub struct ExpertBalance {
     loads: BTreeMap<String, Vec<u64>>,
 }
 
-/// What one update did: the largest load over the mean load of any layer (1 = balanced).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BalanceStats {
-    pub max_load_ratio: f64,
-}
-
 impl ExpertBalance {
     /// A balancer moving biases by `speed`; `None` when `speed` is 0 (balancing off).
     pub fn new(speed: f32) -> Option<ExpertBalance> {
@@ -49,22 +43,14 @@ impl ExpertBalance {
         Ok(())
     }
 
-    /// Moves every observed router's bias toward balance and forgets the loads. `None`
-    /// when nothing was observed (a dense model).
-    pub fn update<B: Backend>(
-        &mut self,
-        backend: &B,
-        params: &ParamBuffer<B>,
-    ) -> Result<Option<BalanceStats>, WeightsError> {
-        let mut max_ratio: Option<f64> = None;
+    /// Moves every observed router's bias toward balance and forgets the loads.
+    pub fn update<B: Backend>(&mut self, backend: &B, params: &ParamBuffer<B>) -> Result<(), WeightsError> {
         for (name, load) in std::mem::take(&mut self.loads) {
             let mut bias = params.download(backend, &name)?;
-            if let Some(ratio) = nudge(&mut bias, &load, self.speed) {
-                max_ratio = Some(max_ratio.map_or(ratio, |m: f64| m.max(ratio)));
-            }
+            nudge(&mut bias, &load, self.speed);
             params.upload(backend, &name, &bias)?;
         }
-        Ok(max_ratio.map(|max_load_ratio| BalanceStats { max_load_ratio }))
+        Ok(())
     }
 }
 
