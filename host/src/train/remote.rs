@@ -333,9 +333,12 @@ impl RemoteRollouts {
             self.servers.clone(),
             self.model.clone(),
         );
+        // One copy of the bytes, shared by every request.
         let (format, body, header) = match payload {
-            WeightsPayload::Full(b) => ("safetensors", b.clone(), None),
-            WeightsPayload::Adapter { config, bytes } => ("peft", bytes.clone(), Some(config.to_string())),
+            WeightsPayload::Full(b) => ("safetensors", axum::body::Bytes::from(b.clone()), None),
+            WeightsPayload::Adapter { config, bytes } => {
+                ("peft", axum::body::Bytes::from(bytes.clone()), Some(config.to_string()))
+            }
         };
         self.runtime.block_on(async move {
             let mut tasks = Vec::new();
