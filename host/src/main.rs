@@ -43,6 +43,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `mpirun -n N r1host run …`: MPI starts here and lives until `main` returns.
+    let launch = match r1_host::train::dist::Launch::start() {
+        Ok(launch) => launch,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Plugin(args) => cli::plugin::run(args),
         Command::Bench(args) => cli::bench::run(args),
@@ -63,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Err(e) if cli::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            launch.fail();
             std::process::ExitCode::FAILURE
         }
     }

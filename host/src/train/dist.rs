@@ -7,7 +7,7 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use r1_core::backend::{Backend, f32_bytes, f32_from_bytes};
+use r1_core::backend::{Backend, BackendError, f32_bytes, f32_from_bytes};
 
 use crate::weights::ParamBuffer;
 
@@ -21,6 +21,15 @@ pub struct CollectiveError {
     pub op: &'static str,
     pub size: usize,
     pub detail: String,
+}
+
+/// Summing gradients failed: moving them to or from the backend, or the collective.
+#[derive(Debug, thiserror::Error)]
+pub enum ReduceError {
+    #[error("summing gradients over processes: {0}")]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
 }
 
 /// The processes of one data-parallel run. Every process calls each operation in the same
@@ -102,6 +111,54 @@ pub fn launched_size() -> Option<usize> {
     std::env::var("OMPI_COMM_WORLD_SIZE").ok()?.parse().ok()
 }
 
+/// What `r1host` started with: MPI, when it was launched by `mpirun` and built with the
+/// `mpi` feature. Keep it until the process ends (dropping it finalises MPI).
+pub struct Launch {
+    #[cfg(feature = "mpi")]
+    mpi: Option<mpi::MpiSession>,
+}
+
+impl Launch {
+    /// Starts MPI and installs it as the [`world`] when `mpirun` launched this process (a
+    /// plain run of an `mpi` build stays one process); refuses a launch by `mpirun` with
+    /// several processes in a build without the feature, whose processes would each run
+    /// the whole job and write the same files.
+    pub fn start() -> Result<Launch, String> {
+        let launched = launched_size();
+        #[cfg(feature = "mpi")]
+        {
+            let mpi = match launched {
+                Some(_) => {
+                    let session = mpi::MpiSession::start()?;
+                    install(Box::new(session.collective()))?;
+                    Some(session)
+                }
+                None => None,
+            };
+            Ok(Launch { mpi })
+        }
+        #[cfg(not(feature = "mpi"))]
+        match launched {
+            Some(n) if n > 1 => Err(format!(
+                "started by mpirun with {n} processes, but this r1host was built without MPI \
+                 (build it with `--features mpi`)"
+            )),
+            _ => Ok(Launch {}),
+        }
+    }
+
+    /// After an error on this process: ends the whole MPI job (the other processes would
+    /// wait for this one in their next reduction for ever); nothing with one process.
+    pub fn fail(&self) {
+        #[cfg(feature = "mpi")]
+        if let Some(session) = &self.mpi
+            && world().size() > 1
+        {
+            session.abort(1);
+        }
+    }
+}
+
 /// The groups `rank` of `size` generates out of a round's `groups`: a contiguous share,
 /// the first `groups % size` ranks one group more than the others.
 pub fn group_share(groups: usize, rank: usize, size: usize) -> Range<usize> {
@@ -148,7 +205,7 @@ pub fn all_reduce_gradients<B: Backend>(
     backend: &B,
     grads: &ParamBuffer<B>,
     have: bool,
-) -> anyhow::Result<()> {
+) -> Result<(), ReduceError> {
     let floats = grads.layout.total_floats();
     let mut values = if have {
         let mut bytes = vec![0u8; floats * 4];

@@ -24,11 +24,15 @@ use rayon::prelude::*;
 
 use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
 use crate::plugin::{OnRewardError, RewardFailures};
+use crate::train::dist::{self, Collective, CollectiveError, ReduceError};
 use crate::train::expert_balance::ExpertBalance;
-use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed};
+use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed, seed_of};
 use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
 use crate::train::optim::{AdamW, NonFiniteQuantity, NonFiniteStep, OptimConfig, OptimError};
 use crate::weights::ParamBuffer;
+
+mod data_parallel;
+use data_parallel::BatchFigures;
 
 /// GRPO stage settings. `grpo` holds TRL's `GRPOConfig` loss/advantage fields (beta,
 /// epsilon, epsilon_high, delta, loss_type, scale_rewards, num_generations,
@@ -227,6 +231,12 @@ pub enum GrpoTrainError {
     NoCompletion { index: usize },
     #[error("stopped: {0}")]
     Stopped(String),
+    #[error("data-parallel GRPO over {size} processes: {detail}")]
+    DataParallel { size: usize, detail: String },
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    #[error(transparent)]
+    Reduce(#[from] ReduceError),
 }
 
 impl From<OptimError> for GrpoTrainError {
@@ -279,6 +289,8 @@ pub struct GrpoTrainer<B: Backend> {
     prompts: Vec<GrpoPrompt>,
     /// DeepSeek-V3's router-bias balancing (`optim.bias_update_speed` > 0).
     balance: Option<ExpertBalance>,
+    /// The processes training together ([`dist::world`]; one by default).
+    world: &'static dyn Collective,
 }
 
 /// Rows of one micro-batch packed for the scoring graph.
@@ -296,8 +308,21 @@ struct PreparedBatch {
     /// The scored rollouts, each with its advantage.
     rollouts: Vec<Rollout>,
     advantages: Advantages,
-    /// Rollout indices of each micro-batch.
+    /// Rollout indices of each micro-batch this process scores: with one process the
+    /// micro-batches themselves, with several its rows cut where the whole batch's
+    /// micro-batches end ([`dist::micro_parts`]).
     micro: Vec<Vec<usize>>,
+    /// Per entry of `micro`: the micro-batch of the whole batch it lies in.
+    micro_of: Vec<usize>,
+    /// Per entry of `micro`: the factor that makes its loss its share of its whole
+    /// micro-batch's ([`data_parallel::part_scale`]; 1 for a whole micro-batch).
+    part_scale: Vec<f32>,
+    /// Micro-batches of the whole generation batch (over every process).
+    micro_batches: usize,
+    /// Active completion tokens of each micro-batch of the whole batch.
+    active: Vec<f64>,
+    /// The batch's reward and completion figures over every process.
+    figures: BatchFigures,
     packed: Vec<Packed>,
     /// Per micro-batch: log-probs `[rows × L]` under the policy that sampled it (when the
     /// policy moves before its last update).
@@ -320,6 +345,8 @@ impl<B: Backend> GrpoTrainer<B> {
         prompts: Vec<GrpoPrompt>,
     ) -> Result<Self, GrpoTrainError> {
         config.validate()?;
+        let world = dist::world();
+        data_parallel::check_supported(&config, world.size())?;
         params.check_trainable("GRPO training")?;
         if prompts.is_empty() {
             return Err(GrpoTrainError::NoPrompts);
@@ -377,6 +404,7 @@ impl<B: Backend> GrpoTrainer<B> {
             state,
             prompts,
             balance: ExpertBalance::new(config_bias_speed),
+            world,
         })
     }
 
@@ -395,13 +423,15 @@ impl<B: Backend> GrpoTrainer<B> {
         i
     }
 
-    /// Samples G completions for each of `prompt_indices`.
+    /// Samples G completions for each `(prompt index, sampling seed)` of `groups`. Each
+    /// group samples from its own seed ([`Self::group_seed`]), so a group's completions do
+    /// not depend on which process generates it or on the groups generated before it.
     pub fn generate(
         &mut self,
         backend: &B,
         params: &ParamBuffer<B>,
         tok: &dyn Detokenizer,
-        prompt_indices: &[usize],
+        groups: &[(usize, u64)],
     ) -> Result<Vec<Rollout>, GrpoTrainError> {
         let g = self.config.grpo.num_generations;
         let generation = GenerationConfig {
@@ -411,18 +441,12 @@ impl<B: Backend> GrpoTrainer<B> {
         };
         let eos = tok.eos_id();
         let mut out = Vec::new();
-        for &pi in prompt_indices {
+        for &(pi, seed) in groups {
             let prompt = self.prompts[pi].tokens.clone();
-            let completions = self.engine.generate(
-                backend,
-                params,
-                tok,
-                &prompt,
-                g,
-                &generation,
-                &mut self.state.rng,
-                |_, _| {},
-            )?;
+            let mut rng = Rng::new(seed);
+            let completions =
+                self.engine
+                    .generate(backend, params, tok, &prompt, g, &generation, &mut rng, |_, _| {})?;
             for c in completions {
                 let mut loss_tokens = c.tokens.clone();
                 if let (FinishReason::Eos, Some(e)) = (c.finish_reason, eos) {
@@ -439,6 +463,12 @@ impl<B: Backend> GrpoTrainer<B> {
             }
         }
         Ok(out)
+    }
+
+    /// The sampling seed of group `group` of generation round `round` (dynamic sampling's
+    /// extra rounds) of the generation that starts at this step.
+    fn group_seed(&self, round: usize, group: usize) -> u64 {
+        seed_of(&[self.config.seed, self.state.step as u64, round as u64, group as u64])
     }
 
     /// Scores every group with every reward in parallel, applying `on_reward_error`.
@@ -614,7 +644,7 @@ impl<B: Backend> GrpoTrainer<B> {
         let started = Instant::now();
         let (rollouts, dropped_groups) = self.rollouts(backend, params, tok)?;
         let batch = self.prepare(backend, params, tok, rollouts, dropped_groups, started)?;
-        let steps: Vec<Vec<usize>> = (0..batch.micro.len())
+        let steps: Vec<Vec<usize>> = (0..batch.micro_batches)
             .collect::<Vec<_>>()
             .chunks(self.config.gradient_accumulation_steps)
             .map(<[usize]>::to_vec)
@@ -651,9 +681,14 @@ impl<B: Backend> GrpoTrainer<B> {
         let mut rounds = 0usize;
         loop {
             let need = wanted - rollouts.len() / g;
+            // Every process draws the same prompts and generates its share of the groups.
             let idx: Vec<usize> = (0..need).map(|_| self.next_prompt()).collect();
-            let mut fresh = self.generate(backend, params, tok, &idx)?;
+            let share = dist::group_share(need, self.world.rank(), self.world.size());
+            let groups: Vec<(usize, u64)> = share.map(|gi| (idx[gi], self.group_seed(rounds, gi))).collect();
+            let before = data_parallel::failure_counts(&self.failures);
+            let mut fresh = self.generate(backend, params, tok, &groups)?;
             self.score(&mut fresh)?;
+            data_parallel::sum_failures(self.world, &mut self.failures, &before)?;
             self.state.failures = self
                 .rewards
                 .iter()
@@ -715,20 +750,29 @@ impl<B: Backend> GrpoTrainer<B> {
         let generation_time = started.elapsed().as_secs_f64();
 
         let pad = tok.eos_id().unwrap_or(0);
-        let micro: Vec<Vec<usize>> = (0..rollouts.len())
-            .collect::<Vec<_>>()
-            .chunks(self.config.per_device_train_batch_size)
-            .map(<[usize]>::to_vec)
-            .collect();
+        let (first_row, total_rows) = data_parallel::rows_of_batch(self, rollouts.len());
+        let size = self.config.per_device_train_batch_size;
+        let parts = dist::micro_parts(first_row, rollouts.len(), size);
+        let micro: Vec<Vec<usize>> = parts.iter().map(|p| p.rows.clone().collect()).collect();
+        let micro_of: Vec<usize> = parts.iter().map(|p| p.micro).collect();
         let packed: Vec<Packed> = micro
             .iter()
             .map(|mb| self.pack(&mb.iter().map(|&i| &rollouts[i]).collect::<Vec<_>>(), pad))
             .collect();
+        let micro_batches = total_rows.div_ceil(size);
+        let (active, part_scale) = data_parallel::normalisers(
+            self.world,
+            self.config.grpo.loss_type,
+            (&micro, &packed, &micro_of),
+            total_rows,
+            size,
+        )?;
+        let figures = BatchFigures::of(self.world, &rollouts, &advantages)?;
         let mut old: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
         let mut reference: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
         for (m, p) in packed.iter().enumerate() {
             if self.config.needs_old_logp() {
-                let dropout = self.dropout_seed(m, 0);
+                let dropout = self.dropout_seed(micro_of[m], 0);
                 old[m] = Some(
                     self.completion_logp(backend, (params, Scored::Policy), p, micro[m].len(), dropout)?
                         .0,
@@ -744,6 +788,11 @@ impl<B: Backend> GrpoTrainer<B> {
             rollouts,
             advantages,
             micro,
+            micro_of,
+            part_scale,
+            micro_batches,
+            active,
+            figures,
             packed,
             old,
             reference,
@@ -755,7 +804,9 @@ impl<B: Backend> GrpoTrainer<B> {
     /// Update: one optimizer step over the micro-batches `chunk` of `batch` — each one's
     /// clipped policy loss, its gradient back-propagated through the model and
     /// accumulated — then AdamW. `untouched`: the parameters are still those that sampled
-    /// the batch (the trainer/sampler log-prob drift is measured then).
+    /// the batch (the trainer/sampler log-prob drift is measured then). With several
+    /// processes each scores its parts of those micro-batches, and the summed gradient is
+    /// what AdamW (and the gradient-norm clipping) sees (see `data_parallel`).
     fn update(
         &mut self,
         backend: &B,
@@ -767,16 +818,16 @@ impl<B: Backend> GrpoTrainer<B> {
         let step_started = Instant::now();
         let l = self.config.grpo.max_completion_length;
         let token_sum_loss = matches!(self.config.grpo.loss_type, LossType::Dapo | LossType::Cispo);
-        let active: f64 = chunk
-            .iter()
-            .map(|&m| batch.packed[m].mask.iter().map(|&v| v as f64).sum::<f64>())
-            .sum();
+        let active: f64 = chunk.iter().map(|&m| batch.active[m]).sum();
         let num_items_in_batch = token_sum_loss.then_some(active.max(1.0));
         let mut tally = StepTally::default();
-        for (k, &m) in chunk.iter().enumerate() {
+        let mine: Vec<usize> = (0..batch.micro.len())
+            .filter(|&p| chunk.contains(&batch.micro_of[p]))
+            .collect();
+        for (k, &m) in mine.iter().enumerate() {
             let rows = batch.micro[m].len();
             let packed = &batch.packed[m];
-            let dropout = self.dropout_seed(m, 1);
+            let dropout = self.dropout_seed(batch.micro_of[m], 1);
             let (logp, ent) = self.completion_logp(backend, (params, Scored::Policy), packed, rows, dropout)?;
             if let Some(mut balance) = self.balance.take() {
                 let observed = self
@@ -799,9 +850,14 @@ impl<B: Backend> GrpoTrainer<B> {
                 completion_len: l,
                 num_items_in_batch,
             };
-            let out = policy_loss(&self.config.grpo, &inputs).map_err(|e| self.diverged(e))?;
+            let mut out = policy_loss(&self.config.grpo, &inputs).map_err(|e| self.diverged(e))?;
+            data_parallel::scale_part(&mut out, batch.part_scale[m]);
             self.backward(backend, params, packed, rows, &out.grad_logp, k == 0)?;
             tally.add_micro_batch(&out, &ent, &packed.mask);
+        }
+        if self.world.size() > 1 {
+            dist::all_reduce_gradients(self.world, backend, &self.optimizer.grads, !mine.is_empty())?;
+            tally.all_reduce(self.world)?;
         }
         let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
         let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
@@ -1106,26 +1162,20 @@ impl StepTally {
         lr: f32,
         started: Instant,
     ) -> GrpoStepReport {
-        let (rollouts, adv) = (&batch.rollouts, &batch.advantages);
+        let (rollouts, adv, fig) = (&batch.rollouts, &batch.advantages, &batch.figures);
         let step = trainer.state.step;
-        let lens: Vec<usize> = rollouts.iter().map(|r| r.loss_tokens.len()).collect();
-        let n = lens.len().max(1) as f64;
-        let clipped = rollouts
-            .iter()
-            .filter(|r| r.completion.finish_reason == FinishReason::Length)
-            .count();
         let metrics = GrpoStepMetrics {
             step,
             loss: self.loss_sum,
             grad_norm,
             learning_rate: f64::from(lr),
-            reward: adv.reward.mean.map(f64::from),
-            reward_std: adv.reward.std.map(f64::from),
+            reward: fig.reward.mean.map(f64::from),
+            reward_std: fig.reward.std.map(f64::from),
             rewards: PerRewardMetrics(
                 trainer
                     .rewards
                     .iter()
-                    .zip(&adv.per_reward)
+                    .zip(&fig.per_reward)
                     .zip(&trainer.failures)
                     .map(|((r, stats), failures)| RewardStepMetrics {
                         name: r.name.clone(),
@@ -1143,16 +1193,13 @@ impl StepTally {
             entropy: (self.entropy.1 > 0.0).then(|| self.entropy.0 / self.entropy.1),
             sampler_logp_diff_mean: (self.drift.2 > 0.0).then(|| self.drift.0 / self.drift.2),
             sampler_logp_diff_max: (self.drift.2 > 0.0).then_some(self.drift.1),
-            completion_mean_length: lens.iter().sum::<usize>() as f64 / n,
-            completion_min_length: lens.iter().min().copied().unwrap_or(0),
-            completion_max_length: lens.iter().max().copied().unwrap_or(0),
-            completion_clipped_ratio: clipped as f64 / n,
-            frac_reward_zero_std: f64::from(adv.frac_reward_zero_std),
+            completion_mean_length: fig.completion_mean_length,
+            completion_min_length: fig.completion_min_length,
+            completion_max_length: fig.completion_max_length,
+            completion_clipped_ratio: fig.completion_clipped_ratio,
+            frac_reward_zero_std: fig.frac_reward_zero_std,
             dropped_groups: batch.dropped_groups,
-            num_tokens: rollouts
-                .iter()
-                .map(|r| r.prompt_tokens.len() + r.loss_tokens.len())
-                .sum(),
+            num_tokens: fig.num_tokens,
             generation_time: batch.generation_time,
             step_time: started.elapsed().as_secs_f64() + batch.generation_time,
             eval_accuracy: None,
