@@ -269,6 +269,57 @@ mod tests {
         assert!(micro_parts(3, 0, 4).is_empty());
     }
 
+    /// Two processes in one: each "process" sums with a fixed other's values.
+    struct Pair {
+        other: Vec<f32>,
+    }
+
+    impl Collective for Pair {
+        fn rank(&self) -> usize {
+            1
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<(), CollectiveError> {
+            values.iter_mut().zip(&self.other).for_each(|(v, o)| *v += o);
+            Ok(())
+        }
+        fn all_reduce_sum_f64(&self, _: &mut [f64]) -> Result<(), CollectiveError> {
+            unreachable!("not used by the gradient sum")
+        }
+        fn all_reduce_max_f64(&self, _: &mut [f64]) -> Result<(), CollectiveError> {
+            unreachable!("not used by the gradient sum")
+        }
+        fn barrier(&self) -> Result<(), CollectiveError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn gradients_are_summed_in_place_and_a_process_without_any_adds_zeros() {
+        use r1_core::model::ParamSpec;
+        let backend = r1_backend_cpu::CpuBackend::new();
+        let spec = |name: &str, n: usize| ParamSpec {
+            name: name.into(),
+            dims: vec![n],
+        };
+        let layout = crate::weights::ParamLayout::new(&[spec("a", 3), spec("b", 2)]);
+        let grads = ParamBuffer::zeros(&backend, layout).expect("grads");
+        grads.upload(&backend, "a", &[1.0, 2.0, 3.0]).expect("upload");
+        grads.upload(&backend, "b", &[-1.0, 0.5]).expect("upload");
+        let pair = Pair {
+            other: vec![10.0; grads.layout.total_floats()],
+        };
+        all_reduce_gradients(&pair, &backend, &grads, true).expect("sum");
+        assert_eq!(grads.download(&backend, "a").expect("a"), [11.0, 12.0, 13.0]);
+        assert_eq!(grads.download(&backend, "b").expect("b"), [9.0, 10.5]);
+        // A process that scored no rows this step: its stale buffer must not count.
+        all_reduce_gradients(&pair, &backend, &grads, false).expect("sum");
+        assert_eq!(grads.download(&backend, "a").expect("a"), [10.0; 3]);
+        assert_eq!(grads.download(&backend, "b").expect("b"), [10.0; 2]);
+    }
+
     #[test]
     fn the_single_process_collective_is_rank_zero_of_one_and_leaves_values_alone() {
         let c = Single;
