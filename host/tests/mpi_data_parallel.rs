@@ -99,6 +99,18 @@ fn text(bytes: &[u8]) -> String {
 /// Runs `r1host run RECIPE --run-dir DIR`, under `mpirun -n PROCESSES` when `processes` is
 /// given; panics with the output when it fails.
 fn run(recipe: &Path, dir: &Path, processes: Option<usize>) -> Output {
+    let out = try_run(recipe, dir, processes);
+    assert!(
+        out.status.success(),
+        "r1host run ({processes:?} processes) failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// [`run`] without the check that it succeeded.
+fn try_run(recipe: &Path, dir: &Path, processes: Option<usize>) -> Output {
     let r1host = env!("CARGO_BIN_EXE_r1host");
     let args = [
         "run",
@@ -122,7 +134,7 @@ fn run(recipe: &Path, dir: &Path, processes: Option<usize>) -> Output {
     // Open MPI refuses root (CI runs as root) unless told twice.
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
-    let out = cmd.output().unwrap_or_else(|e| {
+    cmd.output().unwrap_or_else(|e| {
         panic!(
             "could not start {}: {e} (the MPI test needs Open MPI's mpirun: apt-get install openmpi-bin)",
             match processes {
@@ -130,14 +142,7 @@ fn run(recipe: &Path, dir: &Path, processes: Option<usize>) -> Output {
                 Some(_) => "mpirun",
             }
         )
-    });
-    assert!(
-        out.status.success(),
-        "r1host run ({processes:?} processes) failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    out
+    })
 }
 
 /// Every weight of a checkpoint, by name.
@@ -243,5 +248,41 @@ fn two_processes_train_the_weights_one_process_trains_with_the_whole_batch() {
         assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-2), "loss: {x} vs {y}");
         let (x, y) = (number(a, "grad_norm"), number(b, "grad_norm"));
         assert!((x - y).abs() <= 1e-4 * x.abs(), "grad_norm: {x} vs {y}");
+    }
+}
+
+#[test]
+fn what_two_processes_cannot_reproduce_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "an SFT stage",
+            recipe().replace(
+                "[[stages]]\nkind = \"grpo\"\nname = \"split\"",
+                "[[stages]]\nkind = \"sft\"\nname = \"cold_start\"\n[stages.sft]\nper_device_train_batch_size = 4\n\
+                 max_steps = 2\nmax_seq_length = 80\n\n[[stages]]\nkind = \"grpo\"\nname = \"split\"",
+            ),
+            "only GRPO stages run data-parallel",
+        ),
+        (
+            "dynamic sampling in the second stage",
+            recipe().replace("num_iterations = 2", "num_iterations = 2\ndynamic_sampling = true"),
+            "dynamic_sampling is not supported",
+        ),
+    ];
+    for (i, (what, text_of_recipe, message)) in cases.into_iter().enumerate() {
+        let path = tmp.path().join(format!("recipe{i}.toml"));
+        std::fs::write(&path, &text_of_recipe).expect("write the recipe");
+        assert!(text_of_recipe != recipe(), "{what}: the recipe was changed");
+        let dir = tmp.path().join(format!("run{i}"));
+        let out = try_run(&path, &dir, Some(2));
+        assert!(!out.status.success(), "{what}: accepted");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{what}: {stderr}");
+        assert!(!dir.join("metrics.jsonl").exists(), "{what}: the run started");
+        // One process runs the same recipe.
+        let one = tmp.path().join(format!("one{i}"));
+        let out = try_run(&path, &one, None);
+        assert!(out.status.success(), "{what}, one process: {}", text(&out.stderr));
     }
 }

@@ -178,13 +178,16 @@ fn check_data_parallel(recipe: &Recipe, processes: usize) -> anyhow::Result<()> 
         return Ok(());
     }
     for stage in &recipe.stages {
-        if !matches!(stage, StageSpec::Grpo { .. }) {
+        let StageSpec::Grpo { grpo, .. } = stage else {
             anyhow::bail!(
                 "stage `{}`: only GRPO stages run data-parallel over {processes} processes; \
                  run this recipe in one process, or split its other stages into a recipe of their own",
                 stage.name()
             );
-        }
+        };
+        // Every stage's settings are checked before the first one starts.
+        crate::train::grpo::check_data_parallel(grpo, processes)
+            .with_context(|| format!("stage `{}`", stage.name()))?;
     }
     Ok(())
 }

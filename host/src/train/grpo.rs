@@ -33,6 +33,7 @@ use crate::weights::ParamBuffer;
 
 mod data_parallel;
 use data_parallel::BatchFigures;
+pub use data_parallel::check_supported as check_data_parallel;
 
 /// GRPO stage settings. `grpo` holds TRL's `GRPOConfig` loss/advantage fields (beta,
 /// epsilon, epsilon_high, delta, loss_type, scale_rewards, num_generations,

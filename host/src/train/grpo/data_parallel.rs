@@ -25,6 +25,11 @@
 //!   every process's parts (the one-process value when no micro-batch is split between
 //!   processes); `generation_time` and `step_time` are rank 0's own.
 //!
+//! LoRA trains the same way (the summed gradient is the adapter's); its dropout masks are
+//! hashed from an element's place in the scored batch, so a micro-batch split between
+//! processes draws other masks than one process would — the same distribution, not the
+//! same values.
+//!
 //! Refused with several processes: DAPO dynamic sampling (the processes would need to
 //! agree on which groups to keep and how many to draw again), `scale_rewards = "batch"`
 //! and `multi_objective_aggregation = "normalize_then_sum"` (batch-wide statistics of the
@@ -41,7 +46,7 @@ use r1_core::backend::Backend;
 use r1_core::grpo::LossMetrics;
 
 /// Refuses, with `size` processes, what data-parallel GRPO does not reproduce.
-pub(super) fn check_supported(config: &GrpoTrainConfig, size: usize) -> Result<(), GrpoTrainError> {
+pub fn check_supported(config: &GrpoTrainConfig, size: usize) -> Result<(), GrpoTrainError> {
     if size <= 1 {
         return Ok(());
     }
