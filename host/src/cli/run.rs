@@ -68,6 +68,16 @@ impl BackendJob for PipelineJob<'_> {
     }
 }
 
+/// A run that stopped on request, checkpointed: an orderly end (with several processes,
+/// every one stopped at the same step), though the command did not finish its recipe.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped in stage `{stage}` (checkpointed at its step {step}); continue with: r1host run --resume {dir}")]
+pub struct RunStopped {
+    pub stage: String,
+    pub step: usize,
+    pub dir: String,
+}
+
 /// Exit status when a second Ctrl-C ends the process (128 + SIGINT, as shells report it).
 const SECOND_SIGNAL_EXIT: i32 = 130;
 
@@ -133,10 +143,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let report = match with_backend(&args.device, job)? {
         PipelineOutcome::Finished(report) => *report,
-        PipelineOutcome::Stopped { stage, step } => anyhow::bail!(
-            "stopped in stage `{stage}` (checkpointed at its step {step}); continue with: r1host run --resume {}",
-            dir.display()
-        ),
+        PipelineOutcome::Stopped { stage, step } => {
+            return Err(RunStopped {
+                stage,
+                step,
+                dir: dir.display().to_string(),
+            }
+            .into());
+        }
     };
     if !world.is_writer() {
         return Ok(());
