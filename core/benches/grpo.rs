@@ -56,6 +56,7 @@ fn step(cfg: &GrpoConfig, b: &Batch, grad: &mut [f32]) -> f32 {
         mask: &b.mask,
         completion_len: LEN,
         num_items_in_batch: None,
+        is_ratio: None,
     };
     policy_loss_into(cfg, &inputs, grad).expect("valid batch").loss
 }

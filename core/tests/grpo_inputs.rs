@@ -259,6 +259,7 @@ fn two_by_three<'a>(logp: &'a [f32], mask: &'a [f32]) -> LossInputs<'a> {
         mask,
         completion_len: 3,
         num_items_in_batch: None,
+        is_ratio: None,
     }
 }
 
@@ -350,6 +351,7 @@ fn malformed_loss_inputs_are_errors_naming_the_tensor() {
 
     let x = LossInputs {
         num_items_in_batch: Some(f64::NAN),
+        is_ratio: None,
         ..two_by_three(&lp, &mask)
     };
     assert!(matches!(
@@ -377,6 +379,7 @@ fn dapo_on_policy_worked_example() {
     let mask = [1.0f32, 1.0, 0.0, 1.0, 1.0, 1.0];
     let x = LossInputs {
         num_items_in_batch: Some(10.0),
+        is_ratio: None,
         ..two_by_three(&lp, &mask)
     };
     let out = policy_loss(&GrpoConfig::default(), &x).unwrap();
@@ -396,4 +399,67 @@ fn dapo_on_policy_worked_example() {
     );
     assert_eq!(LossMetrics::NAMES[0], "kl");
     assert_eq!(out.metrics.get("clip_ratio/high_max"), Some(0.0));
+}
+
+/// Truncated importance sampling (TRL's `vllm_importance_sampling_correction`): each
+/// token's policy term and its gradient are scaled by its weight, the KL term is not, and
+/// weights of 1 change nothing.
+#[test]
+fn importance_sampling_weights_scale_the_policy_term_only() {
+    let lp = [-0.5f32, -1.0, -0.2, -0.7, -0.3, -0.9];
+    let old = [-0.6f32, -0.9, -0.2, -0.8, -0.3, -1.0];
+    let rf = [-0.4f32, -1.1, -0.3, -0.6, -0.2, -0.8];
+    let mask = [1.0f32, 1.0, 0.0, 1.0, 1.0, 1.0];
+    let w = [0.5f32, 2.0, 7.0, 1.0, 0.25, 1.5];
+    let ones = [1.0f32; 6];
+    for level in ["token", "sequence"] {
+        let base = GrpoConfig {
+            importance_sampling_level: if level == "token" {
+                ImportanceSamplingLevel::Token
+            } else {
+                ImportanceSamplingLevel::Sequence
+            },
+            ..GrpoConfig::default()
+        };
+        let with = |beta: f64, is: Option<&[f32]>| {
+            let cfg = GrpoConfig { beta, ..base.clone() };
+            let x = LossInputs {
+                old_logp: Some(&old),
+                ref_logp: Some(&rf),
+                is_ratio: is,
+                ..two_by_three(&lp, &mask)
+            };
+            policy_loss(&cfg, &x).unwrap()
+        };
+        // Weights of 1 are no weights, bit for bit.
+        assert_eq!(with(0.04, None), with(0.04, Some(&ones)), "{level}");
+        let (plain, weighted) = (with(0.0, None), with(0.0, Some(&w)));
+        if level == "token" {
+            // β = 0: every active token's gradient is scaled by its own weight.
+            for t in 0..6 {
+                let expect = plain.grad_logp[t] * w[t] * mask[t];
+                assert!((weighted.grad_logp[t] - expect).abs() < 1e-6, "{level} t{t}");
+            }
+        }
+        assert!(
+            (weighted.loss - plain.loss).abs() > 1e-4,
+            "{level}: the weights must matter"
+        );
+        // The KL term is added unweighted: (β-loss − 0-loss) does not depend on the weights.
+        let kl_plain = with(0.04, None).loss - plain.loss;
+        let kl_weighted = with(0.04, Some(&w)).loss - weighted.loss;
+        assert!(
+            (kl_plain - kl_weighted).abs() < 1e-6,
+            "{level}: {kl_plain} vs {kl_weighted}"
+        );
+    }
+    let short = [1.0f32; 5];
+    let x = LossInputs {
+        is_ratio: Some(&short),
+        ..two_by_three(&lp, &mask)
+    };
+    assert!(matches!(
+        policy_loss(&GrpoConfig::default(), &x),
+        Err(GrpoError::LengthMismatch { tensor: "is_ratio", .. })
+    ));
 }

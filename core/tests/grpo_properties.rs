@@ -149,6 +149,7 @@ fn inputs<'a>(x: &'a Batch, logp: &'a [f32], on_policy: bool) -> LossInputs<'a> 
         mask: &x.mask,
         completion_len: x.t,
         num_items_in_batch: None,
+        is_ratio: None,
     }
 }
 
@@ -243,7 +244,7 @@ proptest! {
     ) {
         let x = LossInputs {
             logp: &logp, old_logp: Some(&logp), ref_logp: Some(&logp), advantages: &adv, mask: &mask,
-            completion_len: t, num_items_in_batch: None,
+            completion_len: t, num_items_in_batch: None, is_ratio: None,
         };
         if let Ok(out) = policy_loss(&cfg, &x) {
             prop_assert!(out.loss.is_finite());

@@ -93,6 +93,7 @@ fn loss_and_gradient_match_trl_for_every_loss_type_and_setting() {
             mask: &c.mask,
             completion_len: c.completion_len,
             num_items_in_batch: Some(c.num_items_in_batch),
+            is_ratio: None,
         };
         assert_eq!(c.logp.len(), c.num_sequences * c.completion_len);
         let out = policy_loss(&cfg, &inputs).unwrap_or_else(|e| panic!("{}: {e}", c.name));

@@ -31,6 +31,18 @@ impl<B: Backend> Model<B> {
         })
     }
 
+    /// Puts `adapter` on this model's base: in place of the adapter it has, or on its
+    /// weights when it has none (a weight update for a served LoRA policy).
+    pub fn replace_adapter(&mut self, backend: &B, adapter: &PeftAdapter) -> Result<(), ModelError> {
+        adapter.check_for(&self.config, "the adapter")?;
+        let Some(base) = self.params.base.as_ref().map(|b| b.params.clone()) else {
+            return self.attach_adapter(backend, adapter);
+        };
+        let weights = adapter.weights.iter().map(|t| (t.name.clone(), t.data.clone()));
+        self.params = ParamBuffer::adapter(backend, base, &self.config, adapter.spec, weights)?;
+        Ok(())
+    }
+
     fn replace_params(
         &mut self,
         backend: &B,

@@ -229,6 +229,7 @@ fn drawn(
         stop: vec![],
         top_logprobs: Some(4),
         ignore_eos: true,
+        sampler_logprobs: false,
     });
     let admission = |owner: usize, (prompt, n): &(Vec<u32>, usize)| Admission {
         prompt: prompt.clone(),

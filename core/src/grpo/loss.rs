@@ -52,6 +52,11 @@ pub struct LossInputs<'a> {
     /// `num_items_in_batch`, already divided by processes and scaled for accumulation).
     /// `None` uses this micro-batch's active tokens.
     pub num_items_in_batch: Option<f64>,
+    /// Truncated importance-sampling weights per token (TRL's `importance_sampling_ratio`
+    /// with `vllm_importance_sampling_correction`: `min(exp(old_logp − sampler_logp), C)`
+    /// when another engine sampled the completions). They scale the policy term of each
+    /// token, not its KL term, and carry no gradient. `None`: all 1.
+    pub is_ratio: Option<&'a [f32]>,
 }
 
 /// The loss of a micro-batch, its gradient with respect to every `logp`, and TRL's metrics.
@@ -117,6 +122,7 @@ pub fn policy_loss_into(
         let lp = &inputs.logp[row.clone()];
         let old = inputs.old_logp.map(|o| &o[row.clone()]);
         let rf = inputs.ref_logp.map(|r| &r[row.clone()]);
+        let is = inputs.is_ratio.map(|r| &r[row.clone()]);
         let m = &inputs.mask[row.clone()];
         let grad = &mut grad_logp[row];
         let adv = inputs.advantages[b] as f64;
@@ -134,6 +140,7 @@ pub fn policy_loss_into(
             lp,
             old,
             rf,
+            is,
             m,
             adv,
             agg,
@@ -185,11 +192,12 @@ fn check_inputs(config: &GrpoConfig, inputs: &LossInputs<'_>, grad_len: usize) -
             expected: usize::MAX,
             actual: inputs.logp.len(),
         })?;
-    let mut tensors: [(&'static str, Option<&[f32]>); 4] = [
+    let mut tensors: [(&'static str, Option<&[f32]>); 5] = [
         ("logp", Some(inputs.logp)),
         ("old_logp", inputs.old_logp),
         ("ref_logp", inputs.ref_logp),
         ("mask", Some(inputs.mask)),
+        ("is_ratio", inputs.is_ratio),
     ];
     for (name, t) in &mut tensors {
         if let Some(t) = t {
@@ -288,6 +296,8 @@ struct Row<'a> {
     lp: &'a [f32],
     old: Option<&'a [f32]>,
     rf: Option<&'a [f32]>,
+    /// Importance-sampling weight per token (see [`LossInputs::is_ratio`]).
+    is: Option<&'a [f32]>,
     m: &'a [f32],
     adv: f64,
     agg: f64,
@@ -425,9 +435,10 @@ fn token_level(p: &Params, r: &Row<'_>, grad: &mut [f32], acc: &mut Accumulators
         let s = r.old.map_or(0.0, |o| lp - o[t] as f64);
         let rho = libm::exp(s);
         let pt = policy_term(p, rho, r.adv);
-        let mut value = pt.value + pt.weight * lp;
+        let w_is = r.is.map_or(1.0, |w| w[t] as f64);
+        let mut value = (pt.value + pt.weight * lp) * w_is;
         // ∂ρ/∂logp = ρ at token level.
-        let mut d = pt.d_rho * rho + pt.weight;
+        let mut d = (pt.d_rho * rho + pt.weight) * w_is;
         if p.beta != 0.0
             && let Some(rf) = r.rf
         {
@@ -480,7 +491,13 @@ fn sequence_level(p: &Params, r: &Row<'_>, grad: &mut [f32], acc: &mut Accumulat
     };
     // First pass: the loss, and ∂loss/∂s gathered over the tokens (the shared policy value,
     // and the bias-corrected KL, depend on every token through s).
-    let w_sum = r.n_b * r.agg;
+    // Each token's share of the policy term: its aggregation weight times its
+    // importance-sampling weight (TRL broadcasts the (B, 1) term over the (B, T) ratios).
+    let w_is = |t: usize| r.is.map_or(1.0, |w| w[t] as f64);
+    let w_sum = match r.is {
+        None => r.n_b * r.agg,
+        Some(_) => (0..r.lp.len()).map(|t| r.m[t] as f64 * w_is(t)).sum::<f64>() * r.agg,
+    };
     let mut loss = w_sum * pt.value;
     let mut d_s = w_sum * pt.d_rho * rho;
     for t in 0..r.lp.len() {
@@ -489,7 +506,7 @@ fn sequence_level(p: &Params, r: &Row<'_>, grad: &mut [f32], acc: &mut Accumulat
         }
         let mt = r.m[t] as f64;
         let w = mt * r.agg;
-        let mut value = pt.weight * r.lp[t] as f64;
+        let mut value = pt.weight * w_is(t) * r.lp[t] as f64;
         if let Some((k, _)) = kl(t) {
             let k = if p.bias_kl { k * rho } else { k };
             value += p.beta * k;
@@ -507,7 +524,7 @@ fn sequence_level(p: &Params, r: &Row<'_>, grad: &mut [f32], acc: &mut Accumulat
             continue;
         }
         let mt = r.m[t] as f64;
-        let mut d = pt.weight;
+        let mut d = pt.weight * w_is(t);
         if let Some((_, dk)) = kl(t) {
             d += p.beta * if p.bias_kl { dk * rho } else { dk };
         }

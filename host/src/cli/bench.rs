@@ -149,6 +149,30 @@ enum BenchWhat {
         #[command(flatten)]
         cache: super::cache_types::CacheTypeArgs,
     },
+    /// GRPO generation on 1, 2, 4… local `r1host serve` workers (`[stages.grpo.rollout]`)
+    /// against in-process generation: completion tokens/s for `--groups` groups of
+    /// `--generations` completions, and the seconds one weight push to the fleet takes
+    /// (the whole model, and a LoRA adapter of rank `--lora`).
+    Rollout {
+        #[command(flatten)]
+        shape: Shape,
+        /// Worker counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 16)]
+        groups: usize,
+        #[arg(long, default_value_t = 8)]
+        generations: usize,
+        #[arg(long, default_value_t = 64)]
+        completion: usize,
+        #[arg(long, default_value_t = 16)]
+        prompt: usize,
+        #[arg(long, default_value_t = 16)]
+        lora: usize,
+        /// Groups in flight per worker.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+    },
 }
 
 /// The ~100M-parameter DeepSeek-V3 shape of the `deepseek-v3-100m` presets: h512/L8/
@@ -326,6 +350,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             },
         );
     }
+    if let BenchWhat::Rollout {
+        shape,
+        workers,
+        groups,
+        generations,
+        completion,
+        prompt,
+        lora,
+        in_flight,
+    } = &args.what
+    {
+        return super::bench_rollout::bench_rollout(
+            &shape.preset,
+            &shape.device,
+            super::bench_rollout::RolloutLoad {
+                workers: workers.clone(),
+                groups: *groups,
+                generations: *generations,
+                completion: *completion,
+                prompt: *prompt,
+                lora: *lora,
+                in_flight: *in_flight,
+            },
+        );
+    }
     let device = args.what.shape().device.clone();
     with_backend(&device, args.what)
 }
@@ -336,7 +385,8 @@ impl BenchWhat {
             BenchWhat::Train { shape, .. }
             | BenchWhat::Decode { shape, .. }
             | BenchWhat::Grpo { shape, .. }
-            | BenchWhat::Serve { shape, .. } => shape,
+            | BenchWhat::Serve { shape, .. }
+            | BenchWhat::Rollout { shape, .. } => shape,
         }
     }
 }
@@ -417,6 +467,7 @@ impl BackendJob for BenchWhat {
                 ..
             } => bench_decode(backend, &shape, tokens, prompt.unwrap_or(16), batch, reference, &python),
             BenchWhat::Serve { .. } => bail!("bench serve runs its own engine thread"),
+            BenchWhat::Rollout { .. } => bail!("bench rollout runs its own workers"),
         }
     }
 }

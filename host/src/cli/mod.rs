@@ -3,6 +3,7 @@
 pub mod adapter_arg;
 pub mod bench;
 mod bench_decode;
+mod bench_rollout;
 mod bench_serve;
 pub mod cache_types;
 pub mod export;

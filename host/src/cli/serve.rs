@@ -74,6 +74,13 @@ pub struct ServeArgs {
     /// Training jobs that run at once; later ones wait, queued.
     #[arg(long, default_value_t = 1)]
     pub max_jobs: usize,
+    /// Accept new weights on `POST /v1/weights` (a GRPO trainer generating here pushes
+    /// its policy after each step). Needs --api-key.
+    #[arg(long)]
+    pub weight_updates: bool,
+    /// Largest body of `POST /v1/weights`, bytes.
+    #[arg(long, default_value_t = 16 << 30)]
+    pub max_weights_bytes: usize,
     /// Seconds running requests may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_s: u64,
@@ -98,6 +105,9 @@ pub(crate) fn http_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     let api_key = args.api_key.clone().filter(|k| !k.is_empty());
     let addr = resolve_addr(&args.host, args.port, api_key.is_some()).await?;
+    if args.weight_updates && api_key.is_none() {
+        anyhow::bail!("--weight-updates lets a client replace the served weights: it needs --api-key (or R1_API_KEY)");
+    }
     let models = args
         .models
         .iter()
@@ -143,6 +153,8 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
         max_n: args.max_n.max(1),
         max_tokens_limit: args.max_tokens_limit,
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
+        weight_updates: args.weight_updates,
+        max_weights_bytes: args.max_weights_bytes,
     };
     let state = AppState::new(config, registry, rewards)?;
     let mut job_manager = None;

@@ -33,6 +33,10 @@ pub struct SeqConfig {
     pub top_logprobs: Option<usize>,
     /// Do not stop at EOS.
     pub ignore_eos: bool,
+    /// Report each token's log-prob under the distribution it was drawn from (after
+    /// penalties, temperature and truncation) instead of the raw one, and report the EOS
+    /// token too: what a remote GRPO trainer needs of its sampler.
+    pub sampler_logprobs: bool,
 }
 
 /// One running completion.
@@ -95,6 +99,8 @@ pub struct StepToken {
     pub text: String,
     /// Set when this token ended the sequence.
     pub finish: Option<FinishReason>,
+    /// Report `token` to the client even when it is the EOS token.
+    pub report_eos: bool,
 }
 
 /// The running batch: KV cache rows, plans and the sequences in them.
@@ -161,6 +167,11 @@ impl<B: Backend> Batch<B> {
     /// Step graphs built so far.
     pub fn plans_built(&self) -> usize {
         self.plans.built()
+    }
+
+    /// Drops the step plans (the weights changed type or adapter; they are rebuilt on use).
+    pub fn clear_plans(&mut self) {
+        self.plans.clear();
     }
 
     /// Bytes one cached token takes.
@@ -339,10 +350,13 @@ impl<B: Backend> Batch<B> {
             .sample_completion(row, &seq.history, seq.prompt_len, &cfg.sampling, &mut seq.rng);
         seq.logprobs.push(s.logprob);
         seq.sampled += 1;
-        let (logprob, top) = match (&raw, cfg.top_logprobs) {
+        let (mut logprob, top) = match (&raw, cfg.top_logprobs) {
             (Some(raw), Some(k)) => top_logprobs(raw, s.token, k),
             _ => (0.0, Vec::new()),
         };
+        if cfg.sampler_logprobs {
+            logprob = s.logprob;
+        }
         let token = TokenLogprob {
             id: s.token,
             logprob,
@@ -369,6 +383,7 @@ impl<B: Backend> Batch<B> {
             token,
             text,
             finish: seq.finish,
+            report_eos: cfg.sampler_logprobs,
         }
     }
 

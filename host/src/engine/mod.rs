@@ -231,6 +231,7 @@ impl<B: Backend> Engine<B> {
             stop: generation.stop.clone(),
             top_logprobs: None,
             ignore_eos: false,
+            sampler_logprobs: false,
         });
         let rngs = (0..n).map(|_| rng.fork()).collect();
         let mut done: Vec<Option<Completion>> = (0..n).map(|_| None).collect();
@@ -260,15 +261,27 @@ impl<B: Backend> Engine<B> {
 
 /// A finished sequence as a [`Completion`] (the whole text, stop strings included).
 fn completion(tok: &dyn Detokenizer, seq: Seq) -> Completion {
-    let text = tok.decode(seq.tokens());
+    let finish = seq.finish.unwrap_or(FinishReason::Length);
+    completion_from_tokens(tok, seq.tokens().to_vec(), finish, seq.logprobs)
+}
+
+/// A [`Completion`] of generated `tokens` (without EOS) and the sampler's `logprobs`:
+/// the text decoded and split into reasoning and answer.
+pub fn completion_from_tokens(
+    tok: &dyn Detokenizer,
+    tokens: Vec<u32>,
+    finish_reason: FinishReason,
+    logprobs: Vec<f32>,
+) -> Completion {
+    let text = tok.decode(&tokens);
     let split = split_reasoning(&text);
     let (reasoning, answer) = (split.reasoning.map(str::to_string), split.answer.to_string());
     Completion {
-        finish_reason: seq.finish.unwrap_or(FinishReason::Length),
-        tokens: seq.tokens().to_vec(),
+        finish_reason,
+        tokens,
         reasoning,
         answer,
         text,
-        logprobs: seq.logprobs,
+        logprobs,
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc as tmpsc;
 
 use super::batch::{Admission, Batch, SeqConfig, StepToken};
 use super::kv_cache::KvCache;
-use super::service::{GenEvent, IDLE_POLL, Inbox, ServiceStats, Submission};
+use super::service::{GenEvent, IDLE_POLL, Inbox, PendingUpdate, ServiceStats, Submission, WeightUpdate};
 use super::{CAPACITY_STEP, EngineError, SHARED_PREFILL_TOKENS};
 use crate::model::Model;
 
@@ -38,6 +38,8 @@ struct Live {
     events: tmpsc::UnboundedSender<GenEvent>,
     /// Completions not finished yet.
     open: usize,
+    /// The weights' version when it started (they do not change while it runs).
+    weight_version: u64,
 }
 
 pub(crate) struct Scheduler<B: Backend> {
@@ -113,14 +115,21 @@ impl<B: Backend> Scheduler<B> {
     }
 
     /// Serves until the inbox says stop and nothing is left to do (or, on abort, at once).
-    pub fn serve(&mut self, backend: &B, model: &Model<B>, inbox: &Inbox, wake: &mpsc::Receiver<()>) {
+    pub fn serve(&mut self, backend: &B, model: &mut Model<B>, inbox: &Inbox, wake: &mpsc::Receiver<()>) {
         loop {
             if inbox.aborting() {
                 self.fail_all("the server is shutting down");
+                self.refuse_updates(inbox, "the server is shutting down");
                 return;
             }
-            for group in prefill_groups(self.take_admissible(inbox)) {
-                self.start(backend, model, group);
+            // A waiting weight update holds back new requests until the running ones end.
+            let updating = inbox.updates.lock().map(|u| !u.is_empty()).unwrap_or(false);
+            if updating && self.batch.is_empty() {
+                self.apply_updates(backend, model, inbox);
+            } else if !updating {
+                for group in prefill_groups(self.take_admissible(inbox)) {
+                    self.start(backend, model, group);
+                }
             }
             self.publish();
             if self.batch.is_empty() {
@@ -139,6 +148,31 @@ impl<B: Backend> Scheduler<B> {
                     eprintln!("r1host engine: cannot reset the batch after a failed step: {e}");
                     return;
                 }
+            }
+        }
+    }
+
+    /// Applies every waiting weight update in order (the batch is empty), answering each.
+    fn apply_updates(&mut self, backend: &B, model: &mut Model<B>, inbox: &Inbox) {
+        let pending: Vec<PendingUpdate> = match inbox.updates.lock() {
+            Ok(mut u) => u.drain(..).collect(),
+            Err(_) => return,
+        };
+        for p in pending {
+            let result = apply_update(backend, model, p.update).map(|()| {
+                // Plans were built for the old weights' types and adapter.
+                self.batch.clear_plans();
+                self.stats.weight_version.store(p.version, Ordering::SeqCst);
+            });
+            let _ = p.reply.send(result);
+        }
+    }
+
+    /// Answers every waiting weight update with `why`.
+    fn refuse_updates(&self, inbox: &Inbox, why: &str) {
+        if let Ok(mut u) = inbox.updates.lock() {
+            for p in u.drain(..) {
+                let _ = p.reply.send(Err(why.to_string()));
             }
         }
     }
@@ -195,6 +229,7 @@ impl<B: Backend> Scheduler<B> {
                 stop: r.stop,
                 top_logprobs: r.top_logprobs,
                 ignore_eos: r.ignore_eos,
+                sampler_logprobs: r.sampler_logprobs,
             });
             let mut seed = Rng::new(r.seed);
             let rngs = (0..n).map(|_| seed.fork()).collect();
@@ -217,8 +252,16 @@ impl<B: Backend> Scheduler<B> {
                 self.stats
                     .prompt_tokens
                     .fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+                let weight_version = self.stats.weight_version.load(Ordering::SeqCst);
                 for (owner, open, events) in events {
-                    self.live.insert(owner, Live { events, open });
+                    self.live.insert(
+                        owner,
+                        Live {
+                            events,
+                            open,
+                            weight_version,
+                        },
+                    );
                 }
                 self.dispatch(tokens);
                 if let Err(e) = self.retire(backend) {
@@ -265,7 +308,11 @@ impl<B: Backend> Scheduler<B> {
             let delta = GenEvent::Delta {
                 index: t.index,
                 text: t.text,
-                tokens: if eos { Vec::new() } else { vec![t.token] },
+                tokens: if eos && !t.report_eos {
+                    Vec::new()
+                } else {
+                    vec![t.token]
+                },
             };
             let _ = live.events.send(delta);
         }
@@ -282,6 +329,7 @@ impl<B: Backend> Scheduler<B> {
                     index: seq.index,
                     reason,
                     completion_tokens: seq.sampled(),
+                    weight_version: live.weight_version,
                 });
             }
             live.open = live.open.saturating_sub(1);
@@ -305,6 +353,23 @@ impl<B: Backend> Scheduler<B> {
         self.stats.running.store(seqs.len(), Ordering::Relaxed);
         let used: usize = seqs.iter().map(|s| s.cached()).sum();
         self.stats.kv_tokens_used.store(used, Ordering::Relaxed);
+    }
+}
+
+/// Puts `update` in place of the served weights: the whole model (f32; an adapter on the
+/// old weights goes with them), or a LoRA adapter on the served base (replacing the
+/// adapter there was, if any). On error the model is as it was.
+fn apply_update<B: Backend>(backend: &B, model: &mut Model<B>, update: WeightUpdate) -> Result<(), String> {
+    match update {
+        WeightUpdate::Full(weights) => {
+            let fresh = Model::from_weights(backend, model.config.clone(), model.tokenizer.clone(), weights)
+                .map_err(|e| format!("the new weights were refused: {e}"))?;
+            model.params = fresh.params;
+            Ok(())
+        }
+        WeightUpdate::Adapter(adapter) => model
+            .replace_adapter(backend, &adapter)
+            .map_err(|e| format!("the adapter was refused: {e}")),
     }
 }
 

@@ -20,6 +20,7 @@ use super::FinishReason;
 use super::scheduler::{Scheduler, SchedulerOptions};
 use crate::device::{Device, DeviceArgs};
 use crate::io::tokenizer::Tokenizer;
+use crate::io::{PeftAdapter, Weights};
 use crate::model::Model;
 
 /// What to generate for one request.
@@ -43,6 +44,11 @@ pub struct GenRequest {
     pub top_logprobs: Option<usize>,
     /// Keep generating past the EOS token (benchmarks).
     pub ignore_eos: bool,
+    /// Token log-probs (when `top_logprobs` is set) are the sampler's: under the
+    /// distribution each token was drawn from (penalties, temperature, truncation), as
+    /// vLLM's `processed_logprobs`; and the EOS token is reported as a token too. For
+    /// GRPO trainers that generate on this server.
+    pub sampler_logprobs: bool,
 }
 
 impl Default for GenRequest {
@@ -56,6 +62,7 @@ impl Default for GenRequest {
             stop: Vec::new(),
             top_logprobs: None,
             ignore_eos: false,
+            sampler_logprobs: false,
         }
     }
 }
@@ -85,11 +92,13 @@ pub enum GenEvent {
         tokens: Vec<TokenLogprob>,
     },
     /// Completion `index` ended; `completion_tokens` counts its generated tokens (EOS
-    /// included when produced).
+    /// included when produced). `weight_version`: the version of the weights that drew
+    /// the whole completion (0 until the first [`EngineService::update_weights`]).
     Finished {
         index: usize,
         reason: FinishReason,
         completion_tokens: usize,
+        weight_version: u64,
     },
     /// The request failed as a whole; nothing follows.
     Failed(String),
@@ -157,6 +166,8 @@ pub struct ServiceStats {
     pub prompt_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub decode_steps: AtomicU64,
+    /// The version of the weights in use (see [`EngineService::update_weights`]).
+    pub weight_version: AtomicU64,
 }
 
 /// A request handed to the engine thread.
@@ -165,9 +176,26 @@ pub(crate) struct Submission {
     pub events: tmpsc::UnboundedSender<GenEvent>,
 }
 
+/// New weights for the served model (`POST /v1/weights`): the whole model, or a LoRA
+/// adapter put on (or in place of the adapter on) the weights it serves.
+pub enum WeightUpdate {
+    Full(Weights),
+    Adapter(PeftAdapter),
+}
+
+/// A weight update waiting for the engine thread, which applies it between requests.
+pub(crate) struct PendingUpdate {
+    pub update: WeightUpdate,
+    pub version: u64,
+    pub reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
 /// The queue between callers and the engine thread.
 pub(crate) struct Inbox {
     pub queue: Mutex<VecDeque<Submission>>,
+    /// Weight updates: while one waits, no request starts; it is applied once the running
+    /// ones have finished, so every completion is drawn by one version of the weights.
+    pub updates: Mutex<VecDeque<PendingUpdate>>,
     pub wake: mpsc::SyncSender<()>,
     /// No new requests; finish what was accepted, then stop.
     pub stopping: AtomicBool,
@@ -262,6 +290,7 @@ impl EngineService {
         let (wake_tx, wake_rx) = mpsc::sync_channel::<()>(1);
         let inbox = Arc::new(Inbox {
             queue: Mutex::new(VecDeque::new()),
+            updates: Mutex::new(VecDeque::new()),
             wake: wake_tx,
             stopping: AtomicBool::new(false),
             abort: AtomicBool::new(false),
@@ -279,7 +308,7 @@ impl EngineService {
         let thread = std::thread::Builder::new()
             .name(format!("r1-engine-{name}"))
             .spawn(move || {
-                let (backend, model) = match open() {
+                let (backend, mut model) = match open() {
                     Ok(x) => x,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -299,7 +328,7 @@ impl EngineService {
                     scheduler.context(),
                     scheduler.slots(),
                 )));
-                scheduler.serve(&backend, &model, &thread_inbox, &wake_rx);
+                scheduler.serve(&backend, &mut model, &thread_inbox, &wake_rx);
             })?;
         let (config, tokenizer, context, max_sequences) = match ready_rx.recv() {
             Ok(Ok(x)) => x,
@@ -368,6 +397,34 @@ impl EngineService {
         Ok(rx)
     }
 
+    /// Queues new weights under `version` (the caller's numbering: a trainer numbers its
+    /// stage's steps from 0 again in its next stage). The engine thread lets the running
+    /// requests finish, holds back queued ones, swaps the weights and answers on the
+    /// returned channel; later completions report `version`.
+    pub fn update_weights(
+        &self,
+        update: WeightUpdate,
+        version: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, SubmitError> {
+        let inner = &self.inner;
+        if inner.inbox.stopping.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        inner
+            .inbox
+            .updates
+            .lock()
+            .map_err(|_| SubmitError::ShuttingDown)?
+            .push_back(PendingUpdate {
+                update,
+                version,
+                reply: tx,
+            });
+        let _ = inner.inbox.wake.try_send(());
+        Ok(rx)
+    }
+
     /// Stops taking requests; running and queued ones finish first when `drain`, else
     /// they fail with "shutting down". Returns when the engine thread has stopped.
     pub fn shutdown(&self, drain: bool) {
@@ -403,6 +460,7 @@ impl EngineService {
                     index,
                     reason,
                     completion_tokens,
+                    ..
                 }) => {
                     let o = out
                         .get_mut(index)

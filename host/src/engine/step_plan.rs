@@ -149,6 +149,11 @@ impl StepPlans {
         }
     }
 
+    /// Forgets every plan (`built` keeps counting).
+    pub fn clear(&mut self) {
+        self.plans.clear();
+    }
+
     /// Graphs built so far.
     pub fn built(&self) -> usize {
         self.built

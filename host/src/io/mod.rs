@@ -31,7 +31,7 @@ pub use error::{CheckpointError, IoError};
 pub use export::{R1_CHAT_TEMPLATE, export_hf_dir};
 pub use hf::{HfModel, load_hf_model, save_hf_model, weights_from_safetensors_bytes};
 pub use hf_config::{hf_config_json, parse_hf_config, read_hf_config};
-pub use peft::{PeftAdapter, read_peft_adapter, write_peft_adapter};
+pub use peft::{PeftAdapter, peft_adapter_from_parts, peft_adapter_parts, read_peft_adapter, write_peft_adapter};
 pub use safetensors_f32::{decode_safetensors, encode_safetensors, read_safetensors, write_safetensors};
 pub use tensors::{NamedTensor, Weights};
 pub use tokenizer::{HfTokenizer, MissingTokenizer, Tokenizer, TokenizerSpec};

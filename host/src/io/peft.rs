@@ -75,12 +75,23 @@ pub fn read_peft_adapter(dir: &Path) -> Result<PeftAdapter, IoError> {
     let text = std::fs::read(&config_path).map_err(|e| IoError::file(&config_path, e))?;
     let file = config_path.display().to_string();
     let value: Value = serde_json::from_slice(&text).map_err(|e| IoError::json(&file, &e))?;
-    let (spec, base_model) = parse_adapter_config(&value, &file)?;
     let weights_path = dir.join(ADAPTER_WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).map_err(|e| IoError::file(&weights_path, e))?;
-    let weights_file = weights_path.display().to_string();
+    peft_adapter_from_parts(&value, &file, &bytes, &weights_path.display().to_string())
+}
+
+/// A PEFT adapter from its parsed `adapter_config.json` and the bytes of its
+/// `adapter_model.safetensors` (`config_file` and `weights_file` name them in errors).
+pub fn peft_adapter_from_parts(
+    config: &Value,
+    config_file: &str,
+    bytes: &[u8],
+    weights_file: &str,
+) -> Result<PeftAdapter, IoError> {
+    let (spec, base_model) = parse_adapter_config(config, config_file)?;
+    let weights_file = weights_file.to_string();
     let mut weights = Vec::new();
-    for mut t in decode_safetensors(&bytes, &weights_file)? {
+    for mut t in decode_safetensors(bytes, &weights_file)? {
         let Some(name) = t.name.strip_prefix(KEY_PREFIX) else {
             return Err(IoError::Field {
                 file: weights_file,
@@ -239,10 +250,9 @@ pub fn adapter_config_json(spec: &LoraSpec, base_model: Option<&str>) -> Value {
     })
 }
 
-/// Writes `adapter` as a PEFT directory (created if needed), each file to a temporary file
-/// renamed over the old one; returns the files written.
-pub fn write_peft_adapter(dir: &Path, adapter: &PeftAdapter) -> Result<Vec<PathBuf>, IoError> {
-    std::fs::create_dir_all(dir).map_err(|e| IoError::file(dir, e))?;
+/// `adapter` as PEFT writes it: the `adapter_config.json` object and the bytes of
+/// `adapter_model.safetensors` (what [`peft_adapter_from_parts`] reads back).
+pub fn peft_adapter_parts(adapter: &PeftAdapter) -> Result<(Value, Vec<u8>), IoError> {
     let keyed: Vec<NamedTensor> = adapter
         .weights
         .iter()
@@ -252,10 +262,18 @@ pub fn write_peft_adapter(dir: &Path, adapter: &PeftAdapter) -> Result<Vec<PathB
             data: t.data.clone(),
         })
         .collect();
-    let weights_path = dir.join(ADAPTER_WEIGHTS_FILE);
-    write_bytes_atomically(&weights_path, &encode_safetensors(&keyed)?)?;
-    let config_path = dir.join(ADAPTER_CONFIG_FILE);
     let config = adapter_config_json(&adapter.spec, adapter.base_model.as_deref());
+    Ok((config, encode_safetensors(&keyed)?))
+}
+
+/// Writes `adapter` as a PEFT directory (created if needed), each file to a temporary file
+/// renamed over the old one; returns the files written.
+pub fn write_peft_adapter(dir: &Path, adapter: &PeftAdapter) -> Result<Vec<PathBuf>, IoError> {
+    std::fs::create_dir_all(dir).map_err(|e| IoError::file(dir, e))?;
+    let (config, bytes) = peft_adapter_parts(adapter)?;
+    let weights_path = dir.join(ADAPTER_WEIGHTS_FILE);
+    write_bytes_atomically(&weights_path, &bytes)?;
+    let config_path = dir.join(ADAPTER_CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config)
         .map_err(|e| field_error(&config_path.display().to_string(), "(root)", &e.to_string()))?;
     write_bytes_atomically(&config_path, text.as_bytes())?;

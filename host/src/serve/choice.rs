@@ -30,6 +30,8 @@ pub struct ChoiceAssembly {
     pub reasoning_tokens: usize,
     pub completion_tokens: usize,
     pub finish_reason: Option<FinishReason>,
+    /// The version of the weights that drew it (see `POST /v1/weights`).
+    pub weight_version: u64,
 }
 
 impl ChoiceAssembly {
@@ -45,6 +47,7 @@ impl ChoiceAssembly {
             reasoning_tokens: 0,
             completion_tokens: 0,
             finish_reason: None,
+            weight_version: 0,
         }
     }
 

@@ -57,6 +57,11 @@ impl ApiError {
     }
 
     /// 400 without a single field to blame (unparsable JSON, say).
+    /// An error with `status` (an `invalid_request_error`).
+    pub fn new_status(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError::new(status, "invalid_request_error", message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }

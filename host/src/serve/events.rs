@@ -81,10 +81,12 @@ fn offset(event: GenEvent, by: usize) -> GenEvent {
             index,
             reason,
             completion_tokens,
+            weight_version,
         } => GenEvent::Finished {
             index: index + by,
             reason,
             completion_tokens,
+            weight_version,
         },
         failed @ GenEvent::Failed(_) => failed,
     }

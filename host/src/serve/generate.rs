@@ -52,7 +52,8 @@ impl Run {
                 ChoiceAssembly::new(plan.split_reasoning, opens)
             })
             .collect();
-        let meta = ResponseMeta::new(plan.endpoint, &state.request_id(), plan.model.name());
+        let mut meta = ResponseMeta::new(plan.endpoint, &state.request_id(), plan.model.name());
+        meta.token_ids = plan.token_ids;
         Ok(Run {
             plan,
             events,
@@ -79,9 +80,11 @@ impl Run {
                 index,
                 reason,
                 completion_tokens,
+                weight_version,
             } => match self.choices.get_mut(index) {
                 Some(c) if c.finish_reason.is_none() => {
                     self.finished += 1;
+                    c.weight_version = weight_version;
                     Step::Finished(index, c.finish(reason, completion_tokens))
                 }
                 _ => Step::Failed(format!("the engine finished completion {index} twice or out of range")),
@@ -144,9 +147,15 @@ pub async fn respond(state: AppState, plan: Plan, started: Instant) -> Result<Re
         tokenizer,
         run.usage(),
     );
-    if let Some((candidates, ranked_by)) = candidates {
-        body.insert("r1".into(), json!({"ranked_by": ranked_by, "candidates": candidates}));
+    // r1's extension: the weights' version (the oldest, should a request's prompts have
+    // straddled an update) and best-of-N's scores.
+    let weight_version = run.choices.iter().map(|c| c.weight_version).min().unwrap_or(0);
+    let mut r1 = json!({"weight_version": weight_version});
+    if let (Some((candidates, ranked_by)), Some(obj)) = (candidates, r1.as_object_mut()) {
+        obj.insert("ranked_by".into(), json!(ranked_by));
+        obj.insert("candidates".into(), json!(candidates));
     }
+    body.insert("r1".into(), r1);
     Ok(Json(Value::Object(body)).into_response())
 }
 
@@ -256,6 +265,7 @@ impl SseRun {
             plan.logprobs.is_some(),
             &plan.model.generator.model().tokenizer,
             offset,
+            plan.token_ids,
         )
     }
 

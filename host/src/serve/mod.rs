@@ -26,6 +26,7 @@ mod registry;
 pub(crate) mod request;
 mod response;
 mod state;
+pub mod weights;
 
 use std::future::{Future, IntoFuture};
 use std::time::Instant;
@@ -49,12 +50,13 @@ pub use state::{AppState, ServeConfig, ShutdownHook};
 use request::{BodyLimit, GenerationBody, JsonBody};
 
 /// The paths of the API, as `/metrics` labels them (anything else is `other`).
-const ENDPOINTS: [&str; 5] = [
+const ENDPOINTS: [&str; 6] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/models",
     "/health",
     "/metrics",
+    "/v1/weights",
 ];
 
 /// The API as a router: the OpenAI endpoints, `/health`, `/metrics`, and the routes
@@ -68,6 +70,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models/{model}", get(get_model))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        // A model's worth of bytes: its own body limit, over the global one.
+        .route(
+            "/v1/weights",
+            post(weights::update_weights).layer(DefaultBodyLimit::max(state.config().max_weights_bytes)),
+        )
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state.clone());
     // Training jobs (`serve::jobs::router`) and other extensions plug in here.

@@ -58,6 +58,8 @@ pub struct Plan {
     pub ranking: Option<Ranking>,
     pub reference: Option<String>,
     pub metadata: Vec<(String, String)>,
+    /// Name tokens `token_id:N` in log-prob entries.
+    pub token_ids: bool,
 }
 
 /// What a request asks for, checked against the server's limits without its model.
@@ -201,6 +203,16 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
             completion_prompts(&model, prompt)?
         }
     };
+    let sampler_logprobs = match body.logprobs_mode.as_deref() {
+        None | Some("raw_logprobs") => false,
+        Some("processed_logprobs") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "logprobs_mode",
+                format!("`logprobs_mode` must be \"raw_logprobs\" or \"processed_logprobs\", not {other:?}"),
+            ));
+        }
+    };
     let context = model.generator.model().context;
     let prompt_param = if endpoint == Endpoint::Chat {
         "messages"
@@ -234,6 +246,7 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
             // asked for none.
             top_logprobs: logprobs.or(matches!(ranking, Some(Ranking::MeanLogprob)).then_some(0)),
             ignore_eos: body.ignore_eos.unwrap_or(false),
+            sampler_logprobs,
         });
     }
     Ok(Plan {
@@ -250,6 +263,7 @@ pub async fn plan(state: &AppState, endpoint: Endpoint, body: GenerationBody) ->
         ranking,
         reference: body.reference,
         metadata: body.metadata.map(|m| m.into_iter().collect()).unwrap_or_default(),
+        token_ids: body.return_tokens_as_token_ids.unwrap_or(false),
     })
 }
 

@@ -10,7 +10,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::{ApiError, ServeError};
 use crate::chat::{self, ChatTemplate};
-use crate::engine::service::{EngineService, GenEvent, GenRequest, ServedModel, ServiceStats, SubmitError};
+use crate::engine::service::{
+    EngineService, GenEvent, GenRequest, ServedModel, ServiceStats, SubmitError, WeightUpdate,
+};
 
 /// What the HTTP layer needs of an engine: [`EngineService`] in the server, a scripted
 /// stand-in in tests.
@@ -21,6 +23,17 @@ pub trait Generator: Send + Sync {
     fn submit(&self, request: GenRequest) -> Result<UnboundedReceiver<GenEvent>, SubmitError>;
     /// Stops the engine (finishing running requests first when `drain`). Blocks.
     fn shutdown(&self, drain: bool);
+    /// Queues new weights (see [`EngineService::update_weights`]); engines that cannot
+    /// take them refuse.
+    fn update_weights(
+        &self,
+        _update: WeightUpdate,
+        _version: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, SubmitError> {
+        Err(SubmitError::Invalid(
+            "this model's engine cannot take weight updates".into(),
+        ))
+    }
 }
 
 impl Generator for EngineService {
@@ -35,6 +48,13 @@ impl Generator for EngineService {
     }
     fn shutdown(&self, drain: bool) {
         EngineService::shutdown(self, drain)
+    }
+    fn update_weights(
+        &self,
+        update: WeightUpdate,
+        version: u64,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, SubmitError> {
+        EngineService::update_weights(self, update, version)
     }
 }
 

@@ -45,6 +45,13 @@ pub struct GenerationBody {
     /// `"none"`: everything is `content`.
     pub reasoning_format: Option<String>,
     pub ignore_eos: Option<bool>,
+    /// vLLM's: log-prob entries name tokens `token_id:N`.
+    pub return_tokens_as_token_ids: Option<bool>,
+    /// `"raw_logprobs"` (default): log-probs of the model's distribution;
+    /// `"processed_logprobs"`: of the distribution each token was drawn from (after
+    /// penalties, temperature, top-k/p, min-p), and the EOS token is listed too — vLLM's
+    /// `--logprobs-mode` names, per request here. What a GRPO trainer sampling here needs.
+    pub logprobs_mode: Option<String>,
     /// Best-of-N: the reward plugin (as named by `--reward-plugin NAME=…`) ranking the
     /// candidates.
     pub reward: Option<String>,

@@ -16,6 +16,8 @@ pub struct ResponseMeta {
     pub id: String,
     pub created: u64,
     pub model: String,
+    /// Log-prob entries name tokens as `token_id:N` (vLLM's `return_tokens_as_token_ids`).
+    pub token_ids: bool,
 }
 
 impl ResponseMeta {
@@ -29,6 +31,7 @@ impl ResponseMeta {
             id: format!("{prefix}-{suffix}"),
             created: unix_now(),
             model: model.to_string(),
+            token_ids: false,
         }
     }
 
@@ -86,10 +89,21 @@ fn token_piece(tokenizer: &Tokenizer, id: u32) -> (String, Vec<u8>) {
     }
 }
 
+/// A token as log-prob entries name it: its text and bytes, or `token_id:N` (with its
+/// text's bytes) when `as_ids`.
+fn token_entry(tokenizer: &Tokenizer, id: u32, as_ids: bool) -> (String, Vec<u8>) {
+    let (text, bytes) = token_piece(tokenizer, id);
+    if as_ids {
+        (format!("token_id:{id}"), bytes)
+    } else {
+        (text, bytes)
+    }
+}
+
 /// Chat's log-prob object for `tokens`.
-pub fn chat_logprobs(tokenizer: &Tokenizer, tokens: &[TokenLogprob]) -> Value {
+pub fn chat_logprobs(tokenizer: &Tokenizer, tokens: &[TokenLogprob], as_ids: bool) -> Value {
     let entry = |id: u32, logprob: f32| {
-        let (token, bytes) = token_piece(tokenizer, id);
+        let (token, bytes) = token_entry(tokenizer, id, as_ids);
         json!({"token": token, "logprob": logprob, "bytes": bytes})
     };
     let content: Vec<Value> = tokens
@@ -107,18 +121,18 @@ pub fn chat_logprobs(tokenizer: &Tokenizer, tokens: &[TokenLogprob]) -> Value {
 }
 
 /// Completions' log-prob object for `tokens`, whose text starts at `offset` in the choice.
-pub fn completion_logprobs(tokenizer: &Tokenizer, tokens: &[TokenLogprob], mut offset: usize) -> Value {
+pub fn completion_logprobs(tokenizer: &Tokenizer, tokens: &[TokenLogprob], mut offset: usize, as_ids: bool) -> Value {
     let (mut texts, mut lps, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in tokens {
-        let (text, _) = token_piece(tokenizer, t.id);
+        let (text, bytes) = token_entry(tokenizer, t.id, as_ids);
         offsets.push(offset);
-        offset += text.len();
+        offset += bytes.len();
         texts.push(text);
         lps.push(t.logprob);
         let top: Map<String, Value> = t
             .top
             .iter()
-            .map(|&(id, lp)| (token_piece(tokenizer, id).0, json!(lp)))
+            .map(|&(id, lp)| (token_entry(tokenizer, id, as_ids).0, json!(lp)))
             .collect();
         tops.push(Value::Object(top));
     }
@@ -148,11 +162,11 @@ pub fn full_response(
                     {
                         m.insert("reasoning_content".into(), json!(c.reasoning));
                     }
-                    let lp = logprobs.then(|| chat_logprobs(tokenizer, &c.tokens));
+                    let lp = logprobs.then(|| chat_logprobs(tokenizer, &c.tokens, meta.token_ids));
                     json!({"index": index, "message": message, "finish_reason": finish, "logprobs": lp})
                 }
                 Endpoint::Completions => {
-                    let lp = logprobs.then(|| completion_logprobs(tokenizer, &c.tokens, 0));
+                    let lp = logprobs.then(|| completion_logprobs(tokenizer, &c.tokens, 0, meta.token_ids));
                     json!({"index": index, "text": c.content, "finish_reason": finish, "logprobs": lp})
                 }
             }
@@ -168,7 +182,8 @@ pub fn full_response(
 }
 
 /// One stream chunk's choice: the new text of completion `index` (`offset`: where that
-/// text starts in the completion, for completions' `text_offset`).
+/// text starts in the completion, for completions' `text_offset`; `as_ids`: tokens named
+/// `token_id:N`).
 pub fn chunk_choice(
     endpoint: Endpoint,
     index: usize,
@@ -176,6 +191,7 @@ pub fn chunk_choice(
     logprobs: bool,
     tokenizer: &Tokenizer,
     offset: usize,
+    as_ids: bool,
 ) -> Value {
     match endpoint {
         Endpoint::Chat => {
@@ -186,11 +202,11 @@ pub fn chunk_choice(
             if !piece.content.is_empty() {
                 delta.insert("content".into(), json!(piece.content));
             }
-            let lp = logprobs.then(|| chat_logprobs(tokenizer, &piece.tokens));
+            let lp = logprobs.then(|| chat_logprobs(tokenizer, &piece.tokens, as_ids));
             json!({"index": index, "delta": delta, "finish_reason": null, "logprobs": lp})
         }
         Endpoint::Completions => {
-            let lp = logprobs.then(|| completion_logprobs(tokenizer, &piece.tokens, offset));
+            let lp = logprobs.then(|| completion_logprobs(tokenizer, &piece.tokens, offset, as_ids));
             json!({"index": index, "text": piece.content, "finish_reason": null, "logprobs": lp})
         }
     }

@@ -25,6 +25,10 @@ pub struct ServeConfig {
     pub max_tokens_limit: Option<usize>,
     /// How long running requests may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
+    /// `POST /v1/weights` replaces served weights (needs `api_key`).
+    pub weight_updates: bool,
+    /// Largest body of `POST /v1/weights`.
+    pub max_weights_bytes: usize,
 }
 
 impl Default for ServeConfig {
@@ -35,6 +39,8 @@ impl Default for ServeConfig {
             max_n: 16,
             max_tokens_limit: None,
             drain_timeout: Duration::from_secs(30),
+            weight_updates: false,
+            max_weights_bytes: 16 << 30,
         }
     }
 }

@@ -22,13 +22,16 @@ use r1_core::reward::{Reward, RewardError, Sample, Score};
 use r1_core::sampling::{Rng, SamplingParams};
 use rayon::prelude::*;
 
-use crate::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
+use crate::engine::{
+    Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig, completion_from_tokens,
+};
 use crate::plugin::{OnRewardError, RewardFailures};
 use crate::train::dist::{self, Collective, CollectiveError, ReduceError};
 use crate::train::expert_balance::ExpertBalance;
 use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed, seed_of};
 use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
 use crate::train::optim::{AdamW, NonFiniteQuantity, NonFiniteStep, OptimConfig, OptimError};
+use crate::train::remote::{GroupRequest, RemoteRollouts, RolloutConfig, RolloutError, WeightsPayload};
 use crate::weights::ParamBuffer;
 
 mod data_parallel;
@@ -80,6 +83,9 @@ pub struct GrpoTrainConfig {
     /// How many decoder layers, from the first, `gradient_checkpointing` recomputes (all
     /// when unset).
     pub gradient_checkpointing_layers: Option<usize>,
+    /// Generate on remote OpenAI-compatible servers instead of in process
+    /// (`[stages.grpo.rollout]`, see [`crate::train::remote`]).
+    pub rollout: Option<RolloutConfig>,
 }
 
 impl Default for GrpoTrainConfig {
@@ -110,6 +116,7 @@ impl Default for GrpoTrainConfig {
             seed: 42,
             gradient_checkpointing: false,
             gradient_checkpointing_layers: None,
+            rollout: None,
         }
     }
 }
@@ -154,6 +161,9 @@ impl GrpoTrainConfig {
             .map_err(|e| GrpoTrainError::Config(e.to_string()))?;
         if self.temperature.is_nan() || self.temperature <= 0.0 {
             return bad("temperature must be positive for GRPO (log-probs are taken at that temperature)".into());
+        }
+        if let Some(r) = &self.rollout {
+            r.validate().map_err(GrpoTrainError::Config)?;
         }
         let g = self.grpo.num_generations;
         if self.per_device_train_batch_size == 0 || self.gradient_accumulation_steps == 0 || self.num_iterations == 0 {
@@ -238,6 +248,10 @@ pub enum GrpoTrainError {
     Collective(#[from] CollectiveError),
     #[error(transparent)]
     Reduce(#[from] ReduceError),
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
+    #[error("pushing the weights to the rollout servers: {0}")]
+    WeightSync(String),
 }
 
 impl From<OptimError> for GrpoTrainError {
@@ -292,6 +306,12 @@ pub struct GrpoTrainer<B: Backend> {
     balance: Option<ExpertBalance>,
     /// The processes training together ([`dist::world`]; one by default).
     world: &'static dyn Collective,
+    /// The rollout servers (`config.rollout`), connected at the first generation.
+    remote: Option<RemoteRollouts>,
+    /// The weight version the servers hold (the stage's optimizer step when pushed).
+    synced: Option<u64>,
+    /// Seconds the last weight push took.
+    sync_time: Option<f64>,
 }
 
 /// Rows of one micro-batch packed for the scoring graph.
@@ -406,6 +426,9 @@ impl<B: Backend> GrpoTrainer<B> {
             prompts,
             balance: ExpertBalance::new(config_bias_speed),
             world,
+            remote: None,
+            synced: None,
+            sync_time: None,
         })
     }
 
@@ -425,8 +448,10 @@ impl<B: Backend> GrpoTrainer<B> {
     }
 
     /// Samples G completions for each `(prompt index, sampling seed)` of `groups`. Each
-    /// group samples from its own seed ([`Self::group_seed`]), so a group's completions do
-    /// not depend on which process generates it or on the groups generated before it.
+    /// group samples from its own seed ([`Self::group_seed`]) — `Rng::new(seed)`, one fork
+    /// per completion, as a rollout server does with a request's `seed` —, so a group's
+    /// completions do not depend on where it is generated (this process, another one, a
+    /// server) or on the groups generated before it.
     pub fn generate(
         &mut self,
         backend: &B,
@@ -441,6 +466,9 @@ impl<B: Backend> GrpoTrainer<B> {
             stop: Vec::new(),
         };
         let eos = tok.eos_id();
+        if self.config.rollout.is_some() {
+            return self.generate_remote(tok, groups, &generation);
+        }
         let mut out = Vec::new();
         for &(pi, seed) in groups {
             let prompt = self.prompts[pi].tokens.clone();
@@ -470,6 +498,121 @@ impl<B: Backend> GrpoTrainer<B> {
     /// extra rounds) of the generation that starts at this step.
     fn group_seed(&self, round: usize, group: usize) -> u64 {
         seed_of(&[self.config.seed, self.state.step as u64, round as u64, group as u64])
+    }
+
+    /// [`GrpoTrainer::generate`] on the rollout servers: one request per group, with the
+    /// group's seed (the same run draws the same text from the same servers and weights,
+    /// and the same text as in-process generation).
+    fn generate_remote(
+        &mut self,
+        tok: &dyn Detokenizer,
+        prompt_groups: &[(usize, u64)],
+        generation: &GenerationConfig,
+    ) -> Result<Vec<Rollout>, GrpoTrainError> {
+        let g = self.config.grpo.num_generations;
+        let eos = tok.eos_id();
+        let groups: Vec<GroupRequest> = prompt_groups
+            .iter()
+            .map(|&(pi, seed)| GroupRequest {
+                prompt: self.prompts[pi].tokens.clone(),
+                n: g,
+                max_tokens: generation.max_new_tokens,
+                sampling: generation.sampling.clone(),
+                seed,
+            })
+            .collect();
+        let version = self.state.step as u64;
+        let remote = self.remote_client(eos)?;
+        let completions = remote.generate(&groups, version)?;
+        let mut out = Vec::with_capacity(groups.len() * g);
+        for (&(pi, _), group) in prompt_groups.iter().zip(completions) {
+            for c in group {
+                let completion = completion_from_tokens(tok, c.tokens, c.finish_reason, c.logprobs);
+                let mut loss_tokens = completion.tokens.clone();
+                if let (FinishReason::Eos, Some(e)) = (completion.finish_reason, eos) {
+                    loss_tokens.push(e);
+                }
+                out.push(Rollout {
+                    prompt_index: pi,
+                    prompt_tokens: self.prompts[pi].tokens.clone(),
+                    completion,
+                    loss_tokens,
+                    rewards: Vec::new(),
+                    advantage: 0.0,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rollout servers, connected on first use.
+    fn remote_client(&mut self, eos: Option<u32>) -> Result<&mut RemoteRollouts, GrpoTrainError> {
+        if self.remote.is_none() {
+            let config = self
+                .config
+                .rollout
+                .clone()
+                .ok_or_else(|| GrpoTrainError::Config("no rollout servers configured".into()))?;
+            self.remote = Some(RemoteRollouts::connect(config, eos)?);
+        }
+        self.remote
+            .as_mut()
+            .ok_or_else(|| GrpoTrainError::Config("no rollout servers configured".into()))
+    }
+
+    /// Pushes the policy to the rollout servers when they are due one: at the stage's
+    /// first generation (after a resume too) and every `sync_every` optimizer steps. A
+    /// LoRA policy sends its base once, then adapters.
+    fn sync_weights(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+    ) -> Result<(), GrpoTrainError> {
+        let Some(rollout) = &self.config.rollout else {
+            return Ok(());
+        };
+        let every = rollout.sync_every as u64;
+        let version = self.state.step as u64;
+        let due = every > 0 && self.synced != Some(version) && (self.synced.is_none() || version.is_multiple_of(every));
+        if !due {
+            return Ok(());
+        }
+        let sync = |e: &dyn std::fmt::Display| GrpoTrainError::WeightSync(e.to_string());
+        let lora = params.lora().copied();
+        let needs_base = self.remote_client(tok.eos_id())?.needs_base();
+        let mut seconds = 0.0;
+        if lora.is_none() || needs_base {
+            // The whole model: the policy, or the base under a LoRA adapter (widened to
+            // f32 when it is quantized).
+            let weights = match &params.base {
+                Some(base) => base
+                    .params
+                    .download_widened(backend, &self.model)
+                    .map_err(|e| sync(&e))?,
+                None => params.download_all(backend).map_err(|e| sync(&e))?,
+            };
+            let weights = crate::io::Weights::from_triples(weights);
+            let bytes = crate::io::encode_safetensors(&weights.tensors).map_err(|e| sync(&e))?;
+            seconds += self
+                .remote_client(tok.eos_id())?
+                .push(&WeightsPayload::Full(bytes), version)?;
+        }
+        if let Some(spec) = lora {
+            let weights = crate::io::Weights::from_triples(params.download_all(backend).map_err(|e| sync(&e))?).tensors;
+            let adapter = crate::io::PeftAdapter {
+                spec,
+                base_model: None,
+                weights,
+            };
+            let (config, bytes) = crate::io::peft_adapter_parts(&adapter).map_err(|e| sync(&e))?;
+            seconds += self
+                .remote_client(tok.eos_id())?
+                .push(&WeightsPayload::Adapter { config, bytes }, version)?;
+        }
+        self.synced = Some(version);
+        self.sync_time = Some(seconds);
+        Ok(())
     }
 
     /// Scores every group with every reward in parallel, applying `on_reward_error`.
@@ -643,6 +786,7 @@ impl<B: Backend> GrpoTrainer<B> {
         mut on_step: impl FnMut(&GrpoStepReport) -> Result<(), String>,
     ) -> Result<(), GrpoTrainError> {
         let started = Instant::now();
+        self.sync_weights(backend, params, tok)?;
         let (rollouts, dropped_groups) = self.rollouts(backend, params, tok)?;
         let batch = self.prepare(backend, params, tok, rollouts, dropped_groups, started)?;
         let steps: Vec<Vec<usize>> = (0..batch.micro_batches)
@@ -842,6 +986,24 @@ impl<B: Backend> GrpoTrainer<B> {
                 tally.add_sampler_drift(&logp, &rs, l, &packed.mask);
             }
             let advantages: Vec<f32> = batch.micro[m].iter().map(|&i| batch.rollouts[i].advantage).collect();
+            // Remote sampling: truncated importance weights π_train / π_sampler, the
+            // trainer's side taken as the batch was generated (the stored old log-probs,
+            // or this step's when the policy has not moved since).
+            let is_ratio = match self
+                .config
+                .rollout
+                .as_ref()
+                .filter(|r| r.importance_sampling_correction)
+            {
+                Some(r) => {
+                    let rows: Vec<&Rollout> = batch.micro[m].iter().map(|&i| &batch.rollouts[i]).collect();
+                    let old = batch.old[m].as_deref().unwrap_or(&logp);
+                    let w = importance_weights(old, &rows, l, &packed.mask, r.importance_sampling_cap);
+                    tally.add_importance_weights(&w, &packed.mask);
+                    Some(w)
+                }
+                None => None,
+            };
             let inputs = LossInputs {
                 logp: &logp,
                 old_logp: batch.old[m].as_deref(),
@@ -850,6 +1012,7 @@ impl<B: Backend> GrpoTrainer<B> {
                 mask: &packed.mask,
                 completion_len: l,
                 num_items_in_batch,
+                is_ratio: is_ratio.as_deref(),
             };
             let mut out = policy_loss(&self.config.grpo, &inputs).map_err(|e| self.diverged(e))?;
             data_parallel::scale_part(&mut out, batch.part_scale[m]);
@@ -1121,6 +1284,8 @@ struct StepTally {
     entropy: (f64, f64),
     /// `|log π_train − log π_sampler|` over completion tokens: (sum, max, count).
     drift: (f64, f64, f64),
+    /// Importance-sampling weights over completion tokens: (sum, min, max, count).
+    importance: (f64, f64, f64, f64),
 }
 
 impl StepTally {
@@ -1136,6 +1301,20 @@ impl StepTally {
                     self.drift.1 = self.drift.1.max(d);
                     self.drift.2 += 1.0;
                 }
+            }
+        }
+    }
+
+    fn add_importance_weights(&mut self, w: &[f32], mask: &[f32]) {
+        for (&w, &m) in w.iter().zip(mask) {
+            if m > 0.0 {
+                let w = w as f64;
+                let (sum, min, max, n) = self.importance;
+                self.importance = if n == 0.0 {
+                    (w, w, w, 1.0)
+                } else {
+                    (sum + w, min.min(w), max.max(w), n + 1.0)
+                };
             }
         }
     }
@@ -1194,6 +1373,11 @@ impl StepTally {
             entropy: (self.entropy.1 > 0.0).then(|| self.entropy.0 / self.entropy.1),
             sampler_logp_diff_mean: (self.drift.2 > 0.0).then(|| self.drift.0 / self.drift.2),
             sampler_logp_diff_max: (self.drift.2 > 0.0).then_some(self.drift.1),
+            importance_sampling_ratio_min: (self.importance.3 > 0.0).then_some(self.importance.1),
+            importance_sampling_ratio_mean: (self.importance.3 > 0.0).then(|| self.importance.0 / self.importance.3),
+            importance_sampling_ratio_max: (self.importance.3 > 0.0).then_some(self.importance.2),
+            rollout_servers: trainer.remote.as_ref().map(RemoteRollouts::alive),
+            weight_sync_time: trainer.sync_time,
             completion_mean_length: fig.completion_mean_length,
             completion_min_length: fig.completion_min_length,
             completion_max_length: fig.completion_max_length,
@@ -1225,4 +1409,24 @@ impl StepTally {
             .collect();
         GrpoStepReport { metrics, samples }
     }
+}
+
+/// Truncated importance-sampling weights `[rows × L]` of remote completions:
+/// `min(exp(old − sampler), cap)` per active token (TRL's `importance_sampling_ratio`), 1
+/// where the sampler gave no usable log-prob (NaN), 0 at padding.
+fn importance_weights(old: &[f32], rows: &[&Rollout], l: usize, mask: &[f32], cap: f32) -> Vec<f32> {
+    let mut w = vec![0.0f32; rows.len() * l];
+    for (r, row) in rows.iter().enumerate() {
+        for j in 0..l {
+            let i = r * l + j;
+            if mask[i] == 0.0 {
+                continue;
+            }
+            w[i] = match row.completion.logprobs.get(j) {
+                Some(&s) if !s.is_nan() => ((old[i] - s).exp()).min(cap),
+                _ => 1.0,
+            };
+        }
+    }
+    w
 }

@@ -98,6 +98,28 @@ pub struct GrpoStepMetrics {
     pub sampler_logp_diff_mean: Option<f64>,
     #[serde(rename = "sampling/logp_diff_max", skip_serializing_if = "Option::is_none")]
     pub sampler_logp_diff_max: Option<f64>,
+    /// Truncated importance-sampling weights of remotely sampled tokens (TRL's names).
+    #[serde(
+        rename = "sampling/importance_sampling_ratio/min",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub importance_sampling_ratio_min: Option<f64>,
+    #[serde(
+        rename = "sampling/importance_sampling_ratio/mean",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub importance_sampling_ratio_mean: Option<f64>,
+    #[serde(
+        rename = "sampling/importance_sampling_ratio/max",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub importance_sampling_ratio_max: Option<f64>,
+    /// Rollout servers still in use.
+    #[serde(rename = "rollout/servers", skip_serializing_if = "Option::is_none")]
+    pub rollout_servers: Option<usize>,
+    /// Seconds the last weight push to the rollout servers took.
+    #[serde(rename = "rollout/weight_sync_time", skip_serializing_if = "Option::is_none")]
+    pub weight_sync_time: Option<f64>,
     #[serde(rename = "completions/mean_length")]
     pub completion_mean_length: f64,
     #[serde(rename = "completions/min_length")]
@@ -208,6 +230,11 @@ pub(crate) fn example_grpo_step() -> GrpoStepMetrics {
         entropy: Some(2.0),
         sampler_logp_diff_mean: None,
         sampler_logp_diff_max: None,
+        importance_sampling_ratio_min: None,
+        importance_sampling_ratio_mean: None,
+        importance_sampling_ratio_max: None,
+        rollout_servers: None,
+        weight_sync_time: None,
         completion_mean_length: 12.5,
         completion_min_length: 4,
         completion_max_length: 32,

@@ -8,4 +8,5 @@ pub mod lm_graph;
 pub mod metrics;
 pub mod moments;
 pub mod optim;
+pub mod remote;
 pub mod sft;

@@ -140,6 +140,7 @@ impl Scripted {
                 index: i,
                 reason: FinishReason::Stop,
                 completion_tokens: count,
+                weight_version: 0,
             });
         }
         events

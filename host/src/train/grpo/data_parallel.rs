@@ -33,8 +33,9 @@
 //! Refused with several processes: DAPO dynamic sampling (the processes would need to
 //! agree on which groups to keep and how many to draw again), `scale_rewards = "batch"`
 //! and `multi_objective_aggregation = "normalize_then_sum"` (batch-wide statistics of the
-//! advantages), DeepSeek-V3 router-bias balancing (per-process expert loads), and fewer
-//! groups per generation than processes.
+//! advantages), DeepSeek-V3 router-bias balancing (per-process expert loads), remote
+//! rollout servers (`[stages.grpo.rollout]`: every process would push its weights), and
+//! fewer groups per generation than processes.
 
 use r1_core::grpo::{Advantages, LossOutput, LossType, MultiObjectiveAggregation, RewardStats, ScaleRewards};
 
@@ -64,6 +65,12 @@ pub fn check_supported(config: &GrpoTrainConfig, size: usize) -> Result<(), Grpo
     if g.multi_objective_aggregation == MultiObjectiveAggregation::NormalizeThenSum {
         return refuse(
             "multi_objective_aggregation = \"normalize_then_sum\" is not supported (batch-wide statistics)".into(),
+        );
+    }
+    if config.rollout.is_some() {
+        return refuse(
+            "[stages.grpo.rollout] (remote rollout servers) is not supported: every process would push its weights"
+                .into(),
         );
     }
     if config.optim.bias_update_speed > 0.0 {
