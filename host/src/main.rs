@@ -43,6 +43,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `mpirun -n N r1host run …`: MPI starts here and lives until `main` returns.
+    let launch = match r1_host::train::dist::Launch::start() {
+        Ok(launch) => launch,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Plugin(args) => cli::plugin::run(args),
         Command::Bench(args) => cli::bench::run(args),
@@ -61,8 +69,17 @@ fn main() -> std::process::ExitCode {
         // The reader of stdout went away (`r1host … | head`): nothing is wrong, and
         // nobody is left to read a message.
         Err(e) if cli::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        // A run stopped on request ended in every process at the same step: nobody waits,
+        // and rank 0 says how to resume.
+        Err(e) if e.is::<cli::run::RunStopped>() => {
+            if r1_host::train::dist::world().is_writer() {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
+            launch.fail();
             std::process::ExitCode::FAILURE
         }
     }

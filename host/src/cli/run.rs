@@ -12,8 +12,10 @@ use r1_core::backend::Backend;
 use crate::cli::progress::TerminalProgress;
 use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::pipeline::{Baseline, DEFAULT_RECIPE, PipelineOutcome, Recipe, run_pipeline};
+use crate::progress::{NoProgress, Progress};
 use crate::run_dir::RunDir;
 use crate::stop::StopSignal;
+use crate::train::dist;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -49,17 +51,31 @@ impl BackendJob for PipelineJob<'_> {
     where
         B::Buffer: Send + Sync,
     {
-        let progress = TerminalProgress::default();
+        // Under `mpirun`, rank 0 alone reports.
+        let progress: Box<dyn Progress> = match dist::world().is_writer() {
+            true => Box::new(TerminalProgress::default()),
+            false => Box::new(NoProgress),
+        };
         run_pipeline(
             backend,
             self.recipe,
             self.text,
             self.dir,
             self.resume,
-            &progress,
+            progress.as_ref(),
             self.stop,
         )
     }
+}
+
+/// A run that stopped on request, checkpointed: an orderly end (with several processes,
+/// every one stopped at the same step), though the command did not finish its recipe.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped in stage `{stage}` (checkpointed at its step {step}); continue with: r1host run --resume {dir}")]
+pub struct RunStopped {
+    pub stage: String,
+    pub step: usize,
+    pub dir: String,
 }
 
 /// Exit status when a second Ctrl-C ends the process (128 + SIGINT, as shells report it).
@@ -95,12 +111,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(p) => format!("recipe {}", p.display()),
             None => "the recipe".to_string(),
         })?;
+    let world = dist::world();
     let (dir, resume) = match (&args.resume, &args.run_dir) {
         (Some(d), _) => (d.clone(), true),
         (None, Some(d)) => (d.clone(), false),
+        (None, None) if world.size() > 1 => anyhow::bail!(
+            "running as {} processes: name the run directory with --run-dir (each process would pick its own)",
+            world.size()
+        ),
         (None, None) => (RunDir::fresh(&recipe.name)?.root, false),
     };
-    eprintln!("r1: running `{}` in {}", recipe.name, dir.display());
+    if world.is_writer() {
+        eprintln!(
+            "r1: running `{}` in {}{}",
+            recipe.name,
+            dir.display(),
+            match world.size() {
+                1 => String::new(),
+                n => format!(" as {n} data-parallel processes"),
+            }
+        );
+    }
     let started = std::time::Instant::now();
     let stop = stop_on_termination_signals()?;
     let job = PipelineJob {
@@ -112,11 +143,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let report = match with_backend(&args.device, job)? {
         PipelineOutcome::Finished(report) => *report,
-        PipelineOutcome::Stopped { stage, step } => anyhow::bail!(
-            "stopped in stage `{stage}` (checkpointed at its step {step}); continue with: r1host run --resume {}",
-            dir.display()
-        ),
+        PipelineOutcome::Stopped { stage, step } => {
+            return Err(RunStopped {
+                stage,
+                step,
+                dir: dir.display().to_string(),
+            }
+            .into());
+        }
     };
+    if !world.is_writer() {
+        return Ok(());
+    }
     crate::outln!(
         "\n== {} finished in {:.0}s ==",
         recipe.name,

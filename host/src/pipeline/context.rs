@@ -18,6 +18,7 @@ use crate::plugin::OnRewardError;
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
 use crate::stop::StopSignal;
+use crate::train::dist::{self, Collective};
 use crate::train::grpo::{GrpoPrompt, HeldOutEval, NamedReward, evaluate};
 use crate::train::metrics::{EvalMetrics, MetricsWriter, StageLine};
 
@@ -35,8 +36,11 @@ pub(super) struct StageContext<'a, B: Backend> {
     /// Read between optimizer steps and generations: a set signal ends the stage early
     /// (with [`StopRequested`](super::StopRequested)) where a resume can continue.
     pub stop: &'a StopSignal,
-    metrics: MetricsWriter,
-    samples: MetricsWriter,
+    /// The processes running the pipeline together ([`dist::world`]): only rank 0 writes
+    /// metrics, samples, checkpoints and exports, and only it evaluates held-out accuracy.
+    pub world: &'static dyn Collective,
+    /// `metrics.jsonl` and `samples.jsonl` (rank 0's; `None` on the other processes).
+    files: Option<(MetricsWriter, MetricsWriter)>,
     /// Metric lines written so far over the whole pipeline (an eval line shares its step).
     global_step: usize,
     /// The held-out prompts, tokenized for the current model.
@@ -64,19 +68,18 @@ impl<'a, B: Backend> StageContext<'a, B> {
         progress: &'a dyn Progress,
         stop: &'a StopSignal,
     ) -> anyhow::Result<Self> {
-        let (metrics, samples, global_step) = if resume {
-            let done = state.steps_done(&dir, recipe);
-            (
-                MetricsWriter::resume(&dir.metrics(), "global_step", done)?,
-                MetricsWriter::resume(&dir.samples(), "global_step", done)?,
-                done,
-            )
-        } else {
-            (
+        let world = dist::world();
+        let global_step = if resume { state.steps_done(&dir, recipe) } else { 0 };
+        let files = match (world.is_writer(), resume) {
+            (false, _) => None,
+            (true, true) => Some((
+                MetricsWriter::resume(&dir.metrics(), "global_step", global_step)?,
+                MetricsWriter::resume(&dir.samples(), "global_step", global_step)?,
+            )),
+            (true, false) => Some((
                 MetricsWriter::create(&dir.metrics())?,
                 MetricsWriter::create(&dir.samples())?,
-                0,
-            )
+            )),
         };
         Ok(StageContext {
             backend,
@@ -87,8 +90,8 @@ impl<'a, B: Backend> StageContext<'a, B> {
             rewards,
             progress,
             stop,
-            metrics,
-            samples,
+            world,
+            files,
             global_step,
             eval_engine: Engine::new(model.config.clone()),
             base_model: None,
@@ -116,7 +119,7 @@ impl<'a, B: Backend> StageContext<'a, B> {
         model: &Model<B>,
         on_reward_error: OnRewardError,
     ) -> anyhow::Result<Option<HeldOutEval>> {
-        let Some(judge) = self.eval_reward() else {
+        let Some(judge) = self.eval_reward().filter(|_| self.world.is_writer()) else {
             return Ok(None);
         };
         if self.eval_prompts.is_empty() {
@@ -155,11 +158,13 @@ impl<'a, B: Backend> StageContext<'a, B> {
     /// Writes one step's metrics of `stage` as the pipeline's next step.
     pub fn write_metrics<M: serde::Serialize>(&mut self, stage: &str, metrics: &M) -> anyhow::Result<()> {
         self.global_step += 1;
-        self.metrics.write(&StageLine {
-            metrics,
-            stage,
-            global_step: self.global_step,
-        })?;
+        if let Some((file, _)) = &mut self.files {
+            file.write(&StageLine {
+                metrics,
+                stage,
+                global_step: self.global_step,
+            })?;
+        }
         Ok(())
     }
 
@@ -171,17 +176,35 @@ impl<'a, B: Backend> StageContext<'a, B> {
 
     /// Writes a rollout to `samples.jsonl` under the current step.
     pub fn write_sample(&mut self, stage: &str, sample: &crate::train::grpo::RolloutSample) -> anyhow::Result<()> {
-        self.samples.write(&SampleLine {
-            sample,
-            stage,
-            global_step: self.global_step,
-        })?;
+        if let Some((_, file)) = &mut self.files {
+            file.write(&SampleLine {
+                sample,
+                stage,
+                global_step: self.global_step,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether a stop was requested of any process (so every process stops at the same
+    /// step: one that went on would wait for the others in its next reduction).
+    pub fn stop_requested(&self) -> anyhow::Result<bool> {
+        Ok(self.world.any(self.stop.is_requested())?)
+    }
+
+    /// Runs `write` on rank 0 only, then waits until it has (a checkpoint the other
+    /// processes may load on resume is on disk before any goes on).
+    pub fn written_by_rank_0(&self, write: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+        if self.world.is_writer() {
+            write()?;
+        }
+        self.world.barrier()?;
         Ok(())
     }
 
     /// Saves the stage's model and reports its held-out accuracy: `known_accuracy` when
     /// the stage measured it on its last step, else measured now (reward failures handled
-    /// by `on_reward_error`) and written as an eval line.
+    /// by `on_reward_error`) and written as an eval line. Only rank 0 writes and measures.
     pub fn finish_training_stage(
         &mut self,
         model: &Model<B>,
@@ -191,22 +214,7 @@ impl<'a, B: Backend> StageContext<'a, B> {
         on_reward_error: OnRewardError,
     ) -> anyhow::Result<FinishedStage> {
         let checkpoint = self.dir.checkpoint(name);
-        model.save(self.backend, &checkpoint, None, Vec::new())?;
-        // The same model as a Hugging Face directory, so it can leave r1 (transformers,
-        // llama.cpp's converter, vLLM) without an export step.
-        let hf_dir = self.dir.hf_model(name);
-        let weights = model.weights(self.backend)?;
-        export_hf_dir(&hf_dir, &model.config, &model.tokenizer, &weights)
-            .with_context(|| format!("exporting stage `{name}` to {}", hf_dir.display()))?;
-        // A LoRA stage's adapter too, in PEFT's format, over the model the stage started from.
-        let base = self.base_model.as_ref().map(|p| p.display().to_string());
-        if let Some(adapter) = model.adapter(self.backend, base)? {
-            let dir = self.dir.adapter(name);
-            write_peft_adapter(&dir, &adapter)
-                .with_context(|| format!("writing stage `{name}`'s adapter to {}", dir.display()))?;
-            self.progress
-                .log(&format!("stage `{name}`: LoRA adapter written to {}", dir.display()));
-        }
+        self.written_by_rank_0(|| self.save_stage_model(model, name))?;
         let accuracy = match known_accuracy {
             Some(a) => Some(a),
             None => {
@@ -228,6 +236,29 @@ impl<'a, B: Backend> StageContext<'a, B> {
             eval_accuracy: accuracy,
             steps,
         })
+    }
+
+    /// Writes a finished stage's model: its checkpoint, its Hugging Face export and, for a
+    /// LoRA stage, its adapter.
+    fn save_stage_model(&self, model: &Model<B>, name: &str) -> anyhow::Result<()> {
+        let checkpoint = self.dir.checkpoint(name);
+        model.save(self.backend, &checkpoint, None, Vec::new())?;
+        // The same model as a Hugging Face directory, so it can leave r1 (transformers,
+        // llama.cpp's converter, vLLM) without an export step.
+        let hf_dir = self.dir.hf_model(name);
+        let weights = model.weights(self.backend)?;
+        export_hf_dir(&hf_dir, &model.config, &model.tokenizer, &weights)
+            .with_context(|| format!("exporting stage `{name}` to {}", hf_dir.display()))?;
+        // A LoRA stage's adapter too, in PEFT's format, over the model the stage started from.
+        let base = self.base_model.as_ref().map(|p| p.display().to_string());
+        if let Some(adapter) = model.adapter(self.backend, base)? {
+            let dir = self.dir.adapter(name);
+            write_peft_adapter(&dir, &adapter)
+                .with_context(|| format!("writing stage `{name}`'s adapter to {}", dir.display()))?;
+            self.progress
+                .log(&format!("stage `{name}`: LoRA adapter written to {}", dir.display()));
+        }
+        Ok(())
     }
 
     /// The checkpoint holding the current model: the previous stage's, or a new one.

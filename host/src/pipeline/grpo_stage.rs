@@ -81,7 +81,7 @@ pub(super) fn run_grpo_stage<B: Backend>(
         restore_trainer(run, model, &mut trainer, name)?;
     } else if trainer.reference_is_copy(&model.params) {
         // The frozen reference is the model as this stage starts.
-        model.save(run.backend, &reference_path(run, name), None, Vec::new())?;
+        run.written_by_rank_0(|| Ok(model.save(run.backend, &reference_path(run, name), None, Vec::new())?))?;
     }
     run.progress.begin(name, max as u64, trainer.state.step as u64);
     let mut last_acc = None;
@@ -107,14 +107,17 @@ pub(super) fn run_grpo_stage<B: Backend>(
             last_acc = acc;
         }
         log_generation(run, name, reports, acc, last_acc)?;
-        let stopping = run.stop.is_requested() && step < max;
+        let stopping = run.stop_requested()? && step < max;
         if (stage.save_steps > 0 && step.is_multiple_of(stage.save_steps)) || step >= max || stopping {
             let state = postcard::to_allocvec(&trainer.state)?;
-            if lora {
-                save_adapter_state(run.backend, &adapter_state, model, &trainer.optimizer, &state)?;
-            } else {
-                model.save(run.backend, &latest, Some(&trainer.optimizer), state)?;
-            }
+            run.written_by_rank_0(|| {
+                if lora {
+                    save_adapter_state(run.backend, &adapter_state, model, &trainer.optimizer, &state)?;
+                } else {
+                    model.save(run.backend, &latest, Some(&trainer.optimizer), state)?;
+                }
+                Ok(())
+            })?;
         }
         if stopping {
             run.progress.end();

@@ -97,16 +97,27 @@ pub fn run_pipeline<B: Backend>(
     // Everything the stages read is checked before anything is written: the recipe
     // (every stage's settings), the datasets, and the rewards with their plugins loaded.
     recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let world = crate::train::dist::world();
+    check_data_parallel(recipe, world.size())?;
     let data = load_datasets(recipe)?;
     let host = PluginHost::new(HostConfig::default()).context("starting the plugin host")?;
     let rewards = build_rewards(recipe, &host)?;
-    let dir = RunDir::create(run_dir)?;
+    // With several processes only rank 0 writes to the run directory.
+    let dir = match world.is_writer() {
+        true => RunDir::create(run_dir)?,
+        false => RunDir {
+            root: run_dir.to_path_buf(),
+        },
+    };
     let mut state = PipelineState::open(&dir, recipe_text, resume)?;
-    write_bytes_atomically(&dir.root.join("recipe.toml"), recipe_text.as_bytes())?;
+    if world.is_writer() {
+        write_bytes_atomically(&dir.root.join("recipe.toml"), recipe_text.as_bytes())?;
+    }
     let mut model = starting_model(backend, recipe, &state)?;
     let mut run = StageContext::open(
         backend, recipe, dir, data, rewards, &state, &model, resume, progress, stop,
     )?;
+    world.barrier()?;
     if state.finished.is_empty() {
         state.initial_accuracy = run.accuracy(&model, recipe.on_reward_error)?;
         if let Some(a) = state.initial_accuracy {
@@ -119,7 +130,7 @@ pub fn run_pipeline<B: Backend>(
             progress.log(&format!("stage `{name}`: finished earlier, skipped"));
             continue;
         }
-        if stop.is_requested() {
+        if run.stop_requested()? {
             return Ok(stopped(progress, name, 0));
         }
         let started = Instant::now();
@@ -136,15 +147,20 @@ pub fn run_pipeline<B: Backend>(
             started.elapsed().as_secs_f64()
         ));
         state.finished.push(finished);
-        state.save(&run.dir)?;
+        if world.is_writer() {
+            state.save(&run.dir)?;
+        }
     }
     let sample = run
         .evaluate(&model, recipe.on_reward_error)?
         .and_then(|e| sample_answer(e.answers));
-    let plots = crate::plot::plot_run(&run.dir.root).unwrap_or_else(|e| {
-        progress.log(&format!("plots not written: {e}"));
-        Vec::new()
-    });
+    let plots = match world.is_writer() {
+        true => crate::plot::plot_run(&run.dir.root).unwrap_or_else(|e| {
+            progress.log(&format!("plots not written: {e}"));
+            Vec::new()
+        }),
+        false => Vec::new(),
+    };
     Ok(PipelineOutcome::Finished(Box::new(PipelineReport {
         run_dir: run.dir.root.clone(),
         stages: state.finished,
@@ -152,6 +168,28 @@ pub fn run_pipeline<B: Backend>(
         sample,
         plots,
     })))
+}
+
+/// Refuses, with several processes, a recipe with stages other than GRPO: data-parallel
+/// training is GRPO's (`train/grpo/data_parallel.rs`); SFT, rejection sampling and
+/// distillation run in one process.
+fn check_data_parallel(recipe: &Recipe, processes: usize) -> anyhow::Result<()> {
+    if processes <= 1 {
+        return Ok(());
+    }
+    for stage in &recipe.stages {
+        let StageSpec::Grpo { grpo, .. } = stage else {
+            anyhow::bail!(
+                "stage `{}`: only GRPO stages run data-parallel over {processes} processes; \
+                 run this recipe in one process, or split its other stages into a recipe of their own",
+                stage.name()
+            );
+        };
+        // Every stage's settings are checked before the first one starts.
+        crate::train::grpo::check_data_parallel(grpo, processes)
+            .with_context(|| format!("stage `{}`", stage.name()))?;
+    }
+    Ok(())
 }
 
 fn stopped(progress: &dyn Progress, stage: &str, step: usize) -> PipelineOutcome {

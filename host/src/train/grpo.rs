@@ -26,12 +26,17 @@ use crate::engine::{
     Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig, completion_from_tokens,
 };
 use crate::plugin::{OnRewardError, RewardFailures};
+use crate::train::dist::{self, Collective, CollectiveError, ReduceError};
 use crate::train::expert_balance::ExpertBalance;
-use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed};
+use crate::train::lm_graph::{Checkpointing, Feed, LmGraph, LmGraphError, Objective, dropout_seed, seed_of};
 use crate::train::metrics::{GrpoStepMetrics, PerRewardMetrics, RewardStepMetrics};
 use crate::train::optim::{AdamW, NonFiniteQuantity, NonFiniteStep, OptimConfig, OptimError};
 use crate::train::remote::{GroupRequest, RemoteRollouts, RolloutConfig, RolloutError, WeightsPayload};
 use crate::weights::ParamBuffer;
+
+mod data_parallel;
+use data_parallel::BatchFigures;
+pub use data_parallel::check_supported as check_data_parallel;
 
 /// GRPO stage settings. `grpo` holds TRL's `GRPOConfig` loss/advantage fields (beta,
 /// epsilon, epsilon_high, delta, loss_type, scale_rewards, num_generations,
@@ -237,6 +242,12 @@ pub enum GrpoTrainError {
     NoCompletion { index: usize },
     #[error("stopped: {0}")]
     Stopped(String),
+    #[error("data-parallel GRPO over {size} processes: {detail}")]
+    DataParallel { size: usize, detail: String },
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    #[error(transparent)]
+    Reduce(#[from] ReduceError),
     #[error(transparent)]
     Rollout(#[from] RolloutError),
     #[error("pushing the weights to the rollout servers: {0}")]
@@ -293,6 +304,8 @@ pub struct GrpoTrainer<B: Backend> {
     prompts: Vec<GrpoPrompt>,
     /// DeepSeek-V3's router-bias balancing (`optim.bias_update_speed` > 0).
     balance: Option<ExpertBalance>,
+    /// The processes training together ([`dist::world`]; one by default).
+    world: &'static dyn Collective,
     /// The rollout servers (`config.rollout`), connected at the first generation.
     remote: Option<RemoteRollouts>,
     /// The weight version the servers hold (the stage's optimizer step when pushed).
@@ -316,8 +329,21 @@ struct PreparedBatch {
     /// The scored rollouts, each with its advantage.
     rollouts: Vec<Rollout>,
     advantages: Advantages,
-    /// Rollout indices of each micro-batch.
+    /// Rollout indices of each micro-batch this process scores: with one process the
+    /// micro-batches themselves, with several its rows cut where the whole batch's
+    /// micro-batches end ([`dist::micro_parts`]).
     micro: Vec<Vec<usize>>,
+    /// Per entry of `micro`: the micro-batch of the whole batch it lies in.
+    micro_of: Vec<usize>,
+    /// Per entry of `micro`: the factor that makes its loss its share of its whole
+    /// micro-batch's ([`data_parallel::part_scale`]; 1 for a whole micro-batch).
+    part_scale: Vec<f32>,
+    /// Micro-batches of the whole generation batch (over every process).
+    micro_batches: usize,
+    /// Active completion tokens of each micro-batch of the whole batch.
+    active: Vec<f64>,
+    /// The batch's reward and completion figures over every process.
+    figures: BatchFigures,
     packed: Vec<Packed>,
     /// Per micro-batch: log-probs `[rows × L]` under the policy that sampled it (when the
     /// policy moves before its last update).
@@ -340,6 +366,8 @@ impl<B: Backend> GrpoTrainer<B> {
         prompts: Vec<GrpoPrompt>,
     ) -> Result<Self, GrpoTrainError> {
         config.validate()?;
+        let world = dist::world();
+        data_parallel::check_supported(&config, world.size())?;
         params.check_trainable("GRPO training")?;
         if prompts.is_empty() {
             return Err(GrpoTrainError::NoPrompts);
@@ -397,6 +425,7 @@ impl<B: Backend> GrpoTrainer<B> {
             state,
             prompts,
             balance: ExpertBalance::new(config_bias_speed),
+            world,
             remote: None,
             synced: None,
             sync_time: None,
@@ -418,13 +447,17 @@ impl<B: Backend> GrpoTrainer<B> {
         i
     }
 
-    /// Samples G completions for each of `prompt_indices`.
+    /// Samples G completions for each `(prompt index, sampling seed)` of `groups`. Each
+    /// group samples from its own seed ([`Self::group_seed`]) — `Rng::new(seed)`, one fork
+    /// per completion, as a rollout server does with a request's `seed` —, so a group's
+    /// completions do not depend on where it is generated (this process, another one, a
+    /// server) or on the groups generated before it.
     pub fn generate(
         &mut self,
         backend: &B,
         params: &ParamBuffer<B>,
         tok: &dyn Detokenizer,
-        prompt_indices: &[usize],
+        groups: &[(usize, u64)],
     ) -> Result<Vec<Rollout>, GrpoTrainError> {
         let g = self.config.grpo.num_generations;
         let generation = GenerationConfig {
@@ -434,18 +467,15 @@ impl<B: Backend> GrpoTrainer<B> {
         };
         let eos = tok.eos_id();
         if self.config.rollout.is_some() {
-            return self.generate_remote(tok, prompt_indices, &generation);
+            return self.generate_remote(tok, groups, &generation);
         }
         let mut out = Vec::new();
-        for &pi in prompt_indices {
+        for &(pi, seed) in groups {
             let prompt = self.prompts[pi].tokens.clone();
-            // Each group samples from its own seed, as a rollout server does with a
-            // request's `seed` (`Rng::new(seed)`, one fork per completion): the same
-            // weights draw the same completions here and there.
-            let mut group_rng = Rng::new(self.state.rng.next_u64());
+            let mut rng = Rng::new(seed);
             let completions =
                 self.engine
-                    .generate(backend, params, tok, &prompt, g, &generation, &mut group_rng, |_, _| {})?;
+                    .generate(backend, params, tok, &prompt, g, &generation, &mut rng, |_, _| {})?;
             for c in completions {
                 let mut loss_tokens = c.tokens.clone();
                 if let (FinishReason::Eos, Some(e)) = (c.finish_reason, eos) {
@@ -464,32 +494,38 @@ impl<B: Backend> GrpoTrainer<B> {
         Ok(out)
     }
 
-    /// [`GrpoTrainer::generate`] on the rollout servers: one request per group, seeded
-    /// from the trainer's generator (the same run draws the same text from the same
-    /// servers and weights).
+    /// The sampling seed of group `group` of generation round `round` (dynamic sampling's
+    /// extra rounds) of the generation that starts at this step.
+    fn group_seed(&self, round: usize, group: usize) -> u64 {
+        seed_of(&[self.config.seed, self.state.step as u64, round as u64, group as u64])
+    }
+
+    /// [`GrpoTrainer::generate`] on the rollout servers: one request per group, with the
+    /// group's seed (the same run draws the same text from the same servers and weights,
+    /// and the same text as in-process generation).
     fn generate_remote(
         &mut self,
         tok: &dyn Detokenizer,
-        prompt_indices: &[usize],
+        prompt_groups: &[(usize, u64)],
         generation: &GenerationConfig,
     ) -> Result<Vec<Rollout>, GrpoTrainError> {
         let g = self.config.grpo.num_generations;
         let eos = tok.eos_id();
-        let groups: Vec<GroupRequest> = prompt_indices
+        let groups: Vec<GroupRequest> = prompt_groups
             .iter()
-            .map(|&pi| GroupRequest {
+            .map(|&(pi, seed)| GroupRequest {
                 prompt: self.prompts[pi].tokens.clone(),
                 n: g,
                 max_tokens: generation.max_new_tokens,
                 sampling: generation.sampling.clone(),
-                seed: self.state.rng.next_u64(),
+                seed,
             })
             .collect();
         let version = self.state.step as u64;
         let remote = self.remote_client(eos)?;
         let completions = remote.generate(&groups, version)?;
         let mut out = Vec::with_capacity(groups.len() * g);
-        for (&pi, group) in prompt_indices.iter().zip(completions) {
+        for (&(pi, _), group) in prompt_groups.iter().zip(completions) {
             for c in group {
                 let completion = completion_from_tokens(tok, c.tokens, c.finish_reason, c.logprobs);
                 let mut loss_tokens = completion.tokens.clone();
@@ -753,7 +789,7 @@ impl<B: Backend> GrpoTrainer<B> {
         self.sync_weights(backend, params, tok)?;
         let (rollouts, dropped_groups) = self.rollouts(backend, params, tok)?;
         let batch = self.prepare(backend, params, tok, rollouts, dropped_groups, started)?;
-        let steps: Vec<Vec<usize>> = (0..batch.micro.len())
+        let steps: Vec<Vec<usize>> = (0..batch.micro_batches)
             .collect::<Vec<_>>()
             .chunks(self.config.gradient_accumulation_steps)
             .map(<[usize]>::to_vec)
@@ -790,9 +826,14 @@ impl<B: Backend> GrpoTrainer<B> {
         let mut rounds = 0usize;
         loop {
             let need = wanted - rollouts.len() / g;
+            // Every process draws the same prompts and generates its share of the groups.
             let idx: Vec<usize> = (0..need).map(|_| self.next_prompt()).collect();
-            let mut fresh = self.generate(backend, params, tok, &idx)?;
+            let share = dist::group_share(need, self.world.rank(), self.world.size());
+            let groups: Vec<(usize, u64)> = share.map(|gi| (idx[gi], self.group_seed(rounds, gi))).collect();
+            let before = data_parallel::failure_counts(&self.failures);
+            let mut fresh = self.generate(backend, params, tok, &groups)?;
             self.score(&mut fresh)?;
+            data_parallel::sum_failures(self.world, &mut self.failures, &before)?;
             self.state.failures = self
                 .rewards
                 .iter()
@@ -854,20 +895,29 @@ impl<B: Backend> GrpoTrainer<B> {
         let generation_time = started.elapsed().as_secs_f64();
 
         let pad = tok.eos_id().unwrap_or(0);
-        let micro: Vec<Vec<usize>> = (0..rollouts.len())
-            .collect::<Vec<_>>()
-            .chunks(self.config.per_device_train_batch_size)
-            .map(<[usize]>::to_vec)
-            .collect();
+        let (first_row, total_rows) = data_parallel::rows_of_batch(self, rollouts.len());
+        let size = self.config.per_device_train_batch_size;
+        let parts = dist::micro_parts(first_row, rollouts.len(), size);
+        let micro: Vec<Vec<usize>> = parts.iter().map(|p| p.rows.clone().collect()).collect();
+        let micro_of: Vec<usize> = parts.iter().map(|p| p.micro).collect();
         let packed: Vec<Packed> = micro
             .iter()
             .map(|mb| self.pack(&mb.iter().map(|&i| &rollouts[i]).collect::<Vec<_>>(), pad))
             .collect();
+        let micro_batches = total_rows.div_ceil(size);
+        let (active, part_scale) = data_parallel::normalisers(
+            self.world,
+            self.config.grpo.loss_type,
+            (&micro, &packed, &micro_of),
+            total_rows,
+            size,
+        )?;
+        let figures = BatchFigures::of(self.world, &rollouts, &advantages)?;
         let mut old: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
         let mut reference: Vec<Option<Vec<f32>>> = vec![None; micro.len()];
         for (m, p) in packed.iter().enumerate() {
             if self.config.needs_old_logp() {
-                let dropout = self.dropout_seed(m, 0);
+                let dropout = self.dropout_seed(micro_of[m], 0);
                 old[m] = Some(
                     self.completion_logp(backend, (params, Scored::Policy), p, micro[m].len(), dropout)?
                         .0,
@@ -883,6 +933,11 @@ impl<B: Backend> GrpoTrainer<B> {
             rollouts,
             advantages,
             micro,
+            micro_of,
+            part_scale,
+            micro_batches,
+            active,
+            figures,
             packed,
             old,
             reference,
@@ -894,7 +949,9 @@ impl<B: Backend> GrpoTrainer<B> {
     /// Update: one optimizer step over the micro-batches `chunk` of `batch` — each one's
     /// clipped policy loss, its gradient back-propagated through the model and
     /// accumulated — then AdamW. `untouched`: the parameters are still those that sampled
-    /// the batch (the trainer/sampler log-prob drift is measured then).
+    /// the batch (the trainer/sampler log-prob drift is measured then). With several
+    /// processes each scores its parts of those micro-batches, and the summed gradient is
+    /// what AdamW (and the gradient-norm clipping) sees (see `data_parallel`).
     fn update(
         &mut self,
         backend: &B,
@@ -906,16 +963,16 @@ impl<B: Backend> GrpoTrainer<B> {
         let step_started = Instant::now();
         let l = self.config.grpo.max_completion_length;
         let token_sum_loss = matches!(self.config.grpo.loss_type, LossType::Dapo | LossType::Cispo);
-        let active: f64 = chunk
-            .iter()
-            .map(|&m| batch.packed[m].mask.iter().map(|&v| v as f64).sum::<f64>())
-            .sum();
+        let active: f64 = chunk.iter().map(|&m| batch.active[m]).sum();
         let num_items_in_batch = token_sum_loss.then_some(active.max(1.0));
         let mut tally = StepTally::default();
-        for (k, &m) in chunk.iter().enumerate() {
+        let mine: Vec<usize> = (0..batch.micro.len())
+            .filter(|&p| chunk.contains(&batch.micro_of[p]))
+            .collect();
+        for (k, &m) in mine.iter().enumerate() {
             let rows = batch.micro[m].len();
             let packed = &batch.packed[m];
-            let dropout = self.dropout_seed(m, 1);
+            let dropout = self.dropout_seed(batch.micro_of[m], 1);
             let (logp, ent) = self.completion_logp(backend, (params, Scored::Policy), packed, rows, dropout)?;
             if let Some(mut balance) = self.balance.take() {
                 let observed = self
@@ -957,9 +1014,14 @@ impl<B: Backend> GrpoTrainer<B> {
                 num_items_in_batch,
                 is_ratio: is_ratio.as_deref(),
             };
-            let out = policy_loss(&self.config.grpo, &inputs).map_err(|e| self.diverged(e))?;
+            let mut out = policy_loss(&self.config.grpo, &inputs).map_err(|e| self.diverged(e))?;
+            data_parallel::scale_part(&mut out, batch.part_scale[m]);
             self.backward(backend, params, packed, rows, &out.grad_logp, k == 0)?;
             tally.add_micro_batch(&out, &ent, &packed.mask);
+        }
+        if self.world.size() > 1 {
+            dist::all_reduce_gradients(self.world, backend, &self.optimizer.grads, !mine.is_empty())?;
+            tally.all_reduce(self.world)?;
         }
         let lr = self.config.optim.lr_at(self.state.step, self.config.max_steps);
         let scale = if token_sum_loss { 1.0 } else { 1.0 / chunk.len() as f32 };
@@ -1280,26 +1342,20 @@ impl StepTally {
         lr: f32,
         started: Instant,
     ) -> GrpoStepReport {
-        let (rollouts, adv) = (&batch.rollouts, &batch.advantages);
+        let (rollouts, adv, fig) = (&batch.rollouts, &batch.advantages, &batch.figures);
         let step = trainer.state.step;
-        let lens: Vec<usize> = rollouts.iter().map(|r| r.loss_tokens.len()).collect();
-        let n = lens.len().max(1) as f64;
-        let clipped = rollouts
-            .iter()
-            .filter(|r| r.completion.finish_reason == FinishReason::Length)
-            .count();
         let metrics = GrpoStepMetrics {
             step,
             loss: self.loss_sum,
             grad_norm,
             learning_rate: f64::from(lr),
-            reward: adv.reward.mean.map(f64::from),
-            reward_std: adv.reward.std.map(f64::from),
+            reward: fig.reward.mean.map(f64::from),
+            reward_std: fig.reward.std.map(f64::from),
             rewards: PerRewardMetrics(
                 trainer
                     .rewards
                     .iter()
-                    .zip(&adv.per_reward)
+                    .zip(&fig.per_reward)
                     .zip(&trainer.failures)
                     .map(|((r, stats), failures)| RewardStepMetrics {
                         name: r.name.clone(),
@@ -1322,16 +1378,13 @@ impl StepTally {
             importance_sampling_ratio_max: (self.importance.3 > 0.0).then_some(self.importance.2),
             rollout_servers: trainer.remote.as_ref().map(RemoteRollouts::alive),
             weight_sync_time: trainer.sync_time,
-            completion_mean_length: lens.iter().sum::<usize>() as f64 / n,
-            completion_min_length: lens.iter().min().copied().unwrap_or(0),
-            completion_max_length: lens.iter().max().copied().unwrap_or(0),
-            completion_clipped_ratio: clipped as f64 / n,
-            frac_reward_zero_std: f64::from(adv.frac_reward_zero_std),
+            completion_mean_length: fig.completion_mean_length,
+            completion_min_length: fig.completion_min_length,
+            completion_max_length: fig.completion_max_length,
+            completion_clipped_ratio: fig.completion_clipped_ratio,
+            frac_reward_zero_std: fig.frac_reward_zero_std,
             dropped_groups: batch.dropped_groups,
-            num_tokens: rollouts
-                .iter()
-                .map(|r| r.prompt_tokens.len() + r.loss_tokens.len())
-                .sum(),
+            num_tokens: fig.num_tokens,
             generation_time: batch.generation_time,
             step_time: started.elapsed().as_secs_f64() + batch.generation_time,
             eval_accuracy: None,

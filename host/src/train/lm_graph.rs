@@ -21,8 +21,14 @@ use r1_core::{Graph, GraphError, NodeId, Plan, TensorDesc, autodiff};
 use crate::weights::ParamBuffer;
 
 /// A dropout seed from the numbers that name one forward pass (a trainer's seed, step,
-/// micro-batch, …): a splitmix64 chain, so a resumed run draws the masks it would have.
+/// micro-batch, …), so a resumed run draws the masks it would have.
 pub fn dropout_seed(parts: &[u64]) -> u32 {
+    (seed_of(parts) >> 32) as u32
+}
+
+/// A seed from the numbers that name one random draw (a trainer's seed, step, group, …):
+/// a splitmix64 chain over them.
+pub fn seed_of(parts: &[u64]) -> u64 {
     let mut z = 0x9e37_79b9_7f4a_7c15u64;
     for &p in parts {
         z = (z ^ p).wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -30,7 +36,7 @@ pub fn dropout_seed(parts: &[u64]) -> u32 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
     }
-    (z >> 32) as u32
+    z
 }
 
 /// Gradient checkpointing of a training graph: the first `layers` decoder layers are
