@@ -138,6 +138,27 @@ impl<B: Backend> Model<B> {
     }
 }
 
+/// An adapter of `spec` for a model of `config` with every weight (B too, unlike PEFT's
+/// initialisation) drawn from N(0, `std`²) by `seed`: for tests and benchmarks that need an
+/// adapter that changes the model.
+pub fn random_adapter(config: &ModelConfig, spec: LoraSpec, seed: u64, std: f64) -> PeftAdapter {
+    let mut rng = r1_core::sampling::Rng::new(seed);
+    let weights = spec
+        .adapter_specs(&config.param_specs())
+        .into_iter()
+        .map(|s| NamedTensor {
+            data: (0..s.numel()).map(|_| (rng.normal() * std) as f32).collect(),
+            name: s.name,
+            dims: s.dims,
+        })
+        .collect();
+    PeftAdapter {
+        spec,
+        base_model: None,
+        weights,
+    }
+}
+
 /// Adds `s · B · A` of every adapted module of `adapter` to its weight in `base`, in f32 as
 /// PEFT's `merge_and_unload` does; returns the number of weights changed.
 pub fn merge_adapter(base: &mut Weights, adapter: &PeftAdapter) -> Result<usize, ModelError> {

@@ -345,21 +345,7 @@ fn random_adapter(cfg: &r1_core::model::ModelConfig, seed: u64) -> PeftAdapter {
         rslora: false,
         targets: LoraTargets::all_linear(),
     };
-    let mut rng = r1_core::sampling::Rng::new(seed);
-    let weights = spec
-        .adapter_specs(&cfg.param_specs())
-        .into_iter()
-        .map(|s| r1_host::io::NamedTensor {
-            data: (0..s.numel()).map(|_| (rng.normal() * 0.2) as f32).collect(),
-            name: s.name,
-            dims: s.dims,
-        })
-        .collect();
-    PeftAdapter {
-        spec,
-        base_model: None,
-        weights,
-    }
+    r1_host::adapter::random_adapter(cfg, spec, seed, 0.2)
 }
 
 /// Loss and adapter gradients (by name) of a cross-entropy step on `tokens`.

@@ -57,21 +57,7 @@ fn random_adapter(seed: u64) -> PeftAdapter {
         rslora: false,
         targets: LoraTargets::all_linear(),
     };
-    let mut rng = r1_core::sampling::Rng::new(seed);
-    let weights = spec
-        .adapter_specs(&tiny_config().param_specs())
-        .into_iter()
-        .map(|s| r1_host::io::NamedTensor {
-            data: (0..s.numel()).map(|_| (rng.normal() * 0.3) as f32).collect(),
-            name: s.name,
-            dims: s.dims,
-        })
-        .collect();
-    PeftAdapter {
-        spec,
-        base_model: None,
-        weights,
-    }
+    r1_host::adapter::random_adapter(&tiny_config(), spec, seed, 0.3)
 }
 
 /// Greedy completion of a fixed prompt: (token ids, log-probs, weight version).

@@ -21,7 +21,7 @@ use r1_core::sampling::{Rng, SamplingParams};
 use super::bench::preset;
 use crate::device::{Device, DeviceArgs};
 use crate::engine::{Detokenizer, Engine, GenerationConfig};
-use crate::io::{NamedTensor, PeftAdapter, encode_safetensors, peft_adapter_parts};
+use crate::io::{PeftAdapter, encode_safetensors, peft_adapter_parts};
 use crate::model::Model;
 use crate::train::remote::{GroupRequest, RemoteRollouts, RolloutConfig, WeightsPayload};
 
@@ -194,21 +194,7 @@ fn random_adapter(cfg: &r1_core::model::ModelConfig, r: usize) -> PeftAdapter {
         rslora: false,
         targets: LoraTargets::all_linear(),
     };
-    let mut rng = Rng::new(7);
-    let weights = spec
-        .adapter_specs(&cfg.param_specs())
-        .into_iter()
-        .map(|s| NamedTensor {
-            data: (0..s.numel()).map(|_| (rng.normal() * 0.01) as f32).collect(),
-            name: s.name,
-            dims: s.dims,
-        })
-        .collect();
-    PeftAdapter {
-        spec,
-        base_model: None,
-        weights,
-    }
+    crate::adapter::random_adapter(cfg, spec, 7, 0.01)
 }
 
 fn round1(x: f64) -> f64 {

@@ -60,6 +60,29 @@ pub struct RolloutConfig {
     pub importance_sampling_correction: bool,
     /// TRL's `vllm_importance_sampling_cap`.
     pub importance_sampling_cap: f32,
+    /// What the servers are: `r1` (`r1host serve`: weights pushed over HTTP) or `vllm`
+    /// (started on the stage's base model with `--enable-lora`, `--logprobs-mode
+    /// processed_logprobs` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`: a LoRA policy's
+    /// adapters are written under `adapter_dir` and loaded with its
+    /// `/v1/load_lora_adapter`; full weights cannot be pushed to it).
+    pub server_kind: ServerKind,
+    /// With `server_kind = "vllm"`: a directory the trainer writes adapters to and every
+    /// server reads them from (a shared filesystem), as `r1-v{version}/`.
+    pub adapter_dir: Option<std::path::PathBuf>,
+}
+
+/// The kind of the rollout servers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    #[default]
+    R1,
+    Vllm,
+}
+
+/// The served name of the adapter of weight version `version` on vLLM servers.
+fn lora_name(version: u64) -> String {
+    format!("r1-v{version}")
 }
 
 impl Default for RolloutConfig {
@@ -76,6 +99,8 @@ impl Default for RolloutConfig {
             max_staleness: None,
             importance_sampling_correction: true,
             importance_sampling_cap: 2.0,
+            server_kind: ServerKind::R1,
+            adapter_dir: None,
         }
     }
 }
@@ -98,6 +123,12 @@ impl RolloutConfig {
         }
         if !(self.importance_sampling_cap.is_finite() && self.importance_sampling_cap > 0.0) {
             return Err("rollout.importance_sampling_cap must be positive".into());
+        }
+        if self.server_kind == ServerKind::Vllm && self.sync_every > 0 && self.adapter_dir.is_none() {
+            return Err(
+                "rollout.server_kind = \"vllm\" syncs LoRA adapters through a directory the servers read: set rollout.adapter_dir (or sync_every = 0)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -186,8 +217,10 @@ pub struct RemoteRollouts {
     servers: Arc<Vec<Server>>,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
-    /// The base was pushed (LoRA: adapters follow).
+    /// The base was pushed (LoRA: adapters follow). vLLM servers hold it from their start.
     base_sent: bool,
+    /// vLLM: the adapter name requests use (the version last loaded).
+    lora: Option<String>,
 }
 
 /// How one attempt went.
@@ -245,7 +278,9 @@ impl RemoteRollouts {
             client,
             runtime,
             base_sent: false,
+            lora: None,
         };
+        me.base_sent = me.config.server_kind == ServerKind::Vllm;
         me.discover()?;
         Ok(me)
     }
@@ -326,6 +361,9 @@ impl RemoteRollouts {
     /// Pushes `payload` as `version` to every live server, in parallel; a server that
     /// refuses or fails is dropped. Returns the seconds it took.
     pub fn push(&mut self, payload: &WeightsPayload, version: u64) -> Result<f64, RolloutError> {
+        if self.config.server_kind == ServerKind::Vllm {
+            return self.push_vllm(payload, version);
+        }
         let started = std::time::Instant::now();
         let (client, key, servers, model) = (
             self.client.clone(),
@@ -382,6 +420,69 @@ impl RemoteRollouts {
         self.alive_or_fail()?;
         if matches!(payload, WeightsPayload::Full(_)) {
             self.base_sent = true;
+        }
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// [`RemoteRollouts::push`] to vLLM servers: the adapter is written as a PEFT
+    /// directory `adapter_dir/r1-v{version}` and loaded on every live server under that
+    /// name (`POST /v1/load_lora_adapter`); then the previous one is unloaded and removed.
+    fn push_vllm(&mut self, payload: &WeightsPayload, version: u64) -> Result<f64, RolloutError> {
+        let started = std::time::Instant::now();
+        let WeightsPayload::Adapter { config, bytes } = payload else {
+            return Err(RolloutError::Setup(
+                "vLLM servers take LoRA adapters only (their runtime LoRA loading): train a LoRA policy, or set rollout.sync_every = 0".into(),
+            ));
+        };
+        let root = self
+            .config
+            .adapter_dir
+            .clone()
+            .ok_or_else(|| RolloutError::Setup("rollout.adapter_dir is not set".into()))?;
+        let name = lora_name(version);
+        let dir = root.join(&name);
+        let io = |e: std::io::Error| RolloutError::Setup(format!("writing the adapter to {}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let text = serde_json::to_string_pretty(config).map_err(|e| RolloutError::Setup(e.to_string()))?;
+        crate::io::atomic::write_bytes_atomically(&dir.join("adapter_config.json"), text.as_bytes())
+            .map_err(|e| RolloutError::Setup(e.to_string()))?;
+        crate::io::atomic::write_bytes_atomically(&dir.join("adapter_model.safetensors"), bytes)
+            .map_err(|e| RolloutError::Setup(e.to_string()))?;
+        let path = std::path::absolute(&dir).map_err(io)?;
+        let (client, key, servers) = (self.client.clone(), self.key.clone(), self.servers.clone());
+        let old = self.lora.clone();
+        let body = json!({"lora_name": name, "lora_path": path.display().to_string()});
+        self.runtime.block_on(async move {
+            for s in servers.iter().filter(|s| s.alive.load(Ordering::SeqCst)) {
+                let load = with_key(client.post(format!("{}/v1/load_lora_adapter", s.url)), key.as_deref())
+                    .json(&body)
+                    .send()
+                    .await;
+                match load {
+                    Ok(r) if r.status().is_success() => {
+                        if let Ok(mut v) = s.version.lock() {
+                            *v = Some(version);
+                        }
+                        if let Some(old) = &old {
+                            // Best effort: an adapter left loaded only costs the server memory.
+                            let _ = with_key(client.post(format!("{}/v1/unload_lora_adapter", s.url)), key.as_deref())
+                                .json(&json!({"lora_name": old}))
+                                .send()
+                                .await;
+                        }
+                    }
+                    Ok(r) => {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        s.drop_it(format!("POST /v1/load_lora_adapter answered {status}: {text}"));
+                    }
+                    Err(e) => s.drop_it(format!("POST /v1/load_lora_adapter failed: {e}")),
+                }
+            }
+        });
+        self.alive_or_fail()?;
+        if let Some(old) = self.lora.replace(name) {
+            let _ = std::fs::remove_dir_all(root.join(old));
         }
         Ok(started.elapsed().as_secs_f64())
     }
@@ -454,7 +555,7 @@ impl RemoteRollouts {
     fn body(&self, g: &GroupRequest) -> Value {
         let s = &g.sampling;
         json!({
-            "model": self.model,
+            "model": self.lora.as_deref().unwrap_or(&self.model),
             "prompt": g.prompt,
             "n": g.n,
             "max_tokens": g.max_tokens,
@@ -669,10 +770,18 @@ pub fn parse_completions(
     if choices.len() != n {
         return Err(format!("{} choices for n = {n}", choices.len()));
     }
+    // r1's report, or the version in the name of the vLLM adapter that answered.
     let reported = value
         .get("r1")
         .and_then(|r| r.get("weight_version"))
-        .and_then(Value::as_u64);
+        .and_then(Value::as_u64)
+        .or_else(|| {
+            value
+                .get("model")
+                .and_then(Value::as_str)
+                .and_then(|m| m.strip_prefix("r1-v"))
+                .and_then(|v| v.parse().ok())
+        });
     let mut out: Vec<Option<RemoteCompletion>> = vec![None; n];
     for (k, c) in choices.iter().enumerate() {
         let index = c.get("index").and_then(Value::as_u64).map_or(k, |i| i as usize);
@@ -805,10 +914,8 @@ mod tests {
         assert_eq!(never.staleness(), None);
     }
 
-    /// A fake server on 127.0.0.1: `/v1/models` lists `m`; `/v1/completions` answers
-    /// with `answer(n)` (status, body). Returns its URL; it runs on its own thread.
-    fn fake_server(answer: fn(usize) -> (u16, Value)) -> String {
-        use axum::routing::{get, post};
+    /// Serves `app` on 127.0.0.1 from a thread of its own; returns its URL.
+    fn serve_on_thread(app: axum::Router) -> String {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -816,25 +923,32 @@ mod tests {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let app = axum::Router::new()
-                    .route(
-                        "/v1/models",
-                        get(|| async { axum::Json(json!({"data": [{"id": "m"}]})) }),
-                    )
-                    .route(
-                        "/v1/completions",
-                        post(move |axum::Json(body): axum::Json<Value>| async move {
-                            let n = body.get("n").and_then(Value::as_u64).unwrap_or(1) as usize;
-                            let (status, v) = answer(n);
-                            (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(v))
-                        }),
-                    );
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
                 axum::serve(listener, app).await.unwrap();
             });
         });
         format!("http://{}", rx.recv().unwrap())
+    }
+
+    /// A fake server on 127.0.0.1: `/v1/models` lists `m`; `/v1/completions` answers
+    /// with `answer(n)` (status, body). Returns its URL; it runs on its own thread.
+    fn fake_server(answer: fn(usize) -> (u16, Value)) -> String {
+        use axum::routing::{get, post};
+        let app = axum::Router::new()
+            .route(
+                "/v1/models",
+                get(|| async { axum::Json(json!({"data": [{"id": "m"}]})) }),
+            )
+            .route(
+                "/v1/completions",
+                post(move |axum::Json(body): axum::Json<Value>| async move {
+                    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1) as usize;
+                    let (status, v) = answer(n);
+                    (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(v))
+                }),
+            );
+        serve_on_thread(app)
     }
 
     fn good(n: usize) -> (u16, Value) {
@@ -899,5 +1013,115 @@ mod tests {
         // A version newer than the trainer's is another trainer's weights.
         let mut g = fleet(vec![ok], 0);
         assert!(g.generate(&groups(1), 4).is_err());
+    }
+
+    /// A fake vLLM speaking its runtime-LoRA API: `/v1/load_lora_adapter` checks the
+    /// adapter directory holds PEFT's two files and records the name; completions answer
+    /// with the requested model as `model`, as vLLM does.
+    fn fake_vllm(loaded: Arc<Mutex<Vec<String>>>) -> String {
+        use axum::routing::{get, post};
+        let l2 = loaded.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/models",
+                get(|| async { axum::Json(json!({"data": [{"id": "base"}]})) }),
+            )
+            .route(
+                "/v1/load_lora_adapter",
+                post(move |axum::Json(body): axum::Json<Value>| {
+                    let loaded = loaded.clone();
+                    async move {
+                        let path = std::path::PathBuf::from(body["lora_path"].as_str().unwrap_or_default());
+                        let ok = path.join("adapter_config.json").is_file()
+                            && path.join("adapter_model.safetensors").is_file();
+                        if ok {
+                            loaded
+                                .lock()
+                                .unwrap()
+                                .push(body["lora_name"].as_str().unwrap().to_string());
+                            (axum::http::StatusCode::OK, "Success")
+                        } else {
+                            (axum::http::StatusCode::BAD_REQUEST, "no adapter there")
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/v1/unload_lora_adapter",
+                post(move |axum::Json(body): axum::Json<Value>| {
+                    let loaded = l2.clone();
+                    async move {
+                        let name = body["lora_name"].as_str().unwrap_or_default().to_string();
+                        loaded.lock().unwrap().retain(|n| *n != name);
+                        "Success"
+                    }
+                }),
+            )
+            .route(
+                "/v1/completions",
+                post(|axum::Json(body): axum::Json<Value>| async move {
+                    let n = body["n"].as_u64().unwrap_or(1) as usize;
+                    let (_, mut v) = good(n);
+                    v.as_object_mut().unwrap().remove("r1");
+                    v["model"] = body["model"].clone();
+                    axum::Json(v)
+                }),
+            );
+        serve_on_thread(app)
+    }
+
+    #[test]
+    fn vllm_servers_load_adapters_from_the_shared_directory() {
+        let loaded = Arc::new(Mutex::new(Vec::new()));
+        let url = fake_vllm(loaded.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let config = RolloutConfig {
+            servers: vec![url],
+            server_kind: ServerKind::Vllm,
+            adapter_dir: Some(dir.path().to_path_buf()),
+            api_key_env: "R1_TEST_NO_SUCH_KEY".into(),
+            ..RolloutConfig::default()
+        };
+        let mut f = RemoteRollouts::connect(config, Some(2)).unwrap();
+        assert!(!f.needs_base(), "a vLLM server holds its base from its start");
+        // Full weights cannot go to vLLM.
+        let e = f.push(&WeightsPayload::Full(vec![0; 8]), 0).unwrap_err().to_string();
+        assert!(e.contains("LoRA adapters only"), "{e}");
+        let adapter = |v: u8| WeightsPayload::Adapter {
+            config: json!({"peft_type": "LORA", "r": 4}),
+            bytes: vec![v; 16],
+        };
+        f.push(&adapter(1), 0).unwrap();
+        f.push(&adapter(2), 1).unwrap();
+        assert_eq!(
+            *loaded.lock().unwrap(),
+            vec!["r1-v1".to_string()],
+            "the old adapter is unloaded"
+        );
+        assert!(!dir.path().join("r1-v0").exists() && dir.path().join("r1-v1/adapter_model.safetensors").is_file());
+        // Requests name the adapter; its name carries the version back.
+        let out = f.generate(&groups(2), 1).unwrap();
+        assert!(out.iter().flatten().all(|c| c.weight_version == Some(1)));
+        // Syncing vLLM needs the shared directory.
+        let shared = RolloutConfig {
+            servers: vec![fake_vllm(Arc::new(Mutex::new(Vec::new())))],
+            server_kind: ServerKind::Vllm,
+            adapter_dir: Some(dir.path().join("elsewhere")),
+            ..RolloutConfig::default()
+        };
+        assert!(shared.validate().is_ok());
+        let no_dir = RolloutConfig {
+            adapter_dir: None,
+            ..shared.clone()
+        };
+        assert!(no_dir.validate().is_err());
+        assert!(
+            RolloutConfig {
+                sync_every: 0,
+                ..no_dir
+            }
+            .validate()
+            .is_ok()
+        );
     }
 }
