@@ -27,6 +27,11 @@ fn config(updates: bool) -> ServeConfig {
     }
 }
 
+/// A server with the API key, weight updates on or off, serving `engine`.
+async fn keyed_server(updates: bool, engine: Arc<dyn Generator>) -> TestServer {
+    TestServer::start(config(updates), vec![engine], RewardPlugins::default()).await
+}
+
 /// The tiny model with seed `seed`'s weights (and `adapter`), in a running engine.
 fn engine_with(name: &str, seed: u64, adapter: Option<PeftAdapter>) -> Arc<dyn Generator> {
     let service = EngineService::start_with(name, None, small_options(), move || {
@@ -113,12 +118,7 @@ async fn push(url: &str, query: &str, body: Vec<u8>, adapter_config: Option<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_updates_are_refused_unless_turned_on() {
-    let server = TestServer::start(
-        config(false),
-        vec![tiny_engine("tiny", small_options())],
-        RewardPlugins::default(),
-    )
-    .await;
+    let server = keyed_server(false, tiny_engine("tiny", small_options())).await;
     let bytes = encode_safetensors(&weights_of_seed(8).tensors).expect("encode");
     let (status, body) = push(&server.url, "model=tiny&version=1", bytes, None).await;
     assert_eq!(status, 403, "{body}");
@@ -141,32 +141,11 @@ async fn weight_updates_are_refused_unless_turned_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_weights_and_adapters_replace_what_the_server_computes_with() {
-    let server = TestServer::start(
-        config(true),
-        vec![tiny_engine("tiny", small_options())],
-        RewardPlugins::default(),
-    )
-    .await;
+    let server = keyed_server(true, tiny_engine("tiny", small_options())).await;
     // References: engines started on the weights the updates will carry.
     let adapter = random_adapter(3);
-    let refs = TestServer::start(
-        ServeConfig {
-            api_key: Some(KEY.into()),
-            ..ServeConfig::default()
-        },
-        vec![engine_with("tiny", 8, None)],
-        RewardPlugins::default(),
-    )
-    .await;
-    let refs_lora = TestServer::start(
-        ServeConfig {
-            api_key: Some(KEY.into()),
-            ..ServeConfig::default()
-        },
-        vec![engine_with("tiny", 8, Some(adapter.clone()))],
-        RewardPlugins::default(),
-    )
-    .await;
+    let refs = keyed_server(false, engine_with("tiny", 8, None)).await;
+    let refs_lora = keyed_server(false, engine_with("tiny", 8, Some(adapter.clone()))).await;
     // (tokens, raw log-probs): random tiny models repeat tokens, the log-probs tell them apart.
     let text = |g: (Vec<u32>, Vec<f64>, Option<u64>)| ((g.0, g.1), g.2);
     let (seed7, v0) = text(greedy(&server.url, json!({})).await);
@@ -239,12 +218,7 @@ async fn full_weights_and_adapters_replace_what_the_server_computes_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processed_logprobs_are_the_samplers_and_list_the_eos_token() {
-    let server = TestServer::start(
-        config(false),
-        vec![tiny_engine("tiny", small_options())],
-        RewardPlugins::default(),
-    )
-    .await;
+    let server = keyed_server(false, tiny_engine("tiny", small_options())).await;
     // Greedy: the sampler's log-prob of its choice is 0 (a point mass); the raw one is not.
     let (ids, raw, _) = greedy(&server.url, json!({})).await;
     let (ids2, processed, _) = greedy(&server.url, json!({"logprobs_mode": "processed_logprobs"})).await;

@@ -138,11 +138,12 @@ pub(super) fn bench_rollout(preset_name: &str, device: &DeviceArgs, load: Rollou
     let full = encode_safetensors(&model.weights(&backend)?.tensors)?;
     let adapter = random_adapter(&cfg, load.lora);
     let (adapter_config, adapter_bytes) = peft_adapter_parts(&adapter)?;
+    let (full_bytes, lora_bytes) = (full.len(), adapter_bytes.len());
     let lora_payload = WeightsPayload::Adapter {
         config: adapter_config,
-        bytes: adapter_bytes.clone(),
+        bytes: adapter_bytes.into(),
     };
-    let full_payload = WeightsPayload::Full(full.clone());
+    let full_payload = WeightsPayload::Full(full.into());
 
     for &w in &load.workers {
         if w == 0 {
@@ -176,8 +177,8 @@ pub(super) fn bench_rollout(preset_name: &str, device: &DeviceArgs, load: Rollou
                 "groups": load.groups, "generations": load.generations, "completion": load.completion,
                 "completion_tokens": tokens, "completion_tokens_per_s": round1(rate),
                 "in_process_tokens_per_s": round1(local_rate), "vs_in_process": round2(rate / local_rate),
-                "sync_full_s": round3(push_full), "sync_full_bytes": full.len(),
-                "sync_lora_s": round3(push_lora), "sync_lora_bytes": adapter_bytes.len(), "lora_rank": load.lora,
+                "sync_full_s": round3(push_full), "sync_full_bytes": full_bytes,
+                "sync_lora_s": round3(push_lora), "sync_lora_bytes": lora_bytes, "lora_rank": load.lora,
             })
         );
         drop(workers);

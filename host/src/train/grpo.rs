@@ -596,7 +596,7 @@ impl<B: Backend> GrpoTrainer<B> {
             let bytes = crate::io::encode_safetensors(&weights.tensors).map_err(|e| sync(&e))?;
             seconds += self
                 .remote_client(tok.eos_id())?
-                .push(&WeightsPayload::Full(bytes), version)?;
+                .push(&WeightsPayload::Full(bytes.into()), version)?;
         }
         if let Some(spec) = lora {
             let weights = crate::io::Weights::from_triples(params.download_all(backend).map_err(|e| sync(&e))?).tensors;
@@ -606,9 +606,13 @@ impl<B: Backend> GrpoTrainer<B> {
                 weights,
             };
             let (config, bytes) = crate::io::peft_adapter_parts(&adapter).map_err(|e| sync(&e))?;
-            seconds += self
-                .remote_client(tok.eos_id())?
-                .push(&WeightsPayload::Adapter { config, bytes }, version)?;
+            seconds += self.remote_client(tok.eos_id())?.push(
+                &WeightsPayload::Adapter {
+                    config,
+                    bytes: bytes.into(),
+                },
+                version,
+            )?;
         }
         self.synced = Some(version);
         self.sync_time = Some(seconds);

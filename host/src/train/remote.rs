@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use r1_core::sampling::SamplingParams;
 use serde_json::{Value, json};
 
@@ -80,9 +81,12 @@ pub enum ServerKind {
     Vllm,
 }
 
+/// What the names of r1's adapters on vLLM servers start with (the version follows).
+const LORA_PREFIX: &str = "r1-v";
+
 /// The served name of the adapter of weight version `version` on vLLM servers.
 fn lora_name(version: u64) -> String {
-    format!("r1-v{version}")
+    format!("{LORA_PREFIX}{version}")
 }
 
 impl Default for RolloutConfig {
@@ -165,12 +169,12 @@ pub struct RemoteCompletion {
     pub weight_version: Option<u64>,
 }
 
-/// Weights to push to the servers.
+/// Weights to push to the servers (the bytes are shared by every request, not copied).
 pub enum WeightsPayload {
     /// A whole model as safetensors (Hugging Face names).
-    Full(Vec<u8>),
+    Full(Bytes),
     /// A PEFT adapter: `adapter_config.json` and `adapter_model.safetensors`.
-    Adapter { config: Value, bytes: Vec<u8> },
+    Adapter { config: Value, bytes: Bytes },
 }
 
 /// Why a server was dropped, or an attempt failed.
@@ -206,6 +210,18 @@ impl Server {
             }
         }
     }
+}
+
+/// Why each dropped server was dropped, `url: reason; …`.
+fn dropped_reasons(servers: &[Server]) -> String {
+    servers
+        .iter()
+        .filter_map(|s| {
+            let why = s.dropped_because.lock().ok()?.clone()?;
+            Some(format!("{}: {why}", s.url))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The client of the fleet, owned by a GRPO trainer.
@@ -335,14 +351,7 @@ impl RemoteRollouts {
     }
 
     fn dropped_reasons(&self) -> String {
-        self.servers
-            .iter()
-            .filter_map(|s| {
-                let why = s.dropped_because.lock().ok()?.clone()?;
-                Some(format!("{}: {why}", s.url))
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
+        dropped_reasons(&self.servers)
     }
 
     fn alive_or_fail(&self) -> Result<(), RolloutError> {
@@ -371,12 +380,10 @@ impl RemoteRollouts {
             self.servers.clone(),
             self.model.clone(),
         );
-        // One copy of the bytes, shared by every request.
+        // Cloning `Bytes` shares the payload: no copy per server.
         let (format, body, header) = match payload {
-            WeightsPayload::Full(b) => ("safetensors", axum::body::Bytes::from(b.clone()), None),
-            WeightsPayload::Adapter { config, bytes } => {
-                ("peft", axum::body::Bytes::from(bytes.clone()), Some(config.to_string()))
-            }
+            WeightsPayload::Full(b) => ("safetensors", b.clone(), None),
+            WeightsPayload::Adapter { config, bytes } => ("peft", bytes.clone(), Some(config.to_string())),
         };
         self.runtime.block_on(async move {
             let mut tasks = Vec::new();
@@ -665,18 +672,7 @@ async fn worker(
         if servers.iter().all(|s| !s.alive.load(Ordering::SeqCst))
             && let Ok(mut f) = shared.fatal.lock()
         {
-            let reasons = servers
-                .iter()
-                .filter_map(|s| {
-                    s.dropped_because
-                        .lock()
-                        .ok()?
-                        .clone()
-                        .map(|w| format!("{}: {w}", s.url))
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            f.get_or_insert(RolloutError::NoServers(reasons));
+            f.get_or_insert(RolloutError::NoServers(dropped_reasons(&servers)));
         }
     }
 }
@@ -779,7 +775,7 @@ pub fn parse_completions(
             value
                 .get("model")
                 .and_then(Value::as_str)
-                .and_then(|m| m.strip_prefix("r1-v"))
+                .and_then(|m| m.strip_prefix(LORA_PREFIX))
                 .and_then(|v| v.parse().ok())
         });
     let mut out: Vec<Option<RemoteCompletion>> = vec![None; n];
@@ -1085,11 +1081,14 @@ mod tests {
         let mut f = RemoteRollouts::connect(config, Some(2)).unwrap();
         assert!(!f.needs_base(), "a vLLM server holds its base from its start");
         // Full weights cannot go to vLLM.
-        let e = f.push(&WeightsPayload::Full(vec![0; 8]), 0).unwrap_err().to_string();
+        let e = f
+            .push(&WeightsPayload::Full(vec![0; 8].into()), 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("LoRA adapters only"), "{e}");
         let adapter = |v: u8| WeightsPayload::Adapter {
             config: json!({"peft_type": "LORA", "r": 4}),
-            bytes: vec![v; 16],
+            bytes: vec![v; 16].into(),
         };
         f.push(&adapter(1), 0).unwrap();
         f.push(&adapter(2), 1).unwrap();
