@@ -1,12 +1,12 @@
 """TRL's figure beside `r1host bench grpo`: seconds per `GRPOTrainer` step on CPU.
 
-The same step r1 times: a random Qwen2 model of the given shape in float32, one prompt per
-step with G completions of up to L tokens (generation included), a think/answer format
-reward and an accuracy reward, beta = 0.04 (so the frozen reference model is scored too),
-AdamW at a constant learning rate of 1e-5. STEPS steps are timed after one warm-up step.
+The same step r1 times: a random Qwen2 model of the given shape in float32,
+PROMPTS_PER_STEP prompts per step (default 1) with G completions each of up to L tokens
+(generation included), a think/answer format reward and an accuracy reward, beta = 0.04
+(so the frozen reference model is scored too), AdamW at a constant learning rate of 1e-5. STEPS steps are timed after one warm-up step.
 
 Usage:
-    G=8 L=64 STEPS=3 [LORA_R=16] [GRADIENT_CHECKPOINTING=1] trl_grpo_step.py [hidden layers heads kv_heads ffn vocab]
+    G=8 L=64 STEPS=3 [PROMPTS_PER_STEP=1] [LORA_R=16] [GRADIENT_CHECKPOINTING=1] trl_grpo_step.py [hidden layers heads kv_heads ffn vocab]
 
 With LORA_R set, the policy is a PEFT LoRA adapter of that rank (alpha 2r, every linear
 layer of the decoder, no dropout) over the frozen model, as `r1host bench grpo --lora R`
@@ -135,11 +135,11 @@ class StepTimer(TrainerCallback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def grpo_config(out_dir, generations, completion_length, steps):
+def grpo_config(out_dir, generations, completion_length, steps, prompts_per_step):
     return GRPOConfig(
         gradient_checkpointing=os.environ.get("GRADIENT_CHECKPOINTING", "0") == "1",
         output_dir=out_dir,
-        per_device_train_batch_size=generations,
+        per_device_train_batch_size=generations * prompts_per_step,
         num_generations=generations,
         max_completion_length=completion_length,
         max_steps=steps + 1,
@@ -162,6 +162,7 @@ def main():
     generations = int(os.environ.get("G", 8))
     completion_length = int(os.environ.get("L", 64))
     steps = int(os.environ.get("STEPS", 3))
+    prompts_per_step = max(1, int(os.environ.get("PROMPTS_PER_STEP", 1)))
     rng = random.Random(0)
     torch.manual_seed(0)
     tokenizer = local_tokenizer(a.vocab, rng)
@@ -181,7 +182,7 @@ def main():
         trainer = GRPOTrainer(
             model=model_dir,
             reward_funcs=[think_format_reward, accuracy_reward],
-            args=grpo_config(os.path.join(work, "out"), generations, completion_length, steps),
+            args=grpo_config(os.path.join(work, "out"), generations, completion_length, steps, prompts_per_step),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             callbacks=[timer],
@@ -196,6 +197,7 @@ def main():
             {
                 "params": params,
                 "G": generations,
+                "prompts_per_step": prompts_per_step,
                 "L": completion_length,
                 "beta": 0.04,
                 "threads": torch.get_num_threads(),

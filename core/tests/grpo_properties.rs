@@ -6,15 +6,6 @@ use r1_core::grpo::{
     GrpoConfig, ImportanceSamplingLevel, LossInputs, LossType, ScaleRewards, group_advantages, policy_loss,
 };
 
-const ALL_LOSS_TYPES: [LossType; 7] = [
-    LossType::Grpo,
-    LossType::Bnpo,
-    LossType::DrGrpo,
-    LossType::Dapo,
-    LossType::Cispo,
-    LossType::Sapo,
-    LossType::Luspo,
-];
 const CLIPPED_LOSS_TYPES: [LossType; 5] = [
     LossType::Grpo,
     LossType::Bnpo,
@@ -155,7 +146,7 @@ fn inputs<'a>(x: &'a Batch, logp: &'a [f32], on_policy: bool) -> LossInputs<'a> 
 
 fn config_strategy() -> impl Strategy<Value = GrpoConfig> {
     (
-        prop::sample::select(ALL_LOSS_TYPES.to_vec()),
+        prop::sample::select(LossType::ALL.to_vec()),
         prop_oneof![
             Just(ImportanceSamplingLevel::Token),
             Just(ImportanceSamplingLevel::Sequence)
@@ -357,7 +348,7 @@ fn finite_difference_checks_cover_most_positions_for_every_loss_type() {
         adv: vec![0.7, -1.2, 0.4],
         mask,
     };
-    for loss_type in ALL_LOSS_TYPES {
+    for loss_type in LossType::ALL {
         for level in [ImportanceSamplingLevel::Token, ImportanceSamplingLevel::Sequence] {
             for on_policy in [false, true] {
                 let cfg = GrpoConfig {

@@ -262,9 +262,8 @@ fn drawn(
     out.into_iter().collect()
 }
 
-#[test]
-fn prompts_prefilled_together_get_the_logits_each_gets_alone() {
-    let backend = CpuBackend::with_threads(2).unwrap();
+/// A model whose MLP products are split over threads in decode (a weight of 150 KiB).
+fn wide_model(backend: &CpuBackend) -> (ModelConfig, ParamBuffer<CpuBackend>) {
     let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
         "architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 600,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50,
@@ -272,7 +271,14 @@ fn prompts_prefilled_together_get_the_logits_each_gets_alone() {
     }))
     .unwrap();
     let weights = init_weights(&cfg, 9).into_iter().map(|(n, _, v)| (n, v));
-    let params = upload_weights(&backend, ParamLayout::for_config(&cfg), weights).unwrap();
+    let params = upload_weights(backend, ParamLayout::for_config(&cfg), weights).unwrap();
+    (cfg, params)
+}
+
+#[test]
+fn prompts_prefilled_together_get_the_logits_each_gets_alone() {
+    let backend = CpuBackend::with_threads(2).unwrap();
+    let (cfg, params) = wide_model(&backend);
     let prompt = |len: usize, salt: u32| (0..len as u32).map(|i| (i * 7 + salt) % 50).collect::<Vec<_>>();
     // Three prompts of 5 tokens (as the scheduler groups them: one product of 15 rows, the
     // prompt of two completions prefilled once) and of 21 (63 rows, the most one group runs).
@@ -287,4 +293,93 @@ fn prompts_prefilled_together_get_the_logits_each_gets_alone() {
         assert_eq!(together.len(), 4);
         assert_eq!(together, alone, "prompts of {len} tokens");
     }
+}
+
+/// Ends a sequence at token 3 (so rows leave the batch at different steps).
+struct EndsAt3;
+
+impl Detokenizer for EndsAt3 {
+    fn decode(&self, tokens: &[u32]) -> String {
+        Ids.decode(tokens)
+    }
+    fn eos_id(&self) -> Option<u32> {
+        Some(3)
+    }
+}
+
+#[test]
+fn groups_generated_on_one_batch_get_what_each_gets_alone() {
+    use r1_host::engine::PromptGroup;
+    let backend = CpuBackend::with_threads(2).unwrap();
+    let (cfg, params) = wide_model(&backend);
+    let generation = GenerationConfig {
+        max_new_tokens: 24,
+        sampling: SamplingParams {
+            temperature: 1.3,
+            top_p: 0.95,
+            repetition_penalty: 1.1,
+            ..SamplingParams::default()
+        },
+        stop: vec![],
+    };
+    // Prompts of two lengths (those of one length admitted together share a prefill), one
+    // of 50 (prefilled alone; the shared cache then has 128 positions where a group
+    // alone has 64) and groups of 1 to 5 completions: 24 rows through a batch of at most 8.
+    let groups: Vec<(Vec<u32>, usize, u64)> = [(5, 3), (5, 1), (9, 4), (50, 2), (5, 2), (9, 5), (9, 1), (5, 3), (9, 3)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(len, n))| {
+            (
+                (0..len as u32).map(|t| (t * 7 + i as u32) % 50).collect(),
+                n,
+                100 + i as u64,
+            )
+        })
+        .collect();
+    let mut alone = Vec::new();
+    let mut engine = Engine::new(cfg.clone());
+    for (prompt, n, seed) in &groups {
+        let c = engine
+            .generate(
+                &backend,
+                &params,
+                &EndsAt3,
+                prompt,
+                *n,
+                &generation,
+                &mut Rng::new(*seed),
+                |_, _| {},
+            )
+            .unwrap();
+        alone.push(c);
+    }
+    for max_rows in [8, 64, 1] {
+        let requests = groups
+            .iter()
+            .map(|(prompt, n, seed)| {
+                let mut rng = Rng::new(*seed);
+                PromptGroup {
+                    prompt,
+                    rngs: (0..*n).map(|_| rng.fork()).collect(),
+                }
+            })
+            .collect();
+        let mut engine = Engine::new(cfg.clone());
+        let together = engine
+            .generate_many(&backend, &params, &EndsAt3, requests, &generation, max_rows)
+            .unwrap();
+        assert_eq!(together.len(), groups.len());
+        for (g, (t, a)) in together.iter().zip(&alone).enumerate() {
+            assert_eq!(t.len(), a.len(), "group {g}");
+            for (tc, ac) in t.iter().zip(a) {
+                assert_eq!(tc.tokens, ac.tokens, "group {g} at max_rows {max_rows}");
+                assert_eq!(tc.finish_reason, ac.finish_reason);
+                let bits = |c: &Completion| c.logprobs.iter().map(|l| l.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(tc), bits(ac), "group {g} at max_rows {max_rows}");
+            }
+        }
+    }
+    // Some rows ended at EOS and some ran out of tokens, so rows left at different steps.
+    let finishes: Vec<FinishReason> = alone.iter().flatten().map(|c| c.finish_reason).collect();
+    assert!(finishes.contains(&FinishReason::Eos) && finishes.contains(&FinishReason::Length));
 }

@@ -33,6 +33,17 @@ pub enum LossType {
 }
 
 impl LossType {
+    /// Every loss type, in declaration order.
+    pub const ALL: [LossType; 7] = [
+        LossType::Grpo,
+        LossType::Bnpo,
+        LossType::DrGrpo,
+        LossType::Dapo,
+        LossType::Cispo,
+        LossType::Sapo,
+        LossType::Luspo,
+    ];
+
     /// TRL's name for the loss type.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -12,6 +12,7 @@ use r1_core::backend::Backend;
 use r1_core::model::ModelConfig;
 use r1_core::sampling::{Rng, SamplingParams};
 
+use super::bench_bound;
 use super::bench_decode::{DecodeRun, bench_decode_model};
 use crate::device::{BackendJob, DeviceArgs, with_backend};
 use crate::engine::{Detokenizer, Engine, GenerationConfig};
@@ -101,6 +102,15 @@ enum BenchWhat {
         /// Completions per prompt (`num_generations`).
         #[arg(long, default_value_t = 8)]
         generations: usize,
+        /// Prompts per step (the step's batch is `prompts × generations` completions; the
+        /// default job's GRPO stage takes 16 × 8); the reference script gets
+        /// `PROMPTS_PER_STEP`.
+        #[arg(long, default_value_t = 1)]
+        prompts: usize,
+        /// The rollouts' KV-cache budget (`generation_kv_cache_mib`): how many completions
+        /// are decoded at once (0: one group at a time).
+        #[arg(long, default_value_t = crate::engine::DEFAULT_GENERATION_KV_MIB)]
+        generation_kv_cache_mib: usize,
         /// `max_completion_length` (default: 64 for `small`, 48 for `default-job` as its
         /// recipe has it, 128 otherwise).
         #[arg(long)]
@@ -411,6 +421,8 @@ impl BackendJob for BenchWhat {
             BenchWhat::Grpo {
                 shape,
                 generations,
+                prompts,
+                generation_kv_cache_mib,
                 completion,
                 steps,
                 lora,
@@ -423,6 +435,8 @@ impl BackendJob for BenchWhat {
                 &shape,
                 GrpoBench {
                     generations,
+                    prompts,
+                    generation_kv_cache_mib,
                     completion,
                     steps,
                     lora,
@@ -522,6 +536,7 @@ fn bench_train<B: Backend>(
         // The optimizer's own time (the step's other part is forward and backward).
         Ok(t.elapsed().as_secs_f64())
     };
+    let rate = bench_bound::gemm_rate(be, (batch * seq).min(4096), cfg.hidden_size, cfg.intermediate_size)?;
     step(&mut graph)?; // warm-up: arena, caches
     let t = Instant::now();
     let mut optimizer_secs = 0.0;
@@ -538,13 +553,18 @@ fn bench_train<B: Backend>(
         "optimizer_share": ((optimizer_secs / secs) * 1000.0).round() / 1000.0,
         "r1_peak_rss_mb": super::bench_decode::peak_rss_bytes().map(|b| (b as f64 / 1e5).round() / 10.0),
     });
+    let tokens = (batch * seq) as f64;
+    let flops = bench_bound::training_flops(&cfg, tokens, batch as f64 * bench_bound::causal_attended(0, seq), false);
+    let mut reference_step_s = None;
     if let Some(script) = reference {
         let a = shape_args(&cfg, &[4, seq, batch]);
         let r = run_reference_for(python, &script, &cfg, &a)?;
         let reference_tps = r.get("train_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        reference_step_s = Some(tokens / reference_tps);
         line["reference"] = r;
         line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
     }
+    line["bound"] = bench_bound::bound_fields(flops, rate, tokens / tps, reference_step_s);
     crate::outln!("{line}")?;
     Ok(())
 }
@@ -601,6 +621,8 @@ fn bench_decode<B: Backend>(
 /// What `bench grpo` trains.
 struct GrpoBench<'a> {
     generations: usize,
+    prompts: usize,
+    generation_kv_cache_mib: usize,
     completion: Option<usize>,
     steps: usize,
     lora: Option<usize>,
@@ -642,6 +664,9 @@ fn random_stored_params<B: Backend>(
     Ok(params)
 }
 
+/// Tokens of each `bench grpo` prompt.
+const PROMPT_TOKENS: usize = 20;
+
 fn bench_grpo<B: Backend>(
     be: &B,
     shape: &Shape,
@@ -651,12 +676,15 @@ fn bench_grpo<B: Backend>(
 ) -> anyhow::Result<()> {
     let GrpoBench {
         generations,
+        prompts: prompts_per_step,
+        generation_kv_cache_mib,
         completion,
         steps,
         lora,
         base_type,
         gradient_checkpointing,
     } = bench;
+    let prompts_per_step = prompts_per_step.max(1);
     use std::sync::Arc;
 
     use r1_core::reward::{Accuracy, AccuracyConfig, Sample, ThinkFormat, ThinkFormatConfig};
@@ -694,7 +722,7 @@ fn bench_grpo<B: Backend>(
             crate::weights::ParamBuffer::new_adapter(be, Arc::new(base), &cfg, spec, 0)?
         }
     };
-    // 64 prompts of 20 tokens (TRL's arithmetic prompts are about that long).
+    // 64 prompts of PROMPT_TOKENS tokens (TRL's arithmetic prompts are about that long).
     let mut rng = Rng::new(1);
     let prompts: Vec<GrpoPrompt> = (0..64)
         .map(|i| GrpoPrompt {
@@ -703,13 +731,16 @@ fn bench_grpo<B: Backend>(
                 reference: Some(format!("{}", 10 + i)),
                 ..Default::default()
             },
-            tokens: (0..20).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect(),
+            tokens: (0..PROMPT_TOKENS)
+                .map(|_| rng.below(cfg.vocab_size as u64) as u32)
+                .collect(),
         })
         .collect();
     let mut config = GrpoTrainConfig {
-        per_device_train_batch_size: generations,
+        per_device_train_batch_size: generations * prompts_per_step,
         max_steps: steps + 1,
         gradient_checkpointing,
+        generation_kv_cache_mib,
         optim: OptimConfig {
             learning_rate: 1e-5,
             lr_scheduler_type: LrSchedule::Constant,
@@ -730,6 +761,14 @@ fn bench_grpo<B: Backend>(
             reward: Arc::new(Accuracy::new(AccuracyConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?),
         },
     ];
+    // The floor's GEMM, measured before the step's buffers exist: the scoring pass's
+    // activations (prompts plus completions) by the MLP's up projection.
+    let rate = bench_bound::gemm_rate(
+        be,
+        (generations * prompts_per_step * (PROMPT_TOKENS + l)).min(4096),
+        cfg.hidden_size,
+        cfg.intermediate_size,
+    )?;
     let mut trainer = GrpoTrainer::new(be, cfg.clone(), &params, config, rewards, prompts)?;
     let mut times = Vec::new();
     let mut generation = Vec::new();
@@ -759,7 +798,7 @@ fn bench_grpo<B: Backend>(
     };
     let step_s = median(&mut times.clone());
     let mut line = serde_json::json!({
-        "bench": "grpo", "preset": shape.preset, "G": generations, "L": l, "beta": 0.04,
+        "bench": "grpo", "preset": shape.preset, "G": generations, "prompts_per_step": prompts_per_step, "generation_kv_cache_mib": generation_kv_cache_mib, "L": l, "beta": 0.04,
         "r1_step_s_median": (step_s * 1e4).round() / 1e4, "r1_steps_s": times,
         "r1_generation_s_median": (median(&mut generation) * 1e4).round() / 1e4,
         "completions_mean_length": tokens,
@@ -768,10 +807,32 @@ fn bench_grpo<B: Backend>(
         "weights_resident_mb": (params.resident_bytes() as f64 / 1e5).round() / 10.0,
         "r1_peak_rss_mb": super::bench_decode::peak_rss_bytes().map(|b| (b as f64 / 1e5).round() / 10.0),
     });
+    // The floor: generation (each group's prompt once, then a one-token forward
+    // per completion token after the first) and scoring (the policy's training pass and,
+    // as β ≠ 0, the reference's forward over prompt + completion).
+    let n = (generations * prompts_per_step) as f64;
+    let len = median(&mut tokens.clone()).round().max(1.0) as usize;
+    let decode_attended: f64 = (1..len).map(|i| (PROMPT_TOKENS + i) as f64).sum();
+    let scored = PROMPT_TOKENS + len;
+    let flops = (|| {
+        let generation = prompts_per_step as f64
+            * bench_bound::forward_flops(
+                &cfg,
+                PROMPT_TOKENS as f64,
+                bench_bound::causal_attended(0, PROMPT_TOKENS),
+            )?
+            + bench_bound::forward_flops(&cfg, n * (len - 1) as f64, n * decode_attended)?;
+        let attended = n * bench_bound::causal_attended(0, scored);
+        let policy = bench_bound::training_flops(&cfg, n * scored as f64, attended, lora.is_some())?;
+        let reference = bench_bound::forward_flops(&cfg, n * scored as f64, attended)?;
+        Some(generation + policy + reference)
+    })();
+    let mut reference_step_s = None;
     if let Some(script) = reference {
         let args = shape_args(&cfg, &[]);
         let mut envs = vec![
             ("G", generations.to_string()),
+            ("PROMPTS_PER_STEP", prompts_per_step.to_string()),
             ("L", l.to_string()),
             ("STEPS", steps.to_string()),
         ];
@@ -783,9 +844,11 @@ fn bench_grpo<B: Backend>(
         }
         let r = run_reference_with(python, &script, &args, &envs)?;
         let reference_s = r.get("step_s_median").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        reference_step_s = Some(reference_s);
         line["reference"] = r;
         line["speedup"] = serde_json::json!((reference_s / step_s * 100.0).round() / 100.0);
     }
+    line["bound"] = bench_bound::bound_fields(flops, rate, step_s, reference_step_s);
     crate::outln!("{line}")?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod adapter_arg;
 pub mod bench;
+mod bench_bound;
 mod bench_decode;
 mod bench_rollout;
 mod bench_serve;

@@ -30,7 +30,8 @@ use r1_core::reasoning::split_reasoning;
 use r1_core::sampling::{Rng, SamplingParams};
 
 use crate::weights::ParamBuffer;
-use batch::{Batch, Seq, SeqConfig};
+use batch::{Admission, Batch, Seq, SeqConfig};
+use kv_cache::KvCache;
 
 pub use service::{EngineService, GenEvent, GenRequest, ServiceOptions, SubmitError, TokenLogprob};
 
@@ -41,6 +42,15 @@ pub use service::{EngineService, GenEvent, GenRequest, ServiceOptions, SubmitErr
 /// a time: the packed product they take is already efficient, and it does not promise
 /// the same bits for a row whatever rows surround it.
 const SHARED_PREFILL_TOKENS: usize = 64;
+
+/// Rows [`Engine::generate_many`] runs at once at most: the CPU backend computes a
+/// weight product of up to 64 rows without packing, each row on its own, so a row's
+/// logits do not depend on how many rows run beside it.
+pub const BATCH_ROWS: usize = 64;
+
+/// The KV-cache memory batched generation outside the server takes by default (GRPO's
+/// `generation_kv_cache_mib`, evaluation, rejection sampling).
+pub const DEFAULT_GENERATION_KV_MIB: usize = 1024;
 
 /// KV-cache capacities are rounded up to a multiple of this many positions.
 const CAPACITY_STEP: usize = 64;
@@ -90,6 +100,32 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     /// The sampler's log-prob of each generated token (EOS included when produced).
     pub logprobs: Vec<f32>,
+}
+
+/// One prompt's share of [`Engine::generate_many`]: `rngs.len()` completions of `prompt`,
+/// completion `i` sampling with `rngs[i]`.
+pub struct PromptGroup<'a> {
+    pub prompt: &'a [u32],
+    pub rngs: Vec<Rng>,
+}
+
+/// Splits requests that start at one step into prefill groups: requests whose prompts
+/// (`len` of each) have one length share a forward, in the order their first member
+/// came, while the group stays within [`SHARED_PREFILL_TOKENS`] prompt tokens; a longer
+/// prompt is a group of its own.
+pub(crate) fn prefill_groups<T>(items: Vec<T>, len: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        let l = len(&item);
+        let open = groups
+            .iter_mut()
+            .find(|g| g.first().is_some_and(|f| len(f) == l) && (g.len() + 1) * l <= SHARED_PREFILL_TOKENS);
+        match open {
+            Some(g) => g.push(item),
+            None => groups.push(vec![item]),
+        }
+    }
+    groups
 }
 
 /// Errors of generation.
@@ -190,6 +226,46 @@ impl<B: Backend> Engine<B> {
         rng: &mut Rng,
         mut on_token: impl FnMut(usize, u32),
     ) -> Result<Vec<Completion>, EngineError> {
+        let (budget, capacity) = self.check(prompt, n, generation)?;
+        let batch = self.batch_for(backend, n, capacity)?;
+        let config = seq_config(generation, budget);
+        let rngs = (0..n).map(|_| rng.fork()).collect();
+        let mut done: Vec<Option<Completion>> = (0..n).map(|_| None).collect();
+        let mut step = batch.admit(backend, params, tok, prompt, 0, config, rngs)?;
+        loop {
+            for t in &step {
+                if t.finish != Some(FinishReason::Eos) {
+                    on_token(t.index, t.token.id);
+                }
+            }
+            for seq in batch.retire(backend, |_| false)? {
+                let index = seq.index;
+                if let Some(slot) = done.get_mut(index) {
+                    *slot = Some(completion(tok, seq));
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            step = batch.decode(backend, params, tok)?;
+        }
+        done.into_iter()
+            .map(|c| c.ok_or_else(|| EngineError::Internal("a completion never finished".into())))
+            .collect()
+    }
+
+    /// Rows of `positions` positions each whose keys and values fit in `kv_mib` MiB (in
+    /// this engine's cache types), within [`BATCH_ROWS`] and at least 1: the `max_rows` to
+    /// pass [`Engine::generate_many`] under a memory budget.
+    pub fn rows_within(&self, kv_mib: usize, positions: usize) -> Result<usize, EngineError> {
+        let per_token = KvCache::<B>::bytes_per_token_for(&self.cfg, self.cache_types)?;
+        let per_row = per_token.saturating_mul(positions.max(1)).max(1);
+        Ok((kv_mib.saturating_mul(1 << 20) / per_row).clamp(1, BATCH_ROWS))
+    }
+
+    /// Checks one prompt's request; returns its token budget and the cache capacity it
+    /// needs.
+    fn check(&self, prompt: &[u32], n: usize, generation: &GenerationConfig) -> Result<(usize, usize), EngineError> {
         generation
             .sampling
             .validate()
@@ -216,47 +292,114 @@ impl<B: Backend> Engine<B> {
         // Capacities come in steps of 64 positions, so prompts of similar lengths share
         // one cache and one decode plan.
         let capacity = (prompt.len() + budget).next_multiple_of(CAPACITY_STEP).min(max_pos);
-        if self.batch.as_ref().is_none_or(|b| !b.fits(n, capacity)) {
+        Ok((budget, capacity))
+    }
+
+    /// The batch, re-made unless it has `slots` rows of `capacity` positions.
+    fn batch_for(&mut self, backend: &B, slots: usize, capacity: usize) -> Result<&mut Batch<B>, EngineError> {
+        if self.batch.as_ref().is_none_or(|b| !b.fits(slots, capacity)) {
             self.plans_dropped += self.batch.as_ref().map_or(0, Batch::plans_built);
             self.batch = None;
-            self.batch = Some(Batch::new(backend, &self.cfg, n, capacity, self.cache_types)?);
+            self.batch = Some(Batch::new(backend, &self.cfg, slots, capacity, self.cache_types)?);
         }
-        let batch = self
-            .batch
+        self.batch
             .as_mut()
-            .ok_or_else(|| EngineError::Internal("no batch".into()))?;
-        let config = Arc::new(SeqConfig {
-            sampling: generation.sampling.clone(),
-            max_new_tokens: budget,
-            stop: generation.stop.clone(),
-            top_logprobs: None,
-            ignore_eos: false,
-            sampler_logprobs: false,
-        });
-        let rngs = (0..n).map(|_| rng.fork()).collect();
-        let mut done: Vec<Option<Completion>> = (0..n).map(|_| None).collect();
-        let mut step = batch.admit(backend, params, tok, prompt, 0, config, rngs)?;
+            .ok_or_else(|| EngineError::Internal("no batch".into()))
+    }
+
+    /// Generates several prompts' completions on one running batch: every group's rows
+    /// join as soon as the batch has room for the whole group, groups admitted together
+    /// whose prompts have one length share a prefill, and rows leave as they end. At most
+    /// `max_rows` rows run at once (never fewer than the largest group); the batch is
+    /// also kept within [`BATCH_ROWS`], where the CPU backend computes every row
+    /// independently of the rows beside it, so each completion is, bit for bit, the one
+    /// [`Engine::generate`] gives its group alone with the same forks. Completion `i` of
+    /// group `g` samples with `groups[g].rngs[i]`. Returns each group's completions in
+    /// order.
+    pub fn generate_many(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        tok: &dyn Detokenizer,
+        groups: Vec<PromptGroup<'_>>,
+        generation: &GenerationConfig,
+        max_rows: usize,
+    ) -> Result<Vec<Vec<Completion>>, EngineError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut capacity = 0;
+        let mut budgets = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let (budget, cap) = self.check(g.prompt, g.rngs.len(), generation)?;
+            capacity = capacity.max(cap);
+            budgets.push(budget);
+        }
+        let widest = groups.iter().map(|g| g.rngs.len()).max().unwrap_or(1);
+        let total: usize = groups.iter().map(|g| g.rngs.len()).sum();
+        let slots = total.min(max_rows.min(BATCH_ROWS)).max(widest);
+        let batch = self.batch_for(backend, slots, capacity)?;
+        let configs: Vec<Arc<SeqConfig>> = budgets.into_iter().map(|b| seq_config(generation, b)).collect();
+        let mut done: Vec<Vec<Option<Completion>>> = groups
+            .iter()
+            .map(|g| (0..g.rngs.len()).map(|_| None).collect())
+            .collect();
+        let mut waiting: std::collections::VecDeque<(usize, PromptGroup<'_>)> =
+            groups.into_iter().enumerate().collect();
         loop {
-            for t in &step {
-                if t.finish != Some(FinishReason::Eos) {
-                    on_token(t.index, t.token.id);
+            // A batch kept from an earlier call may have more rows than this call may use.
+            let mut free = slots.saturating_sub(batch.seqs().len());
+            let mut admitted = Vec::new();
+            while let Some((_, g)) = waiting.front() {
+                if g.rngs.len() > free {
+                    break;
                 }
+                free -= g.rngs.len();
+                admitted.extend(waiting.pop_front());
+            }
+            for shared in prefill_groups(admitted, |(_, g)| g.prompt.len()) {
+                let admissions = shared
+                    .into_iter()
+                    .map(|(i, g)| Admission {
+                        prompt: g.prompt.to_vec(),
+                        owner: i as u64,
+                        config: configs[i].clone(),
+                        rngs: g.rngs,
+                    })
+                    .collect();
+                batch.admit_many(backend, params, tok, admissions)?;
             }
             for seq in batch.retire(backend, |_| false)? {
-                let index = seq.index;
-                if let Some(slot) = done.get_mut(index) {
+                let (owner, index) = (seq.owner as usize, seq.index);
+                if let Some(slot) = done.get_mut(owner).and_then(|d| d.get_mut(index)) {
                     *slot = Some(completion(tok, seq));
                 }
             }
-            if batch.is_empty() {
+            if batch.is_empty() && waiting.is_empty() {
                 break;
             }
-            step = batch.decode(backend, params, tok)?;
+            batch.decode(backend, params, tok)?;
         }
         done.into_iter()
-            .map(|c| c.ok_or_else(|| EngineError::Internal("a completion never finished".into())))
+            .map(|d| {
+                d.into_iter()
+                    .map(|c| c.ok_or_else(|| EngineError::Internal("a completion never finished".into())))
+                    .collect()
+            })
             .collect()
     }
+}
+
+/// The per-sequence settings of a completion of `generation` with `budget` new tokens.
+fn seq_config(generation: &GenerationConfig, budget: usize) -> Arc<SeqConfig> {
+    Arc::new(SeqConfig {
+        sampling: generation.sampling.clone(),
+        max_new_tokens: budget,
+        stop: generation.stop.clone(),
+        top_logprobs: None,
+        ignore_eos: false,
+        sampler_logprobs: false,
+    })
 }
 
 /// A finished sequence as a [`Completion`] (the whole text, stop strings included).

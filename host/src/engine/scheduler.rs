@@ -21,7 +21,7 @@ use tokio::sync::mpsc as tmpsc;
 use super::batch::{Admission, Batch, SeqConfig, StepToken};
 use super::kv_cache::KvCache;
 use super::service::{GenEvent, IDLE_POLL, Inbox, PendingUpdate, ServiceStats, Submission, WeightUpdate};
-use super::{CAPACITY_STEP, EngineError, SHARED_PREFILL_TOKENS};
+use super::{CAPACITY_STEP, EngineError, prefill_groups};
 use crate::model::Model;
 
 /// Sizes the scheduler works within.
@@ -127,7 +127,7 @@ impl<B: Backend> Scheduler<B> {
             if updating && self.batch.is_empty() {
                 self.apply_updates(backend, model, inbox);
             } else if !updating {
-                for group in prefill_groups(self.take_admissible(inbox)) {
+                for group in prefill_groups(self.take_admissible(inbox), |s| s.request.prompt.len()) {
                     self.start(backend, model, group);
                 }
             }
@@ -371,23 +371,4 @@ fn apply_update<B: Backend>(backend: &B, model: &mut Model<B>, update: WeightUpd
             .replace_adapter(backend, &adapter)
             .map_err(|e| format!("the adapter was refused: {e}")),
     }
-}
-
-/// Splits the requests admitted at one step into prefill groups: requests whose prompts
-/// have one length share a forward, in the order their first member came, while the
-/// group stays within [`SHARED_PREFILL_TOKENS`] prompt tokens; a longer prompt is a group
-/// of its own.
-fn prefill_groups(subs: Vec<Submission>) -> Vec<Vec<Submission>> {
-    let mut groups: Vec<Vec<Submission>> = Vec::new();
-    for s in subs {
-        let len = s.request.prompt.len();
-        let open = groups.iter_mut().find(|g| {
-            g.first().is_some_and(|f| f.request.prompt.len() == len) && (g.len() + 1) * len <= SHARED_PREFILL_TOKENS
-        });
-        match open {
-            Some(g) => g.push(s),
-            None => groups.push(vec![s]),
-        }
-    }
-    groups
 }

@@ -17,8 +17,11 @@ use super::kv_cache::{KvCache, Side};
 use crate::weights::ParamBuffer;
 
 /// Step plans kept at once: decode plans for each batch size continuous batching passes
-/// through, plus recent prefill lengths.
-const MAX_PLANS: usize = 48;
+/// through, plus recent prefill lengths. A running batch that drains from
+/// [`super::BATCH_ROWS`] rows to none visits every row count once per generation, and an
+/// LRU smaller than that cycle would rebuild a plan at every step, so it holds twice as
+/// many (a plan is a graph and its memory plan, a few KiB; the arena is the executor's).
+const MAX_PLANS: usize = 2 * super::BATCH_ROWS;
 
 /// The per-step inputs: `[ids (rows × tokens) i32 | past (rows) i32 | last rows (rows) i32]`.
 pub struct StepFeed<B: Backend> {

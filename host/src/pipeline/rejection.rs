@@ -13,7 +13,7 @@ use r1_core::backend::Backend;
 use r1_core::reward::Sample;
 use r1_core::sampling::Rng;
 
-use crate::engine::{Engine, GenerationConfig};
+use crate::engine::{DEFAULT_GENERATION_KV_MIB, Engine, GenerationConfig, PromptGroup};
 use crate::io::atomic::write_bytes_atomically;
 use crate::model::Model;
 use crate::pipeline::StopRequested;
@@ -24,6 +24,10 @@ use crate::pipeline::state::{FinishedStage, PipelineState};
 use crate::plugin::{OnRewardError, RewardFailures};
 use crate::stop::StopSignal;
 use crate::train::grpo::{GrpoPrompt, NamedReward};
+
+/// Prompts sampled on one running batch hold this many batches' worth of rows, so
+/// continuous batching keeps the batch full until the window's tail.
+const WINDOW_BATCHES: usize = 4;
 
 /// What rejection sampling kept.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -46,8 +50,8 @@ pub struct RejectionStats {
 
 /// Samples, filters and writes `{"prompt","completion"}` rows to `out` (atomically).
 /// A reward that fails on a group is handled by `policy` (see the module docs).
-/// A raised `stop` ends it between prompts with [`StopRequested`], writing nothing (the
-/// stage is redone on resume).
+/// A raised `stop` ends it between windows of prompts (each one running batch) with
+/// [`StopRequested`], writing nothing (the stage is redone on resume).
 #[allow(clippy::too_many_arguments)]
 pub fn rejection_sample<B: Backend>(
     backend: &B,
@@ -75,58 +79,72 @@ pub fn rejection_sample<B: Backend>(
     let mut passes: BTreeMap<String, usize> = BTreeMap::new();
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let mut rows = Vec::new();
-    for p in prompts.iter().take(cfg.prompts) {
+    let prompts = &prompts[..cfg.prompts.min(prompts.len())];
+    let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+    let batch_rows = engine.rows_within(DEFAULT_GENERATION_KV_MIB, longest + cfg.max_new_tokens)?;
+    // Windows of prompts share one running batch; a stop is honoured between windows.
+    let per_window = (batch_rows * WINDOW_BATCHES)
+        .div_ceil(cfg.samples_per_prompt.max(1))
+        .max(1);
+    for window in prompts.chunks(per_window) {
         if stop.is_requested() {
             return Err(StopRequested { step: 0 }.into());
         }
-        let completions = engine.generate(
+        let requests = window
+            .iter()
+            .map(|p| PromptGroup {
+                prompt: &p.tokens,
+                rngs: (0..cfg.samples_per_prompt).map(|_| rng.fork()).collect(),
+            })
+            .collect();
+        let generated = engine.generate_many(
             backend,
             &model.params,
             &model.tokenizer,
-            &p.tokens,
-            cfg.samples_per_prompt,
+            requests,
             &generation,
-            &mut rng,
-            |_, _| {},
+            batch_rows,
         )?;
-        let group: Vec<Sample> = completions
-            .iter()
-            .map(|c| Sample {
-                completion: c.text.clone(),
-                ..p.sample.clone()
-            })
-            .collect();
-        stats.sampled += group.len();
-        let mut accepted = vec![true; group.len()];
-        for r in rewards {
-            let failed = failures.entry(r.name.clone()).or_default();
-            let scores = policy.apply(group.len(), r.reward.score(&group), failed)?;
-            let threshold = cfg.min_reward.get(&r.name).copied();
-            for (i, s) in scores.iter().enumerate() {
-                let v = s.value();
-                *sums.entry(r.name.clone()).or_default() += v.unwrap_or(0.0) as f64;
-                let ok = match threshold {
-                    Some(t) => v.is_some_and(|v| v as f64 >= t),
-                    None => true,
-                };
-                if ok {
-                    *passes.entry(r.name.clone()).or_default() += 1;
+        for (p, completions) in window.iter().zip(generated) {
+            let group: Vec<Sample> = completions
+                .iter()
+                .map(|c| Sample {
+                    completion: c.text.clone(),
+                    ..p.sample.clone()
+                })
+                .collect();
+            stats.sampled += group.len();
+            let mut accepted = vec![true; group.len()];
+            for r in rewards {
+                let failed = failures.entry(r.name.clone()).or_default();
+                let scores = policy.apply(group.len(), r.reward.score(&group), failed)?;
+                let threshold = cfg.min_reward.get(&r.name).copied();
+                for (i, s) in scores.iter().enumerate() {
+                    let v = s.value();
+                    *sums.entry(r.name.clone()).or_default() += v.unwrap_or(0.0) as f64;
+                    let ok = match threshold {
+                        Some(t) => v.is_some_and(|v| v as f64 >= t),
+                        None => true,
+                    };
+                    if ok {
+                        *passes.entry(r.name.clone()).or_default() += 1;
+                    }
+                    accepted[i] &= ok;
                 }
-                accepted[i] &= ok;
             }
-        }
-        let mut kept_here = 0;
-        let mut seen = std::collections::HashSet::new();
-        for (c, ok) in completions.iter().zip(&accepted) {
-            // Distinct completions only: duplicates teach nothing new.
-            if *ok && kept_here < cfg.max_per_prompt.max(1) && seen.insert(c.text.clone()) {
-                rows.push(serde_json::json!({"prompt": p.sample.prompt, "completion": c.text}));
-                kept_here += 1;
+            let mut kept_here = 0;
+            let mut seen = std::collections::HashSet::new();
+            for (c, ok) in completions.iter().zip(&accepted) {
+                // Distinct completions only: duplicates teach nothing new.
+                if *ok && kept_here < cfg.max_per_prompt.max(1) && seen.insert(c.text.clone()) {
+                    rows.push(serde_json::json!({"prompt": p.sample.prompt, "completion": c.text}));
+                    kept_here += 1;
+                }
             }
-        }
-        stats.kept += kept_here;
-        if kept_here > 0 {
-            stats.prompts_covered += 1;
+            stats.kept += kept_here;
+            if kept_here > 0 {
+                stats.prompts_covered += 1;
+            }
         }
     }
     let n = stats.sampled.max(1) as f64;

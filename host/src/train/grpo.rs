@@ -23,7 +23,8 @@ use r1_core::sampling::{Rng, SamplingParams};
 use rayon::prelude::*;
 
 use crate::engine::{
-    Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig, completion_from_tokens,
+    Completion, DEFAULT_GENERATION_KV_MIB, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig,
+    PromptGroup, completion_from_tokens,
 };
 use crate::plugin::{OnRewardError, RewardFailures};
 use crate::train::dist::{self, Collective, CollectiveError, ReduceError};
@@ -83,6 +84,9 @@ pub struct GrpoTrainConfig {
     /// How many decoder layers, from the first, `gradient_checkpointing` recomputes (all
     /// when unset).
     pub gradient_checkpointing_layers: Option<usize>,
+    /// Memory the rollouts' KV cache may take, in MiB: generation runs as many
+    /// completions at once as it holds (at most 64; never fewer than one group).
+    pub generation_kv_cache_mib: usize,
     /// Generate on remote OpenAI-compatible servers instead of in process
     /// (`[stages.grpo.rollout]`, see [`crate::train::remote`]).
     pub rollout: Option<RolloutConfig>,
@@ -116,6 +120,7 @@ impl Default for GrpoTrainConfig {
             seed: 42,
             gradient_checkpointing: false,
             gradient_checkpointing_layers: None,
+            generation_kv_cache_mib: DEFAULT_GENERATION_KV_MIB,
             rollout: None,
         }
     }
@@ -469,21 +474,31 @@ impl<B: Backend> GrpoTrainer<B> {
         if self.config.rollout.is_some() {
             return self.generate_remote(tok, groups, &generation);
         }
-        let mut out = Vec::new();
-        for &(pi, seed) in groups {
-            let prompt = self.prompts[pi].tokens.clone();
-            let mut rng = Rng::new(seed);
-            let completions =
-                self.engine
-                    .generate(backend, params, tok, &prompt, g, &generation, &mut rng, |_, _| {})?;
-            for c in completions {
+        let max_rows = self.generation_rows()?;
+        let prompts = &self.prompts;
+        let requests = groups
+            .iter()
+            .map(|&(pi, seed)| {
+                let mut rng = Rng::new(seed);
+                PromptGroup {
+                    prompt: &prompts[pi].tokens,
+                    rngs: (0..g).map(|_| rng.fork()).collect(),
+                }
+            })
+            .collect();
+        let completions = self
+            .engine
+            .generate_many(backend, params, tok, requests, &generation, max_rows)?;
+        let mut out = Vec::with_capacity(groups.len() * g);
+        for (&(pi, _), group) in groups.iter().zip(completions) {
+            for c in group {
                 let mut loss_tokens = c.tokens.clone();
                 if let (FinishReason::Eos, Some(e)) = (c.finish_reason, eos) {
                     loss_tokens.push(e);
                 }
                 out.push(Rollout {
                     prompt_index: pi,
-                    prompt_tokens: prompt.clone(),
+                    prompt_tokens: self.prompts[pi].tokens.clone(),
                     completion: c,
                     loss_tokens,
                     rewards: Vec::new(),
@@ -492,6 +507,17 @@ impl<B: Backend> GrpoTrainer<B> {
             }
         }
         Ok(out)
+    }
+
+    /// Rows generation runs at once: as many as `generation_kv_cache_mib` holds at the
+    /// longest prompt plus the completion budget (the engine caps them at
+    /// [`crate::engine::BATCH_ROWS`] and never goes below one group).
+    fn generation_rows(&self) -> Result<usize, GrpoTrainError> {
+        let longest = self.prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+        let positions = longest + self.config.grpo.max_completion_length;
+        Ok(self
+            .engine
+            .rows_within(self.config.generation_kv_cache_mib, positions)?)
     }
 
     /// The sampling seed of group `group` of generation round `round` (dynamic sampling's
@@ -1183,8 +1209,18 @@ pub fn evaluate<B: Backend>(
     let (mut right, mut judged) = (0usize, 0usize);
     let mut failures = RewardFailures::default();
     let mut answers = Vec::with_capacity(prompts.len());
-    for (index, p) in prompts.iter().enumerate() {
-        let c = engine.generate(backend, params, tok, &p.tokens, 1, &generation, &mut rng, |_, _| {})?;
+    // Every prompt on one running batch, within the default KV budget.
+    let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+    let rows = engine.rows_within(DEFAULT_GENERATION_KV_MIB, longest + max_new_tokens)?;
+    let requests = prompts
+        .iter()
+        .map(|p| PromptGroup {
+            prompt: &p.tokens,
+            rngs: vec![rng.fork()],
+        })
+        .collect();
+    let done = engine.generate_many(backend, params, tok, requests, &generation, rows)?;
+    for (index, (p, c)) in prompts.iter().zip(done).enumerate() {
         let c = c.into_iter().next().ok_or(GrpoTrainError::NoCompletion { index })?;
         let sample = Sample {
             completion: c.text.clone(),

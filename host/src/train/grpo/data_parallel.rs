@@ -334,23 +334,14 @@ mod tests {
 
     #[test]
     fn a_scaled_part_weighs_each_token_as_its_whole_micro_batch_does() {
-        let losses = [
-            LossType::Grpo,
-            LossType::Bnpo,
-            LossType::DrGrpo,
-            LossType::Dapo,
-            LossType::Cispo,
-            LossType::Sapo,
-            LossType::Luspo,
-        ];
-        for loss in losses {
+        for loss in LossType::ALL {
             let (whole, part) = weights(loss, 5.0, (3, 8), (17.0, 40.0));
             assert!((whole - part).abs() <= 1e-15 * whole, "{loss:?}: {whole} vs {part}");
         }
         assert_eq!(part_scale(LossType::Grpo, 3, 8, 17.0, 40.0), 0.375);
         assert_eq!(part_scale(LossType::Bnpo, 3, 8, 17.0, 40.0), 17.0 / 40.0);
         assert_eq!(part_scale(LossType::Dapo, 3, 8, 17.0, 40.0), 1.0);
-        for loss in losses {
+        for loss in LossType::ALL {
             assert_eq!(
                 part_scale(loss, 8, 8, 40.0, 40.0),
                 1.0,
