@@ -7,7 +7,9 @@ DeepSeek-V3 presets), on CPU, in float32:
 - decode tokens/s: transformers greedy `generate` with its KV cache, batch 1, after a
   16-token prompt (the prompt's prefill is inside the timing, as in r1's figure);
 - training tokens/s: forward + backward + AdamW on a batch of `train_batch` sequences of
-  `train_seq` tokens, next-token cross-entropy over every position.
+  `train_seq` tokens, next-token cross-entropy over every position; with
+  `R1_COMPUTE=bf16` (what `r1host bench train --compute bf16` sets) the forward runs under
+  torch's CPU bf16 autocast (products in bf16, master weights f32).
 
 Usage:
     torch_decode_train.py hidden layers heads kv_heads ffn vocab [decode_tokens] [train_seq] [train_batch]
@@ -28,6 +30,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 PROMPT_TOKENS = 16
 WARMUP_TOKENS = 4
 TRAIN_STEPS = 3
+BF16_COMPUTE = os.environ.get("R1_COMPUTE") == "bf16"
 
 
 def parse_args():
@@ -101,7 +104,8 @@ def train_tok_s(model, vocab, seq, batch):
     ids = torch.randint(0, vocab, (batch, seq))
 
     def step():
-        loss = model(input_ids=ids, labels=ids).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16_COMPUTE):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -131,6 +135,7 @@ def main():
                 "decode_tok_s": round(decode, 1),
                 "train_batch": [a.train_batch, a.train_seq],
                 "train_tok_s": round(train, 1),
+                "compute": "bf16 autocast" if BF16_COMPUTE else "f32",
             }
         )
     )

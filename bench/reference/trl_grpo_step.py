@@ -147,7 +147,8 @@ def grpo_config(out_dir, generations, completion_length, steps, prompts_per_step
         learning_rate=1e-5,
         lr_scheduler_type="constant",
         use_cpu=True,
-        bf16=False,
+        # `r1host bench grpo --compute bf16` sets R1_COMPUTE=bf16: torch's bf16 autocast.
+        bf16=os.environ.get("R1_COMPUTE") == "bf16",
         seed=0,
         save_strategy="no",
         report_to=[],

@@ -14,7 +14,7 @@ use r1_core::sampling::{Rng, SamplingParams};
 
 use super::bench_bound;
 use super::bench_decode::{DecodeRun, bench_decode_model};
-use crate::device::{BackendJob, DeviceArgs, with_backend};
+use crate::device::{BackendJob, Compute, DeviceArgs, with_backend};
 use crate::engine::{Detokenizer, Engine, GenerationConfig};
 use crate::train::lm_graph::{Feed, LmGraph, Objective};
 use crate::train::optim::{AdamW, OptimConfig, OptimizerType};
@@ -300,17 +300,28 @@ pub(super) fn run_reference(python: &str, script: &PathBuf, args: &[String]) -> 
 
 /// [`run_reference`] for a preset: a DeepSeek-V3 preset's whole `config.json` goes to the
 /// script in `R1_MODEL_CONFIG` (the shape arguments cannot describe MLA and the experts).
+/// With `--compute bf16` the script gets `R1_COMPUTE=bf16` (torch's bf16 autocast), so
+/// both sides compute their products in bf16.
 fn run_reference_for(
     python: &str,
     script: &PathBuf,
     cfg: &ModelConfig,
+    shape: &Shape,
     args: &[String],
 ) -> anyhow::Result<serde_json::Value> {
-    let mut envs = Vec::new();
+    let mut envs = compute_env(shape);
     if cfg.deepseek_v3.is_some() {
         envs.push(("R1_MODEL_CONFIG", crate::io::hf_config::hf_config_json(cfg)?));
     }
     run_reference_with(python, script, args, &envs)
+}
+
+/// `R1_COMPUTE=bf16` for a reference script when `--compute bf16` was given.
+fn compute_env(shape: &Shape) -> Vec<(&'static str, String)> {
+    match shape.device.compute {
+        Compute::Bf16 => vec![("R1_COMPUTE", "bf16".to_string())],
+        Compute::F32 => Vec::new(),
+    }
 }
 
 /// Runs a reference script with `envs` set and returns the last JSON line it printed.
@@ -558,7 +569,7 @@ fn bench_train<B: Backend>(
     let mut reference_step_s = None;
     if let Some(script) = reference {
         let a = shape_args(&cfg, &[4, seq, batch]);
-        let r = run_reference_for(python, &script, &cfg, &a)?;
+        let r = run_reference_for(python, &script, &cfg, shape, &a)?;
         let reference_tps = r.get("train_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         reference_step_s = Some(tokens / reference_tps);
         line["reference"] = r;
@@ -607,7 +618,7 @@ fn bench_decode<B: Backend>(
     if let Some(script) = reference {
         // Decode only: the script's training part runs one tiny step.
         let a = shape_args(&cfg, &[tokens, 16, 1]);
-        let r = run_reference_for(python, &script, &cfg, &a)?;
+        let r = run_reference_for(python, &script, &cfg, shape, &a)?;
         let reference_tps = r.get("decode_tok_s").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
         line["reference"] = r;
         line["speedup"] = serde_json::json!((tps / reference_tps * 100.0).round() / 100.0);
@@ -830,12 +841,13 @@ fn bench_grpo<B: Backend>(
     let mut reference_step_s = None;
     if let Some(script) = reference {
         let args = shape_args(&cfg, &[]);
-        let mut envs = vec![
+        let mut envs = compute_env(shape);
+        envs.extend([
             ("G", generations.to_string()),
             ("PROMPTS_PER_STEP", prompts_per_step.to_string()),
             ("L", l.to_string()),
             ("STEPS", steps.to_string()),
-        ];
+        ]);
         if let Some(rank) = lora {
             envs.push(("LORA_R", rank.to_string()));
         }

@@ -1,8 +1,8 @@
 //! The compute floor a benchmark's figure is set beside: the step's floating-point
 //! operations (from the model's shape, counted as `2 × multiply-adds`) divided by the
-//! throughput of one f32 GEMM measured in the same run on the same threads — a product of
-//! the shape the step spends most of its time in (`tokens × hidden` activations by the
-//! widest projection). A step at `of_bound = 1` would run every operation at that GEMM's
+//! throughput of one GEMM measured in the same run on the same backend — f32, or bf16
+//! products with `--compute bf16` — a product of the shape the step spends most of its
+//! time in (`tokens × hidden` activations by the widest projection). A step at `of_bound = 1` would run every operation at that GEMM's
 //! speed; element-wise kernels, softmaxes and the decode products of few rows all run
 //! slower, so real steps sit below it.
 //!
@@ -53,7 +53,8 @@ pub(super) fn training_flops(cfg: &ModelConfig, tokens: f64, attended: f64, froz
     Some(if frozen_base { 2.0 * f } else { 3.0 * f })
 }
 
-/// FLOP/s of the f32 GEMM `x [m, k] · w [n, k]ᵀ` on `be` (the best of twenty runs after
+/// FLOP/s of the GEMM `x [m, k] · w [n, k]ᵀ` of f32 tensors on `be` (in bf16 products on a
+/// bf16-compute backend) (the best of twenty runs after
 /// a warm-up), and the shape measured.
 pub(super) fn gemm_rate<B: Backend>(be: &B, m: usize, k: usize, n: usize) -> anyhow::Result<(f64, [usize; 3])> {
     let mut g = Graph::new();

@@ -263,19 +263,29 @@ impl Drop for ServiceInner {
 impl EngineService {
     /// Loads the model at `path` on the device `device` names, in a new engine thread.
     pub fn start(device: &DeviceArgs, path: &Path, name: &str, opts: ServiceOptions) -> anyhow::Result<Self> {
-        let (device, threads) = (device.device, device.threads);
+        let (device, threads, compute) = (device.device, device.threads, device.compute);
         let path_owned = path.to_path_buf();
         match device {
             Device::Cpu => Self::start_with(name, Some(path.to_path_buf()), opts, move || {
                 // The engine thread is one of the kernels' threads.
-                let backend = r1_backend_cpu::CpuBackend::on_this_thread(threads.unwrap_or(0))?;
+                let mut backend = r1_backend_cpu::CpuBackend::on_this_thread(threads.unwrap_or(0))?;
+                if compute == crate::device::Compute::Bf16 {
+                    backend = backend.with_bf16_compute()?;
+                }
                 let model = Model::load(&backend, &path_owned)
                     .map_err(|e| anyhow::anyhow!("loading {}: {e}", path_owned.display()))?;
                 Ok((backend, model))
             }),
             Device::Cuda(_) => {
                 // Refused with the same message every command gives.
-                crate::device::with_backend(&DeviceArgs { device, threads }, NoJob)?;
+                crate::device::with_backend(
+                    &DeviceArgs {
+                        device,
+                        threads,
+                        ..DeviceArgs::default()
+                    },
+                    NoJob,
+                )?;
                 anyhow::bail!("device {device} cannot be used")
             }
         }

@@ -8,7 +8,9 @@
 
 use std::marker::PhantomData;
 
+use super::gemm_bf16::gemm_bf16;
 use crate::parallel::{SharedOut, Threads};
+use crate::simd::bf16_dot::Bf16Dot;
 use crate::simd::{Isa, Simd, SimdTask, math};
 
 /// Rows of C up to which the packing-free path runs: with B's columns contiguous
@@ -46,11 +48,11 @@ const SGEMM_NC: usize = 1024;
 /// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+    pub(super) data: &'a [f32],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) rs: usize,
+    pub(super) cs: usize,
 }
 
 /// Index of the last element of a `rows × cols` strided matrix, plus one.
@@ -113,8 +115,8 @@ impl<'a> Mat<'a> {
 /// blocks of it never share an element.
 pub(crate) struct MatMut<'a> {
     ptr: *mut f32,
-    rows: usize,
-    cols: usize,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     rs: usize,
     _owner: PhantomData<&'a mut [f32]>,
 }
@@ -212,7 +214,7 @@ impl<'a> MatMut<'a> {
     }
 
     /// Row `i` as a slice.
-    fn row(&mut self, i: usize) -> &mut [f32] {
+    pub(super) fn row(&mut self, i: usize) -> &mut [f32] {
         assert!(i < self.rows);
         // SAFETY: row `i` of the span this handle owns exclusively.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.rs), self.cols) }
@@ -221,14 +223,50 @@ impl<'a> MatMut<'a> {
 
 /// `C ← α·A·B + β·C` on the calling thread.
 pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
-    gemm_rows(isa, SMALL_M_DOT, alpha, a, b, beta, c)
+    gemm_rows(isa, None, SMALL_M_DOT, alpha, a, b, beta, c)
 }
 
-/// [`gemm`] with `dot_rows` as the packing-free limit for a B with contiguous columns.
-fn gemm_rows(isa: Isa, dot_rows: usize, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
+/// [`gemm`], in bf16 products when `bf16` is set and the product is past the packing-free
+/// size ([`bf16_for`]).
+pub(crate) fn gemm_in(isa: Isa, bf16: Option<Bf16Dot>, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
+    gemm_rows(
+        isa,
+        bf16_for(bf16, a.rows, SMALL_M_DOT),
+        SMALL_M_DOT,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+    )
+}
+
+/// `bf16` if a product of `m` rows computes in bf16: past the packing-free limit
+/// `dot_rows` (decode and other few-row products stay f32: they are bound by reading B).
+pub(crate) fn bf16_for(bf16: Option<Bf16Dot>, m: usize, dot_rows: usize) -> Option<Bf16Dot> {
+    bf16.filter(|_| m > dot_rows)
+}
+
+/// [`gemm`] with `dot_rows` as the packing-free limit for a B with contiguous columns,
+/// in bf16 products when `bf16` is set (the caller decided, see [`bf16_for`]).
+#[allow(clippy::too_many_arguments)]
+fn gemm_rows(
+    isa: Isa,
+    bf16: Option<Bf16Dot>,
+    dot_rows: usize,
+    alpha: f32,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+) {
     assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm shapes");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
+        return;
+    }
+    if let Some(dot) = bf16 {
+        gemm_bf16(dot, alpha, a, b, beta, c);
         return;
     }
     if k > 0 && ((m <= dot_rows && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
@@ -261,11 +299,13 @@ fn gemm_rows(isa: Isa, dot_rows: usize, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta
 
 /// [`gemm`] split over the pool: `threads.count()` blocks of rows of C, or of columns
 /// when C has too few rows for that; one thread for small products.
-/// `dot_rows`: the packing-free limit (see [`WEIGHT_DOT_ROWS`]).
+/// `dot_rows`: the packing-free limit (see [`WEIGHT_DOT_ROWS`]); `bf16`: compute in bf16
+/// products when the product has more rows than that ([`bf16_for`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_par(
     threads: &Threads,
     isa: Isa,
+    bf16: Option<Bf16Dot>,
     dot_rows: usize,
     alpha: f32,
     a: Mat<'_>,
@@ -274,13 +314,14 @@ pub(crate) fn gemm_par(
     c: MatMut<'_>,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    let bf16 = bf16_for(bf16, m, dot_rows);
     let macs = m.saturating_mul(k).saturating_mul(n);
     let parts = threads.count();
     // With few rows the time goes into reading B (a weight that does not stay in cache),
     // not into the multiply-adds: price each value of B as `B_VALUE_MACS` of them.
     let work = macs.max(k.saturating_mul(n).saturating_mul(B_VALUE_MACS));
     if parts <= 1 || work < MIN_PARALLEL_MACS {
-        gemm_rows(isa, dot_rows, alpha, a, b, beta, c);
+        gemm_rows(isa, bf16, dot_rows, alpha, a, b, beta, c);
         return;
     }
     let mut jobs = Vec::with_capacity(parts);
@@ -312,7 +353,7 @@ pub(crate) fn gemm_par(
             c0 += cols;
         }
     }
-    threads.for_each_owned(jobs, |(a, b, c)| gemm_rows(isa, dot_rows, alpha, a, b, beta, c));
+    threads.for_each_owned(jobs, |(a, b, c)| gemm_rows(isa, bf16, dot_rows, alpha, a, b, beta, c));
 }
 
 /// The packing-free product for a few rows of C: B with contiguous columns (a transposed

@@ -5,7 +5,7 @@
 
 use r1_core::{BackendError, Shape};
 
-use super::gemm::{Mat, MatMut, SMALL_M_DOT, WEIGHT_DOT_ROWS, gemm, gemm_par};
+use super::gemm::{Mat, MatMut, SMALL_M_DOT, WEIGHT_DOT_ROWS, gemm_in, gemm_par};
 use super::{Ctx, size_error};
 
 /// Multiply-adds per batch item above which items run in parallel.
@@ -64,6 +64,7 @@ pub(crate) fn matmul(
         gemm_par(
             ctx.threads,
             ctx.isa,
+            ctx.bf16,
             WEIGHT_DOT_ROWS,
             1.0,
             a2,
@@ -85,7 +86,15 @@ pub(crate) fn matmul(
     if items >= ctx.threads.count() && macs >= MIN_ITEM_MACS {
         ctx.threads.for_rows(out, m * n, macs, |i0, chunk| {
             for (j, c) in chunk.chunks_exact_mut(m * n).enumerate() {
-                gemm(ctx.isa, 1.0, a_of(i0 + j), b_of(i0 + j), 0.0, MatMut::new(c, m, n, n));
+                gemm_in(
+                    ctx.isa,
+                    ctx.bf16,
+                    1.0,
+                    a_of(i0 + j),
+                    b_of(i0 + j),
+                    0.0,
+                    MatMut::new(c, m, n, n),
+                );
             }
         });
     } else {
@@ -93,6 +102,7 @@ pub(crate) fn matmul(
             gemm_par(
                 ctx.threads,
                 ctx.isa,
+                ctx.bf16,
                 SMALL_M_DOT,
                 1.0,
                 a_of(i),

@@ -8,6 +8,7 @@ pub(crate) mod attention;
 pub(crate) mod elementwise;
 pub(crate) mod embedding;
 pub(crate) mod gemm;
+pub(crate) mod gemm_bf16;
 pub(crate) mod kv_cache;
 pub(crate) mod matmul;
 pub(crate) mod moe;
@@ -23,12 +24,15 @@ use r1_core::BackendError;
 
 use crate::parallel::Threads;
 use crate::simd::Isa;
+use crate::simd::bf16_dot::Bf16Dot;
 
 /// What every kernel runs with.
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     pub isa: Isa,
     pub threads: &'a Threads,
+    /// Set when f32 matmuls past the decode sizes compute in bf16 (`with_bf16_compute`).
+    pub bf16: Option<Bf16Dot>,
 }
 
 /// Where each sequence of a batch starts: one offset for every sequence (a graph built

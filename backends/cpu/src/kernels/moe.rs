@@ -239,6 +239,7 @@ fn times_wt(ctx: Ctx<'_>, a: &[f32], m: usize, k: usize, w: &[f32], n: usize, c:
     gemm_par(
         ctx.threads,
         ctx.isa,
+        ctx.bf16,
         SMALL_M_DOT,
         1.0,
         Mat::row_major(a, m, k),
@@ -365,6 +366,7 @@ pub(crate) fn moe_experts_backward(
         gemm_par(
             ctx.threads,
             ctx.isa,
+            ctx.bf16,
             SMALL_M_DOT,
             1.0,
             Mat::row_major(&d_o, m, h).t(),
@@ -376,6 +378,7 @@ pub(crate) fn moe_experts_backward(
         gemm_par(
             ctx.threads,
             ctx.isa,
+            ctx.bf16,
             SMALL_M_DOT,
             1.0,
             Mat::row_major(&d_o, m, h),
@@ -391,6 +394,7 @@ pub(crate) fn moe_experts_backward(
             gemm_par(
                 ctx.threads,
                 ctx.isa,
+                ctx.bf16,
                 SMALL_M_DOT,
                 1.0,
                 Mat::row_major(dz, m, f).t(),
@@ -404,6 +408,7 @@ pub(crate) fn moe_experts_backward(
             gemm_par(
                 ctx.threads,
                 ctx.isa,
+                ctx.bf16,
                 SMALL_M_DOT,
                 1.0,
                 Mat::row_major(dz, m, f),

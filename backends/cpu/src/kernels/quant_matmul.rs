@@ -18,19 +18,26 @@
 //!   Q4_K and Q6_K do the same with [`IntIsa`]'s per-block lanes (AVX2 on both x86
 //!   levels: ggml's eight lanes by element index mod 8 kept apart, the activations
 //!   reordered once per row so that `maddubs` adds within a lane).
-//! - f16 / bf16 weights: each weight row is converted to f32 once per call (f16 with F16C
-//!   where the CPU has it) and dotted with every activation row by `math::dot`; past
-//!   `gemm::SMALL_M_DOT` activation rows, chunks of converted rows go through the f32
-//!   GEMM instead (no rounding of the activations either way).
+//! - bf16 weights take bf16 activations, as in llama.cpp: each activation is rounded to
+//!   bf16 once per call (ggml's `fp32_to_bf16`), and every product of two bf16 values is
+//!   exact in f32, so only the order of the f32 sums depends on the CPU. With AVX-512 BF16
+//!   the weight rows are read as stored and `vdpbf16ps` takes 32 products at a time
+//!   ([`Bf16Dot`]); other CPUs widen the rounded activations back to f32 and take the f16
+//!   path below.
+//! - f16 weights (and bf16 without AVX-512 BF16): each weight row is converted to f32 once
+//!   per call (f16 with F16C where the CPU has it) and dotted with every activation row by
+//!   `math::dot`; past `gemm::SMALL_M_DOT` activation rows, chunks of converted rows go
+//!   through the f32 GEMM instead (an f16 weight's activations are not rounded).
 //!
 //! Threads split the N output columns (weight rows) into tiles, so one activation row (a
 //! decode step) uses every core; each output element is computed alone, so the result
 //! does not depend on the thread count or the tiling.
 
-use r1_core::quant::{self, GgmlType, QK_K, q8_0};
+use r1_core::quant::{self, GgmlType, QK_K, float, q8_0};
 use r1_core::{BackendError, DType, Shape};
 
 use super::{Ctx, gemm, size_error};
+use crate::simd::bf16_dot::Bf16Dot;
 use crate::simd::int8::{self, IntIsa, Q4kMeta, Q8_K_BYTES, Q8Weight};
 use crate::simd::{Isa, Simd, SimdTask, half, math};
 
@@ -111,7 +118,15 @@ pub(crate) fn matmul(
                 kq_tile(IntIsa::for_isa(ctx.isa), ty, w, row_bytes, k, bytes, pairs, cols, dst);
                 Ok(())
             }
-            Activations::F32 => {
+            Activations::Bf16(bits, dot) => {
+                dot.products(bits, k, w, cols, dst);
+                Ok(())
+            }
+            Activations::F32 | Activations::RoundedF32(_) => {
+                let a = match &act {
+                    Activations::RoundedF32(r) => r,
+                    _ => a,
+                };
                 ctx.isa.run(FloatTile {
                     isa: ctx.isa,
                     ty,
@@ -151,6 +166,11 @@ enum Activations {
     /// Q8_K rows as bytes (what `quant::vec_dot` takes), and each block's quants in the
     /// order the K-quant lanes take them (`int8::pair_classes`).
     Q8K { bytes: Vec<u8>, pairs: Vec<[i8; 256]> },
+    /// bf16 bits (ggml's rounding), for a bf16 weight on a CPU with AVX-512 BF16.
+    Bf16(Vec<u16>, Bf16Dot),
+    /// Rounded to bf16 and widened back, for a bf16 weight on other CPUs: the same
+    /// products, summed by the f32 kernels.
+    RoundedF32(Vec<f32>),
     /// f32, used as given.
     F32,
 }
@@ -159,6 +179,9 @@ impl Activations {
     /// Quantizes each of the `rows` rows of `a` (in parallel when worth it) to `ty`'s
     /// `vec_dot_type` with core's reference quantizer.
     fn quantize(ctx: Ctx<'_>, ty: GgmlType, a: &[f32], rows: usize, k: usize) -> Result<Activations, BackendError> {
+        if ty == GgmlType::BF16 {
+            return Ok(Activations::bf16(ctx, a, k));
+        }
         let Some(act) = ty.vec_dot_type() else {
             return Ok(Activations::F32);
         };
@@ -183,6 +206,28 @@ impl Activations {
             .map(|b| b[2..].iter().map(|&q| i32::from(q as i8)).sum())
             .collect();
         Ok(Activations::Q8_0 { qs, d, sum })
+    }
+}
+
+impl Activations {
+    /// `a` rounded to bf16 (ggml's `vec_dot_type` for a bf16 weight), as bits for
+    /// [`Bf16Dot`] when the CPU has it and the backend runs AVX-512, else widened back.
+    fn bf16(ctx: Ctx<'_>, a: &[f32], k: usize) -> Activations {
+        let dot = match ctx.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(_) => Bf16Dot::detect(),
+            _ => None,
+        };
+        let chunk = 64 * k.max(1);
+        let parts = ctx.threads.map_tasks(a.len().div_ceil(chunk), chunk, |i| {
+            let part = &a[i * chunk..((i + 1) * chunk).min(a.len())];
+            part.iter().map(|&x| float::f32_to_bf16(x)).collect::<Vec<u16>>()
+        });
+        let bits: Vec<u16> = parts.into_iter().flatten().collect();
+        match dot {
+            Some(dot) => Activations::Bf16(bits, dot),
+            None => Activations::RoundedF32(bits.into_iter().map(float::bf16_to_f32).collect()),
+        }
     }
 }
 
@@ -499,6 +544,7 @@ pub(crate) fn matmul_w(
         gemm::gemm_par(
             ctx.threads,
             ctx.isa,
+            None,
             gemm::WEIGHT_DOT_ROWS,
             1.0,
             a_cols,

@@ -8,6 +8,7 @@
 //! runs inside a task must be `#[inline(always)]`, or it would be compiled for the
 //! baseline target and call each intrinsic out of line.
 
+pub(crate) mod bf16_dot;
 pub(crate) mod half;
 pub(crate) mod int8;
 pub(crate) mod math;

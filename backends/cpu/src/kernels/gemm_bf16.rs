@@ -1,0 +1,90 @@
+//! The bf16-compute GEMM (`CpuBackend::with_bf16_compute`): `C ← α·A·B + β·C` with A and B
+//! rounded to bf16 as they are packed (`Bf16Dot::pack`: ggml's round-to-nearest-even) and every product
+//! summed in f32 by [`Bf16Dot::micro`] (AVX-512 BF16). The f32 operands stay the master
+//! copies; only this product sees them rounded.
+//!
+//! BLIS's loop order: the depth in blocks of `KC` pairs; per block, all of B packed into
+//! panels of `NR` columns (pairs of depth interleaved, as `vdpbf16ps` takes them), then A
+//! `MC` rows at a time into panels of `MR` rows, and every (B panel, A panel) pair through
+//! the micro-kernel — a B panel (`KC·NR` pairs, 32 KiB) stays in L1 while the A block
+//! (`MC·KC` pairs) streams from L2. Padding rows, columns and the odd depth are zeros.
+//! Each element's sum runs over the depth in the same order whatever M, N or the thread
+//! split, so a row's result does not depend on the others.
+
+use super::gemm::{Mat, MatMut};
+use crate::simd::bf16_dot::{Bf16Dot, MR, NR, PanelSrc};
+
+/// Depth pairs per block (B panel: `KC · NR · 4` bytes = 32 KiB).
+const KC: usize = 256;
+/// Rows of A per packed block (a multiple of `MR`; `MC · KC · 4` bytes = 96 KiB).
+const MC: usize = 8 * MR;
+
+/// `C ← α·A·B + β·C` in bf16 products with f32 sums (β = 0: C is not read).
+pub(crate) fn gemm_bf16(dot: Bf16Dot, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, mut c: MatMut<'_>) {
+    assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm shapes");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            for v in c.row(i) {
+                *v = if beta == 0.0 { 0.0 } else { beta * *v };
+            }
+        }
+        return;
+    }
+    let pairs = k.div_ceil(2);
+    let panels_n = n.div_ceil(NR);
+    let mut bp = vec![0u32; panels_n * KC.min(pairs) * NR];
+    let mut ap = vec![0u32; MC.min(m.div_ceil(MR) * MR) * KC.min(pairs)];
+    let mut tile = [[0.0f32; NR]; MR];
+    for p0 in (0..pairs).step_by(KC) {
+        let pc = KC.min(pairs - p0);
+        // B's block: panel `jp` holds pairs `p0..p0 + pc` of columns `jp·NR..`, pair-major.
+        for jp in 0..panels_n {
+            let c0 = jp * NR;
+            let src = PanelSrc {
+                data: &b.data[c0 * b.cs..],
+                ls: b.cs,
+                ds: b.rs,
+                lanes: NR.min(n - c0),
+                k,
+            };
+            dot.pack(&src, NR, p0, pc, &mut bp[jp * pc * NR..(jp + 1) * pc * NR]);
+        }
+        for i0 in (0..m).step_by(MC) {
+            let mc = MC.min(m - i0);
+            let panels_m = mc.div_ceil(MR);
+            for ip in 0..panels_m {
+                let r0 = i0 + ip * MR;
+                let src = PanelSrc {
+                    data: &a.data[r0 * a.rs..],
+                    ls: a.rs,
+                    ds: a.cs,
+                    lanes: MR.min(m - r0),
+                    k,
+                };
+                dot.pack(&src, MR, p0, pc, &mut ap[ip * pc * MR..(ip + 1) * pc * MR]);
+            }
+            for jp in 0..panels_n {
+                let b_panel = &bp[jp * pc * NR..(jp + 1) * pc * NR];
+                let (c0, cols) = (jp * NR, NR.min(n - jp * NR));
+                for ip in 0..panels_m {
+                    dot.micro(&ap[ip * pc * MR..(ip + 1) * pc * MR], b_panel, pc, &mut tile);
+                    let (r0, rows) = (i0 + ip * MR, MR.min(mc - ip * MR));
+                    for (i, t) in tile.iter().enumerate().take(rows) {
+                        let out = c.row(r0 + i)[c0..c0 + cols].iter_mut().zip(t);
+                        if p0 > 0 {
+                            out.for_each(|(o, &v)| *o += alpha * v);
+                        } else if beta == 0.0 {
+                            out.for_each(|(o, &v)| *o = alpha * v);
+                        } else {
+                            out.for_each(|(o, &v)| *o = alpha * v + beta * *o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! bf16 × bf16 dot products with AVX-512 BF16 (`vdpbf16ps`): 32 products per instruction,
+//! each exact in f32 (two 8-bit significands), summed in f32 lanes. This is how llama.cpp
+//! multiplies bf16 weights on such CPUs (its `vec_dot_type` for BF16 is BF16: the
+//! activations are rounded to bf16 once per call).
+//!
+//! [`Bf16Dot::products`] takes the activation rows as bf16 bits and the weight rows as
+//! stored (little-endian bf16 bytes, `[N, K]`, K contiguous in both), so neither operand
+//! is packed or widened: tiles of up to 4 activation rows × 4 weight rows keep 16 sums in
+//! registers, each weight vector loaded once per tile and used by every activation row.
+//! Weight rows are taken a block at a time (a block fits L2) and every activation row
+//! passes over the block before the next.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Proof that this CPU runs AVX-512F, AVX-512BW and AVX-512 BF16 (made only by
+/// [`Bf16Dot::detect`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bf16Dot(());
+
+/// Bytes of weight rows a block holds (half of a 1 MiB L2).
+const BLOCK_BYTES: usize = 512 << 10;
+/// bf16 values per vector.
+const STEP: usize = 32;
+
+impl Bf16Dot {
+    /// The token, if this CPU has AVX-512 BF16 (never on other architectures).
+    pub(crate) fn detect() -> Option<Bf16Dot> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let ok = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512bf16");
+            ok.then_some(Bf16Dot(()))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    /// `dst[r·cols + c] = Σ_l a[r·k + l] · w_c[l]` for the `rows = a.len() / k` activation
+    /// rows `a` (bf16 bits) and the `cols` weight rows of `w` (little-endian bf16, `2k`
+    /// bytes each). Each element's sum depends only on its two rows and `k`, never on the
+    /// tile or block it falls in.
+    pub(crate) fn products(self, a: &[u16], k: usize, w: &[u8], cols: usize, dst: &mut [f32]) {
+        let rows = if k == 0 { 0 } else { a.len() / k };
+        assert!(
+            a.len() == rows * k && w.len() == 2 * k * cols && dst.len() == rows * cols,
+            "bf16 products: {} activations, {} weight bytes, {} outputs for k = {k}, {cols} columns",
+            a.len(),
+            w.len(),
+            dst.len()
+        );
+        if k == 0 {
+            dst.fill(0.0);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token exists only if avx512f, avx512bw and avx512bf16 were detected;
+        // the lengths were asserted above.
+        unsafe {
+            products_x86(a, rows, k, w, cols, dst)
+        };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn products_x86(a: &[u16], rows: usize, k: usize, w: &[u8], cols: usize, dst: &mut [f32]) {
+    let row_bytes = 2 * k;
+    let block = (BLOCK_BYTES / row_bytes).max(4) / 4 * 4;
+    for c0 in (0..cols).step_by(block) {
+        let c_end = (c0 + block).min(cols);
+        let mut r = 0;
+        while r < rows {
+            let rt = (rows - r).min(4);
+            let mut c = c0;
+            while c < c_end {
+                let ct = (c_end - c).min(4);
+                let at = Tile {
+                    a: &a[r * k..(r + rt) * k],
+                    k,
+                    w: &w[c * row_bytes..(c + ct) * row_bytes],
+                    dst: &mut dst[r * cols + c..],
+                    ld: cols,
+                };
+                match (rt, ct) {
+                    (4, 4) => at.run::<4, 4>(),
+                    (4, 3) => at.run::<4, 3>(),
+                    (4, 2) => at.run::<4, 2>(),
+                    (4, _) => at.run::<4, 1>(),
+                    (3, 4) => at.run::<3, 4>(),
+                    (3, 3) => at.run::<3, 3>(),
+                    (3, 2) => at.run::<3, 2>(),
+                    (3, _) => at.run::<3, 1>(),
+                    (2, 4) => at.run::<2, 4>(),
+                    (2, 3) => at.run::<2, 3>(),
+                    (2, 2) => at.run::<2, 2>(),
+                    (2, _) => at.run::<2, 1>(),
+                    (_, 4) => at.run::<1, 4>(),
+                    (_, 3) => at.run::<1, 3>(),
+                    (_, 2) => at.run::<1, 2>(),
+                    _ => at.run::<1, 1>(),
+                }
+                c += ct;
+            }
+            r += rt;
+        }
+    }
+}
+
+/// Rows of A per micro-tile of the packed GEMM ([`Bf16Dot::micro`]).
+pub(crate) const MR: usize = 12;
+/// Columns of B per micro-tile (two vectors).
+pub(crate) const NR: usize = 32;
+
+impl Bf16Dot {
+    /// The packed GEMM's micro-kernel: `out[i][j] = Σ_p a_p[i] · b_p[j]` over `pairs`
+    /// steps, where a step's `a_p` is `MR` bf16 pairs (`a[p·MR + i]`: the values of
+    /// depth `2p` in the low half, `2p + 1` in the high half) and `b_p` is `NR` such pairs
+    /// (`b[p·NR + j]`). Each step adds both products of a pair to the f32 sum, which stays
+    /// in a register for the whole depth: one `vdpbf16ps` per 16 columns of a row.
+    pub(crate) fn micro(self, a: &[u32], b: &[u32], pairs: usize, out: &mut [[f32; NR]; MR]) {
+        assert!(
+            a.len() >= pairs * MR && b.len() >= pairs * NR,
+            "bf16 micro-kernel: {} / {} packed pairs for {pairs} steps",
+            a.len(),
+            b.len()
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token exists only if avx512f, avx512bw and avx512bf16 were detected;
+        // the lengths were asserted above.
+        unsafe {
+            micro_x86(a, b, pairs, out)
+        };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn micro_x86(a: &[u32], b: &[u32], pairs: usize, out: &mut [[f32; NR]; MR]) {
+    // SAFETY: step `p` reads `b[p·NR .. p·NR + 32]` and `a[p·MR .. p·MR + 12]`, inside the
+    // lengths the caller asserted; the stores write whole rows of `out`.
+    unsafe {
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for p in 0..pairs {
+            let b0 = bh(_mm512_loadu_si512(bp.add(p * NR).cast()));
+            let b1 = bh(_mm512_loadu_si512(bp.add(p * NR + 16).cast()));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let av = bh(_mm512_set1_epi32(*ap.add(p * MR + i) as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+            }
+        }
+        for (row, acc) in out.iter_mut().zip(&acc) {
+            _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+        }
+    }
+}
+
+/// A panel to pack: lane `j < lanes` at depth `d < k` is `data[j·ls + d·ds]`; the panel
+/// holds pairs `p0 .. p0 + pairs` of `width` lanes, `out[p·width + j]` (zeros past `lanes`
+/// and past `k`).
+pub(crate) struct PanelSrc<'a> {
+    pub data: &'a [f32],
+    pub ls: usize,
+    pub ds: usize,
+    pub lanes: usize,
+    pub k: usize,
+}
+
+impl Bf16Dot {
+    /// Packs a panel (see [`PanelSrc`]) of `width ≤ 32` lanes, every value rounded to bf16
+    /// exactly as `r1_core::quant::float::f32_to_bf16` rounds it (nearest even, NaNs made
+    /// quiet; no flush of subnormals), 16 values at a time.
+    pub(crate) fn pack(self, src: &PanelSrc<'_>, width: usize, p0: usize, pairs: usize, out: &mut [u32]) {
+        assert!(
+            width <= 32 && src.lanes <= width && out.len() >= pairs * width,
+            "bf16 panel shape"
+        );
+        if src.lanes == 0 {
+            out[..pairs * width].fill(0);
+            return;
+        }
+        let last = (src.lanes - 1) * src.ls + (src.k.max(1) - 1) * src.ds;
+        assert!(last < src.data.len(), "bf16 panel exceeds its matrix");
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the token exists only if avx512f, avx512bw and avx512bf16 were detected;
+        // every element read is at `j·ls + d·ds` for `j < lanes`, `d < k`, asserted inside
+        // `data` above.
+        unsafe {
+            pack_x86(src, width, p0, pairs, out)
+        };
+    }
+}
+
+/// `f32_to_bf16` of 16 lanes, in the low half of each 32-bit lane (high half zero).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn round16(v: __m512i) -> __m512i {
+    // SAFETY: plain AVX-512F integer ops; the callers run with avx512f enabled.
+    unsafe {
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(v, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))));
+        let abs = _mm512_and_si512(v, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(64));
+        _mm512_mask_mov_epi32(rounded, nan, _mm512_and_si512(quiet, _mm512_set1_epi32(0xffff)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn pack_x86(src: &PanelSrc<'_>, width: usize, p0: usize, pairs: usize, out: &mut [u32]) {
+    let PanelSrc { data, ls, ds, lanes, k } = *src;
+    let ptr = data.as_ptr();
+    // SAFETY (every block below): reads are at `j·ls + d·ds` with `j < lanes`, `d < k`
+    // (masked lanes past `lanes` never fault), inside `data` as `pack` asserted; writes
+    // are inside `out[..pairs·width]`.
+    if ls == 1 {
+        // Lanes contiguous: one depth of 16 lanes per load, two depths make the pairs.
+        for p in 0..pairs {
+            let d = 2 * (p0 + p);
+            for j0 in (0..width).step_by(16) {
+                let valid = lanes.saturating_sub(j0).min(16);
+                let m: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+                let row = |d: usize| unsafe {
+                    if d < k && valid > 0 {
+                        round16(_mm512_maskz_loadu_epi32(m, ptr.add(j0 + d * ds).cast()))
+                    } else {
+                        _mm512_setzero_si512()
+                    }
+                };
+                let v = _mm512_or_si512(row(d), _mm512_slli_epi32::<16>(row(d + 1)));
+                let n = (width - j0).min(16);
+                unsafe {
+                    _mm512_mask_storeu_epi32(
+                        out.as_mut_ptr().add(p * width + j0).cast(),
+                        ((1u32 << n) - 1) as __mmask16,
+                        v,
+                    )
+                };
+            }
+        }
+    } else if ds == 1 {
+        // Depth contiguous: 32 depths (16 pairs) of one lane per step.
+        let mut tmp = [0u32; 16];
+        for j in 0..width {
+            if j >= lanes {
+                for p in 0..pairs {
+                    out[p * width + j] = 0;
+                }
+                continue;
+            }
+            for q0 in (0..pairs).step_by(16) {
+                let d0 = 2 * (p0 + q0);
+                let half = |d: usize| unsafe {
+                    let valid = k.saturating_sub(d).min(16);
+                    let m: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+                    _mm512_cvtepi32_epi16(round16(_mm512_maskz_loadu_epi32(m, ptr.add(j * ls + d.min(k)).cast())))
+                };
+                let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(d0)), half(d0 + 16));
+                unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), v) };
+                for (q, t) in tmp.iter().enumerate().take(pairs - q0) {
+                    out[(q0 + q) * width + j] = *t;
+                }
+            }
+        }
+    } else {
+        for p in 0..pairs {
+            let d = 2 * (p0 + p);
+            for j in 0..width {
+                let at = |d: usize| {
+                    if j < lanes && d < k {
+                        u32::from(r1_core::quant::float::f32_to_bf16(data[j * ls + d * ds]))
+                    } else {
+                        0
+                    }
+                };
+                out[p * width + j] = at(d) | (at(d + 1) << 16);
+            }
+        }
+    }
+}
+
+/// `R` activation rows (`a`, `R·k` bf16 bits) against `C` weight rows (`w`, `C·2k`
+/// bytes), the `R × C` sums written at `dst[r·ld + c]`.
+#[cfg(target_arch = "x86_64")]
+struct Tile<'a> {
+    a: &'a [u16],
+    k: usize,
+    w: &'a [u8],
+    dst: &'a mut [f32],
+    ld: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tile<'_> {
+    #[inline(always)]
+    fn run<const R: usize, const C: usize>(self) {
+        let Tile { a, k, w, dst, ld } = self;
+        assert!(a.len() == R * k && w.len() == C * 2 * k && dst.len() > (R - 1) * ld + C - 1);
+        let (ap, wp) = (a.as_ptr(), w.as_ptr() as *const u16);
+        // SAFETY: the caller (`products_x86`) runs with avx512f, avx512bw and avx512bf16
+        // enabled and detected. Every full load reads 32 values at `l < k - 31` of a row
+        // inside `a` or `w` (asserted lengths); the tail loads are masked to the `k % 32`
+        // values left, and masked-off lanes never fault.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); C]; R];
+            let full = k / STEP * STEP;
+            let mut l = 0;
+            while l < full {
+                let av: [__m512bh; R] = std::array::from_fn(|r| bh(_mm512_loadu_si512(ap.add(r * k + l).cast())));
+                for c in 0..C {
+                    let wv = bh(_mm512_loadu_si512(wp.add(c * k + l).cast()));
+                    for r in 0..R {
+                        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av[r], wv);
+                    }
+                }
+                l += STEP;
+            }
+            if l < k {
+                let m: __mmask32 = (1u32 << (k - l)) - 1;
+                let av: [__m512bh; R] =
+                    std::array::from_fn(|r| bh(_mm512_maskz_loadu_epi16(m, ap.add(r * k + l).cast())));
+                for c in 0..C {
+                    let wv = bh(_mm512_maskz_loadu_epi16(m, wp.add(c * k + l).cast()));
+                    for r in 0..R {
+                        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av[r], wv);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (c, v) in acc.iter().enumerate() {
+                    dst[r * ld + c] = _mm512_reduce_add_ps(*v);
+                }
+            }
+        }
+    }
+}
+
+/// 32 bf16 values, as the dot-product instruction takes them.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn bh(v: __m512i) -> __m512bh {
+    // SAFETY: both are 512 bits of plain data; every bit pattern is a valid value of each.
+    unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+}
+
+#[cfg(test)]
+mod tests {
+    use r1_core::quant::float::{bf16_to_f32, f32_to_bf16};
+
+    use super::*;
+
+    #[test]
+    fn packing_rounds_as_core_does_in_every_layout() {
+        let Some(dot) = Bf16Dot::detect() else {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        };
+        // Ties both ways, a subnormal, NaNs (one whose payload sits in the dropped half),
+        // infinities, and ordinary values.
+        let special = [
+            f32::from_bits(0x3f80_8000),
+            f32::from_bits(0x3f81_8000),
+            f32::from_bits(0x0000_0001),
+            f32::from_bits(0x7f80_0001),
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            -0.0,
+        ];
+        let (lanes, k) = (13, 37);
+        let values: Vec<f32> = (0..lanes * k)
+            .map(|i| special.get(i % 29).copied().unwrap_or(i as f32 * 0.37 - 50.0))
+            .collect();
+        for (width, p0, pairs) in [(16, 0, 19), (32, 3, 16), (12, 0, 17)] {
+            let lanes = lanes.min(width);
+            // Lanes contiguous (ls = 1), depth contiguous (ds = 1), neither (both strided).
+            for (ls, ds, len) in [(1, lanes, lanes * k), (k, 1, lanes * k), (2 * k, 2, 2 * lanes * k)] {
+                let data: Vec<f32> = (0..len).map(|i| values[i % values.len()]).collect();
+                let src = PanelSrc {
+                    data: &data,
+                    ls,
+                    ds,
+                    lanes,
+                    k,
+                };
+                let mut out = vec![u32::MAX; pairs * width];
+                dot.pack(&src, width, p0, pairs, &mut out);
+                for p in 0..pairs {
+                    for j in 0..width {
+                        let at = |d: usize| {
+                            if j < lanes && d < k {
+                                u32::from(f32_to_bf16(data[j * ls + d * ds]))
+                            } else {
+                                0
+                            }
+                        };
+                        let d = 2 * (p0 + p);
+                        assert_eq!(
+                            out[p * width + j],
+                            at(d) | (at(d + 1) << 16),
+                            "width {width} ls {ls} ds {ds}: pair {p} lane {j}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn products_equal_the_exact_sums_for_every_tile_and_tail() {
+        let Some(dot) = Bf16Dot::detect() else {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        };
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        for (rows, cols, k) in [
+            (1, 1, 1),
+            (1, 9, 31),
+            (3, 5, 33),
+            (5, 7, 64),
+            (9, 13, 100),
+            (2, 600, 300),
+        ] {
+            let a: Vec<u16> = (0..rows * k).map(|_| f32_to_bf16(next())).collect();
+            let wv: Vec<u16> = (0..cols * k).map(|_| f32_to_bf16(next())).collect();
+            let w: Vec<u8> = wv.iter().flat_map(|h| h.to_le_bytes()).collect();
+            let mut got = vec![f32::NAN; rows * cols];
+            dot.products(&a, k, &w, cols, &mut got);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let want: f64 = (0..k)
+                        .map(|l| f64::from(bf16_to_f32(a[r * k + l])) * f64::from(bf16_to_f32(wv[c * k + l])))
+                        .sum();
+                    let g = f64::from(got[r * cols + c]);
+                    assert!(
+                        (g - want).abs() <= 1e-6 * (k as f64) + 1e-7,
+                        "rows {rows} cols {cols} k {k}: ({r}, {c}) is {g}, exactly {want}"
+                    );
+                }
+            }
+        }
+    }
+}
