@@ -42,7 +42,7 @@ impl Bf16Dot {
     /// bytes each). Each element's sum depends only on its two rows and `k`, never on the
     /// tile or block it falls in.
     pub(crate) fn products(self, a: &[u16], k: usize, w: &[u8], cols: usize, dst: &mut [f32]) {
-        let rows = if k == 0 { 0 } else { a.len() / k };
+        let rows = a.len().checked_div(k).unwrap_or(0);
         assert!(
             a.len() == rows * k && w.len() == 2 * k * cols && dst.len() == rows * cols,
             "bf16 products: {} activations, {} weight bytes, {} outputs for k = {k}, {cols} columns",
@@ -297,6 +297,8 @@ struct Tile<'a> {
 
 #[cfg(target_arch = "x86_64")]
 impl Tile<'_> {
+    // `c` and `r` index the accumulators and the rows' offsets alike.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     fn run<const R: usize, const C: usize>(self) {
         let Tile { a, k, w, dst, ld } = self;
