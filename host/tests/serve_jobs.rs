@@ -49,6 +49,7 @@ fn recipe() -> &'static str {
 const POLICY: JobPolicy = JobPolicy {
     threads_per_job: 1,
     max_running: 1,
+    bf16_compute: false,
 };
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);

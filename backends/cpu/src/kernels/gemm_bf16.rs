@@ -11,6 +11,8 @@
 //! Each element's sum runs over the depth in the same order whatever M, N or the thread
 //! split, so a row's result does not depend on the others.
 
+use std::cell::RefCell;
+
 use super::gemm::{Mat, MatMut};
 use crate::simd::bf16_dot::{Bf16Dot, MR, NR, PanelSrc};
 
@@ -36,37 +38,64 @@ pub(crate) fn gemm_bf16(dot: Bf16Dot, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: 
     }
     let pairs = k.div_ceil(2);
     let panels_n = n.div_ceil(NR);
-    let mut bp = vec![0u32; panels_n * KC.min(pairs) * NR];
-    let mut ap = vec![0u32; MC.min(m.div_ceil(MR) * MR) * KC.min(pairs)];
+    PANELS.with_borrow_mut(|(ap, bp)| {
+        grow(bp, panels_n * KC.min(pairs) * NR);
+        grow(ap, MC.min(m.div_ceil(MR) * MR) * KC.min(pairs));
+        blocks(dot, alpha, a, b, beta, c, ap, bp);
+    });
+}
+
+thread_local! {
+    /// The packed panels of A and B, kept per thread: a fresh multi-MiB vector per product
+    /// (B of a 4096-word LM head is 4 MiB) cost a page fault and a zeroed page per 4 KiB
+    /// every time. Every value a product reads is written by its own packing first.
+    static PANELS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn grow(v: &mut Vec<u32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0);
+    }
+}
+
+/// The loops of [`gemm_bf16`] over packed blocks, in `ap` and `bp`.
+#[allow(clippy::too_many_arguments)]
+fn blocks(
+    dot: Bf16Dot,
+    alpha: f32,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    beta: f32,
+    mut c: MatMut<'_>,
+    ap: &mut [u32],
+    bp: &mut [u32],
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let pairs = k.div_ceil(2);
+    let panels_n = n.div_ceil(NR);
     let mut tile = [[0.0f32; NR]; MR];
     for p0 in (0..pairs).step_by(KC) {
         let pc = KC.min(pairs - p0);
         // B's block: panel `jp` holds pairs `p0..p0 + pc` of columns `jp·NR..`, pair-major.
-        for jp in 0..panels_n {
-            let c0 = jp * NR;
-            let src = PanelSrc {
-                data: &b.data[c0 * b.cs..],
-                ls: b.cs,
-                ds: b.rs,
-                lanes: NR.min(n - c0),
-                k,
-            };
-            dot.pack(&src, NR, p0, pc, &mut bp[jp * pc * NR..(jp + 1) * pc * NR]);
-        }
+        let src = PanelSrc {
+            data: b.data,
+            ls: b.cs,
+            ds: b.rs,
+            lanes: n,
+            k,
+        };
+        dot.pack(&src, NR, p0, pc, &mut bp[..panels_n * pc * NR]);
         for i0 in (0..m).step_by(MC) {
             let mc = MC.min(m - i0);
             let panels_m = mc.div_ceil(MR);
-            for ip in 0..panels_m {
-                let r0 = i0 + ip * MR;
-                let src = PanelSrc {
-                    data: &a.data[r0 * a.rs..],
-                    ls: a.rs,
-                    ds: a.cs,
-                    lanes: MR.min(m - r0),
-                    k,
-                };
-                dot.pack(&src, MR, p0, pc, &mut ap[ip * pc * MR..(ip + 1) * pc * MR]);
-            }
+            let src = PanelSrc {
+                data: &a.data[i0 * a.rs..],
+                ls: a.rs,
+                ds: a.cs,
+                lanes: mc,
+                k,
+            };
+            dot.pack(&src, MR, p0, pc, &mut ap[..panels_m * pc * MR]);
             for jp in 0..panels_n {
                 let b_panel = &bp[jp * pc * NR..(jp + 1) * pc * NR];
                 let (c0, cols) = (jp * NR, NR.min(n - jp * NR));

@@ -159,9 +159,9 @@ fn micro_x86(a: &[u32], b: &[u32], pairs: usize, out: &mut [[f32; NR]; MR]) {
     }
 }
 
-/// A panel to pack: lane `j < lanes` at depth `d < k` is `data[j·ls + d·ds]`; the panel
-/// holds pairs `p0 .. p0 + pairs` of `width` lanes, `out[p·width + j]` (zeros past `lanes`
-/// and past `k`).
+/// Panels to pack: lane `j < lanes` at depth `d < k` is `data[j·ls + d·ds]`; panel `P`
+/// holds lanes `P·width ..` for pairs `p0 .. p0 + pairs`, at
+/// `out[(P·pairs + p)·width + j % width]` (zeros past `lanes` and past `k`).
 pub(crate) struct PanelSrc<'a> {
     pub data: &'a [f32],
     pub ls: usize,
@@ -171,16 +171,17 @@ pub(crate) struct PanelSrc<'a> {
 }
 
 impl Bf16Dot {
-    /// Packs a panel (see [`PanelSrc`]) of `width ≤ 32` lanes, every value rounded to bf16
-    /// exactly as `r1_core::quant::float::f32_to_bf16` rounds it (nearest even, NaNs made
-    /// quiet; no flush of subnormals), 16 values at a time.
+    /// Packs `lanes.div_ceil(width)` panels (see [`PanelSrc`]) of `width` lanes — a
+    /// multiple of 16, or at most 16 —, every value rounded to bf16 exactly as
+    /// `r1_core::quant::float::f32_to_bf16` rounds it (nearest even, NaNs made quiet; no
+    /// flush of subnormals), 16 values at a time. The source is read along its rows.
     pub(crate) fn pack(self, src: &PanelSrc<'_>, width: usize, p0: usize, pairs: usize, out: &mut [u32]) {
+        let panels = src.lanes.div_ceil(width.max(1));
         assert!(
-            width <= 32 && src.lanes <= width && out.len() >= pairs * width,
+            width > 0 && (width <= 16 || width % 16 == 0) && out.len() >= panels * pairs * width,
             "bf16 panel shape"
         );
-        if src.lanes == 0 {
-            out[..pairs * width].fill(0);
+        if src.lanes == 0 || pairs == 0 {
             return;
         }
         let last = (src.lanes - 1) * src.ls + (src.k.max(1) - 1) * src.ds;
@@ -188,7 +189,7 @@ impl Bf16Dot {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the token exists only if avx512f, avx512bw and avx512bf16 were detected;
         // every element read is at `j·ls + d·ds` for `j < lanes`, `d < k`, asserted inside
-        // `data` above.
+        // `data` above; writes stay in `out[..panels·pairs·width]`, asserted above.
         unsafe {
             pack_x86(src, width, p0, pairs, out)
         };
@@ -210,67 +211,99 @@ fn round16(v: __m512i) -> __m512i {
     }
 }
 
+/// Transposes 16 vectors of 16 32-bit values: afterwards `r[c][i]` is what `r[i][c]` was.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn transpose16(r: &mut [__m512i; 16]) {
+    // SAFETY: plain AVX-512F shuffles; the callers run with avx512f enabled.
+    unsafe {
+        let mut t = [_mm512_setzero_si512(); 16];
+        // 32-bit pairs of rows 2i, 2i + 1 within each 128-bit lane.
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // Lane L of r[4i + m]: column 4L + m of rows 4i .. 4i + 4.
+        for i in 0..4 {
+            r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        // Then whole 128-bit lanes: across groups of 4 rows, then of 8.
+        for i in 0..2 {
+            for j in 0..4 {
+                let (x, y) = (r[8 * i + j], r[8 * i + j + 4]);
+                t[8 * i + j] = _mm512_shuffle_i32x4::<0x88>(x, y);
+                t[8 * i + j + 4] = _mm512_shuffle_i32x4::<0xdd>(x, y);
+            }
+        }
+        for j in 0..8 {
+            r[j] = _mm512_shuffle_i32x4::<0x88>(t[j], t[j + 8]);
+            r[j + 8] = _mm512_shuffle_i32x4::<0xdd>(t[j], t[j + 8]);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pack_x86(src: &PanelSrc<'_>, width: usize, p0: usize, pairs: usize, out: &mut [u32]) {
     let PanelSrc { data, ls, ds, lanes, k } = *src;
     let ptr = data.as_ptr();
+    let optr = out.as_mut_ptr();
+    // Lanes go in groups of `group` (16, or the whole panel when narrower), never across
+    // a panel's edge; group `j0` lands at `slot(j0, p)`.
+    let group = width.min(16);
+    let padded = lanes.div_ceil(width) * width;
+    let slot = |j0: usize, p: usize| (j0 / width * pairs + p) * width + j0 % width;
+    let mask = |n: usize| ((1u32 << n) - 1) as __mmask16;
     // SAFETY (every block below): reads are at `j·ls + d·ds` with `j < lanes`, `d < k`
-    // (masked lanes past `lanes` never fault), inside `data` as `pack` asserted; writes
-    // are inside `out[..pairs·width]`.
+    // (masked lanes past `lanes` or `k` never fault), inside `data` as `pack` asserted;
+    // writes are `group` lanes at a slot inside `out[..panels·pairs·width]`.
     if ls == 1 {
-        // Lanes contiguous: one depth of 16 lanes per load, two depths make the pairs.
+        // Lanes contiguous: row `d` gives a group's lanes at depth `d`, two rows a pair;
+        // each pair of rows is read once, from start to end.
         for p in 0..pairs {
             let d = 2 * (p0 + p);
-            for j0 in (0..width).step_by(16) {
-                let valid = lanes.saturating_sub(j0).min(16);
-                let m: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
+            for j0 in (0..padded).step_by(group) {
+                let m = mask(lanes.saturating_sub(j0).min(group));
                 let row = |d: usize| unsafe {
-                    if d < k && valid > 0 {
-                        round16(_mm512_maskz_loadu_epi32(m, ptr.add(j0 + d * ds).cast()))
+                    if d < k {
+                        round16(_mm512_maskz_loadu_epi32(m, ptr.add(j0.min(lanes) + d * ds).cast()))
                     } else {
                         _mm512_setzero_si512()
                     }
                 };
                 let v = _mm512_or_si512(row(d), _mm512_slli_epi32::<16>(row(d + 1)));
-                let n = (width - j0).min(16);
-                unsafe {
-                    _mm512_mask_storeu_epi32(
-                        out.as_mut_ptr().add(p * width + j0).cast(),
-                        ((1u32 << n) - 1) as __mmask16,
-                        v,
-                    )
-                };
+                unsafe { _mm512_mask_storeu_epi32(optr.add(slot(j0, p)).cast(), mask(group), v) };
             }
         }
     } else if ds == 1 {
-        // Depth contiguous: 32 depths (16 pairs) of one lane per step.
-        let mut tmp = [0u32; 16];
-        for j in 0..width {
-            if j >= lanes {
-                for p in 0..pairs {
-                    out[p * width + j] = 0;
-                }
-                continue;
-            }
+        // Depth contiguous: 32 depths (16 pairs) of each lane of a group, transposed in
+        // registers so that each pair's lanes are stored at once; the group's rows are
+        // read from start to end side by side.
+        let half = |j: usize, d: usize| unsafe {
+            let m = mask(k.saturating_sub(d).min(16));
+            _mm512_cvtepi32_epi16(round16(_mm512_maskz_loadu_epi32(m, ptr.add(j * ls + d.min(k)).cast())))
+        };
+        for j0 in (0..padded).step_by(group) {
             for q0 in (0..pairs).step_by(16) {
                 let d0 = 2 * (p0 + q0);
-                let half = |d: usize| unsafe {
-                    let valid = k.saturating_sub(d).min(16);
-                    let m: __mmask16 = ((1u32 << valid) - 1) as __mmask16;
-                    _mm512_cvtepi32_epi16(round16(_mm512_maskz_loadu_epi32(m, ptr.add(j * ls + d.min(k)).cast())))
-                };
-                let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(d0)), half(d0 + 16));
-                unsafe { _mm512_storeu_si512(tmp.as_mut_ptr().cast(), v) };
-                for (q, t) in tmp.iter().enumerate().take(pairs - q0) {
-                    out[(q0 + q) * width + j] = *t;
+                let mut r = [_mm512_setzero_si512(); 16];
+                for (jj, r) in r.iter_mut().enumerate().take(group) {
+                    if j0 + jj < lanes {
+                        *r = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(half(j0 + jj, d0)), half(j0 + jj, d0 + 16));
+                    }
+                }
+                transpose16(&mut r);
+                for (q, v) in r.iter().enumerate().take(pairs - q0) {
+                    unsafe { _mm512_mask_storeu_epi32(optr.add(slot(j0, q0 + q)).cast(), mask(group), *v) };
                 }
             }
         }
     } else {
-        for p in 0..pairs {
-            let d = 2 * (p0 + p);
-            for j in 0..width {
+        for j in 0..padded {
+            for p in 0..pairs {
                 let at = |d: usize| {
                     if j < lanes && d < k {
                         u32::from(r1_core::quant::float::f32_to_bf16(data[j * ls + d * ds]))
@@ -278,7 +311,8 @@ fn pack_x86(src: &PanelSrc<'_>, width: usize, p0: usize, pairs: usize, out: &mut
                         0
                     }
                 };
-                out[p * width + j] = at(d) | (at(d + 1) << 16);
+                let d = 2 * (p0 + p);
+                out[slot(j - j % group, p) + j % group] = at(d) | (at(d + 1) << 16);
             }
         }
     }
@@ -374,12 +408,11 @@ mod tests {
             -f32::INFINITY,
             -0.0,
         ];
-        let (lanes, k) = (13, 37);
+        let (lanes, k) = (29, 37);
         let values: Vec<f32> = (0..lanes * k)
             .map(|i| special.get(i % 29).copied().unwrap_or(i as f32 * 0.37 - 50.0))
             .collect();
-        for (width, p0, pairs) in [(16, 0, 19), (32, 3, 16), (12, 0, 17)] {
-            let lanes = lanes.min(width);
+        for (width, p0, pairs) in [(16, 0, 19), (32, 3, 16), (12, 0, 17), (32, 0, 1)] {
             // Lanes contiguous (ls = 1), depth contiguous (ds = 1), neither (both strided).
             for (ls, ds, len) in [(1, lanes, lanes * k), (k, 1, lanes * k), (2 * k, 2, 2 * lanes * k)] {
                 let data: Vec<f32> = (0..len).map(|i| values[i % values.len()]).collect();
@@ -390,10 +423,11 @@ mod tests {
                     lanes,
                     k,
                 };
-                let mut out = vec![u32::MAX; pairs * width];
+                let panels = lanes.div_ceil(width);
+                let mut out = vec![u32::MAX; panels * pairs * width];
                 dot.pack(&src, width, p0, pairs, &mut out);
                 for p in 0..pairs {
-                    for j in 0..width {
+                    for j in 0..panels * width {
                         let at = |d: usize| {
                             if j < lanes && d < k {
                                 u32::from(f32_to_bf16(data[j * ls + d * ds]))
@@ -403,7 +437,7 @@ mod tests {
                         };
                         let d = 2 * (p0 + p);
                         assert_eq!(
-                            out[p * width + j],
+                            out[(j / width * pairs + p) * width + j % width],
                             at(d) | (at(d + 1) << 16),
                             "width {width} ls {ls} ds {ds}: pair {p} lane {j}"
                         );

@@ -33,6 +33,8 @@ pub struct JobPolicy {
     pub threads_per_job: usize,
     /// Jobs that train at once.
     pub max_running: usize,
+    /// Jobs compute their training-sized products in bf16 (`serve --compute bf16`).
+    pub bf16_compute: bool,
 }
 
 impl Default for JobPolicy {
@@ -41,6 +43,7 @@ impl Default for JobPolicy {
         JobPolicy {
             threads_per_job: (cores / 2).max(1),
             max_running: 1,
+            bf16_compute: false,
         }
     }
 }
@@ -184,6 +187,7 @@ impl JobManager {
             policy: JobPolicy {
                 threads_per_job: policy.threads_per_job.max(1),
                 max_running: policy.max_running.max(1),
+                bf16_compute: policy.bf16_compute,
             },
             table: Mutex::new(table),
             changed: Condvar::new(),
@@ -442,6 +446,7 @@ impl Shared {
             recipe_path: self.job_dir(id).join("recipe.toml"),
             run_dir: self.run_dir(id),
             threads: self.policy.threads_per_job,
+            bf16_compute: self.policy.bf16_compute,
             stop: job.stop.clone(),
             progress: Arc::clone(&job.progress),
         };
@@ -583,6 +588,7 @@ struct JobRun {
     recipe_path: PathBuf,
     run_dir: PathBuf,
     threads: usize,
+    bf16_compute: bool,
     stop: StopSignal,
     progress: Arc<JobProgress>,
 }
@@ -592,7 +598,10 @@ impl JobRun {
         let text = std::fs::read_to_string(&self.recipe_path)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", self.recipe_path.display()))?;
         let recipe = Recipe::from_toml(&text).map_err(|e| anyhow::anyhow!("the job's recipe: {e}"))?;
-        let backend = CpuBackend::with_threads(self.threads)?;
+        let mut backend = CpuBackend::with_threads(self.threads)?;
+        if self.bf16_compute {
+            backend = backend.with_bf16_compute()?;
+        }
         // GRPO scores its rewards with rayon: inside this pool, not the global one.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads)
