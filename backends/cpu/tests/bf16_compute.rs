@@ -8,7 +8,7 @@
 mod common;
 
 use common::reference as refk;
-use common::{Rng, assert_close, f, run, to64};
+use common::{MatmulCase, Rng, assert_close, f, run, to64};
 use r1_backend_cpu::{CpuBackend, SimdLevel};
 use r1_core::quant::float::{bf16_to_f32, f32_to_bf16};
 use r1_core::{Backend, Op};
@@ -34,16 +34,14 @@ fn rounded(x: &[f32]) -> Vec<f32> {
 #[allow(clippy::too_many_arguments)]
 fn check(lead: &[usize], m: usize, k: usize, n: usize, ta: bool, tb: bool, batched: bool, seed: u64) {
     let Some(one) = bf16_backend(1) else { return };
-    let mut rng = Rng::new(seed);
-    let items: usize = lead.iter().product();
-    let a = rng.vec(items * m * k, 1.0);
-    let b = rng.vec(if batched { items } else { 1 } * k * n, 1.0);
-    let mut a_dims = lead.to_vec();
-    a_dims.extend(if ta { [k, m] } else { [m, k] });
-    let mut b_dims = if batched { lead.to_vec() } else { vec![] };
-    b_dims.extend(if tb { [n, k] } else { [k, n] });
-    let mut o_dims = lead.to_vec();
-    o_dims.extend([m, n]);
+    let MatmulCase {
+        items,
+        a,
+        b,
+        a_dims,
+        b_dims,
+        o_dims,
+    } = MatmulCase::new(lead, m, k, n, ta, tb, batched, seed);
     let want = refk::matmul(
         &to64(&rounded(&a)),
         &to64(&rounded(&b)),

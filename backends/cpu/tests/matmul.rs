@@ -6,23 +6,21 @@
 mod common;
 
 use common::reference as refk;
-use common::{Rng, assert_close, backends, dot64, f, loss_and_grads, numeric_grad, run, to64};
+use common::{MatmulCase, Rng, assert_close, backends, dot64, f, loss_and_grads, numeric_grad, run, to64};
 use r1_core::{Graph, Op, TensorDesc};
 
 /// Checks `op(a)·op(b)` with `a` of `lead ++ [m, k]` (or `[k, m]`) and `b` shared or
 /// batched.
 #[allow(clippy::too_many_arguments)]
 fn check(lead: &[usize], m: usize, k: usize, n: usize, ta: bool, tb: bool, batched: bool, seed: u64) {
-    let mut rng = Rng::new(seed);
-    let items: usize = lead.iter().product();
-    let a = rng.vec(items * m * k, 1.0);
-    let b = rng.vec(if batched { items } else { 1 } * k * n, 1.0);
-    let mut a_dims = lead.to_vec();
-    a_dims.extend(if ta { [k, m] } else { [m, k] });
-    let mut b_dims = if batched { lead.to_vec() } else { vec![] };
-    b_dims.extend(if tb { [n, k] } else { [k, n] });
-    let mut o_dims = lead.to_vec();
-    o_dims.extend([m, n]);
+    let MatmulCase {
+        items,
+        a,
+        b,
+        a_dims,
+        b_dims,
+        o_dims,
+    } = MatmulCase::new(lead, m, k, n, ta, tb, batched, seed);
     let want = refk::matmul(
         &to64(&a),
         &to64(&b),

@@ -212,3 +212,38 @@ pub fn loss_and_grads(
     let l = read(loss)[0];
     (l, grads.iter().map(|&d| read(d)).collect())
 }
+
+/// Random operands of `op(a)·op(b)` (`Op::MatMul`): `a` of `lead ++ [m, k]` (`[k, m]` when
+/// transposed), `b` shared or batched over `lead`, with every operand's dims.
+pub struct MatmulCase {
+    pub items: usize,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub a_dims: Vec<usize>,
+    pub b_dims: Vec<usize>,
+    pub o_dims: Vec<usize>,
+}
+
+impl MatmulCase {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(lead: &[usize], m: usize, k: usize, n: usize, ta: bool, tb: bool, batched: bool, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let items: usize = lead.iter().product();
+        let a = rng.vec(items * m * k, 1.0);
+        let b = rng.vec(if batched { items } else { 1 } * k * n, 1.0);
+        let mut a_dims = lead.to_vec();
+        a_dims.extend(if ta { [k, m] } else { [m, k] });
+        let mut b_dims = if batched { lead.to_vec() } else { vec![] };
+        b_dims.extend(if tb { [n, k] } else { [k, n] });
+        let mut o_dims = lead.to_vec();
+        o_dims.extend([m, n]);
+        MatmulCase {
+            items,
+            a,
+            b,
+            a_dims,
+            b_dims,
+            o_dims,
+        }
+    }
+}
