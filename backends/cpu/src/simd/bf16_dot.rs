@@ -178,7 +178,7 @@ impl Bf16Dot {
     pub(crate) fn pack(self, src: &PanelSrc<'_>, width: usize, p0: usize, pairs: usize, out: &mut [u32]) {
         let panels = src.lanes.div_ceil(width.max(1));
         assert!(
-            width > 0 && (width <= 16 || width % 16 == 0) && out.len() >= panels * pairs * width,
+            width > 0 && (width <= 16 || width.is_multiple_of(16)) && out.len() >= panels * pairs * width,
             "bf16 panel shape"
         );
         if src.lanes == 0 || pairs == 0 {
