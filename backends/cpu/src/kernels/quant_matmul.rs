@@ -207,9 +207,7 @@ impl Activations {
             .collect();
         Ok(Activations::Q8_0 { qs, d, sum })
     }
-}
 
-impl Activations {
     /// `a` rounded to bf16 (ggml's `vec_dot_type` for a bf16 weight), as bits for
     /// [`Bf16Dot`] when the CPU has it and the backend runs AVX-512, else widened back.
     fn bf16(ctx: Ctx<'_>, a: &[f32], k: usize) -> Activations {
