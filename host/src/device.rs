@@ -58,6 +58,17 @@ pub enum Compute {
     Bf16,
 }
 
+impl Compute {
+    /// `backend` set up to compute as chosen (an error for bf16 on a CPU without
+    /// AVX-512 BF16).
+    pub fn apply(self, backend: CpuBackend) -> Result<CpuBackend, r1_core::BackendError> {
+        match self {
+            Compute::F32 => Ok(backend),
+            Compute::Bf16 => backend.with_bf16_compute(),
+        }
+    }
+}
+
 /// The `--device` (and `--threads`, `--compute`) flags shared by every command that runs
 /// a model.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -90,14 +101,11 @@ pub trait BackendJob {
 pub fn with_backend<J: BackendJob>(args: &DeviceArgs, job: J) -> anyhow::Result<J::Output> {
     match args.device {
         Device::Cpu => {
-            let mut backend = match args.threads {
+            let backend = match args.threads {
                 Some(t) => CpuBackend::with_threads(t)?,
                 None => CpuBackend::new(),
             };
-            if args.compute == Compute::Bf16 {
-                backend = backend.with_bf16_compute()?;
-            }
-            job.run(&backend)
+            job.run(&args.compute.apply(backend)?)
         }
         Device::Cuda(n) => Err(cuda_unavailable(n)),
     }

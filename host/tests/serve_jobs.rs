@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use r1_backend_cpu::CpuBackend;
+use r1_host::device::Compute;
 use r1_host::pipeline::{Recipe, run_pipeline};
 use r1_host::progress::NoProgress;
 use r1_host::serve::jobs::{JobManager, JobPolicy, JobStatus, router};
@@ -49,7 +50,7 @@ fn recipe() -> &'static str {
 const POLICY: JobPolicy = JobPolicy {
     threads_per_job: 1,
     max_running: 1,
-    bf16_compute: false,
+    compute: Compute::F32,
 };
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);

@@ -7,8 +7,7 @@
 
 mod common;
 
-use common::reference as refk;
-use common::{MatmulCase, Rng, assert_close, f, run, to64};
+use common::{MatmulCase, Rng, assert_close, f, run};
 use r1_backend_cpu::{CpuBackend, SimdLevel};
 use r1_core::quant::float::{bf16_to_f32, f32_to_bf16};
 use r1_core::{Backend, Op};
@@ -34,40 +33,14 @@ fn rounded(x: &[f32]) -> Vec<f32> {
 #[allow(clippy::too_many_arguments)]
 fn check(lead: &[usize], m: usize, k: usize, n: usize, ta: bool, tb: bool, batched: bool, seed: u64) {
     let Some(one) = bf16_backend(1) else { return };
-    let MatmulCase {
-        items,
-        a,
-        b,
-        a_dims,
-        b_dims,
-        o_dims,
-    } = MatmulCase::new(lead, m, k, n, ta, tb, batched, seed);
-    let want = refk::matmul(
-        &to64(&rounded(&a)),
-        &to64(&rounded(&b)),
-        items,
-        if batched { items } else { 1 },
-        m,
-        k,
-        n,
-        ta,
-        tb,
-    );
-    let op = Op::MatMul {
-        trans_a: ta,
-        trans_b: tb,
-    };
-    let inputs = [f(a, &a_dims), f(b, &b_dims)];
-    let what = format!(
-        "{a_dims:?}{} x {b_dims:?}{}",
-        if ta { "ᵀ" } else { "" },
-        if tb { "ᵀ" } else { "" }
-    );
-    let got = run(&one, &op, &inputs, &o_dims).unwrap();
+    let case = MatmulCase::new(lead, m, k, n, ta, tb, batched, seed);
+    let want = case.reference(&rounded(&case.a), &rounded(&case.b));
+    let (op, inputs, o_dims, what) = (case.op(), case.inputs(), &case.o_dims, case.name());
+    let got = run(&one, &op, &inputs, o_dims).unwrap();
     assert_close(&what, &got, &want, 1e-5 * (k as f64).sqrt(), 1e-5);
     for threads in [2, 3] {
         let be = bf16_backend(threads).unwrap();
-        let many = run(&be, &op, &inputs, &o_dims).unwrap();
+        let many = run(&be, &op, &inputs, o_dims).unwrap();
         for (i, (x, y)) in many.iter().zip(&got).enumerate() {
             assert_eq!(x.to_bits(), y.to_bits(), "{what} on {threads} threads: element {i}");
         }

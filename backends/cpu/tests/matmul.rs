@@ -13,37 +13,11 @@ use r1_core::{Graph, Op, TensorDesc};
 /// batched.
 #[allow(clippy::too_many_arguments)]
 fn check(lead: &[usize], m: usize, k: usize, n: usize, ta: bool, tb: bool, batched: bool, seed: u64) {
-    let MatmulCase {
-        items,
-        a,
-        b,
-        a_dims,
-        b_dims,
-        o_dims,
-    } = MatmulCase::new(lead, m, k, n, ta, tb, batched, seed);
-    let want = refk::matmul(
-        &to64(&a),
-        &to64(&b),
-        items,
-        if batched { items } else { 1 },
-        m,
-        k,
-        n,
-        ta,
-        tb,
-    );
+    let case = MatmulCase::new(lead, m, k, n, ta, tb, batched, seed);
+    let want = case.reference(&case.a, &case.b);
     for be in backends() {
-        let op = Op::MatMul {
-            trans_a: ta,
-            trans_b: tb,
-        };
-        let out = run(&be, &op, &[f(a.clone(), &a_dims), f(b.clone(), &b_dims)], &o_dims).unwrap();
-        let what = format!(
-            "{a_dims:?}{} x {b_dims:?}{} on {}",
-            if ta { "ᵀ" } else { "" },
-            if tb { "ᵀ" } else { "" },
-            be.simd_level()
-        );
+        let out = run(&be, &case.op(), &case.inputs(), &case.o_dims).unwrap();
+        let what = format!("{} on {}", case.name(), be.simd_level());
         assert_close(&what, &out, &want, 1e-5 * (k as f64).sqrt(), 1e-5);
     }
 }

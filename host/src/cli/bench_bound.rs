@@ -2,9 +2,10 @@
 //! operations (from the model's shape, counted as `2 × multiply-adds`) divided by the
 //! throughput of one GEMM measured in the same run on the same backend — f32, or bf16
 //! products with `--compute bf16` — a product of the shape the step spends most of its
-//! time in (`tokens × hidden` activations by the widest projection). A step at `of_bound = 1` would run every operation at that GEMM's
-//! speed; element-wise kernels, softmaxes and the decode products of few rows all run
-//! slower, so real steps sit below it.
+//! time in (`tokens × hidden` activations by the widest projection). A step at
+//! `of_bound = 1` would run every operation at that GEMM's speed; element-wise kernels,
+//! softmaxes and the decode products of few rows all run slower, so real steps sit below
+//! it.
 //!
 //! Llama/Qwen2-family models only (a mixture-of-experts layer's work depends on the
 //! routing): the others report no bound.
@@ -53,9 +54,9 @@ pub(super) fn training_flops(cfg: &ModelConfig, tokens: f64, attended: f64, froz
     Some(if frozen_base { 2.0 * f } else { 3.0 * f })
 }
 
-/// FLOP/s of the GEMM `x [m, k] · w [n, k]ᵀ` of f32 tensors on `be` (in bf16 products on a
-/// bf16-compute backend) (the best of twenty runs after
-/// a warm-up), and the shape measured.
+/// FLOP/s of the GEMM `x [m, k] · w [n, k]ᵀ` of f32 tensors on `be` — in bf16 products on
+/// a bf16-compute backend — (the best of twenty runs after a warm-up), and the shape
+/// measured.
 pub(super) fn gemm_rate<B: Backend>(be: &B, m: usize, k: usize, n: usize) -> anyhow::Result<(f64, [usize; 3])> {
     let mut g = Graph::new();
     let x = g.input("x", TensorDesc::f32(&[m, k]))?;

@@ -164,7 +164,7 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
             policy.threads_per_job = t.max(1);
         }
         policy.max_running = args.max_jobs.max(1);
-        policy.bf16_compute = args.device.compute == crate::device::Compute::Bf16;
+        policy.compute = args.device.compute;
         let dir = dir.clone();
         let jobs = tokio::task::spawn_blocking(move || JobManager::open(&dir, policy))
             .await?

@@ -265,7 +265,7 @@ fn gemm_rows(
     if m == 0 || n == 0 {
         return;
     }
-    if let Some(dot) = bf16 {
+    if let Some(dot) = bf16.filter(|_| k > 0) {
         gemm_bf16(dot, alpha, a, b, beta, c);
         return;
     }

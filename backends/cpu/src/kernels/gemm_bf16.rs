@@ -21,19 +21,14 @@ const KC: usize = 256;
 /// Rows of A per packed block (a multiple of `MR`; `MC · KC · 4` bytes = 96 KiB).
 const MC: usize = 8 * MR;
 
-/// `C ← α·A·B + β·C` in bf16 products with f32 sums (β = 0: C is not read).
-pub(crate) fn gemm_bf16(dot: Bf16Dot, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, mut c: MatMut<'_>) {
+/// `C ← α·A·B + β·C` in bf16 products with f32 sums (β = 0: C is not read), for a
+/// non-empty depth.
+pub(crate) fn gemm_bf16(dot: Bf16Dot, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
     assert!(a.rows == c.rows && b.cols == c.cols && a.cols == b.rows, "gemm shapes");
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    // An empty depth (C ← β·C) is the f32 GEMM's: `gemm_rows` sends it there.
+    assert!(k > 0, "bf16 GEMM with an empty depth");
     if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for i in 0..m {
-            for v in c.row(i) {
-                *v = if beta == 0.0 { 0.0 } else { beta * *v };
-            }
-        }
         return;
     }
     let pairs = k.div_ceil(2);

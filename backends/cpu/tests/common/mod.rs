@@ -216,12 +216,16 @@ pub fn loss_and_grads(
 /// Random operands of `op(a)·op(b)` (`Op::MatMul`): `a` of `lead ++ [m, k]` (`[k, m]` when
 /// transposed), `b` shared or batched over `lead`, with every operand's dims.
 pub struct MatmulCase {
-    pub items: usize,
     pub a: Vec<f32>,
     pub b: Vec<f32>,
     pub a_dims: Vec<usize>,
     pub b_dims: Vec<usize>,
     pub o_dims: Vec<usize>,
+    items: usize,
+    mkn: [usize; 3],
+    ta: bool,
+    tb: bool,
+    batched: bool,
 }
 
 impl MatmulCase {
@@ -238,12 +242,49 @@ impl MatmulCase {
         let mut o_dims = lead.to_vec();
         o_dims.extend([m, n]);
         MatmulCase {
-            items,
             a,
             b,
             a_dims,
             b_dims,
             o_dims,
+            items,
+            mkn: [m, k, n],
+            ta,
+            tb,
+            batched,
         }
+    }
+
+    pub fn op(&self) -> Op {
+        Op::MatMul {
+            trans_a: self.ta,
+            trans_b: self.tb,
+        }
+    }
+
+    pub fn inputs(&self) -> [T; 2] {
+        [f(self.a.clone(), &self.a_dims), f(self.b.clone(), &self.b_dims)]
+    }
+
+    /// The f64 product of `a` and `b`, operands laid out as this case's.
+    pub fn reference(&self, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let [m, k, n] = self.mkn;
+        reference::matmul(
+            &to64(a),
+            &to64(b),
+            self.items,
+            if self.batched { self.items } else { 1 },
+            m,
+            k,
+            n,
+            self.ta,
+            self.tb,
+        )
+    }
+
+    /// `[dims]ᵀ x [dims]` for messages.
+    pub fn name(&self) -> String {
+        let t = |on: bool| if on { "ᵀ" } else { "" };
+        format!("{:?}{} x {:?}{}", self.a_dims, t(self.ta), self.b_dims, t(self.tb))
     }
 }

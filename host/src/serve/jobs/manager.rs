@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use r1_backend_cpu::CpuBackend;
 
+use crate::device::Compute;
 use crate::io::atomic::write_bytes_atomically;
 use crate::pipeline::{PipelineOutcome, PipelineReport, Recipe, run_pipeline};
 use crate::serve::jobs::progress::{JobPosition, JobProgress};
@@ -33,8 +34,8 @@ pub struct JobPolicy {
     pub threads_per_job: usize,
     /// Jobs that train at once.
     pub max_running: usize,
-    /// Jobs compute their training-sized products in bf16 (`serve --compute bf16`).
-    pub bf16_compute: bool,
+    /// What the jobs' backends compute in (`serve --compute`).
+    pub compute: Compute,
 }
 
 impl Default for JobPolicy {
@@ -43,7 +44,7 @@ impl Default for JobPolicy {
         JobPolicy {
             threads_per_job: (cores / 2).max(1),
             max_running: 1,
-            bf16_compute: false,
+            compute: Compute::F32,
         }
     }
 }
@@ -187,7 +188,7 @@ impl JobManager {
             policy: JobPolicy {
                 threads_per_job: policy.threads_per_job.max(1),
                 max_running: policy.max_running.max(1),
-                bf16_compute: policy.bf16_compute,
+                compute: policy.compute,
             },
             table: Mutex::new(table),
             changed: Condvar::new(),
@@ -446,7 +447,7 @@ impl Shared {
             recipe_path: self.job_dir(id).join("recipe.toml"),
             run_dir: self.run_dir(id),
             threads: self.policy.threads_per_job,
-            bf16_compute: self.policy.bf16_compute,
+            compute: self.policy.compute,
             stop: job.stop.clone(),
             progress: Arc::clone(&job.progress),
         };
@@ -588,7 +589,7 @@ struct JobRun {
     recipe_path: PathBuf,
     run_dir: PathBuf,
     threads: usize,
-    bf16_compute: bool,
+    compute: Compute,
     stop: StopSignal,
     progress: Arc<JobProgress>,
 }
@@ -598,10 +599,7 @@ impl JobRun {
         let text = std::fs::read_to_string(&self.recipe_path)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", self.recipe_path.display()))?;
         let recipe = Recipe::from_toml(&text).map_err(|e| anyhow::anyhow!("the job's recipe: {e}"))?;
-        let mut backend = CpuBackend::with_threads(self.threads)?;
-        if self.bf16_compute {
-            backend = backend.with_bf16_compute()?;
-        }
+        let backend = self.compute.apply(CpuBackend::with_threads(self.threads)?)?;
         // GRPO scores its rewards with rayon: inside this pool, not the global one.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads)
