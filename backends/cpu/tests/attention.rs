@@ -137,6 +137,39 @@ fn attention_over_a_kv_cache_uses_only_the_rows_in_use() {
 }
 
 #[test]
+fn decode_rows_match_the_definition_for_every_group_size_and_head_dim() {
+    // The decode kernel takes query rows four, three, two and one at a time, value columns
+    // a few vectors at a time (head dims that are not whole vectors leave a partial one),
+    // and scores a vector's worth of keys at a time (key counts that are not whole blocks
+    // leave a partial one).
+    for (i, &(heads, kv_heads, d, kv_len)) in [
+        (3, 1, 64, 17),   // three rows
+        (7, 1, 72, 33),   // four, then three; a partial value vector
+        (10, 2, 128, 40), // five per group: four, then one
+        (4, 2, 5, 3),     // two rows; a head dim shorter than a vector
+        (2, 2, 40, 1),    // one row, one key
+        (12, 2, 24, 16),  // six per group: four, then two
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_forward(
+            Attn {
+                batch: 2,
+                time: 1,
+                keys: kv_len + 3,
+                heads,
+                kv_heads,
+                d,
+                q_offset: kv_len - 1,
+                kv_len,
+            },
+            40 + i as u64,
+        );
+    }
+}
+
+#[test]
 fn unused_cache_rows_do_not_change_the_result() {
     let g = Attn {
         batch: 1,

@@ -19,7 +19,7 @@ use r1_core::graph::AttentionSpec;
 use super::gemm::{Mat, MatMut, gemm};
 use super::{Ctx, Past, size_error};
 use crate::parallel::SharedOut;
-use crate::simd::{Isa, Simd, SimdTask, math};
+use crate::simd::{Isa, MAX_LANES, Simd, SimdTask, math};
 
 /// Query rows per block (one GEMM's M).
 const Q_BLOCK: usize = 64;
@@ -159,6 +159,200 @@ impl SimdTask for MaskedSoftmax<'_> {
     }
 }
 
+/// Decode attention of one sequence's kv group: the `group` query rows of the heads that
+/// share a kv head (`q`, `group × d`, contiguous) against its first `nk` cached keys and
+/// values (row `j` at `j · stride` of `k` and `v`), into `out` (`group × d`). `p` holds
+/// the `group × nk` probabilities.
+///
+/// Scores come `LANES` keys at a time, one accumulator per key, and the accumulators'
+/// lanes are summed together ([`Simd::transpose_sum`]) rather than one horizontal sum per
+/// key. `P·V` keeps up to four query rows' outputs in registers, so each value row is
+/// loaded once per four rows and eight or more sums run side by side.
+struct DecodeGroup<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    stride: usize,
+    d: usize,
+    nk: usize,
+    scale: f32,
+    first_pos: usize,
+    kv_len: usize,
+    p: &'a mut [f32],
+    out: &'a mut [f32],
+}
+
+/// Value vectors of one `P·V` block (64 values with AVX-512: one head of the usual size).
+const PV_VECTORS: usize = 4;
+
+impl SimdTask for DecodeGroup<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let DecodeGroup {
+            q,
+            k,
+            v,
+            stride,
+            d,
+            nk,
+            scale,
+            first_pos,
+            kv_len,
+            p,
+            out,
+        } = self;
+        if nk == 0 || d == 0 {
+            out.fill(0.0);
+            return;
+        }
+        let group = q.len() / d;
+        let l = S::LANES;
+        let key = |j: usize| &k[j * stride..j * stride + d];
+        for j0 in (0..nk).step_by(l) {
+            let keys = l.min(nk - j0);
+            // Missing keys of a last partial block repeat the last key; their lanes are
+            // not stored.
+            let rows: [&[f32]; MAX_LANES] = std::array::from_fn(|jj| key(j0 + jj.min(keys - 1)));
+            for (qg, pg) in q.chunks_exact(d).zip(p.chunks_exact_mut(nk)) {
+                let mut acc = [s.splat(0.0); MAX_LANES];
+                let mut i = 0;
+                while i + l <= d {
+                    let qv = s.load(&qg[i..]);
+                    for (a, row) in acc.iter_mut().zip(&rows).take(l) {
+                        *a = s.mul_add(qv, s.load(&row[i..]), *a);
+                    }
+                    i += l;
+                }
+                if i < d {
+                    let qv = s.load_partial(&qg[i..], 0.0);
+                    for (a, row) in acc.iter_mut().zip(&rows).take(l) {
+                        *a = s.mul_add(qv, s.load_partial(&row[i..], 0.0), *a);
+                    }
+                }
+                let scores = s.mul(s.transpose_sum(&acc[..l]), s.splat(scale));
+                math::store_n(s, scores, pg, j0, keys);
+            }
+        }
+        MaskedSoftmax {
+            scores: &mut p[..group * nk],
+            cols: nk,
+            first_pos,
+            pos_step: 0,
+            kv_len,
+        }
+        .run(s);
+        let value = |j: usize| &v[j * stride..j * stride + d];
+        let mut c0 = 0;
+        while c0 < d {
+            let width = (d - c0).min(PV_VECTORS * l);
+            let mut g = 0;
+            while g < group {
+                let rows = (group - g).min(4);
+                let pr = &p[g * nk..(g + rows) * nk];
+                let o = &mut out[g * d..(g + rows) * d];
+                match (rows, width.div_ceil(l)) {
+                    (4, 4) => pv_rows::<S, 4, 4>(s, pr, nk, value, c0, width, o, d),
+                    (4, 3) => pv_rows::<S, 4, 3>(s, pr, nk, value, c0, width, o, d),
+                    (4, 2) => pv_rows::<S, 4, 2>(s, pr, nk, value, c0, width, o, d),
+                    (4, _) => pv_rows::<S, 4, 1>(s, pr, nk, value, c0, width, o, d),
+                    (3, 4) => pv_rows::<S, 3, 4>(s, pr, nk, value, c0, width, o, d),
+                    (3, 3) => pv_rows::<S, 3, 3>(s, pr, nk, value, c0, width, o, d),
+                    (3, 2) => pv_rows::<S, 3, 2>(s, pr, nk, value, c0, width, o, d),
+                    (3, _) => pv_rows::<S, 3, 1>(s, pr, nk, value, c0, width, o, d),
+                    (2, 4) => pv_rows::<S, 2, 4>(s, pr, nk, value, c0, width, o, d),
+                    (2, 3) => pv_rows::<S, 2, 3>(s, pr, nk, value, c0, width, o, d),
+                    (2, 2) => pv_rows::<S, 2, 2>(s, pr, nk, value, c0, width, o, d),
+                    (2, _) => pv_rows::<S, 2, 1>(s, pr, nk, value, c0, width, o, d),
+                    (_, 4) => pv_row::<S, 4>(s, pr, value, c0, width, o),
+                    (_, 3) => pv_row::<S, 3>(s, pr, value, c0, width, o),
+                    (_, 2) => pv_row::<S, 2>(s, pr, value, c0, width, o),
+                    (_, _) => pv_row::<S, 1>(s, pr, value, c0, width, o),
+                }
+                g += rows;
+            }
+            c0 += width;
+        }
+    }
+}
+
+/// Columns `c0 .. c0 + width` of `R` output rows (`out`, rows `d` apart):
+/// `out[r][c] = Σ_j p[r][j] · value(j)[c]`, the `R × V` partial vectors in registers.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pv_rows<'v, S: Simd, const R: usize, const V: usize>(
+    s: S,
+    p: &[f32],
+    nk: usize,
+    value: impl Fn(usize) -> &'v [f32],
+    c0: usize,
+    width: usize,
+    out: &mut [f32],
+    d: usize,
+) {
+    let l = S::LANES;
+    let last = width - (V - 1) * l;
+    let n_of = |c: usize| if c + 1 == V { last } else { l };
+    let mut acc = [[s.splat(0.0); V]; R];
+    for j in 0..nk {
+        let row = &value(j)[c0..c0 + width];
+        let mut x = [s.splat(0.0); V];
+        for (c, xc) in x.iter_mut().enumerate() {
+            *xc = math::load_n(s, row, c * l, n_of(c));
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let w = s.splat(p[r * nk + j]);
+            for (a, &xc) in acc_r.iter_mut().zip(&x) {
+                *a = s.mul_add(w, xc, *a);
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let o = &mut out[r * d + c0..r * d + c0 + width];
+        for (c, &a) in acc_r.iter().enumerate() {
+            math::store_n(s, a, o, c * l, n_of(c));
+        }
+    }
+}
+
+/// [`pv_rows`] for a single row: even and odd keys go to separate sums (added at the
+/// end), so twice as many sums run side by side.
+#[inline(always)]
+fn pv_row<'v, S: Simd, const V: usize>(
+    s: S,
+    p: &[f32],
+    value: impl Fn(usize) -> &'v [f32],
+    c0: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    let l = S::LANES;
+    let last = width - (V - 1) * l;
+    let n_of = |c: usize| if c + 1 == V { last } else { l };
+    let (mut even, mut odd) = ([s.splat(0.0); V], [s.splat(0.0); V]);
+    let mut pairs = p.chunks_exact(2);
+    for (i, pair) in (&mut pairs).enumerate() {
+        let (r0, r1) = (&value(2 * i)[c0..c0 + width], &value(2 * i + 1)[c0..c0 + width]);
+        let (w0, w1) = (s.splat(pair[0]), s.splat(pair[1]));
+        for c in 0..V {
+            even[c] = s.mul_add(w0, math::load_n(s, r0, c * l, n_of(c)), even[c]);
+            odd[c] = s.mul_add(w1, math::load_n(s, r1, c * l, n_of(c)), odd[c]);
+        }
+    }
+    if let [pj] = pairs.remainder() {
+        let row = &value(p.len() - 1)[c0..c0 + width];
+        let w = s.splat(*pj);
+        for (c, a) in even.iter_mut().enumerate() {
+            *a = s.mul_add(w, math::load_n(s, row, c * l, n_of(c)), *a);
+        }
+    }
+    let o = &mut out[c0..c0 + width];
+    for c in 0..V {
+        math::store_n(s, s.add(even[c], odd[c]), o, c * l, n_of(c));
+    }
+}
+
 /// `dS = P ∘ (dP − rowsum(P ∘ dP))`, in place of `dP`.
 struct SoftmaxGrad<'a> {
     p: &'a [f32],
@@ -215,30 +409,32 @@ pub(crate) fn attention(
     }
     let shared = SharedOut::new(out);
     let group = g.heads / g.kv_heads;
-    if g.time == 1 && group > 1 {
-        // Decode: the query rows of one kv group's heads are contiguous, so one product per
+    if g.time == 1 {
+        // Decode: the query rows of one kv group's heads are contiguous, so one task per
         // group reads each cached key and value row once for all its heads.
         ctx.threads
             .for_tasks(g.batch * g.kv_heads, 4 * group * g.max_keys() * g.d, |task| {
                 let (b, kvh) = (task / g.kv_heads, task % g.kv_heads);
                 let nk = (g.q_start(b) + 1).min(g.keys_of(b));
                 let h0 = kvh * group;
-                let qm = Mat::new(&q[g.q_offset_of(b, 0, h0)..], group, g.d, g.d, 1);
-                let km = Mat::new(&k[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
-                let vm = Mat::new(&v[g.kv_offset_of(b, 0, kvh)..], nk, g.d, g.kv_heads * g.d, 1);
+                let at = g.q_offset_of(b, 0, h0);
                 let mut p = vec![0.0f32; group * nk];
-                gemm(ctx.isa, g.scale, qm, km.t(), 0.0, MatMut::new(&mut p, group, nk, nk));
-                ctx.isa.run(MaskedSoftmax {
-                    scores: &mut p,
-                    cols: nk,
-                    first_pos: g.q_start(b),
-                    pos_step: 0,
-                    kv_len: g.keys_of(b),
-                });
                 // SAFETY: task (b, kvh) is the only one writing the columns of heads
-                // h0..h0+group of sequence b's single row, the span of this matrix.
-                let om = unsafe { MatMut::from_shared(&shared, g.q_offset_of(b, 0, h0), group, g.d, g.d) };
-                gemm(ctx.isa, 1.0, Mat::row_major(&p, group, nk), vm, 0.0, om);
+                // h0..h0+group of sequence b's single row, this span.
+                let out = unsafe { shared.slice(at, group * g.d) };
+                ctx.isa.run(DecodeGroup {
+                    q: &q[at..at + group * g.d],
+                    k: &k[g.kv_offset_of(b, 0, kvh)..],
+                    v: &v[g.kv_offset_of(b, 0, kvh)..],
+                    stride: g.kv_heads * g.d,
+                    d: g.d,
+                    nk,
+                    scale: g.scale,
+                    first_pos: g.q_start(b),
+                    kv_len: g.keys_of(b),
+                    p: &mut p,
+                    out,
+                });
             });
         return Ok(());
     }

@@ -490,7 +490,10 @@ fn row_update<S: Simd, const V: usize>(s: S, alpha: f32, a: &[f32], b: Mat<'_>, 
     let width = out.len();
     debug_assert!(width <= V * l && width > (V - 1) * l);
     let last = width - (V - 1) * l;
-    let mut acc: [S::V; V] = std::array::from_fn(|v| math::load_n(s, out, v * l, if v + 1 == V { last } else { l }));
+    let mut acc = [s.splat(0.0); V];
+    for (v, acc_v) in acc.iter_mut().enumerate() {
+        *acc_v = math::load_n(s, out, v * l, if v + 1 == V { last } else { l });
+    }
     for (p, &a_p) in a.iter().enumerate() {
         let coef = s.splat(alpha * a_p);
         let b_p = &b.data[p * b.rs + j0..p * b.rs + j0 + width];
@@ -518,7 +521,10 @@ fn dot_block<S: Simd, const R: usize, const C: usize>(s: S, a: [&[f32]; R], b: [
         let ab: [&[f32]; R] = std::array::from_fn(|r| &a[r][i..i + 4 * l]);
         let bb: [&[f32]; C] = std::array::from_fn(|c| &b[c][i..i + 4 * l]);
         for q in 0..4 {
-            let bv: [S::V; C] = std::array::from_fn(|c| s.load(&bb[c][q * l..]));
+            let mut bv = [zero; C];
+            for (v, b) in bv.iter_mut().zip(&bb) {
+                *v = s.load(&b[q * l..]);
+            }
             for r in 0..R {
                 let av = s.load(&ab[r][q * l..]);
                 for c in 0..C {
@@ -529,7 +535,10 @@ fn dot_block<S: Simd, const R: usize, const C: usize>(s: S, a: [&[f32]; R], b: [
         i += 4 * l;
     }
     while i + l <= n {
-        let bv: [S::V; C] = std::array::from_fn(|c| s.load(&b[c][i..]));
+        let mut bv = [zero; C];
+        for (v, b) in bv.iter_mut().zip(&b) {
+            *v = s.load(&b[i..]);
+        }
         for r in 0..R {
             let av = s.load(&a[r][i..]);
             for c in 0..C {
@@ -539,7 +548,10 @@ fn dot_block<S: Simd, const R: usize, const C: usize>(s: S, a: [&[f32]; R], b: [
         i += l;
     }
     if i < n {
-        let bv: [S::V; C] = std::array::from_fn(|c| s.load_partial(&b[c][i..n], 0.0));
+        let mut bv = [zero; C];
+        for (v, b) in bv.iter_mut().zip(&b) {
+            *v = s.load_partial(&b[i..n], 0.0);
+        }
         for r in 0..R {
             let av = s.load_partial(&a[r][i..], 0.0);
             for c in 0..C {
@@ -547,10 +559,11 @@ fn dot_block<S: Simd, const R: usize, const C: usize>(s: S, a: [&[f32]; R], b: [
             }
         }
     }
-    std::array::from_fn(|r| {
-        std::array::from_fn(|c| {
-            let [s0, s1, s2, s3] = acc[r][c];
-            s.reduce_sum(s.add(s.add(s0, s1), s.add(s2, s3)))
-        })
-    })
+    let mut sums = [[0.0f32; C]; R];
+    for (sums_r, acc_r) in sums.iter_mut().zip(&acc) {
+        for (sum, &[s0, s1, s2, s3]) in sums_r.iter_mut().zip(acc_r) {
+            *sum = s.reduce_sum(s.add(s.add(s0, s1), s.add(s2, s3)));
+        }
+    }
+    sums
 }

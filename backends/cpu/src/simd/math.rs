@@ -281,6 +281,32 @@ mod tests {
         }
     }
 
+    /// Vector i holds i·1000 + 1 … i·1000 + LANES (exact in f32 and distinct per vector, so
+    /// a lane that summed the wrong vector or a wrong subset of lanes shows); returns the
+    /// lanes of `transpose_sum` and the sums they should be.
+    struct TransposeSum;
+    impl SimdTask for TransposeSum {
+        type Output = (Vec<f32>, Vec<f32>);
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> (Vec<f32>, Vec<f32>) {
+            let l = S::LANES;
+            let x: Vec<f32> = (0..l * l).map(|e| ((e / l) * 1000 + e % l + 1) as f32).collect();
+            let v: Vec<S::V> = x.chunks_exact(l).map(|c| s.load(c)).collect();
+            let mut got = vec![0.0f32; l];
+            s.store(s.transpose_sum(&v), &mut got);
+            let want = (0..l).map(|i| (i * 1000 * l + l * (l + 1) / 2) as f32).collect();
+            (got, want)
+        }
+    }
+
+    #[test]
+    fn transpose_sum_puts_each_vectors_sum_in_its_own_lane_at_every_level() {
+        for level in SimdLevel::available() {
+            let (got, want) = Isa::new(level).unwrap().run(TransposeSum);
+            assert_eq!(got, want, "{level}");
+        }
+    }
+
     fn ulp_distance(a: f32, b: f32) -> u32 {
         let key = |x: f32| {
             let i = x.to_bits() as i32;

@@ -6,7 +6,10 @@
 //! A token type (`Avx512`, `Avx2`) can only be made after the CPU was checked, so owning
 //! one proves its intrinsics may run: the trait methods are safe. Everything generic that
 //! runs inside a task must be `#[inline(always)]`, or it would be compiled for the
-//! baseline target and call each intrinsic out of line.
+//! baseline target and call each intrinsic out of line. That includes closures, which
+//! cannot be marked so: `std::array::from_fn(|c| s.load(…))` is fast only while LLVM
+//! chooses to inline its closure (a change elsewhere in the crate once made it stop, and
+//! the packing-free GEMM ran 10× slower), so kernels fill vector arrays with loops.
 
 pub(crate) mod bf16_dot;
 pub(crate) mod half;
@@ -105,7 +108,25 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn sqrt(self, a: Self::V) -> Self::V;
     fn reduce_sum(self, v: Self::V) -> f32;
     fn reduce_max(self, v: Self::V) -> f32;
+    /// The horizontal sums of `LANES` vectors as one vector: lane `i` is the sum of the
+    /// lanes of `v[i]` (`v.len() == LANES`). Cheaper than `LANES` calls of [`reduce_sum`]
+    /// where the instruction set can add several vectors' lanes at once; every lane's sum
+    /// is taken in the same order, whichever slot its vector came in.
+    ///
+    /// [`reduce_sum`]: Simd::reduce_sum
+    #[inline(always)]
+    fn transpose_sum(self, v: &[Self::V]) -> Self::V {
+        debug_assert_eq!(v.len(), Self::LANES);
+        let mut sums = [0.0f32; MAX_LANES];
+        for (t, &x) in sums.iter_mut().zip(v) {
+            *t = self.reduce_sum(x);
+        }
+        self.load(&sums)
+    }
 }
+
+/// The widest vector any [`Simd`] has, in f32 lanes (AVX-512's).
+pub(crate) const MAX_LANES: usize = 16;
 
 /// A kernel body generic over the instruction set (see the module docs on inlining).
 pub(crate) trait SimdTask {

@@ -104,4 +104,69 @@ impl Simd for Avx512 {
     fn reduce_max(self, v: __m512) -> f32 {
         unsafe { _mm512_reduce_max_ps(v) }
     }
+    /// Four levels of pairwise adds, each halving the vectors: 128-bit quarters
+    /// (`q0 + q2`, `q1 + q3`), then quarters again, then pairs of lanes within a quarter,
+    /// then lanes. Lane `4q + e` of the result ends up holding the sum of input slot
+    /// `4e + q`, so the inputs go in transposed.
+    #[inline(always)]
+    fn transpose_sum(self, v: &[__m512]) -> __m512 {
+        let v = &v[..16];
+        let slot = |i: usize| v[(i % 4) * 4 + i / 4];
+        let mut t = [self.splat(0.0); 8];
+        for (i, t) in t.iter_mut().enumerate() {
+            *t = add_quarters(slot(2 * i), slot(2 * i + 1));
+        }
+        let mut u = [self.splat(0.0); 4];
+        for (i, u) in u.iter_mut().enumerate() {
+            *u = add_quarter_pairs(t[2 * i], t[2 * i + 1]);
+        }
+        add_lanes(add_lane_pairs(u[0], u[1]), add_lane_pairs(u[2], u[3]))
+    }
+}
+
+// The levels of `transpose_sum` (functions, not closures: a closure would not be compiled
+// with the caller's target features, and every intrinsic in it would become a call).
+
+/// `[a.q0 + a.q2, a.q1 + a.q3, b.q0 + b.q2, b.q1 + b.q3]` (128-bit quarters).
+#[inline(always)]
+fn add_quarters(a: __m512, b: __m512) -> __m512 {
+    unsafe {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    }
+}
+
+/// `[a.q0 + a.q1, a.q2 + a.q3, b.q0 + b.q1, b.q2 + b.q3]`.
+#[inline(always)]
+fn add_quarter_pairs(a: __m512, b: __m512) -> __m512 {
+    unsafe {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
+    }
+}
+
+/// Per quarter: `[a0 + a2, a1 + a3, b0 + b2, b1 + b3]`.
+#[inline(always)]
+fn add_lane_pairs(a: __m512, b: __m512) -> __m512 {
+    unsafe {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+        )
+    }
+}
+
+/// Per quarter: `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`.
+#[inline(always)]
+fn add_lanes(a: __m512, b: __m512) -> __m512 {
+    unsafe {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
+        )
+    }
 }
