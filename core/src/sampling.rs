@@ -193,6 +193,8 @@ pub struct Sampled {
 #[derive(Default)]
 pub struct Sampler {
     candidates: Vec<(f32, u32)>,
+    /// The radix sort's second buffer (see [`sort_by_logit`]).
+    sorted: Vec<(f32, u32)>,
     /// Distinct tokens of a sequence, with their counts.
     counts: Vec<(u32, u32)>,
 }
@@ -282,15 +284,23 @@ impl Sampler {
             };
         }
         // Most likely first (ties by lower id, so runs are reproducible).
-        let by_logit = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if params.top_k > 0 && params.top_k < c.len() {
             c.select_nth_unstable_by(params.top_k - 1, by_logit);
             c.truncate(params.top_k);
+            c.sort_unstable_by(by_logit);
+        } else {
+            // Still in id order.
+            sort_by_logit(c, &mut self.sorted);
         }
-        c.sort_unstable_by(by_logit);
         let max = c[0].0;
-        for e in c.iter_mut() {
-            e.0 = libm::exp((e.0 - max) as f64) as f32; // unnormalised probability from here on
+        for (i, e) in c.iter_mut().enumerate() {
+            let d = (e.0 - max) as f64;
+            if d <= EXP_ZERO_BELOW {
+                // This and (sorted) every later one would round to 0.
+                c[i..].iter_mut().for_each(|e| e.0 = 0.0);
+                break;
+            }
+            e.0 = libm::exp(d) as f32; // unnormalised probability from here on
         }
         if params.min_p > 0.0 {
             // p_i / p_max >= min_p, with p_max = 1 unnormalised.
@@ -327,10 +337,172 @@ impl Sampler {
     }
 }
 
+/// Exponents at or below which `exp` rounds to 0 in f32: e^-104 ≈ 6.83e-46 is below half
+/// the smallest subnormal (2^-150 ≈ 7.01e-46), with a margin far larger than `libm::exp`'s
+/// error, so skipping the call changes no value.
+const EXP_ZERO_BELOW: f64 = -104.0;
+
+/// The sampling order: higher (scaled) logit first, ties by lower id.
+fn by_logit(a: &(f32, u32), b: &(f32, u32)) -> core::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Candidates at which [`sort_by_logit`] switches from a comparison sort to radix passes
+/// (`benches/sampling.rs`: a token of a 512-word vocabulary samples in about the same
+/// time either way, of 4,096 words 1.7× and of Qwen's 151,936 2.5× faster with radix).
+const RADIX_SORT_MIN: usize = 512;
+/// Bits of the key per radix pass (three passes cover an f32).
+const RADIX_BITS: u32 = 11;
+
+/// Sorts `c`, given in increasing id order, by [`by_logit`]: a comparison sort for short
+/// lists, else a least-significant-digit radix sort on each logit's bits mapped so that
+/// integer order is `total_cmp`'s, reversed. Each pass is stable, so equal logits keep
+/// their id order: the result is the comparison sort's, element for element. `scratch`
+/// is the second buffer the passes alternate with.
+fn sort_by_logit(c: &mut Vec<(f32, u32)>, scratch: &mut Vec<(f32, u32)>) {
+    let n = c.len();
+    debug_assert!(c.windows(2).all(|w| w[0].1 < w[1].1), "candidates in id order");
+    if n < RADIX_SORT_MIN {
+        c.sort_unstable_by(by_logit);
+        return;
+    }
+    // `total_cmp` order as unsigned integers (negative values reversed below positive
+    // ones), then complemented: ascending keys are descending logits.
+    let key = |x: f32| {
+        let b = x.to_bits();
+        !(if b >> 31 == 1 { !b } else { b | 1 << 31 })
+    };
+    scratch.clear();
+    scratch.resize(n, (0.0, 0));
+    let buckets = 1usize << RADIX_BITS;
+    let mut counts = alloc::vec![0usize; buckets];
+    for pass in 0..32u32.div_ceil(RADIX_BITS) {
+        let shift = pass * RADIX_BITS;
+        let digit = |x: f32| ((key(x) >> shift) as usize) & (buckets - 1);
+        counts.fill(0);
+        for e in c.iter() {
+            counts[digit(e.0)] += 1;
+        }
+        if counts.iter().any(|&k| k == n) {
+            continue; // every key has this digit: the pass would not move anything
+        }
+        let mut start = 0;
+        for k in counts.iter_mut() {
+            let here = *k;
+            *k = start;
+            start += here;
+        }
+        for &e in c.iter() {
+            let d = digit(e.0);
+            scratch[counts[d]] = e;
+            counts[d] += 1;
+        }
+        core::mem::swap(c, scratch);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec;
+
+    /// The sampler without its shortcuts: a comparison sort and every `exp`.
+    fn plain_sample(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> (u32, f32) {
+        let mut c: Vec<(f32, u32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(i, &l)| (l * (1.0 / p.temperature), i as u32))
+            .collect();
+        c.sort_unstable_by(by_logit);
+        let max = c[0].0;
+        c.iter_mut().for_each(|e| e.0 = libm::exp((e.0 - max) as f64) as f32);
+        if p.top_p < 1.0 {
+            let total_now: f64 = c.iter().map(|e| e.0 as f64).sum();
+            let (mut cum, mut keep) = (0.0f64, c.len());
+            for (i, e) in c.iter().enumerate() {
+                cum += e.0 as f64 / total_now;
+                if cum >= p.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            c.truncate(keep.max(1));
+        }
+        let total: f64 = c.iter().map(|e| e.0 as f64).sum();
+        let mut u = rng.next_f64() * total;
+        let mut chosen = c[c.len() - 1];
+        for &e in &c {
+            u -= e.0 as f64;
+            if u < 0.0 {
+                chosen = e;
+                break;
+            }
+        }
+        (chosen.1, libm::log(chosen.0 as f64 / total) as f32)
+    }
+
+    #[test]
+    fn sampling_draws_what_the_plain_definition_draws() {
+        // A large vocabulary (radix sort) with a spread wide enough that most candidates'
+        // probabilities round to 0 (the skipped `exp` calls), ties, and a non-finite logit.
+        let mut rng = Rng::new(9);
+        let mut logits: Vec<f32> = (0..30_000).map(|_| (rng.normal() * 40.0) as f32).collect();
+        logits[17] = f32::NEG_INFINITY;
+        logits[18] = logits[19];
+        for (temperature, top_p) in [(1.0, 1.0), (0.6, 1.0), (1.0, 0.9), (3.0, 1.0)] {
+            let p = SamplingParams {
+                temperature,
+                top_p,
+                ..SamplingParams::default()
+            };
+            let mut s = Sampler::new();
+            let (mut a, mut b) = (Rng::new(21), Rng::new(21));
+            for _ in 0..200 {
+                let got = s.sample(&mut logits.clone(), &[], &p, &mut a);
+                let (token, logprob) = plain_sample(&logits, &p, &mut b);
+                assert_eq!(
+                    (got.token, got.logprob.to_bits()),
+                    (token, logprob.to_bits()),
+                    "T = {temperature}, top_p = {top_p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_radix_sort_gives_the_comparison_sorts_order() {
+        // Signed values, zeros of both signs, infinities, many ties (a few distinct
+        // values), and lengths on both sides of the switch.
+        let mut rng = Rng::new(5);
+        for n in [RADIX_SORT_MIN - 1, RADIX_SORT_MIN, 20_000] {
+            for distinct in [3u64, 1000, 0] {
+                let mut c: Vec<(f32, u32)> = (0..n as u32)
+                    .map(|i| {
+                        let x = if distinct == 0 {
+                            (rng.normal() * 30.0) as f32
+                        } else {
+                            rng.below(distinct) as f32 - (distinct / 2) as f32
+                        };
+                        let x = match i % 997 {
+                            0 => -0.0,
+                            1 => 0.0,
+                            2 => f32::INFINITY,
+                            3 => f32::NEG_INFINITY,
+                            4 => f32::MIN_POSITIVE / 4.0,
+                            _ => x,
+                        };
+                        (x, i)
+                    })
+                    .collect();
+                let mut want = c.clone();
+                want.sort_unstable_by(by_logit);
+                sort_by_logit(&mut c, &mut Vec::new());
+                let bits = |v: &[(f32, u32)]| v.iter().map(|e| (e.0.to_bits(), e.1)).collect::<Vec<_>>();
+                assert!(bits(&c) == bits(&want), "n = {n}, distinct = {distinct}");
+            }
+        }
+    }
 
     #[test]
     fn same_seed_same_tokens() {
