@@ -383,7 +383,7 @@ fn sort_by_logit(c: &mut Vec<(f32, u32)>, scratch: &mut Vec<(f32, u32)>) {
         for e in c.iter() {
             counts[digit(e.0)] += 1;
         }
-        if counts.iter().any(|&k| k == n) {
+        if counts.contains(&n) {
             continue; // every key has this digit: the pass would not move anything
         }
         let mut start = 0;
