@@ -158,6 +158,14 @@ pub trait Backend {
     /// Copies bytes from `src` at byte `offset` into `dst`; waits for pending work.
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<(), BackendError>;
 
+    /// Runs `f(i)` for every `i in 0..n` on the host threads this backend was given, in
+    /// any order and possibly at once: host work between device steps that should use
+    /// those cores and no others (sampling the rows of a decode step). The default runs
+    /// them in order on the calling thread.
+    fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        (0..n).for_each(f);
+    }
+
     /// Waits until all queued work is done.
     fn synchronize(&self) -> Result<(), BackendError> {
         Ok(())

@@ -383,3 +383,50 @@ fn groups_generated_on_one_batch_get_what_each_gets_alone() {
     let finishes: Vec<FinishReason> = alone.iter().flatten().map(|c| c.finish_reason).collect();
     assert!(finishes.contains(&FinishReason::Eos) && finishes.contains(&FinishReason::Length));
 }
+
+#[test]
+fn rows_sampled_on_several_threads_draw_what_one_row_at_a_time_draws() {
+    use r1_host::engine::PromptGroup;
+    // A vocabulary of 2,000: a decode step of many rows samples them on the backend's
+    // threads, one row at a time on the calling thread.
+    let backend = CpuBackend::with_threads(2).unwrap();
+    let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 2000,
+        "tie_word_embeddings": true, "max_position_embeddings": 64,
+    }))
+    .unwrap();
+    let weights = init_weights(&cfg, 4).into_iter().map(|(n, _, v)| (n, v));
+    let params = upload_weights(&backend, ParamLayout::for_config(&cfg), weights).unwrap();
+    let generation = GenerationConfig {
+        max_new_tokens: 12,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            repetition_penalty: 1.2,
+            ..SamplingParams::default()
+        },
+        stop: vec![],
+    };
+    let run = |max_rows: usize| {
+        let requests = (0..4u64)
+            .map(|g| {
+                let mut rng = Rng::new(300 + g);
+                PromptGroup {
+                    prompt: &[5, 9, 14][..1 + g as usize % 3],
+                    rngs: (0..8).map(|_| rng.fork()).collect(),
+                }
+            })
+            .collect();
+        Engine::new(cfg.clone())
+            .generate_many(&backend, &params, &EndsAt3, requests, &generation, max_rows)
+            .unwrap()
+    };
+    let (together, one_by_one) = (run(32), run(1));
+    for (g, (t, o)) in together.iter().zip(&one_by_one).enumerate() {
+        for (tc, oc) in t.iter().zip(o) {
+            assert_eq!(tc.tokens, oc.tokens, "group {g}");
+            let bits = |c: &Completion| c.logprobs.iter().map(|l| l.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(tc), bits(oc), "group {g}");
+        }
+    }
+}

@@ -18,7 +18,7 @@ use crate::kernels::{
     Ctx, Past, activation, adamw, attention, checked_past, embedding, kv_cache, matmul, moe, norm, quant_matmul, rope,
     size_error, token_loss,
 };
-use crate::parallel::Threads;
+use crate::parallel::{MIN_PARALLEL_WORK, Threads};
 use crate::simd::bf16_dot::Bf16Dot;
 use crate::simd::{Isa, SimdLevel};
 use crate::views::{Access, Views, with_views};
@@ -364,6 +364,10 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     type Buffer = CpuBuffer;
+
+    fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        self.threads.for_tasks(n, MIN_PARALLEL_WORK, f);
+    }
 
     fn name(&self) -> String {
         let n = self.threads.count();

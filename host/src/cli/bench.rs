@@ -139,7 +139,8 @@ enum BenchWhat {
     },
     /// The engine service under concurrent streams: aggregate decode tokens/s, time to
     /// first token and inter-token latency (p50/p99) for each client count, each client
-    /// streaming one greedy completion of `--tokens` after its own `--prompt`-token prompt.
+    /// streaming one completion of `--tokens` after its own `--prompt`-token prompt
+    /// (greedy, or sampled at `--temperature`).
     /// Each client count runs in rounds (at least 3, and at least `--min-secs`); the
     /// median round's tokens/s is reported.
     Serve {
@@ -158,6 +159,10 @@ enum BenchWhat {
         /// The KV cache's types.
         #[command(flatten)]
         cache: super::cache_types::CacheTypeArgs,
+        /// 0: greedy completions; else sampled at this temperature (no top-k/p), each
+        /// client from its own seed.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
     },
     /// GRPO generation on 1, 2, 4… local `r1host serve` workers (`[stages.grpo.rollout]`)
     /// against in-process generation: completion tokens/s for `--groups` groups of
@@ -357,6 +362,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         prompt,
         min_secs,
         cache,
+        temperature,
     } = &args.what
     {
         return super::bench_serve::bench_serve(
@@ -368,6 +374,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 prompt: *prompt,
                 min_secs: *min_secs,
                 cache: cache.types(),
+                temperature: *temperature,
             },
         );
     }

@@ -1,6 +1,7 @@
 //! `r1host bench serve`: the engine service under 1…N concurrent streaming clients on a
-//! random model of a preset shape. Each client submits one greedy request (its own
-//! prompt, EOS ignored so every completion has the same length) and timestamps every
+//! random model of a preset shape. Each client submits one request (its own prompt,
+//! greedy or sampled at `--temperature` from its own seed, EOS ignored so every
+//! completion has the same length) and timestamps every
 //! token as it arrives: time to first token (submit → first token), inter-token latency
 //! (gaps between a stream's tokens) and aggregate decode tokens/s (all tokens ÷ wall time
 //! from the first submit to the last token). Prints one JSON line per client count and a
@@ -35,6 +36,8 @@ pub(super) struct Load {
     pub min_secs: f64,
     /// What the KV cache stores keys and values as.
     pub cache: KvCacheTypes,
+    /// 0: greedy; else each client samples at this temperature (no truncation).
+    pub temperature: f32,
 }
 
 /// Rounds per client count at the least: one round of a single stream lasts tens of
@@ -47,6 +50,7 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         prompt,
         min_secs,
         cache,
+        temperature,
     } = load;
     if device.device != Device::Cpu {
         bail!(
@@ -61,6 +65,9 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
     }
     if !(min_secs.is_finite() && (0.0..=3600.0).contains(&min_secs)) {
         bail!("--min-secs must be between 0 and 3600 (got {min_secs})");
+    }
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        bail!("--temperature must be a finite number at least 0 (got {temperature})");
     }
     let context = prompt + tokens;
     let opts = ServiceOptions {
@@ -84,7 +91,15 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
             .map(|i| ((client as u64 * 131 + i * 7 + 1) % vocab) as u32)
             .collect(),
         max_new_tokens: tokens,
-        sampling: SamplingParams::greedy(),
+        sampling: if temperature == 0.0 {
+            SamplingParams::greedy()
+        } else {
+            SamplingParams {
+                temperature,
+                ..SamplingParams::default()
+            }
+        },
+        seed: client as u64,
         ignore_eos: true,
         ..Default::default()
     };
@@ -116,7 +131,7 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
         let tps = percentile(&mut rounds, 0.5);
         let line = serde_json::json!({
             "bench": "serve", "preset": preset_name, "clients": c, "tokens_per_client": tokens,
-            "prompt_tokens": prompt, "cache_type_k": cache.k.name(), "cache_type_v": cache.v.name(), "rounds": n_rounds, "aggregate_tok_s": round1(tps),
+            "prompt_tokens": prompt, "cache_type_k": cache.k.name(), "cache_type_v": cache.v.name(), "temperature": temperature, "rounds": n_rounds, "aggregate_tok_s": round1(tps),
             "aggregate_tok_s_range": [round1(rounds[0]), round1(rounds[n_rounds - 1])],
             "ttft_ms": {"p50": round2(percentile(&mut ttft, 0.5)), "p99": round2(percentile(&mut ttft, 0.99))},
             "itl_ms": {"p50": round2(percentile(&mut gaps, 0.5)), "p99": round2(percentile(&mut gaps, 0.99))},

@@ -7,12 +7,13 @@
 //! Step graphs come from [`StepPlans`]: one per `(rows, new tokens, capacity)`, built on
 //! first use and kept, so a decode step only uploads token ids and positions.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 use r1_core::backend::Backend;
 use r1_core::exec::Executor;
 use r1_core::model::{KvCacheTypes, ModelConfig};
-use r1_core::sampling::{Rng, Sampler, SamplingParams, top_logprobs};
+use r1_core::sampling::{Rng, Sampled, Sampler, SamplingParams, top_logprobs};
 
 use super::kv_cache::KvCache;
 use super::service::TokenLogprob;
@@ -101,6 +102,50 @@ pub struct StepToken {
     pub finish: Option<FinishReason>,
     /// Report `token` to the client even when it is the EOS token.
     pub report_eos: bool,
+}
+
+/// What sampling one row gave, before the text and finish rules ([`Batch::finish_token`]).
+struct Draw {
+    sampled: Sampled,
+    /// The token's log-prob under the raw distribution, when top log-probs were asked for.
+    logprob: f32,
+    top: Vec<(u32, f32)>,
+}
+
+/// A row of a decode step handed to a thread: its sequence, its logits, what it drew.
+type RowToDraw<'a> = (&'a mut Seq, &'a mut [f32], Option<Draw>);
+
+/// Draws `seq`'s next token from its logits `row` (the penalties change `row`), and the
+/// top log-probs it asked for. Touches nothing but `seq`'s random stream and `sampler`'s
+/// scratch, so rows may be drawn on several threads.
+fn draw(sampler: &mut Sampler, seq: &mut Seq, row: &mut [f32]) -> Draw {
+    let cfg = &seq.config;
+    let raw = cfg.top_logprobs.map(|_| row.to_vec());
+    let sampled = sampler.sample_completion(row, &seq.history, seq.prompt_len, &cfg.sampling, &mut seq.rng);
+    let (logprob, top) = match (&raw, cfg.top_logprobs) {
+        (Some(raw), Some(k)) => top_logprobs(raw, sampled.token, k),
+        _ => (0.0, Vec::new()),
+    };
+    Draw { sampled, logprob, top }
+}
+
+/// About what drawing one row costs, in nanoseconds on a current core
+/// (`core/benches/sampling.rs`: a full draw ~15 per vocabulary entry, greedy ~0.5).
+fn sampling_work(cfg: &SeqConfig, vocab: usize) -> usize {
+    if cfg.sampling.temperature == 0.0 && cfg.top_logprobs.is_none() {
+        vocab / 2
+    } else {
+        vocab * 15
+    }
+}
+
+/// Sampling work of a decode step (see [`sampling_work`]) past which its rows are drawn on
+/// the backend's threads: 50 µs, well over what handing rows to a pool costs.
+const PARALLEL_SAMPLING_WORK: usize = 50_000;
+
+thread_local! {
+    /// Scratch of the rows drawn on this thread (pool threads keep theirs between steps).
+    static SAMPLER: RefCell<Sampler> = RefCell::new(Sampler::new());
 }
 
 /// The running batch: KV cache rows, plans and the sequences in them.
@@ -329,13 +374,39 @@ impl<B: Backend> Batch<B> {
         let mut logits = self.forward(backend, params, &ids, &past, 0)?;
         let vocab = self.cfg.vocab_size;
         let mut seqs = std::mem::take(&mut self.seqs);
+        for seq in seqs.iter_mut() {
+            seq.past += 1;
+        }
+        let work: usize = seqs.iter().map(|s| sampling_work(&s.config, vocab)).sum();
+        let draws: Vec<Draw> = if seqs.len() > 1 && work >= PARALLEL_SAMPLING_WORK {
+            // Each row draws from its own random stream, so the rows may go in any order
+            // on any thread: the tokens are the ones a serial loop draws.
+            let cells: Vec<Mutex<RowToDraw>> = seqs
+                .iter_mut()
+                .zip(logits.chunks_exact_mut(vocab))
+                .map(|(seq, row)| Mutex::new((seq, row, None)))
+                .collect();
+            backend.for_each_index(cells.len(), &|i| {
+                let mut cell = cells[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let (seq, row, out) = &mut *cell;
+                *out = Some(SAMPLER.with_borrow_mut(|sampler| draw(sampler, seq, row)));
+            });
+            let mut draws = Vec::with_capacity(cells.len());
+            for cell in cells {
+                let (_, _, out) = cell.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+                draws.push(out.ok_or_else(|| EngineError::Internal("a row was not sampled".into()))?);
+            }
+            draws
+        } else {
+            seqs.iter_mut()
+                .zip(logits.chunks_exact_mut(vocab))
+                .map(|(seq, row)| draw(&mut self.sampler, seq, row))
+                .collect()
+        };
         let out = seqs
             .iter_mut()
-            .zip(logits.chunks_exact_mut(vocab))
-            .map(|(seq, row)| {
-                seq.past += 1;
-                self.sample(tok, seq, row)
-            })
+            .zip(draws)
+            .map(|(seq, d)| self.finish_token(tok, seq, d))
             .collect();
         self.seqs = seqs;
         Ok(out)
@@ -343,24 +414,21 @@ impl<B: Backend> Batch<B> {
 
     /// Samples `seq`'s next token from its logits `row` and decides whether it ends there.
     fn sample(&mut self, tok: &dyn Detokenizer, seq: &mut Seq, row: &mut [f32]) -> StepToken {
+        let d = draw(&mut self.sampler, seq, row);
+        self.finish_token(tok, seq, d)
+    }
+
+    /// Records the token `d` drew for `seq`, releases its text and decides whether the
+    /// sequence ends there.
+    fn finish_token(&self, tok: &dyn Detokenizer, seq: &mut Seq, d: Draw) -> StepToken {
         let cfg = seq.config.clone();
-        let raw = cfg.top_logprobs.map(|_| row.to_vec());
-        let s = self
-            .sampler
-            .sample_completion(row, &seq.history, seq.prompt_len, &cfg.sampling, &mut seq.rng);
+        let s = d.sampled;
         seq.logprobs.push(s.logprob);
         seq.sampled += 1;
-        let (mut logprob, top) = match (&raw, cfg.top_logprobs) {
-            (Some(raw), Some(k)) => top_logprobs(raw, s.token, k),
-            _ => (0.0, Vec::new()),
-        };
-        if cfg.sampler_logprobs {
-            logprob = s.logprob;
-        }
         let token = TokenLogprob {
             id: s.token,
-            logprob,
-            top,
+            logprob: if cfg.sampler_logprobs { s.logprob } else { d.logprob },
+            top: d.top,
         };
         let text = if !cfg.ignore_eos && Some(s.token) == tok.eos_id() {
             seq.finish = Some(FinishReason::Eos);
