@@ -307,33 +307,40 @@ impl Sampler {
             let keep = c.iter().take_while(|e| e.0 >= params.min_p).count().max(1);
             c.truncate(keep);
         }
-        if params.top_p < 1.0 {
-            let mut cum = 0.0f64;
-            let total_now: f64 = c.iter().map(|e| e.0 as f64).sum();
-            let mut keep = c.len();
-            for (i, e) in c.iter().enumerate() {
-                cum += e.0 as f64 / total_now;
-                if cum >= params.top_p as f64 {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            c.truncate(keep.max(1));
-        }
-        let total: f64 = c.iter().map(|e| e.0 as f64).sum();
-        let mut u = rng.next_f64() * total;
-        let mut chosen = c[c.len() - 1];
-        for &e in c.iter() {
-            u -= e.0 as f64;
-            if u < 0.0 {
-                chosen = e;
+        draw_from(c, params.top_p, rng)
+    }
+}
+
+/// The last step of sampling, on candidates in sampling order holding unnormalised
+/// probabilities: the top-p cut (the smallest prefix whose share reaches `top_p`), then a
+/// draw from what is left, by walking its cumulative sum.
+fn draw_from(c: &mut Vec<(f32, u32)>, top_p: f32, rng: &mut Rng) -> Sampled {
+    if top_p < 1.0 {
+        let mut cum = 0.0f64;
+        let total_now: f64 = c.iter().map(|e| e.0 as f64).sum();
+        let mut keep = c.len();
+        for (i, e) in c.iter().enumerate() {
+            cum += e.0 as f64 / total_now;
+            if cum >= top_p as f64 {
+                keep = i + 1;
                 break;
             }
         }
-        Sampled {
-            token: chosen.1,
-            logprob: libm::log(chosen.0 as f64 / total) as f32,
+        c.truncate(keep.max(1));
+    }
+    let total: f64 = c.iter().map(|e| e.0 as f64).sum();
+    let mut u = rng.next_f64() * total;
+    let mut chosen = c[c.len() - 1];
+    for &e in c.iter() {
+        u -= e.0 as f64;
+        if u < 0.0 {
+            chosen = e;
+            break;
         }
+    }
+    Sampled {
+        token: chosen.1,
+        logprob: libm::log(chosen.0 as f64 / total) as f32,
     }
 }
 
@@ -417,29 +424,8 @@ mod tests {
         c.sort_unstable_by(by_logit);
         let max = c[0].0;
         c.iter_mut().for_each(|e| e.0 = libm::exp((e.0 - max) as f64) as f32);
-        if p.top_p < 1.0 {
-            let total_now: f64 = c.iter().map(|e| e.0 as f64).sum();
-            let (mut cum, mut keep) = (0.0f64, c.len());
-            for (i, e) in c.iter().enumerate() {
-                cum += e.0 as f64 / total_now;
-                if cum >= p.top_p as f64 {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            c.truncate(keep.max(1));
-        }
-        let total: f64 = c.iter().map(|e| e.0 as f64).sum();
-        let mut u = rng.next_f64() * total;
-        let mut chosen = c[c.len() - 1];
-        for &e in &c {
-            u -= e.0 as f64;
-            if u < 0.0 {
-                chosen = e;
-                break;
-            }
-        }
-        (chosen.1, libm::log(chosen.0 as f64 / total) as f32)
+        let s = draw_from(&mut c, p.top_p, rng);
+        (s.token, s.logprob)
     }
 
     #[test]
