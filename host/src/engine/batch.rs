@@ -391,12 +391,14 @@ impl<B: Backend> Batch<B> {
                 let (seq, row, out) = &mut *cell;
                 *out = Some(SAMPLER.with_borrow_mut(|sampler| draw(sampler, seq, row)));
             });
-            let mut draws = Vec::with_capacity(cells.len());
-            for cell in cells {
-                let (_, _, out) = cell.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-                draws.push(out.ok_or_else(|| EngineError::Internal("a row was not sampled".into()))?);
-            }
-            draws
+            cells
+                .into_iter()
+                .map(|cell| {
+                    let (seq, row, out) = cell.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    // Every row was drawn above; one that was not is drawn here.
+                    out.unwrap_or_else(|| draw(&mut self.sampler, seq, row))
+                })
+                .collect()
         } else {
             seqs.iter_mut()
                 .zip(logits.chunks_exact_mut(vocab))
