@@ -379,10 +379,10 @@ fn sort_by_logit(c: &mut Vec<(f32, u32)>, scratch: &mut Vec<(f32, u32)>) {
         let b = x.to_bits();
         !(if b >> 31 == 1 { !b } else { b | 1 << 31 })
     };
-    scratch.clear();
+    // Same length as `c` (the buffers swap after each pass), so usually nothing to do.
     scratch.resize(n, (0.0, 0));
     let buckets = 1usize << RADIX_BITS;
-    let mut counts = alloc::vec![0usize; buckets];
+    let mut counts = [0usize; 1 << RADIX_BITS];
     for pass in 0..32u32.div_ceil(RADIX_BITS) {
         let shift = pass * RADIX_BITS;
         let digit = |x: f32| ((key(x) >> shift) as usize) & (buckets - 1);

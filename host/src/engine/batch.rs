@@ -116,12 +116,14 @@ struct Draw {
 type RowToDraw<'a> = (&'a mut Seq, &'a mut [f32], Option<Draw>);
 
 /// Draws `seq`'s next token from its logits `row` (the penalties change `row`), and the
-/// top log-probs it asked for. Touches nothing but `seq`'s random stream and `sampler`'s
-/// scratch, so rows may be drawn on several threads.
-fn draw(sampler: &mut Sampler, seq: &mut Seq, row: &mut [f32]) -> Draw {
+/// top log-probs it asked for. Touches nothing but `seq`'s random stream and this
+/// thread's sampler scratch, so rows may be drawn on several threads.
+fn draw(seq: &mut Seq, row: &mut [f32]) -> Draw {
     let cfg = &seq.config;
     let raw = cfg.top_logprobs.map(|_| row.to_vec());
-    let sampled = sampler.sample_completion(row, &seq.history, seq.prompt_len, &cfg.sampling, &mut seq.rng);
+    let sampled = SAMPLER.with_borrow_mut(|sampler| {
+        sampler.sample_completion(row, &seq.history, seq.prompt_len, &cfg.sampling, &mut seq.rng)
+    });
     let (logprob, top) = match (&raw, cfg.top_logprobs) {
         (Some(raw), Some(k)) => top_logprobs(raw, sampled.token, k),
         _ => (0.0, Vec::new()),
@@ -144,7 +146,8 @@ fn sampling_work(cfg: &SeqConfig, vocab: usize) -> usize {
 const PARALLEL_SAMPLING_WORK: usize = 50_000;
 
 thread_local! {
-    /// Scratch of the rows drawn on this thread (pool threads keep theirs between steps).
+    /// Scratch of the rows drawn on this thread (the engine's and the pool's threads keep
+    /// theirs between steps).
     static SAMPLER: RefCell<Sampler> = RefCell::new(Sampler::new());
 }
 
@@ -156,7 +159,6 @@ pub struct Batch<B: Backend> {
     cache: KvCache<B>,
     plans: StepPlans,
     executor: Executor<B>,
-    sampler: Sampler,
     feed: Option<StepFeed<B>>,
     seqs: Vec<Seq>,
 }
@@ -178,7 +180,6 @@ impl<B: Backend> Batch<B> {
             cache: KvCache::new(backend, cfg, slots, capacity, cache_types)?,
             plans: StepPlans::new(cache_types),
             executor: Executor::new(),
-            sampler: Sampler::new(),
             feed: None,
             seqs: Vec::new(),
         })
@@ -389,20 +390,20 @@ impl<B: Backend> Batch<B> {
             backend.for_each_index(cells.len(), &|i| {
                 let mut cell = cells[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let (seq, row, out) = &mut *cell;
-                *out = Some(SAMPLER.with_borrow_mut(|sampler| draw(sampler, seq, row)));
+                *out = Some(draw(seq, row));
             });
             cells
                 .into_iter()
                 .map(|cell| {
                     let (seq, row, out) = cell.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
                     // Every row was drawn above; one that was not is drawn here.
-                    out.unwrap_or_else(|| draw(&mut self.sampler, seq, row))
+                    out.unwrap_or_else(|| draw(seq, row))
                 })
                 .collect()
         } else {
             seqs.iter_mut()
                 .zip(logits.chunks_exact_mut(vocab))
-                .map(|(seq, row)| draw(&mut self.sampler, seq, row))
+                .map(|(seq, row)| draw(seq, row))
                 .collect()
         };
         let out = seqs
@@ -415,8 +416,8 @@ impl<B: Backend> Batch<B> {
     }
 
     /// Samples `seq`'s next token from its logits `row` and decides whether it ends there.
-    fn sample(&mut self, tok: &dyn Detokenizer, seq: &mut Seq, row: &mut [f32]) -> StepToken {
-        let d = draw(&mut self.sampler, seq, row);
+    fn sample(&self, tok: &dyn Detokenizer, seq: &mut Seq, row: &mut [f32]) -> StepToken {
+        let d = draw(seq, row);
         self.finish_token(tok, seq, d)
     }
 

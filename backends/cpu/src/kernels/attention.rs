@@ -252,28 +252,42 @@ impl SimdTask for DecodeGroup<'_> {
                 let rows = (group - g).min(4);
                 let pr = &p[g * nk..(g + rows) * nk];
                 let o = &mut out[g * d..(g + rows) * d];
-                match (rows, width.div_ceil(l)) {
-                    (4, 4) => pv_rows::<S, 4, 4>(s, pr, nk, value, c0, width, o, d),
-                    (4, 3) => pv_rows::<S, 4, 3>(s, pr, nk, value, c0, width, o, d),
-                    (4, 2) => pv_rows::<S, 4, 2>(s, pr, nk, value, c0, width, o, d),
-                    (4, _) => pv_rows::<S, 4, 1>(s, pr, nk, value, c0, width, o, d),
-                    (3, 4) => pv_rows::<S, 3, 4>(s, pr, nk, value, c0, width, o, d),
-                    (3, 3) => pv_rows::<S, 3, 3>(s, pr, nk, value, c0, width, o, d),
-                    (3, 2) => pv_rows::<S, 3, 2>(s, pr, nk, value, c0, width, o, d),
-                    (3, _) => pv_rows::<S, 3, 1>(s, pr, nk, value, c0, width, o, d),
-                    (2, 4) => pv_rows::<S, 2, 4>(s, pr, nk, value, c0, width, o, d),
-                    (2, 3) => pv_rows::<S, 2, 3>(s, pr, nk, value, c0, width, o, d),
-                    (2, 2) => pv_rows::<S, 2, 2>(s, pr, nk, value, c0, width, o, d),
-                    (2, _) => pv_rows::<S, 2, 1>(s, pr, nk, value, c0, width, o, d),
-                    (_, 4) => pv_row::<S, 4>(s, pr, value, c0, width, o),
-                    (_, 3) => pv_row::<S, 3>(s, pr, value, c0, width, o),
-                    (_, 2) => pv_row::<S, 2>(s, pr, value, c0, width, o),
-                    (_, _) => pv_row::<S, 1>(s, pr, value, c0, width, o),
+                match rows {
+                    4 => pv_block::<S, 4>(s, pr, nk, value, c0, width, o, d),
+                    3 => pv_block::<S, 3>(s, pr, nk, value, c0, width, o, d),
+                    2 => pv_block::<S, 2>(s, pr, nk, value, c0, width, o, d),
+                    _ => pv_block::<S, 1>(s, pr, nk, value, c0, width, o, d),
                 }
                 g += rows;
             }
             c0 += width;
         }
+    }
+}
+
+/// `P·V` for columns `c0 .. c0 + width` of `R` output rows, with the vector count of
+/// `width` as a constant: [`pv_rows`], or [`pv_row`] for one row.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn pv_block<'v, S: Simd, const R: usize>(
+    s: S,
+    p: &[f32],
+    nk: usize,
+    value: impl Fn(usize) -> &'v [f32],
+    c0: usize,
+    width: usize,
+    out: &mut [f32],
+    d: usize,
+) {
+    match (R, width.div_ceil(S::LANES)) {
+        (1, 4) => pv_row::<S, 4>(s, p, value, c0, width, out),
+        (1, 3) => pv_row::<S, 3>(s, p, value, c0, width, out),
+        (1, 2) => pv_row::<S, 2>(s, p, value, c0, width, out),
+        (1, _) => pv_row::<S, 1>(s, p, value, c0, width, out),
+        (_, 4) => pv_rows::<S, R, 4>(s, p, nk, value, c0, width, out, d),
+        (_, 3) => pv_rows::<S, R, 3>(s, p, nk, value, c0, width, out, d),
+        (_, 2) => pv_rows::<S, R, 2>(s, p, nk, value, c0, width, out, d),
+        (_, _) => pv_rows::<S, R, 1>(s, p, nk, value, c0, width, out, d),
     }
 }
 

@@ -114,59 +114,36 @@ impl Simd for Avx512 {
         let slot = |i: usize| v[(i % 4) * 4 + i / 4];
         let mut t = [self.splat(0.0); 8];
         for (i, t) in t.iter_mut().enumerate() {
-            *t = add_quarters(slot(2 * i), slot(2 * i + 1));
+            // [a.q0 + a.q2, a.q1 + a.q3, b.q0 + b.q2, b.q1 + b.q3] (128-bit quarters)
+            *t = add_quarters::<0b01_00_01_00, 0b11_10_11_10>(slot(2 * i), slot(2 * i + 1));
         }
         let mut u = [self.splat(0.0); 4];
         for (i, u) in u.iter_mut().enumerate() {
-            *u = add_quarter_pairs(t[2 * i], t[2 * i + 1]);
+            // [a.q0 + a.q1, a.q2 + a.q3, b.q0 + b.q1, b.q2 + b.q3]
+            *u = add_quarters::<0b10_00_10_00, 0b11_01_11_01>(t[2 * i], t[2 * i + 1]);
         }
-        add_lanes(add_lane_pairs(u[0], u[1]), add_lane_pairs(u[2], u[3]))
+        // Per quarter: [a0 + a2, a1 + a3, b0 + b2, b1 + b3], then [a0 + a1, a2 + a3, b0 + b1, b2 + b3].
+        let (w0, w1) = (
+            add_lanes::<0b01_00_01_00, 0b11_10_11_10>(u[0], u[1]),
+            add_lanes::<0b01_00_01_00, 0b11_10_11_10>(u[2], u[3]),
+        );
+        add_lanes::<0b10_00_10_00, 0b11_01_11_01>(w0, w1)
     }
 }
 
 // The levels of `transpose_sum` (functions, not closures: a closure would not be compiled
 // with the caller's target features, and every intrinsic in it would become a call).
 
-/// `[a.q0 + a.q2, a.q1 + a.q3, b.q0 + b.q2, b.q1 + b.q3]` (128-bit quarters).
+/// `shuffle_f32x4::<X>(a, b) + shuffle_f32x4::<Y>(a, b)`: 128-bit quarters of `a` and `b`
+/// added in the pairs the two selections make.
 #[inline(always)]
-fn add_quarters(a: __m512, b: __m512) -> __m512 {
-    unsafe {
-        _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
-            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
-        )
-    }
+fn add_quarters<const X: i32, const Y: i32>(a: __m512, b: __m512) -> __m512 {
+    unsafe { _mm512_add_ps(_mm512_shuffle_f32x4::<X>(a, b), _mm512_shuffle_f32x4::<Y>(a, b)) }
 }
 
-/// `[a.q0 + a.q1, a.q2 + a.q3, b.q0 + b.q1, b.q2 + b.q3]`.
+/// `shuffle_ps::<X>(a, b) + shuffle_ps::<Y>(a, b)`: lanes within each quarter added in
+/// the pairs the two selections make.
 #[inline(always)]
-fn add_quarter_pairs(a: __m512, b: __m512) -> __m512 {
-    unsafe {
-        _mm512_add_ps(
-            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
-            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
-        )
-    }
-}
-
-/// Per quarter: `[a0 + a2, a1 + a3, b0 + b2, b1 + b3]`.
-#[inline(always)]
-fn add_lane_pairs(a: __m512, b: __m512) -> __m512 {
-    unsafe {
-        _mm512_add_ps(
-            _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
-            _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
-        )
-    }
-}
-
-/// Per quarter: `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`.
-#[inline(always)]
-fn add_lanes(a: __m512, b: __m512) -> __m512 {
-    unsafe {
-        _mm512_add_ps(
-            _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
-            _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
-        )
-    }
+fn add_lanes<const X: i32, const Y: i32>(a: __m512, b: __m512) -> __m512 {
+    unsafe { _mm512_add_ps(_mm512_shuffle_ps::<X>(a, b), _mm512_shuffle_ps::<Y>(a, b)) }
 }
