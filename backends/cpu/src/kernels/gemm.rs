@@ -26,6 +26,8 @@ pub(crate) const WEIGHT_DOT_ROWS: usize = 64;
 const SMALL_M_ROWS: usize = 4;
 /// Floats of A per row tile of the packing-free dot path (32 KiB: L1).
 const DOT_TILE_FLOATS: usize = 8192;
+/// Columns of a packing-free dot tile (its rows: 4 with AVX-512, 2 otherwise).
+const MAX_TILE_COLS: usize = 4;
 /// Vectors of a row of C kept in registers by the row-update path (64 values with AVX-512:
 /// one attention head's output row).
 const ROW_UPDATE_VECTORS: usize = 8;
@@ -397,56 +399,12 @@ impl SimdTask for SmallM<'_, '_> {
         };
         let row = |i: usize| &a_data[i * a_rs..i * a_rs + k];
         if b.rs == 1 {
-            // Column j of B is `b.data[j·cs .. j·cs + k]`. Blocks of 2 rows × 3 columns share
-            // their loads; every element is summed in `math::dot`'s order, so a row's result
-            // does not depend on how many rows run beside it.
+            // Column j of B is `b.data[j·cs .. j·cs + k]`.
             let col = |j: usize| &b.data[j * b.cs..j * b.cs + k];
-            let mut put = |i: usize, j: usize, d: f32| {
-                let out = &mut c.row(i)[j];
-                let d = alpha * d;
-                *out = if beta == 0.0 { d } else { d + beta * *out };
-            };
-            // Rows per tile: about 32 KiB of A, so a tile and the three columns of B it is
-            // multiplied by stay in L1 while every row pair of the tile passes over them.
-            let tile = ((DOT_TILE_FLOATS / k.max(1)) & !1).max(2);
-            for r0 in (0..m).step_by(tile) {
-                let r1 = (r0 + tile).min(m);
-                let mut j = 0;
-                while j < n {
-                    let cols = (n - j).min(3);
-                    for i in (r0..r1).step_by(2) {
-                        let rows = (r1 - i).min(2);
-                        match (rows, cols) {
-                            (2, 3) => {
-                                let d = dot_block::<S, 2, 3>(s, [row(i), row(i + 1)], [col(j), col(j + 1), col(j + 2)]);
-                                for (r, dr) in d.iter().enumerate() {
-                                    for (q, &v) in dr.iter().enumerate() {
-                                        put(i + r, j + q, v);
-                                    }
-                                }
-                            }
-                            (1, 3) => {
-                                let d = dot_block::<S, 1, 3>(s, [row(i)], [col(j), col(j + 1), col(j + 2)]);
-                                for (q, &v) in d[0].iter().enumerate() {
-                                    put(i, j + q, v);
-                                }
-                            }
-                            (2, _) => {
-                                for q in j..j + cols {
-                                    let d = dot_block::<S, 2, 1>(s, [row(i), row(i + 1)], [col(q)]);
-                                    put(i, q, d[0][0]);
-                                    put(i + 1, q, d[1][0]);
-                                }
-                            }
-                            _ => {
-                                for q in j..j + cols {
-                                    put(i, q, math::dot(s, row(i), col(q)));
-                                }
-                            }
-                        }
-                    }
-                    j += cols;
-                }
+            if S::LANES >= 16 {
+                dot_tiles::<S, 4, 4>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
+            } else {
+                dot_tiles::<S, 2, 4>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
             }
         } else {
             // `C[i, j] ← fma(α·A[i, p], B[p, j], C[i, j])` for p in order (the order of
@@ -507,63 +465,117 @@ fn row_update<S: Simd, const V: usize>(s: S, alpha: f32, a: &[f32], b: Mat<'_>, 
     }
 }
 
-/// `R × C` dot products `a[r] · b[c]` (all of length `a[0].len()`), each summed exactly as
-/// [`math::dot`] sums it (four interleaved accumulators, then the tail), sharing loads.
+/// `C ← α·A·Bᵀ + β·C` for the packing-free path, in tiles of `R` rows × `C` columns
+/// (`row(i)`, `col(j)`: rows of A and columns of B, `k` long). Each element is one
+/// accumulator summed over the vectors of `k` in order (the tail zero-filled), its lanes
+/// then summed together with the tile's others by [`Simd::transpose_sum`] (one
+/// transpose for sixteen elements, where a horizontal sum each cost about as much).
+/// Every element takes that path whatever `m` is, so a row's result does not depend on
+/// how many rows run beside it.
 #[inline(always)]
-fn dot_block<S: Simd, const R: usize, const C: usize>(s: S, a: [&[f32]; R], b: [&[f32]; C]) -> [[f32; C]; R] {
-    let l = S::LANES;
-    let n = a[0].len();
-    let zero = s.splat(0.0);
-    let mut acc = [[[zero; 4]; C]; R];
-    let mut i = 0;
-    while i + 4 * l <= n {
-        // One bounds check per operand and block; the loads below index within it.
-        let ab: [&[f32]; R] = std::array::from_fn(|r| &a[r][i..i + 4 * l]);
-        let bb: [&[f32]; C] = std::array::from_fn(|c| &b[c][i..i + 4 * l]);
-        for q in 0..4 {
-            let mut bv = [zero; C];
-            for (v, b) in bv.iter_mut().zip(&bb) {
-                *v = s.load(&b[q * l..]);
-            }
-            for r in 0..R {
-                let av = s.load(&ab[r][q * l..]);
-                for c in 0..C {
-                    acc[r][c][q] = s.mul_add(av, bv[c], acc[r][c][q]);
+fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
+    s: S,
+    (alpha, beta): (f32, f32),
+    (row, m): (&impl Fn(usize) -> &'x [f32], usize),
+    (col, n): (&impl Fn(usize) -> &'x [f32], usize),
+    k: usize,
+    c: &mut MatMut<'_>,
+) {
+    // Rows per pass: about 32 KiB of A, so those rows and the C columns of B they are
+    // multiplied by stay in L1 while every row tile of the pass goes over them.
+    let pass = (DOT_TILE_FLOATS / k.max(1) / R * R).max(R);
+    for r0 in (0..m).step_by(pass) {
+        let r1 = (r0 + pass).min(m);
+        for j in (0..n).step_by(C) {
+            // Columns past n repeat the last one; their sums are not stored.
+            let cols: [&[f32]; C] = {
+                let mut cols = [col(j); C];
+                for (q, c) in cols.iter_mut().enumerate() {
+                    *c = col((j + q).min(n - 1));
+                }
+                cols
+            };
+            let width = (n - j).min(C);
+            for i in (r0..r1).step_by(R) {
+                let sums = match (r1 - i).min(R) {
+                    1 => dot_tile::<S, 1, C>(s, [row(i)], cols, k),
+                    2 if R >= 2 => dot_tile::<S, 2, C>(s, [row(i), row(i + 1)], cols, k),
+                    3 if R >= 3 => dot_tile::<S, 3, C>(s, [row(i), row(i + 1), row(i + 2)], cols, k),
+                    _ => {
+                        let mut rows = [row(i); R];
+                        for (r, a) in rows.iter_mut().enumerate() {
+                            *a = row(i + r);
+                        }
+                        dot_tile::<S, R, C>(s, rows, cols, k)
+                    }
+                };
+                for r in 0..(r1 - i).min(R) {
+                    let out = &mut c.row(i + r)[j..j + width];
+                    for (q, o) in out.iter_mut().enumerate() {
+                        let d = alpha * sums[r * C + q];
+                        *o = if beta == 0.0 { d } else { d + beta * *o };
+                    }
                 }
             }
         }
-        i += 4 * l;
     }
-    while i + l <= n {
+}
+
+/// The `RR × C` dot products `a[r] · b[c]` of one tile (`RR ≤ R` rows of it), returned by
+/// slot `r·C + c` (see [`dot_tiles`]).
+#[inline(always)]
+fn dot_tile<S: Simd, const RR: usize, const C: usize>(
+    s: S,
+    a: [&[f32]; RR],
+    b: [&[f32]; C],
+    k: usize,
+) -> [f32; 4 * MAX_TILE_COLS] {
+    let l = S::LANES;
+    let zero = s.splat(0.0);
+    let mut acc = [[zero; C]; RR];
+    let (a, b) = (a.map(|x| &x[..k]), b.map(|x| &x[..k]));
+    let mut p = 0;
+    while p + l <= k {
         let mut bv = [zero; C];
-        for (v, b) in bv.iter_mut().zip(&b) {
-            *v = s.load(&b[i..]);
+        for (v, col) in bv.iter_mut().zip(&b) {
+            *v = s.load(&col[p..]);
         }
-        for r in 0..R {
-            let av = s.load(&a[r][i..]);
-            for c in 0..C {
-                acc[r][c][0] = s.mul_add(av, bv[c], acc[r][c][0]);
+        for r in 0..RR {
+            let av = s.load(&a[r][p..]);
+            for q in 0..C {
+                acc[r][q] = s.mul_add(av, bv[q], acc[r][q]);
             }
         }
-        i += l;
+        p += l;
     }
-    if i < n {
+    if p < k {
         let mut bv = [zero; C];
-        for (v, b) in bv.iter_mut().zip(&b) {
-            *v = s.load_partial(&b[i..n], 0.0);
+        for (v, col) in bv.iter_mut().zip(&b) {
+            *v = s.load_partial(&col[p..], 0.0);
         }
-        for r in 0..R {
-            let av = s.load_partial(&a[r][i..], 0.0);
-            for c in 0..C {
-                acc[r][c][1] = s.mul_add(av, bv[c], acc[r][c][1]);
+        for r in 0..RR {
+            let av = s.load_partial(&a[r][p..], 0.0);
+            for q in 0..C {
+                acc[r][q] = s.mul_add(av, bv[q], acc[r][q]);
             }
         }
     }
-    let mut sums = [[0.0f32; C]; R];
-    for (sums_r, acc_r) in sums.iter_mut().zip(&acc) {
-        for (sum, &[s0, s1, s2, s3]) in sums_r.iter_mut().zip(acc_r) {
-            *sum = s.reduce_sum(s.add(s.add(s0, s1), s.add(s2, s3)));
+    // Lanes summed in groups of LANES slots (slots past RR·C hold zeros).
+    let mut slots = [zero; 4 * MAX_TILE_COLS];
+    for r in 0..RR {
+        for q in 0..C {
+            slots[r * C + q] = acc[r][q];
         }
+    }
+    let mut sums = [0.0f32; 4 * MAX_TILE_COLS];
+    let used = RR * C;
+    let mut g = 0;
+    while g < used {
+        if l == 1 {
+        } else {
+            s.store(s.transpose_sum(&slots[g..g + l]), &mut sums[g..]);
+        }
+        g += l;
     }
     sums
 }
