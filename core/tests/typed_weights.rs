@@ -1,5 +1,6 @@
 //! Weights stored in another type than f32 (`WeightTypes`): frozen typed params feeding
 //! the projections' matmuls; refused where a weight does not feed a matmul as its `b`.
+//! And how the projections sit in the graph: those of one input side by side.
 
 use r1_core::model::{BuildOptions, ModelConfig, WeightTypes, build_causal_lm, build_causal_lm_typed};
 use r1_core::quant::GgmlType;
@@ -75,4 +76,42 @@ fn a_typed_norm_is_refused_and_a_typed_embedding_table_is_taken() {
     types.set("model.embed_tokens.weight", DType::F16);
     let mut g = Graph::new();
     build_causal_lm_typed(&mut g, &config(true), &BuildOptions::full(1, 4), &types).expect("typed embedding");
+}
+
+#[test]
+fn the_projections_of_one_input_are_products_side_by_side() {
+    // q/k/v and gate/up: each layer's products of one input are consecutive nodes (what
+    // the CPU backend runs as one group), with and without q/k/v biases.
+    for bias in [false, true] {
+        let mut cfg = config(false);
+        cfg.num_hidden_layers = 2;
+        cfg.attention_bias = bias;
+        for opts in [BuildOptions::full(1, 4), BuildOptions::training(2, 4)] {
+            let mut g = Graph::new();
+            build_causal_lm(&mut g, &cfg, &opts).expect("graph");
+            let nodes = g.nodes();
+            let mut runs = Vec::new();
+            let mut i = 0;
+            while i < nodes.len() {
+                let mut j = i;
+                while j < nodes.len()
+                    && matches!(
+                        nodes[j].op,
+                        Op::MatMul {
+                            trans_a: false,
+                            trans_b: true
+                        }
+                    )
+                    && nodes[j].inputs[0] == nodes[i].inputs[0]
+                {
+                    j += 1;
+                }
+                if j - i >= 2 {
+                    runs.push(j - i);
+                }
+                i = j.max(i + 1);
+            }
+            assert_eq!(runs, [3, 2, 3, 2], "bias {bias}, train {}", opts.train);
+        }
+    }
 }

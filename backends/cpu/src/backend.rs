@@ -158,6 +158,28 @@ impl CpuBackend {
             bf16: self.bf16,
         }
     }
+
+    /// `out_i = a · w_iᵀ` for every `(w_i, out_i)` of `products` (f32, 2-D weights, one
+    /// `a`), in one parallel region.
+    fn matmul_group(
+        &self,
+        a: TensorRef<'_, CpuBuffer>,
+        products: Vec<(TensorRef<'_, CpuBuffer>, TensorRef<'_, CpuBuffer>)>,
+    ) -> Result<(), BackendError> {
+        use Access::{Read as R, Write as W};
+        let mut tensors = vec![(a, R)];
+        for &(w, out) in &products {
+            tensors.extend([(w, R), (out, W)]);
+        }
+        let shapes: Vec<_> = products.iter().map(|(w, out)| (w.desc.shape, out.desc.shape)).collect();
+        with_views("matmul", &tensors, |mut v| {
+            let mut views = Vec::with_capacity(shapes.len());
+            for (i, (sw, so)) in shapes.iter().enumerate() {
+                views.push((v.f32(1 + 2 * i)?, sw, v.f32_mut(2 + 2 * i)?, so));
+            }
+            matmul::matmul_group(self.ctx(), v.f32(0)?, &a.desc.shape, views)
+        })
+    }
 }
 
 /// `threads`, or one per available core for `0`.
@@ -255,6 +277,63 @@ fn cache_type(d: &TensorDesc) -> Option<GgmlType> {
 fn same_place(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> bool {
     std::ptr::eq(a.buffer, b.buffer) && a.offset == b.offset
 }
+
+/// Most products run as one group (a layer's q, k and v).
+const MAX_GROUP: usize = 4;
+
+/// The steps at the start of `ids` that are products `a · wᵀ` of one f32 `a` by 2-D f32
+/// weights (operands `a`, `w` and the output of each); fewer than two when there is no
+/// such group.
+fn sibling_products<'t>(
+    graph: &Graph,
+    ids: &[r1_core::NodeId],
+    tensors: &'t (dyn PlanTensors<CpuBuffer> + Sync),
+) -> Result<Vec<ProductRefs<'t>>, GraphError> {
+    let mut group: Vec<ProductRefs<'t>> = Vec::new();
+    for &id in ids.iter().take(MAX_GROUP) {
+        let node = graph.node(id)?;
+        let (
+            Op::MatMul {
+                trans_a: false,
+                trans_b: true,
+            },
+            [a, w],
+        ) = (&node.op, node.inputs.as_slice())
+        else {
+            break;
+        };
+        let (a, w, out) = (tensors.tensor(*a)?, tensors.tensor(*w)?, tensors.tensor(id)?);
+        let f32_matrix = |t: &TensorRef<'_, CpuBuffer>| t.desc.dtype == DType::F32 && t.desc.shape.rank() >= 2;
+        // The outputs are written at once, so none may share bytes with the input or
+        // another output (a plan never does this for products that are all read later;
+        // checked so a group is only ever an optimisation).
+        let fits = f32_matrix(&a)
+            && f32_matrix(&w)
+            && w.desc.shape.rank() == 2
+            && out.desc.dtype == DType::F32
+            && !overlap(&out, &a)
+            && group.iter().all(|(first, _, o)| {
+                same_place(first, &a) && first.desc == a.desc && !overlap(o, &out) && !overlap(&out, first)
+            });
+        if !fits {
+            break;
+        }
+        group.push((a, w, out));
+    }
+    Ok(group)
+}
+
+/// Whether two tensors share bytes.
+fn overlap(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> bool {
+    std::ptr::eq(a.buffer, b.buffer) && a.offset < b.offset + b.desc.bytes() && b.offset < a.offset + a.desc.bytes()
+}
+
+/// A product's input, weight and output.
+type ProductRefs<'t> = (
+    TensorRef<'t, CpuBuffer>,
+    TensorRef<'t, CpuBuffer>,
+    TensorRef<'t, CpuBuffer>,
+);
 
 /// Operand `i` of `v`, a KV cache described by `d`, as the kernels read it.
 fn stored<'a>(v: &Views<'a>, i: usize, d: &TensorDesc) -> Result<kv_cache::Stored<'a>, BackendError> {
@@ -452,8 +531,11 @@ impl Backend for CpuBackend {
         inputs.iter().all(|d| matches!(d.dtype, DType::F32 | DType::I32)) && output.dtype == DType::F32
     }
 
-    /// The whole walk runs on a pool thread ([`Threads::run_inside`]); the ops and their
-    /// splits are those of [`run_plan_steps`], so results do not change.
+    /// The whole walk runs on a pool thread ([`Threads::run_inside`]): the steps of
+    /// [`run_plan_steps`], except that consecutive products of one input by f32 weights —
+    /// a layer's q/k/v or gate/up projections, which the model builders emit side by side
+    /// — run as one parallel region ([`matmul::matmul_group`]). Every product is cut as
+    /// it is alone, so results do not change.
     fn run_plan(
         &self,
         graph: &Graph,
@@ -461,8 +543,37 @@ impl Backend for CpuBackend {
         steps: std::ops::Range<usize>,
         tensors: &(dyn PlanTensors<CpuBuffer> + Sync),
     ) -> Result<(), GraphError> {
-        self.threads
-            .run_inside(|| run_plan_steps(self, graph, plan, steps, tensors))
+        self.threads.run_inside(|| {
+            let ids = plan.steps().get(steps.clone()).ok_or_else(|| GraphError::Shape {
+                op: "run_plan",
+                detail: format!("steps {steps:?} outside the plan's {}", plan.steps().len()),
+            })?;
+            // Steps before `single` not yet run go one by one.
+            let mut single = 0;
+            let mut i = 0;
+            while i < ids.len() {
+                let group = sibling_products(graph, &ids[i..], tensors)?;
+                if group.len() < 2 {
+                    i += 1;
+                    continue;
+                }
+                let at = steps.start;
+                run_plan_steps(self, graph, plan, at + single..at + i, tensors)?;
+                let a = group[0].0;
+                let products = group.iter().map(|&(_, w, out)| (w, out)).collect();
+                let label = graph.node(ids[i])?.label(ids[i]);
+                self.matmul_group(a, products).map_err(|e| match e {
+                    BackendError::InvalidInput { op, detail } => GraphError::Backend(BackendError::InvalidInput {
+                        op,
+                        detail: format!("{detail} (node {label})"),
+                    }),
+                    other => GraphError::Backend(other),
+                })?;
+                i += group.len();
+                single = i;
+            }
+            run_plan_steps(self, graph, plan, steps.start + single..steps.end, tensors)
+        })
     }
 
     fn run_op(

@@ -260,3 +260,72 @@ fn broadcast_add_and_mul_gradients_reduce_to_the_operand_shape() {
         }
     }
 }
+
+#[test]
+fn products_of_one_input_run_as_a_group_in_a_plan_and_give_what_they_give_alone() {
+    // q/k/v-like siblings (a bias add between two of them ends the first group), at decode
+    // sizes (packing-free, split by columns) and training sizes (packed, split by rows).
+    use r1_core::backend::{Backend, f32_bytes};
+    use r1_core::exec::{Bindings, Executor};
+    use r1_core::{Graph, Plan};
+    let (k, widths) = (40, [48usize, 16, 16, 72]);
+    for (m, seed) in [(1, 1u64), (5, 2), (32, 3), (130, 4)] {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(m * k, 1.0);
+        let ws: Vec<Vec<f32>> = widths.iter().map(|&n| rng.vec(n * k, 1.0)).collect();
+        let bias = rng.vec(widths[3], 1.0);
+        for be in backends() {
+            let mut g = Graph::new();
+            let xn = g.input("x", TensorDesc::f32(&[m, k])).unwrap();
+            let wn: Vec<_> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| g.input(&format!("w{i}"), TensorDesc::f32(&[n, k])).unwrap())
+                .collect();
+            let bn = g.input("b", TensorDesc::f32(&[widths[3]])).unwrap();
+            let y: Vec<_> = wn[..3].iter().map(|&w| g.matmul(xn, w, false, true).unwrap()).collect();
+            let first = g.add(y[0], y[0]).unwrap();
+            let last = g.matmul(xn, wn[3], false, true).unwrap();
+            let last = g.add(last, bn).unwrap();
+            let outputs = [first, y[1], y[2], last];
+            let plan = Plan::for_backend(&g, &outputs, &be).unwrap();
+            let upload = |v: &[f32]| {
+                let buf = be.alloc(4 * v.len()).unwrap();
+                be.upload(&buf, 0, &f32_bytes(v)).unwrap();
+                buf
+            };
+            let xb = upload(&x);
+            let wb: Vec<_> = ws.iter().map(|w| upload(w)).collect();
+            let bb = upload(&bias);
+            let mut bind = Bindings::new(&g);
+            bind.bind(xn, &xb, 0).unwrap();
+            for (&n, b) in wn.iter().zip(&wb) {
+                bind.bind(n, b, 0).unwrap();
+            }
+            bind.bind(bn, &bb, 0).unwrap();
+            let mut exec = Executor::new();
+            exec.run(&be, &g, &plan, &bind).unwrap();
+            let got: Vec<Vec<f32>> = outputs
+                .iter()
+                .map(|&o| exec.read_f32(&be, &g, &plan, &bind, o).unwrap())
+                .collect();
+            let op = Op::MatMul {
+                trans_a: false,
+                trans_b: true,
+            };
+            let alone: Vec<Vec<f32>> = widths
+                .iter()
+                .zip(&ws)
+                .map(|(&n, w)| run(&be, &op, &[f(x.clone(), &[m, k]), f(w.clone(), &[n, k])], &[m, n]).unwrap())
+                .collect();
+            let what = format!("m = {m} on {}", be.simd_level());
+            assert!(got[0].iter().zip(&alone[0]).all(|(g, a)| *g == a + a), "{what}: first");
+            assert!(got[1] == alone[1] && got[2] == alone[2], "{what}: grouped");
+            let want_last: Vec<f32> = alone[3]
+                .chunks_exact(widths[3])
+                .flat_map(|r| r.iter().zip(&bias).map(|(a, b)| a + b))
+                .collect();
+            assert!(got[3] == want_last, "{what}: last");
+        }
+    }
+}

@@ -326,7 +326,45 @@ pub fn linear(
     prefix: &str,
     bias: bool,
 ) -> Result<NodeId, GraphError> {
-    let mut y = g.matmul(x, params.get(&format!("{prefix}.weight"))?, false, true)?;
+    let [y] = linears(g, params, types, opts, x, [prefix], bias)?;
+    Ok(y)
+}
+
+/// [`linear`] for several layers of one input (a layer's q/k/v or gate/up projections):
+/// the products `x · wᵀ` come first, side by side in the graph, then each one's bias and
+/// adapter. The nodes compute what separate [`linear`]s compute; a backend may run
+/// products of one input that follow each other as one (the CPU backend does).
+pub fn linears<const N: usize>(
+    g: &mut Graph,
+    params: &ParamTable,
+    types: &WeightTypes,
+    opts: &BuildOptions,
+    x: NodeId,
+    prefixes: [&str; N],
+    bias: bool,
+) -> Result<[NodeId; N], GraphError> {
+    let mut out = [x; N];
+    for (y, prefix) in out.iter_mut().zip(prefixes) {
+        *y = g.matmul(x, params.get(&format!("{prefix}.weight"))?, false, true)?;
+    }
+    for (y, prefix) in out.iter_mut().zip(prefixes) {
+        *y = linear_rest(g, params, types, opts, x, *y, prefix, bias)?;
+    }
+    Ok(out)
+}
+
+/// The bias and LoRA adapter of [`linear`] after its product `y = x · wᵀ`.
+#[allow(clippy::too_many_arguments)]
+fn linear_rest(
+    g: &mut Graph,
+    params: &ParamTable,
+    types: &WeightTypes,
+    opts: &BuildOptions,
+    x: NodeId,
+    mut y: NodeId,
+    prefix: &str,
+    bias: bool,
+) -> Result<NodeId, GraphError> {
     if bias {
         y = g.add(y, params.get(&format!("{prefix}.bias"))?)?;
     }

@@ -12,7 +12,7 @@ use crate::error::GraphError;
 use crate::graph::{AttentionSpec, Graph, NodeId, RopeSpec};
 use crate::model::builder::{
     BuildError, BuildOptions, CausalLm, Decoded, LayerCache, ParamTable, WeightTypes, finish_causal_lm, graph_inputs,
-    linear,
+    linear, linears,
 };
 use crate::model::config::{Architecture, ModelConfig, ParamSpec};
 use crate::model::family::Family;
@@ -109,6 +109,28 @@ struct LayerCtx<'a> {
 }
 
 impl LayerCtx<'_> {
+    /// [`linears`]: several linear layers of layer `l` on one input, their products side
+    /// by side.
+    fn linears<const N: usize>(
+        &self,
+        g: &mut Graph,
+        l: usize,
+        modules: [&str; N],
+        x: NodeId,
+        bias: bool,
+    ) -> Result<[NodeId; N], GraphError> {
+        let prefixes = modules.map(|m| format!("model.layers.{l}.{m}"));
+        linears(
+            g,
+            self.params,
+            self.types,
+            self.opts,
+            x,
+            prefixes.each_ref().map(alloc::string::String::as_str),
+            bias,
+        )
+    }
+
     /// Linear layer `module` (e.g. `self_attn.q_proj`) of layer `l`, with its LoRA adapter
     /// when it has one.
     fn linear(&self, g: &mut Graph, l: usize, module: &str, x: NodeId, bias: bool) -> Result<NodeId, GraphError> {
@@ -181,9 +203,13 @@ fn self_attention(
     let (cfg, opts) = (ctx.cfg, ctx.opts);
     let hd = cfg.head_dim();
     let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
-    let q = ctx.linear(g, l, "self_attn.q_proj", xn, ctx.biases.qkv)?;
-    let k = ctx.linear(g, l, "self_attn.k_proj", xn, ctx.biases.qkv)?;
-    let v = ctx.linear(g, l, "self_attn.v_proj", xn, ctx.biases.qkv)?;
+    let [q, k, v] = ctx.linears(
+        g,
+        l,
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        xn,
+        ctx.biases.qkv,
+    )?;
     let rope = |n_heads| RopeSpec {
         n_heads,
         head_dim: hd,
@@ -223,8 +249,7 @@ fn self_attention(
 
 /// `down(silu(gate(x)) * up(x))`.
 fn swiglu_mlp(g: &mut Graph, ctx: &LayerCtx<'_>, l: usize, xn: NodeId) -> Result<NodeId, GraphError> {
-    let gate = ctx.linear(g, l, "mlp.gate_proj", xn, false)?;
-    let up = ctx.linear(g, l, "mlp.up_proj", xn, false)?;
+    let [gate, up] = ctx.linears(g, l, ["mlp.gate_proj", "mlp.up_proj"], xn, false)?;
     let act = g.swiglu(gate, up)?;
     ctx.linear(g, l, "mlp.down_proj", act, false)
 }

@@ -315,18 +315,69 @@ pub(crate) fn gemm_par(
     beta: f32,
     c: MatMut<'_>,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    gemm_group_par(threads, isa, bf16, dot_rows, alpha, a, vec![(b, c)], beta);
+}
+
+/// Several products of one A, `C_i ← α·A·B_i + β·C_i` (a layer's q/k/v or gate/up
+/// projections), in one parallel region: each product is cut as [`gemm_par`] cuts it
+/// alone and all the pieces go to the pool together, so every element is what
+/// [`gemm_par`] computes and the threads meet once instead of once per product. One
+/// thread when all of them together are small.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_group_par<'a, 'c>(
+    threads: &Threads,
+    isa: Isa,
+    bf16: Option<Bf16Dot>,
+    dot_rows: usize,
+    alpha: f32,
+    a: Mat<'a>,
+    products: Vec<(Mat<'a>, MatMut<'c>)>,
+    beta: f32,
+) {
+    let (m, k) = (a.rows, a.cols);
     let bf16 = bf16_for(bf16, m, dot_rows);
-    let macs = m.saturating_mul(k).saturating_mul(n);
     let parts = threads.count();
     // With few rows the time goes into reading B (a weight that does not stay in cache),
     // not into the multiply-adds: price each value of B as `B_VALUE_MACS` of them.
-    let work = macs.max(k.saturating_mul(n).saturating_mul(B_VALUE_MACS));
+    let work = products
+        .iter()
+        .map(|(b, _)| {
+            let n = b.cols;
+            let macs = m.saturating_mul(k).saturating_mul(n);
+            macs.max(k.saturating_mul(n).saturating_mul(B_VALUE_MACS))
+        })
+        .fold(0usize, usize::saturating_add);
     if parts <= 1 || work < MIN_PARALLEL_MACS {
-        gemm_rows(isa, bf16, dot_rows, alpha, a, b, beta, c);
+        for (b, c) in products {
+            gemm_rows(isa, bf16, dot_rows, alpha, a, b, beta, c);
+        }
         return;
     }
-    let mut jobs = Vec::with_capacity(parts);
+    // Piece-major order (every product's first piece, then every product's second…): the
+    // pool halves the list between threads, so each half holds a share of each product.
+    let mut pieces: Vec<std::vec::IntoIter<_>> = products
+        .into_iter()
+        .map(|(b, c)| {
+            let mut own = Vec::with_capacity(parts);
+            cut(parts, a, b, c, &mut own);
+            own.into_iter()
+        })
+        .collect();
+    let mut jobs = Vec::with_capacity(parts * pieces.len());
+    while jobs.len() < jobs.capacity() {
+        let before = jobs.len();
+        jobs.extend(pieces.iter_mut().filter_map(Iterator::next));
+        if jobs.len() == before {
+            break;
+        }
+    }
+    threads.for_each_owned(jobs, |(a, b, c)| gemm_rows(isa, bf16, dot_rows, alpha, a, b, beta, c));
+}
+
+/// The pieces of one product for `parts` threads: blocks of rows of C, or of columns when
+/// C has too few rows for that.
+fn cut<'a, 'c>(parts: usize, a: Mat<'a>, b: Mat<'a>, c: MatMut<'c>, jobs: &mut Vec<(Mat<'a>, Mat<'a>, MatMut<'c>)>) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     // Each thread packs its own operands. sgemm packs B once per call and A once per panel
     // of `NC` columns, so a row cut packs all of B in every thread (k·n extra values) and a
     // column cut packs A once per thread (m·k extra while each thread has at most one
@@ -355,7 +406,6 @@ pub(crate) fn gemm_par(
             c0 += cols;
         }
     }
-    threads.for_each_owned(jobs, |(a, b, c)| gemm_rows(isa, bf16, dot_rows, alpha, a, b, beta, c));
 }
 
 /// The packing-free product for a few rows of C: B with contiguous columns (a transposed
@@ -572,6 +622,7 @@ fn dot_tile<S: Simd, const RR: usize, const C: usize>(
     let mut g = 0;
     while g < used {
         if l == 1 {
+            sums[g] = s.reduce_sum(slots[g]);
         } else {
             s.store(s.transpose_sum(&slots[g..g + l]), &mut sums[g..]);
         }

@@ -5,7 +5,7 @@
 
 use r1_core::{BackendError, Shape};
 
-use super::gemm::{Mat, MatMut, SMALL_M_DOT, WEIGHT_DOT_ROWS, gemm_in, gemm_par};
+use super::gemm::{Mat, MatMut, SMALL_M_DOT, WEIGHT_DOT_ROWS, gemm_group_par, gemm_in, gemm_par};
 use super::{Ctx, size_error};
 
 /// Multiply-adds per batch item above which items run in parallel.
@@ -112,6 +112,53 @@ pub(crate) fn matmul(
             );
         }
     }
+    Ok(())
+}
+
+/// Several `a · w_iᵀ` of one `a [.., M, K]` and 2-D f32 weights `w_i [N_i, K]` into
+/// `out_i [.., M, N_i]` (`products`: each weight, its shape, its output and the output's
+/// shape), in one parallel region ([`gemm_group_par`]); each output is what
+/// [`matmul`] writes for its product alone.
+pub(crate) fn matmul_group(
+    ctx: Ctx<'_>,
+    a: &[f32],
+    sa: &Shape,
+    products: Vec<(&[f32], &Shape, &mut [f32], &Shape)>,
+) -> Result<(), BackendError> {
+    if sa.rank() < 2 {
+        return Err(size_error("matmul", format!("{sa} is not a matrix")));
+    }
+    let (m, k) = (sa.dim_from_end(1), sa.dim_from_end(0));
+    let lead = &sa.dims()[..sa.rank() - 2];
+    let rows = lead.iter().product::<usize>() * m;
+    if a.len() != rows * k {
+        return Err(size_error("matmul", format!("{} values for {sa}", a.len())));
+    }
+    let mut mats = Vec::with_capacity(products.len());
+    for (w, sw, out, so) in products {
+        let n = sw.dims().first().copied().unwrap_or(0);
+        let mut want = lead.to_vec();
+        want.extend([m, n]);
+        if sw.rank() != 2
+            || sw.dims()[1] != k
+            || w.len() != n * k
+            || so.dims() != want.as_slice()
+            || out.len() != rows * n
+        {
+            return Err(size_error("matmul", format!("{sa} x {sw}ᵀ -> {so}")));
+        }
+        mats.push((operand(w, true, k, n), MatMut::new(out, rows, n, n)));
+    }
+    gemm_group_par(
+        ctx.threads,
+        ctx.isa,
+        ctx.bf16,
+        WEIGHT_DOT_ROWS,
+        1.0,
+        Mat::row_major(a, rows, k),
+        mats,
+        0.0,
+    );
     Ok(())
 }
 
