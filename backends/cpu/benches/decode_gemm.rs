@@ -1,6 +1,7 @@
 //! Decode-shaped products: `M` rows of activations (one token per sequence of a
 //! continuous batch) times a shared transposed weight, `x·Wᵀ`, for the `small` and
-//! `medium` presets of `r1host bench`. Prints GFLOP/s of the backend's `MatMul` on one
+//! `medium` presets of `r1host bench` — and, at 8192 rows, a training step's (past
+//! 2^20 values of A the backend reads A in place instead of packing it). Prints GFLOP/s of the backend's `MatMul` on one
 //! and on all threads, beside matrixmultiply's packed `sgemm` on one thread for the same
 //! product (the reference: what the backend would get by packing the weight instead of
 //! running its packing-free path, which keeps a row's result independent of its batch).
@@ -27,7 +28,7 @@ const WEIGHTS: &[(&str, usize, usize)] = &[
     ("medium down", 1376, 512),
     ("medium lm_head", 512, 4096),
 ];
-const ROWS: &[usize] = &[1, 8, 16, 32, 64];
+const ROWS: &[usize] = &[1, 8, 16, 32, 64, 8192];
 
 fn init(n: usize, salt: usize) -> Vec<f32> {
     (0..n)

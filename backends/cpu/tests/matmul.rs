@@ -53,6 +53,29 @@ fn products_with_few_rows_take_the_packing_free_path_correctly() {
 }
 
 #[test]
+fn products_with_a_large_a_skip_packing_it_correctly() {
+    // Past 2^20 values of A (with contiguous rows) B is packed into panels and A read in
+    // place: 4100 rows (a partial row block), n = 37 and 100 (partial panels), every
+    // transpose (a transposed A goes to the packing GEMM), split over threads by rows
+    // and by columns — the same bits on one thread as on two.
+    for (i, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)]
+        .into_iter()
+        .enumerate()
+    {
+        check(&[], 4100, 260, 37, ta, tb, false, 500 + i as u64);
+    }
+    check(&[], 2050, 520, 100, false, true, false, 510);
+    let case = MatmulCase::new(&[], 4100, 260, 100, false, true, false, 520);
+    for level in r1_backend_cpu::SimdLevel::available() {
+        let on = |threads| {
+            let be = r1_backend_cpu::CpuBackend::with_config(threads, level).unwrap();
+            run(&be, &case.op(), &case.inputs(), &case.o_dims).unwrap()
+        };
+        assert!(on(1) == on(2), "thread counts differ on {level}");
+    }
+}
+
+#[test]
 fn a_row_of_a_decode_product_does_not_depend_on_the_rows_beside_it() {
     // Continuous batching relies on it: a sequence decodes the same alone or in a batch,
     // at any place in it. k = 96: whole vectors only; 101 and 263: a partial tail too;

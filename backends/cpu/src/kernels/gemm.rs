@@ -41,6 +41,11 @@ const MIN_PARALLEL_MACS: usize = 1 << 20;
 /// `medium` 141 → 341 tok/s). Products with 32 rows or more are priced by their
 /// multiply-adds as before.
 const B_VALUE_MACS: usize = 32;
+/// Values of A (with contiguous rows) from which a product skips packing A
+/// ([`super::gemm_bcast`]): 4 MiB, past what L2 and a core's share of L3 hold, where
+/// sgemm's copy of A costs a third of its multiply-adds' time (`benches/decode_gemm.rs`,
+/// 8192 rows: 169–202 GFLOP/s packed, 183–231 not).
+const BCAST_MIN_A: usize = 1 << 20;
 /// Row and column blocks handed to threads are multiples of this (the AVX-512
 /// micro-kernel's `MR = NR = 16`), so no thread gets a ragged micro-tile it need not.
 const BLOCK: usize = 16;
@@ -225,7 +230,7 @@ impl<'a> MatMut<'a> {
 
 /// `C ← α·A·B + β·C` on the calling thread.
 pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
-    gemm_rows(isa, None, SMALL_M_DOT, alpha, a, b, beta, c)
+    gemm_rows(isa, None, SMALL_M_DOT, unpacked_a(a), alpha, a, b, beta, c)
 }
 
 /// [`gemm`], in bf16 products when `bf16` is set and the product is past the packing-free
@@ -235,6 +240,7 @@ pub(crate) fn gemm_in(isa: Isa, bf16: Option<Bf16Dot>, alpha: f32, a: Mat<'_>, b
         isa,
         bf16_for(bf16, a.rows, SMALL_M_DOT),
         SMALL_M_DOT,
+        unpacked_a(a),
         alpha,
         a,
         b,
@@ -249,13 +255,22 @@ pub(crate) fn bf16_for(bf16: Option<Bf16Dot>, m: usize, dot_rows: usize) -> Opti
     bf16.filter(|_| m > dot_rows)
 }
 
+/// Whether a product past the packing-free sizes reads A in place
+/// ([`super::gemm_bcast`]): A's rows contiguous and at least [`BCAST_MIN_A`] values.
+fn unpacked_a(a: Mat<'_>) -> bool {
+    a.cs == 1 && a.rows.saturating_mul(a.cols) >= BCAST_MIN_A
+}
+
 /// [`gemm`] with `dot_rows` as the packing-free limit for a B with contiguous columns,
-/// in bf16 products when `bf16` is set (the caller decided, see [`bf16_for`]).
+/// in bf16 products when `bf16` is set (the caller decided, see [`bf16_for`]), A read in
+/// place past that when `unpacked_a` (the caller decided for the whole product, see
+/// [`unpacked_a`]), else matrixmultiply's packed sgemm.
 #[allow(clippy::too_many_arguments)]
 fn gemm_rows(
     isa: Isa,
     bf16: Option<Bf16Dot>,
     dot_rows: usize,
+    unpacked_a: bool,
     alpha: f32,
     a: Mat<'_>,
     b: Mat<'_>,
@@ -273,6 +288,10 @@ fn gemm_rows(
     }
     if k > 0 && ((m <= dot_rows && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
         isa.run(SmallM { alpha, a, b, beta, c });
+        return;
+    }
+    if k > 0 && unpacked_a {
+        super::gemm_bcast::gemm_bcast(isa, alpha, a, b, beta, c);
         return;
     }
     // SAFETY: `Mat::new`/`MatMut::new` checked that every element (i, j) of A (m×k),
@@ -336,6 +355,8 @@ pub(crate) fn gemm_group_par<'a, 'c>(
 ) {
     let (m, k) = (a.rows, a.cols);
     let bf16 = bf16_for(bf16, m, dot_rows);
+    // Decided for the whole product, so a piece computes what the whole would.
+    let unpacked = unpacked_a(a);
     let parts = threads.count();
     // With few rows the time goes into reading B (a weight that does not stay in cache),
     // not into the multiply-adds: price each value of B as `B_VALUE_MACS` of them.
@@ -349,7 +370,7 @@ pub(crate) fn gemm_group_par<'a, 'c>(
         .fold(0usize, usize::saturating_add);
     if parts <= 1 || work < MIN_PARALLEL_MACS {
         for (b, c) in products {
-            gemm_rows(isa, bf16, dot_rows, alpha, a, b, beta, c);
+            gemm_rows(isa, bf16, dot_rows, unpacked, alpha, a, b, beta, c);
         }
         return;
     }
@@ -371,7 +392,9 @@ pub(crate) fn gemm_group_par<'a, 'c>(
             break;
         }
     }
-    threads.for_each_owned(jobs, |(a, b, c)| gemm_rows(isa, bf16, dot_rows, alpha, a, b, beta, c));
+    threads.for_each_owned(jobs, |(a, b, c)| {
+        gemm_rows(isa, bf16, dot_rows, unpacked, alpha, a, b, beta, c)
+    });
 }
 
 /// The pieces of one product for `parts` threads: blocks of rows of C, or of columns when

@@ -8,6 +8,7 @@ pub(crate) mod attention;
 pub(crate) mod elementwise;
 pub(crate) mod embedding;
 pub(crate) mod gemm;
+pub(crate) mod gemm_bcast;
 pub(crate) mod gemm_bf16;
 pub(crate) mod kv_cache;
 pub(crate) mod matmul;
