@@ -181,3 +181,57 @@ impl Block<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::{Isa, SimdLevel};
+
+    #[test]
+    fn alpha_and_beta_scale_the_product_and_the_old_c() {
+        // C ← α·A·B + β·C against the f64 definition, B with contiguous rows and with
+        // contiguous columns, partial row blocks and panels.
+        let (m, k, n) = (7, 19, 37);
+        let val = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+        let a: Vec<f32> = (0..m * k).map(val).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| val(i + 3)).collect();
+        let c0: Vec<f32> = (0..m * n).map(|i| val(i + 11)).collect();
+        let (alpha, beta) = (0.5f32, -2.0f32);
+        for level in SimdLevel::available() {
+            let isa = Isa::new(level).expect("level");
+            for b_by_columns in [false, true] {
+                // The same B (k × n) stored row-major, or column-major.
+                let stored: Vec<f32> = if b_by_columns {
+                    (0..n * k).map(|t| b[(t % k) * n + t / k]).collect()
+                } else {
+                    b.clone()
+                };
+                let bm = if b_by_columns {
+                    Mat::row_major(&stored, n, k).t()
+                } else {
+                    Mat::row_major(&stored, k, n)
+                };
+                let mut c = c0.clone();
+                gemm_bcast(
+                    isa,
+                    alpha,
+                    Mat::row_major(&a, m, k),
+                    bm,
+                    beta,
+                    MatMut::new(&mut c, m, n, n),
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j])).sum();
+                        let want = f64::from(alpha) * dot + f64::from(beta) * f64::from(c0[i * n + j]);
+                        let got = f64::from(c[i * n + j]);
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "{level:?} by columns {b_by_columns} ({i}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
