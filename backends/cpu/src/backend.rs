@@ -281,40 +281,50 @@ fn same_place(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> boo
 /// Most products run as one group (a layer's q, k and v).
 const MAX_GROUP: usize = 4;
 
-/// The steps at the start of `ids` that are products `a · wᵀ` of one f32 `a` by 2-D f32
-/// weights (operands `a`, `w` and the output of each); fewer than two when there is no
-/// such group.
+/// The steps at the start of `ids` that are products `a · wᵀ` of one f32 `a` (the same
+/// node) by 2-D f32 weights (operands `a`, `w` and the output of each); fewer than two
+/// when there is no such group. A lone product costs a look at the next node.
 fn sibling_products<'t>(
     graph: &Graph,
     ids: &[r1_core::NodeId],
     tensors: &'t (dyn PlanTensors<CpuBuffer> + Sync),
 ) -> Result<Vec<ProductRefs<'t>>, GraphError> {
-    let mut group: Vec<ProductRefs<'t>> = Vec::new();
-    for &id in ids.iter().take(MAX_GROUP) {
+    let product_of = |id: r1_core::NodeId| -> Result<Option<(r1_core::NodeId, r1_core::NodeId)>, GraphError> {
         let node = graph.node(id)?;
-        let (
-            Op::MatMul {
-                trans_a: false,
-                trans_b: true,
-            },
-            [a, w],
-        ) = (&node.op, node.inputs.as_slice())
-        else {
-            break;
-        };
-        let (a, w, out) = (tensors.tensor(*a)?, tensors.tensor(*w)?, tensors.tensor(id)?);
+        Ok(match (&node.op, node.inputs.as_slice()) {
+            (
+                Op::MatMul {
+                    trans_a: false,
+                    trans_b: true,
+                },
+                &[a, w],
+            ) => Some((a, w)),
+            _ => None,
+        })
+    };
+    let mut members = Vec::new();
+    for &id in ids.iter().take(MAX_GROUP) {
+        match product_of(id)? {
+            Some((a, w)) if members.first().is_none_or(|&(first, _, _)| first == a) => members.push((a, w, id)),
+            _ => break,
+        }
+    }
+    let mut group: Vec<ProductRefs<'t>> = Vec::with_capacity(members.len());
+    if members.len() < 2 {
+        return Ok(group);
+    }
+    for (a, w, id) in members {
+        let (a, w, out) = (tensors.tensor(a)?, tensors.tensor(w)?, tensors.tensor(id)?);
         let f32_matrix = |t: &TensorRef<'_, CpuBuffer>| t.desc.dtype == DType::F32 && t.desc.shape.rank() >= 2;
         // The outputs are written at once, so none may share bytes with the input or
         // another output (a plan never does this for products that are all read later;
         // checked so a group is only ever an optimisation).
         let fits = f32_matrix(&a)
-            && f32_matrix(&w)
+            && w.desc.dtype == DType::F32
             && w.desc.shape.rank() == 2
             && out.desc.dtype == DType::F32
             && !overlap(&out, &a)
-            && group.iter().all(|(first, _, o)| {
-                same_place(first, &a) && first.desc == a.desc && !overlap(o, &out) && !overlap(&out, first)
-            });
+            && group.iter().all(|(_, _, o)| !overlap(o, &out));
         if !fits {
             break;
         }

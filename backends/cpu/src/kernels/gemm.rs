@@ -334,7 +334,22 @@ pub(crate) fn gemm_par(
     beta: f32,
     c: MatMut<'_>,
 ) {
+    if threads.count() <= 1 || product_work(a.rows, a.cols, b.cols) < MIN_PARALLEL_MACS {
+        // What `gemm_group_par` does with one small product, without its lists.
+        let bf16 = bf16_for(bf16, a.rows, dot_rows);
+        gemm_rows(isa, bf16, dot_rows, unpacked_a(a), alpha, a, b, beta, c);
+        return;
+    }
     gemm_group_par(threads, isa, bf16, dot_rows, alpha, a, vec![(b, c)], beta);
+}
+
+/// What a product `[m, k] · [k, n]` costs when deciding whether to split it, in
+/// multiply-adds: with few rows the time goes into reading B (a weight that does not
+/// stay in cache), not into the multiply-adds, so each value of B is priced as
+/// `B_VALUE_MACS` of them.
+fn product_work(m: usize, k: usize, n: usize) -> usize {
+    let macs = m.saturating_mul(k).saturating_mul(n);
+    macs.max(k.saturating_mul(n).saturating_mul(B_VALUE_MACS))
 }
 
 /// Several products of one A, `C_i ← α·A·B_i + β·C_i` (a layer's q/k/v or gate/up
@@ -358,15 +373,9 @@ pub(crate) fn gemm_group_par<'a, 'c>(
     // Decided for the whole product, so a piece computes what the whole would.
     let unpacked = unpacked_a(a);
     let parts = threads.count();
-    // With few rows the time goes into reading B (a weight that does not stay in cache),
-    // not into the multiply-adds: price each value of B as `B_VALUE_MACS` of them.
     let work = products
         .iter()
-        .map(|(b, _)| {
-            let n = b.cols;
-            let macs = m.saturating_mul(k).saturating_mul(n);
-            macs.max(k.saturating_mul(n).saturating_mul(B_VALUE_MACS))
-        })
+        .map(|(b, _)| product_work(m, k, b.cols))
         .fold(0usize, usize::saturating_add);
     if parts <= 1 || work < MIN_PARALLEL_MACS {
         for (b, c) in products {
@@ -374,32 +383,25 @@ pub(crate) fn gemm_group_par<'a, 'c>(
         }
         return;
     }
-    // Piece-major order (every product's first piece, then every product's second…): the
-    // pool halves the list between threads, so each half holds a share of each product.
-    let mut pieces: Vec<std::vec::IntoIter<_>> = products
-        .into_iter()
-        .map(|(b, c)| {
-            let mut own = Vec::with_capacity(parts);
-            cut(parts, a, b, c, &mut own);
-            own.into_iter()
-        })
-        .collect();
-    let mut jobs = Vec::with_capacity(parts * pieces.len());
-    while jobs.len() < jobs.capacity() {
-        let before = jobs.len();
-        jobs.extend(pieces.iter_mut().filter_map(Iterator::next));
-        if jobs.len() == before {
-            break;
-        }
+    let mut jobs = Vec::with_capacity(parts * products.len());
+    for (b, c) in products {
+        cut(parts, a, b, c, &mut jobs);
     }
-    threads.for_each_owned(jobs, |(a, b, c)| {
+    // Piece-major order (every product's first piece, then every product's second…; a
+    // stable sort of a few entries, in place): the pool halves the list between
+    // threads, so each half holds a share of each product.
+    jobs.sort_by_key(|&(piece, ..)| piece);
+    threads.for_each_owned(jobs, |(_, a, b, c)| {
         gemm_rows(isa, bf16, dot_rows, unpacked, alpha, a, b, beta, c)
     });
 }
 
+/// A piece of a product: its index within the product, A, B and C.
+type Piece<'a, 'c> = (usize, Mat<'a>, Mat<'a>, MatMut<'c>);
+
 /// The pieces of one product for `parts` threads: blocks of rows of C, or of columns when
 /// C has too few rows for that.
-fn cut<'a, 'c>(parts: usize, a: Mat<'a>, b: Mat<'a>, c: MatMut<'c>, jobs: &mut Vec<(Mat<'a>, Mat<'a>, MatMut<'c>)>) {
+fn cut<'a, 'c>(parts: usize, a: Mat<'a>, b: Mat<'a>, c: MatMut<'c>, jobs: &mut Vec<Piece<'a, 'c>>) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     // Each thread packs its own operands. sgemm packs B once per call and A once per panel
     // of `NC` columns, so a row cut packs all of B in every thread (k·n extra values) and a
@@ -413,7 +415,7 @@ fn cut<'a, 'c>(parts: usize, a: Mat<'a>, b: Mat<'a>, c: MatMut<'c>, jobs: &mut V
         while r0 < m {
             let rows = step.min(m - r0);
             let (top, bottom) = rest.split_rows(rows);
-            jobs.push((a.rows_range(r0, rows), b, top));
+            jobs.push((r0 / step, a.rows_range(r0, rows), b, top));
             rest = bottom;
             r0 += rows;
         }
@@ -424,7 +426,7 @@ fn cut<'a, 'c>(parts: usize, a: Mat<'a>, b: Mat<'a>, c: MatMut<'c>, jobs: &mut V
         while c0 < n {
             let cols = step.min(n - c0);
             let (left, right) = rest.split_cols(cols);
-            jobs.push((a, b.cols_range(c0, cols), left));
+            jobs.push((c0 / step, a, b.cols_range(c0, cols), left));
             rest = right;
             c0 += cols;
         }

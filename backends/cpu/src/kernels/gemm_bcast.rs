@@ -19,14 +19,7 @@ thread_local! {
 
 /// `C ← α·A·B + β·C` for any strides.
 pub(crate) fn gemm_bcast(isa: crate::simd::Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
-    PANELS.with(|cell| {
-        // A task that panicked mid-call leaves the buffer borrowed: use a fresh one then.
-        let mut own = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let panels = match guard.as_deref_mut() {
-            Ok(v) => v,
-            Err(_) => &mut own,
-        };
+    PANELS.with_borrow_mut(|panels| {
         isa.run(Bcast {
             alpha,
             a,
@@ -74,12 +67,20 @@ fn blocks<S: Simd, const MR: usize, const NV: usize>(s: S, task: Bcast<'_, '_, '
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let nr = NV * S::LANES;
     let count = n.div_ceil(nr);
-    // Panel q, step p: B[p, q·nr .. q·nr + nr] (zeros past n) at (q·k + p)·nr.
-    panels.clear();
-    panels.resize(count * k * nr, 0.0);
+    // Panel q, step p: B[p, q·nr .. q·nr + nr] (zeros past n) at (q·k + p)·nr. Every
+    // value read is written here first, so the buffer only grows.
+    if panels.len() < count * k * nr {
+        panels.resize(count * k * nr, 0.0);
+    }
+    let panels = &mut panels[..count * k * nr];
     for (q, panel) in panels.chunks_exact_mut(k * nr).enumerate() {
         let j0 = q * nr;
         let width = (n - j0).min(nr);
+        if width < nr {
+            for dst in panel.chunks_exact_mut(nr) {
+                dst[width..].fill(0.0);
+            }
+        }
         if b.cs == 1 {
             for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
                 dst[..width].copy_from_slice(&b.data[p * b.rs + j0..p * b.rs + j0 + width]);
