@@ -50,6 +50,11 @@ fn products_with_few_rows_take_the_packing_free_path_correctly() {
     }
     // Wide products cut into column tiles (k = 300 → 108-column tiles) and over threads.
     check(&[], 33, 300, 1000, false, true, false, 400);
+    // A weight of 2^18 values or more is prefetched tiles ahead (k = 1031: a partial
+    // tail; n = 257: the last tiles have no columns ahead and the very last is partial).
+    for m in [1, 5, 64] {
+        check(&[], m, 1031, 257, false, true, false, 410 + m as u64);
+    }
 }
 
 #[test]
@@ -79,8 +84,9 @@ fn products_with_a_large_a_skip_packing_it_correctly() {
 fn a_row_of_a_decode_product_does_not_depend_on_the_rows_beside_it() {
     // Continuous batching relies on it: a sequence decodes the same alone or in a batch,
     // at any place in it. k = 96: whole vectors only; 101 and 263: a partial tail too;
-    // n = 130, 13, 61: a partial column tile.
-    for (k, n) in [(96, 130), (101, 13), (263, 61)] {
+    // n = 130, 13, 61: a partial column tile; 1031 × 257: a weight large enough to be
+    // prefetched.
+    for (k, n) in [(96, 130), (101, 13), (263, 61), (1031, 257)] {
         every_row_alone_equals_that_row_in_a_batch(k, n);
     }
 }
