@@ -30,7 +30,7 @@ const DOT_TILE_FLOATS: usize = 8192;
 /// within noise of each other).
 const PREFETCH_TILES: usize = 2;
 /// Values of B (1 MiB, a core's L2) from which [`dot_tiles`] prefetches it. Measured:
-/// f32 decode of Qwen2.5-0.5B (weights from DRAM), one thread, 12.7 → 14.4 tok/s; but
+/// f32 decode of Qwen2.5-0.5B (weights from DRAM), one thread, 12.5 → 13.6 tok/s; but
 /// `bench serve --preset small` (weights in L3) 8% slower at one stream and 3% at 32
 /// when its products prefetched too.
 const PREFETCH_MIN_B: usize = 1 << 18;
@@ -613,7 +613,7 @@ fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
 
 /// The `RR × C` dot products `a[r] · b[c]` of one tile (`RR ≤ R` rows of it), returned by
 /// slot `r·C + c` (see [`dot_tiles`]); each line of `ahead`'s columns is asked for
-/// ([`crate::simd::prefetch`]) beside the step that loads the same line of `b`'s.
+/// ([`crate::simd::prefetch_at`]) beside the step that loads the same line of `b`'s.
 #[inline(always)]
 fn dot_tile<S: Simd, const RR: usize, const C: usize>(
     s: S,
