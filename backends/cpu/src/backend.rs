@@ -282,13 +282,14 @@ fn same_place(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> boo
 const MAX_GROUP: usize = 4;
 
 /// The steps at the start of `ids` that are products `a · wᵀ` of one f32 `a` (the same
-/// node) by 2-D f32 weights (operands `a`, `w` and the output of each); fewer than two
-/// when there is no such group. A lone product costs a look at the next node.
+/// node) by 2-D f32 weights, as that `a` and each product's weight and output; `None`
+/// when fewer than two are. A lone product costs a look at the next node, and tensors
+/// are resolved only for a run of two or more.
 fn sibling_products<'t>(
     graph: &Graph,
     ids: &[r1_core::NodeId],
     tensors: &'t (dyn PlanTensors<CpuBuffer> + Sync),
-) -> Result<Vec<ProductRefs<'t>>, GraphError> {
+) -> Result<Option<ProductGroup<'t>>, GraphError> {
     let product_of = |id: r1_core::NodeId| -> Result<Option<(r1_core::NodeId, r1_core::NodeId)>, GraphError> {
         let node = graph.node(id)?;
         Ok(match (&node.op, node.inputs.as_slice()) {
@@ -302,35 +303,44 @@ fn sibling_products<'t>(
             _ => None,
         })
     };
-    let mut members = Vec::new();
+    // The run's input, and its weights and outputs by node (the first `len` entries).
+    let mut input = None;
+    let mut run = [(r1_core::NodeId(0), r1_core::NodeId(0)); MAX_GROUP];
+    let mut len = 0;
     for &id in ids.iter().take(MAX_GROUP) {
         match product_of(id)? {
-            Some((a, w)) if members.first().is_none_or(|&(first, _, _)| first == a) => members.push((a, w, id)),
+            Some((a, w)) if input.is_none_or(|first| first == a) => {
+                input = Some(a);
+                run[len] = (w, id);
+                len += 1;
+            }
             _ => break,
         }
     }
-    let mut group: Vec<ProductRefs<'t>> = Vec::with_capacity(members.len());
-    if members.len() < 2 {
-        return Ok(group);
+    let Some(input) = input.filter(|_| len >= 2) else {
+        return Ok(None);
+    };
+    let a = tensors.tensor(input)?;
+    if a.desc.dtype != DType::F32 || a.desc.shape.rank() < 2 {
+        return Ok(None);
     }
-    for (a, w, id) in members {
-        let (a, w, out) = (tensors.tensor(a)?, tensors.tensor(w)?, tensors.tensor(id)?);
-        let f32_matrix = |t: &TensorRef<'_, CpuBuffer>| t.desc.dtype == DType::F32 && t.desc.shape.rank() >= 2;
+    let mut products: Vec<(TensorRef<'t, CpuBuffer>, TensorRef<'t, CpuBuffer>)> = Vec::with_capacity(len);
+    for &(w, id) in &run[..len] {
+        let (w, out) = (tensors.tensor(w)?, tensors.tensor(id)?);
         // The outputs are written at once, so none may share bytes with the input or
         // another output (a plan never does this for products that are all read later;
         // checked so a group is only ever an optimisation).
-        let fits = f32_matrix(&a)
-            && w.desc.dtype == DType::F32
+        let fits = w.desc.dtype == DType::F32
             && w.desc.shape.rank() == 2
             && out.desc.dtype == DType::F32
             && !overlap(&out, &a)
-            && group.iter().all(|(_, _, o)| !overlap(o, &out));
+            && products.iter().all(|(_, o)| !overlap(o, &out));
         if !fits {
             break;
         }
-        group.push((a, w, out));
+        products.push((w, out));
     }
-    Ok(group)
+    Ok((products.len() >= 2).then_some((a, products)))
 }
 
 /// Whether two tensors share bytes.
@@ -338,11 +348,10 @@ fn overlap(a: &TensorRef<'_, CpuBuffer>, b: &TensorRef<'_, CpuBuffer>) -> bool {
     std::ptr::eq(a.buffer, b.buffer) && a.offset < b.offset + b.desc.bytes() && b.offset < a.offset + a.desc.bytes()
 }
 
-/// A product's input, weight and output.
-type ProductRefs<'t> = (
+/// A group of products: their shared input, and each one's weight and output.
+type ProductGroup<'t> = (
     TensorRef<'t, CpuBuffer>,
-    TensorRef<'t, CpuBuffer>,
-    TensorRef<'t, CpuBuffer>,
+    Vec<(TensorRef<'t, CpuBuffer>, TensorRef<'t, CpuBuffer>)>,
 );
 
 /// Operand `i` of `v`, a KV cache described by `d`, as the kernels read it.
@@ -562,15 +571,13 @@ impl Backend for CpuBackend {
             let mut single = 0;
             let mut i = 0;
             while i < ids.len() {
-                let group = sibling_products(graph, &ids[i..], tensors)?;
-                if group.len() < 2 {
+                let Some((a, products)) = sibling_products(graph, &ids[i..], tensors)? else {
                     i += 1;
                     continue;
-                }
+                };
                 let at = steps.start;
                 run_plan_steps(self, graph, plan, at + single..at + i, tensors)?;
-                let a = group[0].0;
-                let products = group.iter().map(|&(_, w, out)| (w, out)).collect();
+                let members = products.len();
                 let label = graph.node(ids[i])?.label(ids[i]);
                 self.matmul_group(a, products).map_err(|e| match e {
                     BackendError::InvalidInput { op, detail } => GraphError::Backend(BackendError::InvalidInput {
@@ -579,7 +586,7 @@ impl Backend for CpuBackend {
                     }),
                     other => GraphError::Backend(other),
                 })?;
-                i += group.len();
+                i += members;
                 single = i;
             }
             run_plan_steps(self, graph, plan, steps.start + single..steps.end, tensors)

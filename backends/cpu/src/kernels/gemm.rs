@@ -29,7 +29,8 @@ const DOT_TILE_FLOATS: usize = 8192;
 /// How many column tiles ahead [`dot_tiles`] asks for B's columns (1 to 8 measured
 /// within noise of each other).
 const PREFETCH_TILES: usize = 2;
-/// Values of B (1 MiB, a core's L2) from which [`dot_tiles`] prefetches it. Measured:
+/// Values of B (1 MiB, a core's L2) from which [`dot_tiles`] prefetches it — the B of the
+/// piece one thread multiplies, which is what has to stream through its core. Measured:
 /// f32 decode of Qwen2.5-0.5B (weights from DRAM), one thread, 12.5 → 13.6 tok/s; but
 /// `bench serve --preset small` (weights in L3) 8% slower at one stream and 3% at 32
 /// when its products prefetched too.
