@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use super::gemm_bf16::gemm_bf16;
 use crate::parallel::{SharedOut, Threads};
 use crate::simd::bf16_dot::Bf16Dot;
-use crate::simd::{Isa, Simd, SimdTask, math};
+use crate::simd::{Isa, MAX_LANES, Simd, SimdTask, math};
 
 /// Rows of C up to which the packing-free path runs: with B's columns contiguous
 /// (register-blocked dot products over column tiles that stay in cache) and with B's rows
@@ -589,22 +589,29 @@ fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
             for i in (r0..r1).step_by(R) {
                 let ahead = ahead.take();
                 let sums = match (r1 - i).min(R) {
-                    1 => dot_tile::<S, 1, C>(s, [row(i)], cols, ahead, k),
-                    2 if R >= 2 => dot_tile::<S, 2, C>(s, [row(i), row(i + 1)], cols, ahead, k),
-                    3 if R >= 3 => dot_tile::<S, 3, C>(s, [row(i), row(i + 1), row(i + 2)], cols, ahead, k),
+                    1 => dot_tile::<S, 1, C>(s, alpha, [row(i)], cols, ahead, k),
+                    2 if R >= 2 => dot_tile::<S, 2, C>(s, alpha, [row(i), row(i + 1)], cols, ahead, k),
+                    3 if R >= 3 => dot_tile::<S, 3, C>(s, alpha, [row(i), row(i + 1), row(i + 2)], cols, ahead, k),
                     _ => {
                         let mut rows = [row(i); R];
                         for (r, a) in rows.iter_mut().enumerate() {
                             *a = row(i + r);
                         }
-                        dot_tile::<S, R, C>(s, rows, cols, ahead, k)
+                        dot_tile::<S, R, C>(s, alpha, rows, cols, ahead, k)
                     }
                 };
                 for r in 0..(r1 - i).min(R) {
                     let out = &mut c.row(i + r)[j..j + width];
-                    for (q, o) in out.iter_mut().enumerate() {
-                        let d = alpha * sums[r * C + q];
-                        *o = if beta == 0.0 { d } else { d + beta * *o };
+                    let d = &sums[r * C..r * C + width];
+                    if beta != 0.0 {
+                        for (o, &d) in out.iter_mut().zip(d) {
+                            *o = d + beta * *o;
+                        }
+                    } else if let (Ok(out), Ok(d)) = (<&mut [f32; C]>::try_from(&mut *out), <&[f32; C]>::try_from(d)) {
+                        // A whole tile's row: one fixed-size copy, no call.
+                        *out = *d;
+                    } else {
+                        out.copy_from_slice(d);
                     }
                 }
             }
@@ -612,12 +619,14 @@ fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
     }
 }
 
-/// The `RR × C` dot products `a[r] · b[c]` of one tile (`RR ≤ R` rows of it), returned by
-/// slot `r·C + c` (see [`dot_tiles`]); each line of `ahead`'s columns is asked for
-/// ([`crate::simd::prefetch_at`]) beside the step that loads the same line of `b`'s.
+/// The `RR × C` dot products `a[r] · b[c]` of one tile (`RR ≤ R` rows of it) times
+/// `alpha`, returned by slot `r·C + c` (see [`dot_tiles`]); each line of `ahead`'s columns
+/// is asked for ([`crate::simd::prefetch_at`]) beside the step that loads the same line of
+/// `b`'s.
 #[inline(always)]
 fn dot_tile<S: Simd, const RR: usize, const C: usize>(
     s: S,
+    alpha: f32,
     a: [&[f32]; RR],
     b: [&[f32]; C],
     ahead: Option<[&[f32]; C]>,
@@ -661,23 +670,20 @@ fn dot_tile<S: Simd, const RR: usize, const C: usize>(
             }
         }
     }
-    // Lanes summed in groups of LANES slots (slots past RR·C hold zeros).
-    let mut slots = [zero; 4 * MAX_TILE_COLS];
-    for r in 0..RR {
-        for q in 0..C {
-            slots[r * C + q] = acc[r][q];
-        }
-    }
     let mut sums = [0.0f32; 4 * MAX_TILE_COLS];
-    let used = RR * C;
-    let mut g = 0;
-    while g < used {
-        if l == 1 {
-            sums[g] = s.reduce_sum(slots[g]);
-        } else {
-            s.store(s.transpose_sum(&slots[g..g + l]), &mut sums[g..]);
+    if l == 1 {
+        for r in 0..RR {
+            for q in 0..C {
+                sums[r * C + q] = alpha * s.reduce_sum(acc[r][q]);
+            }
         }
-        g += l;
+    } else {
+        // A tile has at most LANES elements (4 × 4 with AVX-512, 2 × 4 with AVX2): one
+        // transpose, slots past RR·C zeros. Built by value, so the accumulators go to it
+        // in registers (a slots array filled in a loop was copied through memory per tile).
+        assert!(RR * C <= l, "a dot tile is one transpose");
+        let slots: [S::V; MAX_LANES] = std::array::from_fn(|i| if i < RR * C { acc[i / C][i % C] } else { zero });
+        s.store(s.mul(s.splat(alpha), s.transpose_sum(&slots[..l])), &mut sums);
     }
     sums
 }
