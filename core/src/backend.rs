@@ -129,10 +129,10 @@ pub struct AdamWStep {
 }
 
 /// The kernels a graph needs. See the module docs for the buffer contract.
-pub trait Backend {
+pub trait Backend: Sync {
     /// Device memory, opaque to core. Shared by the threads of a backend that runs a
-    /// plan on a pool.
-    type Buffer: Sync;
+    /// plan on a pool, and by the lanes of [`Backend::run_lanes`].
+    type Buffer: Send + Sync;
 
     /// A human-readable name ("cpu (avx512, 2 threads)", "cuda:0 NVIDIA H200").
     fn name(&self) -> String;
@@ -163,6 +163,25 @@ pub trait Backend {
     /// those cores and no others (sampling the rows of a decode step). The default runs
     /// them in order on the calling thread.
     fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        (0..n).for_each(f);
+    }
+
+    /// How many lanes ([`Backend::run_lanes`]) a step over `rows` independent rows is best
+    /// cut into, when each lane reads all `weight_bytes` of the weights: 1 where one plan
+    /// over all the rows is faster (few rows, weights streamed from memory, one thread, or
+    /// a device that runs one plan at a time anyway).
+    fn lanes(&self, rows: usize, weight_bytes: usize) -> usize {
+        let _ = (rows, weight_bytes);
+        1
+    }
+
+    /// Runs `f(i)` for every `i in 0..n` at once, each on its own host thread whose
+    /// kernels keep their work on that thread: the backend's threads divided between
+    /// independent plans instead of between the pieces of each op. A decode step over
+    /// many sequences, cut into `n` groups of rows each running its own plan, then has
+    /// its threads meet once per step instead of once per op. The default runs them in
+    /// order on the calling thread.
+    fn run_lanes(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         (0..n).for_each(f);
     }
 

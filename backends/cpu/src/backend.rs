@@ -467,6 +467,14 @@ impl Backend for CpuBackend {
         self.threads.for_tasks(n, MIN_PARALLEL_WORK, f);
     }
 
+    fn lanes(&self, rows: usize, weight_bytes: usize) -> usize {
+        self.threads.lanes(rows, weight_bytes)
+    }
+
+    fn run_lanes(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        self.threads.run_lanes(n, f);
+    }
+
     fn name(&self) -> String {
         let n = self.threads.count();
         format!(

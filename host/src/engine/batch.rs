@@ -112,6 +112,9 @@ struct Draw {
     top: Vec<(u32, f32)>,
 }
 
+/// What the plan of one lane of a decode step gave: its rows' logits.
+type LaneLogits = Result<Vec<f32>, r1_core::GraphError>;
+
 /// A row of a decode step handed to a thread: its sequence, its logits, what it drew.
 type RowToDraw<'a> = (&'a mut Seq, &'a mut [f32], Option<Draw>);
 
@@ -159,6 +162,8 @@ pub struct Batch<B: Backend> {
     cache: KvCache<B>,
     plans: StepPlans,
     executor: Executor<B>,
+    /// The arenas of a decode step's other lanes ([`Batch::decode_logits`]).
+    lane_executors: Vec<Executor<B>>,
     feed: Option<StepFeed<B>>,
     seqs: Vec<Seq>,
 }
@@ -180,6 +185,7 @@ impl<B: Backend> Batch<B> {
             cache: KvCache::new(backend, cfg, slots, capacity, cache_types)?,
             plans: StepPlans::new(cache_types),
             executor: Executor::new(),
+            lane_executors: Vec::new(),
             feed: None,
             seqs: Vec::new(),
         })
@@ -238,22 +244,90 @@ impl<B: Backend> Batch<B> {
         let rows = past.len();
         let t = ids.len() / rows.max(1);
         let planned = self.plans.get(backend, &self.cfg, params, rows, t, self.capacity)?;
-        if self.feed.as_ref().is_none_or(|f| !f.fits(rows, t)) {
-            self.feed = None;
-            self.feed = Some(StepFeed::new(backend, rows, t)?);
+        let feed = Self::upload_feed(&mut self.feed, backend, ids, past)?;
+        let logits = planned.run(backend, &mut self.executor, params, feed, 0, &self.cache, first_row)?;
+        self.check_finite(&logits, first_row)?;
+        Ok(logits)
+    }
+
+    /// The feed buffer (grown if a `rows × t` step does not fit it), holding `ids` and
+    /// `past`.
+    fn upload_feed<'f>(
+        feed: &'f mut Option<StepFeed<B>>,
+        backend: &B,
+        ids: &[u32],
+        past: &[usize],
+    ) -> Result<&'f StepFeed<B>, EngineError> {
+        let (rows, t) = (past.len(), ids.len() / past.len().max(1));
+        if feed.as_ref().is_none_or(|f| !f.fits(rows, t)) {
+            *feed = None;
+            *feed = Some(StepFeed::new(backend, rows, t)?);
         }
-        let feed = self
-            .feed
+        let feed = feed
             .as_ref()
             .ok_or_else(|| EngineError::Internal("no feed buffer".into()))?;
         feed.upload(backend, ids, past)?;
-        let logits = planned.run(backend, &mut self.executor, params, feed, &self.cache, first_row)?;
-        // Sampling from NaN/inf logits would pass garbage off as text.
-        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
-            return Err(EngineError::NonFinite {
+        Ok(feed)
+    }
+
+    /// Sampling from NaN/inf logits would pass garbage off as text.
+    fn check_finite(&self, logits: &[f32], first_row: usize) -> Result<(), EngineError> {
+        match logits.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(EngineError::NonFinite {
                 row: first_row + i / self.cfg.vocab_size.max(1),
-            });
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// The logits of a decode step over cache rows `0..rows`: one plan over all the rows
+    /// whose ops each split over the backend's threads, or, where the backend finds it
+    /// faster ([`Backend::lanes`]: on the CPU, enough rows and weights that stay in cache),
+    /// the rows cut into contiguous groups, each a plan of its own on one thread
+    /// ([`Backend::run_lanes`]). A row's logits do not depend on the rows beside it (the
+    /// decode products, attention and norms work row by row), so both give the same
+    /// tokens.
+    fn decode_logits(
+        &mut self,
+        backend: &B,
+        params: &ParamBuffer<B>,
+        ids: &[u32],
+        past: &[usize],
+    ) -> Result<Vec<f32>, EngineError> {
+        let rows = past.len();
+        let lanes = backend.lanes(rows, params.resident_bytes()).min(rows);
+        if lanes < 2 {
+            return self.forward(backend, params, ids, past, 0);
+        }
+        let cuts: Vec<(usize, usize)> = (0..lanes).map(|i| (rows * i / lanes, rows * (i + 1) / lanes)).collect();
+        let sizes: Vec<usize> = cuts.iter().map(|&(a, b)| b - a).collect();
+        let plans = self.plans.get_all(backend, &self.cfg, params, &sizes, self.capacity)?;
+        let feed = Self::upload_feed(&mut self.feed, backend, ids, past)?;
+        if self.lane_executors.len() + 1 < lanes {
+            self.lane_executors.resize_with(lanes - 1, Executor::new);
+        }
+        // Each lane's arena and what its plan gave.
+        let lanes_state: Vec<Mutex<(&mut Executor<B>, Option<LaneLogits>)>> = std::iter::once(&mut self.executor)
+            .chain(self.lane_executors.iter_mut())
+            .take(lanes)
+            .map(|executor| Mutex::new((executor, None)))
+            .collect();
+        let cache = &self.cache;
+        backend.run_lanes(lanes, &|i| {
+            let first = cuts[i].0;
+            // A poisoned lock only means another lane panicked; this lane's cell is intact.
+            let mut lane = lanes_state[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (executor, out) = &mut *lane;
+            *out = Some(plans[i].run(backend, executor, params, feed, first, cache, first));
+        });
+        let mut logits = Vec::with_capacity(rows * self.cfg.vocab_size);
+        for (i, lane) in lanes_state.into_iter().enumerate() {
+            match lane.into_inner().unwrap_or_else(|e| e.into_inner()).1 {
+                Some(out) => logits.extend_from_slice(&out?),
+                None => return Err(EngineError::Internal(format!("decode lane {i} did not run"))),
+            }
+        }
+        self.check_finite(&logits, 0)?;
         Ok(logits)
     }
 
@@ -372,7 +446,7 @@ impl<B: Backend> Batch<B> {
         }
         let ids: Vec<u32> = self.seqs.iter().map(|s| s.next).collect();
         let past: Vec<usize> = self.seqs.iter().map(|s| s.past).collect();
-        let mut logits = self.forward(backend, params, &ids, &past, 0)?;
+        let mut logits = self.decode_logits(backend, params, &ids, &past)?;
         let vocab = self.cfg.vocab_size;
         let mut seqs = std::mem::take(&mut self.seqs);
         for seq in seqs.iter_mut() {

@@ -97,26 +97,38 @@ pub struct PlannedStep {
 }
 
 impl PlannedStep {
-    /// Binds weights, feed and cache rows `first_row..first_row + batch`, runs the plan
-    /// and returns the logits `[batch, V]`.
+    /// Binds weights, the feed's rows `feed_row..feed_row + batch` and cache rows
+    /// `first_row..first_row + batch`, runs the plan and returns the logits `[batch, V]`.
+    /// Only a one-token step may start past the feed's first row (a prefill's last-row
+    /// indices are its own).
+    #[allow(clippy::too_many_arguments)]
     pub fn run<B: Backend>(
         &self,
         backend: &B,
         executor: &mut Executor<B>,
         params: &ParamBuffer<B>,
         feed: &StepFeed<B>,
+        feed_row: usize,
         cache: &KvCache<B>,
         first_row: usize,
     ) -> Result<Vec<f32>, GraphError> {
+        let (batch, t, _) = self.key;
+        if feed_row > 0 && (t != 1 || self.lm.last_rows.is_some()) {
+            return Err(GraphError::Shape {
+                op: "step",
+                detail: format!("a {batch}×{t} step cannot start at feed row {feed_row}"),
+            });
+        }
         let (k_offset, v_offset) = (
             first_row * cache.row_bytes(Side::Keys),
             first_row * cache.row_bytes(Side::Values),
         );
+        let id_bytes = TensorDesc::i32(&[1]).bytes();
         let mut b = Bindings::new(&self.graph);
         params.bind(&self.lm, &mut b)?;
-        b.bind(self.lm.input_ids, &feed.buffer, 0)?;
+        b.bind(self.lm.input_ids, &feed.buffer, feed_row * t * id_bytes)?;
         if let Some(p) = self.lm.past {
-            b.bind(p, &feed.buffer, feed.past_offset())?;
+            b.bind(p, &feed.buffer, feed.past_offset() + feed_row * id_bytes)?;
         }
         if let Some(r) = self.lm.last_rows {
             b.bind(r, &feed.buffer, feed.last_rows_offset())?;
@@ -193,6 +205,33 @@ impl StepPlans {
         let step = &mut self.plans[i];
         step.last_used = self.clock;
         Ok(step)
+    }
+
+    /// [`StepPlans::get`] for one-token steps of each of `batches` rows, all at once: the
+    /// plans of a decode step cut into lanes.
+    pub fn get_all<B: Backend>(
+        &mut self,
+        backend: &B,
+        cfg: &ModelConfig,
+        params: &ParamBuffer<B>,
+        batches: &[usize],
+        capacity: usize,
+    ) -> Result<Vec<&PlannedStep>, EngineError> {
+        for &batch in batches {
+            // Each lookup marks its plan the newest, so a later build evicts none of them
+            // (MAX_PLANS is far more than the lanes).
+            self.get(backend, cfg, params, batch, 1, capacity)?;
+        }
+        let lora = params.lora().copied();
+        batches
+            .iter()
+            .map(|&batch| {
+                self.plans
+                    .iter()
+                    .find(|p| p.key == (batch, 1, capacity) && p.lora == lora)
+                    .ok_or_else(|| EngineError::Internal(format!("no plan for {batch} rows after building it")))
+            })
+            .collect()
     }
 
     fn build<B: Backend>(
