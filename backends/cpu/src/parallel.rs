@@ -22,7 +22,7 @@ enum Mode {
 /// Rows a lane of [`Threads::run_lanes`] takes at the least. `bench serve --preset small`
 /// (two threads): lanes of 2 rows lost to one plan over both threads (4 streams 16.2k →
 /// 14.0k tok/s), lanes of 4 won (8 streams 21.8k → 24.5k, 32 streams +10–18%).
-pub(crate) const LANE_MIN_ROWS: usize = 4;
+const LANE_MIN_ROWS: usize = 4;
 
 /// The last-level cache assumed where the system does not say (a small server CPU's).
 const DEFAULT_LAST_LEVEL_CACHE: usize = 8 << 20;
@@ -32,7 +32,7 @@ const DEFAULT_LAST_LEVEL_CACHE: usize = 8 << 20;
 /// activations. Weights streamed from memory go faster split by columns, each thread
 /// reading its share: `bench serve --preset medium` (97 MiB of weights, 32 MiB of L3) ran
 /// 9% (32 streams) to 27% (8 streams) slower in lanes; `small` (12 MiB) 10–18% faster.
-pub(crate) fn lane_weight_limit() -> usize {
+fn lane_weight_limit() -> usize {
     static LIMIT: OnceLock<usize> = OnceLock::new();
     *LIMIT.get_or_init(|| last_level_cache().unwrap_or(DEFAULT_LAST_LEVEL_CACHE) / 2)
 }

@@ -100,7 +100,7 @@ impl PlannedStep {
     /// Binds weights, the feed's rows `feed_row..feed_row + batch` and cache rows
     /// `first_row..first_row + batch`, runs the plan and returns the logits `[batch, V]`.
     /// Only a one-token step may start past the feed's first row (a prefill's last-row
-    /// indices are its own).
+    /// indices are its own; a one-token step has none).
     #[allow(clippy::too_many_arguments)]
     pub fn run<B: Backend>(
         &self,
@@ -113,7 +113,7 @@ impl PlannedStep {
         first_row: usize,
     ) -> Result<Vec<f32>, GraphError> {
         let (batch, t, _) = self.key;
-        if feed_row > 0 && (t != 1 || self.lm.last_rows.is_some()) {
+        if feed_row > 0 && t != 1 {
             return Err(GraphError::Shape {
                 op: "step",
                 detail: format!("a {batch}×{t} step cannot start at feed row {feed_row}"),
