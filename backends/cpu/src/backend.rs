@@ -691,14 +691,18 @@ impl Backend for CpuBackend {
                                 inputs[1].desc.dtype, sb
                             ),
                         })?;
-                    // `a · wᵀ` (forward) or `a · w` (the input gradient of a frozen weight).
-                    let kernel = if *trans_b {
-                        quant_matmul::matmul
-                    } else {
-                        quant_matmul::matmul_w
-                    };
+                    // `a · wᵀ` (forward, through a packed copy of the weight where this
+                    // CPU has a kernel for one) or `a · w` (the input gradient of a
+                    // frozen weight).
+                    if !*trans_b {
+                        return with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
+                            quant_matmul::matmul_w(ctx, ty, v.f32(0)?, &sa, v.bytes(1)?, &sb, v.f32_mut(2)?, &so)
+                        });
+                    }
+                    let packed = quant_matmul::packed_weight(ctx, ty, inputs[1].buffer, inputs[1].offset, &sb)?;
                     return with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
-                        kernel(ctx, ty, v.f32(0)?, &sa, v.bytes(1)?, &sb, v.f32_mut(2)?, &so)
+                        let packed = packed.as_ref().map(|p| p.as_slice());
+                        quant_matmul::matmul(ctx, ty, v.f32(0)?, &sa, v.bytes(1)?, packed, &sb, v.f32_mut(2)?, &so)
                     });
                 }
                 with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {

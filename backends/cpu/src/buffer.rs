@@ -11,6 +11,7 @@
 use std::alloc::{self, Layout};
 use std::ops::Range;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use r1_core::BackendError;
@@ -30,6 +31,20 @@ pub struct CpuBuffer {
     mapped: Option<MappedBytes>,
     /// The byte ranges borrowed now (a handful at most: one per kernel operand).
     borrows: Mutex<Vec<Held>>,
+    /// Copies of byte ranges in a layout some kernel reads faster (a repacked weight),
+    /// made on first use ([`CpuBuffer::derived`]) and dropped when a write borrow ends.
+    derived: Mutex<Vec<(DerivedKey, Arc<Vec<u8>>)>>,
+    /// Write borrows ended so far: a copy made while one ended is not kept.
+    writes: AtomicU64,
+}
+
+/// What a derived copy was made from: a byte range and the layout (a tag its kernel
+/// chooses, e.g. the weight type and row length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DerivedKey {
+    pub start: usize,
+    pub end: usize,
+    pub layout: u64,
 }
 
 /// One live borrow: bytes `start..end`, read or written.
@@ -71,6 +86,8 @@ impl CpuBuffer {
                 len: 0,
                 mapped: None,
                 borrows: Mutex::new(Vec::new()),
+                derived: Mutex::new(Vec::new()),
+                writes: AtomicU64::new(0),
             });
         }
         let layout = Layout::from_size_align(bytes, ALIGN).map_err(|_| BackendError::OutOfMemory { bytes })?;
@@ -82,6 +99,8 @@ impl CpuBuffer {
             len: bytes,
             mapped: None,
             borrows: Mutex::new(Vec::new()),
+            derived: Mutex::new(Vec::new()),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -100,6 +119,8 @@ impl CpuBuffer {
             len,
             mapped: Some(bytes),
             borrows: Mutex::new(Vec::new()),
+            derived: Mutex::new(Vec::new()),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -189,6 +210,46 @@ impl CpuBuffer {
         // SAFETY: see `with_f32_mut`.
         let s = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) };
         Ok(f(s))
+    }
+
+    /// The copy of bytes `key.start..key.end` in `key.layout`: the one made before, or
+    /// `make(bytes)` now (kept until a write borrow of the buffer ends). `make` runs with
+    /// a read borrow of the range and no lock held, so it may use the thread pool; two
+    /// threads that ask at once may both make it (one copy is kept).
+    pub(crate) fn derived(
+        &self,
+        key: DerivedKey,
+        make: impl FnOnce(&[u8]) -> Result<Vec<u8>, BackendError>,
+    ) -> Result<Arc<Vec<u8>>, BackendError> {
+        if let Some(d) = self.derived_list().iter().find(|(k, _)| *k == key) {
+            return Ok(d.1.clone());
+        }
+        if key.start > key.end || key.end > self.len {
+            return Err(BackendError::OutOfBounds {
+                detail: format!("bytes {}..{} of a {}-byte buffer", key.start, key.end, self.len),
+            });
+        }
+        let writes = self.writes.load(Ordering::Acquire);
+        let made = {
+            let _guard = self.lock_range(key.start..key.end, false)?;
+            // SAFETY: the read borrow excludes writers of the range, which lies inside
+            // the initialised allocation (checked above).
+            let bytes = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(key.start), key.end - key.start) };
+            Arc::new(make(bytes)?)
+        };
+        let mut list = self.derived_list();
+        if let Some(d) = list.iter().find(|(k, _)| *k == key) {
+            return Ok(d.1.clone());
+        }
+        if self.writes.load(Ordering::Acquire) == writes {
+            list.push((key, made.clone()));
+        }
+        Ok(made)
+    }
+
+    /// The derived copies; as with `held`, a poisoned lock leaves a consistent list.
+    fn derived_list(&self) -> MutexGuard<'_, Vec<(DerivedKey, Arc<Vec<u8>>)>> {
+        self.derived.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Base address, for [`crate::views`] which builds checked slices under a [`Borrow`].
@@ -282,9 +343,17 @@ impl Drop for Borrow<'_> {
         if self.held.start >= self.held.end {
             return;
         }
-        let mut borrows = self.buf.held();
-        if let Some(i) = borrows.iter().position(|h| *h == self.held) {
-            borrows.swap_remove(i);
+        {
+            let mut borrows = self.buf.held();
+            if let Some(i) = borrows.iter().position(|h| *h == self.held) {
+                borrows.swap_remove(i);
+            }
+        }
+        if self.held.write {
+            // The bytes may have changed: no copy made from them before stays.
+            let mut derived = self.buf.derived_list();
+            self.buf.writes.fetch_add(1, Ordering::AcqRel);
+            derived.clear();
         }
     }
 }
@@ -312,6 +381,40 @@ mod tests {
         assert_eq!((*owner).as_ref(), [1, 2, 3, 4, 5, 6, 7, 8]);
         let empty: MappedBytes = Arc::new(Vec::<u8>::new());
         assert!(CpuBuffer::mapped(empty).is_none());
+    }
+
+    #[test]
+    fn derived_copies_are_made_once_and_dropped_by_writes() {
+        let b = CpuBuffer::zeroed(16).unwrap();
+        b.with_bytes_mut(|s| s[4] = 7).unwrap();
+        let key = DerivedKey {
+            start: 4,
+            end: 8,
+            layout: 1,
+        };
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let make = |bytes: &[u8]| {
+            made.fetch_add(1, Ordering::Relaxed);
+            Ok(bytes.iter().rev().copied().collect())
+        };
+        assert_eq!(*b.derived(key, make).unwrap(), [0, 0, 0, 7]);
+        assert_eq!(*b.derived(key, make).unwrap(), [0, 0, 0, 7]);
+        assert_eq!(made.load(Ordering::Relaxed), 1, "kept after the first");
+        // Another layout of the same range is its own copy.
+        let other = DerivedKey { layout: 2, ..key };
+        assert_eq!(*b.derived(other, make).unwrap(), [0, 0, 0, 7]);
+        assert_eq!(made.load(Ordering::Relaxed), 2);
+        // A write anywhere in the buffer drops them.
+        b.with_bytes_mut(|s| s[5] = 9).unwrap();
+        assert_eq!(*b.derived(key, make).unwrap(), [0, 0, 9, 7]);
+        assert_eq!(made.load(Ordering::Relaxed), 3);
+        // Out of range, or while a writer holds the range: an error, nothing kept.
+        let outside = DerivedKey { end: 17, ..key };
+        assert!(b.derived(outside, make).is_err());
+        let w = b.lock_range(6..7, true).unwrap();
+        assert!(b.derived(DerivedKey { layout: 3, ..key }, make).is_err());
+        drop(w);
+        assert_eq!(made.load(Ordering::Relaxed), 3);
     }
 
     #[test]

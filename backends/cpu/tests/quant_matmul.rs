@@ -77,17 +77,19 @@ fn check_bits(ty: GgmlType, w: &[u8], lead: &[usize], m: usize, n: usize, k: usi
 #[test]
 fn q8_0_q4_0_and_q5_0_equal_core_vec_dot_bit_for_bit_at_every_level() {
     // One block, a few, exactly the eight-block step of the SIMD sums, and past it with
-    // tails; N not a multiple of any vector width; M = 1, 3, 17 (17: four rows at a time
-    // in the prefill path, then one).
+    // tails; N not a multiple of any vector width, then multiples of 16 (with AVX-512
+    // VNNI, weights packed sixteen rows at a time); M = 1, 3, 17 (17: four rows at a time
+    // in the prefill paths, then one).
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
         for (i, &blocks) in [1usize, 3, 8, 9, 17, 28].iter().enumerate() {
             let k = 32 * blocks;
             for (mi, &m) in [1usize, 3, 17].iter().enumerate() {
-                let seed = (100 * i + 10 * mi) as u64;
-                let n = [1, 7, 37][mi];
-                let mut rng = Rng::new(seed + 1);
-                let w = weight(&mut rng, ty, n, k);
-                check_bits(ty, &w, &[], m, n, k, seed);
+                for (ni, n) in [[1, 7, 37][mi], [16, 48, 32][mi]].into_iter().enumerate() {
+                    let seed = (100 * i + 10 * mi + 5 * ni) as u64;
+                    let mut rng = Rng::new(seed + 1);
+                    let w = weight(&mut rng, ty, n, k);
+                    check_bits(ty, &w, &[], m, n, k, seed);
+                }
             }
         }
         // Leading dims are rows too.
@@ -247,15 +249,18 @@ fn f16_and_bf16_weights_match_the_f32_product() {
 
 #[test]
 fn the_thread_count_and_tiling_change_no_bit() {
-    // Wide enough to be cut into tiles over threads (decode: one row uses every core).
-    let (n, k) = (1000, 896);
-    for ty in [
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q5_0,
-        GgmlType::Q6_K,
-        GgmlType::BF16,
-    ] {
+    // Wide enough to be cut into tiles over threads (decode: one row uses every core);
+    // 1024 rows are whole packed groups of sixteen where the CPU has AVX-512 VNNI.
+    for (n, k, ty) in [1000, 1024].into_iter().flat_map(|n| {
+        [
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q6_K,
+            GgmlType::BF16,
+        ]
+        .map(|ty| (n, 896, ty))
+    }) {
         let k = if ty == GgmlType::Q6_K { 1024 } else { k };
         let mut rng = Rng::new(90);
         let w = quant::quantize(ty, &rng.vec(n * k, 1.0)).unwrap();

@@ -37,8 +37,10 @@ use r1_core::quant::{self, GgmlType, QK_K, float, q8_0};
 use r1_core::{BackendError, DType, Shape};
 
 use super::{Ctx, gemm, size_error};
+use crate::buffer::{CpuBuffer, DerivedKey};
 use crate::simd::bf16_dot::Bf16Dot;
 use crate::simd::int8::{self, IntIsa, Q4kMeta, Q8_K_BYTES, Q8Weight};
+use crate::simd::packed16;
 use crate::simd::{Isa, Simd, SimdTask, half, math};
 
 /// Elements per Q8_0 block (also Q4_0's and Q5_0's).
@@ -64,7 +66,61 @@ pub(crate) fn weight_type(dtype: DType) -> Option<GgmlType> {
     })
 }
 
-/// `out [.., M, N] = a [.., M, K] · w [N, K]ᵀ` with `w` of type `ty` (its raw bytes).
+/// The layout tag of a weight packed sixteen rows at a time ([`packed16`]) for rows of
+/// `k` elements.
+fn packed_layout(kind: Q8Weight, k: usize) -> u64 {
+    let kind = match kind {
+        Q8Weight::Q8_0 => 0,
+        Q8Weight::Q4_0 => 1,
+        Q8Weight::Q5_0 => 2,
+    };
+    (k as u64) << 8 | kind
+}
+
+/// The weight `w [N, K]` of type `ty` (bytes `offset..` of `buffer`) packed sixteen rows
+/// at a time for [`matmul`], where that kernel exists here (AVX-512 VNNI; Q8_0, Q4_0,
+/// Q5_0; `N` a multiple of 16): made once, over the thread pool, and kept beside the
+/// buffer until it is written ([`CpuBuffer::derived`]). The copy takes as many bytes as
+/// the weight.
+pub(crate) fn packed_weight(
+    ctx: Ctx<'_>,
+    ty: GgmlType,
+    buffer: &CpuBuffer,
+    offset: usize,
+    sb: &Shape,
+) -> Result<Option<std::sync::Arc<Vec<u8>>>, BackendError> {
+    let int = IntIsa::for_isa(ctx.isa);
+    let Some(kind) = q8_weight(ty).filter(|_| packed16::available(int) && sb.rank() == 2) else {
+        return Ok(None);
+    };
+    let (n, k) = (sb.dims()[0], sb.dims()[1]);
+    if n == 0 || !n.is_multiple_of(packed16::ROWS) || !k.is_multiple_of(QK) {
+        return Ok(None);
+    }
+    let row_bytes = ty.row_bytes(k as u64).map_err(|e| size_error("matmul", e))?;
+    let nb = k / QK;
+    let key = DerivedKey {
+        start: offset,
+        end: offset.saturating_add(n.saturating_mul(row_bytes)),
+        layout: packed_layout(kind, k),
+    };
+    buffer
+        .derived(key, |w| {
+            let group = packed16::group_bytes(kind, nb);
+            let mut packed = vec![0u8; n * row_bytes];
+            ctx.threads.for_rows(&mut packed, group, group, |g0, dst| {
+                for (g, d) in dst.chunks_exact_mut(group).enumerate() {
+                    let rows = (g0 + g) * packed16::ROWS * row_bytes;
+                    packed16::pack(kind, &w[rows..rows + packed16::ROWS * row_bytes], row_bytes, nb, d);
+                }
+            });
+            Ok(packed)
+        })
+        .map(Some)
+}
+
+/// `out [.., M, N] = a [.., M, K] · w [N, K]ᵀ` with `w` of type `ty` (its raw bytes;
+/// `packed` the same weight as [`packed_weight`] made it, where it did).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     ctx: Ctx<'_>,
@@ -72,6 +128,7 @@ pub(crate) fn matmul(
     a: &[f32],
     sa: &Shape,
     w: &[u8],
+    packed: Option<&[u8]>,
     sb: &Shape,
     out: &mut [f32],
     so: &Shape,
@@ -104,14 +161,21 @@ pub(crate) fn matmul(
     if rows == 0 || n == 0 {
         return Ok(());
     }
+    // A packed weight is whole groups of sixteen rows, as many bytes as the stored one.
+    let packed = packed.filter(|p| p.len() == w.len() && n.is_multiple_of(packed16::ROWS));
     let act = Activations::quantize(ctx, ty, a, rows, k)?;
     let tile = |j0: usize, cols: usize, dst: &mut [f32]| -> Result<(), BackendError> {
-        let w = &w[j0 * row_bytes..(j0 + cols) * row_bytes];
+        let range = j0 * row_bytes..(j0 + cols) * row_bytes;
+        let w = &w[range.clone()];
         match &act {
             Activations::Q8_0 { qs, d, sum } => {
                 // Q8_0 activations are exactly the weights of `q8_weight`.
                 let kind = q8_weight(ty).ok_or_else(err)?;
-                q8_tile(ctx.isa, kind, w, row_bytes, k, qs, d, sum, cols, dst);
+                match packed {
+                    Some(p) => packed_tile(IntIsa::for_isa(ctx.isa), kind, &p[range], k, qs, d, sum, cols, dst)
+                        .ok_or_else(err)?,
+                    None => q8_tile(ctx.isa, kind, w, row_bytes, k, qs, d, sum, cols, dst),
+                }
                 Ok(())
             }
             Activations::Q8K { bytes, pairs } => {
@@ -141,8 +205,13 @@ pub(crate) fn matmul(
             }
         }
     };
-    // Tiles of weight rows, a few per thread; each writes a `rows × cols` block.
-    let cols = n.div_ceil(4 * ctx.threads.count()).max(MIN_TILE_COLS).min(n);
+    // Tiles of weight rows, a few per thread; each writes a `rows × cols` block (whole
+    // packed groups where the weight is packed).
+    let mut cols = n.div_ceil(4 * ctx.threads.count()).max(MIN_TILE_COLS);
+    if packed.is_some() {
+        cols = cols.next_multiple_of(packed16::ROWS);
+    }
+    let cols = cols.min(n);
     let tiles = n.div_ceil(cols);
     let results = ctx.threads.map_tasks(tiles, cols * rows * k, |t| {
         let j0 = t * cols;
@@ -246,6 +315,47 @@ const ROWS_AT_ONCE: usize = 4;
 /// Output elements whose f32 sums run side by side: each is one dependent chain of adds
 /// (ggml's order), so independent chains hide the add latency.
 const CHAINS: usize = 4;
+
+/// Q8_0 / Q4_0 / Q5_0 weight rows packed sixteen at a time (`p`: `cols / 16` groups,
+/// [`packed16`]) times every Q8_0 activation row, into `dst [rows, cols]`: four
+/// activation rows at a time (the group's levels decoded once for them), then one. The
+/// same numbers as [`q8_tile`]. `None` where the packed kernel does not run here.
+#[allow(clippy::too_many_arguments)]
+fn packed_tile(
+    int: IntIsa,
+    kind: Q8Weight,
+    p: &[u8],
+    k: usize,
+    qs: &[i8],
+    d: &[f32],
+    sum: &[i32],
+    cols: usize,
+    dst: &mut [f32],
+) -> Option<()> {
+    let nb = k / QK;
+    let rows = dst.len() / cols;
+    let group = packed16::group_bytes(kind, nb);
+    for (gi, g) in p.chunks_exact(group).enumerate() {
+        let j = gi * packed16::ROWS;
+        let mut put = |r: usize, o: &[f32; packed16::ROWS]| {
+            dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(o);
+        };
+        let mut r = 0;
+        while r + ROWS_AT_ONCE <= rows {
+            let out = packed16::dot16::<ROWS_AT_ONCE>(int, kind, g, nb, &qs[r * k..], &sum[r * nb..], &d[r * nb..])?;
+            for (i, o) in out.iter().enumerate() {
+                put(r + i, o);
+            }
+            r += ROWS_AT_ONCE;
+        }
+        while r < rows {
+            let out = packed16::dot16::<1>(int, kind, g, nb, &qs[r * k..], &sum[r * nb..], &d[r * nb..])?;
+            put(r, &out[0]);
+            r += 1;
+        }
+    }
+    Some(())
+}
 
 /// Q8_0 / Q4_0 / Q5_0 weight rows `w` (`cols` rows of `row_bytes`) times every Q8_0 activation
 /// row, into `dst [rows, cols]`. The f32 scaling is `quant::vec_dot`'s, term by term:

@@ -15,6 +15,7 @@ pub(crate) mod bf16_dot;
 pub(crate) mod half;
 pub(crate) mod int8;
 pub(crate) mod math;
+pub(crate) mod packed16;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
