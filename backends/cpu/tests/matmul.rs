@@ -85,8 +85,9 @@ fn a_row_of_a_decode_product_does_not_depend_on_the_rows_beside_it() {
     // Continuous batching relies on it: a sequence decodes the same alone or in a batch,
     // at any place in it. k = 96: whole vectors only; 101 and 263: a partial tail too;
     // n = 130, 13, 61: a partial column tile; 1031 × 257: a weight large enough to be
-    // prefetched.
-    for (k, n) in [(96, 130), (101, 13), (263, 61), (1031, 257)] {
+    // prefetched; 1031 × 2057: large enough that each thread's piece streams (one row
+    // alone then takes one column at a time).
+    for (k, n) in [(96, 130), (101, 13), (263, 61), (1031, 257), (1031, 2057)] {
         every_row_alone_equals_that_row_in_a_batch(k, n);
     }
 }
