@@ -102,7 +102,11 @@ fn q8_0_q4_0_and_q5_0_equal_core_vec_dot_bit_for_bit_at_every_level() {
 #[test]
 fn k_quants_equal_core_vec_dot_bit_for_bit_at_every_level() {
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
-        for (i, (k, m, n)) in [(256, 1, 1), (512, 3, 7), (768, 17, 5)].into_iter().enumerate() {
+        // N = 16, 32: whole groups of sixteen rows (packed with AVX-512 VNNI for Q4_K).
+        for (i, (k, m, n)) in [(256, 1, 1), (512, 3, 7), (768, 17, 5), (256, 1, 16), (768, 5, 32)]
+            .into_iter()
+            .enumerate()
+        {
             let mut rng = Rng::new(50 + i as u64);
             let w = weight(&mut rng, ty, n, k);
             check_bits(ty, &w, &[], m, n, k, 60 + i as u64);
@@ -256,12 +260,17 @@ fn the_thread_count_and_tiling_change_no_bit() {
             GgmlType::Q8_0,
             GgmlType::Q4_0,
             GgmlType::Q5_0,
+            GgmlType::Q4_K,
             GgmlType::Q6_K,
             GgmlType::BF16,
         ]
         .map(|ty| (n, 896, ty))
     }) {
-        let k = if ty == GgmlType::Q6_K { 1024 } else { k };
+        let k = if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+            1024
+        } else {
+            k
+        };
         let mut rng = Rng::new(90);
         let w = quant::quantize(ty, &rng.vec(n * k, 1.0)).unwrap();
         // m = 17: the prefill paths (four rows at a time; f16/bf16 through the GEMM).

@@ -79,9 +79,9 @@ fn packed_layout(kind: Q8Weight, k: usize) -> u64 {
 
 /// The weight `w [N, K]` of type `ty` (bytes `offset..` of `buffer`) packed sixteen rows
 /// at a time for [`matmul`], where that kernel exists here (AVX-512 VNNI; Q8_0, Q4_0,
-/// Q5_0; `N` a multiple of 16): made once, over the thread pool, and kept beside the
-/// buffer until it is written ([`CpuBuffer::derived`]). The copy takes as many bytes as
-/// the weight.
+/// Q5_0, Q4_K; `N` a multiple of 16): made once, over the thread pool, and kept beside
+/// the buffer until it is written ([`CpuBuffer::derived`]). The copy takes as many bytes
+/// as the weight (Q4_K: 148 per row and block against 144, its six-bit scales unpacked).
 pub(crate) fn packed_weight(
     ctx: Ctx<'_>,
     ty: GgmlType,
@@ -90,28 +90,36 @@ pub(crate) fn packed_weight(
     sb: &Shape,
 ) -> Result<Option<std::sync::Arc<Vec<u8>>>, BackendError> {
     let int = IntIsa::for_isa(ctx.isa);
-    let Some(kind) = q8_weight(ty).filter(|_| packed16::available(int) && sb.rank() == 2) else {
+    let kind = q8_weight(ty);
+    if !(packed16::available(int) && sb.rank() == 2 && (kind.is_some() || ty == GgmlType::Q4_K)) {
         return Ok(None);
-    };
+    }
     let (n, k) = (sb.dims()[0], sb.dims()[1]);
-    if n == 0 || !n.is_multiple_of(packed16::ROWS) || !k.is_multiple_of(QK) {
+    let block = if kind.is_some() { QK } else { QK_K };
+    if n == 0 || !n.is_multiple_of(packed16::ROWS) || !k.is_multiple_of(block) {
         return Ok(None);
     }
     let row_bytes = ty.row_bytes(k as u64).map_err(|e| size_error("matmul", e))?;
-    let nb = k / QK;
+    let nb = k / block;
+    let (group, layout) = match kind {
+        Some(kind) => (packed16::group_bytes(kind, nb), packed_layout(kind, k)),
+        None => (packed16::q4k_group_bytes(nb), (k as u64) << 8 | 3),
+    };
     let key = DerivedKey {
         start: offset,
         end: offset.saturating_add(n.saturating_mul(row_bytes)),
-        layout: packed_layout(kind, k),
+        layout,
     };
     buffer
         .derived(key, |w| {
-            let group = packed16::group_bytes(kind, nb);
-            let mut packed = vec![0u8; n * row_bytes];
+            let mut packed = vec![0u8; n / packed16::ROWS * group];
             ctx.threads.for_rows(&mut packed, group, group, |g0, dst| {
                 for (g, d) in dst.chunks_exact_mut(group).enumerate() {
-                    let rows = (g0 + g) * packed16::ROWS * row_bytes;
-                    packed16::pack(kind, &w[rows..rows + packed16::ROWS * row_bytes], row_bytes, nb, d);
+                    let rows = &w[(g0 + g) * packed16::ROWS * row_bytes..(g0 + g + 1) * packed16::ROWS * row_bytes];
+                    match kind {
+                        Some(kind) => packed16::pack(kind, rows, row_bytes, nb, d),
+                        None => packed16::pack_q4k(rows, row_bytes, nb, d),
+                    }
                 }
             });
             Ok(packed)
@@ -161,25 +169,49 @@ pub(crate) fn matmul(
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    // A packed weight is whole groups of sixteen rows, as many bytes as the stored one.
-    let packed = packed.filter(|p| p.len() == w.len() && n.is_multiple_of(packed16::ROWS));
+    // A packed weight is whole groups of sixteen rows: as many bytes as the stored one,
+    // Q4_K's 148 per row and block.
+    let group = match q8_weight(ty) {
+        Some(kind) => packed16::group_bytes(kind, k / QK),
+        None => packed16::q4k_group_bytes(k / QK_K),
+    };
+    let packed = packed.filter(|p| n.is_multiple_of(packed16::ROWS) && p.len() == n / packed16::ROWS * group);
     let act = Activations::quantize(ctx, ty, a, rows, k)?;
+    // Q4_K through the packed kernel takes each activation row reordered once.
+    let q4k_act: Vec<packed16::Q4kActivation> = match (&act, packed) {
+        (Activations::Q8K { bytes, .. }, Some(_)) if ty == GgmlType::Q4_K => bytes
+            .chunks_exact(bytes.len() / rows)
+            .map(|row| packed16::Q4kActivation::new(row.as_chunks().0))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let int = IntIsa::for_isa(ctx.isa);
     let tile = |j0: usize, cols: usize, dst: &mut [f32]| -> Result<(), BackendError> {
-        let range = j0 * row_bytes..(j0 + cols) * row_bytes;
-        let w = &w[range.clone()];
+        let w = &w[j0 * row_bytes..(j0 + cols) * row_bytes];
+        let p = packed.map(|p| &p[j0 / packed16::ROWS * group..(j0 + cols) / packed16::ROWS * group]);
         match &act {
             Activations::Q8_0 { qs, d, sum } => {
                 // Q8_0 activations are exactly the weights of `q8_weight`.
                 let kind = q8_weight(ty).ok_or_else(err)?;
-                match packed {
-                    Some(p) => packed_tile(IntIsa::for_isa(ctx.isa), kind, &p[range], k, qs, d, sum, cols, dst)
-                        .ok_or_else(err)?,
+                match p {
+                    Some(p) => packed_tile(int, kind, p, k, qs, d, sum, cols, dst).ok_or_else(err)?,
                     None => q8_tile(ctx.isa, kind, w, row_bytes, k, qs, d, sum, cols, dst),
                 }
                 Ok(())
             }
             Activations::Q8K { bytes, pairs } => {
-                kq_tile(IntIsa::for_isa(ctx.isa), ty, w, row_bytes, k, bytes, pairs, cols, dst);
+                match p {
+                    Some(p) if !q4k_act.is_empty() => {
+                        for (gi, g) in p.chunks_exact(group).enumerate() {
+                            for (r, act) in q4k_act.iter().enumerate() {
+                                let out = packed16::dot16_q4k(int, g, k / QK_K, act).ok_or_else(err)?;
+                                let j = gi * packed16::ROWS;
+                                dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(&out);
+                            }
+                        }
+                    }
+                    _ => kq_tile(int, ty, w, row_bytes, k, bytes, pairs, cols, dst),
+                }
                 Ok(())
             }
             Activations::Bf16(bits, dot) => {

@@ -221,6 +221,168 @@ fn dot16_vnni<const R: usize, const KIND: u8>(
     out
 }
 
+/// Bytes of one Q4_K block of sixteen packed rows: 32 level vectors of 64 bytes, the
+/// rows' `d` and `dmin` (f16, 32 bytes each), then their eight sub-block scales and
+/// eight mins as bytes (`16·j + i` for row `i`, 128 bytes each).
+const Q4K_BLOCK: usize = 32 * 64 + 64 + 256;
+
+/// Elements of a Q4_K block.
+const QK_K: usize = 256;
+
+/// Bytes of a packed Q4_K group of sixteen rows of `nb` blocks (148 per row and block,
+/// against 144 stored: the scales and mins unpacked from their six bits).
+pub(crate) const fn q4k_group_bytes(nb: usize) -> usize {
+    nb * Q4K_BLOCK
+}
+
+/// Packs sixteen stored Q4_K rows `w` (`row_bytes` each, `nb` blocks at their start) into
+/// `dst` ([`q4k_group_bytes`]). Level vector `8q + l` of a block holds, in row `i`'s
+/// lane, elements `64q + l + 8t` (`t` = 0..4, low nibbles: sub-block `2q`) and
+/// `64q + 32 + l + 8t` (high nibbles: sub-block `2q + 1`): the four elements of a lane
+/// share `index mod 8`, which is how ggml's scalar Q4_K dot product keeps its eight
+/// lanes apart, so `dpbusd` sums within one of them.
+pub(crate) fn pack_q4k(w: &[u8], row_bytes: usize, nb: usize, dst: &mut [u8]) {
+    use r1_core::quant::q4_k;
+    assert!(row_bytes >= nb * q4_k::BLOCK_BYTES && w.len() >= ROWS * row_bytes && dst.len() == q4k_group_bytes(nb));
+    for (b, out) in dst.chunks_exact_mut(Q4K_BLOCK).enumerate() {
+        for i in 0..ROWS {
+            let at = i * row_bytes + b * q4_k::BLOCK_BYTES;
+            let Ok(block) = <&q4_k::Block>::try_from(&w[at..at + q4_k::BLOCK_BYTES]) else {
+                continue;
+            };
+            for q in 0..4 {
+                for l in 0..8 {
+                    for t in 0..4 {
+                        let e = 64 * q + l + 8 * t;
+                        out[64 * (8 * q + l) + 4 * i + t] = q4_k::level(block, e) | q4_k::level(block, e + 32) << 4;
+                    }
+                }
+            }
+            out[2048 + 2 * i..2048 + 2 * i + 2].copy_from_slice(&block[..2]);
+            out[2080 + 2 * i..2080 + 2 * i + 2].copy_from_slice(&block[2..4]);
+            for j in 0..8 {
+                let (sc, m) = q4_k::scale_min(block, j);
+                out[2112 + 16 * j + i] = sc;
+                out[2240 + 16 * j + i] = m;
+            }
+        }
+    }
+}
+
+/// One Q8_K activation row as [`dot16_q4k`] takes it: per block, the quants in the order
+/// of the packed level vectors (word `8j + l` = quants `32j + l + 8t`, `t` = 0..4), the
+/// eight sub-block sums `bsum(2j) + bsum(2j + 1)` and the scale.
+pub(crate) struct Q4kActivation {
+    pub words: Vec<i8>,
+    pub sub_sums: Vec<i32>,
+    pub scales: Vec<f32>,
+}
+
+impl Q4kActivation {
+    /// From Q8_K blocks.
+    pub(crate) fn new(blocks: &[r1_core::quant::q8_k::Block]) -> Q4kActivation {
+        use r1_core::quant::q8_k;
+        let mut words = Vec::with_capacity(QK_K * blocks.len());
+        let mut sub_sums = Vec::with_capacity(8 * blocks.len());
+        for y in blocks {
+            for j in 0..8 {
+                for l in 0..8 {
+                    words.extend((0..4).map(|t| q8_k::quant(y, 32 * j + l + 8 * t)));
+                }
+                sub_sums.push(i32::from(q8_k::bsum(y, 2 * j)) + i32::from(q8_k::bsum(y, 2 * j + 1)));
+            }
+        }
+        Q4kActivation {
+            words,
+            sub_sums,
+            scales: blocks.iter().map(q8_k::scale).collect(),
+        }
+    }
+}
+
+/// The sixteen Q4_K rows of packed group `g` ([`pack_q4k`], `nb` blocks) times one Q8_K
+/// activation row (`act`, blocks `b0..b0 + nb` of it): row `i`'s dot product in lane
+/// `i`, the same bits as `quant::vec_dot` (its eight f32 lane sums, the mins term, then
+/// the lanes added in order). `None` where [`available`] is false.
+pub(crate) fn dot16_q4k(int: IntIsa, g: &[u8], nb: usize, act: &Q4kActivation) -> Option<[f32; ROWS]> {
+    assert!(
+        g.len() >= q4k_group_bytes(nb)
+            && act.words.len() >= QK_K * nb
+            && act.sub_sums.len() >= 8 * nb
+            && act.scales.len() >= nb
+    );
+    match int {
+        // SAFETY: the token proves avx512f/bw/vl/vnni; lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Vnni(_) => Some(unsafe { dot16_q4k_vnni(g, nb, act) }),
+        _ => None,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
+fn dot16_q4k_vnni(g: &[u8], nb: usize, act: &Q4kActivation) -> [f32; ROWS] {
+    let nibbles = _mm512_set1_epi8(0x0F);
+    let zero = _mm512_setzero_si512();
+    let mut sums = [_mm512_setzero_ps(); 8];
+    let mut sumf = _mm512_setzero_ps();
+    for b in 0..nb {
+        let p = g[b * Q4K_BLOCK..].as_ptr();
+        for line in (0..Q4K_BLOCK).step_by(64) {
+            // `prefetcht0` is a hint (SSE, x86_64's baseline); see `dot16_vnni`.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
+        }
+        let aw = act.words[QK_K * b..].as_ptr() as *const i32;
+        // SAFETY (loads): the block's bytes lie inside the group and its 64 activation
+        // words inside `act` (caller checked both lengths).
+        let y = |w: usize| unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(aw.add(w))) };
+        let bytes = |at: usize| unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(at) as *const __m128i)) };
+        let mut lanes = [zero; 8];
+        for q in 0..4 {
+            let (s_lo, s_hi) = (bytes(2112 + 32 * q), bytes(2112 + 32 * q + 16));
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                let v = unsafe { _mm512_loadu_si512(p.add(64 * (8 * q + l)) as *const __m512i) };
+                let lo = _mm512_dpbusd_epi32(zero, _mm512_and_si512(v, nibbles), y(16 * q + l));
+                let hi = _mm512_dpbusd_epi32(
+                    zero,
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibbles),
+                    y(16 * q + 8 + l),
+                );
+                *lane = _mm512_add_epi32(
+                    *lane,
+                    _mm512_add_epi32(_mm512_mullo_epi32(lo, s_lo), _mm512_mullo_epi32(hi, s_hi)),
+                );
+            }
+        }
+        let mut summs = zero;
+        for j in 0..8 {
+            summs = _mm512_add_epi32(
+                summs,
+                _mm512_mullo_epi32(bytes(2240 + 16 * j), _mm512_set1_epi32(act.sub_sums[8 * b + j])),
+            );
+        }
+        let da = _mm512_set1_ps(act.scales[b]);
+        let (dw, dmin) = unsafe {
+            (
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2048) as *const __m256i)),
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2080) as *const __m256i)),
+            )
+        };
+        let d = _mm512_mul_ps(dw, da);
+        for (s, lane) in sums.iter_mut().zip(lanes) {
+            *s = _mm512_add_ps(*s, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lane)));
+        }
+        sumf = _mm512_sub_ps(sumf, _mm512_mul_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(summs)));
+    }
+    for s in sums {
+        sumf = _mm512_add_ps(sumf, s);
+    }
+    let mut out = [0.0f32; ROWS];
+    // SAFETY: sixteen f32 fit `out`.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sumf) };
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +400,44 @@ mod tests {
     fn value(i: usize, salt: u64, scale: f32) -> f32 {
         let x = (i as u64 ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
         ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    }
+
+    #[test]
+    fn packed_q4_k_groups_give_vec_dot_bit_for_bit() {
+        let Some(int) = [IntIsa::for_isa(crate::simd::Isa::best())]
+            .into_iter()
+            .find(|&i| available(i))
+        else {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI (the packed kernel's only level)");
+            return;
+        };
+        for nb in [1usize, 2, 6] {
+            let k = nb * QK_K;
+            let row_bytes = GgmlType::Q4_K.row_bytes(k as u64).unwrap();
+            let mut w = vec![0u8; ROWS * row_bytes];
+            for i in 0..ROWS {
+                let scale = if i == 0 { 1.0 } else { 0.01 * (i as f32 + 1.0) };
+                let row: Vec<f32> = (0..k)
+                    .map(|j| value(i * k + j, 3, scale) + if i == 1 { 0.5 } else { 0.0 })
+                    .collect();
+                quant::quantize_into(GgmlType::Q4_K, &row, &mut w[i * row_bytes..(i + 1) * row_bytes]).unwrap();
+            }
+            let mut g = vec![0u8; q4k_group_bytes(nb)];
+            pack_q4k(&w, row_bytes, nb, &mut g);
+            for r in 0..3 {
+                let x: Vec<f32> = (0..k)
+                    .map(|j| value(r * k + j, 41, if r == 0 { 100.0 } else { 1.0 }))
+                    .collect();
+                let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(k as u64).unwrap()];
+                quant::quantize_into(GgmlType::Q8_K, &x, &mut act).unwrap();
+                let blocks: Vec<quant::q8_k::Block> = act.chunks_exact(292).map(|b| b.try_into().unwrap()).collect();
+                let out = dot16_q4k(int, &g, nb, &Q4kActivation::new(&blocks)).unwrap();
+                for (i, got) in out.iter().enumerate() {
+                    let want = quant::vec_dot(GgmlType::Q4_K, &w[i * row_bytes..(i + 1) * row_bytes], &act, k).unwrap();
+                    assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} row {i} act {r}");
+                }
+            }
+        }
     }
 
     #[test]
