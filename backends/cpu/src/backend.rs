@@ -699,7 +699,7 @@ impl Backend for CpuBackend {
                             quant_matmul::matmul_w(ctx, ty, v.f32(0)?, &sa, v.bytes(1)?, &sb, v.f32_mut(2)?, &so)
                         });
                     }
-                    let packed = quant_matmul::packed_weight(ctx, ty, inputs[1].buffer, inputs[1].offset, &sb)?;
+                    let packed = quant_matmul::packed_weight(ctx, ty, inputs[1].buffer, inputs[1].offset, &sb, &sa)?;
                     return with_views(name, &[(inputs[0], R), (inputs[1], R), (output, W)], |mut v| {
                         let packed = packed.as_ref().map(|p| p.as_slice());
                         quant_matmul::matmul(ctx, ty, v.f32(0)?, &sa, v.bytes(1)?, packed, &sb, v.f32_mut(2)?, &so)

@@ -102,10 +102,18 @@ fn q8_0_q4_0_and_q5_0_equal_core_vec_dot_bit_for_bit_at_every_level() {
 #[test]
 fn k_quants_equal_core_vec_dot_bit_for_bit_at_every_level() {
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
-        // N = 16, 32: whole groups of sixteen rows (packed with AVX-512 VNNI for Q4_K).
-        for (i, (k, m, n)) in [(256, 1, 1), (512, 3, 7), (768, 17, 5), (256, 1, 16), (768, 5, 32)]
-            .into_iter()
-            .enumerate()
+        // N = 16, 32: whole groups of sixteen rows (packed with AVX-512 VNNI for Q4_K, and
+        // for Q6_K from 8 activation rows: M = 17, two at a time and one).
+        for (i, (k, m, n)) in [
+            (256, 1, 1),
+            (512, 3, 7),
+            (768, 17, 5),
+            (256, 1, 16),
+            (768, 5, 32),
+            (512, 17, 16),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let mut rng = Rng::new(50 + i as u64);
             let w = weight(&mut rng, ty, n, k);

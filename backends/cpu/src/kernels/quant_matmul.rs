@@ -78,20 +78,27 @@ fn packed_layout(kind: Q8Weight, k: usize) -> u64 {
 }
 
 /// The weight `w [N, K]` of type `ty` (bytes `offset..` of `buffer`) packed sixteen rows
-/// at a time for [`matmul`], where that kernel exists here (AVX-512 VNNI; Q8_0, Q4_0,
-/// Q5_0, Q4_K; `N` a multiple of 16): made once, over the thread pool, and kept beside
-/// the buffer until it is written ([`CpuBuffer::derived`]). The copy takes as many bytes
-/// as the weight (Q4_K: 148 per row and block against 144, its six-bit scales unpacked).
+/// at a time for [`matmul`] by `a` (`sa`), where that kernel exists here (AVX-512 VNNI;
+/// Q8_0, Q4_0, Q5_0, Q4_K; Q6_K from [`Q6K_PACKED_MIN_ROWS`] rows of `a`; `N` a multiple
+/// of 16): made once, over the thread pool, and kept beside the buffer until it is
+/// written ([`CpuBuffer::derived`]). The copy takes as many bytes as the weight (Q4_K:
+/// 148 per row and block against 144, its six-bit scales unpacked; Q6_K 322 against 210,
+/// its levels widened to bytes).
 pub(crate) fn packed_weight(
     ctx: Ctx<'_>,
     ty: GgmlType,
     buffer: &CpuBuffer,
     offset: usize,
     sb: &Shape,
+    sa: &Shape,
 ) -> Result<Option<std::sync::Arc<Vec<u8>>>, BackendError> {
     let int = IntIsa::for_isa(ctx.isa);
     let kind = q8_weight(ty);
-    if !(packed16::available(int) && sb.rank() == 2 && (kind.is_some() || ty == GgmlType::Q4_K)) {
+    // Q6_K packs wider than it is stored: for products of several rows only (prefill),
+    // which compute on it; decode streams the stored bytes.
+    let rows = sa.dims().iter().rev().skip(1).product::<usize>();
+    let q6k = ty == GgmlType::Q6_K && rows >= Q6K_PACKED_MIN_ROWS;
+    if !(packed16::available(int) && sb.rank() == 2 && (kind.is_some() || ty == GgmlType::Q4_K || q6k)) {
         return Ok(None);
     }
     let (n, k) = (sb.dims()[0], sb.dims()[1]);
@@ -103,7 +110,8 @@ pub(crate) fn packed_weight(
     let nb = k / block;
     let (group, layout) = match kind {
         Some(kind) => (packed16::group_bytes(kind, nb), packed_layout(kind, k)),
-        None => (packed16::q4k_group_bytes(nb), (k as u64) << 8 | 3),
+        None if ty == GgmlType::Q4_K => (packed16::q4k_group_bytes(nb), (k as u64) << 8 | 3),
+        None => (packed16::q6k_group_bytes(nb), (k as u64) << 8 | 4),
     };
     let key = DerivedKey {
         start: offset,
@@ -118,7 +126,8 @@ pub(crate) fn packed_weight(
                     let rows = &w[(g0 + g) * packed16::ROWS * row_bytes..(g0 + g + 1) * packed16::ROWS * row_bytes];
                     match kind {
                         Some(kind) => packed16::pack(kind, rows, row_bytes, nb, d),
-                        None => packed16::pack_q4k(rows, row_bytes, nb, d),
+                        None if ty == GgmlType::Q4_K => packed16::pack_q4k(rows, row_bytes, nb, d),
+                        None => packed16::pack_q6k(rows, row_bytes, nb, d),
                     }
                 }
             });
@@ -173,15 +182,27 @@ pub(crate) fn matmul(
     // Q4_K's 148 per row and block.
     let group = match q8_weight(ty) {
         Some(kind) => packed16::group_bytes(kind, k / QK),
-        None => packed16::q4k_group_bytes(k / QK_K),
+        None if ty == GgmlType::Q4_K => packed16::q4k_group_bytes(k / QK_K),
+        None => packed16::q6k_group_bytes(k / QK_K),
     };
-    let packed = packed.filter(|p| n.is_multiple_of(packed16::ROWS) && p.len() == n / packed16::ROWS * group);
+    let packed = packed.filter(|p| {
+        n.is_multiple_of(packed16::ROWS)
+            && p.len() == n / packed16::ROWS * group
+            && (ty != GgmlType::Q6_K || rows >= Q6K_PACKED_MIN_ROWS)
+    });
     let act = Activations::quantize(ctx, ty, a, rows, k)?;
     // Q4_K through the packed kernel takes each activation row reordered once.
     let q4k_act: Vec<packed16::Q4kActivation> = match (&act, packed) {
         (Activations::Q8K { bytes, .. }, Some(_)) if ty == GgmlType::Q4_K => bytes
             .chunks_exact(bytes.len() / rows)
             .map(|row| packed16::Q4kActivation::new(row.as_chunks().0))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let q6k_act: Vec<packed16::Q6kActivation> = match (&act, packed) {
+        (Activations::Q8K { bytes, .. }, Some(_)) if ty == GgmlType::Q6_K => bytes
+            .chunks_exact(bytes.len() / rows)
+            .map(|row| packed16::Q6kActivation::new(row.as_chunks().0))
             .collect(),
         _ => Vec::new(),
     };
@@ -207,6 +228,29 @@ pub(crate) fn matmul(
                                 let out = packed16::dot16_q4k(int, g, k / QK_K, act).ok_or_else(err)?;
                                 let j = gi * packed16::ROWS;
                                 dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(&out);
+                            }
+                        }
+                    }
+                    Some(p) if !q6k_act.is_empty() => {
+                        // Two activation rows at a time (each block's levels loaded once
+                        // for both), then one.
+                        let nb = k / QK_K;
+                        for (gi, g) in p.chunks_exact(group).enumerate() {
+                            let j = gi * packed16::ROWS;
+                            let mut put = |r: usize, o: &[f32; packed16::ROWS]| {
+                                dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(o)
+                            };
+                            let mut r = 0;
+                            while r + 2 <= rows {
+                                let out = packed16::dot16_q6k::<2>(int, g, nb, [&q6k_act[r], &q6k_act[r + 1]])
+                                    .ok_or_else(err)?;
+                                put(r, &out[0]);
+                                put(r + 1, &out[1]);
+                                r += 2;
+                            }
+                            if r < rows {
+                                let out = packed16::dot16_q6k::<1>(int, g, nb, [&q6k_act[r]]).ok_or_else(err)?;
+                                put(r, &out[0]);
                             }
                         }
                     }
@@ -339,6 +383,11 @@ fn q8_weight(ty: GgmlType) -> Option<Q8Weight> {
         _ => None,
     }
 }
+
+/// Activation rows from which a Q6_K weight is packed ([`packed_weight`]): its packed
+/// copy is half again as large as the stored one, worth it where it is computed on
+/// (prefill), not where it is streamed (decode, continuous batching's few rows).
+const Q6K_PACKED_MIN_ROWS: usize = 8;
 
 /// Activation rows [`IntIsa::dot8_rows`] takes at once (from this many rows on, a group's
 /// weight levels are decoded once for all of them).

@@ -383,6 +383,147 @@ fn dot16_q4k_vnni(g: &[u8], nb: usize, act: &Q4kActivation) -> [f32; ROWS] {
     out
 }
 
+/// Bytes of one Q6_K block of sixteen packed rows: 64 level vectors of 64 bytes (levels
+/// as i8, −32..=31), eight vectors of the rows' sub-block scale pairs (i16), eight of
+/// the offset corrections (i32), then the rows' `d` (f16).
+const Q6K_BLOCK: usize = 64 * 64 + 8 * 64 + 8 * 64 + 32;
+
+/// Bytes of a packed Q6_K group of sixteen rows of `nb` blocks (322 per row and block
+/// against 210 stored: levels widened to bytes, scales and offsets laid out for the
+/// kernel; packed for prefill only, where it is computed on rather than streamed).
+pub(crate) const fn q6k_group_bytes(nb: usize) -> usize {
+    nb * Q6K_BLOCK
+}
+
+/// Packs sixteen stored Q6_K rows `w` (`row_bytes` each, `nb` blocks at their start) into
+/// `dst` ([`q6k_group_bytes`]). Level vector `8p + l` of a block holds, in row `i`'s
+/// lane, elements `32p + l`, `32p + l + 8` (sub-block `2p`) and `32p + 16 + l`,
+/// `32p + 24 + l` (sub-block `2p + 1`): all of index `l` mod 8 (ggml's lanes), two per
+/// sub-block, so `maddubs` pairs share a scale and `madd` applies the two scales. The
+/// activations come as `a + 128` (u8), so the kernel takes off `128 · Σ scale · level`,
+/// per row, lane and block: the correction vectors.
+pub(crate) fn pack_q6k(w: &[u8], row_bytes: usize, nb: usize, dst: &mut [u8]) {
+    use r1_core::quant::q6_k;
+    assert!(row_bytes >= nb * q6_k::BLOCK_BYTES && w.len() >= ROWS * row_bytes && dst.len() == q6k_group_bytes(nb));
+    for (b, out) in dst.chunks_exact_mut(Q6K_BLOCK).enumerate() {
+        for i in 0..ROWS {
+            let at = i * row_bytes + b * q6_k::BLOCK_BYTES;
+            let Ok(block) = <&q6_k::Block>::try_from(&w[at..at + q6_k::BLOCK_BYTES]) else {
+                continue;
+            };
+            let mut corr = [0i32; 8];
+            for p in 0..8 {
+                for l in 0..8 {
+                    for (t, e) in [32 * p + l, 32 * p + l + 8, 32 * p + 16 + l, 32 * p + 24 + l]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let level = q6_k::level(block, e);
+                        out[64 * (8 * p + l) + 4 * i + t] = level as u8;
+                        corr[l] += 128 * i32::from(q6_k::sub_scale(block, e / 16)) * i32::from(level);
+                    }
+                }
+                let pair = [q6_k::sub_scale(block, 2 * p), q6_k::sub_scale(block, 2 * p + 1)].map(i16::from);
+                out[4096 + 64 * p + 4 * i..4096 + 64 * p + 4 * i + 2].copy_from_slice(&pair[0].to_le_bytes());
+                out[4096 + 64 * p + 4 * i + 2..4096 + 64 * p + 4 * i + 4].copy_from_slice(&pair[1].to_le_bytes());
+            }
+            for (l, c) in corr.iter().enumerate() {
+                out[4608 + 64 * l + 4 * i..4608 + 64 * l + 4 * i + 4].copy_from_slice(&c.to_le_bytes());
+            }
+            out[5120 + 2 * i..5120 + 2 * i + 2].copy_from_slice(&block[208..210]);
+        }
+    }
+}
+
+/// One Q8_K activation row as [`dot16_q6k`] takes it: per block, word `8p + l` the
+/// quants `32p + l`, `+ 8`, `+ 16`, `+ 24` plus 128 (u8), and the scale.
+pub(crate) struct Q6kActivation {
+    pub words: Vec<u8>,
+    pub scales: Vec<f32>,
+}
+
+impl Q6kActivation {
+    /// From Q8_K blocks.
+    pub(crate) fn new(blocks: &[r1_core::quant::q8_k::Block]) -> Q6kActivation {
+        use r1_core::quant::q8_k;
+        let mut words = Vec::with_capacity(QK_K * blocks.len());
+        for y in blocks {
+            for p in 0..8 {
+                for l in 0..8 {
+                    words.extend([0, 8, 16, 24].map(|o| (q8_k::quant(y, 32 * p + l + o) as u8) ^ 0x80));
+                }
+            }
+        }
+        Q6kActivation {
+            words,
+            scales: blocks.iter().map(q8_k::scale).collect(),
+        }
+    }
+}
+
+/// The sixteen Q6_K rows of packed group `g` ([`pack_q6k`], `nb` blocks) times `R` Q8_K
+/// activation rows: `out[r][i]` is row `i`'s dot product with activation row `r`, the
+/// same bits as `quant::vec_dot` (eight f32 lane sums, added in order from zero).
+/// `None` where [`available`] is false.
+pub(crate) fn dot16_q6k<const R: usize>(
+    int: IntIsa,
+    g: &[u8],
+    nb: usize,
+    acts: [&Q6kActivation; R],
+) -> Option<[[f32; ROWS]; R]> {
+    assert!(g.len() >= q6k_group_bytes(nb) && acts.iter().all(|a| a.words.len() >= QK_K * nb && a.scales.len() >= nb));
+    match int {
+        // SAFETY: the token proves avx512f/bw/vl/vnni; lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Vnni(_) => Some(unsafe { dot16_q6k_vnni::<R>(g, nb, acts) }),
+        _ => None,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
+fn dot16_q6k_vnni<const R: usize>(g: &[u8], nb: usize, acts: [&Q6kActivation; R]) -> [[f32; ROWS]; R] {
+    let zero = _mm512_setzero_si512();
+    let mut sums = [[_mm512_setzero_ps(); 8]; R];
+    for b in 0..nb {
+        let p = g[b * Q6K_BLOCK..].as_ptr();
+        let aw: [*const i32; R] = std::array::from_fn(|r| acts[r].words[QK_K * b..].as_ptr() as *const i32);
+        // SAFETY (loads): the block's bytes lie inside the group and its 64 activation
+        // words inside each row's (caller checked the lengths).
+        let y = |r: usize, w: usize| unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(aw[r].add(w))) };
+        let vec = |at: usize| unsafe { _mm512_loadu_si512(p.add(at) as *const __m512i) };
+        let mut lanes = [[zero; 8]; R];
+        for q in 0..8 {
+            let sc = vec(4096 + 64 * q);
+            for l in 0..8 {
+                let v = vec(64 * (8 * q + l));
+                for (r, lanes) in lanes.iter_mut().enumerate() {
+                    let pairs = _mm512_maddubs_epi16(y(r, 8 * q + l), v);
+                    lanes[l] = _mm512_add_epi32(lanes[l], _mm512_madd_epi16(pairs, sc));
+                }
+            }
+        }
+        let dw = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(5120) as *const __m256i)) };
+        for r in 0..R {
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(acts[r].scales[b]));
+            for (l, s) in sums[r].iter_mut().enumerate() {
+                let lane = _mm512_sub_epi32(lanes[r][l], vec(4608 + 64 * l));
+                *s = _mm512_add_ps(*s, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lane)));
+            }
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        let mut f = _mm512_setzero_ps();
+        for s in sums[r] {
+            f = _mm512_add_ps(f, s);
+        }
+        // SAFETY: sixteen f32 fit `out[r]`.
+        unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), f) };
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +575,57 @@ mod tests {
                 let out = dot16_q4k(int, &g, nb, &Q4kActivation::new(&blocks)).unwrap();
                 for (i, got) in out.iter().enumerate() {
                     let want = quant::vec_dot(GgmlType::Q4_K, &w[i * row_bytes..(i + 1) * row_bytes], &act, k).unwrap();
+                    assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} row {i} act {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_q6_k_groups_give_vec_dot_bit_for_bit() {
+        let Some(int) = [IntIsa::for_isa(crate::simd::Isa::best())]
+            .into_iter()
+            .find(|&i| available(i))
+        else {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI (the packed kernel's only level)");
+            return;
+        };
+        for nb in [1usize, 2, 5] {
+            let k = nb * QK_K;
+            let row_bytes = GgmlType::Q6_K.row_bytes(k as u64).unwrap();
+            let mut w = vec![0u8; ROWS * row_bytes];
+            for i in 0..ROWS {
+                let scale = if i == 0 { 1.0 } else { 0.01 * (i as f32 + 1.0) };
+                let row: Vec<f32> = (0..k)
+                    .map(|j| value(i * k + j, 5, scale) - if i == 2 { 0.5 } else { 0.0 })
+                    .collect();
+                quant::quantize_into(GgmlType::Q6_K, &row, &mut w[i * row_bytes..(i + 1) * row_bytes]).unwrap();
+            }
+            let mut g = vec![0u8; q6k_group_bytes(nb)];
+            pack_q6k(&w, row_bytes, nb, &mut g);
+            let mut prepared = Vec::new();
+            let mut acts = Vec::new();
+            for r in 0..3 {
+                let x: Vec<f32> = (0..k)
+                    .map(|j| value(r * k + j, 43, if r == 0 { 100.0 } else { 1.0 }))
+                    .collect();
+                let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(k as u64).unwrap()];
+                quant::quantize_into(GgmlType::Q8_K, &x, &mut act).unwrap();
+                let blocks: Vec<quant::q8_k::Block> = act.chunks_exact(292).map(|b| b.try_into().unwrap()).collect();
+                prepared.push(Q6kActivation::new(&blocks));
+                acts.push(act);
+            }
+            let one: Vec<[f32; ROWS]> = prepared
+                .iter()
+                .map(|p| dot16_q6k::<1>(int, &g, nb, [p]).unwrap()[0])
+                .collect();
+            assert_eq!(
+                dot16_q6k::<2>(int, &g, nb, [&prepared[0], &prepared[1]]).unwrap(),
+                [one[0], one[1]]
+            );
+            for (r, act) in acts.iter().enumerate() {
+                for (i, got) in one[r].iter().enumerate() {
+                    let want = quant::vec_dot(GgmlType::Q6_K, &w[i * row_bytes..(i + 1) * row_bytes], act, k).unwrap();
                     assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} row {i} act {r}");
                 }
             }
