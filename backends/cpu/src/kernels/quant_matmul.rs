@@ -191,21 +191,19 @@ pub(crate) fn matmul(
             && (ty != GgmlType::Q6_K || rows >= Q6K_PACKED_MIN_ROWS)
     });
     let act = Activations::quantize(ctx, ty, a, rows, k)?;
-    // Q4_K through the packed kernel takes each activation row reordered once.
-    let q4k_act: Vec<packed16::Q4kActivation> = match (&act, packed) {
-        (Activations::Q8K { bytes, .. }, Some(_)) if ty == GgmlType::Q4_K => bytes
-            .chunks_exact(bytes.len() / rows)
-            .map(|row| packed16::Q4kActivation::new(row.as_chunks().0))
-            .collect(),
+    // Q4_K and Q6_K through the packed kernels take each activation row reordered once.
+    let prepared = |want: GgmlType| match (&act, packed) {
+        (Activations::Q8K { bytes, .. }, Some(_)) if ty == want => bytes.chunks_exact(bytes.len() / rows).collect(),
         _ => Vec::new(),
     };
-    let q6k_act: Vec<packed16::Q6kActivation> = match (&act, packed) {
-        (Activations::Q8K { bytes, .. }, Some(_)) if ty == GgmlType::Q6_K => bytes
-            .chunks_exact(bytes.len() / rows)
-            .map(|row| packed16::Q6kActivation::new(row.as_chunks().0))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let q4k_act: Vec<_> = prepared(GgmlType::Q4_K)
+        .into_iter()
+        .map(|row: &[u8]| packed16::Q4kActivation::new(row.as_chunks().0))
+        .collect();
+    let q6k_act: Vec<_> = prepared(GgmlType::Q6_K)
+        .into_iter()
+        .map(|row: &[u8]| packed16::Q6kActivation::new(row.as_chunks().0))
+        .collect();
     let int = IntIsa::for_isa(ctx.isa);
     let tile = |j0: usize, cols: usize, dst: &mut [f32]| -> Result<(), BackendError> {
         let w = &w[j0 * row_bytes..(j0 + cols) * row_bytes];
