@@ -66,15 +66,17 @@ pub(crate) fn weight_type(dtype: DType) -> Option<GgmlType> {
     })
 }
 
-/// The layout tag of a weight packed sixteen rows at a time ([`packed16`]) for rows of
-/// `k` elements.
-fn packed_layout(kind: Q8Weight, k: usize) -> u64 {
-    let kind = match kind {
-        Q8Weight::Q8_0 => 0,
-        Q8Weight::Q4_0 => 1,
-        Q8Weight::Q5_0 => 2,
+/// The bytes of one group of sixteen `ty` rows of `k` elements packed for [`matmul`]
+/// ([`packed16`]) and the layout tag its copy is kept under: `None` for a type without
+/// a packed kernel or rows that are not whole blocks.
+fn packed_group(ty: GgmlType, k: usize) -> Option<(usize, u64)> {
+    let (group, tag) = match (q8_weight(ty), ty) {
+        (Some(kind), _) if k.is_multiple_of(QK) => (packed16::group_bytes(kind, k / QK), kind as u64),
+        (None, GgmlType::Q4_K) if k.is_multiple_of(QK_K) => (packed16::q4k_group_bytes(k / QK_K), 3),
+        (None, GgmlType::Q6_K) if k.is_multiple_of(QK_K) => (packed16::q6k_group_bytes(k / QK_K), 4),
+        _ => return None,
     };
-    (k as u64) << 8 | kind
+    Some((group, (k as u64) << 8 | tag))
 }
 
 /// The weight `w [N, K]` of type `ty` (bytes `offset..` of `buffer`) packed sixteen rows
@@ -97,22 +99,15 @@ pub(crate) fn packed_weight(
     // Q6_K packs wider than it is stored: for products of several rows only (prefill),
     // which compute on it; decode streams the stored bytes.
     let rows = sa.dims().iter().rev().skip(1).product::<usize>();
-    let q6k = ty == GgmlType::Q6_K && rows >= Q6K_PACKED_MIN_ROWS;
-    if !(packed16::available(int) && sb.rank() == 2 && (kind.is_some() || ty == GgmlType::Q4_K || q6k)) {
+    if !packed16::available(int) || sb.rank() != 2 || (ty == GgmlType::Q6_K && rows < Q6K_PACKED_MIN_ROWS) {
         return Ok(None);
     }
     let (n, k) = (sb.dims()[0], sb.dims()[1]);
-    let block = if kind.is_some() { QK } else { QK_K };
-    if n == 0 || !n.is_multiple_of(packed16::ROWS) || !k.is_multiple_of(block) {
+    let Some((group, layout)) = packed_group(ty, k).filter(|_| n > 0 && n.is_multiple_of(packed16::ROWS)) else {
         return Ok(None);
-    }
-    let row_bytes = ty.row_bytes(k as u64).map_err(|e| size_error("matmul", e))?;
-    let nb = k / block;
-    let (group, layout) = match kind {
-        Some(kind) => (packed16::group_bytes(kind, nb), packed_layout(kind, k)),
-        None if ty == GgmlType::Q4_K => (packed16::q4k_group_bytes(nb), (k as u64) << 8 | 3),
-        None => (packed16::q6k_group_bytes(nb), (k as u64) << 8 | 4),
     };
+    let row_bytes = ty.row_bytes(k as u64).map_err(|e| size_error("matmul", e))?;
+    let nb = k / if kind.is_some() { QK } else { QK_K };
     let key = DerivedKey {
         start: offset,
         end: offset.saturating_add(n.saturating_mul(row_bytes)),
@@ -178,15 +173,11 @@ pub(crate) fn matmul(
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    // A packed weight is whole groups of sixteen rows: as many bytes as the stored one,
-    // Q4_K's 148 per row and block.
-    let group = match q8_weight(ty) {
-        Some(kind) => packed16::group_bytes(kind, k / QK),
-        None if ty == GgmlType::Q4_K => packed16::q4k_group_bytes(k / QK_K),
-        None => packed16::q6k_group_bytes(k / QK_K),
-    };
+    // A packed weight is whole groups of sixteen rows ([`packed_group`]).
+    let group = packed_group(ty, k).map_or(0, |(group, _)| group);
     let packed = packed.filter(|p| {
-        n.is_multiple_of(packed16::ROWS)
+        group > 0
+            && n.is_multiple_of(packed16::ROWS)
             && p.len() == n / packed16::ROWS * group
             && (ty != GgmlType::Q6_K || rows >= Q6K_PACKED_MIN_ROWS)
     });
