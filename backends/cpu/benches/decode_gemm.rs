@@ -6,8 +6,13 @@
 //! product (the reference: what the backend would get by packing the weight instead of
 //! running its packing-free path, which keeps a row's result independent of its batch).
 //!
+//! The `q05` and `d15` weights are Qwen2.5-0.5B's and R1-Distill-Qwen-1.5B's, at prefill
+//! rows too (128–512: a prompt's chunk).
+//!
 //! Run: `cargo bench -p r1-backend-cpu --bench decode_gemm [-- NAME]` (only the weights
-//! whose name contains NAME, e.g. `small`).
+//! whose name contains NAME, e.g. `small`). Env: `R1_GEMM_ROWS=128,256` only those rows;
+//! `R1_GEMM_COLD_MIB=400` the cold runs rotate through that many MiB of copies (past L3:
+//! weights from DRAM, as a model's are) and the all-threads column runs cold too.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -27,8 +32,13 @@ const WEIGHTS: &[(&str, usize, usize)] = &[
     ("medium gate/up", 512, 1376),
     ("medium down", 1376, 512),
     ("medium lm_head", 512, 4096),
+    ("q05 q", 896, 896),
+    ("q05 gate", 896, 4864),
+    ("q05 down", 4864, 896),
+    ("d15 gate", 1536, 8960),
+    ("d15 down", 8960, 1536),
 ];
-const ROWS: &[usize] = &[1, 8, 16, 32, 64, 8192];
+const ROWS: &[usize] = &[1, 8, 16, 32, 64, 128, 256, 512, 8192];
 
 fn init(n: usize, salt: usize) -> Vec<f32> {
     (0..n)
@@ -51,11 +61,16 @@ fn best_secs(flops: f64, secs: f64, mut f: impl FnMut()) -> f64 {
     best
 }
 
-/// Copies of each weight the cold runs rotate through: about 12 MiB in all (the `small`
-/// model's weights), more than L2 holds, as in a decode step where each weight is read
-/// once per step.
+/// MiB of copies the cold runs rotate through: `R1_GEMM_COLD_MIB`, else about 12 MiB (the
+/// `small` model's weights), more than L2 holds, as in a decode step where each weight is
+/// read once per step.
+fn cold_mib() -> Option<usize> {
+    std::env::var("R1_GEMM_COLD_MIB").ok().and_then(|v| v.parse().ok())
+}
+
+/// Copies of each weight the cold runs rotate through ([`cold_mib`]).
 fn copies(k: usize, n: usize) -> usize {
-    ((12usize << 20) / (4 * k * n)).max(1)
+    ((cold_mib().unwrap_or(12) << 20) / (4 * k * n)).max(1)
 }
 
 fn backend_gflops(be: &CpuBackend, m: usize, k: usize, n: usize, cold: bool) -> f64 {
@@ -157,11 +172,15 @@ fn main() {
         "sgemm 1 thread"
     );
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let rows: Vec<usize> = match std::env::var("R1_GEMM_ROWS") {
+        Ok(list) => list.split(',').filter_map(|r| r.trim().parse().ok()).collect(),
+        Err(_) => ROWS.to_vec(),
+    };
     for &(name, k, n) in WEIGHTS {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
             continue;
         }
-        for &m in ROWS {
+        for &m in &rows {
             println!(
                 "{:<16} {:>5} {:>5} {:>4}  {:>9.1} {:>10.1} {:>14.1}  {:>14.1}",
                 name,
@@ -169,7 +188,7 @@ fn main() {
                 n,
                 m,
                 backend_gflops(&one, m, k, n, false),
-                backend_gflops(&all, m, k, n, false),
+                backend_gflops(&all, m, k, n, cold_mib().is_some()),
                 backend_gflops(&one, m, k, n, true),
                 sgemm_gflops(m, k, n)
             );

@@ -39,7 +39,8 @@ fn every_transpose_combination_matches_the_reference() {
 
 #[test]
 fn products_with_few_rows_take_the_packing_free_path_correctly() {
-    // Transposed b: blocked dot products up to 64 rows for a shared 2-D weight, 8 for
+    // Transposed b: blocked dot products up to 64 rows for a shared 2-D weight (and past
+    // that while A is small: m = 65 here), 8 for
     // batched operands; plain b: row updates up to 4 rows. Odd k and n, and m = 9 and
     // m = 65 just past the paths.
     for m in (1..=9).chain([13, 32, 63, 64, 65]) {
@@ -54,6 +55,17 @@ fn products_with_few_rows_take_the_packing_free_path_correctly() {
     // tail; n = 257: the last tiles have no columns ahead and the very last is partial).
     for m in [1, 5, 64] {
         check(&[], m, 1031, 257, false, true, false, 410 + m as u64);
+    }
+    // Past 64 rows, a shared weight's product still skips packing while A has at most
+    // 2^18 values, with B outer (m = 65 and 254 at k = 1031, B prefetched; m = 255 packed);
+    // a batched one is packed.
+    for m in [65, 254, 255] {
+        check(&[], m, 1031, 257, false, true, false, 420 + m as u64);
+    }
+    check(&[2], 65, 20, 17, false, true, true, 430);
+    // A read in place only from 513 rows (k = 2049: a million values of A either way).
+    for m in [512, 513] {
+        check(&[], m, 2049, 40, false, true, false, 440 + m as u64);
     }
 }
 
@@ -294,12 +306,13 @@ fn broadcast_add_and_mul_gradients_reduce_to_the_operand_shape() {
 #[test]
 fn products_of_one_input_run_as_a_group_in_a_plan_and_give_what_they_give_alone() {
     // q/k/v-like siblings (a bias add between two of them ends the first group), at decode
-    // sizes (packing-free, split by columns) and training sizes (packed, split by rows).
+    // and prefill sizes (packing-free, split by columns) and training sizes (packed, split
+    // by rows: past 2^18 values of A).
     use r1_core::backend::{Backend, f32_bytes};
     use r1_core::exec::{Bindings, Executor};
     use r1_core::{Graph, Plan};
     let (k, widths) = (40, [48usize, 16, 16, 72]);
-    for (m, seed) in [(1, 1u64), (5, 2), (32, 3), (130, 4)] {
+    for (m, seed) in [(1, 1u64), (5, 2), (32, 3), (130, 4), (6600, 5)] {
         let mut rng = Rng::new(seed);
         let x = rng.vec(m * k, 1.0);
         let ws: Vec<Vec<f32>> = widths.iter().map(|&n| rng.vec(n * k, 1.0)).collect();

@@ -13,17 +13,47 @@ use crate::parallel::{SharedOut, Threads};
 use crate::simd::bf16_dot::Bf16Dot;
 use crate::simd::{Isa, MAX_LANES, Simd, SimdTask, math};
 
-/// Rows of C up to which the packing-free path runs: with B's columns contiguous
-/// (register-blocked dot products over column tiles that stay in cache) and with B's rows
-/// contiguous (M passes over B).
-pub(crate) const SMALL_M_DOT: usize = 8;
+/// Which products take the packing-free path when B's columns are contiguous: those of
+/// at most `rows` rows of C, and those whose A holds at most `a_values` values.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DotLimit {
+    pub(crate) rows: usize,
+    a_values: usize,
+}
+
+impl DotLimit {
+    fn takes(self, m: usize, k: usize) -> bool {
+        m <= self.rows || m.saturating_mul(k) <= self.a_values
+    }
+}
+
+/// The packing-free limit of most products: up to 8 rows of C, with B's columns
+/// contiguous (register-blocked dot products over column tiles that stay in cache) and
+/// with B's rows contiguous (M passes over B).
+pub(crate) const SMALL_M_DOT: DotLimit = DotLimit { rows: 8, a_values: 0 };
 /// The packing-free limit for the product of activations with a shared transposed
-/// weight (`MatMul` with a 2-D `b`): continuous batching decodes up to this many
-/// sequences without packing a weight, and a row's result does not depend on the others.
-/// Other products (attention, batched, training-sized) keep [`SMALL_M_DOT`], so their
-/// rounding is what it was.
-pub(crate) const WEIGHT_DOT_ROWS: usize = 64;
+/// weight (`MatMul` with a 2-D `b`). Continuous batching decodes up to 64 sequences
+/// without packing a weight, and a row's result does not depend on the others up to that
+/// many rows. Past them (a prefill chunk), the product still skips packing while A fits a
+/// core's L2 (2^18 values, 1 MiB), reading the weight once with B outer ([`dot_tiles`]):
+/// sgemm copies each weight from memory into its panels before any multiply-add, which
+/// on weights read from DRAM made Qwen2.5-0.5B's 128-row products 261–276 GFLOP/s on two
+/// threads against 278–327 without packing (`decode_gemm` with `R1_GEMM_COLD_MIB=400`); with
+/// a larger A, sgemm is faster (K = 896 at 512 rows: 375 against 310). Other products
+/// (attention, batched, training-sized) keep [`SMALL_M_DOT`], so their rounding is what it
+/// was.
+pub(crate) const WEIGHT_DOT: DotLimit = DotLimit {
+    rows: 64,
+    a_values: 1 << 18,
+};
 const SMALL_M_ROWS: usize = 4;
+/// Rows of C a product needs before it reads A in place ([`super::gemm_bcast`]): fewer
+/// (a prefill chunk) take the packed sgemm, which was 2–3× faster on R1-Distill-Qwen-1.5B's
+/// down projection (K = 8960) at 128–512 rows.
+const BCAST_MIN_ROWS: usize = 513;
+/// Column tiles of B that the B-outer order of [`dot_tiles`] takes at a time (1, 2 and
+/// 4 measured within noise on Qwen2.5-0.5B f32 prefill; 2 the best).
+const OUTER_TILES: usize = 2;
 /// Floats of A per row tile of the packing-free dot path (32 KiB: L1).
 const DOT_TILE_FLOATS: usize = 8192;
 /// How many column tiles ahead [`dot_tiles`] asks for B's columns (1 to 8 measured
@@ -247,7 +277,7 @@ pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: M
 pub(crate) fn gemm_in(isa: Isa, bf16: Option<Bf16Dot>, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
     gemm_rows(
         isa,
-        bf16_for(bf16, a.rows, SMALL_M_DOT),
+        bf16_for(bf16, a.rows, SMALL_M_DOT.rows),
         SMALL_M_DOT,
         unpacked_a(a),
         alpha,
@@ -258,19 +288,20 @@ pub(crate) fn gemm_in(isa: Isa, bf16: Option<Bf16Dot>, alpha: f32, a: Mat<'_>, b
     )
 }
 
-/// `bf16` if a product of `m` rows computes in bf16: past the packing-free limit
-/// `dot_rows` (decode and other few-row products stay f32: they are bound by reading B).
+/// `bf16` if a product of `m` rows computes in bf16: past `dot_rows`, the packing-free
+/// limit's rows (decode and other few-row products stay f32: they are bound by reading B).
 pub(crate) fn bf16_for(bf16: Option<Bf16Dot>, m: usize, dot_rows: usize) -> Option<Bf16Dot> {
     bf16.filter(|_| m > dot_rows)
 }
 
 /// Whether a product past the packing-free sizes reads A in place
-/// ([`super::gemm_bcast`]): A's rows contiguous and at least [`BCAST_MIN_A`] values.
+/// ([`super::gemm_bcast`]): A's rows contiguous, at least [`BCAST_MIN_ROWS`] of them and
+/// at least [`BCAST_MIN_A`] values.
 fn unpacked_a(a: Mat<'_>) -> bool {
-    a.cs == 1 && a.rows.saturating_mul(a.cols) >= BCAST_MIN_A
+    a.cs == 1 && a.rows >= BCAST_MIN_ROWS && a.rows.saturating_mul(a.cols) >= BCAST_MIN_A
 }
 
-/// [`gemm`] with `dot_rows` as the packing-free limit for a B with contiguous columns,
+/// [`gemm`] with `dot` as the packing-free limit for a B with contiguous columns,
 /// in bf16 products when `bf16` is set (the caller decided, see [`bf16_for`]), A read in
 /// place past that when `unpacked_a` (the caller decided for the whole product, see
 /// [`unpacked_a`]), else matrixmultiply's packed sgemm.
@@ -278,7 +309,7 @@ fn unpacked_a(a: Mat<'_>) -> bool {
 fn gemm_rows(
     isa: Isa,
     bf16: Option<Bf16Dot>,
-    dot_rows: usize,
+    dot: DotLimit,
     unpacked_a: bool,
     alpha: f32,
     a: Mat<'_>,
@@ -295,7 +326,7 @@ fn gemm_rows(
         gemm_bf16(dot, alpha, a, b, beta, c);
         return;
     }
-    if k > 0 && ((m <= dot_rows && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
+    if k > 0 && ((dot.takes(m, k) && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
         isa.run(SmallM { alpha, a, b, beta, c });
         return;
     }
@@ -329,14 +360,14 @@ fn gemm_rows(
 
 /// [`gemm`] split over the pool: `threads.count()` blocks of rows of C, or of columns
 /// when C has too few rows for that; one thread for small products.
-/// `dot_rows`: the packing-free limit (see [`WEIGHT_DOT_ROWS`]); `bf16`: compute in bf16
-/// products when the product has more rows than that ([`bf16_for`]).
+/// `dot`: the packing-free limit (see [`WEIGHT_DOT`]); `bf16`: compute in bf16 products
+/// when the product has more rows than its `rows` ([`bf16_for`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_par(
     threads: &Threads,
     isa: Isa,
     bf16: Option<Bf16Dot>,
-    dot_rows: usize,
+    dot: DotLimit,
     alpha: f32,
     a: Mat<'_>,
     b: Mat<'_>,
@@ -345,11 +376,11 @@ pub(crate) fn gemm_par(
 ) {
     if threads.count() <= 1 || product_work(a.rows, a.cols, b.cols) < MIN_PARALLEL_MACS {
         // What `gemm_group_par` does with one small product, without its lists.
-        let bf16 = bf16_for(bf16, a.rows, dot_rows);
-        gemm_rows(isa, bf16, dot_rows, unpacked_a(a), alpha, a, b, beta, c);
+        let bf16 = bf16_for(bf16, a.rows, dot.rows);
+        gemm_rows(isa, bf16, dot, unpacked_a(a), alpha, a, b, beta, c);
         return;
     }
-    gemm_group_par(threads, isa, bf16, dot_rows, alpha, a, vec![(b, c)], beta);
+    gemm_group_par(threads, isa, bf16, dot, alpha, a, vec![(b, c)], beta);
 }
 
 /// What a product `[m, k] · [k, n]` costs when deciding whether to split it, in
@@ -371,14 +402,14 @@ pub(crate) fn gemm_group_par<'a, 'c>(
     threads: &Threads,
     isa: Isa,
     bf16: Option<Bf16Dot>,
-    dot_rows: usize,
+    dot: DotLimit,
     alpha: f32,
     a: Mat<'a>,
     products: Vec<(Mat<'a>, MatMut<'c>)>,
     beta: f32,
 ) {
     let (m, k) = (a.rows, a.cols);
-    let bf16 = bf16_for(bf16, m, dot_rows);
+    let bf16 = bf16_for(bf16, m, dot.rows);
     // Decided for the whole product, so a piece computes what the whole would.
     let unpacked = unpacked_a(a);
     let parts = threads.count();
@@ -388,7 +419,7 @@ pub(crate) fn gemm_group_par<'a, 'c>(
         .fold(0usize, usize::saturating_add);
     if parts <= 1 || work < MIN_PARALLEL_MACS {
         for (b, c) in products {
-            gemm_rows(isa, bf16, dot_rows, unpacked, alpha, a, b, beta, c);
+            gemm_rows(isa, bf16, dot, unpacked, alpha, a, b, beta, c);
         }
         return;
     }
@@ -401,7 +432,7 @@ pub(crate) fn gemm_group_par<'a, 'c>(
     // threads, so each half holds a share of each product.
     jobs.sort_by_key(|&(piece, ..)| piece);
     threads.for_each_owned(jobs, |(_, a, b, c)| {
-        gemm_rows(isa, bf16, dot_rows, unpacked, alpha, a, b, beta, c)
+        gemm_rows(isa, bf16, dot, unpacked, alpha, a, b, beta, c)
     });
 }
 
@@ -576,10 +607,20 @@ fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
     // Rows per pass: about 32 KiB of A, so those rows and the C columns of B they are
     // multiplied by stay in L1 while every row tile of the pass goes over them.
     let pass = (DOT_TILE_FLOATS / k.max(1) / R * R).max(R);
+    // More rows than one pass (a batch of many sequences, a prefill chunk): B outer
+    // instead, `OUTER_TILES` column tiles of B (in L1) against every row of A (from L2),
+    // then the next ones, so B is read from memory once rather than once per pass
+    // (`decode_gemm`, weights from DRAM, two threads, 32 and 64 rows: 153–226 → 227–332
+    // GFLOP/s; Qwen2.5-0.5B f32 prefill of 128 tokens with the 128-row products here:
+    // 350 → 383 tok/s).
+    let (pass, block) = if m > pass { (m, OUTER_TILES * C) } else { (pass, n) };
     let streamed = k.saturating_mul(n) >= PREFETCH_MIN_B;
-    for r0 in (0..m).step_by(pass) {
+    for (c0, r0) in (0..n)
+        .step_by(block)
+        .flat_map(|c0| (0..m).step_by(pass).map(move |r0| (c0, r0)))
+    {
         let r1 = (r0 + pass).min(m);
-        for j in (0..n).step_by(C) {
+        for j in (c0..(c0 + block).min(n)).step_by(C) {
             // Columns past n repeat the last one; their sums are not stored.
             let cols: [&[f32]; C] = {
                 let mut cols = [col(j); C];

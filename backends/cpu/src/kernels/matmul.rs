@@ -5,7 +5,7 @@
 
 use r1_core::{BackendError, Shape};
 
-use super::gemm::{Mat, MatMut, SMALL_M_DOT, WEIGHT_DOT_ROWS, gemm_group_par, gemm_in, gemm_par};
+use super::gemm::{Mat, MatMut, SMALL_M_DOT, WEIGHT_DOT, gemm_group_par, gemm_in, gemm_par};
 use super::{Ctx, size_error};
 
 /// Multiply-adds per batch item above which items run in parallel.
@@ -65,7 +65,7 @@ pub(crate) fn matmul(
             ctx.threads,
             ctx.isa,
             ctx.bf16,
-            WEIGHT_DOT_ROWS,
+            WEIGHT_DOT,
             1.0,
             a2,
             b2,
@@ -153,7 +153,7 @@ pub(crate) fn matmul_group(
         ctx.threads,
         ctx.isa,
         ctx.bf16,
-        WEIGHT_DOT_ROWS,
+        WEIGHT_DOT,
         1.0,
         Mat::row_major(a, rows, k),
         mats,

@@ -632,7 +632,7 @@ impl SimdTask for FloatTile<'_> {
             }
         };
         let rows = a.len() / k.max(1);
-        if rows > gemm::SMALL_M_DOT && k > 0 {
+        if rows > gemm::SMALL_M_DOT.rows && k > 0 {
             // Prefill: weight rows widened a chunk at a time, then the f32 GEMM (packed,
             // cache-blocked) on the chunk; each output's sum is the GEMM's, whatever the
             // chunk or tile it falls in.
@@ -723,7 +723,7 @@ pub(crate) fn matmul_w(
             ctx.threads,
             ctx.isa,
             None,
-            gemm::WEIGHT_DOT_ROWS,
+            gemm::WEIGHT_DOT,
             1.0,
             a_cols,
             b_rows,
