@@ -14,6 +14,16 @@ impl Avx512 {
             is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
         ok.then_some(Avx512(()))
     }
+
+    /// The token, without checking.
+    ///
+    /// # Safety
+    /// The caller holds proof that [`Avx512::detect`]'s features are present (a token of
+    /// a larger set that checked them, such as `Bf16Dot`).
+    #[inline(always)]
+    pub(crate) unsafe fn assume_detected() -> Avx512 {
+        Avx512(())
+    }
 }
 
 #[inline(always)]
