@@ -307,7 +307,7 @@ fn broadcast_add_and_mul_gradients_reduce_to_the_operand_shape() {
 fn products_of_one_input_run_as_a_group_in_a_plan_and_give_what_they_give_alone() {
     // q/k/v-like siblings (a bias add between two of them ends the first group), at decode
     // and prefill sizes (packing-free, split by columns) and training sizes (packed, split
-    // by rows: past 2^18 values of A).
+    // by rows: past 512 rows and 2^18 values of A).
     use r1_core::backend::{Backend, f32_bytes};
     use r1_core::exec::{Bindings, Executor};
     use r1_core::{Graph, Plan};

@@ -23,9 +23,14 @@ pub(crate) struct DotLimit {
 
 impl DotLimit {
     fn takes(self, m: usize, k: usize) -> bool {
-        m <= self.rows || m.saturating_mul(k) <= self.a_values
+        m <= self.rows || (m <= PREFILL_ROWS && m.saturating_mul(k) <= self.a_values)
     }
 }
+
+/// Rows of C up to which a product counts as a prefill chunk for [`DotLimit`]'s size of
+/// A (llama.cpp's default micro-batch); past them (training, scoring) sgemm takes it
+/// whatever the depth, so training steps round as they did.
+const PREFILL_ROWS: usize = 512;
 
 /// The packing-free limit of most products: up to 8 rows of C, with B's columns
 /// contiguous (register-blocked dot products over column tiles that stay in cache) and
@@ -34,8 +39,8 @@ pub(crate) const SMALL_M_DOT: DotLimit = DotLimit { rows: 8, a_values: 0 };
 /// The packing-free limit for the product of activations with a shared transposed
 /// weight (`MatMul` with a 2-D `b`). Continuous batching decodes up to 64 sequences
 /// without packing a weight, and a row's result does not depend on the others up to that
-/// many rows. Past them (a prefill chunk), the product still skips packing while A fits a
-/// core's L2 (2^18 values, 1 MiB), reading the weight once with B outer ([`dot_tiles`]):
+/// many rows. Past them, a prefill chunk (at most [`PREFILL_ROWS`]) still skips packing
+/// while A fits a core's L2 (2^18 values, 1 MiB), reading the weight once with B outer ([`dot_tiles`]):
 /// sgemm copies each weight from memory into its panels before any multiply-add, which
 /// on weights read from DRAM made Qwen2.5-0.5B's 128-row products 261–276 GFLOP/s on two
 /// threads against 278–327 without packing (`decode_gemm` with `R1_GEMM_COLD_MIB=400`); with
