@@ -27,9 +27,10 @@ impl DotLimit {
     }
 }
 
-/// Rows of C up to which a product counts as a prefill chunk for [`DotLimit`]'s size of
-/// A (llama.cpp's default micro-batch); past them (training, scoring) sgemm takes it
-/// whatever the depth, so training steps round as they did.
+/// Rows of C up to which a product counts as a prefill chunk (llama.cpp's default
+/// micro-batch): [`DotLimit`]'s size of A applies up to them, so training and scoring
+/// products past them take sgemm whatever the depth and round as they did; and A is read
+/// in place ([`unpacked_a`]) only past them.
 const PREFILL_ROWS: usize = 512;
 
 /// The packing-free limit of most products: up to 8 rows of C, with B's columns
@@ -52,10 +53,6 @@ pub(crate) const WEIGHT_DOT: DotLimit = DotLimit {
     a_values: 1 << 18,
 };
 const SMALL_M_ROWS: usize = 4;
-/// Rows of C a product needs before it reads A in place ([`super::gemm_bcast`]): fewer
-/// (a prefill chunk) take the packed sgemm, which was 2–3× faster on R1-Distill-Qwen-1.5B's
-/// down projection (K = 8960) at 128–512 rows.
-const BCAST_MIN_ROWS: usize = 513;
 /// Column tiles of B that the B-outer order of [`dot_tiles`] takes at a time (1, 2 and
 /// 4 measured within noise on Qwen2.5-0.5B f32 prefill; 2 the best).
 const OUTER_TILES: usize = 2;
@@ -300,10 +297,12 @@ pub(crate) fn bf16_for(bf16: Option<Bf16Dot>, m: usize, dot_rows: usize) -> Opti
 }
 
 /// Whether a product past the packing-free sizes reads A in place
-/// ([`super::gemm_bcast`]): A's rows contiguous, at least [`BCAST_MIN_ROWS`] of them and
-/// at least [`BCAST_MIN_A`] values.
+/// ([`super::gemm_bcast`]): A's rows contiguous, more than a prefill chunk of them
+/// ([`PREFILL_ROWS`]: fewer take the packed sgemm, which was 2–3× faster on
+/// R1-Distill-Qwen-1.5B's down projection, K = 8960, at 128–512 rows) and at least
+/// [`BCAST_MIN_A`] values.
 fn unpacked_a(a: Mat<'_>) -> bool {
-    a.cs == 1 && a.rows >= BCAST_MIN_ROWS && a.rows.saturating_mul(a.cols) >= BCAST_MIN_A
+    a.cs == 1 && a.rows > PREFILL_ROWS && a.rows.saturating_mul(a.cols) >= BCAST_MIN_A
 }
 
 /// [`gemm`] with `dot` as the packing-free limit for a B with contiguous columns,

@@ -78,21 +78,12 @@ impl Bf16Dot {
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn products_x86(a: &[u16], rows: usize, k: usize, w: &[u8], cols: usize, dst: &mut [f32]) {
     let row_bytes = 2 * k;
-    let tile = |r: usize, rt: usize, c: usize, c_end: usize, wide: bool, dst: &mut [f32]| {
-        let (a, dst) = (&a[r * k..(r + rt) * k], &mut dst[r * cols..]);
-        match rt {
-            1 => tiles::<1>(a, k, w, (c, c_end, cols), wide, dst),
-            2 => tiles::<2>(a, k, w, (c, c_end, cols), wide, dst),
-            3 => tiles::<3>(a, k, w, (c, c_end, cols), wide, dst),
-            _ => tiles::<4>(a, k, w, (c, c_end, cols), wide, dst),
-        }
-    };
     if rows <= 4 {
         // One tile of activation rows (decode): weight rows a block at a time, four side
         // by side (more streams from memory than that read slower).
         let block = (BLOCK_BYTES / row_bytes).max(4) / 4 * 4;
         for c0 in (0..cols).step_by(block) {
-            tile(0, rows, c0, (c0 + block).min(cols), false, dst);
+            row_tiles(a, k, w, (0, rows), (c0, (c0 + block).min(cols), cols), false, dst);
         }
     } else {
         // B outer: `OUTER_ROWS` weight rows (in L1) against every activation row (from L2)
@@ -100,9 +91,31 @@ fn products_x86(a: &[u16], rows: usize, k: usize, w: &[u8], cols: usize, dst: &m
         for c0 in (0..cols).step_by(OUTER_ROWS) {
             let c_end = (c0 + OUTER_ROWS).min(cols);
             for r in (0..rows).step_by(3) {
-                tile(r, (rows - r).min(3), c0, c_end, true, dst);
+                row_tiles(a, k, w, (r, (rows - r).min(3)), (c0, c_end, cols), true, dst);
             }
         }
+    }
+}
+
+/// [`tiles`] of activation rows `r .. r + rt` (`rt ≤ 4`) of `a`, their sums at row `r` of
+/// `dst` (a function, not a closure, so it is compiled with the caller's features).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn row_tiles(
+    a: &[u16],
+    k: usize,
+    w: &[u8],
+    (r, rt): (usize, usize),
+    cols: (usize, usize, usize),
+    wide: bool,
+    dst: &mut [f32],
+) {
+    let (a, dst) = (&a[r * k..(r + rt) * k], &mut dst[r * cols.2..]);
+    match rt {
+        1 => tiles::<1>(a, k, w, cols, wide, dst),
+        2 => tiles::<2>(a, k, w, cols, wide, dst),
+        3 => tiles::<3>(a, k, w, cols, wide, dst),
+        _ => tiles::<4>(a, k, w, cols, wide, dst),
     }
 }
 

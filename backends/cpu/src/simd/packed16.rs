@@ -243,27 +243,42 @@ pub(crate) const fn q4k_group_bytes(nb: usize) -> usize {
 /// lanes apart, so `dpbusd` sums within one of them.
 pub(crate) fn pack_q4k(w: &[u8], row_bytes: usize, nb: usize, dst: &mut [u8]) {
     use r1_core::quant::q4_k;
-    assert!(row_bytes >= nb * q4_k::BLOCK_BYTES && w.len() >= ROWS * row_bytes && dst.len() == q4k_group_bytes(nb));
-    for (b, out) in dst.chunks_exact_mut(Q4K_BLOCK).enumerate() {
-        for i in 0..ROWS {
-            let at = i * row_bytes + b * q4_k::BLOCK_BYTES;
-            let Ok(block) = <&q4_k::Block>::try_from(&w[at..at + q4_k::BLOCK_BYTES]) else {
-                continue;
-            };
-            for q in 0..4 {
-                for l in 0..8 {
-                    for t in 0..4 {
-                        let e = 64 * q + l + 8 * t;
-                        out[64 * (8 * q + l) + 4 * i + t] = q4_k::level(block, e) | q4_k::level(block, e + 32) << 4;
-                    }
+    for_row_blocks::<{ q4_k::BLOCK_BYTES }>(w, row_bytes, nb, dst, Q4K_BLOCK, |out, i, block| {
+        for q in 0..4 {
+            for l in 0..8 {
+                for t in 0..4 {
+                    let e = 64 * q + l + 8 * t;
+                    out[64 * (8 * q + l) + 4 * i + t] = q4_k::level(block, e) | q4_k::level(block, e + 32) << 4;
                 }
             }
-            out[2048 + 2 * i..2048 + 2 * i + 2].copy_from_slice(&block[..2]);
-            out[2080 + 2 * i..2080 + 2 * i + 2].copy_from_slice(&block[2..4]);
-            for j in 0..8 {
-                let (sc, m) = q4_k::scale_min(block, j);
-                out[2112 + 16 * j + i] = sc;
-                out[2240 + 16 * j + i] = m;
+        }
+        out[2048 + 2 * i..2048 + 2 * i + 2].copy_from_slice(&block[..2]);
+        out[2080 + 2 * i..2080 + 2 * i + 2].copy_from_slice(&block[2..4]);
+        for j in 0..8 {
+            let (sc, m) = q4_k::scale_min(block, j);
+            out[2112 + 16 * j + i] = sc;
+            out[2240 + 16 * j + i] = m;
+        }
+    });
+}
+
+/// Calls `f(out, i, block)` for each packed block `out` (`packed` bytes) of `dst` and
+/// each of the sixteen stored rows `i` of `w` (`row_bytes` each, `nb` blocks of `N`
+/// bytes at their start), `block` being row `i`'s stored block at that index.
+fn for_row_blocks<const N: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    nb: usize,
+    dst: &mut [u8],
+    packed: usize,
+    mut f: impl FnMut(&mut [u8], usize, &[u8; N]),
+) {
+    assert!(row_bytes >= nb * N && w.len() >= ROWS * row_bytes && dst.len() == nb * packed);
+    for (b, out) in dst.chunks_exact_mut(packed).enumerate() {
+        for i in 0..ROWS {
+            let at = i * row_bytes + b * N;
+            if let Some(block) = w[at..].first_chunk::<N>() {
+                f(out, i, block);
             }
         }
     }
@@ -404,35 +419,28 @@ pub(crate) const fn q6k_group_bytes(nb: usize) -> usize {
 /// per row, lane and block: the correction vectors.
 pub(crate) fn pack_q6k(w: &[u8], row_bytes: usize, nb: usize, dst: &mut [u8]) {
     use r1_core::quant::q6_k;
-    assert!(row_bytes >= nb * q6_k::BLOCK_BYTES && w.len() >= ROWS * row_bytes && dst.len() == q6k_group_bytes(nb));
-    for (b, out) in dst.chunks_exact_mut(Q6K_BLOCK).enumerate() {
-        for i in 0..ROWS {
-            let at = i * row_bytes + b * q6_k::BLOCK_BYTES;
-            let Ok(block) = <&q6_k::Block>::try_from(&w[at..at + q6_k::BLOCK_BYTES]) else {
-                continue;
-            };
-            let mut corr = [0i32; 8];
-            for p in 0..8 {
-                for l in 0..8 {
-                    for (t, e) in [32 * p + l, 32 * p + l + 8, 32 * p + 16 + l, 32 * p + 24 + l]
-                        .into_iter()
-                        .enumerate()
-                    {
-                        let level = q6_k::level(block, e);
-                        out[64 * (8 * p + l) + 4 * i + t] = level as u8;
-                        corr[l] += 128 * i32::from(q6_k::sub_scale(block, e / 16)) * i32::from(level);
-                    }
+    for_row_blocks::<{ q6_k::BLOCK_BYTES }>(w, row_bytes, nb, dst, Q6K_BLOCK, |out, i, block| {
+        let mut corr = [0i32; 8];
+        for p in 0..8 {
+            for l in 0..8 {
+                for (t, e) in [32 * p + l, 32 * p + l + 8, 32 * p + 16 + l, 32 * p + 24 + l]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let level = q6_k::level(block, e);
+                    out[64 * (8 * p + l) + 4 * i + t] = level as u8;
+                    corr[l] += 128 * i32::from(q6_k::sub_scale(block, e / 16)) * i32::from(level);
                 }
-                let pair = [q6_k::sub_scale(block, 2 * p), q6_k::sub_scale(block, 2 * p + 1)].map(i16::from);
-                out[4096 + 64 * p + 4 * i..4096 + 64 * p + 4 * i + 2].copy_from_slice(&pair[0].to_le_bytes());
-                out[4096 + 64 * p + 4 * i + 2..4096 + 64 * p + 4 * i + 4].copy_from_slice(&pair[1].to_le_bytes());
             }
-            for (l, c) in corr.iter().enumerate() {
-                out[4608 + 64 * l + 4 * i..4608 + 64 * l + 4 * i + 4].copy_from_slice(&c.to_le_bytes());
-            }
-            out[5120 + 2 * i..5120 + 2 * i + 2].copy_from_slice(&block[208..210]);
+            let pair = [q6_k::sub_scale(block, 2 * p), q6_k::sub_scale(block, 2 * p + 1)].map(i16::from);
+            out[4096 + 64 * p + 4 * i..4096 + 64 * p + 4 * i + 2].copy_from_slice(&pair[0].to_le_bytes());
+            out[4096 + 64 * p + 4 * i + 2..4096 + 64 * p + 4 * i + 4].copy_from_slice(&pair[1].to_le_bytes());
         }
-    }
+        for (l, c) in corr.iter().enumerate() {
+            out[4608 + 64 * l + 4 * i..4608 + 64 * l + 4 * i + 4].copy_from_slice(&c.to_le_bytes());
+        }
+        out[5120 + 2 * i..5120 + 2 * i + 2].copy_from_slice(&block[208..210]);
+    });
 }
 
 /// One Q8_K activation row as [`dot16_q6k`] takes it: per block, word `8p + l` the
