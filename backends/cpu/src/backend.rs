@@ -57,7 +57,9 @@ impl CpuBackend {
     }
 
     /// The best instruction set, on a dedicated pool of `threads` threads (`0`: one per
-    /// available core; `1`: everything on the calling thread).
+    /// available core; `1`: everything on the calling thread). The thread that runs a
+    /// plan is one of them: kernels split their work between it and `threads - 1`
+    /// started here, which wait for the next op spinning, then asleep (see `parallel`).
     pub fn with_threads(threads: usize) -> Result<CpuBackend, BackendError> {
         CpuBackend::with_config(threads, SimdLevel::detect())
     }
@@ -69,23 +71,7 @@ impl CpuBackend {
             Isa::new(level).ok_or_else(|| BackendError::Unavailable(format!("this CPU does not support {level}")))?;
         Ok(CpuBackend {
             isa,
-            threads: Threads::dedicated(thread_count(threads), false)?,
-            rope: RopeCache::default(),
-            bf16: None,
-        })
-    }
-
-    /// The best instruction set, on a pool of `threads` threads (`0`: one per available
-    /// core) of which the calling thread is one: kernels run from this thread split their
-    /// work with the others directly, where a pool of its own would first hand every plan
-    /// to one of its threads and park the caller (two thread wake-ups per plan, which
-    /// cost more than a decode step of a small model). For a thread that runs the
-    /// backend for its whole life, an engine thread; the other threads stay parked for the
-    /// rest of the process once it ends (rayon cannot stop a pool it did not start all of).
-    pub fn on_this_thread(threads: usize) -> Result<CpuBackend, BackendError> {
-        Ok(CpuBackend {
-            isa: Isa::best(),
-            threads: Threads::dedicated(thread_count(threads), true)?,
+            threads: Threads::dedicated(thread_count(threads))?,
             rope: RopeCache::default(),
             bf16: None,
         })

@@ -4,7 +4,8 @@
 //!   zero-filled host memory, shareable between threads behind a run-time borrow flag
 //!   (many readers or one writer; a conflict is an error, never a data race or a wait).
 //!   `CpuBackend::new()` picks the best SIMD level and runs on rayon's global pool;
-//!   `with_threads(n)` / `with_config(n, level)` use a dedicated pool. Host code moves
+//!   `with_threads(n)` / `with_config(n, level)` use a dedicated pool: the calling thread
+//!   and `n - 1` threads that spin between ops before they sleep. Host code moves
 //!   f32 data without byte conversions through `upload_f32` / `download_f32` /
 //!   `CpuBuffer::with_f32`.
 //! - GEMM runs on matrixmultiply's packed micro-kernels (its own `threading` feature is
@@ -22,7 +23,7 @@
 //! `unsafe` lives in five places, each behind a safe function over slices: the buffer
 //! allocation ([`buffer`]), the checked tensor views of one op (`views`), the SIMD
 //! dispatch and intrinsics (`simd`), the strided GEMM call (`kernels::gemm`), and the
-//! disjoint-output handle of parallel tasks (`parallel`).
+//! disjoint-output handles of parallel tasks and the pool's shared job (`parallel`).
 
 mod backend;
 pub mod buffer;

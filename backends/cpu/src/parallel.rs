@@ -1,6 +1,7 @@
 //! Threads for the kernels: the pool a backend runs on (rayon's global pool, a dedicated
-//! one, or none), and the few ways kernels split work over it. Small work stays on the
-//! calling thread: waking a worker costs microseconds, more than a small op takes.
+//! one of our own ([`pool`]), or none), and the few ways kernels split work over it.
+//! Small work stays on the calling thread: handing work to another thread costs
+//! microseconds, more than a small op takes.
 //! Reductions split at fixed sizes, so their result does not depend on the thread count.
 
 use std::cell::Cell;
@@ -13,10 +14,12 @@ use rayon::prelude::*;
 /// Below this many element-operations a kernel runs on the calling thread.
 pub(crate) const MIN_PARALLEL_WORK: usize = 1 << 15;
 
+mod pool;
+
 enum Mode {
     Serial,
     Global,
-    Pool(rayon::ThreadPool),
+    Pool(pool::Pool),
 }
 
 /// Rows a lane of [`Threads::run_lanes`] takes at the least. `bench serve --preset small`
@@ -107,34 +110,31 @@ impl Threads {
         }
     }
 
-    /// A dedicated pool of `n` threads (`n = 1`: everything on the calling thread). With
-    /// `here`, the calling thread is the pool's first thread and `n - 1` are started.
-    pub(crate) fn dedicated(n: usize, here: bool) -> Result<Threads, BackendError> {
+    /// A dedicated pool of `n` threads (`n = 1`: everything on the calling thread): the
+    /// thread that calls a kernel and `n - 1` started here ([`pool`]).
+    pub(crate) fn dedicated(n: usize) -> Result<Threads, BackendError> {
         if n <= 1 {
             return Ok(Threads {
                 mode: Mode::Serial,
                 count: 1,
             });
         }
-        let mut builder = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("r1-cpu-{i}"));
-        if here {
-            builder = builder.use_current_thread();
-        }
-        let pool = builder
-            .build()
-            .map_err(|e| BackendError::Unavailable(format!("cannot start {n} CPU threads: {e}")))?;
+        let pool =
+            pool::Pool::new(n).map_err(|e| BackendError::Unavailable(format!("cannot start {n} CPU threads: {e}")))?;
         Ok(Threads {
+            count: pool.size(),
             mode: Mode::Pool(pool),
-            count: n,
         })
     }
 
     /// Threads a kernel may split its work over here: 1 inside a lane of
-    /// [`Threads::run_lanes`], else the pool's.
+    /// [`Threads::run_lanes`] or a task of the dedicated pool, else the pool's.
     pub(crate) fn count(&self) -> usize {
-        if IN_LANE.get() { 1 } else { self.count }
+        if IN_LANE.get() || pool::in_task() {
+            1
+        } else {
+            self.count
+        }
     }
 
     /// Lanes a step over `rows` rows reading `weight_bytes` of weights is cut into: one
@@ -166,29 +166,28 @@ impl Threads {
             (0..n).for_each(lane);
             return;
         }
-        // One lane per task: rayon would otherwise hand a thread several lanes in one
-        // piece while another has none.
-        self.install(|| (0..n).into_par_iter().with_max_len(1).for_each(lane));
+        self.each(n, &lane);
     }
 
-    /// Runs `f` where rayon's parallel iterators use this backend's pool.
-    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    /// Runs `f(i)` for every `i in 0..n` in parallel, one task per index (the callers
+    /// decided the split is worth it).
+    fn each(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         match &self.mode {
-            Mode::Pool(p) => p.install(f),
-            Mode::Serial | Mode::Global => f(),
+            Mode::Serial => (0..n).for_each(f),
+            // One task per index: rayon would otherwise hand a thread several in one
+            // piece while another has none.
+            Mode::Global => (0..n).into_par_iter().with_max_len(1).for_each(f),
+            Mode::Pool(pool) => pool.run(n, f),
         }
     }
 
-    /// Runs `f` on one of the pool's threads (inline when already on one), so the
-    /// kernels inside it split work with the other threads directly. A whole plan runs
-    /// this way: the caller is handed to the pool once per plan instead of once per
-    /// parallel op (a cold hand-off parks the caller and wakes a worker, which costs more
-    /// than a decode-sized op).
+    /// Runs `f` where the kernels inside it split work with the pool directly: on one of
+    /// rayon's threads for the global pool (the caller is handed to it once per plan
+    /// instead of once per parallel op), on the calling thread for a dedicated pool.
     pub(crate) fn run_inside<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.mode {
-            Mode::Serial => f(),
             Mode::Global => rayon::scope(|_| f()),
-            Mode::Pool(p) => p.install(f),
+            Mode::Serial | Mode::Pool(_) => f(),
         }
     }
 
@@ -210,10 +209,10 @@ impl Threads {
         let by_count = rows.div_ceil(4 * self.count());
         let by_work = (MIN_PARALLEL_WORK / 4).div_ceil(work_per_row.max(1));
         let chunk_rows = by_count.max(by_work).max(1);
-        self.install(|| {
-            out.par_chunks_mut(chunk_rows * row_len)
-                .enumerate()
-                .for_each(|(i, c)| f(i * chunk_rows, c));
+        let chunks = Chunks::new(out, chunk_rows * row_len);
+        self.each(chunks.count(), &|i| {
+            // SAFETY: each index is run once, and chunks of different indices are disjoint.
+            f(i * chunk_rows, unsafe { chunks.get(i) })
         });
     }
 
@@ -238,11 +237,10 @@ impl Threads {
                 .map(|(i, c)| f(i, i * rows_per_chunk, c))
                 .collect();
         }
-        self.install(|| {
-            out.par_chunks_mut(step)
-                .enumerate()
-                .map(|(i, c)| f(i, i * rows_per_chunk, c))
-                .collect()
+        let chunks = Chunks::new(out, step);
+        self.collect(chunks.count(), &|i| {
+            // SAFETY: each index is run once, and chunks of different indices are disjoint.
+            f(i, i * rows_per_chunk, unsafe { chunks.get(i) })
         })
     }
 
@@ -257,7 +255,20 @@ impl Threads {
         if n <= 1 || !self.worth_splitting(n.saturating_mul(work_per_task)) {
             return (0..n).map(f).collect();
         }
-        self.install(|| (0..n).into_par_iter().map(f).collect())
+        self.collect(n, &f)
+    }
+
+    /// `f(i)` for every `i in 0..n`, in parallel, in index order.
+    fn collect<R: Send>(&self, n: usize, f: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
+        let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(n).collect();
+        let out = Chunks::new(&mut slots, 1);
+        self.each(n, &|i| {
+            // SAFETY: each index is run once, and writes only its own slot.
+            let slot = unsafe { out.get(i) };
+            slot[0] = Some(f(i));
+        });
+        // `each` returns only once every index has run (a panic would have come back).
+        slots.into_iter().flatten().collect()
     }
 
     /// Calls `f` on each job, in parallel (the caller decided the jobs are worth it).
@@ -266,7 +277,16 @@ impl Threads {
             jobs.into_iter().for_each(f);
             return;
         }
-        self.install(|| jobs.into_par_iter().for_each(f));
+        let mut slots: Vec<Option<T>> = jobs.into_iter().map(Some).collect();
+        let n = slots.len();
+        let jobs = Chunks::new(&mut slots, 1);
+        self.each(n, &|i| {
+            // SAFETY: each index is run once, and takes only its own job.
+            let slot = unsafe { jobs.get(i) };
+            if let Some(job) = slot[0].take() {
+                f(job)
+            }
+        });
     }
 
     /// Calls `f(i)` for `i in 0..n`, in parallel when worth it.
@@ -275,7 +295,49 @@ impl Threads {
             (0..n).for_each(f);
             return;
         }
-        self.install(|| (0..n).into_par_iter().for_each(f));
+        self.each(n, &f);
+    }
+}
+
+/// A slice cut into chunks of `step` elements (the last may be shorter) that parallel
+/// tasks take one each.
+struct Chunks<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    step: usize,
+    _owner: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: `Chunks` is a `&mut [T]` split between threads; `get`'s contract makes the
+// pieces disjoint, so sharing it sends only `T`s between threads.
+unsafe impl<T: Send> Sync for Chunks<'_, T> {}
+
+impl<'a, T> Chunks<'a, T> {
+    fn new(out: &'a mut [T], step: usize) -> Chunks<'a, T> {
+        Chunks {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            step: step.max(1),
+            _owner: PhantomData,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.len.div_ceil(self.step)
+    }
+
+    /// Chunk `i` (`i < count()`).
+    ///
+    /// # Safety
+    /// No chunk may be taken twice while an earlier borrow of it is alive.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self, i: usize) -> &mut [T] {
+        let start = i * self.step;
+        assert!(start < self.len, "chunk {i} of {}", self.count());
+        let len = self.step.min(self.len - start);
+        // SAFETY: in bounds (asserted) of the `&'a mut [T]` this was made from;
+        // exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 }
 
@@ -348,18 +410,18 @@ mod tests {
 
     #[test]
     fn steps_are_cut_into_lanes_only_with_rows_and_cached_weights() {
-        let threads = Threads::dedicated(2, false).expect("pool");
+        let threads = Threads::dedicated(2).expect("pool");
         let fits = lane_weight_limit();
         assert_eq!(threads.lanes(2 * LANE_MIN_ROWS, fits), 2);
         assert_eq!(threads.lanes(64, fits), 2, "one lane per thread at the most");
         assert_eq!(threads.lanes(2 * LANE_MIN_ROWS - 1, fits), 1);
         assert_eq!(threads.lanes(64, fits + 1), 1, "weights past the cache");
-        assert_eq!(Threads::dedicated(1, false).expect("serial").lanes(64, 0), 1);
+        assert_eq!(Threads::dedicated(1).expect("serial").lanes(64, 0), 1);
     }
 
     #[test]
     fn a_lane_runs_every_index_once_with_its_kernels_on_one_thread() {
-        let threads = Threads::dedicated(2, false).expect("pool");
+        let threads = Threads::dedicated(2).expect("pool");
         let seen = Mutex::new(Vec::new());
         threads.run_lanes(5, &|i| {
             // Inside a lane nothing splits further.
@@ -372,12 +434,12 @@ mod tests {
         assert_eq!(seen, [0, 1, 2, 3, 4]);
         // Outside, the pool is whole again (on this thread and on the pool's).
         assert_eq!(threads.count(), 2);
-        threads.install(|| assert_eq!(threads.count(), 2));
+        threads.run_inside(|| assert_eq!(threads.count(), 2));
     }
 
     #[test]
     fn a_panicking_lane_leaves_its_thread_out_of_lane() {
-        let threads = Threads::dedicated(1, false).expect("serial");
+        let threads = Threads::dedicated(1).expect("serial");
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             threads.run_lanes(1, &|_| panic!("lane"))
         }));

@@ -81,7 +81,7 @@ pub(super) fn bench_serve(preset_name: &str, device: &DeviceArgs, clients: &[usi
     let model_cfg = cfg.clone();
     let svc = EngineService::start_with(preset_name, None, opts, move || {
         // As the server's engine: its thread is one of the kernels' threads.
-        let backend = r1_backend_cpu::CpuBackend::on_this_thread(threads.unwrap_or(0))?;
+        let backend = r1_backend_cpu::CpuBackend::with_threads(threads.unwrap_or(0))?;
         let model = Model::init(&backend, model_cfg, 0)?;
         Ok((backend, model))
     })?;

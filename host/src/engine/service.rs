@@ -268,7 +268,7 @@ impl EngineService {
         match device {
             Device::Cpu => Self::start_with(name, Some(path.to_path_buf()), opts, move || {
                 // The engine thread is one of the kernels' threads.
-                let backend = compute.apply(r1_backend_cpu::CpuBackend::on_this_thread(threads.unwrap_or(0))?)?;
+                let backend = compute.apply(r1_backend_cpu::CpuBackend::with_threads(threads.unwrap_or(0))?)?;
                 let model = Model::load(&backend, &path_owned)
                     .map_err(|e| anyhow::anyhow!("loading {}: {e}", path_owned.display()))?;
                 Ok((backend, model))
