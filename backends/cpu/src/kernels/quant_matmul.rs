@@ -211,36 +211,34 @@ pub(crate) fn matmul(
             }
             Activations::Q8K { bytes, pairs } => {
                 match p {
+                    // Two activation rows at a time (each block's levels unpacked once
+                    // for both), then one.
                     Some(p) if !q4k_act.is_empty() => {
+                        let nb = k / QK_K;
                         for (gi, g) in p.chunks_exact(group).enumerate() {
-                            for (r, act) in q4k_act.iter().enumerate() {
-                                let out = packed16::dot16_q4k(int, g, k / QK_K, act).ok_or_else(err)?;
-                                let j = gi * packed16::ROWS;
-                                dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(&out);
-                            }
+                            group_rows(
+                                rows,
+                                cols,
+                                gi,
+                                dst,
+                                |r| packed16::dot16_q4k::<2>(int, g, nb, [&q4k_act[r], &q4k_act[r + 1]]),
+                                |r| packed16::dot16_q4k::<1>(int, g, nb, [&q4k_act[r]]),
+                            )
+                            .ok_or_else(err)?;
                         }
                     }
                     Some(p) if !q6k_act.is_empty() => {
-                        // Two activation rows at a time (each block's levels loaded once
-                        // for both), then one.
                         let nb = k / QK_K;
                         for (gi, g) in p.chunks_exact(group).enumerate() {
-                            let j = gi * packed16::ROWS;
-                            let mut put = |r: usize, o: &[f32; packed16::ROWS]| {
-                                dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(o)
-                            };
-                            let mut r = 0;
-                            while r + 2 <= rows {
-                                let out = packed16::dot16_q6k::<2>(int, g, nb, [&q6k_act[r], &q6k_act[r + 1]])
-                                    .ok_or_else(err)?;
-                                put(r, &out[0]);
-                                put(r + 1, &out[1]);
-                                r += 2;
-                            }
-                            if r < rows {
-                                let out = packed16::dot16_q6k::<1>(int, g, nb, [&q6k_act[r]]).ok_or_else(err)?;
-                                put(r, &out[0]);
-                            }
+                            group_rows(
+                                rows,
+                                cols,
+                                gi,
+                                dst,
+                                |r| packed16::dot16_q6k::<2>(int, g, nb, [&q6k_act[r], &q6k_act[r + 1]]),
+                                |r| packed16::dot16_q6k::<1>(int, g, nb, [&q6k_act[r]]),
+                            )
+                            .ok_or_else(err)?;
                         }
                     }
                     _ => kq_tile(int, ty, w, row_bytes, k, bytes, pairs, cols, dst),
@@ -291,6 +289,34 @@ pub(crate) fn matmul(
         }
     }
     Ok(())
+}
+
+/// Packed group `gi`'s sixteen columns of each of `rows` activation rows, into `dst`
+/// (`cols` wide): rows `r, r + 1` by `two(r)`, an odd last one by `one(r)`. `None` where a
+/// kernel is unavailable.
+fn group_rows(
+    rows: usize,
+    cols: usize,
+    gi: usize,
+    dst: &mut [f32],
+    two: impl Fn(usize) -> Option<[[f32; packed16::ROWS]; 2]>,
+    one: impl Fn(usize) -> Option<[[f32; packed16::ROWS]; 1]>,
+) -> Option<()> {
+    let j = gi * packed16::ROWS;
+    let mut put =
+        |r: usize, o: &[f32; packed16::ROWS]| dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(o);
+    let mut r = 0;
+    while r + 2 <= rows {
+        let [a, b] = two(r)?;
+        put(r, &a);
+        put(r + 1, &b);
+        r += 2;
+    }
+    if r < rows {
+        let [a] = one(r)?;
+        put(r, &a);
+    }
+    Some(())
 }
 
 /// The activation rows as the weight's dot product wants them.

@@ -315,86 +315,102 @@ impl Q4kActivation {
     }
 }
 
-/// The sixteen Q4_K rows of packed group `g` ([`pack_q4k`], `nb` blocks) times one Q8_K
-/// activation row (`act`, blocks `b0..b0 + nb` of it): row `i`'s dot product in lane
-/// `i`, the same bits as `quant::vec_dot` (its eight f32 lane sums, the mins term, then
-/// the lanes added in order). `None` where [`available`] is false.
-pub(crate) fn dot16_q4k(int: IntIsa, g: &[u8], nb: usize, act: &Q4kActivation) -> Option<[f32; ROWS]> {
+/// The sixteen Q4_K rows of packed group `g` ([`pack_q4k`], `nb` blocks) times `R` Q8_K
+/// activation rows (`acts`, blocks `0..nb` of each), each block's levels unpacked once for
+/// all `R`: row `i`'s dot product with activation `r` in lane `i` of result `r`, the same
+/// bits as `quant::vec_dot` (its eight f32 lane sums, the mins term, then the lanes added
+/// in order). `None` where [`available`] is false.
+pub(crate) fn dot16_q4k<const R: usize>(
+    int: IntIsa,
+    g: &[u8],
+    nb: usize,
+    acts: [&Q4kActivation; R],
+) -> Option<[[f32; ROWS]; R]> {
     assert!(
         g.len() >= q4k_group_bytes(nb)
-            && act.words.len() >= QK_K * nb
-            && act.sub_sums.len() >= 8 * nb
-            && act.scales.len() >= nb
+            && acts
+                .iter()
+                .all(|a| a.words.len() >= QK_K * nb && a.sub_sums.len() >= 8 * nb && a.scales.len() >= nb)
     );
     match int {
         // SAFETY: the token proves avx512f/bw/vl/vnni; lengths checked above.
         #[cfg(target_arch = "x86_64")]
-        IntIsa::Vnni(_) => Some(unsafe { dot16_q4k_vnni(g, nb, act) }),
+        IntIsa::Vnni(_) => Some(unsafe { dot16_q4k_vnni::<R>(g, nb, acts) }),
         _ => None,
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
-fn dot16_q4k_vnni(g: &[u8], nb: usize, act: &Q4kActivation) -> [f32; ROWS] {
+fn dot16_q4k_vnni<const R: usize>(g: &[u8], nb: usize, acts: [&Q4kActivation; R]) -> [[f32; ROWS]; R] {
     let nibbles = _mm512_set1_epi8(0x0F);
     let zero = _mm512_setzero_si512();
-    let mut sums = [_mm512_setzero_ps(); 8];
-    let mut sumf = _mm512_setzero_ps();
+    let mut sums = [[_mm512_setzero_ps(); 8]; R];
+    let mut sumf = [_mm512_setzero_ps(); R];
     for b in 0..nb {
         let p = g[b * Q4K_BLOCK..].as_ptr();
         for line in (0..Q4K_BLOCK).step_by(64) {
             // `prefetcht0` is a hint (SSE, x86_64's baseline); see `dot16_vnni`.
             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
         }
-        let aw = act.words[QK_K * b..].as_ptr() as *const i32;
+        let aw: [*const i32; R] = std::array::from_fn(|r| acts[r].words[QK_K * b..].as_ptr() as *const i32);
         // SAFETY (loads): the block's bytes lie inside the group and its 64 activation
-        // words inside `act` (caller checked both lengths).
-        let y = |w: usize| unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(aw.add(w))) };
+        // words inside each row's (caller checked the lengths).
+        let y = |r: usize, w: usize| unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(aw[r].add(w))) };
         let bytes = |at: usize| unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(at) as *const __m128i)) };
-        let mut lanes = [zero; 8];
+        let mut lanes = [[zero; 8]; R];
         for q in 0..4 {
             let (s_lo, s_hi) = (bytes(2112 + 32 * q), bytes(2112 + 32 * q + 16));
-            for (l, lane) in lanes.iter_mut().enumerate() {
+            for l in 0..8 {
                 let v = unsafe { _mm512_loadu_si512(p.add(64 * (8 * q + l)) as *const __m512i) };
-                let lo = _mm512_dpbusd_epi32(zero, _mm512_and_si512(v, nibbles), y(16 * q + l));
-                let hi = _mm512_dpbusd_epi32(
-                    zero,
+                let (v_lo, v_hi) = (
+                    _mm512_and_si512(v, nibbles),
                     _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibbles),
-                    y(16 * q + 8 + l),
                 );
-                *lane = _mm512_add_epi32(
-                    *lane,
-                    _mm512_add_epi32(_mm512_mullo_epi32(lo, s_lo), _mm512_mullo_epi32(hi, s_hi)),
-                );
+                for (r, lanes) in lanes.iter_mut().enumerate() {
+                    let lo = _mm512_dpbusd_epi32(zero, v_lo, y(r, 16 * q + l));
+                    let hi = _mm512_dpbusd_epi32(zero, v_hi, y(r, 16 * q + 8 + l));
+                    lanes[l] = _mm512_add_epi32(
+                        lanes[l],
+                        _mm512_add_epi32(_mm512_mullo_epi32(lo, s_lo), _mm512_mullo_epi32(hi, s_hi)),
+                    );
+                }
             }
         }
-        let mut summs = zero;
-        for j in 0..8 {
-            summs = _mm512_add_epi32(
-                summs,
-                _mm512_mullo_epi32(bytes(2240 + 16 * j), _mm512_set1_epi32(act.sub_sums[8 * b + j])),
-            );
-        }
-        let da = _mm512_set1_ps(act.scales[b]);
         let (dw, dmin) = unsafe {
             (
                 _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2048) as *const __m256i)),
                 _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2080) as *const __m256i)),
             )
         };
-        let d = _mm512_mul_ps(dw, da);
-        for (s, lane) in sums.iter_mut().zip(lanes) {
-            *s = _mm512_add_ps(*s, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lane)));
+        for r in 0..R {
+            let mut summs = zero;
+            for j in 0..8 {
+                summs = _mm512_add_epi32(
+                    summs,
+                    _mm512_mullo_epi32(bytes(2240 + 16 * j), _mm512_set1_epi32(acts[r].sub_sums[8 * b + j])),
+                );
+            }
+            let da = _mm512_set1_ps(acts[r].scales[b]);
+            let d = _mm512_mul_ps(dw, da);
+            for (s, lane) in sums[r].iter_mut().zip(lanes[r]) {
+                *s = _mm512_add_ps(*s, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lane)));
+            }
+            sumf[r] = _mm512_sub_ps(
+                sumf[r],
+                _mm512_mul_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(summs)),
+            );
         }
-        sumf = _mm512_sub_ps(sumf, _mm512_mul_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(summs)));
     }
-    for s in sums {
-        sumf = _mm512_add_ps(sumf, s);
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        let mut total = sumf[r];
+        for s in sums[r] {
+            total = _mm512_add_ps(total, s);
+        }
+        // SAFETY: sixteen f32 fit a row of `out`.
+        unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), total) };
     }
-    let mut out = [0.0f32; ROWS];
-    // SAFETY: sixteen f32 fit `out`.
-    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sumf) };
     out
 }
 
@@ -573,18 +589,35 @@ mod tests {
             }
             let mut g = vec![0u8; q4k_group_bytes(nb)];
             pack_q4k(&w, row_bytes, nb, &mut g);
-            for r in 0..3 {
-                let x: Vec<f32> = (0..k)
-                    .map(|j| value(r * k + j, 41, if r == 0 { 100.0 } else { 1.0 }))
-                    .collect();
-                let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(k as u64).unwrap()];
-                quant::quantize_into(GgmlType::Q8_K, &x, &mut act).unwrap();
-                let blocks: Vec<quant::q8_k::Block> = act.chunks_exact(292).map(|b| b.try_into().unwrap()).collect();
-                let out = dot16_q4k(int, &g, nb, &Q4kActivation::new(&blocks)).unwrap();
+            let acts: Vec<(Vec<u8>, Q4kActivation)> = (0..3)
+                .map(|r| {
+                    let x: Vec<f32> = (0..k)
+                        .map(|j| value(r * k + j, 41, if r == 0 { 100.0 } else { 1.0 }))
+                        .collect();
+                    let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(k as u64).unwrap()];
+                    quant::quantize_into(GgmlType::Q8_K, &x, &mut act).unwrap();
+                    let blocks: Vec<quant::q8_k::Block> =
+                        act.chunks_exact(292).map(|b| b.try_into().unwrap()).collect();
+                    let prepared = Q4kActivation::new(&blocks);
+                    (act, prepared)
+                })
+                .collect();
+            let check = |r: usize, out: &[f32; ROWS]| {
                 for (i, got) in out.iter().enumerate() {
-                    let want = quant::vec_dot(GgmlType::Q4_K, &w[i * row_bytes..(i + 1) * row_bytes], &act, k).unwrap();
+                    let want =
+                        quant::vec_dot(GgmlType::Q4_K, &w[i * row_bytes..(i + 1) * row_bytes], &acts[r].0, k).unwrap();
                     assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} row {i} act {r}");
                 }
+            };
+            for (r, (_, prepared)) in acts.iter().enumerate() {
+                let [out] = dot16_q4k::<1>(int, &g, nb, [prepared]).unwrap();
+                check(r, &out);
+            }
+            // Two rows at a time, in either order.
+            for (r0, r1) in [(0, 1), (2, 0)] {
+                let [a, b] = dot16_q4k::<2>(int, &g, nb, [&acts[r0].1, &acts[r1].1]).unwrap();
+                check(r0, &a);
+                check(r1, &b);
             }
         }
     }
