@@ -7,6 +7,7 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 use r1_core::BackendError;
 use rayon::prelude::*;
@@ -67,23 +68,25 @@ thread_local! {
     static IN_LANE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Marks the current thread as inside a lane until dropped (on unwind too), restoring
-/// what it was before.
-struct LaneGuard {
+/// Sets a thread-local flag (inside a lane, inside a task) until dropped (on unwind
+/// too), restoring what it was before.
+struct FlagGuard {
+    flag: &'static LocalKey<Cell<bool>>,
     was: bool,
 }
 
-impl LaneGuard {
-    fn enter() -> LaneGuard {
-        LaneGuard {
-            was: IN_LANE.replace(true),
+impl FlagGuard {
+    fn enter(flag: &'static LocalKey<Cell<bool>>) -> FlagGuard {
+        FlagGuard {
+            flag,
+            was: flag.replace(true),
         }
     }
 }
 
-impl Drop for LaneGuard {
+impl Drop for FlagGuard {
     fn drop(&mut self) {
-        IN_LANE.set(self.was);
+        self.flag.set(self.was);
     }
 }
 
@@ -159,7 +162,7 @@ impl Threads {
     /// compute on any number.
     pub(crate) fn run_lanes(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         let lane = |i: usize| {
-            let _lane = LaneGuard::enter();
+            let _lane = FlagGuard::enter(&IN_LANE);
             f(i)
         };
         if self.count() <= 1 || n <= 1 {

@@ -32,25 +32,6 @@ pub(super) fn in_task() -> bool {
     IN_TASK.get()
 }
 
-/// Marks the current thread as inside a task until dropped (on unwind too).
-struct TaskGuard {
-    was: bool,
-}
-
-impl TaskGuard {
-    fn enter() -> TaskGuard {
-        TaskGuard {
-            was: IN_TASK.replace(true),
-        }
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        IN_TASK.set(self.was);
-    }
-}
-
 /// One parallel op: `f(i)` for every task `i`, cut into a share per thread.
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
@@ -85,7 +66,7 @@ impl Job<'_> {
 
     /// Runs tasks on thread `me`: its own share, then what is left of the others'.
     fn work(&self, me: usize) {
-        let _task = TaskGuard::enter();
+        let _task = super::FlagGuard::enter(&IN_TASK);
         let threads = self.ends.len();
         for s in 0..threads {
             let t = (me + s) % threads;
