@@ -305,28 +305,20 @@ impl Threads {
 /// A slice cut into chunks of `step` elements (the last may be shorter) that parallel
 /// tasks take one each.
 struct Chunks<'a, T> {
-    ptr: *mut T,
-    len: usize,
+    out: SharedOut<'a, T>,
     step: usize,
-    _owner: PhantomData<&'a mut [T]>,
 }
-
-// SAFETY: `Chunks` is a `&mut [T]` split between threads; `get`'s contract makes the
-// pieces disjoint, so sharing it sends only `T`s between threads.
-unsafe impl<T: Send> Sync for Chunks<'_, T> {}
 
 impl<'a, T> Chunks<'a, T> {
     fn new(out: &'a mut [T], step: usize) -> Chunks<'a, T> {
         Chunks {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
+            out: SharedOut::new(out),
             step: step.max(1),
-            _owner: PhantomData,
         }
     }
 
     fn count(&self) -> usize {
-        self.len.div_ceil(self.step)
+        self.out.len().div_ceil(self.step)
     }
 
     /// Chunk `i` (`i < count()`).
@@ -336,30 +328,29 @@ impl<'a, T> Chunks<'a, T> {
     #[allow(clippy::mut_from_ref)]
     unsafe fn get(&self, i: usize) -> &mut [T] {
         let start = i * self.step;
-        assert!(start < self.len, "chunk {i} of {}", self.count());
-        let len = self.step.min(self.len - start);
-        // SAFETY: in bounds (asserted) of the `&'a mut [T]` this was made from;
-        // exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+        let len = self.step.min(self.out.len().saturating_sub(start));
+        // SAFETY: chunks of different indices are disjoint; the rest is the caller's.
+        unsafe { self.out.slice(start, len) }
     }
 }
 
 /// An output shared by parallel tasks that each write their own disjoint set of elements
 /// (e.g. one attention head's columns inside rows that interleave all heads).
-pub(crate) struct SharedOut<'a> {
-    ptr: *mut f32,
+pub(crate) struct SharedOut<'a, T = f32> {
+    ptr: *mut T,
     len: usize,
-    _owner: PhantomData<&'a mut [f32]>,
+    _owner: PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: `SharedOut` is a `&mut [f32]` split between threads; `slice`'s contract makes
-// the pieces disjoint, so sharing the handle creates no data race.
-unsafe impl Send for SharedOut<'_> {}
+// SAFETY: `SharedOut` is a `&mut [T]` split between threads; `slice`'s contract makes
+// the pieces disjoint, so sharing the handle sends only `T`s between threads and creates
+// no data race.
+unsafe impl<T: Send> Send for SharedOut<'_, T> {}
 // SAFETY: as above.
-unsafe impl Sync for SharedOut<'_> {}
+unsafe impl<T: Send> Sync for SharedOut<'_, T> {}
 
-impl<'a> SharedOut<'a> {
-    pub(crate) fn new(out: &'a mut [f32]) -> SharedOut<'a> {
+impl<'a, T> SharedOut<'a, T> {
+    pub(crate) fn new(out: &'a mut [T]) -> SharedOut<'a, T> {
         SharedOut {
             ptr: out.as_mut_ptr(),
             len: out.len(),
@@ -377,19 +368,19 @@ impl<'a> SharedOut<'a> {
     /// No two slices obtained from this handle that are alive at the same time may
     /// overlap; callers partition the elements between their tasks.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         assert!(
             start.checked_add(len).is_some_and(|e| e <= self.len),
             "SharedOut range {start}+{len} > {}",
             self.len
         );
-        // SAFETY: in bounds (asserted) of the `&'a mut [f32]` this handle was made from;
+        // SAFETY: in bounds (asserted) of the `&'a mut [T]` this handle was made from;
         // exclusivity is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 
     /// The raw base pointer, for [`crate::kernels::gemm::MatMut::from_shared`].
-    pub(crate) fn base(&self) -> *mut f32 {
+    pub(crate) fn base(&self) -> *mut T {
         self.ptr
     }
 }

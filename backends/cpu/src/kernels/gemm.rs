@@ -279,7 +279,7 @@ pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: M
 pub(crate) fn gemm_in(isa: Isa, bf16: Option<Bf16Dot>, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
     gemm_rows(
         isa,
-        bf16_for(bf16, a.rows, SMALL_M_DOT.rows),
+        bf16_for(bf16, a.rows, SMALL_M_DOT),
         SMALL_M_DOT,
         unpacked_a(a),
         alpha,
@@ -290,10 +290,10 @@ pub(crate) fn gemm_in(isa: Isa, bf16: Option<Bf16Dot>, alpha: f32, a: Mat<'_>, b
     )
 }
 
-/// `bf16` if a product of `m` rows computes in bf16: past `dot_rows`, the packing-free
-/// limit's rows (decode and other few-row products stay f32: they are bound by reading B).
-pub(crate) fn bf16_for(bf16: Option<Bf16Dot>, m: usize, dot_rows: usize) -> Option<Bf16Dot> {
-    bf16.filter(|_| m > dot_rows)
+/// `bf16` if a product of `m` rows computes in bf16: past the packing-free limit's rows
+/// (decode and other few-row products stay f32: they are bound by reading B).
+fn bf16_for(bf16: Option<Bf16Dot>, m: usize, dot: DotLimit) -> Option<Bf16Dot> {
+    bf16.filter(|_| m > dot.rows)
 }
 
 /// Whether a product past the packing-free sizes reads A in place
@@ -380,7 +380,7 @@ pub(crate) fn gemm_par(
 ) {
     if threads.count() <= 1 || product_work(a.rows, a.cols, b.cols) < MIN_PARALLEL_MACS {
         // What `gemm_group_par` does with one small product, without its lists.
-        let bf16 = bf16_for(bf16, a.rows, dot.rows);
+        let bf16 = bf16_for(bf16, a.rows, dot);
         gemm_rows(isa, bf16, dot, unpacked_a(a), alpha, a, b, beta, c);
         return;
     }
@@ -413,7 +413,7 @@ pub(crate) fn gemm_group_par<'a, 'c>(
     beta: f32,
 ) {
     let (m, k) = (a.rows, a.cols);
-    let bf16 = bf16_for(bf16, m, dot.rows);
+    let bf16 = bf16_for(bf16, m, dot);
     // Decided for the whole product, so a piece computes what the whole would.
     let unpacked = unpacked_a(a);
     let parts = threads.count();

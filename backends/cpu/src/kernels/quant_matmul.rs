@@ -40,7 +40,7 @@ use super::{Ctx, gemm, size_error};
 use crate::buffer::{CpuBuffer, DerivedKey};
 use crate::simd::bf16_dot::Bf16Dot;
 use crate::simd::int8::{self, IntIsa, Q4kMeta, Q8_K_BYTES, Q8Weight};
-use crate::simd::packed16;
+use crate::simd::packed16::{self, PackedActivation};
 use crate::simd::{Isa, Simd, SimdTask, half, math};
 
 /// Elements per Q8_0 block (also Q4_0's and Q5_0's).
@@ -211,35 +211,11 @@ pub(crate) fn matmul(
             }
             Activations::Q8K { bytes, pairs } => {
                 match p {
-                    // Two activation rows at a time (each block's levels unpacked once
-                    // for both), then one.
                     Some(p) if !q4k_act.is_empty() => {
-                        let nb = k / QK_K;
-                        for (gi, g) in p.chunks_exact(group).enumerate() {
-                            group_rows(
-                                rows,
-                                cols,
-                                gi,
-                                dst,
-                                |r| packed16::dot16_q4k::<2>(int, g, nb, [&q4k_act[r], &q4k_act[r + 1]]),
-                                |r| packed16::dot16_q4k::<1>(int, g, nb, [&q4k_act[r]]),
-                            )
-                            .ok_or_else(err)?;
-                        }
+                        packed_rows(int, p, group, k / QK_K, &q4k_act, cols, dst).ok_or_else(err)?
                     }
                     Some(p) if !q6k_act.is_empty() => {
-                        let nb = k / QK_K;
-                        for (gi, g) in p.chunks_exact(group).enumerate() {
-                            group_rows(
-                                rows,
-                                cols,
-                                gi,
-                                dst,
-                                |r| packed16::dot16_q6k::<2>(int, g, nb, [&q6k_act[r], &q6k_act[r + 1]]),
-                                |r| packed16::dot16_q6k::<1>(int, g, nb, [&q6k_act[r]]),
-                            )
-                            .ok_or_else(err)?;
-                        }
+                        packed_rows(int, p, group, k / QK_K, &q6k_act, cols, dst).ok_or_else(err)?
                     }
                     _ => kq_tile(int, ty, w, row_bytes, k, bytes, pairs, cols, dst),
                 }
@@ -291,30 +267,33 @@ pub(crate) fn matmul(
     Ok(())
 }
 
-/// Packed group `gi`'s sixteen columns of each of `rows` activation rows, into `dst`
-/// (`cols` wide): rows `r, r + 1` by `two(r)`, an odd last one by `one(r)`. `None` where a
-/// kernel is unavailable.
-fn group_rows(
-    rows: usize,
+/// The packed K-quant groups `p` (`group` bytes each, `nb` blocks per row) times every
+/// prepared activation row of `acts`, into `dst` (`cols` wide): two activation rows at a
+/// time (each block's levels unpacked once for both), then an odd last one. `None` where
+/// the kernel is unavailable.
+fn packed_rows<A: PackedActivation>(
+    int: IntIsa,
+    p: &[u8],
+    group: usize,
+    nb: usize,
+    acts: &[A],
     cols: usize,
-    gi: usize,
     dst: &mut [f32],
-    two: impl Fn(usize) -> Option<[[f32; packed16::ROWS]; 2]>,
-    one: impl Fn(usize) -> Option<[[f32; packed16::ROWS]; 1]>,
 ) -> Option<()> {
-    let j = gi * packed16::ROWS;
-    let mut put =
-        |r: usize, o: &[f32; packed16::ROWS]| dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(o);
-    let mut r = 0;
-    while r + 2 <= rows {
-        let [a, b] = two(r)?;
-        put(r, &a);
-        put(r + 1, &b);
-        r += 2;
-    }
-    if r < rows {
-        let [a] = one(r)?;
-        put(r, &a);
+    for (gi, g) in p.chunks_exact(group).enumerate() {
+        let j = gi * packed16::ROWS;
+        let mut put =
+            |r: usize, o: &[f32; packed16::ROWS]| dst[r * cols + j..r * cols + j + packed16::ROWS].copy_from_slice(o);
+        let mut pairs = acts.chunks_exact(2);
+        for (i, two) in pairs.by_ref().enumerate() {
+            let [a, b] = A::dot16::<2>(int, g, nb, [&two[0], &two[1]])?;
+            put(2 * i, &a);
+            put(2 * i + 1, &b);
+        }
+        if let [last] = pairs.remainder() {
+            let [a] = A::dot16::<1>(int, g, nb, [last])?;
+            put(acts.len() - 1, &a);
+        }
     }
     Some(())
 }

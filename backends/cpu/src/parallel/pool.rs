@@ -35,9 +35,10 @@ pub(super) fn in_task() -> bool {
 /// One parallel op: `f(i)` for every task `i`, cut into a share per thread.
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
-    /// Thread `t`'s share is tasks `ends[t - 1] .. ends[t]` (`0 .. ends[0]` for the caller).
-    ends: Vec<usize>,
-    /// The next task of each share (past its end once the share is taken).
+    /// Tasks in all.
+    n: usize,
+    /// The next task of each thread's share ([`Job::end`]; past it once the share is
+    /// taken), one share per thread.
     next: Vec<Padded>,
     /// The first panic of a task, raised again in the caller.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
@@ -51,28 +52,31 @@ struct Padded(AtomicUsize);
 
 impl Job<'_> {
     fn new(n: usize, threads: usize, f: &(dyn Fn(usize) + Sync)) -> Job<'_> {
-        let ends: Vec<usize> = (1..=threads).map(|t| n * t / threads).collect();
-        let next = (0..threads)
-            .map(|t| Padded(AtomicUsize::new(if t == 0 { 0 } else { ends[t - 1] })))
-            .collect();
         Job {
             f,
-            ends,
-            next,
+            n,
+            next: (0..threads)
+                .map(|t| Padded(AtomicUsize::new(n * t / threads)))
+                .collect(),
             panic: Mutex::new(None),
             panicked: AtomicBool::new(false),
         }
     }
 
+    /// The end of thread `t`'s share (which starts where thread `t - 1`'s ends).
+    fn end(&self, t: usize) -> usize {
+        self.n * (t + 1) / self.next.len()
+    }
+
     /// Runs tasks on thread `me`: its own share, then what is left of the others'.
     fn work(&self, me: usize) {
         let _task = super::FlagGuard::enter(&IN_TASK);
-        let threads = self.ends.len();
+        let threads = self.next.len();
         for s in 0..threads {
             let t = (me + s) % threads;
             loop {
                 let i = self.next[t].0.fetch_add(1, SeqCst);
-                if i >= self.ends[t] {
+                if i >= self.end(t) {
                     break;
                 }
                 self.run(i);

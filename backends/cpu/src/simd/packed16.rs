@@ -284,6 +284,24 @@ fn for_row_blocks<const N: usize>(
     }
 }
 
+/// An activation row prepared for a packed K-quant kernel: `dot16` is that kernel
+/// ([`dot16_q4k`], [`dot16_q6k`]) on a group of sixteen packed rows and `R` such rows.
+pub(crate) trait PackedActivation: Sized {
+    fn dot16<const R: usize>(int: IntIsa, g: &[u8], nb: usize, acts: [&Self; R]) -> Option<[[f32; ROWS]; R]>;
+}
+
+impl PackedActivation for Q4kActivation {
+    fn dot16<const R: usize>(int: IntIsa, g: &[u8], nb: usize, acts: [&Self; R]) -> Option<[[f32; ROWS]; R]> {
+        dot16_q4k(int, g, nb, acts)
+    }
+}
+
+impl PackedActivation for Q6kActivation {
+    fn dot16<const R: usize>(int: IntIsa, g: &[u8], nb: usize, acts: [&Self; R]) -> Option<[[f32; ROWS]; R]> {
+        dot16_q6k(int, g, nb, acts)
+    }
+}
+
 /// One Q8_K activation row as [`dot16_q4k`] takes it: per block, the quants in the order
 /// of the packed level vectors (word `8j + l` = quants `32j + l + 8t`, `t` = 0..4), the
 /// eight sub-block sums `bsum(2j) + bsum(2j + 1)` and the scale.
