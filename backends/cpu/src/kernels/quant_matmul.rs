@@ -39,7 +39,7 @@ use r1_core::{BackendError, DType, Shape};
 use super::{Ctx, gemm, size_error};
 use crate::buffer::{CpuBuffer, DerivedKey};
 use crate::simd::bf16_dot::Bf16Dot;
-use crate::simd::int8::{self, IntIsa, Q4kMeta, Q8_K_BYTES, Q8Weight};
+use crate::simd::int8::{self, IntIsa, Q4kMeta, Q6kWideBlock, Q8_K_BYTES, Q8Weight};
 use crate::simd::packed16::{self, PackedActivation};
 use crate::simd::{Isa, Simd, SimdTask, half, math};
 
@@ -196,6 +196,14 @@ pub(crate) fn matmul(
         .map(|row: &[u8]| packed16::Q6kActivation::new(row.as_chunks().0))
         .collect();
     let int = IntIsa::for_isa(ctx.isa);
+    // Q6_K rows streamed as stored (decode) take each activation block laid out once for
+    // the AVX-512 per-row kernel, where it runs.
+    let q6k_wide: Vec<Q6kWideBlock> = match &act {
+        Activations::Q8K { bytes, .. } if ty == GgmlType::Q6_K && packed.is_none() && int.has_q6_k_row_wide() => {
+            bytes.as_chunks().0.iter().map(Q6kWideBlock::new).collect()
+        }
+        _ => Vec::new(),
+    };
     let tile = |j0: usize, cols: usize, dst: &mut [f32]| -> Result<(), BackendError> {
         let w = &w[j0 * row_bytes..(j0 + cols) * row_bytes];
         let p = packed.map(|p| &p[j0 / packed16::ROWS * group..(j0 + cols) / packed16::ROWS * group]);
@@ -217,7 +225,7 @@ pub(crate) fn matmul(
                     Some(p) if !q6k_act.is_empty() => {
                         packed_rows(int, p, group, k / QK_K, &q6k_act, cols, dst).ok_or_else(err)?
                     }
-                    _ => kq_tile(int, ty, w, row_bytes, k, bytes, pairs, cols, dst),
+                    _ => kq_tile(int, ty, w, row_bytes, k, (bytes, pairs, &q6k_wide), cols, dst),
                 }
                 Ok(())
             }
@@ -560,9 +568,10 @@ fn q8_tile(
     }
 }
 
-/// Q4_K / Q6_K weight rows times every Q8_K activation row (`act`, rows of bytes), into
-/// `dst [rows, cols]`: per block the integer lanes of [`IntIsa`], then `quant::vec_dot`'s
-/// f32 steps in its order.
+/// Q4_K / Q6_K weight rows times every Q8_K activation row (`act`, rows of bytes; their
+/// blocks in [`int8::pair_classes`] order, and for Q6_K as [`Q6kWideBlock`]s where that kernel
+/// runs, else none), into `dst [rows, cols]`: per block the integer lanes of [`IntIsa`],
+/// then `quant::vec_dot`'s f32 steps in its order.
 #[allow(clippy::too_many_arguments)]
 fn kq_tile(
     int: IntIsa,
@@ -570,8 +579,7 @@ fn kq_tile(
     w: &[u8],
     row_bytes: usize,
     k: usize,
-    act: &[u8],
-    pairs: &[[i8; 256]],
+    (act, pairs, wide): (&[u8], &[[i8; 256]], &[Q6kWideBlock]),
     cols: usize,
     dst: &mut [f32],
 ) {
@@ -589,8 +597,11 @@ fn kq_tile(
         for r in 0..rows {
             let ar = act[r * act_row..(r + 1) * act_row].as_chunks().0;
             let pr = &pairs[r * nb..(r + 1) * nb];
+            let wide = wide.get(r * nb..(r + 1) * nb);
             dst[r * cols + j] = if ty == GgmlType::Q4_K {
                 int.q4_k_row(wr.as_chunks().0, &meta, ar, pr)
+            } else if let Some(sum) = wide.and_then(|a| int.q6_k_row_wide(wr.as_chunks().0, a)) {
+                sum
             } else {
                 int.q6_k_row(wr.as_chunks().0, ar, pr)
             };

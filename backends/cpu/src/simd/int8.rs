@@ -545,6 +545,27 @@ impl IntIsa {
         }
     }
 
+    /// Whether [`IntIsa::q6_k_row_wide`] runs here.
+    pub(crate) fn has_q6_k_row_wide(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let IntIsa::Vnni(_) = self {
+            return true;
+        }
+        false
+    }
+
+    /// [`IntIsa::q6_k_row`] from the activation row's blocks made by [`Q6kWideBlock::new`]
+    /// (the same bits); `None` where this set has no such kernel (only VNNI has).
+    pub(crate) fn q6_k_row_wide(self, w: &[[u8; Q6_K_BYTES]], a: &[Q6kWideBlock]) -> Option<f32> {
+        assert!(a.len() >= w.len());
+        match self {
+            // SAFETY: the token proves avx512f/bw/vl/vnni and avx2; `a` covers `w`.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Vnni(_) => Some(unsafe { q6_k_row_vnni(w, a) }),
+            _ => None,
+        }
+    }
+
     /// `q6_k::vec_dot` of a Q6_K weight row with a Q8_K activation row, as
     /// [`IntIsa::q4_k_row`] does it.
     pub(crate) fn q6_k_row(self, w: &[[u8; Q6_K_BYTES]], a: &[[u8; Q8_K_BYTES]], pairs: &[[i8; 256]]) -> f32 {
@@ -563,6 +584,34 @@ impl IntIsa {
                 }
                 sums.iter().fold(0.0f32, |acc, s| acc + s)
             }
+        }
+    }
+}
+
+/// One Q8_K activation block as [`IntIsa::q6_k_row_wide`] takes it, made once per
+/// activation row: the quants in [`PAIRS`] order laid out as the kernel's four level
+/// vectors hold their elements (vector `q`, 128-bit lane `j`: sub-block
+/// `8·(j / 2) + 2q + j mod 2`), the levels' offset `32·(a_p + a_(p+8))` per sub-block and
+/// class in the layout `maddubs` gives, and the block's scale.
+#[derive(Clone)]
+#[repr(C, align(64))]
+pub(crate) struct Q6kWideBlock {
+    ac: [i8; 256],
+    off: [i16; 128],
+    d: f32,
+}
+
+impl Q6kWideBlock {
+    pub(crate) fn new(a: &[u8; Q8_K_BYTES]) -> Q6kWideBlock {
+        let pairs = pair_classes(a);
+        let sub_block = |q: usize, j: usize| 8 * (j / 2) + 2 * q + j % 2;
+        Q6kWideBlock {
+            ac: std::array::from_fn(|i| pairs[16 * sub_block(i / 64, i / 16 % 4) + i % 16]),
+            off: std::array::from_fn(|i| {
+                let at = 16 * sub_block(i / 32, i / 8 % 4) + 2 * (i % 8);
+                32 * (i16::from(pairs[at]) + i16::from(pairs[at + 1]))
+            }),
+            d: r1_core::quant::q8_k::scale(a),
         }
     }
 }
@@ -594,6 +643,93 @@ fn q4_k_row_avx2(w: &[[u8; Q4_K_BYTES]], meta: &[Q4kMeta], a: &[[u8; Q8_K_BYTES]
     // SAFETY: eight f32 fit `out`.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
     out.iter().fold(sumf, |acc, s| acc + s)
+}
+
+/// [`IntIsa::q6_k_row_wide`] with AVX-512 BW and VNNI: a whole block per step, both
+/// 128-element halves side by side in each of four level vectors; the sub-block scales
+/// applied by `vpdpwssd` on the class pairs of two vectors interleaved (as
+/// [`scaled_classes`] does), so each class lane stays exact in i32 before the block's f32
+/// step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
+fn q6_k_row_vnni(w: &[[u8; Q6_K_BYTES]], a: &[Q6kWideBlock]) -> f32 {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let order = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+    // The i16 scale of each word of the interleaved pairs (vectors 0 and 1; 2 and 3 are
+    // four sub-blocks on): lane j, word u takes sub-block 8·(j / 2) + j mod 2 + 2·(u mod 2).
+    let pick: [i16; 32] = std::array::from_fn(|t| {
+        let (j, u) = (t / 8, t % 8);
+        (8 * (j / 2) + j % 2 + 2 * (u % 2)) as i16
+    });
+    // SAFETY: 32 i16 fit `pick`.
+    let pick01 = unsafe { _mm512_loadu_si512(pick.as_ptr() as *const __m512i) };
+    let pick23 = _mm512_add_epi16(pick01, _mm512_set1_epi16(4));
+    let mut sums = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        // SAFETY: 64 bytes at 0, 64 and 128 and 16 at 192 of the block's 210; the wide
+        // block's arrays hold what each load takes.
+        let (qla, qlb, qh, sc, ac, off) = unsafe {
+            let p = x.as_ptr();
+            (
+                _mm512_loadu_si512(p as *const __m512i),
+                _mm512_loadu_si512(p.add(64) as *const __m512i),
+                _mm512_loadu_si512(p.add(128) as *const __m512i),
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i)),
+                std::array::from_fn::<_, 4, _>(|q| _mm512_load_si512(y.ac[64 * q..].as_ptr() as *const __m512i)),
+                std::array::from_fn::<_, 4, _>(|q| _mm512_load_si512(y.off[32 * q..].as_ptr() as *const __m512i)),
+            )
+        };
+        // Low nibbles of elements 0..32 and 64..96 of each half (lanes: half 0, half 1),
+        // then of 32..64 and 96..128.
+        let low_a = _mm512_shuffle_i64x2::<0x44>(qla, qlb);
+        let low_b = _mm512_shuffle_i64x2::<0xEE>(qla, qlb);
+        let levels = [
+            _mm512_or_si512(
+                _mm512_and_si512(low_a, m4),
+                _mm512_and_si512(_mm512_slli_epi16::<4>(qh), m30),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(low_b, m4),
+                _mm512_and_si512(_mm512_slli_epi16::<2>(qh), m30),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(low_a), m4),
+                _mm512_and_si512(qh, m30),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(low_b), m4),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(qh), m30),
+            ),
+        ];
+        let m: [__m512i; 4] = std::array::from_fn(|q| {
+            let pairs = _mm512_maddubs_epi16(_mm512_shuffle_epi8(levels[q], order), ac[q]);
+            _mm512_sub_epi16(pairs, off[q])
+        });
+        let sc = _mm512_castsi256_si512(sc);
+        let (s01, s23) = (
+            _mm512_permutexvar_epi16(pick01, sc),
+            _mm512_permutexvar_epi16(pick23, sc),
+        );
+        let zero = _mm512_setzero_si512();
+        let lo = _mm512_dpwssd_epi32(zero, _mm512_unpacklo_epi16(m[0], m[1]), s01);
+        let hi = _mm512_dpwssd_epi32(zero, _mm512_unpackhi_epi16(m[0], m[1]), s01);
+        let lo = _mm512_dpwssd_epi32(lo, _mm512_unpacklo_epi16(m[2], m[3]), s23);
+        let hi = _mm512_dpwssd_epi32(hi, _mm512_unpackhi_epi16(m[2], m[3]), s23);
+        // The four lanes of each added: classes 0..4 from `lo`, 4..8 from `hi`.
+        let z = _mm512_add_epi32(
+            _mm512_shuffle_i64x2::<0x44>(lo, hi),
+            _mm512_shuffle_i64x2::<0xEE>(lo, hi),
+        );
+        let t = _mm512_add_epi32(z, _mm512_shuffle_i64x2::<0b10_11_00_01>(z, z));
+        let lanes = _mm512_castsi512_si256(_mm512_shuffle_i64x2::<0b00_00_10_00>(t, t));
+        let d = r1_core::quant::q6_k::super_scale(x) * y.d;
+        sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes)));
+    }
+    let mut out = [0.0f32; 8];
+    // SAFETY: eight f32 fit `out`.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
+    out.iter().fold(0.0f32, |acc, s| acc + s)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1292,9 +1428,31 @@ mod tests {
             let sc = [63u8, 0, 63, 1, 62, 63, 63, 17];
             let want6 = IntIsa::Scalar.q6_k_lanes(&w6, &a, &pairs);
             let want4 = IntIsa::Scalar.q4_k_lanes(&w4, &a, &pairs, &sc);
+            // The whole-row kernels over three blocks (this one between two others).
+            let mut rows6 = [[0u8; Q6_K_BYTES]; 3];
+            for (b, row) in rows6.iter_mut().enumerate() {
+                *row = if b == 1 { w6 } else { std::array::from_fn(|_| next()) };
+                row[208..210].copy_from_slice(&[0x00, 0x3C - b as u8]);
+            }
+            let acts: [[u8; Q8_K_BYTES]; 3] = std::array::from_fn(|b| {
+                let mut x = a;
+                x[..4].copy_from_slice(&(0.0123f32 * (b as f32 + 1.0)).to_le_bytes());
+                x
+            });
+            let act_pairs = acts.map(|x| pair_classes(&x));
+            let wide: Vec<Q6kWideBlock> = acts.iter().map(Q6kWideBlock::new).collect();
+            let want_row = IntIsa::Scalar.q6_k_row(&rows6, &acts, &act_pairs);
             for set in sets() {
                 assert_eq!(set.q6_k_lanes(&w6, &a, &pairs), want6, "{set:?} q6_k case {case}");
                 assert_eq!(set.q4_k_lanes(&w4, &a, &pairs, &sc), want4, "{set:?} q4_k case {case}");
+                assert_eq!(
+                    set.q6_k_row(&rows6, &acts, &act_pairs).to_bits(),
+                    want_row.to_bits(),
+                    "{set:?} case {case}"
+                );
+                if let Some(got) = set.q6_k_row_wide(&rows6, &wide) {
+                    assert_eq!(got.to_bits(), want_row.to_bits(), "{set:?} wide q6_k row, case {case}");
+                }
             }
         }
     }
