@@ -98,7 +98,7 @@ fn a_row_of_a_decode_product_does_not_depend_on_the_rows_beside_it() {
     // at any place in it. k = 96: whole vectors only; 101 and 263: a partial tail too;
     // n = 130, 13, 61: a partial column tile; 1031 × 257: a weight large enough to be
     // prefetched; 1031 × 2057: large enough that each thread's piece streams (one row
-    // alone then takes one column at a time).
+    // alone then takes one column at a time, up to 8 rows two columns at a time).
     for (k, n) in [(96, 130), (101, 13), (263, 61), (1031, 257), (1031, 2057)] {
         every_row_alone_equals_that_row_in_a_batch(k, n);
     }
@@ -118,7 +118,7 @@ fn every_row_alone_equals_that_row_in_a_batch(k: usize, n: usize) {
             run(&be, &op, &[f(rows.to_vec(), &[m, k]), f(w.clone(), &[n, k])], &[m, n]).unwrap()
         };
         let alone: Vec<Vec<f32>> = x.chunks_exact(k).map(product).collect();
-        for m in [2, 3, 5, 7, 8, 9, 31, 64] {
+        for m in [2, 3, 4, 5, 6, 7, 8, 9, 31, 64] {
             let batch = product(&x[..m * k]);
             for (i, want) in alone.iter().take(m).enumerate() {
                 assert!(

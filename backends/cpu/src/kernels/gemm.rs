@@ -67,6 +67,9 @@ const PREFETCH_TILES: usize = 2;
 /// `bench serve --preset small` (weights in L3) 8% slower at one stream and 3% at 32
 /// when its products prefetched too.
 const PREFETCH_MIN_B: usize = 1 << 18;
+/// Rows of A up to which a packing-free product whose B streams from memory
+/// ([`PREFETCH_MIN_B`]) takes tiles of this many rows and two columns (AVX-512).
+const STREAMED_TILE_ROWS: usize = 8;
 /// Columns of a packing-free dot tile (its rows: 4 with AVX-512, 2 otherwise).
 const MAX_TILE_COLS: usize = 4;
 /// Vectors of a row of C kept in registers by the row-update path (64 values with AVX-512:
@@ -528,6 +531,13 @@ impl SimdTask for SmallM<'_, '_> {
                 // the same (one accumulator per element; `transpose_sum` reduces every
                 // slot by the same tree).
                 dot_tiles::<S, 1, 1>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
+            } else if S::LANES >= 16 && m <= STREAMED_TILE_ROWS && k.saturating_mul(n) >= PREFETCH_MIN_B {
+                // A few rows (a batch's decode step) and a B from memory: two columns at a
+                // time with up to eight rows, so each thread reads two weight rows side by
+                // side rather than four (`bench grpo --preset medium`, whose generation
+                // decodes 8 rows over 97 MB of weights: 0.577 → 0.527 s per step's
+                // generation, four alternations; 8 × 1 and 4 × 2 tiles measured alike).
+                dot_tiles::<S, STREAMED_TILE_ROWS, 2>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
             } else if S::LANES >= 16 {
                 dot_tiles::<S, 4, 4>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
             } else {
@@ -645,10 +655,13 @@ fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
                     1 => dot_tile::<S, 1, C>(s, alpha, [row(i)], cols, ahead, k),
                     2 if R >= 2 => dot_tile::<S, 2, C>(s, alpha, [row(i), row(i + 1)], cols, ahead, k),
                     3 if R >= 3 => dot_tile::<S, 3, C>(s, alpha, [row(i), row(i + 1), row(i + 2)], cols, ahead, k),
-                    _ => {
+                    4 if R > 4 => dot_tile::<S, 4, C>(s, alpha, std::array::from_fn(|r| row(i + r)), cols, ahead, k),
+                    left => {
+                        // Rows past the last (5 to 7 of an 8-row tile) repeat it; their sums
+                        // are not stored.
                         let mut rows = [row(i); R];
                         for (r, a) in rows.iter_mut().enumerate() {
-                            *a = row(i + r);
+                            *a = row(i + r.min(left - 1));
                         }
                         dot_tile::<S, R, C>(s, alpha, rows, cols, ahead, k)
                     }
@@ -731,7 +744,7 @@ fn dot_tile<S: Simd, const RR: usize, const C: usize>(
             }
         }
     } else {
-        // A tile has at most LANES elements (4 × 4 with AVX-512, 2 × 4 with AVX2): one
+        // A tile has at most LANES elements (4 × 4 or 8 × 2 with AVX-512, 2 × 4 with AVX2): one
         // transpose, slots past RR·C zeros. Built by value, so the accumulators go to it
         // in registers (a slots array filled in a loop was copied through memory per tile).
         assert!(RR * C <= l, "a dot tile is one transpose");
