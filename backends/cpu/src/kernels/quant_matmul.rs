@@ -199,8 +199,14 @@ pub(crate) fn matmul(
     // Q6_K rows streamed as stored (decode) take each activation block laid out once for
     // the AVX-512 per-row kernel, where it runs.
     let q6k_wide: Vec<Q6kWideBlock> = match &act {
-        Activations::Q8K { bytes, .. } if ty == GgmlType::Q6_K && packed.is_none() && int.has_q6_k_row_wide() => {
-            bytes.as_chunks().0.iter().map(Q6kWideBlock::new).collect()
+        Activations::Q8K { bytes, pairs } if ty == GgmlType::Q6_K && packed.is_none() && int.has_q6_k_row_wide() => {
+            bytes
+                .as_chunks()
+                .0
+                .iter()
+                .zip(pairs)
+                .map(|(a, p)| Q6kWideBlock::new(a, p))
+                .collect()
         }
         _ => Vec::new(),
     };

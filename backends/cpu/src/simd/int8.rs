@@ -602,8 +602,9 @@ pub(crate) struct Q6kWideBlock {
 }
 
 impl Q6kWideBlock {
-    pub(crate) fn new(a: &[u8; Q8_K_BYTES]) -> Q6kWideBlock {
-        let pairs = pair_classes(a);
+    /// From a Q8_K block `a` and its quants in [`pair_classes`] order (made once per row
+    /// for every K-quant path).
+    pub(crate) fn new(a: &[u8; Q8_K_BYTES], pairs: &[i8; 256]) -> Q6kWideBlock {
         let sub_block = |q: usize, j: usize| 8 * (j / 2) + 2 * q + j % 2;
         Q6kWideBlock {
             ac: std::array::from_fn(|i| pairs[16 * sub_block(i / 64, i / 16 % 4) + i % 16]),
@@ -1440,7 +1441,11 @@ mod tests {
                 x
             });
             let act_pairs = acts.map(|x| pair_classes(&x));
-            let wide: Vec<Q6kWideBlock> = acts.iter().map(Q6kWideBlock::new).collect();
+            let wide: Vec<Q6kWideBlock> = acts
+                .iter()
+                .zip(&act_pairs)
+                .map(|(x, p)| Q6kWideBlock::new(x, p))
+                .collect();
             let want_row = IntIsa::Scalar.q6_k_row(&rows6, &acts, &act_pairs);
             for set in sets() {
                 assert_eq!(set.q6_k_lanes(&w6, &a, &pairs), want6, "{set:?} q6_k case {case}");
