@@ -14,7 +14,9 @@
 //!   with VNNI, the group's levels are decoded once into an interleaved copy (one row per
 //!   32-bit lane) and `dpbusd` sums them against broadcast activations with no reduction.
 //!   The per-block f32 terms follow in ggml's order, unfused, so every path gives the
-//!   same bits as `quant::vec_dot`.
+//!   same bits as `quant::vec_dot`. Where [`packed16`] runs (AVX-512 VNNI, or AVX2 with
+//!   F16C) and N is a multiple of 16, the weight is packed sixteen rows at a time on
+//!   first use and every product (decode included) goes through that copy instead.
 //!   Q4_K and Q6_K do the same with [`IntIsa`]'s per-block lanes (AVX2 on both x86
 //!   levels: ggml's eight lanes by element index mod 8 kept apart, the activations
 //!   reordered once per row so that `maddubs` adds within a lane).
@@ -80,7 +82,7 @@ fn packed_group(ty: GgmlType, k: usize) -> Option<(usize, u64)> {
 }
 
 /// The weight `w [N, K]` of type `ty` (bytes `offset..` of `buffer`) packed sixteen rows
-/// at a time for [`matmul`] by `a` (`sa`), where that kernel exists here (AVX-512 VNNI;
+/// at a time for [`matmul`] by `a` (`sa`), where that kernel exists here (AVX-512 VNNI or AVX2 with F16C;
 /// Q8_0, Q4_0, Q5_0, Q4_K; Q6_K from [`Q6K_PACKED_MIN_ROWS`] rows of `a`; `N` a multiple
 /// of 16): made once, over the thread pool, and kept beside the buffer until it is
 /// written ([`CpuBuffer::derived`]). The copy takes as many bytes as the weight (Q4_K:

@@ -1,7 +1,8 @@
 //! Q8_0, Q4_0 and Q5_0 weight rows repacked sixteen at a time, so that AVX-512 VNNI sums
 //! sixteen rows in the sixteen 32-bit lanes of one register with no reduction, reading
 //! the weights as one sequential stream (llama.cpp repacks Q4_0 the same way for its
-//! x86 kernels, eight rows at a time).
+//! x86 kernels, eight rows at a time). AVX2 (with F16C) takes the same groups as two
+//! halves of eight rows, `maddubs` + `madd` in place of `dpbusd`, and gives the same bits.
 //!
 //! The stored layout ([`IntIsa::dot8_q8`]'s input) keeps each row's blocks together: a
 //! decode step that dots eight rows side by side reads eight streams at once, which the
@@ -60,14 +61,17 @@ pub(crate) const fn group_bytes(kind: Q8Weight, nb: usize) -> usize {
     ROWS * nb * kind.block_bytes()
 }
 
-/// Whether [`pack`] and [`dot16`] run here (AVX-512 with VNNI).
+/// Whether [`pack`] and the `dot16` kernels run here: AVX-512 with VNNI, or AVX2 with
+/// F16C (each 64-byte vector of a group taken as two 256-bit halves, rows 0..8 and
+/// 8..16).
 pub(crate) fn available(int: IntIsa) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if let IntIsa::Vnni(_) = int {
-        return true;
+    match int {
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Vnni(_) => true,
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Avx2(_) => is_x86_feature_detected!("f16c"),
+        IntIsa::Scalar => false,
     }
-    let _ = int;
-    false
 }
 
 /// Packs sixteen stored rows `w` (`row_bytes` each, `nb` blocks of `kind` at their start)
@@ -135,6 +139,16 @@ pub(crate) fn dot16<const R: usize>(
                 Q8Weight::Q8_0 => dot16_vnni::<R, 0>(g, nb, a, asum, da),
                 Q8Weight::Q4_0 => dot16_vnni::<R, 1>(g, nb, a, asum, da),
                 Q8Weight::Q5_0 => dot16_vnni::<R, 2>(g, nb, a, asum, da),
+            }
+        }),
+        // SAFETY: the token proves avx2 (and fma), `available` checked f16c; lengths
+        // checked above.
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Avx2(_) if available(int) => Some(unsafe {
+            match kind {
+                Q8Weight::Q8_0 => dot16_avx2::<R, 0>(g, nb, a, asum, da),
+                Q8Weight::Q4_0 => dot16_avx2::<R, 1>(g, nb, a, asum, da),
+                Q8Weight::Q5_0 => dot16_avx2::<R, 2>(g, nb, a, asum, da),
             }
         }),
         _ => None,
@@ -217,6 +231,104 @@ fn dot16_vnni<const R: usize, const KIND: u8>(
     for (o, acc) in out.iter_mut().zip(acc) {
         // SAFETY: sixteen f32 fit `o`.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc) };
+    }
+    out
+}
+
+/// [`dot16`] with AVX2 (`KIND` as [`dot16_vnni`]): each 64-byte level vector is two
+/// halves of eight rows. `maddubs` takes u8 × i8 with saturating pair sums, so Q8_0
+/// levels go back to signed (`x`, from the stored `x + 128`) and take `|x| · ±y` (pairs
+/// at most 2 · 128 · 127); Q4_0 and Q5_0 levels are below 32. `madd` by ones then gives
+/// each row's four-quant sums in its 32-bit lane, so every block sum is the same integer
+/// as `dpbusd`'s, and the f32 steps are [`dot16_vnni`]'s, lane by lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot16_avx2<const R: usize, const KIND: u8>(
+    g: &[u8],
+    nb: usize,
+    a: &[i8],
+    asum: &[i32],
+    da: &[f32],
+) -> [[f32; ROWS]; R] {
+    let kind = match KIND {
+        0 => Q8Weight::Q8_0,
+        1 => Q8Weight::Q4_0,
+        _ => Q8Weight::Q5_0,
+    };
+    let (lb, bias) = (levels_bytes(kind), [0, 8, 16][KIND as usize]);
+    let nibbles = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..nb {
+        // SAFETY (loads): as in `dot16_vnni`.
+        let p = g[b * (lb + 32)..].as_ptr();
+        for line in (0..lb + 32).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
+        }
+        for h in 0..2 {
+            let half = |at: usize| unsafe { _mm256_loadu_si256(p.add(at + 32 * h) as *const __m256i) };
+            let lv: [__m256i; 8] = if KIND == 0 {
+                std::array::from_fn(|c| _mm256_xor_si256(half(64 * c), _mm256_set1_epi8(-128)))
+            } else {
+                let v: [__m256i; 4] = std::array::from_fn(|c| half(64 * c));
+                let mut lv: [__m256i; 8] = std::array::from_fn(|c| {
+                    if c < 4 {
+                        _mm256_and_si256(v[c], nibbles)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(v[c - 4]), nibbles)
+                    }
+                });
+                if KIND == 2 {
+                    for (c, l) in lv.iter_mut().enumerate() {
+                        // This half's 32 bits of chunk c's mask, bit j for byte j (ggml's
+                        // `bytes_from_bits_32`, as `int8`'s Q5_0 levels).
+                        let m = unsafe { std::ptr::read_unaligned(p.add(256 + 8 * c + 4 * h) as *const i32) };
+                        let spread = _mm256_shuffle_epi8(
+                            _mm256_set1_epi32(m),
+                            _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
+                        );
+                        let bits = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+                        let set = _mm256_cmpeq_epi8(bits, _mm256_set1_epi64x(-1));
+                        *l = _mm256_or_si256(*l, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+                    }
+                }
+                lv
+            };
+            let d = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.add(lb + 16 * h) as *const __m128i)) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ap = a[(r * nb + b) * BLOCK..].as_ptr() as *const i32;
+                let y = |c: usize| unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(ap.add(c))) };
+                let dot = |c: usize| {
+                    let pairs = if KIND == 0 {
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(lv[c], lv[c]), _mm256_sign_epi8(y(c), lv[c]))
+                    } else {
+                        _mm256_maddubs_epi16(lv[c], y(c))
+                    };
+                    _mm256_madd_epi16(pairs, ones)
+                };
+                let mut s0 = dot(0);
+                let mut s1 = dot(1);
+                for c in (2..8).step_by(2) {
+                    s0 = _mm256_add_epi32(s0, dot(c));
+                    s1 = _mm256_add_epi32(s1, dot(c + 1));
+                }
+                let s = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(bias * asum[r * nb + b]));
+                let s = _mm256_cvtepi32_ps(s);
+                let t = if KIND == 1 {
+                    _mm256_mul_ps(_mm256_mul_ps(s, d), _mm256_set1_ps(da[r * nb + b]))
+                } else {
+                    _mm256_mul_ps(s, _mm256_mul_ps(d, _mm256_set1_ps(da[r * nb + b])))
+                };
+                acc[h] = _mm256_add_ps(acc[h], t);
+            }
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        for (h, acc) in acc.into_iter().enumerate() {
+            // SAFETY: eight f32 fit each half of `o`.
+            unsafe { _mm256_storeu_ps(o[8 * h..].as_mut_ptr(), acc) };
+        }
     }
     out
 }
@@ -354,6 +466,10 @@ pub(crate) fn dot16_q4k<const R: usize>(
         // SAFETY: the token proves avx512f/bw/vl/vnni; lengths checked above.
         #[cfg(target_arch = "x86_64")]
         IntIsa::Vnni(_) => Some(unsafe { dot16_q4k_vnni::<R>(g, nb, acts) }),
+        // SAFETY: the token proves avx2 (and fma), `available` checked f16c; lengths
+        // checked above.
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Avx2(_) if available(int) => Some(unsafe { dot16_q4k_avx2::<R>(g, nb, acts) }),
         _ => None,
     }
 }
@@ -428,6 +544,90 @@ fn dot16_q4k_vnni<const R: usize>(g: &[u8], nb: usize, acts: [&Q4kActivation; R]
         }
         // SAFETY: sixteen f32 fit a row of `out`.
         unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), total) };
+    }
+    out
+}
+
+/// [`dot16_q4k`] with AVX2, half a level vector (eight rows) at a time: `maddubs` of
+/// the nibbles (below 16) by the activation words, then `madd` by the sub-block's scale
+/// in both 16-bit halves of each lane, which is `scale · Σ` of the lane's four products
+/// as [`dot16_q4k_vnni`] computes it with `dpbusd` and `mullo`; the f32 steps are its own.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot16_q4k_avx2<const R: usize>(g: &[u8], nb: usize, acts: [&Q4kActivation; R]) -> [[f32; ROWS]; R] {
+    let nibbles = _mm256_set1_epi8(0x0F);
+    let zero = _mm256_setzero_si256();
+    let mut sums = [[[_mm256_setzero_ps(); 8]; 2]; R];
+    let mut sumf = [[_mm256_setzero_ps(); 2]; R];
+    for b in 0..nb {
+        let p = g[b * Q4K_BLOCK..].as_ptr();
+        for line in (0..Q4K_BLOCK).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
+        }
+        let aw: [*const i32; R] = std::array::from_fn(|r| acts[r].words[QK_K * b..].as_ptr() as *const i32);
+        // SAFETY (loads): as in `dot16_q4k_vnni`.
+        let y = |r: usize, w: usize| unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(aw[r].add(w))) };
+        for h in 0..2 {
+            // Eight rows' bytes at `at` (rows 8h..8h + 8) as i32 lanes.
+            let bytes =
+                |at: usize| unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(at + 8 * h) as *const __m128i)) };
+            // A scale in both 16-bit halves of its lane (for `madd`).
+            let pair = |at: usize| {
+                let s = bytes(at);
+                _mm256_or_si256(s, _mm256_slli_epi32::<16>(s))
+            };
+            let mut lanes = [[zero; 8]; R];
+            for q in 0..4 {
+                let (s_lo, s_hi) = (pair(2112 + 32 * q), pair(2112 + 32 * q + 16));
+                for l in 0..8 {
+                    let v = unsafe { _mm256_loadu_si256(p.add(64 * (8 * q + l) + 32 * h) as *const __m256i) };
+                    let (v_lo, v_hi) = (
+                        _mm256_and_si256(v, nibbles),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibbles),
+                    );
+                    for (r, lanes) in lanes.iter_mut().enumerate() {
+                        let lo = _mm256_madd_epi16(_mm256_maddubs_epi16(v_lo, y(r, 16 * q + l)), s_lo);
+                        let hi = _mm256_madd_epi16(_mm256_maddubs_epi16(v_hi, y(r, 16 * q + 8 + l)), s_hi);
+                        lanes[l] = _mm256_add_epi32(lanes[l], _mm256_add_epi32(lo, hi));
+                    }
+                }
+            }
+            let (dw, dmin) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(p.add(2048 + 16 * h) as *const __m128i)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(p.add(2080 + 16 * h) as *const __m128i)),
+                )
+            };
+            for r in 0..R {
+                let mut summs = zero;
+                for j in 0..8 {
+                    summs = _mm256_add_epi32(
+                        summs,
+                        _mm256_mullo_epi32(bytes(2240 + 16 * j), _mm256_set1_epi32(acts[r].sub_sums[8 * b + j])),
+                    );
+                }
+                let da = _mm256_set1_ps(acts[r].scales[b]);
+                let d = _mm256_mul_ps(dw, da);
+                for (s, lane) in sums[r][h].iter_mut().zip(lanes[r]) {
+                    *s = _mm256_add_ps(*s, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lane)));
+                }
+                sumf[r][h] = _mm256_sub_ps(
+                    sumf[r][h],
+                    _mm256_mul_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(summs)),
+                );
+            }
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        for h in 0..2 {
+            let mut total = sumf[r][h];
+            for s in sums[r][h] {
+                total = _mm256_add_ps(total, s);
+            }
+            // SAFETY: eight f32 fit each half of a row of `out`.
+            unsafe { _mm256_storeu_ps(out[r][8 * h..].as_mut_ptr(), total) };
+        }
     }
     out
 }
@@ -518,6 +718,10 @@ pub(crate) fn dot16_q6k<const R: usize>(
         // SAFETY: the token proves avx512f/bw/vl/vnni; lengths checked above.
         #[cfg(target_arch = "x86_64")]
         IntIsa::Vnni(_) => Some(unsafe { dot16_q6k_vnni::<R>(g, nb, acts) }),
+        // SAFETY: the token proves avx2 (and fma), `available` checked f16c; lengths
+        // checked above.
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Avx2(_) if available(int) => Some(unsafe { dot16_q6k_avx2::<R>(g, nb, acts) }),
         _ => None,
     }
 }
@@ -566,6 +770,56 @@ fn dot16_q6k_vnni<const R: usize>(g: &[u8], nb: usize, acts: [&Q6kActivation; R]
     out
 }
 
+/// [`dot16_q6k`] with AVX2, half a level vector (eight rows) at a time: the same
+/// `maddubs` (activations + 128 as u8, levels as i8: pairs at most 2 · 255 · 32) and
+/// `madd` by the scale pairs as [`dot16_q6k_vnni`], and its f32 steps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot16_q6k_avx2<const R: usize>(g: &[u8], nb: usize, acts: [&Q6kActivation; R]) -> [[f32; ROWS]; R] {
+    let zero = _mm256_setzero_si256();
+    let mut sums = [[[_mm256_setzero_ps(); 8]; 2]; R];
+    for b in 0..nb {
+        let p = g[b * Q6K_BLOCK..].as_ptr();
+        let aw: [*const i32; R] = std::array::from_fn(|r| acts[r].words[QK_K * b..].as_ptr() as *const i32);
+        // SAFETY (loads): as in `dot16_q6k_vnni`.
+        let y = |r: usize, w: usize| unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(aw[r].add(w))) };
+        for h in 0..2 {
+            let vec = |at: usize| unsafe { _mm256_loadu_si256(p.add(at + 32 * h) as *const __m256i) };
+            let mut lanes = [[zero; 8]; R];
+            for q in 0..8 {
+                let sc = vec(4096 + 64 * q);
+                for l in 0..8 {
+                    let v = vec(64 * (8 * q + l));
+                    for (r, lanes) in lanes.iter_mut().enumerate() {
+                        let pairs = _mm256_maddubs_epi16(y(r, 8 * q + l), v);
+                        lanes[l] = _mm256_add_epi32(lanes[l], _mm256_madd_epi16(pairs, sc));
+                    }
+                }
+            }
+            let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.add(5120 + 16 * h) as *const __m128i)) };
+            for r in 0..R {
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(acts[r].scales[b]));
+                for (l, s) in sums[r][h].iter_mut().enumerate() {
+                    let lane = _mm256_sub_epi32(lanes[r][l], vec(4608 + 64 * l));
+                    *s = _mm256_add_ps(*s, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lane)));
+                }
+            }
+        }
+    }
+    let mut out = [[0.0f32; ROWS]; R];
+    for r in 0..R {
+        for h in 0..2 {
+            let mut f = _mm256_setzero_ps();
+            for s in sums[r][h] {
+                f = _mm256_add_ps(f, s);
+            }
+            // SAFETY: eight f32 fit each half of `out[r]`.
+            unsafe { _mm256_storeu_ps(out[r][8 * h..].as_mut_ptr(), f) };
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,6 +833,21 @@ mod tests {
         }
     }
 
+    /// The integer sets of this CPU that run the packed kernels (AVX2, and AVX-512 VNNI
+    /// where the CPU has it), each tested.
+    fn packed_sets() -> Vec<IntIsa> {
+        let sets: Vec<IntIsa> = crate::simd::SimdLevel::available()
+            .into_iter()
+            .filter_map(crate::simd::Isa::new)
+            .map(IntIsa::for_isa)
+            .filter(|&i| available(i))
+            .collect();
+        if sets.is_empty() {
+            eprintln!("skipped: this CPU has neither AVX2 with F16C nor AVX-512 VNNI (the packed kernels' levels)");
+        }
+        sets
+    }
+
     /// A deterministic value in −scale..scale.
     fn value(i: usize, salt: u64, scale: f32) -> f32 {
         let x = (i as u64 ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
@@ -587,105 +856,98 @@ mod tests {
 
     #[test]
     fn packed_q4_k_groups_give_vec_dot_bit_for_bit() {
-        let Some(int) = [IntIsa::for_isa(crate::simd::Isa::best())]
-            .into_iter()
-            .find(|&i| available(i))
-        else {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI (the packed kernel's only level)");
-            return;
-        };
-        for nb in [1usize, 2, 6] {
-            let k = nb * QK_K;
-            let row_bytes = GgmlType::Q4_K.row_bytes(k as u64).unwrap();
-            let mut w = vec![0u8; ROWS * row_bytes];
-            for i in 0..ROWS {
-                let scale = if i == 0 { 1.0 } else { 0.01 * (i as f32 + 1.0) };
-                let row: Vec<f32> = (0..k)
-                    .map(|j| value(i * k + j, 3, scale) + if i == 1 { 0.5 } else { 0.0 })
-                    .collect();
-                quant::quantize_into(GgmlType::Q4_K, &row, &mut w[i * row_bytes..(i + 1) * row_bytes]).unwrap();
-            }
-            let mut g = vec![0u8; q4k_group_bytes(nb)];
-            pack_q4k(&w, row_bytes, nb, &mut g);
-            let acts: Vec<(Vec<u8>, Q4kActivation)> = (0..3)
-                .map(|r| {
-                    let x: Vec<f32> = (0..k)
-                        .map(|j| value(r * k + j, 41, if r == 0 { 100.0 } else { 1.0 }))
+        for int in packed_sets() {
+            for nb in [1usize, 2, 6] {
+                let k = nb * QK_K;
+                let row_bytes = GgmlType::Q4_K.row_bytes(k as u64).unwrap();
+                let mut w = vec![0u8; ROWS * row_bytes];
+                for i in 0..ROWS {
+                    let scale = if i == 0 { 1.0 } else { 0.01 * (i as f32 + 1.0) };
+                    let row: Vec<f32> = (0..k)
+                        .map(|j| value(i * k + j, 3, scale) + if i == 1 { 0.5 } else { 0.0 })
                         .collect();
-                    let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(k as u64).unwrap()];
-                    quant::quantize_into(GgmlType::Q8_K, &x, &mut act).unwrap();
-                    let blocks: Vec<quant::q8_k::Block> =
-                        act.chunks_exact(292).map(|b| b.try_into().unwrap()).collect();
-                    let prepared = Q4kActivation::new(&blocks);
-                    (act, prepared)
-                })
-                .collect();
-            let check = |r: usize, out: &[f32; ROWS]| {
-                for (i, got) in out.iter().enumerate() {
-                    let want =
-                        quant::vec_dot(GgmlType::Q4_K, &w[i * row_bytes..(i + 1) * row_bytes], &acts[r].0, k).unwrap();
-                    assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} row {i} act {r}");
+                    quant::quantize_into(GgmlType::Q4_K, &row, &mut w[i * row_bytes..(i + 1) * row_bytes]).unwrap();
                 }
-            };
-            for (r, (_, prepared)) in acts.iter().enumerate() {
-                let [out] = dot16_q4k::<1>(int, &g, nb, [prepared]).unwrap();
-                check(r, &out);
-            }
-            // Two rows at a time, in either order.
-            for (r0, r1) in [(0, 1), (2, 0)] {
-                let [a, b] = dot16_q4k::<2>(int, &g, nb, [&acts[r0].1, &acts[r1].1]).unwrap();
-                check(r0, &a);
-                check(r1, &b);
+                let mut g = vec![0u8; q4k_group_bytes(nb)];
+                pack_q4k(&w, row_bytes, nb, &mut g);
+                let acts: Vec<(Vec<u8>, Q4kActivation)> = (0..3)
+                    .map(|r| {
+                        let x: Vec<f32> = (0..k)
+                            .map(|j| value(r * k + j, 41, if r == 0 { 100.0 } else { 1.0 }))
+                            .collect();
+                        let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(k as u64).unwrap()];
+                        quant::quantize_into(GgmlType::Q8_K, &x, &mut act).unwrap();
+                        let blocks: Vec<quant::q8_k::Block> =
+                            act.chunks_exact(292).map(|b| b.try_into().unwrap()).collect();
+                        let prepared = Q4kActivation::new(&blocks);
+                        (act, prepared)
+                    })
+                    .collect();
+                let check = |r: usize, out: &[f32; ROWS]| {
+                    for (i, got) in out.iter().enumerate() {
+                        let want =
+                            quant::vec_dot(GgmlType::Q4_K, &w[i * row_bytes..(i + 1) * row_bytes], &acts[r].0, k)
+                                .unwrap();
+                        assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} row {i} act {r}");
+                    }
+                };
+                for (r, (_, prepared)) in acts.iter().enumerate() {
+                    let [out] = dot16_q4k::<1>(int, &g, nb, [prepared]).unwrap();
+                    check(r, &out);
+                }
+                // Two rows at a time, in either order.
+                for (r0, r1) in [(0, 1), (2, 0)] {
+                    let [a, b] = dot16_q4k::<2>(int, &g, nb, [&acts[r0].1, &acts[r1].1]).unwrap();
+                    check(r0, &a);
+                    check(r1, &b);
+                }
             }
         }
     }
 
     #[test]
     fn packed_q6_k_groups_give_vec_dot_bit_for_bit() {
-        let Some(int) = [IntIsa::for_isa(crate::simd::Isa::best())]
-            .into_iter()
-            .find(|&i| available(i))
-        else {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI (the packed kernel's only level)");
-            return;
-        };
-        for nb in [1usize, 2, 5] {
-            let k = nb * QK_K;
-            let row_bytes = GgmlType::Q6_K.row_bytes(k as u64).unwrap();
-            let mut w = vec![0u8; ROWS * row_bytes];
-            for i in 0..ROWS {
-                let scale = if i == 0 { 1.0 } else { 0.01 * (i as f32 + 1.0) };
-                let row: Vec<f32> = (0..k)
-                    .map(|j| value(i * k + j, 5, scale) - if i == 2 { 0.5 } else { 0.0 })
+        for int in packed_sets() {
+            for nb in [1usize, 2, 5] {
+                let k = nb * QK_K;
+                let row_bytes = GgmlType::Q6_K.row_bytes(k as u64).unwrap();
+                let mut w = vec![0u8; ROWS * row_bytes];
+                for i in 0..ROWS {
+                    let scale = if i == 0 { 1.0 } else { 0.01 * (i as f32 + 1.0) };
+                    let row: Vec<f32> = (0..k)
+                        .map(|j| value(i * k + j, 5, scale) - if i == 2 { 0.5 } else { 0.0 })
+                        .collect();
+                    quant::quantize_into(GgmlType::Q6_K, &row, &mut w[i * row_bytes..(i + 1) * row_bytes]).unwrap();
+                }
+                let mut g = vec![0u8; q6k_group_bytes(nb)];
+                pack_q6k(&w, row_bytes, nb, &mut g);
+                let mut prepared = Vec::new();
+                let mut acts = Vec::new();
+                for r in 0..3 {
+                    let x: Vec<f32> = (0..k)
+                        .map(|j| value(r * k + j, 43, if r == 0 { 100.0 } else { 1.0 }))
+                        .collect();
+                    let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(k as u64).unwrap()];
+                    quant::quantize_into(GgmlType::Q8_K, &x, &mut act).unwrap();
+                    let blocks: Vec<quant::q8_k::Block> =
+                        act.chunks_exact(292).map(|b| b.try_into().unwrap()).collect();
+                    prepared.push(Q6kActivation::new(&blocks));
+                    acts.push(act);
+                }
+                let one: Vec<[f32; ROWS]> = prepared
+                    .iter()
+                    .map(|p| dot16_q6k::<1>(int, &g, nb, [p]).unwrap()[0])
                     .collect();
-                quant::quantize_into(GgmlType::Q6_K, &row, &mut w[i * row_bytes..(i + 1) * row_bytes]).unwrap();
-            }
-            let mut g = vec![0u8; q6k_group_bytes(nb)];
-            pack_q6k(&w, row_bytes, nb, &mut g);
-            let mut prepared = Vec::new();
-            let mut acts = Vec::new();
-            for r in 0..3 {
-                let x: Vec<f32> = (0..k)
-                    .map(|j| value(r * k + j, 43, if r == 0 { 100.0 } else { 1.0 }))
-                    .collect();
-                let mut act = vec![0u8; GgmlType::Q8_K.row_bytes(k as u64).unwrap()];
-                quant::quantize_into(GgmlType::Q8_K, &x, &mut act).unwrap();
-                let blocks: Vec<quant::q8_k::Block> = act.chunks_exact(292).map(|b| b.try_into().unwrap()).collect();
-                prepared.push(Q6kActivation::new(&blocks));
-                acts.push(act);
-            }
-            let one: Vec<[f32; ROWS]> = prepared
-                .iter()
-                .map(|p| dot16_q6k::<1>(int, &g, nb, [p]).unwrap()[0])
-                .collect();
-            assert_eq!(
-                dot16_q6k::<2>(int, &g, nb, [&prepared[0], &prepared[1]]).unwrap(),
-                [one[0], one[1]]
-            );
-            for (r, act) in acts.iter().enumerate() {
-                for (i, got) in one[r].iter().enumerate() {
-                    let want = quant::vec_dot(GgmlType::Q6_K, &w[i * row_bytes..(i + 1) * row_bytes], act, k).unwrap();
-                    assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} row {i} act {r}");
+                assert_eq!(
+                    dot16_q6k::<2>(int, &g, nb, [&prepared[0], &prepared[1]]).unwrap(),
+                    [one[0], one[1]]
+                );
+                for (r, act) in acts.iter().enumerate() {
+                    for (i, got) in one[r].iter().enumerate() {
+                        let want =
+                            quant::vec_dot(GgmlType::Q6_K, &w[i * row_bytes..(i + 1) * row_bytes], act, k).unwrap();
+                        assert_eq!(got.to_bits(), want.to_bits(), "nb {nb} row {i} act {r}");
+                    }
                 }
             }
         }
@@ -693,54 +955,49 @@ mod tests {
 
     #[test]
     fn packed_groups_give_vec_dot_bit_for_bit() {
-        let Some(int) = [IntIsa::for_isa(crate::simd::Isa::best())]
-            .into_iter()
-            .find(|&i| available(i))
-        else {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI (the packed kernel's only level)");
-            return;
-        };
-        for kind in [Q8Weight::Q8_0, Q8Weight::Q4_0, Q8Weight::Q5_0] {
-            for nb in [1usize, 3, 28] {
-                let k = nb * BLOCK;
-                let t = ty(kind);
-                let row_bytes = t.row_bytes(k as u64).unwrap();
-                // Sixteen rows, the first at the extremes of the range, then mixed scales.
-                let mut w = vec![0u8; ROWS * row_bytes];
-                for i in 0..ROWS {
-                    let scale = if i == 0 { 1.0 } else { 0.01 * (i as f32 + 1.0) };
-                    let row: Vec<f32> = (0..k).map(|j| value(i * k + j, 7, scale)).collect();
-                    quant::quantize_into(t, &row, &mut w[i * row_bytes..(i + 1) * row_bytes]).unwrap();
-                }
-                let mut g = vec![0u8; group_bytes(kind, nb)];
-                pack(kind, &w, row_bytes, nb, &mut g);
-                const R: usize = 3;
-                let act_bytes = GgmlType::Q8_0.row_bytes(k as u64).unwrap();
-                let mut act = vec![0u8; R * act_bytes];
-                let (mut qs, mut asum, mut da) = (Vec::new(), Vec::new(), Vec::new());
-                for r in 0..R {
-                    let x: Vec<f32> = (0..k)
-                        .map(|j| value(r * k + j, 99, if r == 0 { 100.0 } else { 1.0 }))
-                        .collect();
-                    let bytes = &mut act[r * act_bytes..(r + 1) * act_bytes];
-                    quant::quantize_into(GgmlType::Q8_0, &x, bytes).unwrap();
-                    for blk in bytes.chunks_exact(34) {
-                        da.push(quant::q8_0::scale(blk.try_into().unwrap()));
-                        qs.extend(blk[2..].iter().map(|&q| q as i8));
-                        asum.push(blk[2..].iter().map(|&q| i32::from(q as i8)).sum());
-                    }
-                }
-                let out = dot16::<R>(int, kind, &g, nb, &qs, &asum, &da).unwrap();
-                for r in 0..R {
+        for int in packed_sets() {
+            for kind in [Q8Weight::Q8_0, Q8Weight::Q4_0, Q8Weight::Q5_0] {
+                for nb in [1usize, 3, 28] {
+                    let k = nb * BLOCK;
+                    let t = ty(kind);
+                    let row_bytes = t.row_bytes(k as u64).unwrap();
+                    // Sixteen rows, the first at the extremes of the range, then mixed scales.
+                    let mut w = vec![0u8; ROWS * row_bytes];
                     for i in 0..ROWS {
-                        let want = quant::vec_dot(
-                            t,
-                            &w[i * row_bytes..(i + 1) * row_bytes],
-                            &act[r * act_bytes..(r + 1) * act_bytes],
-                            k,
-                        )
-                        .unwrap();
-                        assert_eq!(out[r][i].to_bits(), want.to_bits(), "{kind:?} nb {nb} row {i} act {r}");
+                        let scale = if i == 0 { 1.0 } else { 0.01 * (i as f32 + 1.0) };
+                        let row: Vec<f32> = (0..k).map(|j| value(i * k + j, 7, scale)).collect();
+                        quant::quantize_into(t, &row, &mut w[i * row_bytes..(i + 1) * row_bytes]).unwrap();
+                    }
+                    let mut g = vec![0u8; group_bytes(kind, nb)];
+                    pack(kind, &w, row_bytes, nb, &mut g);
+                    const R: usize = 3;
+                    let act_bytes = GgmlType::Q8_0.row_bytes(k as u64).unwrap();
+                    let mut act = vec![0u8; R * act_bytes];
+                    let (mut qs, mut asum, mut da) = (Vec::new(), Vec::new(), Vec::new());
+                    for r in 0..R {
+                        let x: Vec<f32> = (0..k)
+                            .map(|j| value(r * k + j, 99, if r == 0 { 100.0 } else { 1.0 }))
+                            .collect();
+                        let bytes = &mut act[r * act_bytes..(r + 1) * act_bytes];
+                        quant::quantize_into(GgmlType::Q8_0, &x, bytes).unwrap();
+                        for blk in bytes.chunks_exact(34) {
+                            da.push(quant::q8_0::scale(blk.try_into().unwrap()));
+                            qs.extend(blk[2..].iter().map(|&q| q as i8));
+                            asum.push(blk[2..].iter().map(|&q| i32::from(q as i8)).sum());
+                        }
+                    }
+                    let out = dot16::<R>(int, kind, &g, nb, &qs, &asum, &da).unwrap();
+                    for r in 0..R {
+                        for i in 0..ROWS {
+                            let want = quant::vec_dot(
+                                t,
+                                &w[i * row_bytes..(i + 1) * row_bytes],
+                                &act[r * act_bytes..(r + 1) * act_bytes],
+                                k,
+                            )
+                            .unwrap();
+                            assert_eq!(out[r][i].to_bits(), want.to_bits(), "{kind:?} nb {nb} row {i} act {r}");
+                        }
                     }
                 }
             }
