@@ -777,13 +777,13 @@ fn dot16_q6k_vnni<const R: usize>(g: &[u8], nb: usize, acts: [&Q6kActivation; R]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot16_q6k_avx2<const R: usize>(g: &[u8], nb: usize, acts: [&Q6kActivation; R]) -> [[f32; ROWS]; R] {
     let zero = _mm256_setzero_si256();
-    let mut sums = [[[_mm256_setzero_ps(); 8]; 2]; R];
+    let mut sums = [[[_mm256_setzero_ps(); 8]; R]; 2];
     for b in 0..nb {
         let p = g[b * Q6K_BLOCK..].as_ptr();
         let aw: [*const i32; R] = std::array::from_fn(|r| acts[r].words[QK_K * b..].as_ptr() as *const i32);
         // SAFETY (loads): as in `dot16_q6k_vnni`.
         let y = |r: usize, w: usize| unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(aw[r].add(w))) };
-        for h in 0..2 {
+        for (h, sums) in sums.iter_mut().enumerate() {
             let vec = |at: usize| unsafe { _mm256_loadu_si256(p.add(at + 32 * h) as *const __m256i) };
             let mut lanes = [[zero; 8]; R];
             for q in 0..8 {
@@ -799,7 +799,7 @@ fn dot16_q6k_avx2<const R: usize>(g: &[u8], nb: usize, acts: [&Q6kActivation; R]
             let dw = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.add(5120 + 16 * h) as *const __m128i)) };
             for r in 0..R {
                 let d = _mm256_mul_ps(dw, _mm256_set1_ps(acts[r].scales[b]));
-                for (l, s) in sums[r][h].iter_mut().enumerate() {
+                for (l, s) in sums[r].iter_mut().enumerate() {
                     let lane = _mm256_sub_epi32(lanes[r][l], vec(4608 + 64 * l));
                     *s = _mm256_add_ps(*s, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lane)));
                 }
@@ -810,7 +810,7 @@ fn dot16_q6k_avx2<const R: usize>(g: &[u8], nb: usize, acts: [&Q6kActivation; R]
     for r in 0..R {
         for h in 0..2 {
             let mut f = _mm256_setzero_ps();
-            for s in sums[r][h] {
+            for s in sums[h][r] {
                 f = _mm256_add_ps(f, s);
             }
             // SAFETY: eight f32 fit each half of `out[r]`.
