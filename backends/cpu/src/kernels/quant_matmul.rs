@@ -679,6 +679,16 @@ impl SimdTask for FloatTile<'_> {
             }
             return;
         }
+        if ty == GgmlType::BF16 && half::bf16_dot(isa, &a[..k], &w[..row_bytes]).is_some() {
+            // The same sums with each weight widened as it is loaded (AVX2).
+            for j in 0..cols {
+                let wr = &w[j * row_bytes..(j + 1) * row_bytes];
+                for (r, ar) in a.chunks_exact(k.max(1)).enumerate() {
+                    dst[r * cols + j] = half::bf16_dot(isa, ar, wr).unwrap_or(f32::NAN);
+                }
+            }
+            return;
+        }
         let mut wf = vec![0.0f32; k];
         for j in 0..cols {
             widen(&w[j * row_bytes..(j + 1) * row_bytes], &mut wf);
