@@ -298,21 +298,26 @@ fn dot16_avx2<const R: usize, const KIND: u8>(
             for (r, acc) in acc.iter_mut().enumerate() {
                 let ap = a[(r * nb + b) * BLOCK..].as_ptr() as *const i32;
                 let y = |c: usize| unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(ap.add(c))) };
-                let dot = |c: usize| {
-                    let pairs = if KIND == 0 {
+                let pairs = |c: usize| {
+                    if KIND == 0 {
                         _mm256_maddubs_epi16(_mm256_sign_epi8(lv[c], lv[c]), _mm256_sign_epi8(y(c), lv[c]))
                     } else {
                         _mm256_maddubs_epi16(lv[c], y(c))
-                    };
-                    _mm256_madd_epi16(pairs, ones)
+                    }
                 };
-                let mut s0 = dot(0);
-                let mut s1 = dot(1);
-                for c in (2..8).step_by(2) {
-                    s0 = _mm256_add_epi32(s0, dot(c));
-                    s1 = _mm256_add_epi32(s1, dot(c + 1));
+                // The i16 pair sums of `chunks` chunks added before one `madd` where they
+                // cannot overflow: Q4_0's pairs are at most 2 · 15 · 127 (eight chunks
+                // below 2^15), Q5_0's 2 · 31 · 127 (four); Q8_0's take a `madd` each.
+                let per = [1, 8, 4][KIND as usize];
+                let mut sum = _mm256_setzero_si256();
+                for c0 in (0..8).step_by(per) {
+                    let mut p = pairs(c0);
+                    for c in c0 + 1..c0 + per {
+                        p = _mm256_add_epi16(p, pairs(c));
+                    }
+                    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, ones));
                 }
-                let s = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(bias * asum[r * nb + b]));
+                let s = _mm256_sub_epi32(sum, _mm256_set1_epi32(bias * asum[r * nb + b]));
                 let s = _mm256_cvtepi32_ps(s);
                 let t = if KIND == 1 {
                     _mm256_mul_ps(_mm256_mul_ps(s, d), _mm256_set1_ps(da[r * nb + b]))
