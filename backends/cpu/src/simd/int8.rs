@@ -225,16 +225,25 @@ fn nibbles_avx2(w: *const u8) -> __m256i {
 fn q5_levels_avx2(w: *const u8) -> __m256i {
     unsafe {
         let qh = std::ptr::read_unaligned(w as *const i32);
+        _mm256_or_si256(nibbles_avx2(w.wrapping_add(4)), fifth_bits_avx2(qh))
+    }
+}
+
+/// `0x10` in byte `j` of the result where bit `j` of `qh` is set, else 0 (ggml's
+/// `bytes_from_bits_32`: `qh` broadcast, byte `j` of the shuffle holding `qh`'s byte
+/// `j / 8`, every bit but `j mod 8` set by the mask, all ones exactly where bit `j` is set).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn fifth_bits_avx2(qh: i32) -> __m256i {
+    // SAFETY: only inlined into functions that enable avx2 (see above).
+    unsafe {
         let spread = _mm256_shuffle_epi8(
             _mm256_set1_epi32(qh),
             _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
         );
         let bits = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
         let set = _mm256_cmpeq_epi8(bits, _mm256_set1_epi64x(-1));
-        _mm256_or_si256(
-            nibbles_avx2(w.wrapping_add(4)),
-            _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
-        )
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
     }
 }
 

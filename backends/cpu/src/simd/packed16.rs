@@ -155,6 +155,15 @@ pub(crate) fn dot16<const R: usize>(
     }
 }
 
+/// The weight kind of a `dot16_*` kernel's `KIND`: 0, 1, 2 = Q8_0, Q4_0, Q5_0.
+const fn kind_of(kind: u8) -> Q8Weight {
+    match kind {
+        0 => Q8Weight::Q8_0,
+        1 => Q8Weight::Q4_0,
+        _ => Q8Weight::Q5_0,
+    }
+}
+
 /// [`dot16`] with VNNI; `KIND` 0, 1, 2 = Q8_0, Q4_0, Q5_0.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl,avx2")]
@@ -165,11 +174,7 @@ fn dot16_vnni<const R: usize, const KIND: u8>(
     asum: &[i32],
     da: &[f32],
 ) -> [[f32; ROWS]; R] {
-    let kind = match KIND {
-        0 => Q8Weight::Q8_0,
-        1 => Q8Weight::Q4_0,
-        _ => Q8Weight::Q5_0,
-    };
+    let kind = kind_of(KIND);
     let (lb, bias) = (levels_bytes(kind), [128, 8, 16][KIND as usize]);
     let nibbles = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); R];
@@ -250,11 +255,7 @@ fn dot16_avx2<const R: usize, const KIND: u8>(
     asum: &[i32],
     da: &[f32],
 ) -> [[f32; ROWS]; R] {
-    let kind = match KIND {
-        0 => Q8Weight::Q8_0,
-        1 => Q8Weight::Q4_0,
-        _ => Q8Weight::Q5_0,
-    };
+    let kind = kind_of(KIND);
     let (lb, bias) = (levels_bytes(kind), [0, 8, 16][KIND as usize]);
     let nibbles = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
@@ -280,16 +281,9 @@ fn dot16_avx2<const R: usize, const KIND: u8>(
                 });
                 if KIND == 2 {
                     for (c, l) in lv.iter_mut().enumerate() {
-                        // This half's 32 bits of chunk c's mask, bit j for byte j (ggml's
-                        // `bytes_from_bits_32`, as `int8`'s Q5_0 levels).
+                        // This half's 32 bits of chunk c's mask, bit j for byte j.
                         let m = unsafe { std::ptr::read_unaligned(p.add(256 + 8 * c + 4 * h) as *const i32) };
-                        let spread = _mm256_shuffle_epi8(
-                            _mm256_set1_epi32(m),
-                            _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
-                        );
-                        let bits = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
-                        let set = _mm256_cmpeq_epi8(bits, _mm256_set1_epi64x(-1));
-                        *l = _mm256_or_si256(*l, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+                        *l = _mm256_or_si256(*l, super::int8::fifth_bits_avx2(m));
                     }
                 }
                 lv
