@@ -679,7 +679,7 @@ impl SimdTask for FloatTile<'_> {
             }
             return;
         }
-        if ty == GgmlType::BF16 && half::bf16_dot(isa, &a[..k], &w[..row_bytes]).is_some() {
+        if ty == GgmlType::BF16 && half::has_bf16_dot(isa) {
             // The same sums with each weight widened as it is loaded (AVX2).
             for j in 0..cols {
                 let wr = &w[j * row_bytes..(j + 1) * row_bytes];

@@ -80,11 +80,21 @@ fn avx2_bf16_row(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Whether [`bf16_dot`] runs on `isa` (the AVX2 level).
+pub(crate) fn has_bf16_dot(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let Isa::Avx2(_) = isa {
+        return true;
+    }
+    let _ = isa;
+    false
+}
+
 /// `Σ a[i] · w[i]` for a bf16 row `w` (`2·a.len()` bytes) on the AVX2 level: the bits of
 /// [`bf16_to_f32_row`] then `math::dot` there (the same four accumulators, steps and
 /// reduction), each weight widened in registers as it is loaded instead of through a
 /// row of f32 stored and read back (decode of a BF16 model on an AVX2 CPU is bound by
-/// that traffic). `None` on other levels.
+/// that traffic). `None` on other levels ([`has_bf16_dot`] says which).
 pub(crate) fn bf16_dot(isa: Isa, a: &[f32], w: &[u8]) -> Option<f32> {
     assert_eq!(w.len(), 2 * a.len(), "bf16 row length");
     match isa {
