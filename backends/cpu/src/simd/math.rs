@@ -307,6 +307,44 @@ mod tests {
         }
     }
 
+    /// Lanes of `transpose_sum` and `reduce_sum` of each vector on values whose sums round
+    /// (magnitudes from 2^-20 to 2^20, both signs), as bit patterns.
+    struct TransposeSumBits;
+    impl SimdTask for TransposeSumBits {
+        type Output = (Vec<u32>, Vec<u32>);
+        #[inline(always)]
+        fn run<S: Simd>(self, s: S) -> (Vec<u32>, Vec<u32>) {
+            let l = S::LANES;
+            let mut seed = 0x9e37_79b9u32;
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let mantissa = 1.0 + (seed >> 9) as f32 / (1 << 23) as f32;
+                let sign = if seed & 1 == 0 { 1.0 } else { -1.0 };
+                sign * mantissa * 2f32.powi((seed % 41) as i32 - 20)
+            };
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            for _ in 0..64 {
+                let x: Vec<f32> = (0..l * l).map(|_| next()).collect();
+                let v: Vec<S::V> = x.chunks_exact(l).map(|c| s.load(c)).collect();
+                let mut lanes = vec![0.0f32; l];
+                s.store(s.transpose_sum(&v), &mut lanes);
+                got.extend(lanes.iter().map(|x| x.to_bits()));
+                want.extend(v.iter().map(|&x| s.reduce_sum(x).to_bits()));
+            }
+            (got, want)
+        }
+    }
+
+    #[test]
+    fn transpose_sum_takes_reduce_sums_order_bit_for_bit_at_every_level() {
+        for level in SimdLevel::available() {
+            let (got, want) = Isa::new(level).unwrap().run(TransposeSumBits);
+            assert_eq!(got, want, "{level}");
+        }
+    }
+
     fn ulp_distance(a: f32, b: f32) -> u32 {
         let key = |x: f32| {
             let i = x.to_bits() as i32;
