@@ -49,6 +49,20 @@ fn main() {
                 "cargo:warning=the bundled arithmetic plugin was not built ({other:?}); `r1host run` needs it: run `rustup target add wasm32-unknown-unknown` and rebuild"
             );
             std::fs::write(&dest, b"").expect("write an empty placeholder module");
+            // Watch where the target's standard library goes, so that the rebuild the
+            // warning asks for builds the plugin once the target is added (nothing of this
+            // package changes then, and cargo would otherwise keep the empty module).
+            if let Some(dir) = wasm32_std_dir() {
+                println!("cargo:rerun-if-changed={}", dir.display());
+            }
         }
     }
+}
+
+/// `<sysroot>/lib/rustlib/wasm32-unknown-unknown` of the compiler cargo builds with.
+fn wasm32_std_dir() -> Option<PathBuf> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc).args(["--print", "sysroot"]).output().ok()?;
+    let sysroot = String::from_utf8(out.stdout).ok()?;
+    Some(PathBuf::from(sysroot.trim()).join("lib/rustlib/wasm32-unknown-unknown"))
 }
