@@ -542,8 +542,9 @@ impl SimdTask for SmallM<'_, '_> {
                 dot_tiles::<S, 4, 4>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
             } else {
                 // AVX2: twelve accumulators, three rows' vectors and one column's in the
-                // sixteen registers (one thread, `decode_gemm small`, 32 rows: 20–22 GFLOP/s
-                // with 2 × 4 tiles whose accumulators were stored every step, 59–66 now).
+                // sixteen registers (one thread, `decode_gemm small`, 16 rows, eight
+                // alternations: 43–48 GFLOP/s with the 2 × 4 tiles whose accumulators were
+                // stored every step, 54–63 with these).
                 dot_tiles::<S, 3, 4>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
             }
         } else {
