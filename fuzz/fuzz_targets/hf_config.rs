@@ -1,5 +1,5 @@
 //! Any bytes as a `config.json` (`r1_host::fuzzing::hf_config`).
-//! The body lives in the library so that `host/tests/fuzz_replay.rs` runs it on stable.
+//! The body lives in the library so that `host/tests/integration/fuzz_replay.rs` runs it on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

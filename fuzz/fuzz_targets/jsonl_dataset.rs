@@ -1,5 +1,5 @@
 //! Any bytes as a JSONL dataset (`r1_host::fuzzing::jsonl_dataset`).
-//! The body lives in the library so that `host/tests/fuzz_replay.rs` runs it on stable.
+//! The body lives in the library so that `host/tests/integration/fuzz_replay.rs` runs it on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

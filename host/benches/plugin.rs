@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p r1-host --bench plugin -- --warm-up-time 1 --measurement-time 3`
 
-#[path = "../tests/plugin_support/mod.rs"]
+#[path = "../tests/integration/plugin_support/mod.rs"]
 mod plugin_support;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

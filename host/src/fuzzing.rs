@@ -1,7 +1,7 @@
 //! The bodies of the fuzz targets: one function per decoder of outside bytes, taking any
 //! bytes and returning only when the decoder did (an `Ok` or an error, never a panic).
 //! `fuzz/fuzz_targets/*.rs` hand libFuzzer's input to these functions (with a nightly
-//! toolchain), and `host/tests/fuzz_replay.rs` replays a committed corpus and
+//! toolchain), and `host/tests/integration/fuzz_replay.rs` replays a committed corpus and
 //! deterministic mutations of it through the same functions on stable, so every CI run
 //! exercises them. Not an API: hidden from the docs, and free to change with the targets.
 

@@ -6,7 +6,9 @@
 //! importance-sampling weights are 1 only up to the decode/training rounding). A server
 //! killed mid-run is dropped and the run finishes on the other.
 
+#[path = "integration/recipe_support/mod.rs"]
 mod recipe_support;
+#[path = "integration/serve_support/mod.rs"]
 mod serve_support;
 
 use std::path::{Path, PathBuf};

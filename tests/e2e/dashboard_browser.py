@@ -1,6 +1,6 @@
 """The dashboard of `r1host serve` in headless Chromium (Selenium + Debian's chromedriver).
 
-Run by host/tests/dashboard_browser.rs against a real daemon that has a tiny model, a
+Run by host/tests/integration/dashboard_browser.rs against a real daemon that has a tiny model, a
 state directory for jobs, an API key, and a `--runs` folder holding a crafted run whose
 samples contain markup. Each check prints `ok <name>` or `FAIL <name>: why`; the last
 line is `<passed> passed, <failed> failed`. Screenshots of every view go to --shots.

@@ -1,7 +1,7 @@
 """The official `openai` Python client against `r1host serve`, unchanged: chat (one-shot
 and streamed), the reasoning split, n > 1, completions, 16 concurrent greedy clients
 equal to sequential ones, bad inputs raising the client's usual exceptions, and the API
-key. Run by host/tests/serve_cli.rs with the interpreter in $R1_PY:
+key. Run by host/tests/integration/serve_cli.rs with the interpreter in $R1_PY:
 
     python openai_client.py --base-url http://127.0.0.1:PORT/v1 --api-key KEY --model NAME
 """

@@ -1,1 +1,1 @@
-//! End-to-end tests live in `tests/tests/`; this crate has no library code of its own.
+//! End-to-end tests live in `tests/tests/e2e/` (one test binary); this crate has no library code of its own.

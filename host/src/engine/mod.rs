@@ -38,7 +38,7 @@ pub use service::{EngineService, GenEvent, GenRequest, ServiceOptions, SubmitErr
 /// Prompt tokens one shared prefill of several prompts runs at most. The CPU backend
 /// computes a weight product of up to 64 rows without packing, each row on its own, so
 /// prompts prefilled together within this budget get, bit for bit, the logits each gets
-/// alone (`tests/tests/engine.rs` checks it). Longer prompts are prefilled one request at
+/// alone (`tests/tests/e2e/engine.rs` checks it). Longer prompts are prefilled one request at
 /// a time: the packed product they take is already efficient, and it does not promise
 /// the same bits for a row whatever rows surround it.
 const SHARED_PREFILL_TOKENS: usize = 64;

@@ -3,7 +3,7 @@
 //! model directory the way a downloaded model provides it, and must give transformers'
 //! text character for character and, through r1's tokenizer, its token ids.
 
-mod io_support;
+use crate::io_support;
 
 use std::fs;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The model commands run as a user would: `--device`, models without a tokenizer (ids
 //! work, text is refused by name), and `r1host export` with its bad inputs.
 
-mod io_support;
+use crate::io_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -280,7 +280,7 @@ fn logprobs_reads_through_a_quantized_cache_when_asked() {
     assert_eq!(a.len(), 6);
     assert_eq!(a.len(), b.len());
     let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
-    // Measured 0.032 nats; the bound is host/tests/kv_cache_types.rs' Q8_0 one.
+    // Measured 0.032 nats; the bound is host/tests/integration/kv_cache_types.rs' Q8_0 one.
     assert!(d > 0.0 && d < 0.15, "q8_0 cache moved log-probs by {d}");
 }
 

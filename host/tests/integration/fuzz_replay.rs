@@ -343,7 +343,7 @@ fn a_panicking_target_is_reported_with_its_input() {
     assert!(
         failures
             .iter()
-            .any(|f| f.contains("seed json panicked: saw a brace at host/tests/fuzz_replay.rs")),
+            .any(|f| f.contains("seed json panicked: saw a brace at host/tests/integration/fuzz_replay.rs")),
         "{failures:?}"
     );
 }

@@ -6,8 +6,8 @@
 //! follows the same policy: the trainer's own, and in a pipeline the GRPO stage's or,
 //! outside GRPO stages, the recipe's.
 
-mod plugin_support;
-mod recipe_support;
+use crate::plugin_support;
+use crate::recipe_support;
 
 use std::sync::Arc;
 

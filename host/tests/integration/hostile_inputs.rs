@@ -2,8 +2,8 @@
 //! in a clear error (or a quiet exit), never a panic, an abort, a hang or a wrong result
 //! with exit 0, and a refused run leaves nothing written.
 
-mod io_support;
-mod recipe_support;
+use crate::io_support;
+use crate::recipe_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! Checkpoints: exact round trips, atomic replacement, and a named error for every torn or
 //! foreign file.
 
-mod io_support;
+use crate::io_support;
 
 use io_support::{fixtures, tiny_config, tiny_weights};
 use r1_host::io::{

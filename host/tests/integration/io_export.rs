@@ -2,7 +2,7 @@
 //! the same log-probs, carries a `tokenizer.json` the `tokenizers` library encodes with
 //! r1's ids, names its special tokens, and refuses an output path that is a file.
 
-mod io_support;
+use crate::io_support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! the committed fixture against transformers' dequantization, shards that split a weight
 //! from its scale, and one test per kind of bad input.
 
-mod io_support;
+use crate::io_support;
 
 use std::path::{Path, PathBuf};
 

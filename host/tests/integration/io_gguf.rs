@@ -6,7 +6,7 @@
 //! template, the "not yet" error of a Q8_0 file, the writer's round trip, and truncated
 //! or corrupted files (an error naming where, never a panic).
 
-mod io_support;
+use crate::io_support;
 
 use std::path::PathBuf;
 

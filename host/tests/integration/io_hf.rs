@@ -1,7 +1,7 @@
 //! Loading and saving Hugging Face model directories: the committed transformers fixtures,
 //! round trips, and one test per kind of bad input.
 
-mod io_support;
+use crate::io_support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! through every decoder must give `Ok` or an error, never a panic, and a mutation the
 //! format can detect must be detected.
 
-mod io_support;
+use crate::io_support;
 
 use io_support::{fixtures, tiny_config, tiny_weights};
 use proptest::prelude::*;

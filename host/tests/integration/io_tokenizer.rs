@@ -1,7 +1,7 @@
 //! Tokenizers: the byte-level tokenizer's ids and round trips, and a Hugging Face
 //! `tokenizer.json` reproducing the encodings Python `tokenizers` gave (fixture).
 
-mod io_support;
+use crate::io_support;
 
 use io_support::{fixtures, tiny_config};
 use r1_host::io::{ByteLevelTokenizer, IoError, Tokenizer, TokenizerSpec};

@@ -4,7 +4,7 @@
 //! random model); the server's KV budget counts bytes of the chosen types; a quantized
 //! type on a model whose cache rows are not whole blocks is refused by name.
 
-mod io_support;
+use crate::io_support;
 
 use r1_backend_cpu::CpuBackend;
 use r1_core::model::{KvCacheType, KvCacheTypes, ModelConfig};

@@ -3,7 +3,7 @@
 //! PEFT's gradients of the adapter weights, merge into PEFT's merged weights, and write
 //! back as the files PEFT reads; training moves the adapter only.
 
-mod io_support;
+use crate::io_support;
 
 use std::path::PathBuf;
 use std::sync::Arc;

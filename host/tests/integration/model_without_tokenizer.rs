@@ -2,7 +2,7 @@
 //! tokenizer's 261) loads and runs on ids; asking it for text is an error naming the
 //! model, and a checkpoint of it stays tokenizer-less.
 
-mod io_support;
+use crate::io_support;
 
 use io_support::fixtures;
 use r1_backend_cpu::CpuBackend;

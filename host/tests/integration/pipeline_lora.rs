@@ -3,7 +3,7 @@
 //! adapter's input), writes it in PEFT's format, hands the next stage the merged model,
 //! and resumes after a stop to exactly the adapter and weights of an uninterrupted run.
 
-mod recipe_support;
+use crate::recipe_support;
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};

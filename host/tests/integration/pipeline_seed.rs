@@ -3,7 +3,7 @@
 //! stages' own randomness (SFT's data order, GRPO's and rejection sampling's sampling)
 //! can make two recipe seeds differ — and it must, unless the stage sets its own `seed`.
 
-mod recipe_support;
+use crate::recipe_support;
 
 use std::path::{Path, PathBuf};
 

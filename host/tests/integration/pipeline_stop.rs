@@ -4,7 +4,7 @@
 //! came before any stage, in an SFT stage (redone whole) or in a GRPO stage between
 //! checkpoints (its latest step is checkpointed on the way out).
 
-mod recipe_support;
+use crate::recipe_support;
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};

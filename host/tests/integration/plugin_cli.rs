@@ -1,7 +1,7 @@
 //! `r1host plugin check` and `r1host plugin score`, run as a user would, on the real
 //! example plugins and on a module that imports WASI.
 
-mod plugin_support;
+use crate::plugin_support;
 
 use std::path::Path;
 use std::process::{Command, Output};

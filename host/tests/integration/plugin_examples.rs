@@ -2,7 +2,7 @@
 //! scored through the host: right answers, diagnostics, configs, the on-disk module cache,
 //! panics, policies, and plugins and rule rewards behind one `Reward` trait.
 
-mod plugin_support;
+use crate::plugin_support;
 
 use plugin_support::{examples, host, load, sample};
 use r1_core::plugin_abi::Diagnostic;

@@ -2,7 +2,7 @@
 //! plugin and the cause, and the same host then scores with a good plugin as if nothing
 //! happened. (After wasmtime's tests/all/limits.rs, fuel.rs, epoch_interruption.rs.)
 
-mod plugin_support;
+use crate::plugin_support;
 
 use plugin_support::{WatPlugin, host, load_wat, sample, test_config};
 use r1_core::reward::{Reward, RewardError, RewardErrorKind, Score};

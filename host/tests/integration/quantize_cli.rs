@@ -6,7 +6,7 @@
 //! reads and dequantizes every tensor to the same values (with `$R1_PY`), bf16
 //! directories, GGUF inputs, and the inputs it refuses.
 
-mod io_support;
+use crate::io_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 //! the official `openai` Python client against it (`tests/e2e/openai_client.py`, run
 //! with the interpreter in `$R1_PY`, skipped with a message when it is unset).
 
-mod serve_support;
+use crate::serve_support;
 
 use std::path::Path;
 use std::process::Command;

@@ -5,8 +5,8 @@
 //! Chromium — `.ci/run` installs both). Screenshots land in
 //! `$CARGO_TARGET_TMPDIR/dashboard-screenshots/`.
 
-mod recipe_support;
-mod serve_support;
+use crate::recipe_support;
+use crate::serve_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

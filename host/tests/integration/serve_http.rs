@@ -3,8 +3,8 @@
 //! greedy under concurrency, stop strings, log-probs, limits), and a scripted engine
 //! where the test must choose the text (reasoning split, best-of-N ranking).
 
-mod plugin_support;
-mod serve_support;
+use crate::plugin_support;
+use crate::serve_support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! and — through the real `r1host serve` — killed with SIGKILL; each time the job, resumed, must end with exactly the weights
 //! and metrics of an uninterrupted run of the same recipe.
 
-mod recipe_support;
+use crate::recipe_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! version; malformed updates are 4xx and leave the weights as they were. Also the
 //! rollout fields of `/v1/completions`: token ids and the sampler's log-probs.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::sync::Arc;
 

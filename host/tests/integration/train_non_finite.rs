@@ -3,7 +3,7 @@
 //! (through the pipeline) distillation's SFT of its student — so a run that diverges ends
 //! with a clear message and finite weights instead of training on NaN.
 
-mod recipe_support;
+use crate::recipe_support;
 
 use std::sync::Arc;
 
