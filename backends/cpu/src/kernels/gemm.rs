@@ -70,7 +70,7 @@ const PREFETCH_MIN_B: usize = 1 << 18;
 /// Rows of A up to which a packing-free product whose B streams from memory
 /// ([`PREFETCH_MIN_B`]) takes tiles of this many rows and two columns (AVX-512).
 const STREAMED_TILE_ROWS: usize = 8;
-/// Columns of a packing-free dot tile (its rows: 4 with AVX-512, 2 otherwise).
+/// Columns of a packing-free dot tile (its rows: 4 with AVX-512 and with AVX2, whose tiles take 3 columns).
 const MAX_TILE_COLS: usize = 4;
 /// Vectors of a row of C kept in registers by the row-update path (64 values with AVX-512:
 /// one attention head's output row).
@@ -540,12 +540,19 @@ impl SimdTask for SmallM<'_, '_> {
                 dot_tiles::<S, STREAMED_TILE_ROWS, 2>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
             } else if S::LANES >= 16 {
                 dot_tiles::<S, 4, 4>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
+            } else if m == 1 {
+                // AVX2, one row: four columns, four sums side by side.
+                dot_tiles::<S, 1, 4>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
             } else {
-                // AVX2: twelve accumulators, three rows' vectors and one column's in the
-                // sixteen registers (one thread, `decode_gemm small`, 16 rows, eight
-                // alternations: 43–48 GFLOP/s with the 2 × 4 tiles whose accumulators were
-                // stored every step, 54–63 with these).
-                dot_tiles::<S, 3, 4>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
+                // AVX2: twelve accumulators, three columns' vectors and one row's in the
+                // sixteen registers. Four rows rather than three: a lane's 16 rows (a
+                // 32-stream batch on two threads) are four whole tiles, where 3 × 4 tiles
+                // left a one-row tile that did four multiply-adds per five loads. One
+                // thread, `decode_gemm small`, 16 rows, three alternations: gate/up
+                // 51–58 → 60–62 GFLOP/s (2 × 4 tiles whose accumulators were stored every
+                // step: 43–48); `bench serve --preset small`, 32 streams, six alternations:
+                // median 7.2k → 8.1k tok/s (5.7–8.3k → 6.5–8.7k: this VM is noisy).
+                dot_tiles::<S, 4, 3>(s, (alpha, beta), (&row, m), (&col, n), k, &mut c);
             }
         } else {
             // `C[i, j] ← fma(α·A[i, p], B[p, j], C[i, j])` for p in order (the order of
@@ -716,16 +723,31 @@ fn dot_tile<S: Simd, const RR: usize, const C: usize>(
                 crate::simd::prefetch_at(col, p);
             }
         }
-        // The rows' vectors first, then one column's at a time: RR + 1 registers beside
-        // the accumulators (AVX2's 3 × 4 tile fills its sixteen exactly).
-        let mut av = [zero; RR];
-        for (v, row) in av.iter_mut().zip(&a) {
-            *v = s.load(&row[p..]);
-        }
-        for q in 0..C {
-            let bv = s.load(&b[q][p..]);
+        // The vectors of the shorter side first, then the other side's one at a time:
+        // min(RR, C) + 1 registers beside the accumulators (AVX2's 4 × 3 tile fills its
+        // sixteen exactly). Either order adds the same products to each accumulator in
+        // the same order.
+        if RR <= C {
+            let mut av = [zero; RR];
+            for (v, row) in av.iter_mut().zip(&a) {
+                *v = s.load(&row[p..]);
+            }
+            for q in 0..C {
+                let bv = s.load(&b[q][p..]);
+                for r in 0..RR {
+                    acc[r][q] = s.mul_add(av[r], bv, acc[r][q]);
+                }
+            }
+        } else {
+            let mut bv = [zero; C];
+            for (v, col) in bv.iter_mut().zip(&b) {
+                *v = s.load(&col[p..]);
+            }
             for r in 0..RR {
-                acc[r][q] = s.mul_add(av[r], bv, acc[r][q]);
+                let av = s.load(&a[r][p..]);
+                for q in 0..C {
+                    acc[r][q] = s.mul_add(av, bv[q], acc[r][q]);
+                }
             }
         }
         p += l;
@@ -753,7 +775,7 @@ fn dot_tile<S: Simd, const RR: usize, const C: usize>(
         }
     } else {
         // One transpose per LANES elements of the tile (4 × 4 or 8 × 2 with AVX-512: one;
-        // 3 × 4 with AVX2: two), slots past RR·C zeros. Filled by loops whose bounds are
+        // 4 × 3 with AVX2: two), slots past RR·C zeros. Filled by loops whose bounds are
         // constants, so that every index is one once unrolled: an index the compiler cannot
         // resolve (a closure over all MAX_LANES slots) kept the accumulators in memory, stored
         // on every step of the sum.
