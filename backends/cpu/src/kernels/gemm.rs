@@ -70,7 +70,7 @@ const PREFETCH_MIN_B: usize = 1 << 18;
 /// Rows of A up to which a packing-free product whose B streams from memory
 /// ([`PREFETCH_MIN_B`]) takes tiles of this many rows and two columns (AVX-512).
 const STREAMED_TILE_ROWS: usize = 8;
-/// Columns of a packing-free dot tile (its rows: 4 with AVX-512 and with AVX2, whose tiles take 3 columns).
+/// Most columns of a packing-free dot tile (4 × 4 with AVX-512, 4 × 3 with AVX2).
 const MAX_TILE_COLS: usize = 4;
 /// Vectors of a row of C kept in registers by the row-update path (64 values with AVX-512:
 /// one attention head's output row).
