@@ -1,27 +1,12 @@
 //! The model commands run as a user would: `--device`, models without a tokenizer (ids
 //! work, text is refused by name), and `r1host export` with its bad inputs.
 
-use crate::io_support;
+use crate::{cli_support, io_support};
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
+use cli_support::{path, r1host, text};
 use io_support::fixtures;
-
-fn r1host(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_r1host"))
-        .args(args)
-        .output()
-        .expect("run r1host")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 /// A parity fixture: a transformers-saved directory with no `tokenizer.json`, vocab 128.
 fn fixture() -> PathBuf {

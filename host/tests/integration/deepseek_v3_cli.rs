@@ -5,23 +5,9 @@
 //! exports it as a Hugging Face directory
 //! whose config reads back as DeepSeek-V3, and `r1host generate` answers from it.
 
+use crate::cli_support::{path, r1host, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn r1host(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_r1host"))
-        .args(args)
-        .output()
-        .expect("run r1host")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hf/deepseek_v3_qlora_yarn")

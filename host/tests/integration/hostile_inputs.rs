@@ -2,39 +2,24 @@
 //! in a clear error (or a quiet exit), never a panic, an abort, a hang or a wrong result
 //! with exit 0, and a refused run leaves nothing written.
 
-use crate::io_support;
-use crate::recipe_support;
+use crate::{cli_support, io_support, recipe_support};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cli_support::{path, r1host, text};
 use io_support::fixtures;
 use r1_host::io::{load_hf_model, save_hf_model};
 use recipe_support::{GrpoStage, TinyRecipe};
 
-fn r1host(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_r1host"))
-        .args(args)
-        .output()
-        .expect("run r1host")
-}
-
 fn spawn(args: &[&str], stdout: Stdio) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_r1host"))
+    cli_support::command()
         .args(args)
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn r1host")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
 }
 
 /// Fails with every needle in stderr, no panic, and not killed by a signal.

@@ -6,6 +6,7 @@
 //! which a process must not do while other tests' threads run) and `mpi_data_parallel`
 //! (built only with the `mpi` feature).
 
+mod cli_support;
 mod io_support;
 mod plugin_support;
 mod recipe_support;

@@ -7,14 +7,13 @@
 //! uninterrupted one.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::cli_support::{command, r1host};
 use r1_host::io::checkpoint::load_checkpoint;
 use r1_host::pipeline::DEFAULT_RECIPE;
 use toml::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_r1host");
 
 /// The default recipe with the sizes of a test.
 fn short_recipe() -> String {
@@ -99,14 +98,6 @@ fn short_recipe() -> String {
     set(&mut r, &["stages", "3", "sft", "num_train_epochs"], Value::Float(1.0));
     set(&mut r, &["stages", "3", "sft", "max_seq_length"], Value::Integer(80));
     toml::to_string(&r).expect("recipe serializes")
-}
-
-fn r1host(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run r1host")
 }
 
 fn metrics(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
@@ -251,9 +242,8 @@ fn short_default_recipe_runs_every_stage_raises_reward_and_resumes_exactly() {
 
     // The same run, killed once its first GRPO stage has a checkpoint, then resumed.
     let b = tmp.path().join("b");
-    let mut child = Command::new(BIN)
+    let mut child = command()
         .args(["run", recipe, "--run-dir", b.to_str().expect("path")])
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

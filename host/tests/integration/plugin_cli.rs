@@ -1,28 +1,21 @@
 //! `r1host plugin check` and `r1host plugin score`, run as a user would, on the real
 //! example plugins and on a module that imports WASI.
 
-use crate::plugin_support;
+use crate::{cli_support, plugin_support};
 
 use std::path::Path;
 use std::process::{Command, Output};
 
+use cli_support::{path, text};
 use plugin_support::examples;
 
 fn r1host(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_r1host"))
+    cli_support::command()
         .args(args)
         // Keep the module cache out of the user's home.
         .env("R1_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"))
         .output()
         .expect("run r1host")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
 }
 
 #[test]

@@ -6,10 +6,10 @@
 //! reads and dequantizes every tensor to the same values (with `$R1_PY`), bf16
 //! directories, GGUF inputs, and the inputs it refuses.
 
-use crate::io_support;
+use crate::{cli_support, io_support};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use r1_backend_cpu::CpuBackend;
 use r1_core::model::ModelConfig;
@@ -21,22 +21,8 @@ use r1_host::io::{HfTokenizer, Tokenizer, Weights, export_hf_dir, load_hf_model}
 use r1_host::model::{Model, read_model};
 use r1_host::train::lm_graph::{Feed, LmGraph, Objective};
 
+use cli_support::{path, r1host, text};
 use io_support::fixtures;
-
-fn r1host(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_r1host"))
-        .args(args)
-        .output()
-        .expect("run r1host")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
