@@ -118,14 +118,22 @@ fn bf16_dot_avx2(t: super::Avx2, a: &[f32], w: &[u8]) -> f32 {
     let l = 8;
     let zero = t.splat(0.0);
     let (mut s0, mut s1, mut s2, mut s3) = (zero, zero, zero, zero);
-    let mut i = 0;
-    while i + 4 * l <= n {
-        s0 = t.mul_add(t.load(&a[i..]), wide(i), s0);
-        s1 = t.mul_add(t.load(&a[i + l..]), wide(i + l), s1);
-        s2 = t.mul_add(t.load(&a[i + 2 * l..]), wide(i + 2 * l), s2);
-        s3 = t.mul_add(t.load(&a[i + 3 * l..]), wide(i + 3 * l), s3);
-        i += 4 * l;
+    // Whole chunks of 32 values as fixed-size arrays: no bounds check per load (the
+    // loop is bound by reading `w`, and checks took most of its instructions).
+    let (a32, _) = a.as_chunks::<32>();
+    let (w64, _) = w.as_chunks::<64>();
+    let wide32 = |w: &[u8; 64], q: usize| {
+        // SAFETY: bytes `16q .. 16q + 16` of a 64-byte array, q < 4.
+        let h = unsafe { _mm_loadu_si128(w[16 * q..16 * q + 16].as_ptr() as *const __m128i) };
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+    };
+    for (a, w) in a32.iter().zip(w64) {
+        s0 = t.mul_add(t.load(&a[..]), wide32(w, 0), s0);
+        s1 = t.mul_add(t.load(&a[l..]), wide32(w, 1), s1);
+        s2 = t.mul_add(t.load(&a[2 * l..]), wide32(w, 2), s2);
+        s3 = t.mul_add(t.load(&a[3 * l..]), wide32(w, 3), s3);
     }
+    let mut i = a32.len() * 32;
     while i + l <= n {
         s0 = t.mul_add(t.load(&a[i..]), wide(i), s0);
         i += l;
