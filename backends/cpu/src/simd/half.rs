@@ -110,9 +110,11 @@ pub(crate) fn bf16_dot(isa: Isa, a: &[f32], w: &[u8]) -> Option<f32> {
 fn bf16_dot_avx2(t: super::Avx2, a: &[f32], w: &[u8]) -> f32 {
     use super::Simd;
     let n = a.len();
-    // SAFETY: `w[2i..2i + 16]` lies inside `w` for every `i + 8 <= n` (`w` is `2n` bytes).
-    let wide = |i: usize| unsafe {
-        let h = _mm_loadu_si128(w[2 * i..2 * i + 16].as_ptr() as *const __m128i);
+    // Eight bf16 values (16 bytes) as f32: the bits shifted into the high halves.
+    let widen = |h: &[u8]| {
+        let h = &h[..16];
+        // SAFETY: `h` is 16 bytes long (sliced above); unaligned load.
+        let h = unsafe { _mm_loadu_si128(h.as_ptr() as *const __m128i) };
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
     };
     let l = 8;
@@ -122,20 +124,15 @@ fn bf16_dot_avx2(t: super::Avx2, a: &[f32], w: &[u8]) -> f32 {
     // loop is bound by reading `w`, and checks took most of its instructions).
     let (a32, _) = a.as_chunks::<32>();
     let (w64, _) = w.as_chunks::<64>();
-    let wide32 = |w: &[u8; 64], q: usize| {
-        // SAFETY: bytes `16q .. 16q + 16` of a 64-byte array, q < 4.
-        let h = unsafe { _mm_loadu_si128(w[16 * q..16 * q + 16].as_ptr() as *const __m128i) };
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
-    };
     for (a, w) in a32.iter().zip(w64) {
-        s0 = t.mul_add(t.load(&a[..]), wide32(w, 0), s0);
-        s1 = t.mul_add(t.load(&a[l..]), wide32(w, 1), s1);
-        s2 = t.mul_add(t.load(&a[2 * l..]), wide32(w, 2), s2);
-        s3 = t.mul_add(t.load(&a[3 * l..]), wide32(w, 3), s3);
+        s0 = t.mul_add(t.load(&a[..]), widen(&w[..]), s0);
+        s1 = t.mul_add(t.load(&a[l..]), widen(&w[16..]), s1);
+        s2 = t.mul_add(t.load(&a[2 * l..]), widen(&w[32..]), s2);
+        s3 = t.mul_add(t.load(&a[3 * l..]), widen(&w[48..]), s3);
     }
     let mut i = a32.len() * 32;
     while i + l <= n {
-        s0 = t.mul_add(t.load(&a[i..]), wide(i), s0);
+        s0 = t.mul_add(t.load(&a[i..]), widen(&w[2 * i..]), s0);
         i += l;
     }
     if i < n {
