@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use super::gemm_bf16::gemm_bf16;
 use crate::parallel::{SharedOut, Threads};
 use crate::simd::bf16_dot::Bf16Dot;
-use crate::simd::{Isa, MAX_LANES, Simd, SimdTask, math};
+use crate::simd::{Isa, MAX_LANES, Simd, SimdLevel, SimdTask, math};
 
 /// Which products take the packing-free path when B's columns are contiguous: those of
 /// at most `rows` rows of C, and those whose A holds at most `a_values` values.
@@ -274,7 +274,7 @@ impl<'a> MatMut<'a> {
 
 /// `C ← α·A·B + β·C` on the calling thread.
 pub(crate) fn gemm(isa: Isa, alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
-    gemm_rows(isa, None, SMALL_M_DOT, unpacked_a(a), alpha, a, b, beta, c)
+    gemm_rows(isa, None, SMALL_M_DOT, unpacked_a(isa, a), alpha, a, b, beta, c)
 }
 
 /// [`gemm`], in bf16 products when `bf16` is set and the product is past the packing-free
@@ -284,7 +284,7 @@ pub(crate) fn gemm_in(isa: Isa, bf16: Option<Bf16Dot>, alpha: f32, a: Mat<'_>, b
         isa,
         bf16_for(bf16, a.rows, SMALL_M_DOT),
         SMALL_M_DOT,
-        unpacked_a(a),
+        unpacked_a(isa, a),
         alpha,
         a,
         b,
@@ -300,12 +300,17 @@ fn bf16_for(bf16: Option<Bf16Dot>, m: usize, dot: DotLimit) -> Option<Bf16Dot> {
 }
 
 /// Whether a product past the packing-free sizes reads A in place
-/// ([`super::gemm_bcast`]): A's rows contiguous, more than a prefill chunk of them
-/// ([`PREFILL_ROWS`]: fewer take the packed sgemm, which was 2–3× faster on
+/// ([`super::gemm_bcast`]): with AVX-512 only, A's rows contiguous, more than a prefill
+/// chunk of them ([`PREFILL_ROWS`]: fewer take the packed sgemm, which was 2–3× faster on
 /// R1-Distill-Qwen-1.5B's down projection, K = 8960, at 128–512 rows) and at least
-/// [`BCAST_MIN_A`] values.
-fn unpacked_a(a: Mat<'_>) -> bool {
-    a.cs == 1 && a.rows > PREFILL_ROWS && a.rows.saturating_mul(a.cols) >= BCAST_MIN_A
+/// [`BCAST_MIN_A`] values. With AVX2 (Zen 3) the in-place product ran at 26–58 GFLOP/s a
+/// thread against sgemm's 58–82 on every 8192-row product of `benches/decode_gemm.rs`
+/// (2.5–3× slower at K ≥ 4864: its panels of B span all of K and leave L1), so AVX2 packs.
+fn unpacked_a(isa: Isa, a: Mat<'_>) -> bool {
+    isa.level() == SimdLevel::Avx512
+        && a.cs == 1
+        && a.rows > PREFILL_ROWS
+        && a.rows.saturating_mul(a.cols) >= BCAST_MIN_A
 }
 
 /// [`gemm`] with `dot` as the packing-free limit for a B with contiguous columns,
@@ -384,7 +389,7 @@ pub(crate) fn gemm_par(
     if threads.count() <= 1 || product_work(a.rows, a.cols, b.cols) < MIN_PARALLEL_MACS {
         // What `gemm_group_par` does with one small product, without its lists.
         let bf16 = bf16_for(bf16, a.rows, dot);
-        gemm_rows(isa, bf16, dot, unpacked_a(a), alpha, a, b, beta, c);
+        gemm_rows(isa, bf16, dot, unpacked_a(isa, a), alpha, a, b, beta, c);
         return;
     }
     gemm_group_par(threads, isa, bf16, dot, alpha, a, vec![(b, c)], beta);
@@ -418,7 +423,7 @@ pub(crate) fn gemm_group_par<'a, 'c>(
     let (m, k) = (a.rows, a.cols);
     let bf16 = bf16_for(bf16, m, dot);
     // Decided for the whole product, so a piece computes what the whole would.
-    let unpacked = unpacked_a(a);
+    let unpacked = unpacked_a(isa, a);
     let parts = threads.count();
     let work = products
         .iter()
