@@ -22,10 +22,19 @@ pub(crate) struct DotLimit {
 }
 
 impl DotLimit {
-    fn takes(self, m: usize, k: usize) -> bool {
-        m <= self.rows || (m <= PREFILL_ROWS && m.saturating_mul(k) <= self.a_values)
+    fn takes(self, isa: Isa, m: usize, k: usize) -> bool {
+        let deep = k >= AVX2_PREFILL_DOT_MIN_K || isa.level() != SimdLevel::Avx2;
+        m <= self.rows || (m <= PREFILL_ROWS && m.saturating_mul(k) <= self.a_values && deep)
     }
 }
+
+/// Depth from which a product of more rows than [`DotLimit::rows`] (a prefill chunk, a
+/// training step's products) may take the packing-free path with AVX2. Shallower ones
+/// pack: on Zen 3 (`benches/decode_gemm.rs`, one thread, 128–512 rows) the dot tiles ran
+/// 40–72 GFLOP/s against sgemm's 45–78 at K = 256 and 512 (`small`, `medium`), each
+/// element's lanes summed at the end costing more the shorter the sum, and alike from
+/// K = 896 (Qwen2.5-0.5B, R1-Distill-Qwen-1.5B).
+const AVX2_PREFILL_DOT_MIN_K: usize = 768;
 
 /// Rows of C up to which a product counts as a prefill chunk (llama.cpp's default
 /// micro-batch): [`DotLimit`]'s size of A applies up to them, so training and scoring
@@ -338,7 +347,7 @@ fn gemm_rows(
         gemm_bf16(dot, alpha, a, b, beta, c);
         return;
     }
-    if k > 0 && ((dot.takes(m, k) && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
+    if k > 0 && ((dot.takes(isa, m, k) && b.rs == 1) || (m <= SMALL_M_ROWS && b.cs == 1)) {
         isa.run(SmallM { alpha, a, b, beta, c });
         return;
     }
