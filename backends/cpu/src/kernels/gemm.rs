@@ -30,10 +30,11 @@ impl DotLimit {
 
 /// Depth from which a product of more rows than [`DotLimit::rows`] (a prefill chunk, a
 /// training step's products) may take the packing-free path with AVX2. Shallower ones
-/// pack: on Zen 3 (`benches/decode_gemm.rs`, one thread, 128–512 rows) the dot tiles ran
-/// 40–72 GFLOP/s against sgemm's 45–78 at K = 256 and 512 (`small`, `medium`), each
-/// element's lanes summed at the end costing more the shorter the sum, and alike from
-/// K = 896 (Qwen2.5-0.5B, R1-Distill-Qwen-1.5B).
+/// pack: on Zen 3 (`benches/decode_gemm.rs`, one thread, 128–512 rows, `small` and
+/// `medium`: K = 256–1376) the dot tiles ran 29–72 GFLOP/s against sgemm's 38–78 in the
+/// same run, and 60–79 beside sgemm's 61–81 once these packed (each element's lanes summed
+/// at the end cost more the shorter the sum); from K = 896 (Qwen2.5-0.5B,
+/// R1-Distill-Qwen-1.5B) they ran alike.
 const AVX2_PREFILL_DOT_MIN_K: usize = 768;
 
 /// Rows of C up to which a product counts as a prefill chunk (llama.cpp's default
