@@ -31,7 +31,7 @@ impl DotLimit {
 /// Depth from which a product of more rows than [`DotLimit::rows`] (a prefill chunk, a
 /// training step's products) may take the packing-free path with AVX2. Shallower ones
 /// pack: on Zen 3 (`benches/decode_gemm.rs`, one thread, 128–512 rows, `small` and
-/// `medium`: K = 256–1376) the dot tiles ran 29–72 GFLOP/s against sgemm's 38–78 in the
+/// `medium` at K = 256–688) the dot tiles ran 29–72 GFLOP/s against sgemm's 38–78 in the
 /// same run, and 60–79 beside sgemm's 61–81 once these packed (each element's lanes summed
 /// at the end cost more the shorter the sum); from K = 896 (Qwen2.5-0.5B,
 /// R1-Distill-Qwen-1.5B) they ran alike.
