@@ -15,6 +15,9 @@ use r1_host::io::checkpoint::load_checkpoint;
 use r1_host::pipeline::DEFAULT_RECIPE;
 use toml::Value;
 
+/// Steps of the short recipe's first GRPO stage.
+const GRPO1_STEPS: i64 = 32;
+
 /// The default recipe with the sizes of a test.
 fn short_recipe() -> String {
     let mut r: Value = toml::from_str(DEFAULT_RECIPE).expect("the default recipe parses");
@@ -61,7 +64,11 @@ fn short_recipe() -> String {
     // Cold start: enough for the format to be half learned, so GRPO has room to lift it.
     set(&mut r, &["stages", "0", "sft", "num_train_epochs"], Value::Float(6.0));
     set(&mut r, &["stages", "0", "sft", "max_seq_length"], Value::Integer(80));
-    for (i, steps) in [(1, 24), (4, 6)] {
+    // 32 steps of the first GRPO stage: over seeds 1–10 its reward rose by 0.26–0.50
+    // between the first and the last 8 steps (builds before and after a change of the
+    // products' rounding alike), where 24 steps rose by 0.07–0.34 and seed 3 sat at the
+    // bottom, so a change of rounding alone could cross the assertion's 0.1.
+    for (i, steps) in [(1, GRPO1_STEPS), (4, 6)] {
         set(
             &mut r,
             &["stages", &i.to_string(), "grpo", "max_steps"],
@@ -195,8 +202,8 @@ fn short_default_recipe_runs_every_stage_raises_reward_and_resumes_exactly() {
         .filter(|m| m["stage"] == "grpo1")
         .filter_map(|m| m.get("reward").and_then(|r| r.as_f64()))
         .collect();
-    assert_eq!(reward.len(), 24, "one metrics line per GRPO step");
-    let (start, end) = (mean(&reward[..8]), mean(&reward[16..]));
+    assert_eq!(reward.len(), GRPO1_STEPS as usize, "one metrics line per GRPO step");
+    let (start, end) = (mean(&reward[..8]), mean(&reward[reward.len() - 8..]));
     eprintln!("grpo1 reward: first 8 steps {start:.3}, last 8 steps {end:.3}");
     assert!(
         end > start + 0.1,
