@@ -23,8 +23,11 @@ pub(crate) struct DotLimit {
 
 impl DotLimit {
     fn takes(self, isa: Isa, m: usize, k: usize) -> bool {
-        let deep = k >= AVX2_PREFILL_DOT_MIN_K || isa.level() != SimdLevel::Avx2;
-        m <= self.rows || (m <= PREFILL_ROWS && m.saturating_mul(k) <= self.a_values && deep)
+        // Decode-sized products (every step of serving) decide on the first test.
+        m <= self.rows
+            || (m <= PREFILL_ROWS
+                && m.saturating_mul(k) <= self.a_values
+                && (k >= AVX2_PREFILL_DOT_MIN_K || isa.level() != SimdLevel::Avx2))
     }
 }
 
