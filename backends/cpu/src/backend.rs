@@ -454,7 +454,8 @@ impl Backend for CpuBackend {
     }
 
     fn lanes(&self, rows: usize, weight_bytes: usize) -> usize {
-        self.threads.lanes(rows, weight_bytes)
+        self.threads
+            .lanes(rows, weight_bytes, crate::parallel::lane_min_rows(self.isa.level()))
     }
 
     fn run_lanes(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {

@@ -12,6 +12,8 @@ use std::thread::LocalKey;
 use r1_core::BackendError;
 use rayon::prelude::*;
 
+use crate::simd::SimdLevel;
+
 /// Below this many element-operations a kernel runs on the calling thread.
 pub(crate) const MIN_PARALLEL_WORK: usize = 1 << 15;
 
@@ -23,10 +25,28 @@ enum Mode {
     Pool(pool::Pool),
 }
 
-/// Rows a lane of [`Threads::run_lanes`] takes at the least. `bench serve --preset small`
-/// (two threads): lanes of 2 rows lost to one plan over both threads (4 streams 16.2k →
-/// 14.0k tok/s), lanes of 4 won (8 streams 21.8k → 24.5k, 32 streams +10–18%).
+/// Rows a lane of [`Threads::run_lanes`] takes at the least (but see [`lane_min_rows`]).
+/// `bench serve --preset small` (two threads, AVX-512 on Intel): lanes of 2 rows lost to
+/// one plan over both threads (4 streams 16.2k → 14.0k tok/s), lanes of 4 won (8 streams
+/// 21.8k → 24.5k, 32 streams +10–18%).
 const LANE_MIN_ROWS: usize = 4;
+
+/// Rows a lane takes at the least with this instruction set; `None`: no lanes.
+///
+/// With AVX2 a step is one plan whose products split over the threads. Each lane reads
+/// all the weights, and on Zen 3 (AVX2) the decode product of a few rows reads weights
+/// from L3 at a fraction of one row's rate (`benches/decode_gemm.rs`, cold column), so
+/// lanes of 4 rows lost to one plan: `bench serve --preset small --clients 8 --min-secs 3`,
+/// the builds before and after in turns, medians of six rounds 3.95k → 4.5k tok/s (an
+/// earlier five rounds: 3.2k → 4.3k, inter-token p50 2.3 → 1.8 ms);
+/// `bench grpo --preset small`'s generation (8 rows) 0.141 → 0.113 s (five rounds). At 16
+/// and 32 streams lanes did not win (32: medians 6.05k either way, ten rounds).
+pub(crate) fn lane_min_rows(level: SimdLevel) -> Option<usize> {
+    match level {
+        SimdLevel::Avx2 => None,
+        SimdLevel::Scalar | SimdLevel::Avx512 => Some(LANE_MIN_ROWS),
+    }
+}
 
 /// The last-level cache assumed where the system does not say (a small server CPU's).
 const DEFAULT_LAST_LEVEL_CACHE: usize = 8 << 20;
@@ -141,13 +161,13 @@ impl Threads {
     }
 
     /// Lanes a step over `rows` rows reading `weight_bytes` of weights is cut into: one
-    /// per thread, each of at least [`LANE_MIN_ROWS`] rows, when the weights stay in the
-    /// last-level cache ([`lane_weight_limit`]); else 1.
-    pub(crate) fn lanes(&self, rows: usize, weight_bytes: usize) -> usize {
-        if weight_bytes > lane_weight_limit() {
-            return 1;
+    /// per thread, each of at least `min_rows` rows ([`lane_min_rows`]; `None`: 1), when
+    /// the weights stay in the last-level cache ([`lane_weight_limit`]); else 1.
+    pub(crate) fn lanes(&self, rows: usize, weight_bytes: usize, min_rows: Option<usize>) -> usize {
+        match min_rows {
+            Some(min) if weight_bytes <= lane_weight_limit() => self.count().min(rows / min.max(1)).max(1),
+            _ => 1,
         }
-        self.count().min(rows / LANE_MIN_ROWS).max(1)
     }
 
     /// Whether `work` element-operations are worth splitting.
@@ -406,11 +426,15 @@ mod tests {
     fn steps_are_cut_into_lanes_only_with_rows_and_cached_weights() {
         let threads = Threads::dedicated(2).expect("pool");
         let fits = lane_weight_limit();
-        assert_eq!(threads.lanes(2 * LANE_MIN_ROWS, fits), 2);
-        assert_eq!(threads.lanes(64, fits), 2, "one lane per thread at the most");
-        assert_eq!(threads.lanes(2 * LANE_MIN_ROWS - 1, fits), 1);
-        assert_eq!(threads.lanes(64, fits + 1), 1, "weights past the cache");
-        assert_eq!(Threads::dedicated(1).expect("serial").lanes(64, 0), 1);
+        let min = Some(LANE_MIN_ROWS);
+        assert_eq!(threads.lanes(2 * LANE_MIN_ROWS, fits, min), 2);
+        assert_eq!(threads.lanes(64, fits, min), 2, "one lane per thread at the most");
+        assert_eq!(threads.lanes(2 * LANE_MIN_ROWS - 1, fits, min), 1);
+        assert_eq!(threads.lanes(64, fits + 1, min), 1, "weights past the cache");
+        assert_eq!(Threads::dedicated(1).expect("serial").lanes(64, 0, min), 1);
+        assert_eq!(threads.lanes(64, 0, None), 1, "no lanes for this instruction set");
+        assert_eq!(lane_min_rows(SimdLevel::Avx2), None);
+        assert_eq!(lane_min_rows(SimdLevel::Avx512), Some(LANE_MIN_ROWS));
     }
 
     #[test]

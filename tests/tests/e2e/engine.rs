@@ -3,7 +3,7 @@
 //! over the whole sequence gives; sampled log-probs must be the model's; and a cache
 //! reused across prompts of different lengths must not leak earlier contents.
 
-use r1_backend_cpu::CpuBackend;
+use r1_backend_cpu::{CpuBackend, SimdLevel};
 use r1_core::model::ModelConfig;
 use r1_core::sampling::{Rng, SamplingParams};
 use r1_host::engine::{Completion, Detokenizer, Engine, EngineError, FinishReason, GenerationConfig};
@@ -309,9 +309,17 @@ impl Detokenizer for EndsAt3 {
 
 #[test]
 fn groups_generated_on_one_batch_get_what_each_gets_alone() {
+    // The best instruction set here, and the scalar one: AVX2 runs a step as one plan over
+    // both threads, the others cut 8 rows or more into lanes (`Backend::lanes`), so both
+    // ways are checked on any x86 machine.
+    for level in [SimdLevel::detect(), SimdLevel::Scalar] {
+        groups_on_one_batch_get_what_each_gets_alone(&CpuBackend::with_config(2, level).unwrap());
+    }
+}
+
+fn groups_on_one_batch_get_what_each_gets_alone(backend: &CpuBackend) {
     use r1_host::engine::PromptGroup;
-    let backend = CpuBackend::with_threads(2).unwrap();
-    let (cfg, params) = wide_model(&backend);
+    let (cfg, params) = wide_model(backend);
     let generation = GenerationConfig {
         max_new_tokens: 24,
         sampling: SamplingParams {
@@ -341,7 +349,7 @@ fn groups_generated_on_one_batch_get_what_each_gets_alone() {
     for (prompt, n, seed) in &groups {
         let c = engine
             .generate(
-                &backend,
+                backend,
                 &params,
                 &EndsAt3,
                 prompt,
@@ -366,7 +374,7 @@ fn groups_generated_on_one_batch_get_what_each_gets_alone() {
             .collect();
         let mut engine = Engine::new(cfg.clone());
         let together = engine
-            .generate_many(&backend, &params, &EndsAt3, requests, &generation, max_rows)
+            .generate_many(backend, &params, &EndsAt3, requests, &generation, max_rows)
             .unwrap();
         assert_eq!(together.len(), groups.len());
         for (g, (t, a)) in together.iter().zip(&alone).enumerate() {
