@@ -74,12 +74,25 @@ const DOT_TILE_FLOATS: usize = 8192;
 /// How many column tiles ahead [`dot_tiles`] asks for B's columns (1 to 8 measured
 /// within noise of each other).
 const PREFETCH_TILES: usize = 2;
-/// Values of B (1 MiB, a core's L2) from which [`dot_tiles`] prefetches it — the B of the
-/// piece one thread multiplies, which is what has to stream through its core. Measured:
-/// f32 decode of Qwen2.5-0.5B (weights from DRAM), one thread, 12.5 → 13.6 tok/s; but
-/// `bench serve --preset small` (weights in L3) 8% slower at one stream and 3% at 32
-/// when its products prefetched too.
+/// Values of B (1 MiB, a core's L2) from which [`dot_tiles`] prefetches it (AVX-512 and
+/// scalar; AVX2: [`prefetch_min_b`]) — the B of the piece one thread multiplies, which
+/// is what has to stream through its core. Measured on Intel (AVX-512): f32 decode of
+/// Qwen2.5-0.5B (weights from DRAM), one thread, 12.5 → 13.6 tok/s; but `bench serve
+/// --preset small` (weights in L3) 8% slower at one stream and 3% at 32 when its
+/// products prefetched too.
 const PREFETCH_MIN_B: usize = 1 << 18;
+
+/// [`PREFETCH_MIN_B`] for kernels of `lanes` lanes: AVX2 (eight) prefetches every B. On
+/// Zen 3 (AVX2, 512 KiB of L2 per core) a small model's weights stream from L3 on every
+/// decode step, and its few-row products waited on them: `bench serve --preset small`,
+/// the builds before and after in turns, medians of six rounds, 1 / 8 / 32 streams
+/// 1.72k / 3.52k / 5.40k → 2.12k / 5.51k / 6.15k tok/s (faster in every round at each
+/// count); `bench grpo --preset small`'s generation 0.119 → 0.087 s (five rounds). The
+/// threshold above was measured on Intel with AVX-512.
+const fn prefetch_min_b(lanes: usize) -> usize {
+    if lanes == 8 { 0 } else { PREFETCH_MIN_B }
+}
+
 /// Rows of A up to which a packing-free product whose B streams from memory
 /// ([`PREFETCH_MIN_B`]) takes tiles of this many rows and two columns (AVX-512).
 const STREAMED_TILE_ROWS: usize = 8;
@@ -657,7 +670,7 @@ fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
     // GFLOP/s; Qwen2.5-0.5B f32 prefill of 128 tokens with the 128-row products here:
     // 350 → 383 tok/s).
     let (pass, block) = if m > pass { (m, OUTER_TILES * C) } else { (pass, n) };
-    let streamed = k.saturating_mul(n) >= PREFETCH_MIN_B;
+    let streamed = k.saturating_mul(n) >= prefetch_min_b(S::LANES);
     for (c0, r0) in (0..n)
         .step_by(block)
         .flat_map(|c0| (0..m).step_by(pass).map(move |r0| (c0, r0)))
