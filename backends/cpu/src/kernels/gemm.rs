@@ -87,8 +87,7 @@ const PREFETCH_MIN_B: usize = 1 << 18;
 /// decode step, and its few-row products waited on them: `bench serve --preset small`,
 /// the builds before and after in turns, medians of six rounds, 1 / 8 / 32 streams
 /// 1.72k / 3.52k / 5.40k → 2.12k / 5.51k / 6.15k tok/s (faster in every round at each
-/// count); `bench grpo --preset small`'s generation 0.119 → 0.087 s (five rounds). The
-/// threshold above was measured on Intel with AVX-512.
+/// count); `bench grpo --preset small`'s generation 0.119 → 0.087 s (five rounds).
 const fn prefetch_min_b(lanes: usize) -> usize {
     if lanes == 8 { 0 } else { PREFETCH_MIN_B }
 }
