@@ -16,7 +16,7 @@
 use r1_core::BackendError;
 use r1_core::graph::AttentionSpec;
 
-use super::gemm::{Mat, MatMut, gemm};
+use super::gemm::{LINE_FLOATS, Mat, MatMut, gemm};
 use super::{Ctx, Past, size_error};
 use crate::parallel::SharedOut;
 use crate::simd::{Isa, MAX_LANES, Simd, SimdTask, math};
@@ -182,6 +182,18 @@ struct DecodeGroup<'a> {
     out: &'a mut [f32],
 }
 
+/// Value rows ahead of the one `P·V` multiplies that it asks for, where the cache is
+/// prefetched ([`crate::simd::prefetch_cached`]).
+const PV_AHEAD: usize = 8;
+
+/// Asks for the cache lines of `row[range]` ([`crate::simd::prefetch_at`], one per line).
+#[inline(always)]
+fn prefetch_floats(row: &[f32], range: std::ops::Range<usize>) {
+    for i in range.step_by(LINE_FLOATS) {
+        crate::simd::prefetch_at(row, i);
+    }
+}
+
 /// Value vectors of one `P·V` block (64 values with AVX-512: one head of the usual size).
 const PV_VECTORS: usize = 4;
 
@@ -210,8 +222,17 @@ impl SimdTask for DecodeGroup<'_> {
         let group = q.len() / d;
         let l = S::LANES;
         let key = |j: usize| &k[j * stride..j * stride + d];
+        let prefetch = crate::simd::prefetch_cached();
         for j0 in (0..nk).step_by(l) {
             let keys = l.min(nk - j0);
+            if prefetch {
+                // The next block's keys, while this one's are multiplied: each is a row of
+                // its own, and sixteen rows at once are more streams than the hardware
+                // prefetcher follows.
+                for j in (j0 + l)..(j0 + 2 * l).min(nk) {
+                    prefetch_floats(key(j), 0..d);
+                }
+            }
             // Missing keys of a last partial block repeat the last key; their lanes are
             // not stored.
             let rows: [&[f32]; MAX_LANES] = std::array::from_fn(|jj| key(j0 + jj.min(keys - 1)));
@@ -309,7 +330,11 @@ fn pv_rows<'v, S: Simd, const R: usize, const V: usize>(
     let last = width - (V - 1) * l;
     let n_of = |c: usize| if c + 1 == V { last } else { l };
     let mut acc = [[s.splat(0.0); V]; R];
+    let prefetch = crate::simd::prefetch_cached();
     for j in 0..nk {
+        if prefetch && j + PV_AHEAD < nk {
+            prefetch_floats(value(j + PV_AHEAD), c0..c0 + width);
+        }
         let row = &value(j)[c0..c0 + width];
         let mut x = [s.splat(0.0); V];
         for (c, xc) in x.iter_mut().enumerate() {
@@ -346,7 +371,12 @@ fn pv_row<'v, S: Simd, const V: usize>(
     let n_of = |c: usize| if c + 1 == V { last } else { l };
     let (mut even, mut odd) = ([s.splat(0.0); V], [s.splat(0.0); V]);
     let mut pairs = p.chunks_exact(2);
+    let prefetch = crate::simd::prefetch_cached();
     for (i, pair) in (&mut pairs).enumerate() {
+        if prefetch && 2 * i + PV_AHEAD + 1 < p.len() {
+            prefetch_floats(value(2 * i + PV_AHEAD), c0..c0 + width);
+            prefetch_floats(value(2 * i + PV_AHEAD + 1), c0..c0 + width);
+        }
         let (r0, r1) = (&value(2 * i)[c0..c0 + width], &value(2 * i + 1)[c0..c0 + width]);
         let (w0, w1) = (s.splat(pair[0]), s.splat(pair[1]));
         for c in 0..V {

@@ -74,22 +74,31 @@ const DOT_TILE_FLOATS: usize = 8192;
 /// How many column tiles ahead [`dot_tiles`] asks for B's columns (1 to 8 measured
 /// within noise of each other).
 const PREFETCH_TILES: usize = 2;
-/// Values of B (1 MiB, a core's L2) from which [`dot_tiles`] prefetches it (AVX-512 and
-/// scalar; AVX2: [`prefetch_min_b`]) — the B of the piece one thread multiplies, which
-/// is what has to stream through its core. Measured on Intel (AVX-512): f32 decode of
-/// Qwen2.5-0.5B (weights from DRAM), one thread, 12.5 → 13.6 tok/s; but `bench serve
-/// --preset small` (weights in L3) 8% slower at one stream and 3% at 32 when its
-/// products prefetched too.
+/// Values of B (1 MiB, a core's L2) from which [`dot_tiles`] prefetches it (but see
+/// [`prefetch_min_b`]) — the B of the piece one thread multiplies, which is what has to
+/// stream through its core. Measured on Intel (AVX-512): f32 decode of Qwen2.5-0.5B
+/// (weights from DRAM), one thread, 12.5 → 13.6 tok/s; but `bench serve --preset small`
+/// (weights in L3) 8% slower at one stream and 3% at 32 when its products prefetched too.
 const PREFETCH_MIN_B: usize = 1 << 18;
 
-/// [`PREFETCH_MIN_B`] for kernels of `lanes` lanes: AVX2 (eight) prefetches every B. On
-/// Zen 3 (AVX2, 512 KiB of L2 per core) a small model's weights stream from L3 on every
-/// decode step, and its few-row products waited on them: `bench serve --preset small`,
-/// the builds before and after in turns, medians of six rounds, 1 / 8 / 32 streams
-/// 1.72k / 3.52k / 5.40k → 2.12k / 5.51k / 6.15k tok/s (faster in every round at each
-/// count); `bench grpo --preset small`'s generation 0.119 → 0.087 s (five rounds).
-const fn prefetch_min_b(lanes: usize) -> usize {
-    if lanes == 8 { 0 } else { PREFETCH_MIN_B }
+/// [`PREFETCH_MIN_B`] on this CPU: 0 (every B) where [`crate::simd::prefetch_cached`]
+/// says so (AMD). `bench serve --preset small` (12 MiB of weights, from L3 on every step),
+/// the builds before and after in turns, medians: on Zen 3 (AVX2), six rounds, 1 / 8 / 32
+/// streams 1.72k / 3.52k / 5.40k → 2.12k / 5.51k / 6.15k tok/s (faster in every round at
+/// each count), `bench grpo --preset small`'s generation 0.119 → 0.087 s (five rounds); on
+/// Zen 4 (AVX-512), four rounds, 3.9k / 6.4k / 10.1k → 4.7k / 13.1k / 12.4k.
+fn prefetch_min_b() -> usize {
+    if crate::simd::prefetch_cached() {
+        0
+    } else {
+        PREFETCH_MIN_B
+    }
+}
+
+/// Whether a packing-free product whose one thread's piece of the weight holds `values`
+/// values asks for it ahead of use ([`prefetch_min_b`]; bf16 weights too).
+pub(crate) fn prefetches(values: usize) -> bool {
+    values >= prefetch_min_b()
 }
 
 /// Rows of A up to which a packing-free product whose B streams from memory
@@ -669,7 +678,7 @@ fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
     // GFLOP/s; Qwen2.5-0.5B f32 prefill of 128 tokens with the 128-row products here:
     // 350 → 383 tok/s).
     let (pass, block) = if m > pass { (m, OUTER_TILES * C) } else { (pass, n) };
-    let streamed = k.saturating_mul(n) >= prefetch_min_b(S::LANES);
+    let streamed = prefetches(k.saturating_mul(n));
     for (c0, r0) in (0..n)
         .step_by(block)
         .flat_map(|c0| (0..m).step_by(pass).map(move |r0| (c0, r0)))
@@ -685,9 +694,10 @@ fn dot_tiles<'x, S: Simd, const R: usize, const C: usize>(
                 cols
             };
             let width = (n - j).min(C);
-            // A B too large to stay in cache: the first row tile asks for the columns
-            // PREFETCH_TILES tiles on, a line of each per vector step, since C weight rows
-            // read side by side are more streams than the hardware prefetcher keeps up with.
+            // A B too large to stay in cache (any B on AMD: `prefetch_min_b`): the first
+            // row tile asks for the columns PREFETCH_TILES tiles on, a line of each per
+            // vector step, since C weight rows read side by side are more streams than the
+            // hardware prefetcher keeps up with.
             let ahead = j + PREFETCH_TILES * C;
             let mut ahead = (streamed && ahead + C <= n).then(|| std::array::from_fn(|q| col(ahead + q)));
             for i in (r0..r1).step_by(R) {
@@ -832,7 +842,7 @@ fn dot_tile<S: Simd, const RR: usize, const C: usize>(
 }
 
 /// Floats of one 64-byte cache line: the block [`dot_tile`] unrolls its steps over.
-const LINE_FLOATS: usize = 16;
+pub(super) const LINE_FLOATS: usize = 16;
 
 /// The `LINE_FLOATS / LANES` steps of [`dot_step`] over one block (`a`, `b`: each
 /// `LINE_FLOATS` long).

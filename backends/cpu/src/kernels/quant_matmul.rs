@@ -238,7 +238,7 @@ pub(crate) fn matmul(
                 Ok(())
             }
             Activations::Bf16(bits, dot) => {
-                dot.products(bits, k, w, cols, dst);
+                dot.products(bits, k, w, cols, dst, super::gemm::prefetches(k.saturating_mul(cols)));
                 Ok(())
             }
             Activations::F32 | Activations::RoundedF32(_) => {

@@ -32,6 +32,19 @@ const BLOCK_BYTES: usize = 512 << 10;
 const OUTER_ROWS: usize = 8;
 /// bf16 values per vector.
 const STEP: usize = 32;
+/// How many tiles of weight rows ahead a decode product asks for (when it prefetches).
+const PREFETCH_TILES: usize = 2;
+
+/// How [`tiles`] walks the weight rows.
+#[derive(Clone, Copy)]
+enum Walk {
+    /// A decode step's one tile of activation rows: four weight rows at a time, those
+    /// [`PREFETCH_TILES`] tiles on asked for ([`super::prefetch`], a line per step) when
+    /// `prefetch` says so.
+    Decode { prefetch: bool },
+    /// More activation rows: eight weight rows at a time where the sums fit registers.
+    Outer,
+}
 
 impl Bf16Dot {
     /// The token, if this CPU has AVX-512 BF16 (never on other architectures).
@@ -52,7 +65,10 @@ impl Bf16Dot {
     /// rows `a` (bf16 bits) and the `cols` weight rows of `w` (little-endian bf16, `2k`
     /// bytes each). Each element's sum depends only on its two rows and `k`, never on the
     /// tile or block it falls in.
-    pub(crate) fn products(self, a: &[u16], k: usize, w: &[u8], cols: usize, dst: &mut [f32]) {
+    /// `prefetch`: a decode product asks for its weight rows ahead of use (as
+    /// `kernels/gemm.rs` decides for f32 weights: without it, Qwen2.5-0.5B's BF16 decode on
+    /// Zen 4 read its weights at 0.69 of the bandwidth bound, with it 0.92).
+    pub(crate) fn products(self, a: &[u16], k: usize, w: &[u8], cols: usize, dst: &mut [f32], prefetch: bool) {
         let rows = a.len().checked_div(k).unwrap_or(0);
         assert!(
             a.len() == rows * k && w.len() == 2 * k * cols && dst.len() == rows * cols,
@@ -69,21 +85,29 @@ impl Bf16Dot {
         // SAFETY: the token exists only if avx512f, avx512bw and avx512bf16 were detected;
         // the lengths were asserted above.
         unsafe {
-            products_x86(a, rows, k, w, cols, dst)
+            products_x86(a, rows, k, w, cols, dst, prefetch)
         };
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-fn products_x86(a: &[u16], rows: usize, k: usize, w: &[u8], cols: usize, dst: &mut [f32]) {
+fn products_x86(a: &[u16], rows: usize, k: usize, w: &[u8], cols: usize, dst: &mut [f32], prefetch: bool) {
     let row_bytes = 2 * k;
     if rows <= 4 {
         // One tile of activation rows (decode): weight rows a block at a time, four side
         // by side (more streams from memory than that read slower).
         let block = (BLOCK_BYTES / row_bytes).max(4) / 4 * 4;
         for c0 in (0..cols).step_by(block) {
-            row_tiles(a, k, w, (0, rows), (c0, (c0 + block).min(cols), cols), false, dst);
+            row_tiles(
+                a,
+                k,
+                w,
+                (0, rows),
+                (c0, (c0 + block).min(cols), cols),
+                Walk::Decode { prefetch },
+                dst,
+            );
         }
     } else {
         // B outer: `OUTER_ROWS` weight rows (in L1) against every activation row (from L2)
@@ -91,7 +115,7 @@ fn products_x86(a: &[u16], rows: usize, k: usize, w: &[u8], cols: usize, dst: &m
         for c0 in (0..cols).step_by(OUTER_ROWS) {
             let c_end = (c0 + OUTER_ROWS).min(cols);
             for r in (0..rows).step_by(3) {
-                row_tiles(a, k, w, (r, (rows - r).min(3)), (c0, c_end, cols), true, dst);
+                row_tiles(a, k, w, (r, (rows - r).min(3)), (c0, c_end, cols), Walk::Outer, dst);
             }
         }
     }
@@ -107,21 +131,21 @@ fn row_tiles(
     w: &[u8],
     (r, rt): (usize, usize),
     cols: (usize, usize, usize),
-    wide: bool,
+    walk: Walk,
     dst: &mut [f32],
 ) {
     let (a, dst) = (&a[r * k..(r + rt) * k], &mut dst[r * cols.2..]);
     match rt {
-        1 => tiles::<1>(a, k, w, cols, wide, dst),
-        2 => tiles::<2>(a, k, w, cols, wide, dst),
-        3 => tiles::<3>(a, k, w, cols, wide, dst),
-        _ => tiles::<4>(a, k, w, cols, wide, dst),
+        1 => tiles::<1>(a, k, w, cols, walk, dst),
+        2 => tiles::<2>(a, k, w, cols, walk, dst),
+        3 => tiles::<3>(a, k, w, cols, walk, dst),
+        _ => tiles::<4>(a, k, w, cols, walk, dst),
     }
 }
 
-/// `R` activation rows (`a`) against weight rows `c .. c_end` of `w` in tiles of 8 (when
-/// `wide` and `R ≤ 3`, so the 24 sums stay in registers) or 4, then 2 and 1; the sums go
-/// to `dst[r·ld + c]`.
+/// `R` activation rows (`a`) against weight rows `c .. c_end` of `w` (`ld` rows in all) in
+/// tiles of 8 (with [`Walk::Outer`] and `R ≤ 3`, so the 24 sums stay in registers) or 4,
+/// then 2 and 1; the sums go to `dst[r·ld + c]`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn tiles<const R: usize>(
@@ -129,13 +153,13 @@ fn tiles<const R: usize>(
     k: usize,
     w: &[u8],
     (mut c, c_end, ld): (usize, usize, usize),
-    wide: bool,
+    walk: Walk,
     dst: &mut [f32],
 ) {
     let row_bytes = 2 * k;
     while c < c_end {
         let left = c_end - c;
-        let ct = if wide && R <= 3 && left >= 8 {
+        let ct = if matches!(walk, Walk::Outer) && R <= 3 && left >= 8 {
             8
         } else if left >= 4 {
             4
@@ -144,10 +168,14 @@ fn tiles<const R: usize>(
         } else {
             1
         };
+        let ahead_c = c + PREFETCH_TILES * ct;
+        let ahead = (matches!(walk, Walk::Decode { prefetch: true }) && ahead_c + ct <= ld)
+            .then(|| &w[ahead_c * row_bytes..(ahead_c + ct) * row_bytes]);
         let at = Tile {
             a,
             k,
             w: &w[c * row_bytes..(c + ct) * row_bytes],
+            ahead,
             dst: &mut dst[c..],
             ld,
         };
@@ -405,12 +433,14 @@ fn pack_x86(src: &PanelSrc<'_>, width: usize, p0: usize, pairs: usize, out: &mut
 }
 
 /// `R` activation rows (`a`, `R·k` bf16 bits) against `C` weight rows (`w`, `C·2k`
-/// bytes), the `R × C` sums written at `dst[r·ld + c]`.
+/// bytes), the `R × C` sums written at `dst[r·ld + c]`; `ahead`: `C` weight rows to ask
+/// for meanwhile, a line of each per step.
 #[cfg(target_arch = "x86_64")]
 struct Tile<'a> {
     a: &'a [u16],
     k: usize,
     w: &'a [u8],
+    ahead: Option<&'a [u8]>,
     dst: &'a mut [f32],
     ld: usize,
 }
@@ -421,7 +451,14 @@ impl Tile<'_> {
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     fn run<const R: usize, const C: usize>(self) {
-        let Tile { a, k, w, dst, ld } = self;
+        let Tile {
+            a,
+            k,
+            w,
+            ahead,
+            dst,
+            ld,
+        } = self;
         assert!(a.len() == R * k && w.len() == C * 2 * k && dst.len() > (R - 1) * ld + C - 1);
         let (ap, wp) = (a.as_ptr(), w.as_ptr() as *const u16);
         // SAFETY: the caller (`products_x86`) runs with avx512f, avx512bw and avx512bf16
@@ -432,6 +469,22 @@ impl Tile<'_> {
             let mut acc = [[_mm512_setzero_ps(); C]; R];
             let full = k / STEP * STEP;
             let mut l = 0;
+            if let Some(ahead) = ahead {
+                let pp = ahead.as_ptr();
+                while l < full {
+                    for c in 0..C {
+                        _mm_prefetch::<_MM_HINT_T1>(pp.add(c * 2 * k + 2 * l).cast());
+                    }
+                    let av: [__m512bh; R] = std::array::from_fn(|r| bh(_mm512_loadu_si512(ap.add(r * k + l).cast())));
+                    for c in 0..C {
+                        let wv = bh(_mm512_loadu_si512(wp.add(c * k + l).cast()));
+                        for r in 0..R {
+                            acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av[r], wv);
+                        }
+                    }
+                    l += STEP;
+                }
+            }
             while l < full {
                 let av: [__m512bh; R] = std::array::from_fn(|r| bh(_mm512_loadu_si512(ap.add(r * k + l).cast())));
                 for c in 0..C {
@@ -602,7 +655,14 @@ mod tests {
             let wv: Vec<u16> = (0..cols * k).map(|_| f32_to_bf16(next())).collect();
             let w: Vec<u8> = wv.iter().flat_map(|h| h.to_le_bytes()).collect();
             let mut got = vec![f32::NAN; rows * cols];
-            dot.products(&a, k, &w, cols, &mut got);
+            dot.products(&a, k, &w, cols, &mut got, false);
+            let mut prefetched = vec![f32::NAN; rows * cols];
+            dot.products(&a, k, &w, cols, &mut prefetched, true);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                prefetched.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "rows {rows} cols {cols} k {k}: prefetching changed a sum"
+            );
             for r in 0..rows {
                 for c in 0..cols {
                     let want: f64 = (0..k)
