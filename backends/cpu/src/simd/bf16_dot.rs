@@ -469,30 +469,19 @@ impl Tile<'_> {
             let mut acc = [[_mm512_setzero_ps(); C]; R];
             let full = k / STEP * STEP;
             let mut l = 0;
+            // Two loops, so that the one without prefetches tests nothing per step.
             if let Some(ahead) = ahead {
                 let pp = ahead.as_ptr();
                 while l < full {
                     for c in 0..C {
                         _mm_prefetch::<_MM_HINT_T1>(pp.add(c * 2 * k + 2 * l).cast());
                     }
-                    let av: [__m512bh; R] = std::array::from_fn(|r| bh(_mm512_loadu_si512(ap.add(r * k + l).cast())));
-                    for c in 0..C {
-                        let wv = bh(_mm512_loadu_si512(wp.add(c * k + l).cast()));
-                        for r in 0..R {
-                            acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av[r], wv);
-                        }
-                    }
+                    full_step(&mut acc, ap, wp, k, l);
                     l += STEP;
                 }
             }
             while l < full {
-                let av: [__m512bh; R] = std::array::from_fn(|r| bh(_mm512_loadu_si512(ap.add(r * k + l).cast())));
-                for c in 0..C {
-                    let wv = bh(_mm512_loadu_si512(wp.add(c * k + l).cast()));
-                    for r in 0..R {
-                        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av[r], wv);
-                    }
-                }
+                full_step(&mut acc, ap, wp, k, l);
                 l += STEP;
             }
             if l < k {
@@ -522,6 +511,33 @@ impl Tile<'_> {
             }
             for r in 0..R {
                 dst[r * ld..r * ld + C].copy_from_slice(&sums[r * C..r * C + C]);
+            }
+        }
+    }
+}
+
+/// One 32-value step of a [`Tile`]: `acc[r][c] += a_r[l..l + 32] · w_c[l..l + 32]`.
+///
+/// # Safety
+/// avx512f, avx512bw and avx512bf16 are enabled in the caller and detected; `ap` holds
+/// `R` rows and `wp` `C` rows of `k` values, and `l + 32 ≤ k`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn full_step<const R: usize, const C: usize>(
+    acc: &mut [[__m512; C]; R],
+    ap: *const u16,
+    wp: *const u16,
+    k: usize,
+    l: usize,
+) {
+    // SAFETY: the loads read inside the rows (the caller's contract).
+    unsafe {
+        let av: [__m512bh; R] = std::array::from_fn(|r| bh(_mm512_loadu_si512(ap.add(r * k + l).cast())));
+        for c in 0..C {
+            let wv = bh(_mm512_loadu_si512(wp.add(c * k + l).cast()));
+            for r in 0..R {
+                acc[r][c] = _mm512_dpbf16_ps(acc[r][c], av[r], wv);
             }
         }
     }
