@@ -16,10 +16,10 @@
 use r1_core::BackendError;
 use r1_core::graph::AttentionSpec;
 
-use super::gemm::{LINE_FLOATS, Mat, MatMut, gemm};
+use super::gemm::{Mat, MatMut, gemm};
 use super::{Ctx, Past, size_error};
 use crate::parallel::SharedOut;
-use crate::simd::{Isa, MAX_LANES, Simd, SimdTask, math};
+use crate::simd::{Isa, MAX_LANES, Simd, SimdTask, math, prefetch_floats};
 
 /// Query rows per block (one GEMM's M).
 const Q_BLOCK: usize = 64;
@@ -185,14 +185,6 @@ struct DecodeGroup<'a> {
 /// Value rows ahead of the one `P·V` multiplies that it asks for, where the cache is
 /// prefetched ([`crate::simd::prefetch_cached`]).
 const PV_AHEAD: usize = 8;
-
-/// Asks for the cache lines of `row[range]` ([`crate::simd::prefetch_at`], one per line).
-#[inline(always)]
-fn prefetch_floats(row: &[f32], range: std::ops::Range<usize>) {
-    for i in range.step_by(LINE_FLOATS) {
-        crate::simd::prefetch_at(row, i);
-    }
-}
 
 /// Value vectors of one `P·V` block (64 values with AVX-512: one head of the usual size).
 const PV_VECTORS: usize = 4;

@@ -842,7 +842,7 @@ fn dot_tile<S: Simd, const RR: usize, const C: usize>(
 }
 
 /// Floats of one 64-byte cache line: the block [`dot_tile`] unrolls its steps over.
-pub(super) const LINE_FLOATS: usize = 16;
+const LINE_FLOATS: usize = 16;
 
 /// The `LINE_FLOATS / LANES` steps of [`dot_step`] over one block (`a`, `b`: each
 /// `LINE_FLOATS` long).

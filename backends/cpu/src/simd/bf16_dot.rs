@@ -39,8 +39,8 @@ const PREFETCH_TILES: usize = 2;
 #[derive(Clone, Copy)]
 enum Walk {
     /// A decode step's one tile of activation rows: four weight rows at a time, those
-    /// [`PREFETCH_TILES`] tiles on asked for ([`super::prefetch`], a line per step) when
-    /// `prefetch` says so.
+    /// [`PREFETCH_TILES`] tiles on asked for when `prefetch` says so (`prefetcht1`, the
+    /// hint [`super::prefetch`] gives, one line of each row per step).
     Decode { prefetch: bool },
     /// More activation rows: eight weight rows at a time where the sums fit registers.
     Outer,

@@ -231,6 +231,14 @@ fn cpu_is_amd() -> bool {
     false
 }
 
+/// [`prefetch_at`] of every line of `data[range]` (one per 64 bytes).
+#[inline(always)]
+pub(crate) fn prefetch_floats(data: &[f32], range: std::ops::Range<usize>) {
+    for i in range.step_by(64 / size_of::<f32>()) {
+        prefetch_at(data, i);
+    }
+}
+
 /// [`prefetch`] of the one line holding `data[i]` (nothing past the end).
 #[inline(always)]
 pub(crate) fn prefetch_at(data: &[f32], i: usize) {
